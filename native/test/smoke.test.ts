@@ -1,0 +1,2 @@
+import * as core from '@kiln/native';
+test('loads', () => { expect(core).toBeDefined(); });

@@ -1,0 +1,2 @@
+import * as core from '@kiln/core';
+test('loads', () => { expect(core).toBeDefined(); });
