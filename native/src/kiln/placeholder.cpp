@@ -1,1 +1,0 @@
-namespace kiln { int placeholder() { return 0; } }
