@@ -1,1 +1,3 @@
-export {};
+export * from './types';
+export * from './registry';
+import './llama';

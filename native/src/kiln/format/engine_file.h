@@ -1,0 +1,51 @@
+#pragma once
+// The `.engine` container (docs/engine-format.md): writing it atomically, and opening it with every
+// structural check done before anything runs. Interpreting the header's ops is the runtime's job.
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kiln/dtype.h"
+#include "kiln/format/json.h"
+#include "kiln/format/mapped_file.h"
+
+namespace kiln {
+
+constexpr uint32_t kEngineFormatVersion = 1;
+constexpr char kEngineMagic[8] = {'K', 'I', 'L', 'N', 'E', 'N', 'G', '\0'};
+constexpr uint64_t kEngineMaxHeaderBytes = 64ull << 20;
+constexpr uint64_t kEngineAlignment = 64;
+
+struct EngineWeight {
+  std::string name;
+  DType dtype = DType::F32;
+  std::vector<int64_t> shape;
+  uint64_t offset = 0;      // relative to dataStart
+  uint64_t byteLength = 0;
+  const void* data = nullptr;  // into the map, 64-byte aligned
+};
+
+class EngineFile {
+ public:
+  // Maps and validates the container: magic, format version (a different one is refused with both
+  // numbers in the message), header length, XXH64 checksum, header JSON, `format`/`formatVersion`
+  // fields, and the `weights` table (known dtype, byteLength matching the shape, aligned offsets, inside
+  // the data region, no overlaps). Throws std::runtime_error whose message starts with the path.
+  explicit EngineFile(const std::string& path);
+
+  const std::string& path() const { return map_->path(); }
+  const Json& header() const { return header_; }
+  const std::vector<EngineWeight>& weights() const { return weights_; }
+  std::string checksumHex() const;
+
+ private:
+  std::unique_ptr<MappedFile> map_;
+  Json header_;
+  std::vector<EngineWeight> weights_;
+  uint64_t checksum_ = 0;
+};
+
+uint64_t xxh64(const void* data, size_t size, uint64_t seed = 0);
+
+}  // namespace kiln
