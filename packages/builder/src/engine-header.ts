@@ -1,0 +1,88 @@
+// Assembles the engine header (docs/engine-format.md) from the lowered program and its memory plan.
+import type { EngineWeightSpec } from '@kiln/native';
+import type { KilnCheckpointConfig } from '@kiln/models';
+import type { LoweredProgram } from './lower';
+import type { MemoryPlan } from './memory-plan';
+import type { BuildConfig } from './types';
+
+export const ENGINE_FORMAT_VERSION = 1;
+
+const ELEMENT_BYTES = { float32: 4, float16: 2, bfloat16: 2 } as const;
+const align64 = (n: number) => Math.ceil(n / 64) * 64;
+
+export interface EngineHeader {
+  format: 'kiln-engine';
+  formatVersion: number;
+  target: { backend: 'cpu'; isa: BuildConfig['isa'] };
+  limits: { maxBatchSize: number; maxSeqLen: number; maxNumTokens: number; maxLogitRows: number };
+  model: Record<string, unknown>;
+  kvCache: { numLayers: number; numKvHeads: number; headDim: number; tokensPerBlock: number };
+  arena: { bytes: number };
+  values: MemoryPlan['values'];
+  outputs: { logits: number };
+  weights: Array<{ name: string; dtype: string; shape: number[]; offset: number; byteLength: number }>;
+  ops: Array<{ op: string; inputs: number[]; outputs: number[]; weights: Record<string, number>; attrs: Record<string, number | boolean> }>;
+}
+
+export function assembleEngine(
+  program: LoweredProgram,
+  plan: MemoryPlan,
+  logitsValue: number,
+  buildConfig: BuildConfig,
+  checkpoint: KilnCheckpointConfig,
+  weightsFile: string,
+): { header: EngineHeader; weights: EngineWeightSpec[] } {
+  const attention = program.ops.filter((op) => op.op === 'attention');
+  if (attention.length === 0) throw new Error('build: the network has no attention op, so no KV cache layout');
+  const { numKvHeads, headDim } = attention[0].attrs as { numKvHeads: number; headDim: number };
+  for (const op of attention) {
+    if (op.attrs.numKvHeads !== numKvHeads || op.attrs.headDim !== headDim) {
+      throw new Error('build: attention layers differ in numKvHeads/headDim; the KV cache needs one shape');
+    }
+  }
+
+  let offset = 0;
+  const weights: EngineHeader['weights'] = [];
+  const specs: EngineWeightSpec[] = [];
+  for (const entry of program.weights) {
+    const byteLength = entry.shape.reduce((a, b) => a * b, 1) * ELEMENT_BYTES[entry.dtype];
+    weights.push({ name: entry.name, dtype: entry.dtype, shape: entry.shape, offset, byteLength });
+    offset = align64(offset + byteLength);
+    specs.push(
+      'data' in entry
+        ? { name: entry.name, dtype: 'float32', shape: entry.shape, data: entry.data }
+        : { name: entry.name, dtype: entry.dtype, shape: entry.shape, sources: entry.sources.map((tensor) => ({ file: weightsFile, tensor })) },
+    );
+  }
+
+  const valueIndex = (id: number) => {
+    const index = plan.index.get(id);
+    if (index === undefined) throw new Error(`build: value %${id} has no place in the memory plan`);
+    return index;
+  };
+  const header: EngineHeader = {
+    format: 'kiln-engine',
+    formatVersion: ENGINE_FORMAT_VERSION,
+    target: { backend: 'cpu', isa: buildConfig.isa },
+    limits: {
+      maxBatchSize: buildConfig.maxBatchSize,
+      maxSeqLen: buildConfig.maxSeqLen,
+      maxNumTokens: buildConfig.maxNumTokens,
+      maxLogitRows: buildConfig.gatherContextLogits ? buildConfig.maxNumTokens : buildConfig.maxBatchSize,
+    },
+    model: { architecture: checkpoint.architecture, ...checkpoint.model },
+    kvCache: { numLayers: Math.max(...attention.map((op) => Number(op.attrs.layer))) + 1, numKvHeads, headDim, tokensPerBlock: buildConfig.tokensPerBlock },
+    arena: { bytes: plan.arenaBytes },
+    values: plan.values,
+    outputs: { logits: valueIndex(logitsValue) },
+    weights,
+    ops: program.ops.map((op) => ({
+      op: op.op,
+      inputs: op.inputs.map(valueIndex),
+      outputs: op.outputs.map(valueIndex),
+      weights: op.weights,
+      attrs: op.attrs,
+    })),
+  };
+  return { header, weights: specs };
+}

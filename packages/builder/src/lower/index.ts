@@ -1,0 +1,88 @@
+import type { Graph } from '../graph';
+import { lowerAttention } from './attention';
+import { lowerElementwise } from './elementwise';
+import { lowerEmbedding } from './embedding';
+import { lowerGatherRows } from './gather-rows';
+import { lowerLinear } from './linear';
+import { lowerRmsNorm } from './rms-norm';
+import { lowerRope } from './rope';
+import type { LoweredOp, Lowering, LoweringContext, WeightEntry } from './types';
+
+export type { LoweredOp, Lowering, WeightEntry } from './types';
+
+/** CPU lowerings by graph op. `slice` has none: it becomes a view in the memory plan. */
+const cpuLowerings = new Map<string, Lowering>([
+  ['embedding', lowerEmbedding],
+  ['linear', lowerLinear],
+  ['rms_norm', lowerRmsNorm],
+  ['add', lowerElementwise],
+  ['mul', lowerElementwise],
+  ['silu', lowerElementwise],
+  ['swiglu', lowerElementwise],
+  ['rope', lowerRope],
+  ['attention', lowerAttention],
+  ['gather_rows', lowerGatherRows],
+]);
+
+export function registerCpuLowering(op: string, lowering: Lowering): void {
+  cpuLowerings.set(op, lowering);
+}
+
+export interface LoweredProgram {
+  ops: LoweredOp[];
+  weights: WeightEntry[];
+  /** Column views made by `slice`: view value id -> the value it slices and where. */
+  views: Map<number, { of: number; colOffset: number }>;
+}
+
+/** Lowers every node; `weightDType` is the storage type of the checkpoint's tensors. */
+export function lowerGraph(graph: Graph, weightDType: 'float32' | 'float16' | 'bfloat16'): LoweredProgram {
+  const weights: WeightEntry[] = [];
+  const weightIndex = new Map<string, number>();
+  const views = new Map<number, { of: number; colOffset: number }>();
+
+  const context: LoweringContext = {
+    graph,
+    parameter(id, options = {}) {
+      const value = graph.value(id);
+      if (value.kind !== 'parameter' || !value.sources) throw new Error(`lowering: %${id} is not a parameter`);
+      const dtype = options.float32 ? 'float32' : weightDType;
+      const name = value.name ?? `%${id}`;
+      const key = `${name}:${dtype}`;
+      let index = weightIndex.get(key);
+      if (index === undefined) {
+        index = weights.push({ name, dtype, shape: value.shape as number[], sources: value.sources }) - 1;
+        weightIndex.set(key, index);
+      }
+      return index;
+    },
+    constant(name, data) {
+      const values = Float32Array.from(data);
+      const key = `const:${Buffer.from(values.buffer).toString('base64')}`;
+      let index = weightIndex.get(key);
+      if (index === undefined) {
+        const unique = `${name}.${weights.filter((w) => w.name.startsWith(`${name}.`)).length}`;
+        index = weights.push({ name: unique, dtype: 'float32', shape: [values.length], data: values }) - 1;
+        weightIndex.set(key, index);
+      }
+      return index;
+    },
+    expectGraphInput(id, name, op) {
+      if (graph.inputs[name] !== id) throw new Error(`lowering: ${op} must read the graph input "${name}" directly`);
+    },
+  };
+
+  const ops: LoweredOp[] = [];
+  for (const node of graph.nodes) {
+    if (node.op === 'slice') {
+      const root = views.get(node.inputs[0]);
+      const colOffset = Number(node.attrs.colOffset) + (root?.colOffset ?? 0);
+      views.set(node.outputs[0], { of: root?.of ?? node.inputs[0], colOffset });
+      continue;
+    }
+    const lowering = cpuLowerings.get(node.op);
+    if (!lowering) throw new Error(`lowering: no CPU lowering for op "${node.op}"`);
+    ops.push(...lowering(node, context));
+  }
+  return { ops, weights, views };
+}

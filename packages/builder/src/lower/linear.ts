@@ -1,0 +1,9 @@
+import type { Lowering } from './types';
+
+// Biases are stored in float32: they are tiny and added after float32 accumulation.
+export const lowerLinear: Lowering = (node, context) => {
+  const [x, weight, bias] = node.inputs;
+  const weights: Record<string, number> = { weight: context.parameter(weight) };
+  if (bias !== undefined) weights.bias = context.parameter(bias, { float32: true });
+  return [{ op: 'linear', inputs: [x], outputs: node.outputs, weights, attrs: {} }];
+};

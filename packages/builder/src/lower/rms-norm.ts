@@ -1,0 +1,14 @@
+import type { Lowering } from './types';
+
+export const lowerRmsNorm: Lowering = (node, context) => {
+  const [x, weight] = node.inputs;
+  return [
+    {
+      op: 'rms_norm',
+      inputs: [x],
+      outputs: node.outputs,
+      weights: { weight: context.parameter(weight) },
+      attrs: { eps: Number(node.attrs.eps), weightOffset: Number(node.attrs.weightOffset ?? 0) },
+    },
+  ];
+};

@@ -1,0 +1,29 @@
+import type { Graph, GraphNode } from '../graph';
+
+/** An op of the engine program, still naming graph values by id (the memory plan places them later). */
+export interface LoweredOp {
+  op: string;
+  inputs: number[];
+  outputs: number[];
+  /** Slot name (e.g. "weight", "bias", "table") -> index into the weight table. */
+  weights: Record<string, number>;
+  attrs: Record<string, number | boolean>;
+}
+
+/** A weight of the engine: checkpoint tensors (concatenated along dim 0) or a constant the builder computed. */
+export type WeightEntry =
+  | { name: string; dtype: 'float32' | 'float16' | 'bfloat16'; shape: number[]; sources: string[] }
+  | { name: string; dtype: 'float32'; shape: number[]; data: Float32Array };
+
+export interface LoweringContext {
+  graph: Graph;
+  /** The weight-table index of a parameter, stored in the checkpoint's dtype (or float32 when `float32` is set). */
+  parameter(id: number, options?: { float32?: boolean }): number;
+  /** The weight-table index of a constant; identical constants share one entry. */
+  constant(name: string, data: number[]): number;
+  /** Checks that value `id` is the graph input `name` (ops that read step data instead of a buffer). */
+  expectGraphInput(id: number, name: string, op: string): void;
+}
+
+/** Turns one graph node into engine ops for a backend. One file per op; registered in ./index.ts. */
+export type Lowering = (node: GraphNode, context: LoweringContext) => LoweredOp[];

@@ -1,0 +1,104 @@
+// Activation memory planning: every buffer an op writes gets a fixed offset in one arena, sized for the
+// largest step the engine accepts (maxNumTokens packed tokens, or maxLogitRows rows after the gather).
+// Buffers whose lifetimes do not overlap share bytes, so the arena holds a few layers' worth of
+// activations rather than the whole network's.
+import type { Graph } from './graph';
+import type { LoweredProgram } from './lower';
+
+export type RowKind = 'tokens' | 'logitRows';
+
+export interface PlannedValue {
+  name: string;
+  rows: RowKind;
+  cols: number;
+  /** Byte offset of element (0, 0) in the arena. */
+  offset: number;
+  /** Elements between consecutive rows (> cols for a column slice of a wider buffer). */
+  rowStride: number;
+}
+
+export interface MemoryPlan {
+  values: PlannedValue[];
+  /** Graph value id -> index into `values`. */
+  index: Map<number, number>;
+  arenaBytes: number;
+  /** Bytes the buffers would take without reuse, for the build report. */
+  unsharedBytes: number;
+}
+
+const ALIGNMENT = 64;
+const align = (n: number) => Math.ceil(n / ALIGNMENT) * ALIGNMENT;
+
+interface Buffer {
+  id: number;
+  rows: RowKind;
+  cols: number;
+  bytes: number;
+  firstOp: number;
+  lastOp: number;
+  offset: number;
+}
+
+export function planMemory(graph: Graph, program: LoweredProgram, maxRows: Record<RowKind, number>): MemoryPlan {
+  const rootOf = (id: number) => program.views.get(id)?.of ?? id;
+  const buffers = new Map<number, Buffer>();
+  program.ops.forEach((op, index) => {
+    for (const id of op.outputs) {
+      if (program.views.has(id)) throw new Error(`memory plan: op ${op.op} writes into a view`);
+      if (buffers.has(id)) throw new Error(`memory plan: value %${id} is written twice`);
+      const shape = graph.value(id).shape;
+      const rows = shape[0];
+      if (rows !== 'tokens' && rows !== 'logitRows') throw new Error(`memory plan: value %${id} has rows ${String(rows)}`);
+      const cols = graph.features(id);
+      buffers.set(id, { id, rows, cols, bytes: align(maxRows[rows] * cols * 4), firstOp: index, lastOp: index, offset: -1 });
+    }
+  });
+  program.ops.forEach((op, index) => {
+    for (const id of op.inputs) {
+      const buffer = buffers.get(rootOf(id));
+      if (!buffer) throw new Error(`memory plan: op ${op.op} reads %${id}, which no earlier op writes`);
+      buffer.lastOp = Math.max(buffer.lastOp, index);
+    }
+  });
+  for (const id of Object.values(graph.outputs)) {
+    const buffer = buffers.get(rootOf(id));
+    if (buffer) buffer.lastOp = program.ops.length;
+  }
+
+  // Greedy by size (largest first): each buffer takes the lowest offset that does not collide with an
+  // already placed buffer whose lifetime overlaps its own.
+  const placed: Buffer[] = [];
+  const bySize = [...buffers.values()].sort((a, b) => b.bytes - a.bytes || a.firstOp - b.firstOp);
+  for (const buffer of bySize) {
+    const overlapping = placed
+      .filter((other) => other.firstOp <= buffer.lastOp && buffer.firstOp <= other.lastOp)
+      .sort((a, b) => a.offset - b.offset);
+    let offset = 0;
+    for (const other of overlapping) {
+      if (offset + buffer.bytes <= other.offset) break;
+      offset = Math.max(offset, other.offset + other.bytes);
+    }
+    buffer.offset = offset;
+    placed.push(buffer);
+  }
+
+  const values: PlannedValue[] = [];
+  const index = new Map<number, number>();
+  const name = (id: number) => graph.value(id).name ?? `%${id}`;
+  for (const buffer of [...buffers.values()].sort((a, b) => a.firstOp - b.firstOp || a.id - b.id)) {
+    index.set(buffer.id, values.length);
+    values.push({ name: name(buffer.id), rows: buffer.rows, cols: buffer.cols, offset: buffer.offset, rowStride: buffer.cols });
+  }
+  for (const [id, view] of program.views) {
+    const root = buffers.get(view.of);
+    if (!root) continue; // a slice nobody lowered reads
+    index.set(id, values.length);
+    values.push({ name: name(id), rows: root.rows, cols: graph.features(id), offset: root.offset + 4 * view.colOffset, rowStride: root.cols });
+  }
+  return {
+    values,
+    index,
+    arenaBytes: Math.max(ALIGNMENT, ...placed.map((b) => b.offset + b.bytes)),
+    unsharedBytes: placed.reduce((sum, b) => sum + b.bytes, 0),
+  };
+}
