@@ -1,2 +1,0 @@
-import * as core from '@kiln/core';
-test('loads', () => { expect(core).toBeDefined(); });
