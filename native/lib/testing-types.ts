@@ -1,5 +1,183 @@
 // Bindings to single kernels, for the tests that compare them with scalar references.
 // Owned by the kernels: see native/src/addon/testing.cpp.
+//
+// Every function is synchronous (test-only, small inputs). Matrices are row-major Float32Arrays with an
+// optional row stride (default: the number of columns); an output with a stride larger than its columns
+// is zero between rows. Every length, stride and index is checked first: a value of the wrong kind throws
+// a TypeError, a wrong size or an out-of-range index a RangeError, both naming the argument.
+
+/** Weight storage types the kernels read. 16-bit weights are passed as their raw bits in a Uint16Array. */
+export type KernelWeightDType = 'float32' | 'float16' | 'bfloat16';
+
+/** Which code path runs, and on how many threads. */
+export interface KernelRunOptions {
+  /** 'generic' (default) or 'avx2' (throws a RangeError where cpuIsa() is not 'avx2'). */
+  isa?: 'generic' | 'avx2';
+  /** Threads for the call, the calling thread included (default 1). Pools are cached per count. */
+  threads?: number;
+}
+
+export interface EmbeddingArgs extends KernelRunOptions {
+  /** [numTokens] token ids, each in [0, vocab). */
+  ids: Int32Array;
+  /** [vocab, hidden]: Float32Array for 'float32', raw bits in a Uint16Array otherwise. */
+  table: Float32Array | Uint16Array;
+  tableDtype: KernelWeightDType;
+  hidden: number;
+  /** Multiplier of every output (default 1). */
+  scale?: number;
+  outStride?: number;
+}
+
+export interface LinearArgs extends KernelRunOptions {
+  /** [rows, K] with row stride xStride. */
+  x: Float32Array;
+  rows: number;
+  K: number;
+  N: number;
+  xStride?: number;
+  yStride?: number;
+  /** [N, K], exactly N * K elements. */
+  weight: Float32Array | Uint16Array;
+  weightDtype: KernelWeightDType;
+  /** [N] */
+  bias?: Float32Array;
+}
+
+export interface RmsNormArgs extends KernelRunOptions {
+  x: Float32Array;
+  rows: number;
+  H: number;
+  xStride?: number;
+  yStride?: number;
+  /** [H] */
+  weight: Float32Array | Uint16Array;
+  weightDtype: KernelWeightDType;
+  eps: number;
+  /** 0 (default) for LLaMA, 1 for Gemma's (1 + w). */
+  weightOffset?: number;
+}
+
+export interface BinaryArgs extends KernelRunOptions {
+  a: Float32Array;
+  b: Float32Array;
+  rows: number;
+  cols: number;
+  aStride?: number;
+  bStride?: number;
+  outStride?: number;
+}
+
+export interface SiluArgs extends KernelRunOptions {
+  a: Float32Array;
+  rows: number;
+  cols: number;
+  aStride?: number;
+  outStride?: number;
+}
+
+export interface SwigluArgs extends KernelRunOptions {
+  gate: Float32Array;
+  up: Float32Array;
+  rows: number;
+  cols: number;
+  gateStride?: number;
+  upStride?: number;
+  outStride?: number;
+}
+
+export interface RopeArgs extends KernelRunOptions {
+  /** [numTokens, numHeads * headDim] with row stride xStride. */
+  x: Float32Array;
+  numTokens: number;
+  xStride?: number;
+  yStride?: number;
+  /** [numTokens] */
+  positions: Int32Array;
+  numHeads: number;
+  headDim: number;
+  /** Even, at most headDim. */
+  rotaryDim: number;
+  /** false (default): pairs (i, i + rotaryDim/2); true: pairs (2i, 2i + 1). */
+  interleaved?: boolean;
+  /** [rotaryDim / 2] */
+  invFreq: Float32Array;
+  /** Multiplier of cos and sin (default 1). */
+  attentionScaling?: number;
+}
+
+export interface AttentionArgs extends KernelRunOptions {
+  numTokens: number;
+  numHeads: number;
+  numKvHeads: number;
+  headDim: number;
+  /** [numTokens, numHeads * headDim] */
+  q: Float32Array;
+  /** [numTokens, numKvHeads * headDim] each; written into the cache before attending. */
+  k: Float32Array;
+  v: Float32Array;
+  qStride?: number;
+  kStride?: number;
+  vStride?: number;
+  outStride?: number;
+  /** [numTokens] position of each token in its sequence. */
+  positions: Int32Array;
+  /** [numTokens] index into blockTables of each token's sequence. */
+  tokenSeq: Int32Array;
+  /** One block table per sequence: block ids of positions [i * tokensPerBlock, (i + 1) * tokensPerBlock). */
+  blockTables: Int32Array[];
+  tokensPerBlock: number;
+  /** Layers in the pool (default 1) and the layer this call uses (default 0). */
+  numLayers?: number;
+  layer?: number;
+  /**
+   * The paged KV cache (layout in native/src/kiln/kernels/step.h), a whole number of blocks of
+   * numLayers * 2 * tokensPerBlock * numKvHeads * headDim floats. The call writes this step's K and V
+   * into it, so a later call (a decode step) sees them.
+   */
+  kvPool: Float32Array;
+  scale: number;
+  /** 0 (default): attend to every earlier position; w > 0: only the last w positions, self included. */
+  slidingWindow?: number;
+}
+
+export interface GatherRowsArgs extends KernelRunOptions {
+  x: Float32Array;
+  xStride?: number;
+  /** Row indices into x. */
+  rows: Int32Array;
+  cols: number;
+  outStride?: number;
+}
+
 export interface NativeTesting {
-  [kernel: string]: (...args: never[]) => unknown;
+  /** The best instruction set this CPU supports for the kernels. */
+  cpuIsa(): 'avx2' | 'generic';
+  /** Round to nearest even, NaN kept quiet. */
+  f32ToBf16(values: Float32Array): Uint16Array;
+  /** IEEE half, round to nearest even, with subnormals, inf and NaN. */
+  f32ToF16(values: Float32Array): Uint16Array;
+  bf16ToF32(bits: Uint16Array): Float32Array;
+  f16ToF32(bits: Uint16Array): Float32Array;
+
+  /** [numTokens, outStride]: out[t] = table[ids[t]] * scale. */
+  embedding(args: EmbeddingArgs): Float32Array;
+  /** [rows, yStride]: y = x w^T (+ bias). */
+  linear(args: LinearArgs): Float32Array;
+  /** [rows, yStride]: x / sqrt(mean(x^2) + eps) * (weightOffset + w). */
+  rmsNorm(args: RmsNormArgs): Float32Array;
+  /** [rows, outStride]: a + b. */
+  add(args: BinaryArgs): Float32Array;
+  /** [rows, outStride]: a * b. */
+  mul(args: BinaryArgs): Float32Array;
+  /** [rows, outStride]: a / (1 + e^-a). */
+  silu(args: SiluArgs): Float32Array;
+  /** [rows, outStride]: silu(gate) * up. */
+  swiglu(args: SwigluArgs): Float32Array;
+  /** [numTokens, yStride]: x rotated per head (see ropeKernel in kernels.h). */
+  rope(args: RopeArgs): Float32Array;
+  /** [numTokens, outStride]: paged causal attention; mutates args.kvPool. */
+  attention(args: AttentionArgs): Float32Array;
+  /** [rows.length, outStride]: out[i] = x[rows[i]]. */
+  gatherRows(args: GatherRowsArgs): Float32Array;
 }

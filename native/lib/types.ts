@@ -85,6 +85,15 @@ export interface WriteEngineResult {
   fileSize: number;
 }
 
+/** What `inspectEngine` found in a `.engine` file that passed the container's structural checks. */
+export interface EngineInspection {
+  /** XXH64 of the file (its trailer), 16 lowercase hex digits. */
+  checksum: string;
+  /** The header JSON exactly as stored. */
+  headerJson: string;
+  weights: { name: string; dtype: WeightDType; shape: number[]; offset: number; byteLength: number }[];
+}
+
 export interface CpuInfo {
   /** The best instruction set the kernels can use here. */
   isa: 'avx2' | 'generic';
@@ -153,6 +162,12 @@ export interface NativeAddon {
   writeSafetensors(options: WriteSafetensorsOptions): Promise<void>;
   writeEngine(options: WriteEngineOptions): Promise<WriteEngineResult>;
   loadEngine(path: string, options?: LoadEngineOptions): Promise<NativeEngine>;
+  /**
+   * For tests: opens a `.engine` file with every structural check the loader does (magic, format
+   * version, header length, checksum, header JSON, weights table), on a native thread, and reports what
+   * it found without building a runtime. Rejects with the loader's error message.
+   */
+  inspectEngine(path: string): Promise<EngineInspection>;
   /** Direct access to single kernels, for the tests that compare them with scalar references. */
   testing: import('./testing-types').NativeTesting;
 }

@@ -1,1 +1,14 @@
-export {};
+export { convertCheckpoint, type ConvertOptions, type ConvertProgress, type ConvertResult } from './convert';
+export {
+  readKilnCheckpoint,
+  CHECKPOINT_CONFIG_FILE,
+  CHECKPOINT_FORMAT,
+  CHECKPOINT_FORMAT_VERSION,
+  CHECKPOINT_WEIGHTS_FILE,
+  TOKENIZER_FILES,
+  type KilnCheckpoint,
+} from './checkpoint';
+export { ConvertError } from './errors';
+export { CHECKPOINT_DTYPES, isCheckpointDType, defaultDType } from './hf-config';
+export { planConversion, type PlanInput } from './plan';
+export { readHfWeights, type HfTensor, type HfWeights } from './weights';

@@ -1,1 +1,10 @@
-export {};
+export { Engine } from './engine';
+export type { EngineGenerateOptions, EngineGenerateResult, EngineLoadOptions, FinishReason } from './engine';
+export { ENGINE_DIR_FORMAT, ENGINE_DIR_FORMAT_VERSION, readEngineDirConfig } from './engine-config';
+export type { EngineCheckpointInfo, EngineDirConfig } from './engine-config';
+export { LLM } from './llm';
+export type { LLMGenerateOptions, LLMGenerateResult } from './llm';
+export { StreamDecoder, Tokenizer } from './tokenizer';
+export type { DecodeOptions } from './tokenizer';
+export { hostTarget } from './host';
+export type { HostTarget } from './host';

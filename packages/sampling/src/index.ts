@@ -1,1 +1,3 @@
-export {};
+export { SamplingConfigError } from './errors';
+export { resolveEndId, validateMaxTokens, validateTokenId } from './config';
+export type { SamplingConfig } from './config';

@@ -9,6 +9,7 @@
 #include "kiln/dtype.h"
 #include "kiln/format/json.h"
 #include "kiln/format/mapped_file.h"
+#include "kiln/format/safetensors_writer.h"
 
 namespace kiln {
 
@@ -38,13 +39,43 @@ class EngineFile {
   const Json& header() const { return header_; }
   const std::vector<EngineWeight>& weights() const { return weights_; }
   std::string checksumHex() const;
+  // The header JSON exactly as stored (bytes [24, 24 + H) of the file).
+  std::string headerText() const;
 
  private:
   std::unique_ptr<MappedFile> map_;
   Json header_;
   std::vector<EngineWeight> weights_;
   uint64_t checksum_ = 0;
+  uint64_t headerLength_ = 0;
 };
+
+// A weight for writeEngineFile: gathered from checkpoint tensors like a safetensors output tensor, or,
+// when `constant` is set, the float32 values in `data` (cast to `dtype`). Mirrors EngineWeightSpec in
+// native/lib/types.ts.
+struct EngineWeightSpec {
+  std::string name;
+  DType dtype = DType::F32;
+  std::vector<int64_t> shape;
+  std::vector<TensorSourceSpec> sources;
+  bool constant = false;
+  std::vector<float> data;
+};
+
+struct WriteEngineResult {
+  uint64_t checksum = 0;
+  uint64_t fileSize = 0;
+};
+
+// Writes a `.engine` file atomically. `headerJson` is parsed and its `weights` table must list exactly
+// `weights` (same order, names, dtypes, shapes; byteLength right; offsets multiples of 64, ascending and
+// not overlapping); each weight is written at dataStart + offset, gaps zero-filled, then the XXH64
+// trailer. Throws std::runtime_error starting with the path.
+WriteEngineResult writeEngineFile(const std::string& path, const std::string& headerJson,
+                                  const std::vector<EngineWeightSpec>& weights);
+
+// 16 lowercase hex digits.
+std::string hex64(uint64_t v);
 
 uint64_t xxh64(const void* data, size_t size, uint64_t seed = 0);
 

@@ -1,0 +1,467 @@
+// Bindings for Kiln's file formats: safetensors (read, write) and the `.engine` container (write, and a
+// structural inspection for tests). The JavaScript arguments are copied into plain C++ structs on the JS
+// thread; all file work runs in Napi::AsyncWorker::Execute on a libuv worker thread.
+#include <napi.h>
+
+#include <cmath>
+#include <exception>
+#include <map>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "kiln/dtype.h"
+#include "kiln/format/engine_file.h"
+#include "kiln/format/safetensors.h"
+#include "kiln/format/safetensors_writer.h"
+#include "kiln/kernels/kernels.h"
+
+namespace {
+
+constexpr double kMaxSafeInteger = 9007199254740991.0;  // Number.MAX_SAFE_INTEGER
+
+// Reads JavaScript values into C++ ones. On a bad argument it records a message naming the field; if
+// a property getter threw, the JavaScript exception is left pending and `jsThrew` is set.
+class ArgReader {
+ public:
+  explicit ArgReader(Napi::Env env) : env_(env) {}
+
+  bool failed() const { return !error_.empty() || jsThrew_; }
+  const std::string& error() const { return error_; }
+  bool jsThrew() const { return jsThrew_; }
+
+  bool fail(const std::string& message) {
+    if (error_.empty()) error_ = message;
+    return false;
+  }
+
+  // obj[key], or false when a getter threw.
+  bool get(const Napi::Object& obj, const char* key, Napi::Value* out) {
+    Napi::Value v = obj.Get(key);
+    if (env_.IsExceptionPending()) {
+      jsThrew_ = true;
+      return false;
+    }
+    *out = v;
+    return true;
+  }
+
+  bool object(const Napi::Value& v, const std::string& what, Napi::Object* out) {
+    if (!v.IsObject() || v.IsArray()) return fail(what + " must be an object");
+    *out = v.As<Napi::Object>();
+    return true;
+  }
+
+  bool string(const Napi::Value& v, const std::string& what, std::string* out) {
+    if (!v.IsString()) return fail(what + " must be a string");
+    *out = v.As<Napi::String>().Utf8Value();
+    return true;
+  }
+
+  bool nonEmptyString(const Napi::Value& v, const std::string& what, std::string* out) {
+    if (!string(v, what, out)) return false;
+    if (out->empty()) return fail(what + " must not be empty");
+    return true;
+  }
+
+  bool integer(const Napi::Value& v, const std::string& what, int64_t* out) {
+    if (!v.IsNumber()) return fail(what + " must be a non-negative integer");
+    const double d = v.As<Napi::Number>().DoubleValue();
+    if (!std::isfinite(d) || d < 0 || d > kMaxSafeInteger || d != std::floor(d)) {
+      return fail(what + " must be a non-negative integer");
+    }
+    *out = static_cast<int64_t>(d);
+    return true;
+  }
+
+  bool array(const Napi::Value& v, const std::string& what, Napi::Array* out) {
+    if (!v.IsArray()) return fail(what + " must be an array");
+    *out = v.As<Napi::Array>();
+    return true;
+  }
+
+  bool element(const Napi::Array& a, uint32_t i, Napi::Value* out) {
+    Napi::Value v = a.Get(i);
+    if (env_.IsExceptionPending()) {
+      jsThrew_ = true;
+      return false;
+    }
+    *out = v;
+    return true;
+  }
+
+  bool shape(const Napi::Value& v, const std::string& what, std::vector<int64_t>* out) {
+    Napi::Array a;
+    if (!array(v, what, &a)) return false;
+    for (uint32_t i = 0; i < a.Length(); ++i) {
+      Napi::Value d;
+      int64_t n;
+      if (!element(a, i, &d) || !integer(d, what + "[" + std::to_string(i) + "]", &n)) return false;
+      out->push_back(n);
+    }
+    return true;
+  }
+
+  bool dtype(const Napi::Value& v, const std::string& what, kiln::DType* out) {
+    std::string name;
+    if (!string(v, what, &name)) return false;
+    if (!kiln::parseDTypeName(name, out) || *out == kiln::DType::I32) {
+      return fail(what + " must be \"float32\", \"float16\" or \"bfloat16\", got \"" + name + "\"");
+    }
+    return true;
+  }
+
+  bool sources(const Napi::Value& v, const std::string& what, std::vector<kiln::TensorSourceSpec>* out) {
+    Napi::Array a;
+    if (!array(v, what, &a)) return false;
+    for (uint32_t i = 0; i < a.Length(); ++i) {
+      const std::string w = what + "[" + std::to_string(i) + "]";
+      Napi::Value item, field;
+      Napi::Object obj;
+      kiln::TensorSourceSpec src;
+      if (!element(a, i, &item) || !object(item, w, &obj)) return false;
+      if (!get(obj, "file", &field) || !nonEmptyString(field, w + ".file", &src.file)) return false;
+      if (!get(obj, "tensor", &field) || !string(field, w + ".tensor", &src.tensor)) return false;
+      if (!get(obj, "transpose", &field)) return false;
+      if (!field.IsUndefined()) {
+        if (!field.IsBoolean()) return fail(w + ".transpose must be a boolean");
+        src.transpose = field.As<Napi::Boolean>().Value();
+      }
+      if (!get(obj, "rowStart", &field)) return false;
+      if (!field.IsUndefined() && !integer(field, w + ".rowStart", &src.rowStart)) return false;
+      if (!get(obj, "rowCount", &field)) return false;
+      if (!field.IsUndefined() && !integer(field, w + ".rowCount", &src.rowCount)) return false;
+      out->push_back(std::move(src));
+    }
+    return true;
+  }
+
+ private:
+  Napi::Env env_;
+  std::string error_;
+  bool jsThrew_ = false;
+};
+
+// A promise settled by an AsyncWorker: OnError rejects it with the message Execute set.
+class PromiseWorker : public Napi::AsyncWorker {
+ public:
+  PromiseWorker(Napi::Env env, const char* name)
+      : Napi::AsyncWorker(env, name), deferred_(Napi::Promise::Deferred::New(env)) {}
+  Napi::Promise promise() const { return deferred_.Promise(); }
+
+ protected:
+  void OnError(const Napi::Error& error) override { deferred_.Reject(error.Value()); }
+  Napi::Promise::Deferred deferred_;
+};
+
+// A promise rejected at once because the arguments were wrong: a TypeError naming the field, or the
+// exception a property getter threw.
+Napi::Value rejectArgs(Napi::Env env, const ArgReader& args, const char* fn) {
+  auto deferred = Napi::Promise::Deferred::New(env);
+  if (args.jsThrew()) {
+    deferred.Reject(env.GetAndClearPendingException().Value());
+  } else {
+    deferred.Reject(Napi::TypeError::New(env, std::string(fn) + ": " + args.error()).Value());
+  }
+  return deferred.Promise();
+}
+
+Napi::Array shapeArray(Napi::Env env, const std::vector<int64_t>& shape) {
+  Napi::Array a = Napi::Array::New(env, shape.size());
+  for (size_t i = 0; i < shape.size(); ++i) a.Set(static_cast<uint32_t>(i), static_cast<double>(shape[i]));
+  return a;
+}
+
+// ---- cpuInfo -------------------------------------------------------------------------------------
+
+Napi::Value CpuInfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("isa", kiln::isaName(kiln::detectIsa()));
+  const unsigned n = std::thread::hardware_concurrency();
+  out.Set("hardwareConcurrency", static_cast<double>(n == 0 ? 1 : n));  // 0 means "unknown"
+  return out;
+}
+
+// ---- readSafetensors -----------------------------------------------------------------------------
+
+class ReadSafetensorsWorker : public PromiseWorker {
+ public:
+  ReadSafetensorsWorker(Napi::Env env, std::string path)
+      : PromiseWorker(env, "kiln.readSafetensors"), path_(std::move(path)) {}
+
+  void Execute() override {
+    try {
+      kiln::SafetensorsFile file(path_);
+      fileSize_ = file.fileSize();
+      metadata_ = file.metadata();
+      tensors_ = file.tensors();
+      for (auto& t : tensors_) t.data = nullptr;  // the map is gone once `file` is
+    } catch (const std::exception& e) {
+      SetError(e.what());
+    }
+  }
+
+  void OnOK() override {
+    Napi::Env env = Env();
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("path", path_);
+    out.Set("fileSize", static_cast<double>(fileSize_));
+    Napi::Object metadata = Napi::Object::New(env);
+    for (const auto& kv : metadata_) metadata.Set(kv.first, kv.second);
+    out.Set("metadata", metadata);
+    Napi::Array tensors = Napi::Array::New(env, tensors_.size());
+    for (size_t i = 0; i < tensors_.size(); ++i) {
+      const auto& t = tensors_[i];
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("name", t.name);
+      o.Set("dtype", t.dtype);
+      o.Set("shape", shapeArray(env, t.shape));
+      o.Set("byteOffset", static_cast<double>(t.byteOffset));
+      o.Set("byteLength", static_cast<double>(t.byteLength));
+      tensors.Set(static_cast<uint32_t>(i), o);
+    }
+    out.Set("tensors", tensors);
+    deferred_.Resolve(out);
+  }
+
+ private:
+  std::string path_;
+  size_t fileSize_ = 0;
+  std::map<std::string, std::string> metadata_;
+  std::vector<kiln::SafetensorsTensor> tensors_;
+};
+
+Napi::Value ReadSafetensors(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  ArgReader args(env);
+  std::string path;
+  if (!args.nonEmptyString(info[0], "path", &path)) return rejectArgs(env, args, "readSafetensors");
+  auto* worker = new ReadSafetensorsWorker(env, std::move(path));
+  Napi::Promise promise = worker->promise();
+  worker->Queue();
+  return promise;
+}
+
+// ---- writeSafetensors ----------------------------------------------------------------------------
+
+class WriteSafetensorsWorker : public PromiseWorker {
+ public:
+  WriteSafetensorsWorker(Napi::Env env, std::string path, std::map<std::string, std::string> metadata,
+                         std::vector<kiln::TensorWriteSpec> tensors)
+      : PromiseWorker(env, "kiln.writeSafetensors"),
+        path_(std::move(path)),
+        metadata_(std::move(metadata)),
+        tensors_(std::move(tensors)) {}
+
+  void Execute() override {
+    try {
+      kiln::writeSafetensors(path_, metadata_, tensors_);
+    } catch (const std::exception& e) {
+      SetError(e.what());
+    }
+  }
+
+  void OnOK() override { deferred_.Resolve(Env().Undefined()); }
+
+ private:
+  std::string path_;
+  std::map<std::string, std::string> metadata_;
+  std::vector<kiln::TensorWriteSpec> tensors_;
+};
+
+Napi::Value WriteSafetensors(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  ArgReader args(env);
+  Napi::Object options;
+  Napi::Value field;
+  std::string path;
+  std::map<std::string, std::string> metadata;
+  std::vector<kiln::TensorWriteSpec> tensors;
+  auto read = [&]() -> bool {
+    if (!args.object(info[0], "options", &options)) return false;
+    if (!args.get(options, "path", &field) || !args.nonEmptyString(field, "options.path", &path)) return false;
+    if (!args.get(options, "metadata", &field)) return false;
+    if (!field.IsUndefined()) {
+      Napi::Object md;
+      if (!args.object(field, "options.metadata", &md)) return false;
+      Napi::Array keys = md.GetPropertyNames();
+      for (uint32_t i = 0; i < keys.Length(); ++i) {
+        Napi::Value key, value;
+        std::string k, v;
+        if (!args.element(keys, i, &key) || !args.string(key, "options.metadata key", &k)) return false;
+        if (!args.get(md, k.c_str(), &value) || !args.string(value, "options.metadata[\"" + k + "\"]", &v)) return false;
+        metadata[k] = v;
+      }
+    }
+    Napi::Array list;
+    if (!args.get(options, "tensors", &field) || !args.array(field, "options.tensors", &list)) return false;
+    for (uint32_t i = 0; i < list.Length(); ++i) {
+      const std::string w = "options.tensors[" + std::to_string(i) + "]";
+      Napi::Value item;
+      Napi::Object obj;
+      kiln::TensorWriteSpec spec;
+      if (!args.element(list, i, &item) || !args.object(item, w, &obj)) return false;
+      if (!args.get(obj, "name", &field) || !args.nonEmptyString(field, w + ".name", &spec.name)) return false;
+      if (!args.get(obj, "dtype", &field) || !args.dtype(field, w + ".dtype", &spec.dtype)) return false;
+      if (!args.get(obj, "shape", &field) || !args.shape(field, w + ".shape", &spec.shape)) return false;
+      if (!args.get(obj, "sources", &field) || !args.sources(field, w + ".sources", &spec.sources)) return false;
+      tensors.push_back(std::move(spec));
+    }
+    return true;
+  };
+  if (!read()) return rejectArgs(env, args, "writeSafetensors");
+  auto* worker = new WriteSafetensorsWorker(env, std::move(path), std::move(metadata), std::move(tensors));
+  Napi::Promise promise = worker->promise();
+  worker->Queue();
+  return promise;
+}
+
+// ---- writeEngine ---------------------------------------------------------------------------------
+
+class WriteEngineWorker : public PromiseWorker {
+ public:
+  WriteEngineWorker(Napi::Env env, std::string path, std::string header, std::vector<kiln::EngineWeightSpec> weights)
+      : PromiseWorker(env, "kiln.writeEngine"),
+        path_(std::move(path)),
+        header_(std::move(header)),
+        weights_(std::move(weights)) {}
+
+  void Execute() override {
+    try {
+      result_ = kiln::writeEngineFile(path_, header_, weights_);
+    } catch (const std::exception& e) {
+      SetError(e.what());
+    }
+  }
+
+  void OnOK() override {
+    Napi::Object out = Napi::Object::New(Env());
+    out.Set("checksum", kiln::hex64(result_.checksum));
+    out.Set("fileSize", static_cast<double>(result_.fileSize));
+    deferred_.Resolve(out);
+  }
+
+ private:
+  std::string path_;
+  std::string header_;
+  std::vector<kiln::EngineWeightSpec> weights_;
+  kiln::WriteEngineResult result_;
+};
+
+Napi::Value WriteEngine(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  ArgReader args(env);
+  Napi::Object options;
+  Napi::Value field;
+  std::string path, header;
+  std::vector<kiln::EngineWeightSpec> weights;
+  auto read = [&]() -> bool {
+    if (!args.object(info[0], "options", &options)) return false;
+    if (!args.get(options, "path", &field) || !args.nonEmptyString(field, "options.path", &path)) return false;
+    if (!args.get(options, "header", &field) || !args.nonEmptyString(field, "options.header", &header)) return false;
+    Napi::Array list;
+    if (!args.get(options, "weights", &field) || !args.array(field, "options.weights", &list)) return false;
+    for (uint32_t i = 0; i < list.Length(); ++i) {
+      const std::string w = "options.weights[" + std::to_string(i) + "]";
+      Napi::Value item, data, sources;
+      Napi::Object obj;
+      kiln::EngineWeightSpec spec;
+      if (!args.element(list, i, &item) || !args.object(item, w, &obj)) return false;
+      if (!args.get(obj, "name", &field) || !args.nonEmptyString(field, w + ".name", &spec.name)) return false;
+      if (!args.get(obj, "dtype", &field) || !args.dtype(field, w + ".dtype", &spec.dtype)) return false;
+      if (!args.get(obj, "shape", &field) || !args.shape(field, w + ".shape", &spec.shape)) return false;
+      if (!args.get(obj, "data", &data) || !args.get(obj, "sources", &sources)) return false;
+      if (!data.IsUndefined() == !sources.IsUndefined()) {
+        return args.fail(w + " must have exactly one of `sources` and `data`");
+      }
+      if (!data.IsUndefined()) {
+        if (!data.IsTypedArray() || data.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) {
+          return args.fail(w + ".data must be a Float32Array");
+        }
+        if (spec.dtype != kiln::DType::F32) return args.fail(w + ".dtype must be \"float32\" for constant data");
+        // Copied: the caller may reuse the array while the write runs on another thread.
+        Napi::Float32Array values = data.As<Napi::Float32Array>();
+        spec.constant = true;
+        spec.data.assign(values.Data(), values.Data() + values.ElementLength());
+      } else if (!args.sources(sources, w + ".sources", &spec.sources)) {
+        return false;
+      }
+      weights.push_back(std::move(spec));
+    }
+    return true;
+  };
+  if (!read()) return rejectArgs(env, args, "writeEngine");
+  auto* worker = new WriteEngineWorker(env, std::move(path), std::move(header), std::move(weights));
+  Napi::Promise promise = worker->promise();
+  worker->Queue();
+  return promise;
+}
+
+// ---- inspectEngine (tests) -----------------------------------------------------------------------
+
+// Opens an engine with every structural check the loader does, and reports what it found, so tests can
+// exercise the container without the runtime.
+class InspectEngineWorker : public PromiseWorker {
+ public:
+  InspectEngineWorker(Napi::Env env, std::string path) : PromiseWorker(env, "kiln.inspectEngine"), path_(std::move(path)) {}
+
+  void Execute() override {
+    try {
+      kiln::EngineFile file(path_);
+      checksum_ = file.checksumHex();
+      headerJson_ = file.headerText();
+      weights_ = file.weights();
+      for (auto& w : weights_) w.data = nullptr;  // unmapped when `file` goes
+    } catch (const std::exception& e) {
+      SetError(e.what());
+    }
+  }
+
+  void OnOK() override {
+    Napi::Env env = Env();
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("checksum", checksum_);
+    out.Set("headerJson", headerJson_);
+    Napi::Array weights = Napi::Array::New(env, weights_.size());
+    for (size_t i = 0; i < weights_.size(); ++i) {
+      const auto& w = weights_[i];
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("name", w.name);
+      o.Set("dtype", kiln::dtypeName(w.dtype));
+      o.Set("shape", shapeArray(env, w.shape));
+      o.Set("offset", static_cast<double>(w.offset));
+      o.Set("byteLength", static_cast<double>(w.byteLength));
+      weights.Set(static_cast<uint32_t>(i), o);
+    }
+    out.Set("weights", weights);
+    deferred_.Resolve(out);
+  }
+
+ private:
+  std::string path_;
+  std::string checksum_;
+  std::string headerJson_;
+  std::vector<kiln::EngineWeight> weights_;
+};
+
+Napi::Value InspectEngine(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  ArgReader args(env);
+  std::string path;
+  if (!args.nonEmptyString(info[0], "path", &path)) return rejectArgs(env, args, "inspectEngine");
+  auto* worker = new InspectEngineWorker(env, std::move(path));
+  Napi::Promise promise = worker->promise();
+  worker->Queue();
+  return promise;
+}
+
+}  // namespace
+
+void InitFiles(Napi::Env env, Napi::Object exports) {
+  exports.Set("cpuInfo", Napi::Function::New(env, CpuInfo, "cpuInfo"));
+  exports.Set("readSafetensors", Napi::Function::New(env, ReadSafetensors, "readSafetensors"));
+  exports.Set("writeSafetensors", Napi::Function::New(env, WriteSafetensors, "writeSafetensors"));
+  exports.Set("writeEngine", Napi::Function::New(env, WriteEngine, "writeEngine"));
+  exports.Set("inspectEngine", Napi::Function::New(env, InspectEngine, "inspectEngine"));
+}

@@ -1,0 +1,291 @@
+#include "kiln/format/engine_file.h"
+
+#include <algorithm>
+#include <cstring>
+#include <stdexcept>
+
+#include "kiln/format/atomic_file.h"
+#include "kiln/format/describe.h"
+#include "kiln/format/xxhash.h"
+
+namespace kiln {
+
+namespace {
+
+constexpr uint64_t kPrefixBytes = 24;   // magic, version, flags, header length
+constexpr uint64_t kTrailerBytes = 8;   // XXH64
+constexpr int64_t kMaxJsSafe = 9007199254740992;  // 2^53: sizes cross into JavaScript as numbers
+
+uint64_t readLE(const uint8_t* p, int bytes) {
+  uint64_t v = 0;
+  for (int i = bytes - 1; i >= 0; --i) v = (v << 8) | p[i];
+  return v;
+}
+
+void putLE(uint8_t* p, uint64_t v, int bytes) {
+  for (int i = 0; i < bytes; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
+}
+
+uint64_t alignUp(uint64_t v) { return (v + kEngineAlignment - 1) / kEngineAlignment * kEngineAlignment; }
+
+// The checks the header's identity fields need, shared by the writer and the loader.
+void checkFormatFields(const Json& header, const std::string& where) {
+  if (!header.isObject()) throw std::runtime_error(where + "header JSON is not an object");
+  const std::string& format = header.string("format", "header");
+  if (format != "kiln-engine") throw std::runtime_error(where + "header.format is \"" + format + "\", not \"kiln-engine\"");
+  const int64_t version = header.integer("formatVersion", "header", 0, 0xffffffffll);
+  if (version != kEngineFormatVersion) {
+    throw std::runtime_error(where + "header.formatVersion is " + std::to_string(version) + ", this build reads version " +
+                             std::to_string(kEngineFormatVersion));
+  }
+}
+
+// Parses and checks the `weights` table: every entry complete and consistent, offsets aligned, inside
+// `dataSize` bytes, and no two weights sharing a byte. `data` pointers are left null.
+std::vector<EngineWeight> parseWeights(const Json& header, uint64_t dataSize, const std::string& where) {
+  const Json& table = header.at("weights", "header");
+  if (!table.isArray()) throw std::runtime_error(where + "header.weights is not an array");
+  std::vector<EngineWeight> weights;
+  weights.reserve(table.items().size());
+  for (size_t i = 0; i < table.items().size(); ++i) {
+    const Json& entry = table.items()[i];
+    std::string what = "header.weights[" + std::to_string(i) + "]";
+    if (!entry.isObject()) throw std::runtime_error(where + what + " is not an object");
+    EngineWeight w;
+    w.name = entry.string("name", what);
+    what += " \"" + w.name + "\"";
+    const std::string& dtype = entry.string("dtype", what);
+    if (!parseDTypeName(dtype, &w.dtype) || w.dtype == DType::I32) {
+      throw std::runtime_error(where + what + ": unknown weight dtype \"" + dtype + "\"");
+    }
+    const Json& shape = entry.at("shape", what);
+    if (!shape.isArray()) throw std::runtime_error(where + what + ": shape is not an array");
+    for (const Json& d : shape.items()) {
+      if (!d.isNumber() || d.asNumber() < 0 || d.asNumber() > static_cast<double>(kMaxJsSafe) ||
+          d.asNumber() != static_cast<double>(static_cast<int64_t>(d.asNumber()))) {
+        throw std::runtime_error(where + what + ": shape dimensions must be non-negative integers");
+      }
+      w.shape.push_back(static_cast<int64_t>(d.asNumber()));
+    }
+    w.offset = static_cast<uint64_t>(entry.integer("offset", what, 0, kMaxJsSafe));
+    w.byteLength = static_cast<uint64_t>(entry.integer("byteLength", what, 0, kMaxJsSafe));
+    uint64_t elements, bytes;
+    if (!shapeElements(w.shape, &elements) || __builtin_mul_overflow(elements, dtypeSize(w.dtype), &bytes)) {
+      throw std::runtime_error(where + what + ": shape " + shapeString(w.shape) + " has too many elements");
+    }
+    if (w.byteLength != bytes) {
+      throw std::runtime_error(where + what + ": byteLength " + std::to_string(w.byteLength) + " but " + dtype +
+                               " " + shapeString(w.shape) + " needs " + std::to_string(bytes) + " bytes");
+    }
+    if (w.offset % kEngineAlignment != 0) {
+      throw std::runtime_error(where + what + ": offset " + std::to_string(w.offset) + " is not a multiple of " +
+                               std::to_string(kEngineAlignment));
+    }
+    if (w.byteLength > dataSize || w.offset > dataSize - w.byteLength) {
+      throw std::runtime_error(where + what + ": bytes [" + std::to_string(w.offset) + ", " +
+                               std::to_string(w.offset + w.byteLength) + ") are outside the data region (" +
+                               std::to_string(dataSize) + " bytes)");
+    }
+    weights.push_back(std::move(w));
+  }
+  std::vector<const EngineWeight*> byOffset;
+  for (const auto& w : weights) {
+    if (w.byteLength > 0) byOffset.push_back(&w);
+  }
+  std::sort(byOffset.begin(), byOffset.end(),
+            [](const EngineWeight* a, const EngineWeight* b) { return a->offset < b->offset; });
+  const EngineWeight* furthest = nullptr;
+  for (const EngineWeight* w : byOffset) {
+    if (furthest && w->offset < furthest->offset + furthest->byteLength) {
+      throw std::runtime_error(where + "weights \"" + furthest->name + "\" [" + std::to_string(furthest->offset) +
+                               ", " + std::to_string(furthest->offset + furthest->byteLength) + ") and \"" +
+                               w->name + "\" [" + std::to_string(w->offset) + ", " +
+                               std::to_string(w->offset + w->byteLength) + ") overlap");
+    }
+    if (!furthest || w->offset + w->byteLength > furthest->offset + furthest->byteLength) furthest = w;
+  }
+  return weights;
+}
+
+}  // namespace
+
+std::string hex64(uint64_t v) {
+  static const char* digits = "0123456789abcdef";
+  std::string s(16, '0');
+  for (int i = 15; i >= 0; --i, v >>= 4) s[i] = digits[v & 15];
+  return s;
+}
+
+EngineFile::EngineFile(const std::string& path) : map_(std::make_unique<MappedFile>(path)) {
+  const std::string where = path + ": ";
+  const uint8_t* base = map_->data();
+  const uint64_t size = map_->size();
+  if (size < kPrefixBytes + kTrailerBytes) {
+    throw std::runtime_error(where + "file is " + std::to_string(size) + " bytes, too short for an engine (at least " +
+                             std::to_string(kPrefixBytes + kTrailerBytes) + ")");
+  }
+  if (std::memcmp(base, kEngineMagic, sizeof kEngineMagic) != 0) {
+    throw std::runtime_error(where + "not a Kiln engine (wrong magic; expected \"KILNENG\\0\")");
+  }
+  const uint32_t version = static_cast<uint32_t>(readLE(base + 8, 4));
+  if (version != kEngineFormatVersion) {
+    throw std::runtime_error(where + "engine format version " + std::to_string(version) +
+                             " is not supported; this build reads version " + std::to_string(kEngineFormatVersion) +
+                             " (rebuild the engine with a matching Kiln)");
+  }
+  const uint32_t flags = static_cast<uint32_t>(readLE(base + 12, 4));
+  if (flags != 0) throw std::runtime_error(where + "unknown flags 0x" + hex64(flags).substr(8) + " (expected 0)");
+  headerLength_ = readLE(base + 16, 8);
+  if (headerLength_ == 0) throw std::runtime_error(where + "header length is 0");
+  if (headerLength_ > size - kPrefixBytes - kTrailerBytes) {
+    throw std::runtime_error(where + "header length " + std::to_string(headerLength_) +
+                             " is past the end of the file (" + std::to_string(size) + " bytes)");
+  }
+  if (headerLength_ > kEngineMaxHeaderBytes) {
+    throw std::runtime_error(where + "header length " + std::to_string(headerLength_) + " exceeds the limit of " +
+                             std::to_string(kEngineMaxHeaderBytes) + " bytes");
+  }
+  const uint64_t dataStart = alignUp(kPrefixBytes + headerLength_);
+  if (dataStart > size - kTrailerBytes) {
+    throw std::runtime_error(where + "data region would start at byte " + std::to_string(dataStart) +
+                             ", past the end of the file (" + std::to_string(size) + " bytes)");
+  }
+
+  // The whole file is hashed before any of it is interpreted: a flipped bit anywhere is reported as
+  // corruption rather than as whatever structural error it happens to cause.
+  checksum_ = readLE(base + size - kTrailerBytes, 8);
+  const uint64_t actual = xxh64(base, size - kTrailerBytes);
+  if (actual != checksum_) {
+    throw std::runtime_error(where + "checksum mismatch: the trailer says " + hex64(checksum_) +
+                             " but the contents hash to " + hex64(actual) + " (the file is corrupt or truncated)");
+  }
+
+  try {
+    header_ = Json::parse(reinterpret_cast<const char*>(base + kPrefixBytes), headerLength_);
+  } catch (const JsonError& e) {
+    throw std::runtime_error(where + "invalid header JSON: " + e.what());
+  }
+  try {
+    checkFormatFields(header_, where);
+    weights_ = parseWeights(header_, size - kTrailerBytes - dataStart, where);
+  } catch (const JsonError& e) {
+    throw std::runtime_error(where + e.what());
+  }
+  for (auto& w : weights_) w.data = base + dataStart + w.offset;
+}
+
+std::string EngineFile::checksumHex() const { return hex64(checksum_); }
+
+std::string EngineFile::headerText() const {
+  return std::string(reinterpret_cast<const char*>(map_->data() + kPrefixBytes), headerLength_);
+}
+
+WriteEngineResult writeEngineFile(const std::string& path, const std::string& headerJson,
+                                  const std::vector<EngineWeightSpec>& specs) {
+  const std::string where = path + ": ";
+  if (headerJson.empty() || headerJson.size() > kEngineMaxHeaderBytes) {
+    throw std::runtime_error(where + "header is " + std::to_string(headerJson.size()) + " bytes; it must be 1 to " +
+                             std::to_string(kEngineMaxHeaderBytes));
+  }
+  Json header;
+  try {
+    header = Json::parse(headerJson.data(), headerJson.size());
+  } catch (const JsonError& e) {
+    throw std::runtime_error(where + "invalid header JSON: " + e.what());
+  }
+  std::vector<EngineWeight> table;
+  try {
+    checkFormatFields(header, where);
+    table = parseWeights(header, static_cast<uint64_t>(kMaxJsSafe), where);
+  } catch (const JsonError& e) {
+    throw std::runtime_error(where + e.what());
+  }
+
+  // The header must describe exactly the weights given, in file order, so the loader finds each one
+  // where the builder said it would be.
+  if (table.size() != specs.size()) {
+    throw std::runtime_error(where + "header.weights lists " + std::to_string(table.size()) + " weights but " +
+                             std::to_string(specs.size()) + " were given");
+  }
+  TensorGatherer gatherer;
+  uint64_t dataEnd = 0;
+  for (size_t i = 0; i < specs.size(); ++i) {
+    const EngineWeightSpec& s = specs[i];
+    const EngineWeight& t = table[i];
+    const std::string what = where + "weight " + std::to_string(i) + " \"" + s.name + "\": ";
+    if (t.name != s.name) throw std::runtime_error(what + "header.weights[" + std::to_string(i) + "] is \"" + t.name + "\"");
+    if (t.dtype != s.dtype) {
+      throw std::runtime_error(what + "dtype " + dtypeName(s.dtype) + " but the header says " + dtypeName(t.dtype));
+    }
+    if (t.shape != s.shape) {
+      throw std::runtime_error(what + "shape " + shapeString(s.shape) + " but the header says " + shapeString(t.shape));
+    }
+    if (t.offset < dataEnd) {
+      throw std::runtime_error(what + "offset " + std::to_string(t.offset) +
+                               " is before the end of the previous weight (" + std::to_string(dataEnd) +
+                               "); weights must be in file order");
+    }
+    dataEnd = t.offset + t.byteLength;
+    if (s.constant) {
+      uint64_t elements = 0;
+      shapeElements(s.shape, &elements);
+      if (s.data.size() != elements) {
+        throw std::runtime_error(what + "shape " + shapeString(s.shape) + " has " + std::to_string(elements) +
+                                 " elements but data has " + std::to_string(s.data.size()));
+      }
+    } else {
+      TensorWriteSpec ts{s.name, s.dtype, s.shape, s.sources};
+      gatherer.check(path, ts);
+    }
+  }
+
+  const uint64_t dataStart = alignUp(kPrefixBytes + headerJson.size());
+  AtomicFileWriter file(path);
+  Xxh64 hash;
+  auto emit = [&](const void* data, size_t n) {
+    hash.update(data, n);
+    file.write(data, n);
+  };
+  auto emitZeros = [&](uint64_t n) {
+    static const uint8_t zeros[4096] = {};
+    while (n > 0) {
+      const size_t k = static_cast<size_t>(std::min<uint64_t>(n, sizeof zeros));
+      emit(zeros, k);
+      n -= k;
+    }
+  };
+
+  uint8_t prefix[kPrefixBytes];
+  std::memcpy(prefix, kEngineMagic, 8);
+  putLE(prefix + 8, kEngineFormatVersion, 4);
+  putLE(prefix + 12, 0, 4);
+  putLE(prefix + 16, headerJson.size(), 8);
+  emit(prefix, sizeof prefix);
+  emit(headerJson.data(), headerJson.size());
+  emitZeros(dataStart - file.bytesWritten());
+  std::vector<uint8_t> cast;
+  for (size_t i = 0; i < specs.size(); ++i) {
+    const EngineWeightSpec& s = specs[i];
+    emitZeros(dataStart + table[i].offset - file.bytesWritten());
+    if (s.constant) {
+      cast.resize(s.data.size() * dtypeSize(s.dtype));
+      castFromF32(s.data.data(), s.data.size(), s.dtype, cast.data());
+      emit(cast.data(), cast.size());
+    } else {
+      gatherer.gather(path, TensorWriteSpec{s.name, s.dtype, s.shape, s.sources}, emit);
+    }
+    if (file.bytesWritten() != dataStart + table[i].offset + table[i].byteLength) {
+      throw std::logic_error(where + "weight \"" + s.name + "\": wrote an unexpected number of bytes");
+    }
+  }
+  WriteEngineResult result;
+  result.checksum = hash.digest();
+  uint8_t trailer[kTrailerBytes];
+  putLE(trailer, result.checksum, 8);
+  file.write(trailer, sizeof trailer);
+  result.fileSize = file.bytesWritten();
+  file.commit();
+  return result;
+}
+
+}  // namespace kiln

@@ -1,0 +1,112 @@
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "kiln/kernels/avx2.h"
+#include "kiln/kernels/kernels.h"
+#include "kiln/kernels/portable.h"
+
+namespace kiln {
+
+namespace {
+
+// Below about this many multiply-adds in the whole call, threads cost more than they save.
+constexpr int64_t kMinWorkToSplit = 1 << 15;
+
+struct CacheAddressing {
+  float* pool;
+  int64_t numLayers;
+  int64_t layer;
+  int64_t tokensPerBlock;
+  int64_t rowSize;      // numKvHeads * headDim
+  int64_t blockStride;  // tokensPerBlock * rowSize
+
+  // Row of K (which = 0) or V (which = 1) of position pos of the sequence whose block table is `table`.
+  float* row(const int32_t* table, int64_t pos, int which) const {
+    const int64_t block = table[pos / tokensPerBlock];
+    return pool + ((block * numLayers + layer) * 2 + which) * blockStride + (pos % tokensPerBlock) * rowSize;
+  }
+};
+
+}  // namespace
+
+void attentionKernel(const KernelEnv& env, const StepContext& step, int32_t layer, const float* q, int64_t qStride,
+                     const float* k, int64_t kStride, const float* v, int64_t vStride, int64_t numHeads,
+                     int64_t numKvHeads, int64_t headDim, float scale, int64_t slidingWindow, float* out,
+                     int64_t outStride) {
+  const int64_t T = step.numTokens;
+  if (T <= 0 || numHeads <= 0 || numKvHeads <= 0 || headDim <= 0) return;
+  CacheAddressing cache;
+  cache.pool = step.kv.pool;
+  cache.numLayers = step.kv.numLayers;
+  cache.layer = layer;
+  cache.tokensPerBlock = step.kv.tokensPerBlock;
+  cache.rowSize = numKvHeads * headDim;
+  cache.blockStride = cache.tokensPerBlock * cache.rowSize;
+
+  // 1. Every token's K and V go into the cache first: in a prefill, token t attends to the tokens of
+  //    its sequence packed before it in this very step.
+  for (int64_t t = 0; t < T; ++t) {
+    const int32_t* table = step.blockTables[step.tokenSeq[t]];
+    const size_t bytes = static_cast<size_t>(cache.rowSize) * sizeof(float);
+    std::memcpy(cache.row(table, step.positions[t], 0), k + t * kStride, bytes);
+    std::memcpy(cache.row(table, step.positions[t], 1), v + t * vStride, bytes);
+  }
+
+  const bool avx = env.isa == Isa::Avx2;
+  float (*dot)(const float*, const float*, int64_t) = avx ? avx2::dot : portable::dot;
+  void (*axpy)(float, const float*, float*, int64_t) = avx ? avx2::axpy : portable::axpy;
+  const int64_t group = numHeads / numKvHeads;
+
+  // 2. One task per (token, query head). Tokens are visited in the order 0, T-1, 1, T-2, ... so that
+  //    the contiguous ranges handed to threads get a fair share of a prefill's short and long rows.
+  auto body = [&](int64_t begin, int64_t end) {
+    thread_local std::vector<float> probs;
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t slot = task / numHeads;
+      const int64_t h = task % numHeads;
+      const int64_t t = (slot % 2 == 0) ? slot / 2 : T - 1 - slot / 2;
+      const int64_t kvHead = h / group;
+      const int64_t pos = step.positions[t];
+      const int64_t lo = slidingWindow > 0 ? std::max<int64_t>(0, pos - slidingWindow + 1) : 0;
+      const int64_t len = pos - lo + 1;
+      const int32_t* table = step.blockTables[step.tokenSeq[t]];
+      const float* qh = q + t * qStride + h * headDim;
+      float* oh = out + t * outStride + h * headDim;
+      if (static_cast<int64_t>(probs.size()) < len) probs.resize(static_cast<size_t>(len));
+
+      // Softmax with the maximum subtracted, all in float32.
+      float maxScore = -INFINITY;
+      for (int64_t j = 0; j < len; ++j) {
+        const float s = scale * dot(qh, cache.row(table, lo + j, 0) + kvHead * headDim, headDim);
+        probs[j] = s;
+        maxScore = std::max(maxScore, s);
+      }
+      float sum = 0.0f;
+      for (int64_t j = 0; j < len; ++j) {
+        probs[j] = std::exp(probs[j] - maxScore);
+        sum += probs[j];
+      }
+      const float invSum = 1.0f / sum;
+      std::fill(oh, oh + headDim, 0.0f);
+      for (int64_t j = 0; j < len; ++j) {
+        axpy(probs[j] * invSum, cache.row(table, lo + j, 1) + kvHead * headDim, oh, headDim);
+      }
+    }
+  };
+
+  const int64_t tasks = T * numHeads;
+  int64_t work = 0;
+  for (int64_t t = 0; t < T; ++t) {
+    const int64_t pos = step.positions[t];
+    work += (slidingWindow > 0 ? std::min<int64_t>(pos + 1, slidingWindow) : pos + 1) * numHeads * headDim * 2;
+  }
+  if (env.pool && env.pool->size() > 1 && work >= kMinWorkToSplit) {
+    env.pool->parallelFor(tasks, 1, body);
+  } else {
+    body(0, tasks);
+  }
+}
+
+}  // namespace kiln

@@ -1,0 +1,53 @@
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "kiln/kernels/avx2.h"
+#include "kiln/kernels/kernels.h"
+#include "kiln/kernels/portable.h"
+
+namespace kiln {
+
+namespace {
+
+constexpr int64_t kMinElementsPerChunk = 1 << 15;
+
+void rmsNormRowsGeneric(const float* x, int64_t xStride, int64_t r0, int64_t r1, const void* w, DType wdt,
+                        int64_t H, float eps, float weightOffset, float* y, int64_t yStride) {
+  thread_local std::vector<float> scaleBuf;
+  if (static_cast<int64_t>(scaleBuf.size()) < H) scaleBuf.resize(static_cast<size_t>(H));
+  portable::toF32(w, wdt, H, scaleBuf.data());
+  for (int64_t i = 0; i < H; ++i) scaleBuf[i] += weightOffset;
+  for (int64_t r = r0; r < r1; ++r) {
+    const float* xr = x + r * xStride;
+    float* yr = y + r * yStride;
+    double sumSq = 0.0;  // float64: the mean is then the float32-rounded exact value
+    for (int64_t i = 0; i < H; ++i) sumSq += static_cast<double>(xr[i]) * xr[i];
+    const float mean = static_cast<float>(sumSq / static_cast<double>(H));
+    const float inv = 1.0f / std::sqrt(mean + eps);
+    // Read all of x before writing y so that in-place (y == x) works.
+    for (int64_t i = 0; i < H; ++i) yr[i] = (xr[i] * inv) * scaleBuf[i];
+  }
+}
+
+}  // namespace
+
+void rmsNormKernel(const KernelEnv& env, const float* x, int64_t rows, int64_t xStride, const void* w, DType wdt,
+                   int64_t H, float eps, float weightOffset, float* y, int64_t yStride) {
+  if (rows <= 0 || H <= 0) return;
+  const bool avx = env.isa == Isa::Avx2 && wdt != DType::I32;
+  auto body = [&](int64_t r0, int64_t r1) {
+    if (avx) {
+      avx2::rmsNormRows(x, xStride, r0, r1, w, wdt, H, eps, weightOffset, y, yStride);
+    } else {
+      rmsNormRowsGeneric(x, xStride, r0, r1, w, wdt, H, eps, weightOffset, y, yStride);
+    }
+  };
+  if (env.pool && env.pool->size() > 1) {
+    env.pool->parallelFor(rows, std::max<int64_t>(1, kMinElementsPerChunk / H), body);
+  } else {
+    body(0, rows);
+  }
+}
+
+}  // namespace kiln

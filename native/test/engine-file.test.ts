@@ -1,0 +1,366 @@
+// The `.engine` container (docs/engine-format.md): the writer (writeEngine) and the loader's structural
+// checks, through inspectEngine. The layout is re-derived here byte by byte, with an independent XXH64.
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { loadNative, type EngineWeightSpec } from '@kiln/native';
+
+const native = loadNative();
+let dir: string;
+let src: string;
+
+// ---- XXH64 (seed 0), straight from the spec, on BigInts ---------------------------------------------
+
+const MASK = (1n << 64n) - 1n;
+const P1 = 0x9e3779b185ebca87n;
+const P2 = 0xc2b2ae3d27d4eb4fn;
+const P3 = 0x165667b19e3779f9n;
+const P4 = 0x85ebca77c2b2ae63n;
+const P5 = 0x27d4eb2f165667c5n;
+const rotl = (x: bigint, r: number) => ((x << BigInt(r)) | (x >> BigInt(64 - r))) & MASK;
+const mul = (a: bigint, b: bigint) => (a * b) & MASK;
+const add = (a: bigint, b: bigint) => (a + b) & MASK;
+const round = (acc: bigint, lane: bigint) => mul(rotl(add(acc, mul(lane, P2)), 31), P1);
+
+function xxh64(data: Buffer): string {
+  const n = data.length;
+  let p = 0;
+  let acc: bigint;
+  if (n >= 32) {
+    const v = [add(P1, P2), P2, 0n, (MASK + 1n - P1) & MASK];
+    for (; p + 32 <= n; p += 32) for (let i = 0; i < 4; i++) v[i] = round(v[i], data.readBigUInt64LE(p + 8 * i));
+    acc = add(add(rotl(v[0], 1), rotl(v[1], 7)), add(rotl(v[2], 12), rotl(v[3], 18)));
+    for (let i = 0; i < 4; i++) acc = add(mul(acc ^ round(0n, v[i]), P1), P4);
+  } else {
+    acc = P5;
+  }
+  acc = add(acc, BigInt(n));
+  for (; p + 8 <= n; p += 8) acc = add(mul(rotl(acc ^ round(0n, data.readBigUInt64LE(p)), 27), P1), P4);
+  if (p + 4 <= n) {
+    acc = add(mul(rotl(acc ^ mul(BigInt(data.readUInt32LE(p)), P1), 23), P2), P3);
+    p += 4;
+  }
+  for (; p < n; p++) acc = mul(rotl(acc ^ mul(BigInt(data[p]), P5), 11), P1);
+  acc ^= acc >> 33n;
+  acc = mul(acc, P2);
+  acc ^= acc >> 29n;
+  acc = mul(acc, P3);
+  acc ^= acc >> 32n;
+  return acc.toString(16).padStart(16, '0');
+}
+
+// ---- fixtures --------------------------------------------------------------------------------------
+
+const f32 = (values: number[]): Buffer => Buffer.from(new Float32Array(values).buffer);
+const W = Array.from({ length: 32 }, (_, i) => i * 0.25 - 3); // [4, 8], exact in bfloat16
+const B = Array.from({ length: 8 }, (_, i) => i + 0.5);
+
+beforeAll(() => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kiln-engine-'));
+  const data = Buffer.concat([f32(W), f32(B)]);
+  const header = JSON.stringify({
+    w: { dtype: 'F32', shape: [4, 8], data_offsets: [0, 128] },
+    b: { dtype: 'F32', shape: [8], data_offsets: [128, 160] },
+  });
+  const len = Buffer.alloc(8);
+  len.writeBigUInt64LE(BigInt(Buffer.byteLength(header)));
+  src = path.join(dir, 'model.safetensors');
+  fs.writeFileSync(src, Buffer.concat([len, Buffer.from(header), data]));
+});
+afterAll(() => {
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+interface HeaderWeight {
+  name: string;
+  dtype: string;
+  shape: number[];
+  offset: number;
+  byteLength: number;
+}
+
+function engineHeader(weights: HeaderWeight[], extra: Record<string, unknown> = {}): string {
+  return JSON.stringify({
+    format: 'kiln-engine',
+    formatVersion: 1,
+    target: { backend: 'cpu', isa: 'generic' },
+    limits: { maxBatchSize: 1, maxSeqLen: 8, maxNumTokens: 8, maxLogitRows: 1 },
+    weights,
+    ops: [],
+    ...extra,
+  });
+}
+
+const TABLE: HeaderWeight[] = [
+  { name: 'w.bf16', dtype: 'bfloat16', shape: [4, 8], offset: 0, byteLength: 64 },
+  { name: 'w.t', dtype: 'float32', shape: [8, 4], offset: 64, byteLength: 128 },
+  { name: 'inv', dtype: 'float32', shape: [3], offset: 192, byteLength: 12 },
+  { name: 'b.f16', dtype: 'float16', shape: [2, 8], offset: 256, byteLength: 32 },
+];
+const INV = new Float32Array([1, 0.5, 0.25]);
+const SPECS = (): EngineWeightSpec[] => [
+  { name: 'w.bf16', dtype: 'bfloat16', shape: [4, 8], sources: [{ file: src, tensor: 'w' }] },
+  { name: 'w.t', dtype: 'float32', shape: [8, 4], sources: [{ file: src, tensor: 'w', transpose: true }] },
+  { name: 'inv', dtype: 'float32', shape: [3], data: INV },
+  { name: 'b.f16', dtype: 'float16', shape: [2, 8], sources: [{ file: src, tensor: 'b' }, { file: src, tensor: 'b' }] },
+];
+
+async function writeGood(name: string): Promise<{ file: string; header: string; bytes: Buffer }> {
+  const file = path.join(dir, name);
+  const header = engineHeader(TABLE);
+  await native.writeEngine({ path: file, header, weights: SPECS() });
+  return { file, header, bytes: fs.readFileSync(file) };
+}
+
+/** Writes `bytes` with a recomputed, valid trailer, so the loader gets past the checksum. */
+function withChecksum(name: string, bytes: Buffer): string {
+  const out = Buffer.from(bytes);
+  out.writeBigUInt64LE(BigInt('0x' + xxh64(out.subarray(0, out.length - 8))), out.length - 8);
+  const file = path.join(dir, name);
+  fs.writeFileSync(file, out);
+  return file;
+}
+
+const leftovers = (base: string) => fs.readdirSync(dir).filter((f) => f.startsWith(base));
+
+// ---- tests -----------------------------------------------------------------------------------------
+
+test('the reference XXH64 matches the published test vectors', () => {
+  expect(xxh64(Buffer.from(''))).toBe('ef46db3751d8e999');
+  expect(xxh64(Buffer.from('a'))).toBe('d24ec4f1a98c6e5b');
+  expect(xxh64(Buffer.from('abc'))).toBe('44bc2cf5ad770999');
+  expect(xxh64(Buffer.from('Nobody inspects the spammish repetition'))).toBe('fbcea83c8a378bf1');
+});
+
+test('writeEngine lays the file out as docs/engine-format.md says, and inspectEngine reads it back', async () => {
+  const file = path.join(dir, 'rank0.engine');
+  const header = engineHeader(TABLE);
+  const result = await native.writeEngine({ path: file, header, weights: SPECS() });
+  const bytes = fs.readFileSync(file);
+  expect(result.fileSize).toBe(bytes.length);
+
+  expect(bytes.subarray(0, 8).toString('latin1')).toBe('KILNENG\0');
+  expect(bytes.readUInt32LE(8)).toBe(1);
+  expect(bytes.readUInt32LE(12)).toBe(0);
+  const h = Number(bytes.readBigUInt64LE(16));
+  expect(h).toBe(Buffer.byteLength(header));
+  expect(bytes.subarray(24, 24 + h).toString('utf8')).toBe(header);
+  const dataStart = Math.ceil((24 + h) / 64) * 64;
+  expect(bytes.subarray(24 + h, dataStart).every((b) => b === 0)).toBe(true);
+  expect(bytes.length).toBe(dataStart + 256 + 32 + 8);
+
+  const at = (offset: number, length: number) => bytes.subarray(dataStart + offset, dataStart + offset + length);
+  // W is exact in bfloat16: its bits are the top halves of the float32 bits.
+  const wBits = Array.from(new Uint32Array(new Float32Array(W).buffer), (x) => x >>> 16);
+  expect(Array.from({ length: 32 }, (_, i) => at(0, 64).readUInt16LE(2 * i))).toEqual(wBits);
+  const wt: number[] = [];
+  for (let c = 0; c < 8; c++) for (let r = 0; r < 4; r++) wt.push(W[r * 8 + c]);
+  expect(Array.from({ length: 32 }, (_, i) => at(64, 128).readFloatLE(4 * i))).toEqual(wt);
+  expect(Array.from({ length: 3 }, (_, i) => at(192, 12).readFloatLE(4 * i))).toEqual([1, 0.5, 0.25]);
+  expect(at(204, 52).every((b) => b === 0)).toBe(true); // padding up to the next 64-byte offset
+  // B = i + 0.5 for i < 8 is exact in float16: 1 sign, 5 exponent, 10 mantissa bits.
+  const half = (x: number) => {
+    const e = Math.floor(Math.log2(x));
+    return ((e + 15) << 10) | ((x / 2 ** e - 1) * 1024);
+  };
+  expect(Array.from({ length: 16 }, (_, i) => at(256, 32).readUInt16LE(2 * i))).toEqual([...B, ...B].map(half));
+
+  const checksum = xxh64(bytes.subarray(0, bytes.length - 8));
+  expect(result.checksum).toBe(checksum);
+  expect(bytes.readBigUInt64LE(bytes.length - 8).toString(16).padStart(16, '0')).toBe(checksum);
+
+  const inspection = await native.inspectEngine(file);
+  expect(inspection).toEqual({ checksum, headerJson: header, weights: TABLE });
+  expect(leftovers('rank0.engine')).toEqual(['rank0.engine']);
+});
+
+test('a corrupt byte is a checksum error', async () => {
+  const { bytes } = await writeGood('corrupt-src.engine');
+  const bad = Buffer.from(bytes);
+  bad[bad.length - 20] ^= 0x01;
+  const file = path.join(dir, 'corrupt.engine');
+  fs.writeFileSync(file, bad);
+  await expect(native.inspectEngine(file)).rejects.toThrow(
+    new RegExp(`^${escape(file)}: checksum mismatch: the trailer says [0-9a-f]{16} but the contents hash to [0-9a-f]{16}`),
+  );
+});
+
+test('a wrong magic', async () => {
+  const { bytes } = await writeGood('magic-src.engine');
+  const bad = Buffer.from(bytes);
+  bad.write('GGUF', 0, 'latin1');
+  const file = path.join(dir, 'magic.engine');
+  fs.writeFileSync(file, bad);
+  await expect(native.inspectEngine(file)).rejects.toThrow(`${file}: not a Kiln engine (wrong magic`);
+});
+
+test('another format version names both versions', async () => {
+  const { bytes } = await writeGood('version-src.engine');
+  const bad = Buffer.from(bytes);
+  bad.writeUInt32LE(2, 8);
+  const file = withChecksum('version.engine', bad);
+  await expect(native.inspectEngine(file)).rejects.toThrow(
+    `${file}: engine format version 2 is not supported; this build reads version 1`,
+  );
+});
+
+test('a header length past the end of the file', async () => {
+  const { bytes } = await writeGood('hlen-src.engine');
+  const bad = Buffer.from(bytes);
+  bad.writeBigUInt64LE(1000000n, 16);
+  const file = path.join(dir, 'hlen.engine');
+  fs.writeFileSync(file, bad);
+  await expect(native.inspectEngine(file)).rejects.toThrow(
+    `${file}: header length 1000000 is past the end of the file (${bytes.length} bytes)`,
+  );
+  const tiny = path.join(dir, 'tiny.engine');
+  fs.writeFileSync(tiny, bytes.subarray(0, 20));
+  await expect(native.inspectEngine(tiny)).rejects.toThrow(`${tiny}: file is 20 bytes, too short for an engine`);
+});
+
+test('a weight outside the data region', async () => {
+  const { bytes, header } = await writeGood('outside-src.engine');
+  // Same length, so nothing else moves: "inv" now claims bytes [960, 972) of a 288-byte region.
+  const moved = header.replace('"offset":192', '"offset":960');
+  expect(moved.length).toBe(header.length);
+  const bad = Buffer.from(bytes);
+  bad.write(moved, 24, 'utf8');
+  const file = withChecksum('outside.engine', bad);
+  await expect(native.inspectEngine(file)).rejects.toThrow(
+    `${file}: header.weights[2] "inv": bytes [960, 972) are outside the data region (288 bytes)`,
+  );
+});
+
+test('other header faults the loader finds', async () => {
+  const { bytes, header } = await writeGood('faults-src.engine');
+  const patch = async (name: string, from: string, to: string) => {
+    const changed = header.replace(from, to);
+    expect(changed.length).toBe(header.length);
+    const bad = Buffer.from(bytes);
+    bad.write(changed, 24, 'utf8');
+    const file = withChecksum(name, bad);
+    return native.inspectEngine(file).then(
+      () => 'resolved',
+      (e: Error) => e.message.slice(file.length + 2),
+    );
+  };
+  await expect(patch('json.engine', '"ops":[]', '"ops":[}')).resolves.toMatch(/^invalid header JSON: /);
+  await expect(patch('dtype.engine', '"float32"', '"float64"')).resolves.toBe(
+    'header.weights[1] "w.t": unknown weight dtype "float64"',
+  );
+  await expect(patch('align.engine', '"offset":192', '"offset":193')).resolves.toBe(
+    'header.weights[2] "inv": offset 193 is not a multiple of 64',
+  );
+  await expect(patch('overlap.engine', '"offset":256', '"offset":128')).resolves.toBe(
+    'weights "w.t" [64, 192) and "b.f16" [128, 160) overlap',
+  );
+  await expect(patch('length.engine', '"byteLength":12}', '"byteLength":16}')).resolves.toBe(
+    'header.weights[2] "inv": byteLength 16 but float32 [3] needs 12 bytes',
+  );
+  await expect(patch('format.engine', '"kiln-engine"', '"kiln-enginf"')).resolves.toBe(
+    'header.format is "kiln-enginf", not "kiln-engine"',
+  );
+});
+
+describe('writeEngine refuses a header that does not match its weights, leaving no file', () => {
+  const attempt = async (name: string, table: HeaderWeight[], specs: EngineWeightSpec[] = SPECS()) => {
+    const file = path.join(dir, name);
+    const message = await native.writeEngine({ path: file, header: engineHeader(table), weights: specs }).then(
+      () => 'resolved',
+      (e: Error) => e.message,
+    );
+    expect(leftovers(name)).toEqual([]);
+    return message.startsWith(`${file}: `) ? message.slice(file.length + 2) : message;
+  };
+  const edit = (i: number, change: Partial<HeaderWeight>) => TABLE.map((w, j) => (j === i ? { ...w, ...change } : w));
+
+  test('count, name, dtype, shape', async () => {
+    expect(await attempt('w-count.engine', TABLE.slice(0, 3))).toBe('header.weights lists 3 weights but 4 were given');
+    expect(await attempt('w-name.engine', edit(1, { name: 'w.u' }))).toBe('weight 1 "w.t": header.weights[1] is "w.u"');
+    expect(await attempt('w-dtype.engine', edit(0, { dtype: 'float16' }))).toBe(
+      'weight 0 "w.bf16": dtype bfloat16 but the header says float16',
+    );
+    expect(await attempt('w-shape.engine', edit(1, { shape: [4, 8] }))).toBe(
+      'weight 1 "w.t": shape [8, 4] but the header says [4, 8]',
+    );
+  });
+
+  test('offsets and lengths', async () => {
+    expect(await attempt('w-align.engine', edit(2, { offset: 200 }))).toBe(
+      'header.weights[2] "inv": offset 200 is not a multiple of 64',
+    );
+    expect(await attempt('w-len.engine', edit(2, { byteLength: 16 }))).toBe(
+      'header.weights[2] "inv": byteLength 16 but float32 [3] needs 12 bytes',
+    );
+    expect(await attempt('w-overlap.engine', edit(3, { offset: 128 }))).toBe(
+      'weights "w.t" [64, 192) and "b.f16" [128, 160) overlap',
+    );
+    const swapped = [TABLE[0], TABLE[1], { ...TABLE[2], offset: 320 }, TABLE[3]];
+    expect(await attempt('w-order.engine', swapped)).toBe(
+      'weight 3 "b.f16": offset 256 is before the end of the previous weight (332); weights must be in file order',
+    );
+  });
+
+  test('element counts of sources and constants', async () => {
+    const specs = SPECS();
+    specs[3] = { name: 'b.f16', dtype: 'float16', shape: [2, 8], sources: [{ file: src, tensor: 'b' }] };
+    expect(await attempt('w-elements.engine', TABLE, specs)).toBe(
+      `tensor "b.f16": shape [2, 8] has 16 elements but its sources give 8 (8 from ${src} "b")`,
+    );
+    const constants = SPECS();
+    constants[2] = { name: 'inv', dtype: 'float32', shape: [3], data: new Float32Array(4) };
+    expect(await attempt('w-constant.engine', TABLE, constants)).toBe(
+      'weight 2 "inv": shape [3] has 3 elements but data has 4',
+    );
+  });
+
+  test('header JSON and identity', async () => {
+    const file = path.join(dir, 'w-json.engine');
+    await expect(native.writeEngine({ path: file, header: '{"format": ', weights: [] })).rejects.toThrow(
+      `${file}: invalid header JSON: unexpected end of input at byte 11`,
+    );
+    await expect(
+      native.writeEngine({ path: file, header: JSON.stringify({ format: 'kiln-engine', formatVersion: 2, weights: [] }), weights: [] }),
+    ).rejects.toThrow(`${file}: header.formatVersion is 2, this build reads version 1`);
+    await expect(
+      native.writeEngine({ path: file, header: JSON.stringify({ format: 'kiln-engine', formatVersion: 1 }), weights: [] }),
+    ).rejects.toThrow(`${file}: header: missing key "weights"`);
+    expect(leftovers('w-json.engine')).toEqual([]);
+  });
+
+  test('bad arguments are TypeErrors naming the field', async () => {
+    await expect(
+      native.writeEngine({ path: 'x', header: '{}', weights: [{ name: 'a', dtype: 'float32', shape: [1], data: [1] as never }] }),
+    ).rejects.toMatchObject({ name: 'TypeError', message: 'writeEngine: options.weights[0].data must be a Float32Array' });
+    await expect(
+      native.writeEngine({ path: 'x', header: '{}', weights: [{ name: 'a', dtype: 'float32', shape: [1] } as never] }),
+    ).rejects.toMatchObject({ name: 'TypeError', message: 'writeEngine: options.weights[0] must have exactly one of `sources` and `data`' });
+    await expect(native.writeEngine({ path: 'x', header: 5 as never, weights: [] })).rejects.toMatchObject({
+      name: 'TypeError',
+      message: 'writeEngine: options.header must be a string',
+    });
+    await expect(native.inspectEngine(undefined as never)).rejects.toMatchObject({
+      name: 'TypeError',
+      message: 'inspectEngine: path must be a string',
+    });
+  });
+});
+
+test('an engine with no weights still has a data region and a trailer', async () => {
+  const file = path.join(dir, 'empty.engine');
+  const header = engineHeader([]);
+  const result = await native.writeEngine({ path: file, header, weights: [] });
+  const h = Buffer.byteLength(header);
+  expect(result.fileSize).toBe(Math.ceil((24 + h) / 64) * 64 + 8);
+  expect((await native.inspectEngine(file)).weights).toEqual([]);
+});
+
+test('cpuInfo', () => {
+  const info = native.cpuInfo();
+  expect(['avx2', 'generic']).toContain(info.isa);
+  expect(Number.isInteger(info.hardwareConcurrency) && info.hardwareConcurrency >= 1).toBe(true);
+});
+
+function escape(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}

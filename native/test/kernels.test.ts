@@ -1,0 +1,676 @@
+// Every CPU kernel against a scalar reference written here in plain loops (float64 accumulation), on
+// both the portable and (where the CPU has it) the AVX2 path, for each weight dtype, with odd sizes so
+// vector tails run, row strides wider than the rows, and several threads.
+//
+// Tolerances. float32 paths are compared with a float64 reference, so the error is the kernels' own
+// float32 rounding. For a sum of n products computed in float32 (in any order, any blocking) the error
+// is bounded by about n * 2^-24 * sum(|terms|); in practice it grows like sqrt(n). We allow
+// 1e-5 * sum(|terms|) (plus the magnitude of any added bias), which is loose enough for every summation
+// order used (8-lane partial sums, FMA, tails added last) and still ~1000x tighter than a wrong index
+// or a dropped term would give. Elementwise results are within a few ulp (the AVX2 exp is a polynomial
+// within ~2 ulp), so they get a relative 1e-5 too. 16-bit weights are decoded exactly to float32 (in the
+// reference by an independent TS decoder), so they need no extra tolerance.
+import { loadNative, type NativeTesting } from '@kiln/native';
+
+const testing: NativeTesting = loadNative().testing;
+const ISAS: Array<'generic' | 'avx2'> = testing.cpuIsa() === 'avx2' ? ['generic', 'avx2'] : ['generic'];
+const DTYPES = ['float32', 'float16', 'bfloat16'] as const;
+type DType = (typeof DTYPES)[number];
+const REL = 1e-5;
+
+// ---------------------------------------------------------------------------------------------------
+// Deterministic random numbers (mulberry32).
+function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+function randomArray(n: number, seed: number, lo = -1, hi = 1): Float32Array {
+  const r = rng(seed);
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) out[i] = lo + (hi - lo) * r();
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Independent 16-bit float codecs: arithmetic on float64, no bit tricks shared with the C++ code.
+interface HalfFormat {
+  mantBits: number;
+  bias: number;
+  maxExpField: number;
+}
+const F16: HalfFormat = { mantBits: 10, bias: 15, maxExpField: 31 };
+const BF16: HalfFormat = { mantBits: 7, bias: 127, maxExpField: 255 };
+
+function roundHalfEven(x: number): number {
+  const f = Math.floor(x);
+  const d = x - f;
+  if (d > 0.5) return f + 1;
+  if (d < 0.5) return f;
+  return f % 2 === 0 ? f : f + 1;
+}
+
+function encodeHalf(v: number, fmt: HalfFormat): number {
+  if (Number.isNaN(v)) return 0x7fff; // any NaN; compared by class
+  const sign = v < 0 || Object.is(v, -0) ? 0x8000 : 0;
+  const a = Math.abs(v);
+  if (a === Infinity) return sign | (fmt.maxExpField << fmt.mantBits);
+  const minNormalExp = 1 - fmt.bias;
+  if (a < 2 ** minNormalExp) {
+    // Subnormal (or zero): a multiple of 2^(minNormalExp - mantBits); reaching 1 << mantBits is the
+    // smallest normal, which that same integer encodes.
+    return sign | roundHalfEven(a / 2 ** (minNormalExp - fmt.mantBits));
+  }
+  let e = Math.floor(Math.log2(a));
+  if (2 ** e > a) e--;
+  if (2 ** (e + 1) <= a) e++;
+  let q = roundHalfEven((a / 2 ** e - 1) * 2 ** fmt.mantBits);
+  let field = e + fmt.bias;
+  if (q === 2 ** fmt.mantBits) {
+    q = 0;
+    field++;
+  }
+  if (field >= fmt.maxExpField) return sign | (fmt.maxExpField << fmt.mantBits);
+  return sign | (field << fmt.mantBits) | q;
+}
+
+function decodeHalf(bits: number, fmt: HalfFormat): number {
+  const sign = bits & 0x8000 ? -1 : 1;
+  const field = (bits >> fmt.mantBits) & fmt.maxExpField;
+  const m = bits & ((1 << fmt.mantBits) - 1);
+  if (field === fmt.maxExpField) return m ? NaN : sign * Infinity;
+  if (field === 0) return sign * m * 2 ** (1 - fmt.bias - fmt.mantBits);
+  return sign * (1 + m / 2 ** fmt.mantBits) * 2 ** (field - fmt.bias);
+}
+
+function isHalfNaN(bits: number, fmt: HalfFormat): boolean {
+  return ((bits >> fmt.mantBits) & fmt.maxExpField) === fmt.maxExpField && (bits & ((1 << fmt.mantBits) - 1)) !== 0;
+}
+
+/** Weights of a dtype: what the kernel gets, and the exact float32 values it must use. */
+function makeWeights(values: Float32Array, dtype: DType): { data: Float32Array | Uint16Array; decoded: Float64Array } {
+  if (dtype === 'float32') return { data: values, decoded: Float64Array.from(values) };
+  const fmt = dtype === 'float16' ? F16 : BF16;
+  const data = new Uint16Array(values.length);
+  const decoded = new Float64Array(values.length);
+  for (let i = 0; i < values.length; i++) {
+    data[i] = encodeHalf(values[i], fmt);
+    decoded[i] = decodeHalf(data[i], fmt);
+  }
+  return { data, decoded };
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Comparison: actual[i] within tol[i] of expected[i], and padding between strided rows left at zero.
+function expectClose(actual: Float32Array, expected: ArrayLike<number>, tol: ArrayLike<number>, what: string): void {
+  expect(actual.length).toBe(expected.length);
+  const bad: string[] = [];
+  for (let i = 0; i < expected.length; i++) {
+    const e = expected[i];
+    const ok = Number.isNaN(e) ? Number.isNaN(actual[i]) : Math.abs(actual[i] - e) <= tol[i];
+    if (!ok && bad.length < 5) bad.push(`[${i}] got ${actual[i]} want ${e} (tol ${tol[i]})`);
+  }
+  if (bad.length) throw new Error(`${what}: ${bad.join('; ')}`);
+}
+
+/** Expected output buffer [rows, stride] with zeros between rows; tol 0 there. */
+function strided(rows: number, cols: number, stride: number): { want: Float64Array; tol: Float64Array } {
+  return { want: new Float64Array(rows * stride), tol: new Float64Array(rows * stride) };
+}
+
+function relTol(value: number, scale = Math.abs(value)): number {
+  return REL * scale + 1e-30;
+}
+
+/**
+ * Errors thrown by the addon are made in Node's own realm, not in Jest's sandbox, so `toThrow(RangeError)`
+ * cannot match them by class: check the name (TypeError or RangeError) and that the message names the call.
+ */
+function expectError(fn: () => unknown, name: 'RangeError' | 'TypeError'): void {
+  let thrown: unknown;
+  try {
+    fn();
+  } catch (error) {
+    thrown = error;
+  }
+  expect(thrown).toBeDefined();
+  expect((thrown as Error).name).toBe(name);
+  expect((thrown as Error).message).toMatch(/^testing\.\w+: '/);
+}
+
+// ---------------------------------------------------------------------------------------------------
+describe('dtype conversions', () => {
+  const specials = [
+    0, -0, 1, -1, 1.5, 1 + 2 ** -11, 1 + 3 * 2 ** -11, 1 + 2 ** -8, 1 + 3 * 2 ** -8, 65504, 65519.99, 65520, 65536, 1e6,
+    2 ** -14, 2 ** -14 - 2 ** -25, 2 ** -24, 2 ** -25, 1.5 * 2 ** -25, 3 * 2 ** -25, 5 * 2 ** -25, 1e-8, 1e-40, 2 ** -149,
+    3.4028234663852886e38, 3.3961775292304e38, Infinity, -Infinity, NaN, -65520, -(2 ** -24),
+  ];
+  const randomBits = new Uint32Array(20000);
+  {
+    const r = rng(7);
+    for (let i = 0; i < randomBits.length; i++) {
+      // Half of them with exponents near float16's range, so its normals and subnormals are well covered.
+      const bits = Math.floor(r() * 2 ** 32) >>> 0;
+      randomBits[i] = i % 2 ? bits : ((bits & 0x807fffff) | ((100 + (bits % 50)) << 23)) >>> 0;
+    }
+  }
+  const inputs = new Float32Array(specials.length + randomBits.length);
+  inputs.set(specials);
+  inputs.set(new Float32Array(randomBits.buffer), specials.length);
+
+  for (const [name, fmt, encode] of [
+    ['float16', F16, testing.f32ToF16],
+    ['bfloat16', BF16, testing.f32ToBf16],
+  ] as const) {
+    test(`float32 -> ${name}: round to nearest even, inf, NaN, subnormals`, () => {
+      const got = encode(inputs);
+      for (let i = 0; i < inputs.length; i++) {
+        const want = encodeHalf(inputs[i], fmt);
+        if (Number.isNaN(inputs[i])) {
+          expect(isHalfNaN(got[i], fmt)).toBe(true);
+        } else if (got[i] !== want) {
+          throw new Error(`${name}(${inputs[i]}): got 0x${got[i].toString(16)} want 0x${want.toString(16)}`);
+        }
+      }
+    });
+
+    test(`${name} -> float32 for all 65536 bit patterns`, () => {
+      const bits = new Uint16Array(65536).map((_, i) => i);
+      const got = name === 'float16' ? testing.f16ToF32(bits) : testing.bf16ToF32(bits);
+      for (let i = 0; i < 65536; i++) {
+        const want = decodeHalf(i, fmt);
+        if (!(Number.isNaN(want) ? Number.isNaN(got[i]) : Object.is(got[i], want))) {
+          throw new Error(`${name} 0x${i.toString(16)}: got ${got[i]} want ${want}`);
+        }
+      }
+    });
+  }
+
+  test('known bit patterns', () => {
+    const f = new Float32Array([1 + 2 ** -11, 1 + 3 * 2 ** -11, 65520, 2 ** -25, 3 * 2 ** -25, 2 ** -14 - 2 ** -25]);
+    expect(Array.from(testing.f32ToF16(f))).toEqual([0x3c00, 0x3c02, 0x7c00, 0x0000, 0x0002, 0x0400]);
+    expect(Array.from(testing.f32ToBf16(new Float32Array([1 + 2 ** -8, 1 + 3 * 2 ** -8, -2])))).toEqual([
+      0x3f80, 0x3f82, 0xc000,
+    ]);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------------
+describe('linear', () => {
+  function reference(x: Float32Array, rows: number, K: number, xStride: number, w: Float64Array, N: number,
+                     bias: Float32Array | undefined, yStride: number) {
+    const { want, tol } = strided(rows, N, yStride);
+    for (let r = 0; r < rows; r++) {
+      for (let n = 0; n < N; n++) {
+        let s = 0;
+        let mag = 0;
+        for (let k = 0; k < K; k++) {
+          const p = x[r * xStride + k] * w[n * K + k];
+          s += p;
+          mag += Math.abs(p);
+        }
+        if (bias) {
+          s += bias[n];
+          mag += Math.abs(bias[n]);
+        }
+        want[r * yStride + n] = s;
+        tol[r * yStride + n] = relTol(s, mag);
+      }
+    }
+    return { want, tol };
+  }
+
+  const cases = [
+    // rows 1..5 and 9 reach every row grouping of the AVX2 path (1, 2, 3, 4, 4+1, 4+4+1).
+    ...[1, 2, 3, 4, 5, 9].map((rows) => ({ rows, K: 67, N: 13, xStride: 70, yStride: 15, bias: true, threads: 1 })),
+    { rows: 3, K: 5, N: 9, xStride: 5, yStride: 9, bias: false, threads: 1 }, // K below one vector
+    { rows: 2, K: 64, N: 48, xStride: 64, yStride: 50, bias: false, threads: 1 }, // no tails at all
+    // Several feature blocks and two row blocks (64 rows each), split over threads.
+    { rows: 70, K: 131, N: 101, xStride: 133, yStride: 103, bias: true, threads: 2 },
+    { rows: 1, K: 517, N: 389, xStride: 517, yStride: 389, bias: true, threads: 3 },
+  ];
+
+  for (const isa of ISAS) {
+    for (const dtype of DTYPES) {
+      for (const c of cases) {
+        test(`${isa} ${dtype} rows=${c.rows} K=${c.K} N=${c.N} threads=${c.threads}`, () => {
+          const seed = c.rows * 1000 + c.K * 7 + c.N;
+          const x = randomArray(c.rows * c.xStride, seed);
+          const { data, decoded } = makeWeights(randomArray(c.N * c.K, seed + 1), dtype);
+          const bias = c.bias ? randomArray(c.N, seed + 2) : undefined;
+          const y = testing.linear({
+            x, rows: c.rows, K: c.K, N: c.N, xStride: c.xStride, yStride: c.yStride,
+            weight: data, weightDtype: dtype, bias, isa, threads: c.threads,
+          });
+          const { want, tol } = reference(x, c.rows, c.K, c.xStride, decoded, c.N, bias, c.yStride);
+          expectClose(y, want, tol, 'linear');
+        });
+      }
+    }
+  }
+
+  test('rejects inconsistent arguments', () => {
+    const x = new Float32Array(10);
+    const w = new Float32Array(6);
+    expectError(() => testing.linear({ x, rows: 2, K: 6, N: 1, weight: w, weightDtype: 'float32' }), 'RangeError');
+    expectError(() => testing.linear({ x, rows: 1, K: 3, N: 3, weight: w, weightDtype: 'float32' }), 'RangeError');
+    expectError(() => testing.linear({ x, rows: 1, K: 3, N: 2, weight: w, weightDtype: 'float16' }), 'TypeError');
+    expectError(() => testing.linear({ x, rows: 1, K: 3, N: 2, xStride: 2, weight: w, weightDtype: 'float32' }), 'RangeError');
+    expectError(() =>
+      testing.linear({ x, rows: 1, K: 3, N: 2, weight: w, weightDtype: 'float32', bias: new Float32Array(3) }),
+      'RangeError',
+    );
+    expectError(() =>
+      testing.linear({ x, rows: 1, K: 3, N: 2, weight: w, weightDtype: 'float32', isa: 'sse' as 'avx2' }),
+      'RangeError',
+    );
+  });
+});
+
+// ---------------------------------------------------------------------------------------------------
+describe('embedding', () => {
+  for (const isa of ISAS) {
+    for (const dtype of DTYPES) {
+      for (const [numTokens, threads, scale] of [
+        [7, 1, 1],
+        [7, 1, 2.5],
+        [2000, 2, Math.sqrt(37)],
+      ]) {
+        test(`${isa} ${dtype} tokens=${numTokens} scale=${scale.toFixed(2)} threads=${threads}`, () => {
+          const vocab = 11;
+          const hidden = 37;
+          const outStride = 40;
+          const { data, decoded } = makeWeights(randomArray(vocab * hidden, 3), dtype);
+          const r = rng(numTokens);
+          const ids = Int32Array.from({ length: numTokens }, () => Math.floor(r() * vocab));
+          const out = testing.embedding({ ids, table: data, tableDtype: dtype, hidden, scale, outStride, isa, threads });
+          const { want, tol } = strided(numTokens, hidden, outStride);
+          for (let t = 0; t < numTokens; t++) {
+            for (let i = 0; i < hidden; i++) {
+              want[t * outStride + i] = decoded[ids[t] * hidden + i] * Math.fround(scale);
+              tol[t * outStride + i] = relTol(want[t * outStride + i]);
+            }
+          }
+          expectClose(out, want, tol, 'embedding');
+        });
+      }
+    }
+  }
+
+  test('rejects an id outside the vocabulary', () => {
+    const table = new Float32Array(12);
+    expectError(() => testing.embedding({ ids: Int32Array.of(3), table, tableDtype: 'float32', hidden: 4 }), 'RangeError');
+    expectError(() => testing.embedding({ ids: Int32Array.of(-1), table, tableDtype: 'float32', hidden: 4 }), 'RangeError');
+  });
+});
+
+// ---------------------------------------------------------------------------------------------------
+describe('rmsNorm', () => {
+  for (const isa of ISAS) {
+    for (const dtype of DTYPES) {
+      for (const [rows, weightOffset, threads] of [
+        [5, 0, 1],
+        [5, 1, 1],
+        [1200, 0, 2],
+      ]) {
+        test(`${isa} ${dtype} rows=${rows} offset=${weightOffset} threads=${threads}`, () => {
+          const H = 67;
+          const xStride = 70;
+          const yStride = 71;
+          const eps = 1e-6;
+          const x = randomArray(rows * xStride, rows + 11, -3, 3);
+          const { data, decoded } = makeWeights(randomArray(H, 5, 0.5, 1.5), dtype);
+          const y = testing.rmsNorm({ x, rows, H, xStride, yStride, weight: data, weightDtype: dtype, eps, weightOffset, isa, threads });
+          const { want, tol } = strided(rows, H, yStride);
+          for (let r = 0; r < rows; r++) {
+            let ss = 0;
+            for (let i = 0; i < H; i++) ss += x[r * xStride + i] ** 2;
+            const inv = 1 / Math.sqrt(ss / H + Math.fround(eps));
+            for (let i = 0; i < H; i++) {
+              const v = x[r * xStride + i] * inv * (weightOffset + decoded[i]);
+              want[r * yStride + i] = v;
+              tol[r * yStride + i] = relTol(v);
+            }
+          }
+          expectClose(y, want, tol, 'rmsNorm');
+        });
+      }
+    }
+  }
+});
+
+// ---------------------------------------------------------------------------------------------------
+describe('elementwise', () => {
+  const silu = (v: number) => v / (1 + Math.exp(-v));
+  // Inputs include large magnitudes, where exp under- or overflows.
+  function inputs(n: number, seed: number): Float32Array {
+    const a = randomArray(n, seed, -8, 8);
+    const extremes = [0, -0, 1e-20, -1e-20, 30, -30, 87, -87, 100, -100, 1000, -1000];
+    for (let i = 0; i < extremes.length && i < n; i++) a[i * 5] = extremes[i];
+    return a;
+  }
+
+  for (const isa of ISAS) {
+    for (const [rows, threads] of [
+      [5, 1],
+      [1100, 2],
+    ]) {
+      const cols = 67;
+      const aStride = 70;
+      const bStride = 69;
+      const outStride = 71;
+      const a = inputs(rows * aStride, 21);
+      const b = inputs(rows * bStride, 22);
+      const opts = { rows, cols, outStride, isa, threads };
+
+      const check = (got: Float32Array, f: (x: number, y: number) => number, what: string) => {
+        const { want, tol } = strided(rows, cols, outStride);
+        for (let r = 0; r < rows; r++) {
+          for (let i = 0; i < cols; i++) {
+            const v = f(a[r * aStride + i], b[r * bStride + i]);
+            want[r * outStride + i] = v;
+            // Relative, with an absolute floor far below anything but exp's underflow region.
+            tol[r * outStride + i] = relTol(v) + 1e-35;
+          }
+        }
+        expectClose(got, want, tol, what);
+      };
+
+      test(`${isa} add rows=${rows} threads=${threads}`, () => {
+        const got = testing.add({ a, b, aStride, bStride, ...opts });
+        const { want, tol } = strided(rows, cols, outStride);
+        for (let r = 0; r < rows; r++) {
+          for (let i = 0; i < cols; i++) {
+            const x = a[r * aStride + i];
+            const y = b[r * bStride + i];
+            want[r * outStride + i] = x + y;
+            tol[r * outStride + i] = relTol(x + y, Math.abs(x) + Math.abs(y));
+          }
+        }
+        expectClose(got, want, tol, 'add');
+      });
+      test(`${isa} mul rows=${rows} threads=${threads}`, () => {
+        check(testing.mul({ a, b, aStride, bStride, ...opts }), (x, y) => x * y, 'mul');
+      });
+      test(`${isa} silu rows=${rows} threads=${threads}`, () => {
+        check(testing.silu({ a, aStride, ...opts }), (x) => silu(x), 'silu');
+      });
+      test(`${isa} swiglu rows=${rows} threads=${threads}`, () => {
+        check(testing.swiglu({ gate: a, up: b, gateStride: aStride, upStride: bStride, ...opts }), (x, y) => silu(x) * y, 'swiglu');
+      });
+    }
+  }
+});
+
+// ---------------------------------------------------------------------------------------------------
+describe('rope', () => {
+  for (const isa of ISAS) {
+    for (const interleaved of [false, true]) {
+      for (const [rotaryDim, scaling, numTokens, threads] of [
+        [20, 1, 5, 1],
+        [12, 1.25, 5, 1], // partial rotary: the last 8 features are copied
+        [20, 1, 600, 2],
+      ]) {
+        test(`${isa} interleaved=${interleaved} rotaryDim=${rotaryDim} tokens=${numTokens} threads=${threads}`, () => {
+          const numHeads = 3;
+          const headDim = 20;
+          const xStride = 64;
+          const yStride = 61;
+          const x = randomArray(numTokens * xStride, 31);
+          const r = rng(numTokens);
+          const positions = Int32Array.from({ length: numTokens }, (_, t) => (t < 3 ? [0, 1, 4097][t] : Math.floor(r() * 8192)));
+          const invFreq = Float32Array.from({ length: rotaryDim / 2 }, (_, i) => 1 / 10000 ** ((2 * i) / rotaryDim));
+          const y = testing.rope({
+            x, numTokens, xStride, yStride, positions, numHeads, headDim, rotaryDim, interleaved, invFreq,
+            attentionScaling: scaling, isa, threads,
+          });
+          const { want, tol } = strided(numTokens, numHeads * headDim, yStride);
+          const half = rotaryDim / 2;
+          for (let t = 0; t < numTokens; t++) {
+            for (let h = 0; h < numHeads; h++) {
+              const xo = t * xStride + h * headDim;
+              const yo = t * yStride + h * headDim;
+              for (let i = 0; i < half; i++) {
+                // transformers: float32 angle, float32 cos/sin, times attention_scaling in float32.
+                const angle = Math.fround(positions[t] * invFreq[i]);
+                const c = Math.fround(Math.fround(Math.cos(angle)) * Math.fround(scaling));
+                const s = Math.fround(Math.fround(Math.sin(angle)) * Math.fround(scaling));
+                const i1 = interleaved ? 2 * i : i;
+                const i2 = interleaved ? 2 * i + 1 : i + half;
+                const a = x[xo + i1];
+                const b = x[xo + i2];
+                want[yo + i1] = a * c - b * s;
+                want[yo + i2] = b * c + a * s;
+                tol[yo + i1] = relTol(0, Math.abs(a * c) + Math.abs(b * s));
+                tol[yo + i2] = relTol(0, Math.abs(b * c) + Math.abs(a * s));
+              }
+              for (let d = rotaryDim; d < headDim; d++) want[yo + d] = x[xo + d];
+            }
+          }
+          expectClose(y, want, tol, 'rope');
+        });
+      }
+    }
+  }
+});
+
+// ---------------------------------------------------------------------------------------------------
+describe('attention (paged KV cache)', () => {
+  const numHeads = 4;
+  const numKvHeads = 2; // GQA: query heads 0,1 read kv head 0; 2,3 read kv head 1
+  const headDim = 28; // 16 + 8 + 4: every tail of the AVX2 dot product
+  const tokensPerBlock = 4;
+  const numLayers = 2;
+  const layer = 1;
+  const numBlocks = 40;
+  const rowSize = numKvHeads * headDim;
+  const blockFloats = numLayers * 2 * tokensPerBlock * rowSize;
+  const scale = 1 / Math.sqrt(headDim);
+
+  /** The true K and V of each sequence position, for the reference. */
+  class Sequences {
+    k: Float32Array[][] = [];
+    v: Float32Array[][] = [];
+    record(seq: number, pos: number, k: Float32Array, v: Float32Array) {
+      (this.k[seq] ??= [])[pos] = k;
+      (this.v[seq] ??= [])[pos] = v;
+    }
+  }
+
+  interface Step {
+    positions: number[];
+    tokenSeq: number[];
+  }
+
+  // Builds one step's q/k/v (strided wider than needed) from the seed, records k/v in `seqs`.
+  function makeStep(step: Step, seqs: Sequences, seed: number) {
+    const T = step.positions.length;
+    const qStride = numHeads * headDim + 3;
+    const kStride = rowSize + 5;
+    const vStride = rowSize + 1;
+    const q = randomArray(T * qStride, seed, -2, 2);
+    const k = randomArray(T * kStride, seed + 1, -2, 2);
+    const v = randomArray(T * vStride, seed + 2);
+    for (let t = 0; t < T; t++) {
+      seqs.record(step.tokenSeq[t], step.positions[t], k.slice(t * kStride, t * kStride + rowSize),
+        v.slice(t * vStride, t * vStride + rowSize));
+    }
+    return { q, k, v, qStride, kStride, vStride, T };
+  }
+
+  function reference(step: Step, seqs: Sequences, q: Float32Array, qStride: number, window: number, outStride: number) {
+    const T = step.positions.length;
+    const { want, tol } = strided(T, numHeads * headDim, outStride);
+    for (let t = 0; t < T; t++) {
+      const p = step.positions[t];
+      const s = step.tokenSeq[t];
+      const lo = window > 0 ? Math.max(0, p - window + 1) : 0;
+      for (let h = 0; h < numHeads; h++) {
+        const kvh = Math.floor(h / (numHeads / numKvHeads));
+        const scores: number[] = [];
+        for (let j = lo; j <= p; j++) {
+          let d = 0;
+          for (let i = 0; i < headDim; i++) d += q[t * qStride + h * headDim + i] * seqs.k[s][j][kvh * headDim + i];
+          scores.push(d * scale);
+        }
+        const m = Math.max(...scores);
+        const e = scores.map((x) => Math.exp(x - m));
+        const sum = e.reduce((a, b) => a + b, 0);
+        for (let i = 0; i < headDim; i++) {
+          let o = 0;
+          let mag = 0;
+          for (let j = lo; j <= p; j++) {
+            const pv = (e[j - lo] / sum) * seqs.v[s][j][kvh * headDim + i];
+            o += pv;
+            mag += Math.abs(pv);
+          }
+          want[t * outStride + h * headDim + i] = o;
+          // Score errors of ~1e-7 * |q||k| become relative errors of the probabilities; see the top.
+          tol[t * outStride + h * headDim + i] = relTol(o, mag) + 1e-7;
+        }
+      }
+    }
+    return { want, tol };
+  }
+
+  // Two sequences with scattered, non-contiguous block tables.
+  const blockTables = [
+    Int32Array.from([7, 2, 19, 11, 30, 4, 25, 13, 38, 1, 22, 16]),
+    Int32Array.from([3, 35, 9, 0, 28, 17, 6, 33, 12, 21, 39, 5]),
+  ];
+
+  function run(step: Step, made: ReturnType<typeof makeStep>, kvPool: Float32Array, window: number, isa: 'generic' | 'avx2',
+                threads: number, outStride: number) {
+    return testing.attention({
+      numTokens: made.T, numHeads, numKvHeads, headDim, q: made.q, k: made.k, v: made.v,
+      qStride: made.qStride, kStride: made.kStride, vStride: made.vStride, outStride,
+      positions: Int32Array.from(step.positions), tokenSeq: Int32Array.from(step.tokenSeq),
+      blockTables, tokensPerBlock, numLayers, layer, kvPool, scale, slidingWindow: window, isa, threads,
+    });
+  }
+
+  const range = (a: number, b: number) => Array.from({ length: b - a }, (_, i) => a + i);
+
+  for (const isa of ISAS) {
+    for (const window of [0, 3]) {
+      for (const [lenA, lenB, threads] of [
+        [7, 5, 1],
+        [41, 30, 2],
+      ]) {
+        test(`${isa} window=${window} prefill ${lenA}+${lenB} tokens, then two decode steps, threads=${threads}`, () => {
+          const seqs = new Sequences();
+          const kvPool = new Float32Array(numBlocks * blockFloats);
+          const outStride = numHeads * headDim + 2;
+
+          // Prefill: both sequences packed into one step.
+          const prefill: Step = {
+            positions: [...range(0, lenA), ...range(0, lenB)],
+            tokenSeq: [...range(0, lenA).map(() => 0), ...range(0, lenB).map(() => 1)],
+          };
+          const p = makeStep(prefill, seqs, 100 + lenA);
+          const out = run(prefill, p, kvPool, window, isa, threads, outStride);
+          const ref = reference(prefill, seqs, p.q, p.qStride, window, outStride);
+          expectClose(out, ref.want, ref.tol, 'prefill');
+
+          // The cache holds each token's K and V at its block and slot, in the right layer.
+          for (const [seq, pos] of [[0, 5], [1, 4], [0, lenA - 1]]) {
+            const block = blockTables[seq][Math.floor(pos / tokensPerBlock)];
+            const base = ((block * numLayers + layer) * 2) * tokensPerBlock * rowSize + (pos % tokensPerBlock) * rowSize;
+            expect(Array.from(kvPool.subarray(base, base + rowSize))).toEqual(Array.from(seqs.k[seq][pos]));
+            const vBase = base + tokensPerBlock * rowSize;
+            expect(Array.from(kvPool.subarray(vBase, vBase + rowSize))).toEqual(Array.from(seqs.v[seq][pos]));
+          }
+
+          // Two decode steps, both sequences at different positions in each, against the cache.
+          for (let d = 0; d < 2; d++) {
+            const decode: Step = { positions: [lenB + d, lenA + d], tokenSeq: [1, 0] };
+            const m = makeStep(decode, seqs, 200 + d);
+            const got = run(decode, m, kvPool, window, isa, threads, outStride);
+            const r = reference(decode, seqs, m.q, m.qStride, window, outStride);
+            expectClose(got, r.want, r.tol, `decode ${d}`);
+          }
+
+          // Full recompute: sequence 0 prefilled in one call on a fresh pool gives the same last row as
+          // the prefill + decode path.
+          const fresh = new Float32Array(numBlocks * blockFloats);
+          const T = lenA + 2;
+          const full: Step = { positions: range(0, T), tokenSeq: range(0, T).map(() => 0) };
+          const qStride = numHeads * headDim;
+          const q = new Float32Array(T * qStride);
+          const k = new Float32Array(T * rowSize);
+          const v = new Float32Array(T * rowSize);
+          for (let t = 0; t < T; t++) {
+            k.set(seqs.k[0][t], t * rowSize);
+            v.set(seqs.v[0][t], t * rowSize);
+          }
+          const lastQ = makeStep({ positions: [lenB + 1, lenA + 1], tokenSeq: [1, 0] }, new Sequences(), 201).q;
+          const lastQStride = numHeads * headDim + 3;
+          q.set(lastQ.subarray(lastQStride, lastQStride + qStride), (T - 1) * qStride);
+          const recomputed = run(full, { q, k, v, qStride, kStride: rowSize, vStride: rowSize, T }, fresh, window, isa,
+            threads, qStride);
+          const lastDecode = run(
+            { positions: [lenA + 1], tokenSeq: [0] },
+            { q: lastQ.subarray(lastQStride), k: seqs.k[0][lenA + 1], v: seqs.v[0][lenA + 1], qStride, kStride: rowSize,
+              vStride: rowSize, T: 1 },
+            kvPool, window, isa, threads, qStride,
+          );
+          const lastRow = recomputed.subarray((T - 1) * qStride);
+          const r = reference({ positions: [lenA + 1], tokenSeq: [0] }, seqs, lastQ.subarray(lastQStride), qStride, window, qStride);
+          expectClose(lastRow, r.want, r.tol, 'full recompute');
+          expectClose(lastDecode, Float64Array.from(lastRow), r.tol, 'decode vs full recompute');
+        });
+      }
+    }
+  }
+
+  test('rejects positions beyond a block table, bad block ids and bad sequence indices', () => {
+    const base = {
+      numTokens: 1, numHeads: 2, numKvHeads: 1, headDim: 4, q: new Float32Array(8), k: new Float32Array(4),
+      v: new Float32Array(4), tokenSeq: Int32Array.of(0), tokensPerBlock: 2, scale: 1,
+      kvPool: new Float32Array(3 * 2 * 2 * 4),
+    };
+    expectError(() => testing.attention({ ...base, positions: Int32Array.of(2), blockTables: [Int32Array.of(0)] }), 'RangeError');
+    expectError(() => testing.attention({ ...base, positions: Int32Array.of(0), blockTables: [Int32Array.of(3)] }), 'RangeError');
+    expectError(() =>
+      testing.attention({ ...base, positions: Int32Array.of(0), tokenSeq: Int32Array.of(1), blockTables: [Int32Array.of(0)] }),
+      'RangeError',
+    );
+    expectError(() =>
+      testing.attention({ ...base, positions: Int32Array.of(0), blockTables: [Int32Array.of(0)], kvPool: new Float32Array(5) }),
+      'RangeError',
+    );
+    expectError(() => testing.attention({ ...base, positions: Int32Array.of(0), blockTables: [[0] as unknown as Int32Array] }), 'TypeError');
+    // A valid call on the same arguments works.
+    const out = testing.attention({ ...base, positions: Int32Array.of(0), blockTables: [Int32Array.of(2)] });
+    expect(out.length).toBe(8);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------------
+describe('gatherRows', () => {
+  for (const isa of ISAS) {
+    test(`${isa} strided rows, repeated and out of order`, () => {
+      const cols = 13;
+      const xStride = 16;
+      const outStride = 14;
+      const x = randomArray(9 * xStride, 41);
+      const rows = Int32Array.of(8, 0, 3, 3);
+      const out = testing.gatherRows({ x, xStride, rows, cols, outStride, isa });
+      const { want, tol } = strided(rows.length, cols, outStride);
+      rows.forEach((r, i) => {
+        for (let c = 0; c < cols; c++) want[i * outStride + c] = x[r * xStride + c];
+      });
+      expectClose(out, want, tol, 'gatherRows');
+    });
+  }
+
+  test('rejects a row outside x', () => {
+    expectError(() => testing.gatherRows({ x: new Float32Array(20), xStride: 10, rows: Int32Array.of(1, 2), cols: 10 }), 'RangeError');
+  });
+});

@@ -1,2 +1,0 @@
-import * as core from '@kiln/native';
-test('loads', () => { expect(core).toBeDefined(); });

@@ -1,0 +1,92 @@
+import type { Command } from 'commander';
+import { buildEngine, type BuildConfig } from '@kiln/builder';
+import { CliError, reportCommandError } from '../errors';
+import { exitCleanlyOnSignals, ProgressLine } from '../progress-line';
+
+interface BuildFlags {
+  checkpoint?: string;
+  output?: string;
+  maxBatchSize?: string;
+  maxSeqLen?: string;
+  maxNumTokens?: string;
+  gatherContextLogits?: boolean;
+  tokensPerBlock?: string;
+  force?: boolean;
+}
+
+/**
+ * A whole positive decimal integer, or a CliError naming the flag. Ranges beyond "positive" are the
+ * builder's to check (it knows the model's limits).
+ */
+export function parsePositiveInteger(flag: string, value: string): number {
+  const parsed = /^\s*[0-9]+\s*$/.test(value) ? Number(value) : NaN;
+  if (!Number.isSafeInteger(parsed) || parsed <= 0) {
+    throw new CliError(`${flag}: expected a positive integer, got ${JSON.stringify(value)}`);
+  }
+  return parsed;
+}
+
+/**
+ * `kiln build --checkpoint <checkpoint-dir> --output <engine-dir> [--max-batch-size N] [--max-seq-len N]
+ * [--max-num-tokens N] [--gather-context-logits] [--tokens-per-block N] [--force]`
+ */
+export function registerBuildCommand(program: Command): void {
+  program
+    .command('build')
+    .description('Compile a Kiln checkpoint into an engine for this machine')
+    .option('--checkpoint <checkpoint-dir>', 'Kiln checkpoint folder (the output of `kiln convert`)')
+    .option('--output <engine-dir>', 'engine folder to create (an engine with the same build hash there is reused)')
+    .option('--max-batch-size <n>', 'most sequences in one step (default 8)')
+    .option('--max-seq-len <n>', "most positions of one sequence (default: the model's maximum, capped at 4096)")
+    .option('--max-num-tokens <n>', 'most packed tokens in one step (default: min(max-seq-len, 2048))')
+    .option('--gather-context-logits', 'let requests return the logits of every prompt token')
+    .option('--tokens-per-block <n>', 'tokens per KV cache block (default 16)')
+    .option('--force', 'rebuild even when the output folder holds an engine with the same build hash')
+    .action(async (flags: BuildFlags) => {
+      const progress = new ProgressLine();
+      try {
+        await runBuild(flags, progress);
+      } catch (error) {
+        progress.clear();
+        reportCommandError('build', error);
+      }
+    });
+}
+
+function buildConfigFromFlags(flags: BuildFlags): Partial<BuildConfig> {
+  const config: Partial<BuildConfig> = {};
+  if (flags.maxBatchSize !== undefined) config.maxBatchSize = parsePositiveInteger('--max-batch-size', flags.maxBatchSize);
+  if (flags.maxSeqLen !== undefined) config.maxSeqLen = parsePositiveInteger('--max-seq-len', flags.maxSeqLen);
+  if (flags.maxNumTokens !== undefined) config.maxNumTokens = parsePositiveInteger('--max-num-tokens', flags.maxNumTokens);
+  if (flags.tokensPerBlock !== undefined) config.tokensPerBlock = parsePositiveInteger('--tokens-per-block', flags.tokensPerBlock);
+  if (flags.gatherContextLogits) config.gatherContextLogits = true;
+  return config;
+}
+
+async function runBuild(flags: BuildFlags, progress: ProgressLine): Promise<void> {
+  if (!flags.checkpoint) throw new CliError('--checkpoint <checkpoint-dir> is required');
+  if (!flags.output) throw new CliError('--output <engine-dir> is required');
+  const config = buildConfigFromFlags(flags);
+
+  const started = process.hrtime.bigint();
+  const result = await exitCleanlyOnSignals(() =>
+    buildEngine({
+      checkpointDir: flags.checkpoint!,
+      outputDir: flags.output!,
+      config,
+      force: flags.force === true,
+      onProgress: ({ stage, message }) => progress.update(`building: ${stage}: ${message}`),
+    }),
+  );
+  progress.clear();
+  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+  const c = result.config;
+  const settings =
+    `maxBatchSize ${c.maxBatchSize}, maxSeqLen ${c.maxSeqLen}, maxNumTokens ${c.maxNumTokens}, ` +
+    `tokensPerBlock ${c.tokensPerBlock}, gatherContextLogits ${c.gatherContextLogits}, ${c.isa}`;
+  process.stdout.write(
+    result.cached
+      ? `Engine ${result.engineDir} is up to date (build ${result.buildHash}; ${settings}); --force rebuilds it\n`
+      : `Built engine ${result.engineDir} (build ${result.buildHash}; ${settings}) in ${seconds.toFixed(1)} s\n`,
+  );
+}

@@ -1,0 +1,67 @@
+import { promises as fs } from 'node:fs';
+import * as path from 'node:path';
+import type { Command } from 'commander';
+import { CHECKPOINT_DTYPES, CHECKPOINT_WEIGHTS_FILE, convertCheckpoint, isCheckpointDType } from '@kiln/convert';
+// Importing @kiln/models registers its architectures.
+import { listArchitectures } from '@kiln/models';
+import { CliError, reportCommandError } from '../errors';
+import { exitCleanlyOnSignals, formatBytes, ProgressLine } from '../progress-line';
+
+interface ConvertFlags {
+  model?: string;
+  output?: string;
+  dtype?: string;
+  listArchitectures?: boolean;
+}
+
+/** `kiln convert --model <hf-dir> --output <checkpoint-dir> [--dtype float32|float16|bfloat16] [--list-architectures]` */
+export function registerConvertCommand(program: Command): void {
+  program
+    .command('convert')
+    .description('Convert a Hugging Face model folder (config.json + safetensors) into a Kiln checkpoint')
+    .option('--model <hf-dir>', 'Hugging Face model folder: config.json, model.safetensors or a sharded index, tokenizer files')
+    .option('--output <checkpoint-dir>', 'Kiln checkpoint folder to create (an earlier checkpoint there is replaced)')
+    .option('--dtype <dtype>', `weight dtype: ${CHECKPOINT_DTYPES.join(', ')} (default: the model's dtype, else float32)`)
+    .option('--list-architectures', 'print the supported Hugging Face architectures and exit')
+    .action(async (flags: ConvertFlags) => {
+      const progress = new ProgressLine();
+      try {
+        await runConvert(flags, progress);
+      } catch (error) {
+        progress.clear();
+        reportCommandError('convert', error);
+      }
+    });
+}
+
+async function runConvert(flags: ConvertFlags, progress: ProgressLine): Promise<void> {
+  if (flags.listArchitectures) {
+    process.stdout.write(listArchitectures().map((name) => `${name}\n`).join(''));
+    return;
+  }
+  if (!flags.model) throw new CliError('--model <hf-dir> is required');
+  if (!flags.output) throw new CliError('--output <checkpoint-dir> is required');
+  if (flags.dtype !== undefined && !isCheckpointDType(flags.dtype)) {
+    throw new CliError(`--dtype: expected one of ${CHECKPOINT_DTYPES.join(', ')}, got ${JSON.stringify(flags.dtype)}`);
+  }
+
+  const started = process.hrtime.bigint();
+  progress.update(`converting ${flags.model}: reading and checking the checkpoint`);
+  const result = await exitCleanlyOnSignals(() =>
+    convertCheckpoint({
+      modelDir: flags.model!,
+      outputDir: flags.output!,
+      dtype: flags.dtype as (typeof CHECKPOINT_DTYPES)[number] | undefined,
+      // The native writer reports the start and the end of the write, not each tensor.
+      onProgress: ({ done, total }) =>
+        progress.update(done < total ? `converting: writing ${total} tensors` : `converting: ${total} tensors written`),
+    }),
+  );
+  progress.clear();
+  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+  const { size } = await fs.stat(path.join(result.outputDir, CHECKPOINT_WEIGHTS_FILE));
+  process.stdout.write(
+    `Converted ${result.config.architecture} (${result.config.dtype}, ${formatBytes(size)}) to ${result.outputDir} ` +
+      `in ${seconds.toFixed(1)} s\n`,
+  );
+}

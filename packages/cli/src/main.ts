@@ -1,0 +1,26 @@
+import { Command } from 'commander';
+import { registerBuildCommand } from './commands/build';
+import { registerConvertCommand } from './commands/convert';
+import { registerGenerateCommand } from './commands/generate';
+
+// Read at run time, not imported: package.json sits outside the compiled `src/` tree.
+const { version } = require('../package.json') as { version: string };
+
+/** The `kiln` command and its subcommands; every one answers --help. */
+export function createProgram(): Command {
+  const program = new Command();
+  program
+    .name('kiln')
+    .description('Compile Hugging Face language models into inference engines and run them.')
+    .version(version)
+    .showHelpAfterError('(add --help for usage)');
+  registerConvertCommand(program);
+  registerBuildCommand(program);
+  registerGenerateCommand(program);
+  return program;
+}
+
+/** Runs the command line `argv` (as process.argv: node, script, arguments...). */
+export async function main(argv: readonly string[] = process.argv): Promise<void> {
+  await createProgram().parseAsync(argv as string[]);
+}

@@ -1,0 +1,95 @@
+import { promises as fs } from 'node:fs';
+import * as path from 'node:path';
+import { getArchitecture, type CheckpointDType, type KilnCheckpointConfig } from '@kiln/models';
+import { loadNative } from '@kiln/native';
+import {
+  CHECKPOINT_CONFIG_FILE,
+  CHECKPOINT_FORMAT,
+  CHECKPOINT_FORMAT_VERSION,
+  CHECKPOINT_WEIGHTS_FILE,
+  TOKENIZER_FILES,
+} from './checkpoint';
+import { ConvertError } from './errors';
+import { CHECKPOINT_DTYPES, defaultDType, isCheckpointDType, readGenerationIds, readHfConfig } from './hf-config';
+import { isFile } from './json-file';
+import { assertReplaceable, writeDirAtomically } from './output-dir';
+import { planConversion } from './plan';
+import { readHfWeights } from './weights';
+
+export interface ConvertProgress {
+  /** Checkpoint tensors written so far. */
+  done: number;
+  total: number;
+  /** The tensor being written (or the last one written, when done === total). */
+  tensor: string;
+}
+
+export interface ConvertOptions {
+  /** A Hugging Face model folder: config.json, model.safetensors or a sharded index, tokenizer files. */
+  modelDir: string;
+  /** The Kiln checkpoint folder to create; replaced atomically when it already holds a checkpoint. */
+  outputDir: string;
+  /** Storage dtype. Default: the HF config's `dtype` / `torch_dtype` when Kiln supports it, else float32. */
+  dtype?: CheckpointDType;
+  onProgress?: (progress: ConvertProgress) => void;
+}
+
+export interface ConvertResult {
+  outputDir: string;
+  config: KilnCheckpointConfig;
+}
+
+/**
+ * Converts a Hugging Face checkpoint folder into a Kiln checkpoint: validates everything first (config,
+ * shard index, every header, every tensor's presence, shape and dtype, no unexplained extra tensors), then
+ * gathers, concatenates and casts the tensors natively into `rank0.safetensors`, writes the checkpoint's
+ * config.json and copies the tokenizer files. The output folder appears complete or not at all.
+ */
+export async function convertCheckpoint(options: ConvertOptions): Promise<ConvertResult> {
+  const modelDir = path.resolve(options.modelDir);
+  const outputDir = path.resolve(options.outputDir);
+  if (options.dtype !== undefined && !isCheckpointDType(options.dtype)) {
+    throw new Error(`dtype: expected one of ${CHECKPOINT_DTYPES.join(', ')}, got ${JSON.stringify(options.dtype)}`);
+  }
+  if (outputDir === modelDir) throw new ConvertError(outputDir, 'the output folder must not be the model folder');
+
+  const hf = await readHfConfig(modelDir);
+  const arch = getArchitecture(hf.architecture, hf.path);
+  const modelConfig = arch.parseConfig(hf.json, hf.path);
+  const generation = await readGenerationIds(modelDir, hf.json, hf.path);
+  const dtype = options.dtype ?? defaultDType(hf.json);
+  // Before the (possibly long) reading and writing: an output folder we would refuse to replace.
+  await assertReplaceable(outputDir);
+
+  // The addon is loaded on first use: the folder, config and shard index are checked without it.
+  const weights = await readHfWeights(modelDir, (file) => loadNative().readSafetensors(file));
+  const tensors = planConversion({ arch, modelConfig, tensors: weights.tensors, dtype, modelDir });
+
+  const config: KilnCheckpointConfig = {
+    format: CHECKPOINT_FORMAT,
+    formatVersion: CHECKPOINT_FORMAT_VERSION,
+    architecture: arch.name,
+    dtype,
+    mapping: { worldSize: 1, tpSize: 1, ppSize: 1 },
+    model: modelConfig as unknown as Record<string, unknown>,
+    generation,
+  };
+
+  await writeDirAtomically(outputDir, async (tmpDir) => {
+    const total = tensors.length;
+    // The native writer reports no per-tensor progress; the two ends of the write are what we can see.
+    options.onProgress?.({ done: 0, total, tensor: tensors[0]?.name ?? '' });
+    await loadNative().writeSafetensors({
+      path: path.join(tmpDir, CHECKPOINT_WEIGHTS_FILE),
+      metadata: { format: CHECKPOINT_FORMAT },
+      tensors,
+    });
+    options.onProgress?.({ done: total, total, tensor: tensors[total - 1]?.name ?? '' });
+    await fs.writeFile(path.join(tmpDir, CHECKPOINT_CONFIG_FILE), `${JSON.stringify(config, null, 2)}\n`);
+    for (const name of TOKENIZER_FILES) {
+      const source = path.join(modelDir, name);
+      if (await isFile(source)) await fs.copyFile(source, path.join(tmpDir, name));
+    }
+  });
+  return { outputDir, config };
+}

@@ -1,0 +1,183 @@
+import * as path from 'node:path';
+import { loadNative, type NativeEngine, type NativeEngineInfo } from '@kiln/native';
+import { resolveEndId, validateMaxTokens, type SamplingConfig } from '@kiln/sampling';
+import { readEngineDirConfig, type EngineDirConfig } from './engine-config';
+
+export interface EngineLoadOptions {
+  /** Threads for the kernels. Default: the machine's hardware concurrency. Range: 1 to 1024. */
+  numThreads?: number;
+  /**
+   * KV cache capacity in tokens, rounded up to whole blocks. Default: maxBatchSize x maxSeqLen of the
+   * engine (every sequence can reach its full length). Range: at least 1.
+   */
+  kvCacheTokens?: number;
+}
+
+export type FinishReason = 'length' | 'stop';
+
+export interface EngineGenerateOptions extends SamplingConfig {
+  /**
+   * Tokens to generate at most, a positive integer; no default. When the prompt plus `maxTokens` would
+   * pass the engine's maxSeqLen, generation stops at maxSeqLen with finish reason "length".
+   */
+  maxTokens: number;
+  /**
+   * Return the logits of every prompt position, `[promptLength, vocabSize]`. Default false. Needs an
+   * engine built with `gatherContextLogits`.
+   */
+  returnContextLogits?: boolean;
+  /** Return the logits that chose each generated token, `[outputIds.length, vocabSize]`. Default false. */
+  returnGenerationLogits?: boolean;
+  /**
+   * Called with each generated token as soon as it is sampled, in order, before the promise resolves.
+   * Default: none. If it throws, generation still completes and `generate` rejects with that error.
+   */
+  onToken?: (tokenId: number) => void;
+}
+
+export interface EngineGenerateResult {
+  /** Generated tokens only, not the prompt; ends with the end id when `finishReason` is "stop". */
+  outputIds: number[];
+  finishReason: FinishReason;
+  /** Row-major `[promptLength, vocabSize]`, when asked for. */
+  contextLogits?: Float32Array;
+  /** Row-major `[outputIds.length, vocabSize]`; row k is the distribution that chose output token k. */
+  generationLogits?: Float32Array;
+  vocabSize: number;
+}
+
+function checkPositiveInteger(name: string, value: number | undefined): void {
+  if (value !== undefined && (!Number.isSafeInteger(value) || value < 1)) {
+    throw new Error(`${name} must be a positive integer, got ${value}`);
+  }
+}
+
+/**
+ * A compiled engine loaded into the native runtime: one engine directory (`config.json` and its
+ * `.engine` file). Owns native memory: call `dispose()` (or `await using`) when done.
+ */
+export class Engine {
+  readonly engineDir: string;
+  readonly config: EngineDirConfig;
+  readonly info: NativeEngineInfo;
+  #native: NativeEngine | undefined;
+
+  private constructor(engineDir: string, config: EngineDirConfig, native: NativeEngine) {
+    this.engineDir = engineDir;
+    this.config = config;
+    this.info = native.info;
+    this.#native = native;
+  }
+
+  /**
+   * Loads `<engineDir>/config.json` and its engine file. The native loader checks the file's checksum,
+   * format version and target on a native thread, and its message names the file.
+   */
+  static async load(engineDir: string, options: EngineLoadOptions = {}): Promise<Engine> {
+    checkPositiveInteger('numThreads', options.numThreads);
+    checkPositiveInteger('kvCacheTokens', options.kvCacheTokens);
+    const directory = path.resolve(engineDir);
+    const config = await readEngineDirConfig(directory);
+    const native = await loadNative().loadEngine(path.join(directory, config.engineFiles[0]), {
+      numThreads: options.numThreads,
+      kvCacheTokens: options.kvCacheTokens,
+    });
+    return new Engine(directory, config, native);
+  }
+
+  get vocabSize(): number {
+    return this.info.vocabSize;
+  }
+
+  get maxSeqLen(): number {
+    return this.info.maxSeqLen;
+  }
+
+  /** The model's end-of-sequence id (the first of its generation config's `eos_token_id`), if any. */
+  get defaultEndId(): number | undefined {
+    return this.config.checkpoint.generation.eosTokenIds[0];
+  }
+
+  /** Whether the engine was built to return context logits (`gatherContextLogits`). */
+  get gathersContextLogits(): boolean {
+    return this.config.buildConfig.gatherContextLogits === true;
+  }
+
+  /** Runs one request to completion: prefill of `inputIds`, then greedy decoding. */
+  async generate(inputIds: readonly number[] | Int32Array, options: EngineGenerateOptions): Promise<EngineGenerateResult> {
+    const native = this.#native;
+    if (!native) throw new Error(`the engine of ${this.engineDir} has been disposed`);
+    const maxTokens = validateMaxTokens(options.maxTokens);
+    const endId = resolveEndId(options, this.defaultEndId, this.vocabSize);
+    const prompt = this.#checkPrompt(inputIds);
+    if (options.returnContextLogits && !this.gathersContextLogits) {
+      throw new Error(
+        `returnContextLogits needs an engine built with gatherContextLogits, and ${path.join(this.engineDir, 'config.json')} ` +
+          'says buildConfig.gatherContextLogits is not true: rebuild it with `kiln build --gather-context-logits`',
+      );
+    }
+
+    let callbackError: unknown;
+    const onToken = options.onToken;
+    const result = await native.generate(
+      {
+        inputIds: prompt,
+        // Stop at the sequence length the engine was built for rather than fail: the caller asked for
+        // "at most" maxTokens, and "length" tells it why it got fewer.
+        maxTokens: Math.min(maxTokens, this.maxSeqLen - prompt.length),
+        endId,
+        returnContextLogits: options.returnContextLogits === true,
+        returnGenerationLogits: options.returnGenerationLogits === true,
+      },
+      onToken &&
+        ((tokenId: number) => {
+          // An exception must not escape into the native callback; keep the first and report it after.
+          if (callbackError !== undefined) return;
+          try {
+            onToken(tokenId);
+          } catch (error) {
+            callbackError = error ?? new Error('onToken threw');
+          }
+        }),
+    );
+    if (callbackError !== undefined) throw callbackError;
+    return {
+      outputIds: Array.from(result.outputIds),
+      finishReason: result.finishReason,
+      contextLogits: result.contextLogits,
+      generationLogits: result.generationLogits,
+      vocabSize: this.vocabSize,
+    };
+  }
+
+  #checkPrompt(inputIds: readonly number[] | Int32Array): Int32Array {
+    if (!Array.isArray(inputIds) && !(inputIds instanceof Int32Array)) {
+      throw new Error('inputIds must be an array of token ids or an Int32Array');
+    }
+    if (inputIds.length === 0) throw new Error('the prompt is empty: give at least one token');
+    if (inputIds.length >= this.maxSeqLen) {
+      throw new Error(
+        `the prompt has ${inputIds.length} tokens, but the engine's maxSeqLen is ${this.maxSeqLen}: ` +
+          `a prompt must be shorter than maxSeqLen to leave room for a generated token (engine ${this.engineDir})`,
+      );
+    }
+    for (let index = 0; index < inputIds.length; index++) {
+      const id = inputIds[index];
+      if (!Number.isInteger(id) || id < 0 || id >= this.vocabSize) {
+        throw new Error(`inputIds[${index}] is ${id}, not a token id of this engine's vocabulary (size ${this.vocabSize})`);
+      }
+    }
+    return inputIds instanceof Int32Array ? inputIds : Int32Array.from(inputIds);
+  }
+
+  /** Frees the engine's native memory (weights mapping, KV cache, activations). Idempotent. */
+  dispose(): void {
+    const native = this.#native;
+    this.#native = undefined;
+    native?.dispose();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.dispose();
+  }
+}

@@ -1,0 +1,164 @@
+// Engine's own checks: the engine directory's config.json, and the request validation that happens
+// before anything reaches the native runtime. The native addon is replaced by a recording fake here; the
+// end-to-end tests of packages/cli run the real one.
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import type { NativeGenerateRequest } from '@kiln/native';
+
+const nativeCalls: { loads: { file: string; options: unknown }[]; requests: NativeGenerateRequest[]; disposed: number } = {
+  loads: [],
+  requests: [],
+  disposed: 0,
+};
+
+jest.mock('@kiln/native', () => ({
+  loadNative: () => ({
+    loadEngine: async (file: string, options: unknown) => {
+      nativeCalls.loads.push({ file, options });
+      return {
+        info: { formatVersion: 1, backend: 'cpu', isa: 'generic', maxBatchSize: 1, maxSeqLen: 8, maxNumTokens: 8, maxLogitRows: 1, vocabSize: 16, modelJson: '{}' },
+        generate: async (request: NativeGenerateRequest, onToken?: (id: number) => void) => {
+          nativeCalls.requests.push(request);
+          const outputIds = Int32Array.from({ length: request.maxTokens }, (_, index) => index + 1);
+          for (const id of outputIds) onToken?.(id);
+          return { outputIds, finishReason: 'length' };
+        },
+        dispose: () => {
+          nativeCalls.disposed++;
+        },
+      };
+    },
+  }),
+}));
+
+import { Engine } from '@kiln/runtime';
+
+function engineConfig(overrides: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    format: 'kiln-engine-dir',
+    formatVersion: 1,
+    target: { backend: 'cpu', isa: 'generic' },
+    buildConfig: { maxBatchSize: 1, maxSeqLen: 8, gatherContextLogits: false },
+    buildHash: 'abc',
+    checkpoint: {
+      architecture: 'LlamaForCausalLM',
+      dtype: 'bfloat16',
+      model: { vocabSize: 16 },
+      generation: { bosTokenId: 0, eosTokenIds: [3], padTokenId: 0 },
+    },
+    engineFiles: ['rank0.engine'],
+    ...overrides,
+  };
+}
+
+describe('Engine', () => {
+  let directory: string;
+  let configPath: string;
+  beforeEach(() => {
+    directory = fs.mkdtempSync(path.join(os.tmpdir(), 'kiln-engine-'));
+    configPath = path.join(directory, 'config.json');
+    fs.writeFileSync(configPath, JSON.stringify(engineConfig()));
+    nativeCalls.loads.length = 0;
+    nativeCalls.requests.length = 0;
+  });
+  afterEach(() => fs.rmSync(directory, { recursive: true, force: true }));
+
+  describe('load', () => {
+    it('loads the engine file config.json lists, with the options given', async () => {
+      const engine = await Engine.load(directory, { numThreads: 2 });
+      expect(nativeCalls.loads).toEqual([{ file: path.join(directory, 'rank0.engine'), options: { numThreads: 2, kvCacheTokens: undefined } }]);
+      expect(engine.maxSeqLen).toBe(8);
+      expect(engine.defaultEndId).toBe(3);
+    });
+
+    it('names a missing directory', async () => {
+      const missing = path.join(directory, 'nope');
+      await expect(Engine.load(missing)).rejects.toThrow(`engine directory ${missing} does not exist`);
+    });
+
+    it('names a directory without config.json', async () => {
+      fs.rmSync(configPath);
+      await expect(Engine.load(directory)).rejects.toThrow(`${directory} is not a Kiln engine directory: ${configPath} is missing`);
+    });
+
+    it('refuses a Kiln checkpoint or other JSON, naming the key', async () => {
+      fs.writeFileSync(configPath, JSON.stringify(engineConfig({ format: 'kiln-checkpoint' })));
+      await expect(Engine.load(directory)).rejects.toThrow(
+        `${configPath}: "format" is "kiln-checkpoint", expected "kiln-engine-dir": not a Kiln engine directory`,
+      );
+    });
+
+    it('refuses another format version', async () => {
+      fs.writeFileSync(configPath, JSON.stringify(engineConfig({ formatVersion: 2 })));
+      await expect(Engine.load(directory)).rejects.toThrow(`${configPath}: "formatVersion" is 2, but this Kiln reads version 1`);
+    });
+
+    it('refuses engine file names that leave the directory', async () => {
+      fs.writeFileSync(configPath, JSON.stringify(engineConfig({ engineFiles: ['../rank0.engine'] })));
+      await expect(Engine.load(directory)).rejects.toThrow(`${configPath}: "engineFiles" holds "../rank0.engine", which is not a plain file name`);
+    });
+
+    it('refuses invalid JSON and bad options', async () => {
+      fs.writeFileSync(configPath, '{');
+      await expect(Engine.load(directory)).rejects.toThrow(`${configPath} is not valid JSON`);
+      await expect(Engine.load(directory, { numThreads: 0 })).rejects.toThrow('numThreads must be a positive integer, got 0');
+    });
+  });
+
+  describe('generate', () => {
+    let engine: Engine;
+    beforeEach(async () => {
+      engine = await Engine.load(directory);
+    });
+
+    it('passes the prompt and the resolved end id to the native runtime', async () => {
+      const tokens: number[] = [];
+      const result = await engine.generate([1, 2], { maxTokens: 3, onToken: (id) => tokens.push(id) });
+      expect(Array.from(nativeCalls.requests[0].inputIds)).toEqual([1, 2]);
+      expect(nativeCalls.requests[0]).toMatchObject({ maxTokens: 3, endId: 3, returnContextLogits: false });
+      expect(result).toEqual({ outputIds: [1, 2, 3], finishReason: 'length', contextLogits: undefined, generationLogits: undefined, vocabSize: 16 });
+      expect(tokens).toEqual([1, 2, 3]);
+      await engine.generate([1], { maxTokens: 1, ignoreEos: true });
+      expect(nativeCalls.requests[1].endId).toBe(-1);
+    });
+
+    it('stops at maxSeqLen rather than failing', async () => {
+      await engine.generate([1, 2, 3, 4, 5], { maxTokens: 100 });
+      expect(nativeCalls.requests[0].maxTokens).toBe(3);
+    });
+
+    it('validates before calling native', async () => {
+      await expect(engine.generate([1], { maxTokens: 0 })).rejects.toThrow('maxTokens must be a positive integer, got 0');
+      await expect(engine.generate([], { maxTokens: 1 })).rejects.toThrow('the prompt is empty');
+      await expect(engine.generate([1, 2, 3, 4, 5, 6, 7, 8], { maxTokens: 1 })).rejects.toThrow(
+        "the prompt has 8 tokens, but the engine's maxSeqLen is 8",
+      );
+      await expect(engine.generate([1, 16], { maxTokens: 1 })).rejects.toThrow("inputIds[1] is 16, not a token id of this engine's vocabulary (size 16)");
+      await expect(engine.generate([1], { maxTokens: 1, endId: 99 })).rejects.toThrow('endId 99 is outside the vocabulary (size 16)');
+      await expect(engine.generate([1], { maxTokens: 1, returnContextLogits: true })).rejects.toThrow(
+        'returnContextLogits needs an engine built with gatherContextLogits',
+      );
+      expect(nativeCalls.requests).toHaveLength(0);
+    });
+
+    it('reports an onToken exception after generation completes', async () => {
+      await expect(
+        engine.generate([1], {
+          maxTokens: 2,
+          onToken: () => {
+            throw new Error('consumer failed');
+          },
+        }),
+      ).rejects.toThrow('consumer failed');
+    });
+
+    it('disposes once and refuses to generate afterwards', async () => {
+      const before = nativeCalls.disposed;
+      await engine[Symbol.asyncDispose]();
+      engine.dispose();
+      expect(nativeCalls.disposed).toBe(before + 1);
+      await expect(engine.generate([1], { maxTokens: 1 })).rejects.toThrow('has been disposed');
+    });
+  });
+});
