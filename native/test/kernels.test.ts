@@ -303,6 +303,27 @@ describe('embedding', () => {
     }
   }
 
+  // The portable 16-bit decoders (used by embedding and every generic kernel) on every bit pattern.
+  for (const [dtype, fmt] of [
+    ['float16', F16],
+    ['bfloat16', BF16],
+  ] as const) {
+    test(`${dtype} table with all 65536 bit patterns decodes exactly`, () => {
+      const table = new Uint16Array(65536).map((_, i) => i);
+      const ids = Int32Array.from({ length: 256 }, (_, i) => 255 - i);
+      const out = testing.embedding({ ids, table, tableDtype: dtype, hidden: 256 });
+      for (let t = 0; t < 256; t++) {
+        for (let i = 0; i < 256; i++) {
+          const want = decodeHalf(ids[t] * 256 + i, fmt);
+          const got = out[t * 256 + i];
+          if (!(Number.isNaN(want) ? Number.isNaN(got) : Object.is(got, want))) {
+            throw new Error(`${dtype} 0x${(ids[t] * 256 + i).toString(16)}: got ${got} want ${want}`);
+          }
+        }
+      }
+    });
+  }
+
   test('rejects an id outside the vocabulary', () => {
     const table = new Float32Array(12);
     expectError(() => testing.embedding({ ids: Int32Array.of(3), table, tableDtype: 'float32', hidden: 4 }), 'RangeError');

@@ -33,6 +33,11 @@ def main(fixtures, out):
     for name in ("llama_bf16", "qwen2_bf16"):
         src = os.path.join(fixtures, name)
         meta = json.load(open(os.path.join(src, "reference.json")))
+        # How transformers loads the checkpoint by default (dtype="auto": bfloat16): which dtype does the
+        # rotary buffer get?
+        auto = AutoModelForCausalLM.from_pretrained(src, attn_implementation="eager")
+        inv = [(n, b.dtype) for n, b in auto.named_buffers() if n.endswith("inv_freq")]
+        print(name, "default from_pretrained: params", next(auto.parameters()).dtype, "inv_freq", inv[:1], flush=True)
         model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32, attn_implementation="eager").cuda().eval()
         inv = [b for n, b in model.named_buffers() if n.endswith("inv_freq")]
         print(name, "inv_freq dtype:", inv[0].dtype if inv else None, flush=True)

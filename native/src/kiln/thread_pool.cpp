@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <exception>
 #include <mutex>
@@ -44,31 +45,59 @@ struct Job {
   }
 };
 
+// Busy-waits until pred() or maxMicros have passed; true when pred() held. A parallelFor in a decode step
+// typically follows the previous one within microseconds, while a futex sleep/wake round trip costs
+// tens of microseconds, so both the workers and the caller spin a little before they sleep.
+template <typename Pred>
+bool spinUntil(const Pred& pred, int64_t maxMicros) {
+  const auto start = std::chrono::steady_clock::now();
+  for (uint32_t i = 1;; ++i) {
+    if (pred()) return true;
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+    if ((i & 63) == 0 && std::chrono::steady_clock::now() - start > std::chrono::microseconds(maxMicros)) {
+      return pred();
+    }
+  }
+}
+
+constexpr int64_t kWorkerSpinMicros = 100;
+constexpr int64_t kCallerSpinMicros = 200;
+
 struct ThreadPool::Impl {
   std::vector<std::thread> workers;
   std::mutex callMutex;  // one job at a time when several threads share a pool
-  std::mutex mutex;      // guards job, generation, busy, stop
+  std::mutex mutex;      // guards job; generation, busy and stop change only under it
   std::condition_variable wake;
   std::condition_variable finished;
   Job* job = nullptr;
-  uint64_t generation = 0;
-  int busy = 0;
-  bool stop = false;
+  std::atomic<uint64_t> generation{0};  // bumped per job; read without the lock while spinning
+  std::atomic<int> busy{0};             // workers holding the current job
+  std::atomic<bool> stop{false};
 
   void workerLoop() {
     tInsideWorker = true;
     uint64_t seen = 0;
-    std::unique_lock<std::mutex> lock(mutex);
     for (;;) {
-      wake.wait(lock, [&] { return stop || (job != nullptr && generation != seen); });
-      if (stop) return;
-      seen = generation;
+      spinUntil([&] { return generation.load(std::memory_order_acquire) != seen || stop.load(); }, kWorkerSpinMicros);
+      std::unique_lock<std::mutex> lock(mutex);
+      if (!stop.load() && job == nullptr && generation.load() != seen) {
+        // That job finished without this worker; spin again for the next one rather than sleep.
+        seen = generation.load();
+        continue;
+      }
+      // A worker takes a job only under the lock and while it is published, so the caller, which
+      // unpublishes it under the lock once busy is zero, never leaves a worker holding a dead job.
+      wake.wait(lock, [&] { return stop.load() || (job != nullptr && generation.load() != seen); });
+      if (stop.load()) return;
+      seen = generation.load();
       Job* current = job;
-      ++busy;
+      busy.fetch_add(1);
       lock.unlock();
       current->run();
       lock.lock();
-      if (--busy == 0) finished.notify_all();
+      if (busy.fetch_sub(1) == 1) finished.notify_all();
     }
   }
 };
@@ -81,7 +110,7 @@ ThreadPool::ThreadPool(int numThreads) : impl_(new Impl) {
 ThreadPool::~ThreadPool() {
   {
     std::lock_guard<std::mutex> lock(impl_->mutex);
-    impl_->stop = true;
+    impl_->stop.store(true);
   }
   impl_->wake.notify_all();
   for (auto& t : impl_->workers) t.join();
@@ -105,15 +134,16 @@ void ThreadPool::parallelFor(int64_t n, int64_t grain, const std::function<void(
   {
     std::lock_guard<std::mutex> lock(impl_->mutex);
     impl_->job = &job;
-    ++impl_->generation;
+    impl_->generation.fetch_add(1);
   }
   impl_->wake.notify_all();
   job.run();
+  // All chunks are claimed once run() returns here; those claimed by workers are done when busy is 0.
+  // Clearing `job` under the lock keeps a worker that comes late from touching this stack frame.
+  spinUntil([&] { return impl_->busy.load(std::memory_order_acquire) == 0; }, kCallerSpinMicros);
   {
-    // All chunks are claimed once run() returns here; those claimed by workers are done when busy is 0.
-    // Clearing `job` under the lock keeps a worker that wakes late from touching this stack frame.
     std::unique_lock<std::mutex> lock(impl_->mutex);
-    impl_->finished.wait(lock, [&] { return impl_->busy == 0; });
+    impl_->finished.wait(lock, [&] { return impl_->busy.load() == 0; });
     impl_->job = nullptr;
   }
   if (job.error) std::rethrow_exception(job.error);
