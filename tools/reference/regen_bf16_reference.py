@@ -4,7 +4,8 @@ inverse frequencies in float32 (they are a non-persistent buffer computed at ini
 
 The shared fixtures' references were made with `model.to(torch.bfloat16).float()`, which also rounds
 that buffer to bfloat16 (nn.Module.to casts buffers; transformers#30709) — a precision loss no loader
-applies. Run on the GPU machine: python3 tools/reference/regen_bf16_reference.py fixtures/hf-tiny OUT
+applies. Run on the GPU machine:
+  python3 tools/reference/regen_bf16_reference.py OUT fixtures/hf-tiny/llama_bf16 fixtures/hf-tiny/qwen2_bf16 packages/scribe-7m/model
 """
 import json, os, sys
 import torch
@@ -29,9 +30,9 @@ def greedy_reference(model, prompt_ids, new_tokens):
     return ids[len(prompt_ids):], margins, full
 
 
-def main(fixtures, out):
-    for name in ("llama_bf16", "qwen2_bf16"):
-        src = os.path.join(fixtures, name)
+def main(out, sources):
+    for src in sources:
+        name = os.path.basename(os.path.normpath(src))
         meta = json.load(open(os.path.join(src, "reference.json")))
         # How transformers loads the checkpoint by default (dtype="auto": bfloat16): which dtype does the
         # rotary buffer get?
@@ -46,7 +47,7 @@ def main(fixtures, out):
             gen, margins, full = greedy_reference(model, p["input_ids"], meta["new_tokens"])
             tensors[f"logits.{i}"] = full
             p.update(greedy=gen, greedy_margin_min=min(margins), logits_shape=list(full.shape))
-        meta["reference"] = "transformers eager attention, float32, full recompute, from_pretrained(dtype=float32) of the bfloat16 checkpoint"
+        meta["reference"] = "transformers eager attention, float32, full recompute, from_pretrained(dtype=float32) of the bfloat16 checkpoint (float32 rotary frequencies)"
         os.makedirs(os.path.join(out, name), exist_ok=True)
         save_file(tensors, os.path.join(out, name, "reference.safetensors"))
         with open(os.path.join(out, name, "reference.json"), "w") as f:
@@ -63,4 +64,4 @@ def main(fixtures, out):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(sys.argv[1], sys.argv[2:])
