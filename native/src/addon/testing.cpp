@@ -29,6 +29,16 @@ void throwRange(Napi::Env env, const std::string& msg) {
   Napi::RangeError::New(env, msg).ThrowAsJavaScriptException();
 }
 
+// A zeroed Float32Array of n elements, or false with a JS error pending (too large to allocate).
+bool newOutput(Napi::Env env, int64_t n, Napi::Float32Array* out) {
+  if (n > (int64_t{1} << 32)) {
+    throwRange(env, "testing: output of " + std::to_string(n) + " floats is too large");
+    return false;
+  }
+  *out = Napi::Float32Array::New(env, static_cast<size_t>(n));
+  return !env.IsExceptionPending();
+}
+
 // Pools are cached per thread count so that a benchmark does not pay for thread start-up on every call.
 kiln::ThreadPool* poolFor(int threads) {
   static std::mutex mutex;
@@ -262,7 +272,8 @@ Napi::Value Embedding(const Napi::CallbackInfo& info) {
       return env.Undefined();
     }
   }
-  Napi::Float32Array out = Napi::Float32Array::New(env, static_cast<size_t>(numTokens * outStride));
+  Napi::Float32Array out;
+  if (!newOutput(env, numTokens * outStride, &out)) return env.Undefined();
   kiln::embeddingKernel(ke, ids, numTokens, table, dt, hidden, scale, out.Data(), outStride);
   return out;
 }
@@ -284,7 +295,8 @@ Napi::Value Linear(const Napi::CallbackInfo& info) {
       !o.kernelEnv(&ke)) {
     return env.Undefined();
   }
-  Napi::Float32Array y = Napi::Float32Array::New(env, static_cast<size_t>(rows * yStride));
+  Napi::Float32Array y;
+  if (!newOutput(env, rows * yStride, &y)) return env.Undefined();
   kiln::linearKernel(ke, x, rows, xStride, w, wdt, N, K, bias, y.Data(), yStride);
   return y;
 }
@@ -306,7 +318,8 @@ Napi::Value RmsNorm(const Napi::CallbackInfo& info) {
       !o.matrix("yStride", rows * yStride, rows, H, yStride) || !o.kernelEnv(&ke)) {
     return env.Undefined();
   }
-  Napi::Float32Array y = Napi::Float32Array::New(env, static_cast<size_t>(rows * yStride));
+  Napi::Float32Array y;
+  if (!newOutput(env, rows * yStride, &y)) return env.Undefined();
   kiln::rmsNormKernel(ke, x, rows, xStride, w, wdt, H, eps, weightOffset, y.Data(), yStride);
   return y;
 }
@@ -329,7 +342,8 @@ Napi::Value Binary(const Napi::CallbackInfo& info, const char* fn, const char* a
       !o.matrix("outStride", rows * outStride, rows, cols, outStride) || !o.kernelEnv(&ke)) {
     return env.Undefined();
   }
-  Napi::Float32Array out = Napi::Float32Array::New(env, static_cast<size_t>(rows * outStride));
+  Napi::Float32Array out;
+  if (!newOutput(env, rows * outStride, &out)) return env.Undefined();
   kernel(ke, a, aStride, b, bStride, rows, cols, out.Data(), outStride);
   return out;
 }
@@ -352,7 +366,8 @@ Napi::Value Silu(const Napi::CallbackInfo& info) {
       !o.matrix("outStride", rows * outStride, rows, cols, outStride) || !o.kernelEnv(&ke)) {
     return env.Undefined();
   }
-  Napi::Float32Array out = Napi::Float32Array::New(env, static_cast<size_t>(rows * outStride));
+  Napi::Float32Array out;
+  if (!newOutput(env, rows * outStride, &out)) return env.Undefined();
   kiln::siluKernel(ke, a, aStride, rows, cols, out.Data(), outStride);
   return out;
 }
@@ -384,7 +399,8 @@ Napi::Value Rope(const Napi::CallbackInfo& info) {
     return env.Undefined();
   }
   if (!o.exactLength("invFreq", freqLen, rotaryDim / 2)) return env.Undefined();
-  Napi::Float32Array y = Napi::Float32Array::New(env, static_cast<size_t>(numTokens * yStride));
+  Napi::Float32Array y;
+  if (!newOutput(env, numTokens * yStride, &y)) return env.Undefined();
   kiln::ropeKernel(ke, x, numTokens, xStride, positions, numHeads, headDim, rotaryDim, interleaved, invFreq, scaling,
                    y.Data(), yStride);
   return y;
@@ -423,6 +439,11 @@ Napi::Value Attention(const Napi::CallbackInfo& info) {
   }
   if (numHeads % numKvHeads != 0) return o.range(o.where("numHeads") + " must be a multiple of numKvHeads"), env.Undefined();
   if (layer >= numLayers) return o.range(o.where("layer") + " must be less than numLayers"), env.Undefined();
+  // Five factors of up to 2^31 could overflow int64: check the product in double first.
+  if (static_cast<double>(numLayers) * 2 * tokensPerBlock * numKvHeads * headDim > static_cast<double>(kMaxDim)) {
+    o.range(o.where("kvPool") + ": a block of numLayers * 2 * tokensPerBlock * numKvHeads * headDim floats is too large");
+    return env.Undefined();
+  }
   const int64_t blockFloats = numLayers * 2 * tokensPerBlock * numKvHeads * headDim;
   if (poolLen % blockFloats != 0) {
     o.range(o.where("kvPool") + " has " + std::to_string(poolLen) + " elements, not a whole number of blocks of " +
@@ -479,7 +500,8 @@ Napi::Value Attention(const Napi::CallbackInfo& info) {
   step.kv.numKvHeads = static_cast<int32_t>(numKvHeads);
   step.kv.headDim = static_cast<int32_t>(headDim);
   step.kv.tokensPerBlock = static_cast<int32_t>(tokensPerBlock);
-  Napi::Float32Array out = Napi::Float32Array::New(env, static_cast<size_t>(T * outStride));
+  Napi::Float32Array out;
+  if (!newOutput(env, T * outStride, &out)) return env.Undefined();
   kiln::attentionKernel(ke, step, static_cast<int32_t>(layer), q, qStride, k, kStride, v, vStride, numHeads, numKvHeads,
                         headDim, scale, slidingWindow, out.Data(), outStride);
   return out;
@@ -506,7 +528,8 @@ Napi::Value GatherRows(const Napi::CallbackInfo& info) {
       return env.Undefined();
     }
   }
-  Napi::Float32Array out = Napi::Float32Array::New(env, static_cast<size_t>(numRows * outStride));
+  Napi::Float32Array out;
+  if (!newOutput(env, numRows * outStride, &out)) return env.Undefined();
   kiln::gatherRowsKernel(ke, x, xStride, rows, numRows, cols, out.Data(), outStride);
   return out;
 }
