@@ -61,4 +61,7 @@ class Json {
   std::vector<std::pair<std::string, Json>> members_;
 };
 
+// `s` as a JSON string literal, quoted and escaped (UTF-8 passes through unchanged).
+std::string jsonQuote(const std::string& s);
+
 }  // namespace kiln

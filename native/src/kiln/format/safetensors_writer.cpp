@@ -6,6 +6,7 @@
 
 #include "kiln/format/atomic_file.h"
 #include "kiln/format/describe.h"
+#include "kiln/format/json.h"
 
 namespace kiln {
 
@@ -43,31 +44,6 @@ struct TensorGatherer::Plan {
   uint64_t first = 0;      // first element taken, in the (transposed) source's row-major order
   uint64_t count = 0;      // elements taken
 };
-
-std::string jsonQuote(const std::string& s) {
-  std::string out = "\"";
-  for (unsigned char c : s) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      case '\b': out += "\\b"; break;
-      case '\f': out += "\\f"; break;
-      default:
-        if (c < 0x20) {
-          static const char* hex = "0123456789abcdef";
-          out += "\\u00";
-          out += hex[c >> 4];
-          out += hex[c & 15];
-        } else {
-          out += static_cast<char>(c);
-        }
-    }
-  }
-  return out + "\"";
-}
 
 void castFromF32(const float* src, size_t n, DType out, void* dst) {
   switch (out) {

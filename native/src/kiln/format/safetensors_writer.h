@@ -57,7 +57,4 @@ void castFromF32(const float* src, size_t n, DType out, void* dst);
 void writeSafetensors(const std::string& path, const std::map<std::string, std::string>& metadata,
                       const std::vector<TensorWriteSpec>& tensors);
 
-// `s` as a JSON string literal, quotes included.
-std::string jsonQuote(const std::string& s);
-
 }  // namespace kiln

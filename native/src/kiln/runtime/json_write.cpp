@@ -1,5 +1,7 @@
 #include "kiln/runtime/json_write.h"
 
+#include "kiln/format/json.h"
+
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -8,29 +10,7 @@ namespace kiln {
 
 namespace {
 
-void writeString(const std::string& s, std::string& out) {
-  out += '"';
-  for (unsigned char c : s) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      case '\b': out += "\\b"; break;
-      case '\f': out += "\\f"; break;
-      default:
-        if (c < 0x20) {
-          char buf[8];
-          std::snprintf(buf, sizeof buf, "\\u%04x", c);
-          out += buf;
-        } else {
-          out += static_cast<char>(c);  // UTF-8 passes through unchanged
-        }
-    }
-  }
-  out += '"';
-}
+void writeString(const std::string& s, std::string& out) { out += jsonQuote(s); }
 
 void writeNumber(double d, std::string& out) {
   if (!std::isfinite(d)) {  // the parser never produces these; JSON has no spelling for them
