@@ -384,6 +384,8 @@ export function convertHfToGguf(modelDir, outFile) {
       file: outFile,
       tensorCount: tensors.length,
       tensorBytes: tensors.reduce((sum, t) => sum + t.data.length, 0),
+      embeddingBytes: tensors.find((t) => t.name === 'token_embd.weight').data.length,
+      vocab: cfg.vocab,
       fileBytes: fs.statSync(outFile).size,
     };
   } finally {
