@@ -100,13 +100,49 @@ export interface CpuInfo {
   hardwareConcurrency: number;
 }
 
+/**
+ * How the executor admits requests when the KV cache is short (TensorRT-LLM's CapacitySchedulerPolicy).
+ * - `guaranteedNoEvict`: a request is admitted only when the blocks of its prompt and of all its
+ *   `maxTokens` can be taken, so it never waits for memory once running.
+ * - `maxUtilization`: a request is admitted when its prompt's blocks can be taken; when a running request
+ *   needs a block and none is left, the most recently admitted one is preempted (blocks freed) and later
+ *   resumed by recomputing its prompt and generated tokens. Greedy outputs are the same either way.
+ */
+export type CapacitySchedulerPolicy = 'guaranteedNoEvict' | 'maxUtilization';
+
 export interface LoadEngineOptions {
-  /** Threads for the kernels. Default: hardware concurrency. */
+  /** Threads for the kernels. Default: hardware concurrency. Range: 1 to 1024. */
   numThreads?: number;
-  /** KV cache capacity in tokens (rounded up to whole blocks). Default: maxBatchSize * maxSeqLen. */
+  /**
+   * KV cache capacity in tokens (rounded up to whole blocks of the engine's tokensPerBlock). Range: >= 1.
+   * When several of kvCacheTokens, kvCacheBytes and kvCacheMemoryFraction are given, the smallest
+   * capacity wins. Default (none given): maxBatchSize * maxSeqLen tokens.
+   */
   kvCacheTokens?: number;
+  /** KV cache capacity in bytes (K and V of every layer, float32). Range: >= 1. Default: not set. */
+  kvCacheBytes?: number;
+  /**
+   * KV cache capacity as a fraction of the memory available when the engine loads (MemAvailable).
+   * Range: (0, 1]. Default: not set.
+   */
+  kvCacheMemoryFraction?: number;
   /** Run the portable kernels even where AVX2 is available (tests). Default false. */
   forceGeneric?: boolean;
+  /** Most sequences in one step. Default: the engine's maxBatchSize. Range: 1 to that. */
+  maxBatchSize?: number;
+  /**
+   * Most packed tokens in one step (prefill chunks plus decode tokens); longer prompts are prefilled over
+   * several steps. Default: the engine's maxNumTokens. Range: 1 to that.
+   */
+  maxNumTokens?: number;
+  /** Default `guaranteedNoEvict`. */
+  capacitySchedulerPolicy?: CapacitySchedulerPolicy;
+  /**
+   * Reuse the KV blocks of shared prompt prefixes (full blocks whose KV was computed, matched by a
+   * chained hash of their tokens; cached free blocks are evicted least recently used first). Requests
+   * that return context logits never reuse. Default true; false turns it off.
+   */
+  enableBlockReuse?: boolean;
 }
 
 export interface NativeEngineInfo {
@@ -131,9 +167,102 @@ export interface NativeGenerateRequest {
   endId: number;
   returnContextLogits: boolean;
   returnGenerationLogits: boolean;
+  /** Seeds the request's own random generator (for samplers). Default 0. Range: 0 to 2^53 - 1. */
+  seed?: number;
 }
 
 export type NativeFinishReason = 'length' | 'stop';
+
+/** The same fields as a generate request; `enqueue` returns its id. */
+export type NativeExecutorRequest = NativeGenerateRequest;
+
+/** How an executor request ended: `cancelled` by cancel() or shutdown({cancel: true}), `error` with a message. */
+export type NativeExecutorFinishReason = NativeFinishReason | 'cancelled' | 'error';
+
+/** Per-request timing and KV figures, reported when the request finishes. */
+export interface NativeRequestStats {
+  /** Enqueue to first admission into a step, milliseconds. */
+  queueTimeMs: number;
+  /** Enqueue to the first generated token, milliseconds (0 when none was generated). */
+  timeToFirstTokenMs: number;
+  /** Mean time between generated tokens after the first, milliseconds (0 with fewer than two). */
+  timePerOutputTokenMs: number;
+  /** Enqueue to finish, milliseconds. */
+  totalTimeMs: number;
+  numPromptTokens: number;
+  numOutputTokens: number;
+  /** Prompt KV blocks taken from the prefix cache instead of computed. */
+  reusedBlocks: number;
+  /** Times it was preempted (maxUtilization) and later resumed. */
+  preemptions: number;
+}
+
+/** One executor iteration (one packed step). */
+export interface NativeIterationStats {
+  /** 1-based iteration counter. */
+  iteration: number;
+  /** Milliseconds since the executor started. */
+  timestampMs: number;
+  /** Scheduling, the step and sampling, milliseconds. */
+  iterationMs: number;
+  /** Requests with tokens in this step. */
+  activeRequests: number;
+  /** Requests still queued after this step's admissions. */
+  waitingRequests: number;
+  contextRequests: number;
+  generationRequests: number;
+  numTokens: number;
+  numContextTokens: number;
+  numGenerationTokens: number;
+  /** Requests preempted in this iteration (maxUtilization). */
+  preempted: number;
+  kvBlocksTotal: number;
+  /** Blocks referenced by a request. */
+  kvBlocksUsed: number;
+  /** Blocks a request could take now, including kvBlocksCached. */
+  kvBlocksFree: number;
+  /** Free blocks that still hold a reusable prefix. */
+  kvBlocksCached: number;
+}
+
+/** What one request produced in one iteration. */
+export interface NativeRequestEvent {
+  id: number;
+  /** Tokens generated in this iteration (usually one; none for a prefill chunk or a cancellation). */
+  outputIds: Int32Array;
+  /** Set on the request's last event. */
+  finishReason?: NativeExecutorFinishReason;
+  /** With finishReason "error". */
+  error?: string;
+  /** [promptLength, vocab], once, with the first token, when asked for. */
+  contextLogits?: Float32Array;
+  /** [outputIds.length, vocab], when asked for. */
+  generationLogits?: Float32Array;
+  /** Set with finishReason. */
+  stats?: NativeRequestStats;
+}
+
+/** Everything of one iteration: the listener is called once per iteration, never per token. */
+export interface NativeIterationEvents {
+  stats: NativeIterationStats;
+  events: NativeRequestEvent[];
+}
+
+export interface NativeExecutorStats {
+  iterations: number;
+  waitingRequests: number;
+  activeRequests: number;
+  kvBlocksTotal: number;
+  kvBlocksUsed: number;
+  kvBlocksFree: number;
+  kvBlocksCached: number;
+  tokensPerBlock: number;
+  /** The executor's effective limits. */
+  maxBatchSize: number;
+  maxNumTokens: number;
+  /** The most recent iterations (up to 256), oldest first. */
+  recentIterations: NativeIterationStats[];
+}
 
 export interface NativeGenerateResult {
   /** Generated tokens only (not the prompt). */
@@ -143,16 +272,41 @@ export interface NativeGenerateResult {
   contextLogits?: Float32Array;
   /** [outputIds.length, vocab], row k chose output token k, when asked for. */
   generationLogits?: Float32Array;
+  /** Timing and KV figures of the request. */
+  stats?: NativeRequestStats;
 }
 
+/**
+ * A loaded engine and its executor: one native thread that batches every request in flight
+ * (in-flight batching: prefill chunks and decode tokens packed into one step, per-request KV blocks).
+ */
 export interface NativeEngine {
   readonly info: NativeEngineInfo;
   /**
-   * Prefill then greedy decode on the runtime's own thread. `onToken` is called on the JavaScript
-   * thread for each generated token, in order, before the promise resolves.
+   * Runs one request through the executor (batched with any others in flight), greedy. `onToken` is
+   * called on the JavaScript thread for each generated token, in order, before the promise resolves.
    */
   generate(request: NativeGenerateRequest, onToken?: (tokenId: number) => void): Promise<NativeGenerateResult>;
-  /** Frees the mapping, the KV cache and the activations. Idempotent; later calls reject. */
+  /**
+   * Queues a request; its events go to the listener of setEventListener. Throws (synchronously) on an
+   * invalid request, naming the field, or after shutdown/dispose.
+   */
+  enqueue(request: NativeExecutorRequest): number;
+  /** Cancels a request: it leaves at the next iteration with finishReason "cancelled". Unknown ids are ignored. */
+  cancel(id: number): void;
+  /**
+   * The listener of enqueue()d requests' events: called on the JavaScript thread at most once per
+   * executor iteration, with all that iteration's events. `undefined` removes it (events are dropped).
+   */
+  setEventListener(listener: ((events: NativeIterationEvents) => void) | undefined): void;
+  /** A snapshot of the executor's state and its recent iterations. */
+  stats(): NativeExecutorStats;
+  /**
+   * Stops accepting requests, finishes the queued and running ones (or cancels them with
+   * `{cancel: true}`), and joins the executor's thread. Resolves after the last events were delivered.
+   */
+  shutdown(options?: { cancel?: boolean }): Promise<void>;
+  /** shutdown() without waiting, then frees the mapping, the KV cache and the activations once idle. Idempotent; later calls reject. */
   dispose(): void;
 }
 

@@ -27,18 +27,18 @@ const { Engine, Tokenizer } = requireFromRoot('@kiln/runtime');
 const { scribe7mPath } = requireFromRoot('@kiln/scribe-7m');
 
 function parseArgs(argv) {
-  const args = { json: false, runs: 5, threads: 2, promptTokens: 128, genTokens: 128, agreeTokens: 32 };
+  const args = { json: false, runs: 5, threads: [2, 1], promptTokens: 128, genTokens: 128, agreeTokens: 32 };
+  const positive = (name, text) => {
+    const value = Number(text);
+    if (!Number.isSafeInteger(value) || value < 1 || value > 1024) throw new Error(`${name} needs positive integers, got ${JSON.stringify(text)}`);
+    return value;
+  };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
-    const int = (name) => {
-      const value = Number(argv[++i]);
-      if (!Number.isSafeInteger(value) || value < 1) throw new Error(`${name} needs a positive integer, got ${argv[i]}`);
-      return value;
-    };
     if (arg === '--json') args.json = true;
-    else if (arg === '--runs') args.runs = int('--runs');
-    else if (arg === '--threads') args.threads = int('--threads');
-    else throw new Error(`unknown argument ${arg} (known: --json, --runs N, --threads N)`);
+    else if (arg === '--runs') args.runs = positive('--runs', argv[++i]);
+    else if (arg === '--threads') args.threads = String(argv[++i]).split(',').map((t) => positive('--threads', t));
+    else throw new Error(`unknown argument ${arg} (known: --json, --runs N, --threads N[,N...])`);
   }
   return args;
 }
@@ -161,29 +161,61 @@ function cpuModel() {
 
 const fmt = (value, digits = 1) => value.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
 
-function markdown(r) {
-  const k = r.kiln;
-  const l = r.llamaCpp;
-  const ratio = (a, b) => `${fmt(a / b, 2)}×`;
-  const gb = (bytesPerSec) => `${fmt(bytesPerSec / 1e9, 1)} GB/s`;
+const ENGINES = [
+  { key: 'kiln', label: 'Kiln' },
+  { key: 'llamaFaOff', label: 'llama.cpp, flash attn off' },
+  { key: 'llamaFaOn', label: 'llama.cpp, flash attn on' },
+];
+
+function markdownForThreads(r, config) {
+  const cells = (f) => ENGINES.map((e) => f(r.engines[e.key])).join(' | ');
+  const ratios = (f) => ENGINES.slice(1).map((e) => `${fmt(f(r.engines.kiln) / f(r.engines[e.key]), 2)}×`).join(' / ');
+  const gbs = (v) => `${fmt(v / 1e9, 1)} GB/s`;
+  const agree = ENGINES.slice(1)
+    .map((e) => {
+      const a = r.agreement[e.key];
+      return `${e.label}: ${a.firstN}/${config.agreeTokens} (${a.all}/${config.genTokens + 1} over all, first difference at ${a.firstDifference ?? 'none'})`;
+    })
+    .join('; ');
   return [
-    `Machine: ${r.machine.cpuModel}, nproc ${r.machine.nproc}, Node ${r.machine.node}; load average ${r.machine.loadAvgBefore.map((v) => fmt(v, 2)).join(' ')} before, ${r.machine.loadAvgAfter.map((v) => fmt(v, 2)).join(' ')} after.`,
-    `Kiln engine: target ${r.kiln.isa}, ${r.config.threads} threads. llama.cpp: node-llama-cpp ${r.llamaCpp.version} (llama.cpp ${r.llamaCpp.llamaCppRelease}), prebuilt CPU backend, ${r.config.threads} threads, context ${r.llamaCpp.contextSize}, batch ${r.llamaCpp.batchSize}, flash attention ${r.llamaCpp.flashAttention}.`,
-    `Prompt: ${r.config.promptTokens} token ids; ${r.config.genTokens} greedy tokens; median of ${r.config.runs} runs after 1 warm-up, the two engines' runs interleaved.`,
+    `### ${r.threads} thread${r.threads === 1 ? '' : 's'}`,
     '',
-    '| | Kiln | llama.cpp (node-llama-cpp) | Kiln / llama.cpp |',
-    '| --- | ---: | ---: | ---: |',
-    `| prefill, ${r.config.promptTokens} tokens (tokens/s) | ${fmt(k.prefillTokensPerSec, 0)} | ${fmt(l.prefillTokensPerSec, 0)} | ${ratio(k.prefillTokensPerSec, l.prefillTokensPerSec)} |`,
-    `| prefill time (ms) | ${fmt(k.prefillMsMedian, 2)} | ${fmt(l.prefillMsMedian, 2)} | |`,
-    `| decode, ${r.config.genTokens} tokens (tokens/s) | ${fmt(k.decodeTokensPerSec, 0)} | ${fmt(l.decodeTokensPerSec, 0)} | ${ratio(k.decodeTokensPerSec, l.decodeTokensPerSec)} |`,
-    `| decode time per token (ms) | ${fmt(k.decodeMsPerToken, 3)} | ${fmt(l.decodeMsPerToken, 3)} | |`,
-    `| weights in file (MB) | ${fmt(k.weightBytes / 1e6, 2)} | ${fmt(l.weightBytes / 1e6, 2)} | |`,
-    `| weights streamed per decoded token (MB) | ${fmt(k.streamedBytesPerToken / 1e6, 2)} | ${fmt(l.streamedBytesPerToken / 1e6, 2)} | |`,
-    `| effective weight bandwidth in decode | ${gb(k.effectiveBytesPerSec)} | ${gb(l.effectiveBytesPerSec)} | ${ratio(k.effectiveBytesPerSec, l.effectiveBytesPerSec)} |`,
+    `| | ${ENGINES.map((e) => e.label).join(' | ')} | Kiln / llama.cpp (FA off / FA on) |`,
+    `| --- | ${ENGINES.map(() => '---:').join(' | ')} | ---: |`,
+    `| prefill ${config.promptTokens} tokens (tokens/s) | ${cells((e) => fmt(e.prefillTokensPerSec, 0))} | ${ratios((e) => e.prefillTokensPerSec)} |`,
+    `| prefill time (ms) | ${cells((e) => fmt(e.prefillMsMedian, 2))} | |`,
+    `| decode ${config.genTokens} tokens (tokens/s) | ${cells((e) => fmt(e.decodeTokensPerSec, 0))} | ${ratios((e) => e.decodeTokensPerSec)} |`,
+    `| decode time per token (ms) | ${cells((e) => fmt(e.decodeMsPerToken, 3))} | |`,
+    `| effective weight bandwidth in decode | ${cells((e) => gbs(e.effectiveBytesPerSec))} | |`,
     '',
-    `memcpy bandwidth of this machine (Buffer.copy, 1 thread, best of 5, bytes copied per second): ${gb(r.machine.copyBandwidth256MB.best)} over 256 MB buffers (DRAM), ${gb(r.machine.copyBandwidth8MB.best)} over 8 MB buffers (cache-resident).`,
-    `Greedy agreement: ${r.agreement.firstN}/${r.config.agreeTokens} of the first ${r.config.agreeTokens} generated tokens identical (${r.agreement.all}/${r.config.genTokens} over all ${r.config.genTokens}; first difference at index ${r.agreement.firstDifference ?? 'none'}).`,
+    `Greedy agreement with Kiln over the first ${config.agreeTokens} generated tokens: ${agree}.`,
   ].join('\n');
+}
+
+function markdown(results) {
+  const m = results.machine;
+  const w = results.weights;
+  const l = results.llamaCpp;
+  return [
+    `Machine: ${m.cpuModel}, nproc ${m.nproc}, ${m.totalMemGiB} GiB RAM, Node ${m.node}; load average ${m.loadAvgBefore.map((v) => fmt(v, 2)).join(' ')} before, ${m.loadAvgAfter.map((v) => fmt(v, 2)).join(' ')} after.`,
+    `Kiln engine target ${results.kilnIsa}; llama.cpp: node-llama-cpp ${l.version} (llama.cpp release ${l.llamaCppRelease}), prebuilt CPU binary (${l.systemInfo}), context ${l.contextSize}, batch ${l.batchSize}.`,
+    `Prompt ${results.config.promptTokens} token ids; ${results.config.genTokens + 1} greedy tokens (1 from prefill, then ${results.config.genTokens} decode steps); medians of ${results.config.runs} runs after 1 warm-up, runs of the three interleaved.`,
+    `Weights: Kiln engine ${fmt(w.kiln.total / 1e6, 2)} MB, GGUF tensors ${fmt(w.gguf.total / 1e6, 2)} MB; streamed per decoded token (all but the embedding table, of which one row): ${fmt(w.kiln.streamed / 1e6, 2)} MB / ${fmt(w.gguf.streamed / 1e6, 2)} MB.`,
+    `memcpy bandwidth (Buffer.copy, 1 thread, best of 5, bytes copied per second): ${fmt(m.copyBandwidth256MB.best / 1e9, 1)} GB/s over 256 MB buffers (DRAM), ${fmt(m.copyBandwidth8MB.best / 1e9, 1)} GB/s over 8 MB buffers (in cache).`,
+    '',
+    ...results.byThreads.map((r) => markdownForThreads(r, results.config) + '\n'),
+  ].join('\n');
+}
+
+function agreement(a, b, firstN) {
+  let firstDifference = null;
+  let all = 0;
+  for (let i = 0; i < a.length; i++) {
+    if (a[i] === b[i]) all++;
+    else if (firstDifference === null) firstDifference = i;
+  }
+  const first = a.slice(0, firstN).filter((t, i) => t === b[i]).length;
+  return { firstN: first, all, firstDifference };
 }
 
 async function main() {
@@ -206,99 +238,108 @@ async function main() {
   const ids = allIds.slice(0, args.promptTokens);
   const count = args.genTokens + 1; // the first token comes from prefill; then genTokens decode steps
 
-  const engine = await Engine.load(engineDir, { numThreads: args.threads });
+  const kw = kilnWeights(path.join(engineDir, 'rank0.engine'));
+  const weights = {
+    kiln: kw,
+    gguf: { total: gguf.tensorBytes, streamed: gguf.tensorBytes - (gguf.embeddingBytes - gguf.embeddingBytes / gguf.vocab), fileBytes: gguf.fileBytes },
+  };
+
   const llama = await getLlama({
     gpu: false, // CPU backend only
-    build: 'never', // never compile llama.cpp: use the prebuilt binary from the npm package or fail
+    build: 'never', // never compile llama.cpp: the prebuilt binary from the npm package, or fail
     skipDownload: true, // never fetch llama.cpp sources
     usePrebuiltBinaries: true,
     progressLogs: false,
     logLevel: LlamaLogLevel.warn,
+    maxThreads: 0, // no cap of node-llama-cpp's own: each context gets exactly the threads it asks for
   });
   const model = await llama.loadModel({ modelPath: ggufFile, gpuLayers: 0 });
-  const context = await model.createContext({ contextSize: 512, batchSize: 512, threads: { ideal: args.threads, min: args.threads }, sequences: 1 });
-  const sequence = context.getSequence();
+  const nodeLlamaCppVersion = JSON.parse(fs.readFileSync(path.join(here, 'node_modules', 'node-llama-cpp', 'package.json'), 'utf8')).version;
+  const llamaInfo = { version: nodeLlamaCppVersion, llamaCppRelease: llama.llamaCppRelease.release, systemInfo: llama.systemInfo.trim(), contextSize: 512, batchSize: 512 };
 
+  const byThreads = [];
+  let kilnIsa;
   try {
-    // One warm-up of each (page-in of the weights, thread pools, allocator), then interleaved measured
-    // runs so that load from other processes on this shared machine hits both engines alike.
-    await runKiln(engine, ids, count);
-    await runLlama(sequence, ids, count);
-    const kilnRuns = [];
-    const llamaRuns = [];
-    for (let i = 0; i < args.runs; i++) {
-      kilnRuns.push(await runKiln(engine, ids, count));
-      llamaRuns.push(await runLlama(sequence, ids, count));
-    }
+    for (const threads of args.threads) {
+      const engine = await Engine.load(engineDir, { numThreads: threads });
+      kilnIsa = engine.info.isa;
+      // node-llama-cpp's default flashAttention "auto" turns it on for this model on CPU; both are measured.
+      const contexts = {};
+      for (const [key, flashAttention] of [['llamaFaOff', false], ['llamaFaOn', true]]) {
+        contexts[key] = await model.createContext({ contextSize: llamaInfo.contextSize, batchSize: llamaInfo.batchSize, threads, flashAttention, sequences: 1 });
+      }
+      try {
+        const sequences = { llamaFaOff: contexts.llamaFaOff.getSequence(), llamaFaOn: contexts.llamaFaOn.getSequence() };
+        const run = {
+          kiln: () => runKiln(engine, ids, count),
+          llamaFaOff: () => runLlama(sequences.llamaFaOff, ids, count),
+          llamaFaOn: () => runLlama(sequences.llamaFaOn, ids, count),
+        };
+        // One warm-up each (page-in of the weights, thread pools, allocators), then interleaved measured
+        // runs so that load from other processes on this shared machine hits all alike.
+        for (const e of ENGINES) await run[e.key]();
+        const runs = Object.fromEntries(ENGINES.map((e) => [e.key, []]));
+        for (let i = 0; i < args.runs; i++) for (const e of ENGINES) runs[e.key].push(await run[e.key]());
 
-    // Greedy outputs of the first measured run (every run of one engine gives the same tokens).
-    const gen = [kilnRuns[0].tokens, llamaRuns[0].tokens];
-    let firstDifference = null;
-    let all = 0;
-    for (let i = 0; i < args.genTokens; i++) {
-      if (gen[0][i] === gen[1][i]) all++;
-      else if (firstDifference === null) firstDifference = i;
-    }
-    const firstN = gen[0].slice(0, args.agreeTokens).filter((t, i) => t === gen[1][i]).length;
-
-    const kw = kilnWeights(path.join(engineDir, 'rank0.engine'));
-    const ggufStreamed = gguf.tensorBytes - (gguf.embeddingBytes - gguf.embeddingBytes / gguf.vocab);
-    const kiln = summarize(kilnRuns, args.promptTokens, args.genTokens);
-    const llamaSummary = summarize(llamaRuns, args.promptTokens, args.genTokens);
-    const nodeLlamaCppVersion = JSON.parse(fs.readFileSync(path.join(here, 'node_modules', 'node-llama-cpp', 'package.json'), 'utf8')).version;
-
-    const results = {
-      config: { ...args, json: undefined },
-      machine: {
-        cpuModel: cpuModel(),
-        nproc: os.availableParallelism(),
-        node: process.version,
-        loadAvgBefore,
-        loadAvgAfter: os.loadavg(),
-        copyBandwidth256MB: copyBandwidth(256 * 1024 * 1024, 5),
-        copyBandwidth8MB: copyBandwidth(8 * 1024 * 1024, 5),
-      },
-      kiln: {
-        ...kiln,
-        isa: engine.info.isa,
-        weightBytes: kw.total,
-        engineFileBytes: kw.fileBytes,
-        streamedBytesPerToken: kw.streamed,
-        effectiveBytesPerSec: kw.streamed * kiln.decodeTokensPerSec,
-        tokens: gen[0],
-      },
-      llamaCpp: {
-        ...llamaSummary,
-        version: nodeLlamaCppVersion,
-        llamaCppRelease: llama.llamaCppRelease.release,
-        systemInfo: llama.systemInfo.trim(),
-        contextSize: context.contextSize,
-        batchSize: context.batchSize,
-        flashAttention: context.flashAttention,
-        weightBytes: gguf.tensorBytes,
-        ggufFileBytes: gguf.fileBytes,
-        streamedBytesPerToken: ggufStreamed,
-        effectiveBytesPerSec: ggufStreamed * llamaSummary.decodeTokensPerSec,
-        tokens: gen[1],
-      },
-      agreement: { firstN, all, firstDifference },
-    };
-    results.ratios = {
-      prefill: kiln.prefillTokensPerSec / llamaSummary.prefillTokensPerSec,
-      decode: kiln.decodeTokensPerSec / llamaSummary.decodeTokensPerSec,
-    };
-    const report = markdown(results);
-    if (args.json) {
-      process.stderr.write(`${report}\n`);
-      process.stdout.write(`${JSON.stringify(results, null, 2)}\n`);
-    } else {
-      process.stdout.write(`${report}\n`);
+        const engines = {};
+        for (const e of ENGINES) {
+          const summary = summarize(runs[e.key], args.promptTokens, args.genTokens);
+          const streamed = e.key === 'kiln' ? weights.kiln.streamed : weights.gguf.streamed;
+          engines[e.key] = { ...summary, effectiveBytesPerSec: streamed * summary.decodeTokensPerSec, tokens: runs[e.key][0].tokens };
+          // Greedy decoding is deterministic: every run of one engine must give the same tokens.
+          for (const r of runs[e.key]) {
+            if (r.tokens.join() !== runs[e.key][0].tokens.join()) throw new Error(`${e.label}: greedy output differs between runs`);
+          }
+        }
+        const agreementWithKiln = {};
+        for (const e of ENGINES.slice(1)) agreementWithKiln[e.key] = agreement(engines.kiln.tokens, engines[e.key].tokens, args.agreeTokens);
+        byThreads.push({
+          threads,
+          engines,
+          agreement: agreementWithKiln,
+          ratios: Object.fromEntries(
+            ENGINES.slice(1).map((e) => [
+              e.key,
+              {
+                prefill: engines.kiln.prefillTokensPerSec / engines[e.key].prefillTokensPerSec,
+                decode: engines.kiln.decodeTokensPerSec / engines[e.key].decodeTokensPerSec,
+              },
+            ]),
+          ),
+        });
+      } finally {
+        engine.dispose();
+        for (const c of Object.values(contexts)) await c.dispose();
+      }
     }
   } finally {
-    engine.dispose();
-    await context.dispose();
     await model.dispose();
     await llama.dispose();
+  }
+
+  const results = {
+    config: { runs: args.runs, threads: args.threads, promptTokens: args.promptTokens, genTokens: args.genTokens, agreeTokens: args.agreeTokens },
+    machine: {
+      cpuModel: cpuModel(),
+      nproc: os.availableParallelism(),
+      totalMemGiB: Math.round(os.totalmem() / 2 ** 30),
+      node: process.version,
+      loadAvgBefore,
+      loadAvgAfter: os.loadavg(),
+      copyBandwidth256MB: copyBandwidth(256 * 1024 * 1024, 5),
+      copyBandwidth8MB: copyBandwidth(8 * 1024 * 1024, 5),
+    },
+    kilnIsa,
+    llamaCpp: llamaInfo,
+    weights,
+    byThreads,
+  };
+  const report = markdown(results);
+  if (args.json) {
+    process.stderr.write(`${report}\n`);
+    process.stdout.write(`${JSON.stringify(results, null, 2)}\n`);
+  } else {
+    process.stdout.write(`${report}\n`);
   }
 }
 

@@ -1,10 +1,14 @@
-// loadEngine() and the NativeEngine object (native/lib/types.ts). Loading and generation run on libuv
-// worker threads; tokens reach JavaScript through the progress queue of the generate worker, which node-
-// addon-api drains before it calls OnOK, so onToken sees every token, in order, before the promise settles.
+// loadEngine() and the NativeEngine object (native/lib/types.ts). Loading runs on a libuv worker thread;
+// generation runs on the engine's executor thread (kiln/runtime/executor.h). The executor hands each
+// iteration's events to one thread-safe function call, so JavaScript is entered at most once per
+// iteration whatever the number of requests; there they are dispatched to `generate` calls (their
+// onToken and promise) and, in one call, to the listener set by setEventListener.
 //
-// Lifetime: the JS object and every in-flight worker each hold a shared_ptr to the Engine. dispose() drops
-// the object's reference, so the engine is freed at once when idle, or when the last running generate
-// finishes: never while a worker thread still uses it.
+// Lifetime: a Session holds the engine, its executor and the JS-side bookkeeping. dispose() (or
+// shutdown()) stops the executor on a worker thread; the requests still running then finish first
+// (dispose, shutdown()) or are cancelled (shutdown({cancel: true})), and their events still reach
+// JavaScript: the thread-safe function is released only after the executor's thread has joined. The
+// thread-safe function is referenced (keeps Node alive) only while requests are in flight.
 #include <napi.h>
 
 #include <atomic>
@@ -13,9 +17,11 @@
 #include <exception>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <utility>
 
 #include "kiln/runtime/engine.h"
+#include "kiln/runtime/executor.h"
 
 namespace {
 
@@ -84,96 +90,274 @@ Napi::Float32Array ToFloat32Array(Napi::Env env, const std::vector<float>& v) {
   return a;
 }
 
+Napi::Int32Array ToInt32Array(Napi::Env env, const std::vector<int32_t>& v) {
+  Napi::Int32Array a = Napi::Int32Array::New(env, v.size());
+  if (!v.empty()) std::memcpy(a.Data(), v.data(), v.size() * sizeof(int32_t));
+  return a;
+}
+
+Napi::Number Num(Napi::Env env, double v) { return Napi::Number::New(env, v); }
+
+Napi::Object IterationStatsObject(Napi::Env env, const kiln::IterationStats& s) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("iteration", Num(env, double(s.iteration)));
+  o.Set("timestampMs", Num(env, s.timestampMs));
+  o.Set("iterationMs", Num(env, s.iterationMs));
+  o.Set("activeRequests", Num(env, double(s.activeRequests)));
+  o.Set("waitingRequests", Num(env, double(s.waitingRequests)));
+  o.Set("contextRequests", Num(env, double(s.contextRequests)));
+  o.Set("generationRequests", Num(env, double(s.generationRequests)));
+  o.Set("numTokens", Num(env, double(s.numTokens)));
+  o.Set("numContextTokens", Num(env, double(s.numContextTokens)));
+  o.Set("numGenerationTokens", Num(env, double(s.numGenerationTokens)));
+  o.Set("preempted", Num(env, double(s.preempted)));
+  o.Set("kvBlocksTotal", Num(env, double(s.kvBlocksTotal)));
+  o.Set("kvBlocksUsed", Num(env, double(s.kvBlocksUsed)));
+  o.Set("kvBlocksFree", Num(env, double(s.kvBlocksFree)));
+  o.Set("kvBlocksCached", Num(env, double(s.kvBlocksCached)));
+  return o;
+}
+
+Napi::Object RequestStatsObject(Napi::Env env, const kiln::RequestStats& s) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("queueTimeMs", Num(env, s.queueTimeMs));
+  o.Set("timeToFirstTokenMs", Num(env, s.timeToFirstTokenMs));
+  o.Set("timePerOutputTokenMs", Num(env, s.timePerOutputTokenMs));
+  o.Set("totalTimeMs", Num(env, s.totalTimeMs));
+  o.Set("numPromptTokens", Num(env, double(s.numPromptTokens)));
+  o.Set("numOutputTokens", Num(env, double(s.numOutputTokens)));
+  o.Set("reusedBlocks", Num(env, double(s.reusedBlocks)));
+  o.Set("preemptions", Num(env, double(s.preemptions)));
+  return o;
+}
+
+// Reads a request object (NativeGenerateRequest / NativeExecutorRequest). On failure returns false with
+// *thrown set (a getter threw) or *typeError set.
+bool ParseRequest(Napi::Object req, kiln::Request* request, Napi::Value* thrown, std::string* typeError) {
+  Napi::Value ids = GetProperty(req, "inputIds", thrown);
+  if (!thrown->IsEmpty()) return false;
+  if (!ids.IsTypedArray() || ids.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {
+    *typeError = "request.inputIds must be an Int32Array";
+    return false;
+  }
+  Napi::Int32Array idArray = ids.As<Napi::Int32Array>();
+  request->inputIds.assign(idArray.Data(), idArray.Data() + idArray.ElementLength());
+
+  Napi::Value maxTokens = GetProperty(req, "maxTokens", thrown);
+  if (!thrown->IsEmpty()) return false;
+  request->maxTokens = 0;
+  if (maxTokens.IsUndefined() || !ReadInteger(maxTokens, 1, 2147483647.0, &request->maxTokens)) {
+    *typeError = "request.maxTokens must be an integer >= 1";
+    return false;
+  }
+  Napi::Value endId = GetProperty(req, "endId", thrown);
+  if (!thrown->IsEmpty()) return false;
+  if (!ReadInteger(endId, -1, 2147483647.0, &request->endId)) {
+    *typeError = "request.endId must be an integer >= -1 (-1 for none)";
+    return false;
+  }
+  Napi::Value ctx = GetProperty(req, "returnContextLogits", thrown);
+  if (!thrown->IsEmpty()) return false;
+  if (!ReadBool(ctx, &request->returnContextLogits)) {
+    *typeError = "request.returnContextLogits must be a boolean";
+    return false;
+  }
+  Napi::Value gen = GetProperty(req, "returnGenerationLogits", thrown);
+  if (!thrown->IsEmpty()) return false;
+  if (!ReadBool(gen, &request->returnGenerationLogits)) {
+    *typeError = "request.returnGenerationLogits must be a boolean";
+    return false;
+  }
+  Napi::Value seed = GetProperty(req, "seed", thrown);
+  if (!thrown->IsEmpty()) return false;
+  int64_t seedValue = 0;
+  if (!ReadInteger(seed, 0, 9007199254740991.0, &seedValue)) {
+    *typeError = "request.seed must be an integer in [0, 2^53)";
+    return false;
+  }
+  request->seed = static_cast<uint64_t>(seedValue);
+  return true;
+}
+
 // ---------------------------------------------------------------------------------------------------
 
-class GenerateWorker : public Napi::AsyncProgressQueueWorker<int32_t> {
- public:
-  GenerateWorker(Napi::Env env, EnginePtr engine, kiln::GenerateRequest request, Napi::Function onToken)
-      : Napi::AsyncProgressQueueWorker<int32_t>(env, "kiln.generate"),
-        deferred_(Napi::Promise::Deferred::New(env)),
-        engine_(std::move(engine)),
-        request_(std::move(request)) {
-    if (!onToken.IsEmpty()) onToken_ = Napi::Persistent(onToken);
-  }
+struct Session;
+void DeliverReport(Napi::Env env, Napi::Function, std::shared_ptr<Session>* session, kiln::IterationReport* report);
+using EventChannel = Napi::TypedThreadSafeFunction<std::shared_ptr<Session>, kiln::IterationReport, DeliverReport>;
 
+// One `generate` call in flight.
+struct GenerateCall {
+  explicit GenerateCall(Napi::Env env) : deferred(Napi::Promise::Deferred::New(env)) {}
+  Napi::Promise::Deferred deferred;
+  Napi::FunctionReference onToken;
+  bool returnContextLogits = false;
+  bool returnGenerationLogits = false;
+  std::vector<int32_t> outputIds;
+  std::vector<float> contextLogits;
+  std::vector<float> generationLogits;
+  Napi::Reference<Napi::Value> callbackError;
+  bool callbackFailed = false;
+};
+
+struct Session {
+  EnginePtr engine;
+  std::unique_ptr<kiln::Executor> executor;
+  EventChannel channel;      // set on the JS thread before the first request
+  bool channelOpen = false;
+  bool channelFinalized = false;
+  // shutdown() promises: resolved when the channel is finalized, i.e. after its last queued event.
+  std::vector<Napi::Promise::Deferred> shutdownWaiters;
+  // The rest lives on the JS thread only.
+  bool stopped = false;  // shutdown or dispose called: no more requests
+  std::unordered_map<kiln::RequestId, std::unique_ptr<GenerateCall>> generateCalls;
+  Napi::FunctionReference listener;
+  int64_t inFlight = 0;
+
+  void started(Napi::Env env) {
+    if (inFlight++ == 0 && channelOpen) channel.Ref(env);
+  }
+  void ended(Napi::Env env) {
+    if (--inFlight == 0 && channelOpen) channel.Unref(env);
+  }
+};
+
+void SettleGenerate(Napi::Env env, GenerateCall& call, const kiln::RequestEvent& e) {
+  if (call.callbackFailed) {
+    call.deferred.Reject(call.callbackError.Value());
+    return;
+  }
+  if (e.finishReason == kiln::FinishReason::Error) {
+    call.deferred.Reject(Napi::Error::New(env, e.error).Value());
+    return;
+  }
+  if (e.finishReason == kiln::FinishReason::Cancelled) {
+    call.deferred.Reject(Napi::Error::New(env, "the request was cancelled: the engine was shut down").Value());
+    return;
+  }
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("outputIds", ToInt32Array(env, call.outputIds));
+  out.Set("finishReason", Napi::String::New(env, kiln::finishReasonName(e.finishReason)));
+  if (call.returnContextLogits) out.Set("contextLogits", ToFloat32Array(env, call.contextLogits));
+  if (call.returnGenerationLogits) out.Set("generationLogits", ToFloat32Array(env, call.generationLogits));
+  out.Set("stats", RequestStatsObject(env, e.stats));
+  call.deferred.Resolve(out);
+}
+
+// On the JS thread: one iteration's events.
+void DeliverReport(Napi::Env env, Napi::Function, std::shared_ptr<Session>* sessionPtr, kiln::IterationReport* raw) {
+  std::unique_ptr<kiln::IterationReport> report(raw);
+  if (env == nullptr || sessionPtr == nullptr) return;  // the environment is going away
+  Session& session = **sessionPtr;
+  Napi::HandleScope scope(env);
+  Napi::Array forListener = Napi::Array::New(env);
+  uint32_t listed = 0;
+  for (kiln::RequestEvent& e : report->events) {
+    const bool finished = e.finishReason != kiln::FinishReason::None;
+    auto found = session.generateCalls.find(e.id);
+    if (found != session.generateCalls.end()) {
+      GenerateCall& call = *found->second;
+      call.outputIds.insert(call.outputIds.end(), e.newTokens.begin(), e.newTokens.end());
+      if (call.returnContextLogits && !e.contextLogits.empty()) call.contextLogits = std::move(e.contextLogits);
+      if (call.returnGenerationLogits) {
+        call.generationLogits.insert(call.generationLogits.end(), e.generationLogits.begin(), e.generationLogits.end());
+      }
+      if (!call.onToken.IsEmpty()) {
+        for (int32_t token : e.newTokens) {
+          if (call.callbackFailed) break;
+          call.onToken.Call({Napi::Number::New(env, token)});
+          if (env.IsExceptionPending()) {
+            Napi::Value thrown = env.GetAndClearPendingException().Value();
+            // Node-API version 8 can only reference objects; a thrown primitive becomes an Error.
+            if (!thrown.IsObject()) thrown = Napi::Error::New(env, "onToken threw a non-Error value").Value();
+            call.callbackError = Napi::Reference<Napi::Value>::New(thrown, 1);
+            call.callbackFailed = true;
+            // A throwing onToken ends the generation early; the promise then rejects with its error.
+            if (session.executor) session.executor->cancel(e.id);
+          }
+        }
+      }
+      if (finished) {
+        SettleGenerate(env, call, e);
+        session.generateCalls.erase(found);
+        session.ended(env);
+      }
+      continue;
+    }
+    if (finished) session.ended(env);
+    if (session.listener.IsEmpty()) continue;
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("id", Num(env, double(e.id)));
+    o.Set("outputIds", ToInt32Array(env, e.newTokens));
+    if (finished) {
+      o.Set("finishReason", Napi::String::New(env, kiln::finishReasonName(e.finishReason)));
+      if (!e.error.empty()) o.Set("error", Napi::String::New(env, e.error));
+      o.Set("stats", RequestStatsObject(env, e.stats));
+    }
+    if (!e.contextLogits.empty()) o.Set("contextLogits", ToFloat32Array(env, e.contextLogits));
+    if (!e.generationLogits.empty()) o.Set("generationLogits", ToFloat32Array(env, e.generationLogits));
+    forListener.Set(listed++, o);
+  }
+  if (listed > 0 && !session.listener.IsEmpty()) {
+    Napi::Object batch = Napi::Object::New(env);
+    batch.Set("stats", IterationStatsObject(env, report->stats));
+    batch.Set("events", forListener);
+    session.listener.Call({batch});
+    // A throwing listener must not take the process down from a thread-safe callback: report it as
+    // an uncaught exception would be, after this dispatch.
+    if (env.IsExceptionPending()) {
+      Napi::Error error = env.GetAndClearPendingException();
+      napi_fatal_exception(env, error.Value());
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+
+class ShutdownWorker : public Napi::AsyncWorker {
+ public:
+  ShutdownWorker(Napi::Env env, std::shared_ptr<Session> session, bool cancel)
+      : Napi::AsyncWorker(env, "kiln.shutdown"), deferred_(Napi::Promise::Deferred::New(env)), session_(std::move(session)), cancel_(cancel) {}
   Napi::Promise Promise() const { return deferred_.Promise(); }
 
  protected:
-  void Execute(const ExecutionProgress& progress) override {
-    const bool wantTokens = !onToken_.IsEmpty();
-    try {
-      result_ = engine_->generate(request_, [&](int32_t token) {
-        // A throwing onToken ends the generation early; the promise then rejects with its error.
-        if (callbackFailed_.load()) throw std::runtime_error("onToken threw");
-        if (wantTokens) progress.Send(&token, 1);
-      });
-    } catch (const std::exception& e) {
-      SetError(e.what());
-    }
+  void Execute() override {
+    if (session_->executor) session_->executor->shutdown(cancel_);
   }
-
-  void OnProgress(const int32_t* data, size_t count) override {
-    if (onToken_.IsEmpty() || callbackFailed_.load()) return;
-    Napi::Env env = Env();
-    Napi::HandleScope scope(env);
-    for (size_t i = 0; i < count; ++i) {
-      onToken_.Call({Napi::Number::New(env, data[i])});
-      if (env.IsExceptionPending()) {
-        Napi::Value thrown = env.GetAndClearPendingException().Value();
-        // Node-API version 8 can only reference objects; a thrown primitive becomes an Error.
-        if (!thrown.IsObject()) thrown = Napi::Error::New(env, "onToken threw a non-Error value").Value();
-        callbackError_ = Napi::Reference<Napi::Value>::New(thrown, 1);
-        callbackFailed_.store(true);
-        return;
-      }
-    }
-  }
-
   void OnOK() override {
-    Napi::Env env = Env();
-    Napi::HandleScope scope(env);
-    if (callbackFailed_.load()) {
-      deferred_.Reject(callbackError_.Value());
+    Napi::HandleScope scope(Env());
+    // Events the executor sent before it joined may still be queued: Release lets them be delivered,
+    // and the channel's finalizer, which runs after the last of them, settles the promise.
+    if (session_->channelFinalized) {
+      deferred_.Resolve(Env().Undefined());
       return;
     }
-    Napi::Object out = Napi::Object::New(env);
-    Napi::Int32Array ids = Napi::Int32Array::New(env, result_.outputIds.size());
-    if (!result_.outputIds.empty()) {
-      std::memcpy(ids.Data(), result_.outputIds.data(), result_.outputIds.size() * sizeof(int32_t));
+    session_->shutdownWaiters.push_back(deferred_);
+    if (session_->channelOpen) {
+      session_->channelOpen = false;
+      session_->channel.Release();
     }
-    out.Set("outputIds", ids);
-    out.Set("finishReason", Napi::String::New(env, result_.finishReason));
-    if (request_.returnContextLogits) out.Set("contextLogits", ToFloat32Array(env, result_.contextLogits));
-    if (request_.returnGenerationLogits) out.Set("generationLogits", ToFloat32Array(env, result_.generationLogits));
-    deferred_.Resolve(out);
-  }
-
-  void OnError(const Napi::Error& error) override {
-    Napi::HandleScope scope(Env());
-    deferred_.Reject(callbackFailed_.load() ? callbackError_.Value() : error.Value());
   }
 
  private:
   Napi::Promise::Deferred deferred_;
-  EnginePtr engine_;
-  kiln::GenerateRequest request_;
-  kiln::GenerateResult result_;
-  Napi::FunctionReference onToken_;
-  Napi::Reference<Napi::Value> callbackError_;
-  std::atomic<bool> callbackFailed_{false};
+  std::shared_ptr<Session> session_;
+  bool cancel_;
 };
-
-// ---------------------------------------------------------------------------------------------------
 
 class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
  public:
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "NativeEngine",
                        {InstanceMethod<&EngineWrap::Generate>("generate"),
+                        InstanceMethod<&EngineWrap::Enqueue>("enqueue"),
+                        InstanceMethod<&EngineWrap::Cancel>("cancel"),
+                        InstanceMethod<&EngineWrap::Stats>("stats"),
+                        InstanceMethod<&EngineWrap::SetEventListener>("setEventListener"),
+                        InstanceMethod<&EngineWrap::Shutdown>("shutdown"),
                         InstanceMethod<&EngineWrap::Dispose>("dispose")});
   }
 
-  // Only loadEngine constructs these, passing the engine as an External.
+  // Only loadEngine constructs these, passing the session as an External.
   explicit EngineWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<EngineWrap>(info) {
     Napi::Env env = info.Env();
     if (info.Length() != 1 || !info[0].IsExternal()) {
@@ -181,81 +365,213 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
           .ThrowAsJavaScriptException();
       return;
     }
-    engine_ = *info[0].As<Napi::External<EnginePtr>>().Data();
+    session_ = *info[0].As<Napi::External<std::shared_ptr<Session>>>().Data();
+    auto* context = new std::shared_ptr<Session>(session_);
+    session_->channel = EventChannel::New(
+        env, "kiln.executor", 0, 1, context,
+        [](Napi::Env env, void*, std::shared_ptr<Session>* ctx) {
+          Session& session = **ctx;
+          session.channelFinalized = true;
+          if (env != nullptr) {
+            Napi::HandleScope scope(env);
+            for (auto& waiter : session.shutdownWaiters) waiter.Resolve(env.Undefined());
+          }
+          session.shutdownWaiters.clear();
+          delete ctx;
+        });
+    session_->channelOpen = true;
+    session_->channel.Unref(env);  // referenced only while requests are in flight
     info.This().As<Napi::Object>().DefineProperty(
-        Napi::PropertyDescriptor::Value("info", InfoObject(env, engine_->info()), napi_enumerable));
+        Napi::PropertyDescriptor::Value("info", InfoObject(env, session_->engine->info()), napi_enumerable));
+  }
+
+  ~EngineWrap() override {
+    // Collected without dispose(): stop the executor here (at most one iteration) so that its thread
+    // never outlives the objects it reports to.
+    if (session_ && session_->executor) session_->executor->shutdown(true);
+    if (session_ && session_->channelOpen) {
+      session_->channelOpen = false;
+      session_->channel.Release();
+    }
   }
 
  private:
+  // The executor sink: runs on the executor's thread.
+  static kiln::Executor::Sink MakeSink(std::weak_ptr<Session> weak) {
+    return [weak](kiln::IterationReport&& report) {
+      std::shared_ptr<Session> session = weak.lock();
+      if (!session) return;
+      auto* data = new kiln::IterationReport(std::move(report));
+      if (session->channel.BlockingCall(data) != napi_ok) delete data;
+    };
+  }
+
+  bool Usable() const { return session_ && !session_->stopped && session_->executor; }
+
   Napi::Value Generate(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    if (!engine_) return Rejected(env, "generate() was called after dispose(): this engine is disposed");
+    if (!Usable()) return Rejected(env, "generate() was called after dispose() or shutdown(): this engine is disposed");
     if (info.Length() < 1 || !info[0].IsObject()) {
       return RejectedTypeError(env, "generate(request, onToken?): request must be an object");
     }
-    Napi::Object req = info[0].As<Napi::Object>();
+    kiln::Request request;
     Napi::Value thrown;
-    kiln::GenerateRequest request;
-
-    Napi::Value ids = GetProperty(req, "inputIds", &thrown);
-    if (!thrown.IsEmpty()) return Rejected(env, thrown);
-    if (!ids.IsTypedArray() || ids.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {
-      return RejectedTypeError(env, "request.inputIds must be an Int32Array");
+    std::string typeError;
+    if (!ParseRequest(info[0].As<Napi::Object>(), &request, &thrown, &typeError)) {
+      return thrown.IsEmpty() ? RejectedTypeError(env, typeError) : Rejected(env, thrown);
     }
-    Napi::Int32Array idArray = ids.As<Napi::Int32Array>();
-    request.inputIds.assign(idArray.Data(), idArray.Data() + idArray.ElementLength());
-
-    Napi::Value maxTokens = GetProperty(req, "maxTokens", &thrown);
-    if (!thrown.IsEmpty()) return Rejected(env, thrown);
-    request.maxTokens = 0;
-    if (maxTokens.IsUndefined() || !ReadInteger(maxTokens, 1, 2147483647.0, &request.maxTokens)) {
-      return RejectedTypeError(env, "request.maxTokens must be an integer >= 1");
-    }
-    Napi::Value endId = GetProperty(req, "endId", &thrown);
-    if (!thrown.IsEmpty()) return Rejected(env, thrown);
-    if (!ReadInteger(endId, -1, 2147483647.0, &request.endId)) {
-      return RejectedTypeError(env, "request.endId must be an integer >= -1 (-1 for none)");
-    }
-    Napi::Value ctx = GetProperty(req, "returnContextLogits", &thrown);
-    if (!thrown.IsEmpty()) return Rejected(env, thrown);
-    if (!ReadBool(ctx, &request.returnContextLogits)) {
-      return RejectedTypeError(env, "request.returnContextLogits must be a boolean");
-    }
-    Napi::Value gen = GetProperty(req, "returnGenerationLogits", &thrown);
-    if (!thrown.IsEmpty()) return Rejected(env, thrown);
-    if (!ReadBool(gen, &request.returnGenerationLogits)) {
-      return RejectedTypeError(env, "request.returnGenerationLogits must be a boolean");
-    }
-
-    Napi::Function onToken;
+    auto call = std::make_unique<GenerateCall>(env);
     if (info.Length() >= 2 && !info[1].IsUndefined() && !info[1].IsNull()) {
       if (!info[1].IsFunction()) return RejectedTypeError(env, "generate(request, onToken?): onToken must be a function");
-      onToken = info[1].As<Napi::Function>();
+      call->onToken = Napi::Persistent(info[1].As<Napi::Function>());
     }
+    call->returnContextLogits = request.returnContextLogits;
+    call->returnGenerationLogits = request.returnGenerationLogits;
+    kiln::RequestId id;
+    try {
+      id = session_->executor->enqueue(std::move(request));
+    } catch (const std::exception& e) {
+      return Rejected(env, e.what());
+    }
+    Napi::Promise promise = call->deferred.Promise();
+    session_->generateCalls.emplace(id, std::move(call));
+    session_->started(env);
+    return promise;
+  }
 
-    auto* worker = new GenerateWorker(env, engine_, std::move(request), onToken);
+  Napi::Value Enqueue(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!Usable()) {
+      Napi::Error::New(env, "enqueue() was called after dispose() or shutdown(): this engine is disposed").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    if (info.Length() < 1 || !info[0].IsObject()) {
+      Napi::TypeError::New(env, "enqueue(request): request must be an object").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    kiln::Request request;
+    Napi::Value thrown;
+    std::string typeError;
+    if (!ParseRequest(info[0].As<Napi::Object>(), &request, &thrown, &typeError)) {
+      if (thrown.IsEmpty()) {
+        Napi::TypeError::New(env, typeError).ThrowAsJavaScriptException();
+      } else {
+        Napi::Error(env, thrown).ThrowAsJavaScriptException();
+      }
+      return env.Undefined();
+    }
+    kiln::RequestId id;
+    try {
+      id = session_->executor->enqueue(std::move(request));
+    } catch (const std::exception& e) {
+      Napi::Error::New(env, e.what()).ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    session_->started(env);
+    return Num(env, double(id));
+  }
+
+  Napi::Value Cancel(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    int64_t id = 0;
+    if (info.Length() < 1 || info[0].IsUndefined() || !ReadInteger(info[0], 1, 9007199254740991.0, &id)) {
+      Napi::TypeError::New(env, "cancel(id): id must be a request id returned by enqueue()").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    if (session_ && session_->executor) session_->executor->cancel(static_cast<kiln::RequestId>(id));
+    return env.Undefined();
+  }
+
+  Napi::Value Stats(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!session_ || !session_->executor) {
+      Napi::Error::New(env, "stats() was called after dispose(): this engine is disposed").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    const kiln::ExecutorStats s = session_->executor->stats();
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("iterations", Num(env, double(s.iterations)));
+    o.Set("waitingRequests", Num(env, double(s.waitingRequests)));
+    o.Set("activeRequests", Num(env, double(s.activeRequests)));
+    o.Set("kvBlocksTotal", Num(env, double(s.kvBlocksTotal)));
+    o.Set("kvBlocksUsed", Num(env, double(s.kvBlocksUsed)));
+    o.Set("kvBlocksFree", Num(env, double(s.kvBlocksFree)));
+    o.Set("kvBlocksCached", Num(env, double(s.kvBlocksCached)));
+    o.Set("tokensPerBlock", Num(env, double(s.tokensPerBlock)));
+    o.Set("maxBatchSize", Num(env, double(s.maxBatchSize)));
+    o.Set("maxNumTokens", Num(env, double(s.maxNumTokens)));
+    Napi::Array recent = Napi::Array::New(env, s.recentIterations.size());
+    for (size_t i = 0; i < s.recentIterations.size(); ++i) recent.Set(uint32_t(i), IterationStatsObject(env, s.recentIterations[i]));
+    o.Set("recentIterations", recent);
+    return o;
+  }
+
+  Napi::Value SetEventListener(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 1 || info[0].IsUndefined() || info[0].IsNull()) {
+      if (session_) session_->listener.Reset();
+      return env.Undefined();
+    }
+    if (!info[0].IsFunction()) {
+      Napi::TypeError::New(env, "setEventListener(listener): listener must be a function or undefined").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    if (session_) session_->listener = Napi::Persistent(info[0].As<Napi::Function>());
+    return env.Undefined();
+  }
+
+  Napi::Value StartShutdown(Napi::Env env, bool cancel) {
+    if (!session_) {
+      Napi::Promise::Deferred d = Napi::Promise::Deferred::New(env);
+      d.Resolve(env.Undefined());
+      return d.Promise();
+    }
+    session_->stopped = true;
+    auto* worker = new ShutdownWorker(env, session_, cancel);
     Napi::Promise promise = worker->Promise();
     worker->Queue();
     return promise;
   }
 
-  Napi::Value Dispose(const Napi::CallbackInfo& info) {
-    engine_.reset();  // running generates keep their own reference until they finish
-    return info.Env().Undefined();
+  Napi::Value Shutdown(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    bool cancel = false;
+    if (info.Length() >= 1 && info[0].IsObject()) {
+      Napi::Value thrown;
+      Napi::Value v = GetProperty(info[0].As<Napi::Object>(), "cancel", &thrown);
+      if (!thrown.IsEmpty()) return Rejected(env, thrown);
+      if (!ReadBool(v, &cancel)) return RejectedTypeError(env, "shutdown(options?): options.cancel must be a boolean");
+    }
+    return StartShutdown(env, cancel);  // a second call joins again and resolves once stopped
   }
 
-  EnginePtr engine_;
+  Napi::Value Dispose(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!session_) return env.Undefined();
+    // Running generates finish first; the session (engine, executor) is freed when the shutdown
+    // worker and the thread-safe function let go of it.
+    if (!session_->stopped) StartShutdown(env, false);
+    session_.reset();
+    return env.Undefined();
+  }
+
+  std::shared_ptr<Session> session_;
+
+ public:
+  static kiln::Executor::Sink SinkFor(const std::shared_ptr<Session>& session) { return MakeSink(session); }
 };
 
 // ---------------------------------------------------------------------------------------------------
 
 class LoadWorker : public Napi::AsyncWorker {
  public:
-  LoadWorker(Napi::Env env, std::string path, kiln::EngineOptions options, Napi::FunctionReference* constructor)
+  LoadWorker(Napi::Env env, std::string path, kiln::EngineOptions options, kiln::ExecutorConfig config,
+             Napi::FunctionReference* constructor)
       : Napi::AsyncWorker(env, "kiln.loadEngine"),
         deferred_(Napi::Promise::Deferred::New(env)),
         path_(std::move(path)),
         options_(options),
+        config_(config),
         constructor_(constructor) {}
 
   Napi::Promise Promise() const { return deferred_.Promise(); }
@@ -263,8 +579,11 @@ class LoadWorker : public Napi::AsyncWorker {
  protected:
   void Execute() override {
     try {
-      engine_ = std::make_shared<kiln::Engine>(path_, options_);
+      session_ = std::make_shared<Session>();
+      session_->engine = std::make_shared<kiln::Engine>(path_, options_);
+      session_->executor = std::make_unique<kiln::Executor>(session_->engine, config_, EngineWrap::SinkFor(session_));
     } catch (const std::exception& e) {
+      session_.reset();
       SetError(e.what());
     }
   }
@@ -272,7 +591,7 @@ class LoadWorker : public Napi::AsyncWorker {
   void OnOK() override {
     Napi::Env env = Env();
     Napi::HandleScope scope(env);
-    Napi::Object obj = constructor_->New({Napi::External<EnginePtr>::New(env, &engine_)});
+    Napi::Object obj = constructor_->New({Napi::External<std::shared_ptr<Session>>::New(env, &session_)});
     if (env.IsExceptionPending()) {
       deferred_.Reject(env.GetAndClearPendingException().Value());
       return;
@@ -289,8 +608,9 @@ class LoadWorker : public Napi::AsyncWorker {
   Napi::Promise::Deferred deferred_;
   std::string path_;
   kiln::EngineOptions options_;
+  kiln::ExecutorConfig config_;
   Napi::FunctionReference* constructor_;
-  EnginePtr engine_;
+  std::shared_ptr<Session> session_;
 };
 
 Napi::Value LoadEngine(const Napi::CallbackInfo& info) {
@@ -300,30 +620,57 @@ Napi::Value LoadEngine(const Napi::CallbackInfo& info) {
   }
   std::string path = info[0].As<Napi::String>().Utf8Value();
   kiln::EngineOptions options;
+  kiln::ExecutorConfig config;
   if (info.Length() >= 2 && !info[1].IsUndefined() && !info[1].IsNull()) {
     if (!info[1].IsObject()) return RejectedTypeError(env, "loadEngine(path, options?): options must be an object");
     Napi::Object o = info[1].As<Napi::Object>();
     Napi::Value thrown;
+    auto integer = [&](const char* key, double lo, double hi, int64_t* out, const char* message) -> bool {
+      Napi::Value v = GetProperty(o, key, &thrown);
+      if (!thrown.IsEmpty()) return false;
+      if (!ReadInteger(v, lo, hi, out)) {
+        thrown = Napi::TypeError::New(env, message).Value();
+        return false;
+      }
+      return true;
+    };
     int64_t numThreads = 0;
-    Napi::Value v = GetProperty(o, "numThreads", &thrown);
-    if (!thrown.IsEmpty()) return Rejected(env, thrown);
-    if (!ReadInteger(v, 1, 1024, &numThreads)) {
-      return RejectedTypeError(env, "options.numThreads must be an integer in [1, 1024]");
+    if (!integer("numThreads", 1, 1024, &numThreads, "options.numThreads must be an integer in [1, 1024]") ||
+        !integer("kvCacheTokens", 1, 1099511627776.0, &options.kvCacheTokens, "options.kvCacheTokens must be an integer >= 1") ||
+        !integer("kvCacheBytes", 1, 4503599627370496.0, &options.kvCacheBytes, "options.kvCacheBytes must be an integer >= 1") ||
+        !integer("maxBatchSize", 1, 1 << 16, &config.maxBatchSize, "options.maxBatchSize must be an integer >= 1") ||
+        !integer("maxNumTokens", 1, 1 << 20, &config.maxNumTokens, "options.maxNumTokens must be an integer >= 1")) {
+      return Rejected(env, thrown);
     }
     options.numThreads = static_cast<int>(numThreads);
-    v = GetProperty(o, "kvCacheTokens", &thrown);
+    Napi::Value v = GetProperty(o, "kvCacheMemoryFraction", &thrown);
     if (!thrown.IsEmpty()) return Rejected(env, thrown);
-    if (!ReadInteger(v, 1, 1099511627776.0, &options.kvCacheTokens)) {
-      return RejectedTypeError(env, "options.kvCacheTokens must be an integer >= 1");
+    if (!v.IsUndefined()) {
+      const double f = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
+      if (!(f > 0 && f <= 1)) return RejectedTypeError(env, "options.kvCacheMemoryFraction must be a number in (0, 1]");
+      options.kvCacheMemoryFraction = f;
     }
     v = GetProperty(o, "forceGeneric", &thrown);
     if (!thrown.IsEmpty()) return Rejected(env, thrown);
-    if (!ReadBool(v, &options.forceGeneric)) {
-      return RejectedTypeError(env, "options.forceGeneric must be a boolean");
+    if (!ReadBool(v, &options.forceGeneric)) return RejectedTypeError(env, "options.forceGeneric must be a boolean");
+    v = GetProperty(o, "enableBlockReuse", &thrown);
+    if (!thrown.IsEmpty()) return Rejected(env, thrown);
+    if (!ReadBool(v, &config.enableBlockReuse)) return RejectedTypeError(env, "options.enableBlockReuse must be a boolean");
+    v = GetProperty(o, "capacitySchedulerPolicy", &thrown);
+    if (!thrown.IsEmpty()) return Rejected(env, thrown);
+    if (!v.IsUndefined()) {
+      const std::string policy = v.IsString() ? v.As<Napi::String>().Utf8Value() : std::string();
+      if (policy == "guaranteedNoEvict") {
+        config.capacitySchedulerPolicy = kiln::CapacitySchedulerPolicy::GuaranteedNoEvict;
+      } else if (policy == "maxUtilization") {
+        config.capacitySchedulerPolicy = kiln::CapacitySchedulerPolicy::MaxUtilization;
+      } else {
+        return RejectedTypeError(env, "options.capacitySchedulerPolicy must be \"guaranteedNoEvict\" or \"maxUtilization\"");
+      }
     }
   }
   auto* constructor = static_cast<Napi::FunctionReference*>(info.Data());
-  auto* worker = new LoadWorker(env, std::move(path), options, constructor);
+  auto* worker = new LoadWorker(env, std::move(path), options, config, constructor);
   Napi::Promise promise = worker->Promise();
   worker->Queue();
   return promise;

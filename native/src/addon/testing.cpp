@@ -309,18 +309,26 @@ Napi::Value RmsNorm(const Napi::CallbackInfo& info) {
   const void* w;
   DType wdt;
   float eps, weightOffset;
+  int64_t groupSize;
   KernelEnv ke;
   if (!o.ok() || !o.integer("rows", &rows, 0) || !o.integer("H", &H, 1) ||
+      !o.integer("groupSize", &groupSize, 1, true, H) ||
       !o.integer("xStride", &xStride, 0, true, H) || !o.integer("yStride", &yStride, 0, true, H) ||
       !o.typed("x", napi_float32_array, "Float32Array", &x, &xLen) || !o.matrix("x", xLen, rows, H, xStride) ||
-      !o.weights("weight", "weightDtype", &w, &wdt, &wLen) || !o.exactLength("weight", wLen, H) ||
+      !o.weights("weight", "weightDtype", &w, &wdt, &wLen) || !o.exactLength("weight", wLen, groupSize) ||
       !o.number("eps", &eps) || !o.number("weightOffset", &weightOffset, true, 0.0f) ||
       !o.matrix("yStride", rows * yStride, rows, H, yStride) || !o.kernelEnv(&ke)) {
     return env.Undefined();
   }
   Napi::Float32Array y;
   if (!newOutput(env, rows * yStride, &y)) return env.Undefined();
-  kiln::rmsNormKernel(ke, x, rows, xStride, w, wdt, H, eps, weightOffset, y.Data(), yStride);
+  if (H % groupSize != 0) return o.range(o.where("groupSize") + " does not divide H"), env.Undefined();
+  if (groupSize == H) {
+    kiln::rmsNormKernel(ke, x, rows, xStride, w, wdt, H, eps, weightOffset, y.Data(), yStride);
+  } else {
+    kiln::rmsNormGroupsKernel(ke, x, rows, xStride, w, wdt, H / groupSize, groupSize, eps, weightOffset, y.Data(),
+                              yStride);
+  }
   return y;
 }
 
@@ -413,7 +421,9 @@ Napi::Value Attention(const Napi::CallbackInfo& info) {
   int32_t *positions, *tokenSeq;
   int64_t qLen, kLen, vLen, poolLen, posLen, seqLen, T, numHeads, numKvHeads, headDim, qStride, kStride, vStride,
       outStride, tokensPerBlock, numLayers, layer, slidingWindow;
-  float scale;
+  float scale, softcap;
+  float* alibi;
+  int64_t alibiLen;
   KernelEnv ke;
   if (!o.ok() || !o.integer("numTokens", &T, 0) || !o.integer("numHeads", &numHeads, 1) ||
       !o.integer("numKvHeads", &numKvHeads, 1) || !o.integer("headDim", &headDim, 1) ||
@@ -434,7 +444,9 @@ Napi::Value Attention(const Napi::CallbackInfo& info) {
       !o.exactLength("tokenSeq", seqLen, T) || !o.integer("tokensPerBlock", &tokensPerBlock, 1) ||
       !o.integer("numLayers", &numLayers, 1, true, 1) || !o.integer("layer", &layer, 0, true, 0) ||
       !o.typed("kvPool", napi_float32_array, "Float32Array", &pool, &poolLen) || !o.number("scale", &scale) ||
-      !o.integer("slidingWindow", &slidingWindow, 0, true, 0) || !o.kernelEnv(&ke)) {
+      !o.integer("slidingWindow", &slidingWindow, 0, true, 0) || !o.number("softcap", &softcap, true, 0.0f) ||
+      !o.typed("alibiSlopes", napi_float32_array, "Float32Array", &alibi, &alibiLen, true) ||
+      (alibi && !o.exactLength("alibiSlopes", alibiLen, numHeads)) || !o.kernelEnv(&ke)) {
     return env.Undefined();
   }
   if (numHeads % numKvHeads != 0) return o.range(o.where("numHeads") + " must be a multiple of numKvHeads"), env.Undefined();
@@ -502,8 +514,178 @@ Napi::Value Attention(const Napi::CallbackInfo& info) {
   step.kv.tokensPerBlock = static_cast<int32_t>(tokensPerBlock);
   Napi::Float32Array out;
   if (!newOutput(env, T * outStride, &out)) return env.Undefined();
+  if (softcap < 0) return o.range(o.where("softcap") + " must be >= 0"), env.Undefined();
+  kiln::AttentionExtras extras;
+  extras.softcap = softcap;
+  extras.alibiSlopes = alibi;
   kiln::attentionKernel(ke, step, static_cast<int32_t>(layer), q, qStride, k, kStride, v, vStride, numHeads, numKvHeads,
-                        headDim, scale, slidingWindow, out.Data(), outStride);
+                        headDim, scale, slidingWindow, extras, out.Data(), outStride);
+  return out;
+}
+
+Napi::Value LayerNorm(const Napi::CallbackInfo& info) {
+  Options o(info, "layerNorm");
+  Napi::Env env = info.Env();
+  float *x, *bias;
+  int64_t xLen, wLen, biasLen, rows, H, xStride, yStride;
+  const void* w;
+  DType wdt;
+  float eps;
+  KernelEnv ke;
+  if (!o.ok() || !o.integer("rows", &rows, 0) || !o.integer("H", &H, 1) ||
+      !o.integer("xStride", &xStride, 0, true, H) || !o.integer("yStride", &yStride, 0, true, H) ||
+      !o.typed("x", napi_float32_array, "Float32Array", &x, &xLen) || !o.matrix("x", xLen, rows, H, xStride) ||
+      !o.weights("weight", "weightDtype", &w, &wdt, &wLen) || !o.exactLength("weight", wLen, H) ||
+      !o.typed("bias", napi_float32_array, "Float32Array", &bias, &biasLen, true) ||
+      (bias && !o.exactLength("bias", biasLen, H)) || !o.number("eps", &eps) ||
+      !o.matrix("yStride", rows * yStride, rows, H, yStride) || !o.kernelEnv(&ke)) {
+    return env.Undefined();
+  }
+  Napi::Float32Array y;
+  if (!newOutput(env, rows * yStride, &y)) return env.Undefined();
+  kiln::layerNormKernel(ke, x, rows, xStride, w, wdt, bias, H, eps, y.Data(), yStride);
+  return y;
+}
+
+// gelu, relu, softcap: one [rows, cols] input `a`; `extra` reads the op's own options.
+template <typename Run>
+Napi::Value Unary(const Napi::CallbackInfo& info, const char* fn, const Run& run) {
+  Options o(info, fn);
+  Napi::Env env = info.Env();
+  float* a;
+  int64_t aLen, rows, cols, aStride, outStride;
+  KernelEnv ke;
+  if (!o.ok() || !o.integer("rows", &rows, 0) || !o.integer("cols", &cols, 0) ||
+      !o.integer("aStride", &aStride, 0, true, cols) || !o.integer("outStride", &outStride, 0, true, cols) ||
+      !o.typed("a", napi_float32_array, "Float32Array", &a, &aLen) || !o.matrix("a", aLen, rows, cols, aStride) ||
+      !o.matrix("outStride", rows * outStride, rows, cols, outStride) || !o.kernelEnv(&ke)) {
+    return env.Undefined();
+  }
+  Napi::Float32Array out;
+  if (!newOutput(env, rows * outStride, &out)) return env.Undefined();
+  if (!run(o, ke, a, aStride, rows, cols, out.Data(), outStride)) return env.Undefined();
+  return out;
+}
+
+// 'none' (default) or 'tanh'.
+bool approximate(Options& o, bool* tanh) {
+  Napi::Value v = o.get("approximate");
+  if (v.IsUndefined()) return *tanh = false, true;
+  const std::string s = v.IsString() ? v.As<Napi::String>().Utf8Value() : std::string();
+  if (s != "none" && s != "tanh") return o.range(o.where("approximate") + " must be 'none' or 'tanh'");
+  *tanh = s == "tanh";
+  return true;
+}
+
+Napi::Value Gelu(const Napi::CallbackInfo& info) {
+  return Unary(info, "gelu", [](Options& o, const KernelEnv& ke, const float* a, int64_t as, int64_t rows,
+                                int64_t cols, float* out, int64_t os) {
+    bool tanh;
+    if (!approximate(o, &tanh)) return false;
+    kiln::geluKernel(ke, a, as, rows, cols, tanh, out, os);
+    return true;
+  });
+}
+
+Napi::Value Relu(const Napi::CallbackInfo& info) {
+  return Unary(info, "relu", [](Options&, const KernelEnv& ke, const float* a, int64_t as, int64_t rows, int64_t cols,
+                                float* out, int64_t os) {
+    kiln::reluKernel(ke, a, as, rows, cols, out, os);
+    return true;
+  });
+}
+
+Napi::Value Softcap(const Napi::CallbackInfo& info) {
+  return Unary(info, "softcap", [](Options& o, const KernelEnv& ke, const float* a, int64_t as, int64_t rows,
+                                   int64_t cols, float* out, int64_t os) {
+    float cap;
+    if (!o.number("cap", &cap)) return false;
+    if (!(cap > 0.0f)) return o.range(o.where("cap") + " must be > 0");
+    kiln::softcapKernel(ke, a, as, rows, cols, cap, out, os);
+    return true;
+  });
+}
+
+Napi::Value Geglu(const Napi::CallbackInfo& info) {
+  Options o(info, "geglu");
+  Napi::Env env = info.Env();
+  float *g, *u;
+  int64_t gLen, uLen, rows, cols, gStride, uStride, outStride;
+  bool tanh;
+  KernelEnv ke;
+  if (!o.ok() || !o.integer("rows", &rows, 0) || !o.integer("cols", &cols, 0) ||
+      !o.integer("gateStride", &gStride, 0, true, cols) || !o.integer("upStride", &uStride, 0, true, cols) ||
+      !o.integer("outStride", &outStride, 0, true, cols) ||
+      !o.typed("gate", napi_float32_array, "Float32Array", &g, &gLen) || !o.matrix("gate", gLen, rows, cols, gStride) ||
+      !o.typed("up", napi_float32_array, "Float32Array", &u, &uLen) || !o.matrix("up", uLen, rows, cols, uStride) ||
+      !o.matrix("outStride", rows * outStride, rows, cols, outStride) || !approximate(o, &tanh) ||
+      !o.kernelEnv(&ke)) {
+    return env.Undefined();
+  }
+  Napi::Float32Array out;
+  if (!newOutput(env, rows * outStride, &out)) return env.Undefined();
+  kiln::gegluKernel(ke, g, gStride, u, uStride, rows, cols, tanh, out.Data(), outStride);
+  return out;
+}
+
+Napi::Value PositionEmbedding(const Napi::CallbackInfo& info) {
+  Options o(info, "positionEmbedding");
+  Napi::Env env = info.Env();
+  int32_t* positions;
+  int64_t numTokens, hidden, outStride, tableLen, offset;
+  const void* table;
+  DType dt;
+  KernelEnv ke;
+  if (!o.ok() || !o.typed("positions", napi_int32_array, "Int32Array", &positions, &numTokens) ||
+      !o.weights("table", "tableDtype", &table, &dt, &tableLen) || !o.integer("hidden", &hidden, 1) ||
+      !o.integer("offset", &offset, 0, true, 0) || !o.integer("outStride", &outStride, hidden, true, hidden) ||
+      !o.kernelEnv(&ke)) {
+    return env.Undefined();
+  }
+  if (tableLen % hidden != 0) return o.range(o.where("table") + " length is not a multiple of hidden"), env.Undefined();
+  Napi::Float32Array out;
+  if (!newOutput(env, numTokens * outStride, &out)) return env.Undefined();
+  // The kernel's own bound check is what is under test here, so positions are passed through unchecked.
+  const int64_t bad = kiln::positionEmbeddingKernel(ke, positions, numTokens, offset, table, dt, tableLen / hidden,
+                                                    hidden, out.Data(), outStride);
+  if (bad >= 0) {
+    o.range(o.where("positions") + "[" + std::to_string(bad) + "] = " + std::to_string(positions[bad]) +
+            " plus offset " + std::to_string(offset) + " is outside the table of " +
+            std::to_string(tableLen / hidden) + " rows");
+    return env.Undefined();
+  }
+  return out;
+}
+
+Napi::Value Moe(const Napi::CallbackInfo& info) {
+  Options o(info, "moe");
+  Napi::Env env = info.Env();
+  float* x;
+  int64_t xLen, rows, H, I, E, topK, xStride, outStride, routerLen, gateLen, upLen, downLen;
+  const void *router, *gate, *up, *down;
+  DType routerDt, gateDt, upDt, downDt;
+  bool normalize;
+  KernelEnv ke;
+  if (!o.ok() || !o.integer("rows", &rows, 0) || !o.integer("H", &H, 1) || !o.integer("I", &I, 1) ||
+      !o.integer("numExperts", &E, 1) || !o.integer("topK", &topK, 1) ||
+      !o.integer("xStride", &xStride, 0, true, H) || !o.integer("outStride", &outStride, 0, true, H) ||
+      !o.typed("x", napi_float32_array, "Float32Array", &x, &xLen) || !o.matrix("x", xLen, rows, H, xStride) ||
+      !o.weights("router", "routerDtype", &router, &routerDt, &routerLen) ||
+      !o.exactLength("router", routerLen, E * H) || !o.weights("gate", "expertDtype", &gate, &gateDt, &gateLen) ||
+      !o.exactLength("gate", gateLen, E * I * H) || !o.weights("up", "expertDtype", &up, &upDt, &upLen) ||
+      !o.exactLength("up", upLen, E * I * H) || !o.weights("down", "expertDtype", &down, &downDt, &downLen) ||
+      !o.exactLength("down", downLen, E * H * I) || !o.boolean("normalizeTopK", &normalize, false) ||
+      !o.matrix("outStride", rows * outStride, rows, H, outStride) || !o.kernelEnv(&ke)) {
+    return env.Undefined();
+  }
+  if (topK > E) return o.range(o.where("topK") + " must be at most numExperts"), env.Undefined();
+  if (static_cast<double>(E) * I * H > static_cast<double>(kMaxDim)) {
+    return o.range(o.where("numExperts") + ": the experts are too large"), env.Undefined();
+  }
+  Napi::Float32Array out;
+  if (!newOutput(env, rows * outStride, &out)) return env.Undefined();
+  kiln::moeKernel(ke, x, rows, xStride, router, routerDt, gate, up, down, gateDt, E, H, I, topK, normalize, out.Data(),
+                  outStride);
   return out;
 }
 
@@ -553,5 +735,12 @@ void InitTesting(Napi::Env env, Napi::Object exports) {
   t.Set("rope", Napi::Function::New(env, Rope, "rope"));
   t.Set("attention", Napi::Function::New(env, Attention, "attention"));
   t.Set("gatherRows", Napi::Function::New(env, GatherRows, "gatherRows"));
+  t.Set("layerNorm", Napi::Function::New(env, LayerNorm, "layerNorm"));
+  t.Set("gelu", Napi::Function::New(env, Gelu, "gelu"));
+  t.Set("geglu", Napi::Function::New(env, Geglu, "geglu"));
+  t.Set("relu", Napi::Function::New(env, Relu, "relu"));
+  t.Set("softcap", Napi::Function::New(env, Softcap, "softcap"));
+  t.Set("positionEmbedding", Napi::Function::New(env, PositionEmbedding, "positionEmbedding"));
+  t.Set("moe", Napi::Function::New(env, Moe, "moe"));
   exports.Set("testing", t);
 }

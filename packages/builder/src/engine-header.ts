@@ -21,7 +21,7 @@ export interface EngineHeader {
   values: MemoryPlan['values'];
   outputs: { logits: number };
   weights: Array<{ name: string; dtype: string; shape: number[]; offset: number; byteLength: number }>;
-  ops: Array<{ op: string; inputs: number[]; outputs: number[]; weights: Record<string, number>; attrs: Record<string, number | boolean> }>;
+  ops: Array<{ op: string; inputs: number[]; outputs: number[]; weights: Record<string, number>; attrs: Record<string, number | boolean | string> }>;
 }
 
 export function assembleEngine(

@@ -2,6 +2,8 @@ import { Command } from 'commander';
 import { registerBuildCommand } from './commands/build';
 import { registerConvertCommand } from './commands/convert';
 import { registerGenerateCommand } from './commands/generate';
+import { reportCommandError } from './errors';
+import { PluginLoadError, loadPluginsForCommand } from './plugins';
 
 // Read at run time, not imported: package.json sits outside the compiled `src/` tree.
 const { version } = require('../package.json') as { version: string };
@@ -13,7 +15,9 @@ export function createProgram(): Command {
     .name('kiln')
     .description('Compile Hugging Face language models into inference engines and run them.')
     .version(version)
-    .showHelpAfterError('(add --help for usage)');
+    .showHelpAfterError('(add --help for usage)')
+    // Architectures from installed plugin packages, before any command reads a model.
+    .hook('preAction', (_program, command) => loadPluginsForCommand(command.name()));
   registerConvertCommand(program);
   registerBuildCommand(program);
   registerGenerateCommand(program);
@@ -22,5 +26,10 @@ export function createProgram(): Command {
 
 /** Runs the command line `argv` (as process.argv: node, script, arguments...). */
 export async function main(argv: readonly string[] = process.argv): Promise<void> {
-  await createProgram().parseAsync(argv as string[]);
+  try {
+    await createProgram().parseAsync(argv as string[]);
+  } catch (error) {
+    if (!(error instanceof PluginLoadError)) throw error;
+    reportCommandError(error.command, error);
+  }
 }

@@ -14,17 +14,18 @@ export interface KilnRun {
 }
 
 /** Runs the built `kiln` command as a user would. */
-export function kiln(args: string[], env: NodeJS.ProcessEnv = {}): KilnRun {
+export function kiln(args: string[], env: NodeJS.ProcessEnv = {}, cwd?: string): KilnRun {
   const result = spawnSync(process.execPath, [kilnBin, ...args], {
     encoding: 'utf8',
+    cwd,
     env: { ...process.env, ...env },
     timeout: 120_000,
   });
   return { status: result.status, stdout: result.stdout, stderr: result.stderr };
 }
 
-export function kilnOk(args: string[], env: NodeJS.ProcessEnv = {}): KilnRun {
-  const run = kiln(args, env);
+export function kilnOk(args: string[], env: NodeJS.ProcessEnv = {}, cwd?: string): KilnRun {
+  const run = kiln(args, env, cwd);
   if (run.status !== 0) throw new Error(`kiln ${args.join(' ')} exited ${run.status}: ${run.stderr}`);
   return run;
 }

@@ -1,3 +1,33 @@
 export * from './types';
 export * from './registry';
+export * from './hf-config';
+export * from './plugins';
+// Building blocks for architectures defined outside this package (see ADDING_AN_ARCHITECTURE.md).
+export * from './common/decoder';
+export * from './common/norm';
+export * from './common/plan';
+export * from './common/activation';
+export * from './common/alibi';
+export { decoderArchitecture, BUFFER_TENSORS } from './common/architecture';
+export { readEps, readPartialRotaryFactor, rotaryDimFor, readSlidingWindows, readIntegerKey } from './common/config';
+export { decoderFromLlama, llamaLikePlan } from './common/llama-like';
+export { parseLlamaConfig } from './llama/config';
+export type { LlamaConfig } from './llama/config';
+export { llamaCheckpointTensors } from './llama/checkpoint';
+export { buildLlamaNetwork } from './llama/network';
+// Importing a family registers its architectures.
 import './llama';
+import './qwen3';
+import './gemma';
+import './gemma2';
+import './phi3';
+import './mixtral';
+import './phi';
+import './gpt2';
+import './gpt_neox';
+import './opt';
+import './falcon';
+import './bloom';
+import './gptj';
+import './gpt_bigcode';
+import './starcoder2';

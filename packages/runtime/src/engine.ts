@@ -1,16 +1,34 @@
 import * as path from 'node:path';
-import { loadNative, type NativeEngine, type NativeEngineInfo } from '@kiln/native';
+import { loadNative, type CapacitySchedulerPolicy, type NativeEngine, type NativeEngineInfo } from '@kiln/native';
 import { resolveEndId, validateMaxTokens, type SamplingConfig } from '@kiln/sampling';
 import { readEngineDirConfig, type EngineDirConfig } from './engine-config';
+import { Executor } from './executor';
 
 export interface EngineLoadOptions {
   /** Threads for the kernels. Default: the machine's hardware concurrency. Range: 1 to 1024. */
   numThreads?: number;
   /**
    * KV cache capacity in tokens, rounded up to whole blocks. Default: maxBatchSize x maxSeqLen of the
-   * engine (every sequence can reach its full length). Range: at least 1.
+   * engine (every sequence can reach its full length). Range: at least 1. With kvCacheBytes or
+   * kvCacheMemoryFraction too, the smallest capacity wins.
    */
   kvCacheTokens?: number;
+  /** KV cache capacity in bytes. Default: not set. Range: at least 1. */
+  kvCacheBytes?: number;
+  /** KV cache capacity as a fraction of the memory available at load. Default: not set. Range: (0, 1]. */
+  kvCacheMemoryFraction?: number;
+  /** Most sequences per executor step. Default: the engine's maxBatchSize. Range: 1 to that. */
+  maxBatchSize?: number;
+  /** Most packed tokens per executor step (longer prompts are prefilled in chunks). Default: the engine's maxNumTokens. Range: 1 to that. */
+  maxNumTokens?: number;
+  /**
+   * `guaranteedNoEvict` (default): admit a request only when the KV blocks of its prompt and all its
+   * maxTokens are free. `maxUtilization`: admit on the prompt's blocks, preempting (and later
+   * recomputing) the most recently admitted request when blocks run out.
+   */
+  capacitySchedulerPolicy?: CapacitySchedulerPolicy;
+  /** Reuse the KV blocks of shared prompt prefixes. Default true; false turns it off. */
+  enableBlockReuse?: boolean;
 }
 
 export type FinishReason = 'length' | 'stop';
@@ -61,6 +79,7 @@ export class Engine {
   readonly config: EngineDirConfig;
   readonly info: NativeEngineInfo;
   #native: NativeEngine | undefined;
+  #executor: Executor | undefined;
 
   private constructor(engineDir: string, config: EngineDirConfig, native: NativeEngine) {
     this.engineDir = engineDir;
@@ -78,11 +97,34 @@ export class Engine {
     checkPositiveInteger('kvCacheTokens', options.kvCacheTokens);
     const directory = path.resolve(engineDir);
     const config = await readEngineDirConfig(directory);
+    checkPositiveInteger('kvCacheBytes', options.kvCacheBytes);
+    checkPositiveInteger('maxBatchSize', options.maxBatchSize);
+    checkPositiveInteger('maxNumTokens', options.maxNumTokens);
     const native = await loadNative().loadEngine(path.join(directory, config.engineFiles[0]), {
       numThreads: options.numThreads,
       kvCacheTokens: options.kvCacheTokens,
+      kvCacheBytes: options.kvCacheBytes,
+      kvCacheMemoryFraction: options.kvCacheMemoryFraction,
+      maxBatchSize: options.maxBatchSize,
+      maxNumTokens: options.maxNumTokens,
+      capacitySchedulerPolicy: options.capacitySchedulerPolicy,
+      enableBlockReuse: options.enableBlockReuse,
     });
     return new Engine(directory, config, native);
+  }
+
+  /** The engine's in-flight batching executor (one per engine): enqueue, stream, cancel, stats. */
+  get executor(): Executor {
+    const native = this.#native;
+    if (!native) throw new Error(`the engine of ${this.engineDir} has been disposed`);
+    this.#executor ??= new Executor(native, {
+      engineDir: this.engineDir,
+      vocabSize: this.vocabSize,
+      maxSeqLen: this.maxSeqLen,
+      defaultEndId: this.defaultEndId,
+      gathersContextLogits: this.gathersContextLogits,
+    });
+    return this.#executor;
   }
 
   get vocabSize(): number {
@@ -170,7 +212,10 @@ export class Engine {
     return inputIds instanceof Int32Array ? inputIds : Int32Array.from(inputIds);
   }
 
-  /** Frees the engine's native memory (weights mapping, KV cache, activations). Idempotent. */
+  /**
+   * Frees the engine's native memory (weights mapping, KV cache, activations) once the requests in
+   * flight have finished. Idempotent.
+   */
   dispose(): void {
     const native = this.#native;
     this.#native = undefined;

@@ -33,8 +33,8 @@ struct CacheAddressing {
 
 void attentionKernel(const KernelEnv& env, const StepContext& step, int32_t layer, const float* q, int64_t qStride,
                      const float* k, int64_t kStride, const float* v, int64_t vStride, int64_t numHeads,
-                     int64_t numKvHeads, int64_t headDim, float scale, int64_t slidingWindow, float* out,
-                     int64_t outStride) {
+                     int64_t numKvHeads, int64_t headDim, float scale, int64_t slidingWindow,
+                     const AttentionExtras& extras, float* out, int64_t outStride) {
   const int64_t T = step.numTokens;
   if (T <= 0 || numHeads <= 0 || numKvHeads <= 0 || headDim <= 0) return;
   CacheAddressing cache;
@@ -78,8 +78,12 @@ void attentionKernel(const KernelEnv& env, const StepContext& step, int32_t laye
 
       // Softmax with the maximum subtracted, all in float32.
       float maxScore = -INFINITY;
+      const float softcap = extras.softcap;
+      const float slope = extras.alibiSlopes ? extras.alibiSlopes[h] : 0.0f;
       for (int64_t j = 0; j < len; ++j) {
-        const float s = scale * dot(qh, cache.row(table, lo + j, 0) + kvHead * headDim, headDim);
+        float s = scale * dot(qh, cache.row(table, lo + j, 0) + kvHead * headDim, headDim);
+        if (softcap > 0.0f) s = softcap * std::tanh(s / softcap);
+        if (extras.alibiSlopes) s += slope * static_cast<float>(lo + j);
         probs[j] = s;
         maxScore = std::max(maxScore, s);
       }

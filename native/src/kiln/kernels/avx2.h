@@ -21,11 +21,17 @@ void linearTile(const float* x, int64_t xStride, int64_t r0, int64_t r1, const v
 void rmsNormRows(const float* x, int64_t xStride, int64_t r0, int64_t r1, const void* w, DType wdt, int64_t H,
                  float eps, float weightOffset, float* y, int64_t yStride);
 
+// Rows [r0, r1) of layerNormKernel.
+void layerNormRows(const float* x, int64_t xStride, int64_t r0, int64_t r1, const void* w, DType wdt,
+                   const float* bias, int64_t H, float eps, float* y, int64_t yStride);
+
 // One row each of n elements.
 void addRow(const float* a, const float* b, int64_t n, float* out);
 void mulRow(const float* a, const float* b, int64_t n, float* out);
 void siluRow(const float* a, int64_t n, float* out);
 void swigluRow(const float* gate, const float* up, int64_t n, float* out);
+void geluRow(const float* a, int64_t n, bool tanh, float* out);
+void gegluRow(const float* gate, const float* up, int64_t n, bool tanh, float* out);
 
 // Attention helpers: sum a[i] * b[i]; y[i] += alpha * x[i].
 float dot(const float* a, const float* b, int64_t n);

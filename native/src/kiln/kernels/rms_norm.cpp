@@ -50,4 +50,33 @@ void rmsNormKernel(const KernelEnv& env, const float* x, int64_t rows, int64_t x
   }
 }
 
+void rmsNormGroupsKernel(const KernelEnv& env, const float* x, int64_t rows, int64_t xStride, const void* w,
+                         DType wdt, int64_t numGroups, int64_t groupSize, float eps, float weightOffset, float* y,
+                         int64_t yStride) {
+  if (numGroups == 1) return rmsNormKernel(env, x, rows, xStride, w, wdt, groupSize, eps, weightOffset, y, yStride);
+  if (rows <= 0 || numGroups <= 0 || groupSize <= 0) return;
+  const bool avx = env.isa == Isa::Avx2 && wdt != DType::I32;
+  // One task per (row, group): the row bodies take a row range, so each task is one row of one group
+  // seen as a [1, groupSize] matrix.
+  auto body = [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t r = task / numGroups;
+      const int64_t g = task % numGroups;
+      const float* xg = x + r * xStride + g * groupSize;
+      float* yg = y + r * yStride + g * groupSize;
+      if (avx) {
+        avx2::rmsNormRows(xg, xStride, 0, 1, w, wdt, groupSize, eps, weightOffset, yg, yStride);
+      } else {
+        rmsNormRowsGeneric(xg, xStride, 0, 1, w, wdt, groupSize, eps, weightOffset, yg, yStride);
+      }
+    }
+  };
+  const int64_t tasks = rows * numGroups;
+  if (env.pool && env.pool->size() > 1) {
+    env.pool->parallelFor(tasks, std::max<int64_t>(1, kMinElementsPerChunk / groupSize), body);
+  } else {
+    body(0, tasks);
+  }
+}
+
 }  // namespace kiln

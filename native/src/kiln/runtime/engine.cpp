@@ -5,6 +5,9 @@
 #include <cstring>
 #include <stdexcept>
 #include <thread>
+#include <cstdio>
+#include <climits>
+#include <unistd.h>
 
 #include "kiln/runtime/json_write.h"
 
@@ -38,14 +41,23 @@ int32_t indexIn(const Json& item, const std::string& what, size_t count, const s
   return static_cast<int32_t>(item.asNumber());
 }
 
-// First index of the maximum, with NaN counted as the maximum (torch.argmax semantics).
-int32_t argmax(const float* row, int64_t n) {
-  int64_t best = 0;
-  for (int64_t i = 1; i < n; ++i) {
-    if (std::isnan(row[best])) break;
-    if (row[i] > row[best] || std::isnan(row[i])) best = i;
+// MemAvailable of /proc/meminfo (Linux), else the free physical pages; -1 when neither can be read.
+int64_t availableMemoryBytes() {
+  if (FILE* f = std::fopen("/proc/meminfo", "r")) {
+    char line[256];
+    long long kib = -1;
+    while (std::fgets(line, sizeof line, f)) {
+      if (std::sscanf(line, "MemAvailable: %lld kB", &kib) == 1) break;
+    }
+    std::fclose(f);
+    if (kib > 0) return static_cast<int64_t>(kib) * 1024;
   }
-  return static_cast<int32_t>(best);
+#if defined(_SC_AVPHYS_PAGES) && defined(_SC_PAGESIZE)
+  const long pages = sysconf(_SC_AVPHYS_PAGES);
+  const long pageSize = sysconf(_SC_PAGESIZE);
+  if (pages > 0 && pageSize > 0) return static_cast<int64_t>(pages) * pageSize;
+#endif
+  return -1;
 }
 
 }  // namespace
@@ -250,7 +262,20 @@ void Engine::configure(const EngineOptions& options) {
   }
 
   // --- KV cache and threads ---
-  int64_t kvTokens = options.kvCacheTokens > 0 ? options.kvCacheTokens : info_.maxBatchSize * info_.maxSeqLen;
+  int64_t kvTokens = info_.maxBatchSize * info_.maxSeqLen;
+  const int64_t bytesPerToken = static_cast<int64_t>(KvBlockPool::bytesFor(1, numLayers, numKvHeads, headDim, 1));
+  if (options.kvCacheTokens > 0 || options.kvCacheBytes > 0 || options.kvCacheMemoryFraction > 0) {
+    kvTokens = INT64_MAX;
+    if (options.kvCacheTokens > 0) kvTokens = std::min(kvTokens, options.kvCacheTokens);
+    if (options.kvCacheBytes > 0) kvTokens = std::min(kvTokens, options.kvCacheBytes / bytesPerToken);
+    if (options.kvCacheMemoryFraction > 0) {
+      const int64_t available = availableMemoryBytes();
+      if (available <= 0) throw std::runtime_error("kvCacheMemoryFraction: the available memory cannot be read on this system");
+      kvTokens = std::min(kvTokens, static_cast<int64_t>(options.kvCacheMemoryFraction * static_cast<double>(available)) / bytesPerToken);
+    }
+    // Below one block, nothing could run: a block is the least the cache can hold.
+    kvTokens = std::max<int64_t>(kvTokens, 1);
+  }
   const int64_t numBlocks = (kvTokens + tokensPerBlock - 1) / tokensPerBlock;
   if (numBlocks > INT32_MAX ||
       KvBlockPool::bytesFor(numBlocks, numLayers, numKvHeads, headDim, tokensPerBlock) >
@@ -272,115 +297,6 @@ void Engine::runStep(const StepContext& step) {
   rt.env.pool = threads_.get();
   rt.step = &step;
   for (const BoundOp& op : ops_) op(rt);
-}
-
-void Engine::validateRequest(const GenerateRequest& r) const {
-  if (r.inputIds.empty()) throw std::runtime_error("inputIds is empty: the prompt needs at least one token");
-  for (size_t i = 0; i < r.inputIds.size(); ++i) {
-    if (r.inputIds[i] < 0 || r.inputIds[i] >= info_.vocabSize) {
-      throw std::runtime_error("inputIds[" + std::to_string(i) + "] = " + std::to_string(r.inputIds[i]) +
-                               " is outside the vocabulary [0, " + std::to_string(info_.vocabSize) + ")");
-    }
-  }
-  if (r.maxTokens < 1) throw std::runtime_error("maxTokens must be >= 1, got " + std::to_string(r.maxTokens));
-  const int64_t P = static_cast<int64_t>(r.inputIds.size());
-  if (P >= info_.maxSeqLen) {
-    throw std::runtime_error("prompt has " + std::to_string(P) + " tokens but the engine's maxSeqLen is " +
-                             std::to_string(info_.maxSeqLen) + " (room is needed for at least one generated token)");
-  }
-}
-
-GenerateResult Engine::generate(const GenerateRequest& request, const std::function<void(int32_t)>& onToken) {
-  validateRequest(request);
-  std::lock_guard<std::mutex> lock(generateMutex_);
-
-  const int64_t vocab = info_.vocabSize;
-  const int64_t P = static_cast<int64_t>(request.inputIds.size());
-  const int64_t maxNew = std::min<int64_t>(request.maxTokens, info_.maxSeqLen - P);
-  // The last generated token is never fed back, so the cache holds P + maxNew - 1 positions at most.
-  const int64_t cachedPositions = P + maxNew - 1;
-  const int64_t tpb = kv_->tokensPerBlock();
-  const int64_t blocksNeeded = (cachedPositions + tpb - 1) / tpb;
-  if (blocksNeeded > kv_->numBlocks()) {
-    throw std::runtime_error("this request needs " + std::to_string(cachedPositions) +
-                             " KV cache positions but the cache holds " +
-                             std::to_string(int64_t(kv_->numBlocks()) * tpb) + " tokens (raise kvCacheTokens)");
-  }
-  BlockLease lease(*kv_, static_cast<int32_t>(blocksNeeded));
-  const int32_t* blockTables[1] = {lease.blocks().data()};
-
-  GenerateResult result;
-  if (request.returnContextLogits) result.contextLogits.reserve(static_cast<size_t>(P * vocab));
-
-  int64_t chunkLimit = info_.maxNumTokens;
-  if (request.returnContextLogits) chunkLimit = std::min(chunkLimit, info_.maxLogitRows);
-  const size_t stepCapacity = static_cast<size_t>(std::min(chunkLimit, P));
-  std::vector<int32_t> positions(stepCapacity, 0);
-  std::vector<int32_t> tokenSeq(stepCapacity, 0);  // one sequence: every token belongs to sequence 0
-  std::vector<int32_t> logitRows(stepCapacity, 0);
-  std::vector<float> last(static_cast<size_t>(vocab));
-
-  StepContext step;
-  step.numSeqs = 1;
-  step.tokenSeq = tokenSeq.data();
-  step.blockTables = blockTables;
-  step.positions = positions.data();
-  step.logitRows = logitRows.data();
-  step.kv = kv_->view();
-
-  // Prefill: positions 0..P-1 in chunks; logits for the chunk's last token, or for all of them.
-  for (int64_t start = 0; start < P; start += chunkLimit) {
-    const int64_t n = std::min(chunkLimit, P - start);
-    for (int64_t t = 0; t < n; ++t) positions[t] = static_cast<int32_t>(start + t);
-    if (request.returnContextLogits) {
-      for (int64_t t = 0; t < n; ++t) logitRows[t] = static_cast<int32_t>(t);
-      step.numLogitRows = static_cast<int32_t>(n);
-    } else {
-      logitRows[0] = static_cast<int32_t>(n - 1);
-      step.numLogitRows = 1;
-    }
-    step.numTokens = static_cast<int32_t>(n);
-    step.tokenIds = request.inputIds.data() + start;
-    runStep(step);
-    if (request.returnContextLogits) {
-      for (int64_t r = 0; r < n; ++r) {
-        const float* row = logitsRow(r);
-        result.contextLogits.insert(result.contextLogits.end(), row, row + vocab);
-      }
-    }
-    const float* lastRow = logitsRow(step.numLogitRows - 1);
-    std::copy(lastRow, lastRow + vocab, last.begin());
-  }
-
-  // Decode: choose greedily from `last`, then feed the chosen token back at the next position.
-  int32_t fed = 0;
-  step.numTokens = 1;
-  step.numLogitRows = 1;
-  step.tokenIds = &fed;
-  logitRows[0] = 0;
-  while (true) {
-    const int32_t token = argmax(last.data(), vocab);
-    result.outputIds.push_back(token);
-    if (request.returnGenerationLogits) {
-      result.generationLogits.insert(result.generationLogits.end(), last.begin(), last.end());
-    }
-    if (onToken) onToken(token);
-    const int64_t generated = static_cast<int64_t>(result.outputIds.size());
-    if (request.endId >= 0 && token == request.endId) {
-      result.finishReason = "stop";
-      break;
-    }
-    if (generated >= request.maxTokens || P + generated >= info_.maxSeqLen) {
-      result.finishReason = "length";
-      break;
-    }
-    fed = token;
-    positions[0] = static_cast<int32_t>(P + generated - 1);
-    runStep(step);
-    const float* row = logitsRow(0);
-    std::copy(row, row + vocab, last.begin());
-  }
-  return result;
 }
 
 }  // namespace kiln

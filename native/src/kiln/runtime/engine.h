@@ -1,12 +1,10 @@
 #pragma once
 // A loaded engine: the validated `.engine` file, its op list bound to kernels, the activation arena, the
-// paged KV cache and the kernel threads. `generate` runs one request (prefill in chunks, then greedy
-// decode); requests are serialized by a mutex. A forward step is described by a StepContext, which can
-// already pack several sequences, so an in-flight batching executor can drive `runStep` directly later.
+// paged KV cache's memory and the kernel threads. `runStep` runs one forward step over a StepContext
+// that packs several sequences; the Executor (executor.h) schedules requests onto such steps. Only one
+// thread may run steps at a time (the executor's).
 #include <cstdint>
-#include <functional>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <vector>
 
@@ -21,7 +19,11 @@ namespace kiln {
 
 struct EngineOptions {
   int numThreads = 0;         // 0: hardware concurrency
-  int64_t kvCacheTokens = 0;  // 0: maxBatchSize * maxSeqLen; rounded up to whole blocks
+  // KV cache capacity; the smallest of those given wins, and is rounded up to whole blocks. With none
+  // given: maxBatchSize * maxSeqLen tokens.
+  int64_t kvCacheTokens = 0;           // 0: not given
+  int64_t kvCacheBytes = 0;            // 0: not given
+  double kvCacheMemoryFraction = 0.0;  // of the memory available when the engine loads; 0: not given
   bool forceGeneric = false;  // portable kernels even where AVX2 is available
 };
 
@@ -37,21 +39,6 @@ struct EngineInfo {
   std::string modelJson;  // the header's `model` object as JSON text
 };
 
-struct GenerateRequest {
-  std::vector<int32_t> inputIds;
-  int64_t maxTokens = 1;
-  int64_t endId = -1;  // < 0: none
-  bool returnContextLogits = false;
-  bool returnGenerationLogits = false;
-};
-
-struct GenerateResult {
-  std::vector<int32_t> outputIds;
-  std::string finishReason;  // "length" or "stop"
-  std::vector<float> contextLogits;     // [promptLength, vocab] when asked for
-  std::vector<float> generationLogits;  // [outputIds.size(), vocab] when asked for
-};
-
 class Engine {
  public:
   // Throws std::runtime_error whose message starts with the path and names the key at fault.
@@ -63,9 +50,7 @@ class Engine {
   const EngineInfo& info() const { return info_; }
   Isa kernelIsa() const { return isa_; }
 
-  // Throws std::runtime_error on an invalid request or a failure; blocks are freed in every case.
-  // onToken runs on the calling thread after each token is chosen.
-  GenerateResult generate(const GenerateRequest& request, const std::function<void(int32_t)>& onToken);
+  KvBlockPool& kvPool() { return *kv_; }
 
   // Runs every op once over the step. The logits of logit row r are then at logitsRow(r).
   void runStep(const StepContext& step);
@@ -73,7 +58,6 @@ class Engine {
 
  private:
   void configure(const EngineOptions& options);
-  void validateRequest(const GenerateRequest& request) const;
 
   std::unique_ptr<EngineFile> file_;
   EngineInfo info_;
@@ -84,7 +68,6 @@ class Engine {
   std::unique_ptr<ThreadPool> threads_;
   std::vector<BoundOp> ops_;
   ValueRef logits_;
-  std::mutex generateMutex_;
 };
 
 }  // namespace kiln

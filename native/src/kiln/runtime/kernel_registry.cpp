@@ -92,6 +92,18 @@ bool OpBinding::attrBool(const std::string& key, bool fallback) {
   return v->asBool();
 }
 
+std::string OpBinding::attrEnum(const std::string& key, const std::vector<std::string>& allowed,
+                                const std::string& fallback) {
+  const Json* v = findAttr(key);
+  if (!v) return fallback;
+  std::string list;
+  for (const std::string& a : allowed) {
+    if (v->isString() && v->asString() == a) return a;
+    list += (list.empty() ? "\"" : ", \"") + a + "\"";
+  }
+  fail("attribute \"" + key + "\" must be one of " + list);
+}
+
 std::vector<std::string> OpBinding::unusedAttrs() const {
   std::vector<std::string> out;
   if (!attrs_) return out;
@@ -169,6 +181,10 @@ const KernelRegistry& KernelRegistry::builtin() {
         {"mul", ops::bindMul, false},            {"silu", ops::bindSilu, false},
         {"swiglu", ops::bindSwiglu, false},      {"rope", ops::bindRope, false},
         {"attention", ops::bindAttention, false}, {"gather_rows", ops::bindGatherRows, false},
+        {"layer_norm", ops::bindLayerNorm, true}, {"gelu", ops::bindGelu, false},
+        {"geglu", ops::bindGeglu, false},        {"relu", ops::bindRelu, false},
+        {"softcap", ops::bindSoftcap, false},    {"position_embedding", ops::bindPositionEmbedding, true},
+        {"moe", ops::bindMoe, false},
     };
     KernelRegistry r;
     for (const Entry& e : table) {

@@ -89,6 +89,8 @@ class OpBinding {
   int64_t attrInt(const std::string& key, int64_t lo, int64_t hi);  // required
   int64_t attrInt(const std::string& key, int64_t lo, int64_t hi, int64_t fallback);
   bool attrBool(const std::string& key, bool fallback);
+  // One of `allowed` (fallback when absent).
+  std::string attrEnum(const std::string& key, const std::vector<std::string>& allowed, const std::string& fallback);
 
   // Names of attributes / weight slots present in the header but never asked for.
   std::vector<std::string> unusedAttrs() const;

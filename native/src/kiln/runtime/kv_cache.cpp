@@ -27,32 +27,6 @@ KvBlockPool::KvBlockPool(int32_t numBlocks, int32_t numLayers, int32_t numKvHead
   view_.numKvHeads = numKvHeads;
   view_.headDim = headDim;
   view_.tokensPerBlock = tokensPerBlock;
-  // Handed out lowest id first (the back of the vector is the next block).
-  free_.reserve(numBlocks);
-  for (int32_t b = numBlocks - 1; b >= 0; --b) free_.push_back(b);
-}
-
-int32_t KvBlockPool::numFree() const {
-  std::lock_guard<std::mutex> lock(mutex_);
-  return static_cast<int32_t>(free_.size());
-}
-
-std::vector<int32_t> KvBlockPool::allocate(int32_t count) {
-  std::lock_guard<std::mutex> lock(mutex_);
-  if (count < 0 || static_cast<size_t>(count) > free_.size()) {
-    throw std::runtime_error("the KV cache has " + std::to_string(free_.size()) + " free blocks of " +
-                             std::to_string(view_.tokensPerBlock) + " tokens (" + std::to_string(view_.numBlocks) +
-                             " in all) but this request needs " + std::to_string(count) +
-                             " (raise kvCacheTokens)");
-  }
-  std::vector<int32_t> out(free_.end() - count, free_.end());
-  free_.resize(free_.size() - count);
-  return out;
-}
-
-void KvBlockPool::release(const std::vector<int32_t>& blocks) {
-  std::lock_guard<std::mutex> lock(mutex_);
-  free_.insert(free_.end(), blocks.rbegin(), blocks.rend());
 }
 
 }  // namespace kiln

@@ -1,7 +1,9 @@
-import type { Lowering } from './types';
+import type { LoweredOp, Lowering } from './types';
 
-export const lowerAttention: Lowering = (node) => [
-  {
+// softcap and the ALiBi slopes appear in the engine op only when the model uses them. The slopes become
+// a float32 constant weight (as rope's inverse frequencies), shared by every layer with the same ones.
+export const lowerAttention: Lowering = (node, context) => {
+  const op: LoweredOp = {
     op: 'attention',
     inputs: node.inputs,
     outputs: node.outputs,
@@ -14,5 +16,13 @@ export const lowerAttention: Lowering = (node) => [
       scale: Number(node.attrs.scale),
       slidingWindow: Number(node.attrs.slidingWindow ?? 0),
     },
-  },
-];
+  };
+  const softcap = Number(node.attrs.softcap ?? 0);
+  if (softcap !== 0) op.attrs.softcap = softcap;
+  const slopes = node.attrs.alibiSlopes;
+  if (slopes !== undefined) {
+    if (!Array.isArray(slopes)) throw new Error('lowering: attention attribute alibiSlopes must be an array of numbers');
+    op.weights.alibiSlopes = context.constant('attention.alibi_slopes', slopes);
+  }
+  return [op];
+};

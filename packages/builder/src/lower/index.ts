@@ -1,9 +1,13 @@
 import type { Graph } from '../graph';
+import { lowerGelu, lowerSoftcap } from './activations';
 import { lowerAttention } from './attention';
 import { lowerElementwise } from './elementwise';
 import { lowerEmbedding } from './embedding';
 import { lowerGatherRows } from './gather-rows';
+import { lowerLayerNorm } from './layer-norm';
 import { lowerLinear } from './linear';
+import { lowerMoe } from './moe';
+import { lowerPositionEmbedding } from './position-embedding';
 import { lowerRmsNorm } from './rms-norm';
 import { lowerRope } from './rope';
 import type { LoweredOp, Lowering, LoweringContext, WeightEntry } from './types';
@@ -22,6 +26,13 @@ const cpuLowerings = new Map<string, Lowering>([
   ['rope', lowerRope],
   ['attention', lowerAttention],
   ['gather_rows', lowerGatherRows],
+  ['layer_norm', lowerLayerNorm],
+  ['gelu', lowerGelu],
+  ['geglu', lowerGelu],
+  ['relu', lowerElementwise],
+  ['softcap', lowerSoftcap],
+  ['position_embedding', lowerPositionEmbedding],
+  ['moe', lowerMoe],
 ]);
 
 export function registerCpuLowering(op: string, lowering: Lowering): void {

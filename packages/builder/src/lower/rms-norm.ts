@@ -8,7 +8,12 @@ export const lowerRmsNorm: Lowering = (node, context) => {
       inputs: [x],
       outputs: node.outputs,
       weights: { weight: context.parameter(weight) },
-      attrs: { eps: Number(node.attrs.eps), weightOffset: Number(node.attrs.weightOffset ?? 0) },
+      attrs: {
+        eps: Number(node.attrs.eps),
+        weightOffset: Number(node.attrs.weightOffset ?? 0),
+        // Per-group norm (Qwen3's q/k norm); absent means the whole row, as before.
+        ...(node.attrs.groupSize !== undefined ? { groupSize: Number(node.attrs.groupSize) } : {}),
+      },
     },
   ];
 };

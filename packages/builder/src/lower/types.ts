@@ -7,7 +7,7 @@ export interface LoweredOp {
   outputs: number[];
   /** Slot name (e.g. "weight", "bias", "table") -> index into the weight table. */
   weights: Record<string, number>;
-  attrs: Record<string, number | boolean>;
+  attrs: Record<string, number | boolean | string>;
 }
 
 /** A weight of the engine: checkpoint tensors (concatenated along dim 0) or a constant the builder computed. */

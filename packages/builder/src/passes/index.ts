@@ -1,9 +1,10 @@
 import type { Graph } from '../graph';
 import { removeDeadNodes } from './dead-nodes';
+import { fuseGeglu } from './fuse-geglu';
 import { fuseSiblingLinears } from './fuse-sibling-linears';
 import { fuseSwiglu } from './fuse-swiglu';
 
-export { removeDeadNodes, fuseSiblingLinears, fuseSwiglu };
+export { removeDeadNodes, fuseSiblingLinears, fuseSwiglu, fuseGeglu };
 
 export interface PassReport {
   pass: string;
@@ -15,6 +16,7 @@ export const passes: Array<{ name: string; run: (graph: Graph) => number }> = [
   { name: 'remove-dead-nodes', run: removeDeadNodes },
   { name: 'fuse-sibling-linears', run: fuseSiblingLinears },
   { name: 'fuse-swiglu', run: fuseSwiglu },
+  { name: 'fuse-geglu', run: fuseGeglu },
 ];
 
 export function runPasses(graph: Graph): PassReport[] {

@@ -31,6 +31,18 @@ BoundOp bindAttention(OpBinding& b) {
   const float scale = static_cast<float>(b.attrNumber("scale"));
   const int64_t slidingWindow = b.attrInt("slidingWindow", 0, int64_t(1) << 40, 0);
 
+  // Gemma 2's score cap and BLOOM's ALiBi slopes (a float32 [numHeads] weight).
+  const double softcap = b.attrNumber("softcap", 0.0);
+  if (softcap < 0) b.fail("attribute \"softcap\" must be >= 0 (0 = off)");
+  const WeightRef* alibi = b.optionalWeight("alibiSlopes");
+  if (alibi) {
+    b.expectDType(*alibi, DType::F32, "alibiSlopes");
+    b.expectShape(*alibi, {numHeads}, "alibiSlopes");
+  }
+  AttentionExtras extras;
+  extras.softcap = static_cast<float>(softcap);
+  extras.alibiSlopes = alibi ? static_cast<const float*>(alibi->data) : nullptr;
+
   const ValueRef& q = b.input(0);
   const ValueRef& k = b.input(1);
   const ValueRef& v = b.input(2);
@@ -55,7 +67,7 @@ BoundOp bindAttention(OpBinding& b) {
   const int64_t ys = out.rowStride;
   return [=](const StepRuntime& rt) {
     attentionKernel(rt.env, *rt.step, layerIndex, qd, qs, kd, ks, vd, vs, numHeads, numKvHeads, headDim, scale,
-                    slidingWindow, y, ys);
+                    slidingWindow, extras, y, ys);
   };
 }
 

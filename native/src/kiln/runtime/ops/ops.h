@@ -15,6 +15,14 @@ BoundOp bindSwiglu(OpBinding& b);
 BoundOp bindRope(OpBinding& b);
 BoundOp bindAttention(OpBinding& b);
 BoundOp bindGatherRows(OpBinding& b);
+BoundOp bindLayerNorm(OpBinding& b);
+BoundOp bindGelu(OpBinding& b);
+BoundOp bindGeglu(OpBinding& b);
+BoundOp bindRelu(OpBinding& b);
+BoundOp bindSoftcap(OpBinding& b);
+BoundOp bindPositionEmbedding(OpBinding& b);
+// moe has no "weight"/"table" slot, so it is looked up as float32 and checks its weights' types itself.
+BoundOp bindMoe(OpBinding& b);
 
 }  // namespace ops
 }  // namespace kiln

@@ -10,10 +10,24 @@ BoundOp bindRmsNorm(OpBinding& b) {
   b.expectArity(1, 1);
   const WeightRef& w = b.weight("weight");
   if (w.shape.size() != 1) b.fail("weight \"weight\" (\"" + w.name + "\") must be 1-D [hidden]");
-  const int64_t H = w.shape[0];
+  // groupSize: each consecutive group of that many features is normalised on its own, all groups
+  // sharing weight [groupSize] (Qwen3's per-head q/k norm). Default: the whole row.
+  // Absent (or 0): the whole row, so the input must be exactly as wide as the weight.
+  const int64_t groupAttr = b.attrInt("groupSize", 0, int64_t(1) << 31, 0);
+  const int64_t groupSize = groupAttr == 0 ? w.shape[0] : groupAttr;
+  if (groupAttr == 0) b.expectCols(b.input(0), groupSize, "input 0");
+  if (groupSize != w.shape[0]) {
+    b.fail("weight \"weight\" (\"" + w.name + "\") has " + std::to_string(w.shape[0]) +
+           " elements but attribute \"groupSize\" is " + std::to_string(groupSize));
+  }
   const ValueRef& in = b.input(0);
   const ValueRef& out = b.output(0);
-  b.expectCols(in, H, "input 0");
+  const int64_t H = in.cols;
+  if (H % groupSize != 0) {
+    b.fail("input 0 (value " + std::to_string(in.index) + " \"" + in.name + "\") has " + std::to_string(H) +
+           " cols, not a multiple of groupSize " + std::to_string(groupSize));
+  }
+  const int64_t numGroups = H / groupSize;
   b.expectRows(out, in.rows, "output 0");
   b.expectCols(out, H, "output 0");
   const double eps = b.attrNumber("eps");
@@ -31,7 +45,7 @@ BoundOp bindRmsNorm(OpBinding& b) {
   const float offsetF = static_cast<float>(weightOffset);
   return [=](const StepRuntime& rt) {
     const int64_t n = rows == RowsKind::Tokens ? rt.step->numTokens : rt.step->numLogitRows;
-    rmsNormKernel(rt.env, x, n, xStride, wData, wdt, H, epsF, offsetF, y, yStride);
+    rmsNormGroupsKernel(rt.env, x, n, xStride, wData, wdt, numGroups, groupSize, epsF, offsetF, y, yStride);
   };
 }
 

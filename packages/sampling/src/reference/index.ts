@@ -1,0 +1,15 @@
+export { applyBadWords } from './bad-words';
+export { applyEmbeddingBias } from './embedding-bias';
+export { applyMinP } from './min-p';
+export { applyMinTokens } from './min-tokens';
+export { applyNoRepeatNgram } from './no-repeat-ngram';
+export { applyPresenceFrequencyPenalty } from './presence-frequency-penalty';
+export { applyRepetitionPenalty } from './repetition-penalty';
+export { argmax, logSoftmax, softmax } from './softmax';
+export { applyTemperature } from './temperature';
+export { applyTopK } from './top-k';
+export { applyTopP } from './top-p';
+export { PROCESSOR_ORDER, referenceDistribution, referenceLogprobs, referenceProcessLogits } from './distribution';
+export type { TokenContext, TokenLogprobs } from './distribution';
+export { matchStopTokens, referenceStopText, StopTextMatcher } from './stop-words';
+export type { StopTextStep } from './stop-words';
