@@ -1,4 +1,5 @@
 import { Command } from 'commander';
+import { registerBenchCommand } from './commands/bench';
 import { registerBuildCommand } from './commands/build';
 import { registerConvertCommand } from './commands/convert';
 import { registerGenerateCommand } from './commands/generate';
@@ -21,6 +22,7 @@ export function createProgram(): Command {
   registerConvertCommand(program);
   registerBuildCommand(program);
   registerGenerateCommand(program);
+  registerBenchCommand(program);
   return program;
 }
 

@@ -145,7 +145,7 @@ export class Engine {
     return this.config.buildConfig.gatherContextLogits === true;
   }
 
-  /** Runs one request to completion: prefill of `inputIds`, then greedy decoding. */
+  /** Runs one request to completion (prefill of `inputIds`, then greedy decoding) on the executor, batched with the other requests in flight. */
   async generate(inputIds: readonly number[] | Int32Array, options: EngineGenerateOptions): Promise<EngineGenerateResult> {
     const native = this.#native;
     if (!native) throw new Error(`the engine of ${this.engineDir} has been disposed`);

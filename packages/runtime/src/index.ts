@@ -3,8 +3,20 @@ export type { EngineGenerateOptions, EngineGenerateResult, EngineLoadOptions, Fi
 export { ENGINE_DIR_FORMAT, ENGINE_DIR_FORMAT_VERSION, readEngineDirConfig } from './engine-config';
 export type { EngineCheckpointInfo, EngineDirConfig } from './engine-config';
 export { LLM } from './llm';
-export type { LLMGenerateOptions, LLMGenerateResult } from './llm';
+export type { LLMGenerateOptions, LLMGenerateResult, LLMStreamChunk, LLMStreamOptions } from './llm';
 export { StreamDecoder, Tokenizer } from './tokenizer';
 export type { DecodeOptions } from './tokenizer';
 export { hostTarget } from './host';
 export type { HostTarget } from './host';
+export { Executor } from './executor';
+export type {
+  ExecutorEngineFacts,
+  ExecutorEvent,
+  ExecutorFinishReason,
+  ExecutorRequest,
+  ExecutorResult,
+  ExecutorStats,
+  ExecutorStreamOptions,
+  IterationStats,
+  RequestStats,
+} from './executor';
