@@ -14,6 +14,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
+import { execFileSync } from 'node:child_process';
 import { getLlama, LlamaLogLevel } from 'node-llama-cpp';
 import { convertHfToGguf } from './hf-to-gguf.mjs';
 
@@ -150,6 +151,16 @@ function summarize(runs, promptTokens, genTokens) {
   };
 }
 
+/** The repository commit measured, "+dirty" when the working tree has changes; "unknown" without git. */
+function repositoryRevision() {
+  try {
+    const run = (...a) => execFileSync('git', a, { cwd: here, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+    return run('rev-parse', '--short', 'HEAD') + (run('status', '--porcelain', '--untracked-files=no') ? '+dirty' : '');
+  } catch {
+    return 'unknown';
+  }
+}
+
 function cpuModel() {
   try {
     const line = fs.readFileSync('/proc/cpuinfo', 'utf8').split('\n').find((l) => l.startsWith('model name'));
@@ -187,6 +198,8 @@ function markdownForThreads(r, config) {
     `| decode ${config.genTokens} tokens (tokens/s) | ${cells((e) => fmt(e.decodeTokensPerSec, 0))} | ${ratios((e) => e.decodeTokensPerSec)} |`,
     `| decode time per token (ms) | ${cells((e) => fmt(e.decodeMsPerToken, 3))} | |`,
     `| effective weight bandwidth in decode | ${cells((e) => gbs(e.effectiveBytesPerSec))} | |`,
+    `| llama.cpp's own decode time per token (ms, llama_perf) | – | ${ENGINES.slice(1).map((e) => { const v = r.engines[e.key].llamaCppInternal?.eval; return v ? fmt(v.msPerToken, 3) : 'n/a'; }).join(' | ')} | |`,
+    `| llama.cpp's own prompt time per token (ms, llama_perf) | – | ${ENGINES.slice(1).map((e) => { const v = r.engines[e.key].llamaCppInternal?.promptEval; return v ? fmt(v.msPerToken, 4) : 'n/a'; }).join(' | ')} | |`,
     '',
     `Greedy agreement with Kiln over the first ${config.agreeTokens} generated tokens: ${agree}.`,
   ].join('\n');
@@ -198,13 +211,22 @@ function markdown(results) {
   const l = results.llamaCpp;
   return [
     `Machine: ${m.cpuModel}, nproc ${m.nproc}, ${m.totalMemGiB} GiB RAM, Node ${m.node}; load average ${m.loadAvgBefore.map((v) => fmt(v, 2)).join(' ')} before, ${m.loadAvgAfter.map((v) => fmt(v, 2)).join(' ')} after.`,
-    `Kiln engine target ${results.kilnIsa}; llama.cpp: node-llama-cpp ${l.version} (llama.cpp release ${l.llamaCppRelease}), prebuilt CPU binary (${l.systemInfo}), context ${l.contextSize}, batch ${l.batchSize}.`,
+    `Kiln ${m.kilnRevision}, engine target ${results.kilnIsa}; llama.cpp: node-llama-cpp ${l.version} (llama.cpp release ${l.llamaCppRelease}), prebuilt CPU binary (${l.systemInfo}), context ${l.contextSize}, batch ${l.batchSize}.`,
     `Prompt ${results.config.promptTokens} token ids; ${results.config.genTokens + 1} greedy tokens (1 from prefill, then ${results.config.genTokens} decode steps); medians of ${results.config.runs} runs after 1 warm-up, runs of the three interleaved.`,
     `Weights: Kiln engine ${fmt(w.kiln.total / 1e6, 2)} MB, GGUF tensors ${fmt(w.gguf.total / 1e6, 2)} MB; streamed per decoded token (all but the embedding table, of which one row): ${fmt(w.kiln.streamed / 1e6, 2)} MB / ${fmt(w.gguf.streamed / 1e6, 2)} MB.`,
     `memcpy bandwidth (Buffer.copy, 1 thread, best of 5, bytes copied per second): ${fmt(m.copyBandwidth256MB.best / 1e9, 1)} GB/s over 256 MB buffers (DRAM), ${fmt(m.copyBandwidth8MB.best / 1e9, 1)} GB/s over 8 MB buffers (in cache).`,
     '',
     ...results.byThreads.map((r) => markdownForThreads(r, results.config) + '\n'),
   ].join('\n');
+}
+
+/** The prompt-eval and eval lines of llama.cpp's llama_perf_context_print: totals and ms per token. */
+function parseLlamaPerf(text) {
+  const line = (label) => {
+    const m = new RegExp(`${label}\\s*=\\s*([\\d.]+) ms /\\s*(\\d+) (?:tokens|runs)`).exec(text);
+    return m ? { ms: Number(m[1]), count: Number(m[2]), msPerToken: Number(m[1]) / Number(m[2]) } : null;
+  };
+  return { promptEval: line('prompt eval time'), eval: line('(?<!prompt )eval time') };
 }
 
 function agreement(a, b, firstN) {
@@ -218,6 +240,12 @@ function agreement(a, b, firstN) {
   return { firstN: first, all, firstDifference };
 }
 
+const startedAt = performance.now();
+/** Progress on stderr, so that --json output on stdout stays clean. */
+function progress(message) {
+  process.stderr.write(`[bench ${((performance.now() - startedAt) / 1000).toFixed(1)}s] ${message}\n`);
+}
+
 async function main() {
   const args = parseArgs(process.argv.slice(2));
   const loadAvgBefore = os.loadavg();
@@ -226,6 +254,7 @@ async function main() {
   // Both engines from the same bf16 checkpoint. Rebuilt on every run: cheap (well under a second here)
   // and never stale. The builder reuses an engine with the same build hash.
   const ggufFile = path.join(outDir, 'scribe-7m-bf16.gguf');
+  progress('converting scribe-7m to GGUF and building the Kiln engine');
   const gguf = convertHfToGguf(scribe7mPath, ggufFile);
   const checkpointDir = path.join(outDir, 'kiln-checkpoint');
   const engineDir = path.join(outDir, 'kiln-engine');
@@ -244,13 +273,21 @@ async function main() {
     gguf: { total: gguf.tensorBytes, streamed: gguf.tensorBytes - (gguf.embeddingBytes - gguf.embeddingBytes / gguf.vocab), fileBytes: gguf.fileBytes },
   };
 
+  progress('loading node-llama-cpp');
+  const llamaLog = [];
   const llama = await getLlama({
     gpu: false, // CPU backend only
     build: 'never', // never compile llama.cpp: the prebuilt binary from the npm package, or fail
     skipDownload: true, // never fetch llama.cpp sources
     usePrebuiltBinaries: true,
     progressLogs: false,
-    logLevel: LlamaLogLevel.warn,
+    // info, so that llama.cpp's own timings (printTimings) reach the logger; everything is kept, and
+    // only warnings and errors are shown.
+    logLevel: LlamaLogLevel.info,
+    logger: (level, message) => {
+      llamaLog.push(message);
+      if (level === LlamaLogLevel.warn || level === LlamaLogLevel.error || level === LlamaLogLevel.fatal) process.stderr.write(`[llama.cpp] ${message}\n`);
+    },
     maxThreads: 0, // no cap of node-llama-cpp's own: each context gets exactly the threads it asks for
   });
   const model = await llama.loadModel({ modelPath: ggufFile, gpuLayers: 0 });
@@ -261,12 +298,15 @@ async function main() {
   let kilnIsa;
   try {
     for (const threads of args.threads) {
-      const engine = await Engine.load(engineDir, { numThreads: threads });
+      // Every run repeats the same prompt. llama.cpp's sequence is cleared before each run, so it prefills
+      // all 128 tokens every time; Kiln's prefix cache would reuse the KV blocks of the previous run and
+      // skip most of that work, so it is turned off here to measure the same computation.
+      const engine = await Engine.load(engineDir, { numThreads: threads, enableBlockReuse: false });
       kilnIsa = engine.info.isa;
       // node-llama-cpp's default flashAttention "auto" turns it on for this model on CPU; both are measured.
       const contexts = {};
       for (const [key, flashAttention] of [['llamaFaOff', false], ['llamaFaOn', true]]) {
-        contexts[key] = await model.createContext({ contextSize: llamaInfo.contextSize, batchSize: llamaInfo.batchSize, threads, flashAttention, sequences: 1 });
+        contexts[key] = await model.createContext({ contextSize: llamaInfo.contextSize, batchSize: llamaInfo.batchSize, threads, flashAttention, sequences: 1, performanceTracking: true });
       }
       try {
         const sequences = { llamaFaOff: contexts.llamaFaOff.getSequence(), llamaFaOn: contexts.llamaFaOn.getSequence() };
@@ -277,15 +317,28 @@ async function main() {
         };
         // One warm-up each (page-in of the weights, thread pools, allocators), then interleaved measured
         // runs so that load from other processes on this shared machine hits all alike.
+        progress(`${threads} thread(s): warm-up`);
         for (const e of ENGINES) await run[e.key]();
+        for (const key of ['llamaFaOff', 'llamaFaOn']) await contexts[key].printTimings(); // resets llama.cpp's counters
         const runs = Object.fromEntries(ENGINES.map((e) => [e.key, []]));
-        for (let i = 0; i < args.runs; i++) for (const e of ENGINES) runs[e.key].push(await run[e.key]());
+        for (let i = 0; i < args.runs; i++) {
+          progress(`${threads} thread(s): run ${i + 1} of ${args.runs}`);
+          for (const e of ENGINES) runs[e.key].push(await run[e.key]());
+        }
 
+        // llama.cpp's own accounting of the measured runs (llama_perf_context_print): time inside
+        // llama_decode, without node-llama-cpp's JavaScript, sampling and scheduling around it.
+        const internal = {};
+        for (const key of ['llamaFaOff', 'llamaFaOn']) {
+          llamaLog.length = 0;
+          await contexts[key].printTimings();
+          internal[key] = parseLlamaPerf(llamaLog.join('\n'));
+        }
         const engines = {};
         for (const e of ENGINES) {
           const summary = summarize(runs[e.key], args.promptTokens, args.genTokens);
           const streamed = e.key === 'kiln' ? weights.kiln.streamed : weights.gguf.streamed;
-          engines[e.key] = { ...summary, effectiveBytesPerSec: streamed * summary.decodeTokensPerSec, tokens: runs[e.key][0].tokens };
+          engines[e.key] = { ...summary, effectiveBytesPerSec: streamed * summary.decodeTokensPerSec, llamaCppInternal: internal[e.key], tokens: runs[e.key][0].tokens };
           // Greedy decoding is deterministic: every run of one engine must give the same tokens.
           for (const r of runs[e.key]) {
             if (r.tokens.join() !== runs[e.key][0].tokens.join()) throw new Error(`${e.label}: greedy output differs between runs`);
@@ -317,6 +370,7 @@ async function main() {
     await llama.dispose();
   }
 
+  progress('measuring memcpy bandwidth');
   const results = {
     config: { runs: args.runs, threads: args.threads, promptTokens: args.promptTokens, genTokens: args.genTokens, agreeTokens: args.agreeTokens },
     machine: {
@@ -324,6 +378,7 @@ async function main() {
       nproc: os.availableParallelism(),
       totalMemGiB: Math.round(os.totalmem() / 2 ** 30),
       node: process.version,
+      kilnRevision: repositoryRevision(),
       loadAvgBefore,
       loadAvgAfter: os.loadavg(),
       copyBandwidth256MB: copyBandwidth(256 * 1024 * 1024, 5),

@@ -31,6 +31,8 @@ export interface ExecutorRequest extends SamplingConfig {
 /** What one request produced in one executor iteration. */
 export interface ExecutorEvent {
   requestId: number;
+  /** The executor iteration (step number) that produced it. */
+  iteration: number;
   /** The tokens generated in this iteration (often one; none on a cancellation). */
   outputIds: number[];
   /** Set on the request's last event. */
@@ -63,7 +65,7 @@ export interface ExecutorEngineFacts {
   gathersContextLogits: boolean;
 }
 
-type Handler = (event: NativeRequestEvent) => void;
+type Handler = (event: NativeRequestEvent, iteration: number) => void;
 
 /**
  * The engine's in-flight batching executor (TensorRT-LLM's Executor): requests are queued with
@@ -90,7 +92,7 @@ export class Executor {
       const handler = this.#handlers.get(event.id);
       if (!handler) continue;
       if (event.finishReason !== undefined) this.#handlers.delete(event.id);
-      handler(event);
+      handler(event, batch.stats.iteration);
     }
   }
 
@@ -102,7 +104,7 @@ export class Executor {
     if (this.#shutdown) throw new Error(`the executor of ${this.#facts.engineDir} is shut down`);
     const native = this.#checked(request);
     const id = this.#native.enqueue(native);
-    this.#handlers.set(id, (event) => onEvent?.(toEvent(event)));
+    this.#handlers.set(id, (event, iteration) => onEvent?.(toEvent(event, iteration)));
     return id;
   }
 
@@ -118,12 +120,12 @@ export class Executor {
   async *stream(request: ExecutorRequest, options: ExecutorStreamOptions = {}): AsyncGenerator<ExecutorEvent, void, undefined> {
     const { signal } = options;
     signal?.throwIfAborted();
-    const queue: NativeRequestEvent[] = [];
+    const queue: [NativeRequestEvent, number][] = [];
     let wake: (() => void) | undefined;
     const id = this.enqueue(request);
     // Replace the handler enqueue installed: this one buffers raw events for the loop below.
-    this.#handlers.set(id, (event) => {
-      queue.push(event);
+    this.#handlers.set(id, (event, iteration) => {
+      queue.push([event, iteration]);
       wake?.();
     });
     const onAbort = (): void => this.cancel(id);
@@ -133,12 +135,12 @@ export class Executor {
       for (;;) {
         while (queue.length === 0) await new Promise<void>((resolve) => (wake = resolve));
         wake = undefined;
-        const event = queue.shift() as NativeRequestEvent;
+        const [event, iteration] = queue.shift() as [NativeRequestEvent, number];
         if (event.finishReason === 'error') {
           finished = true;
           throw new Error(`request ${id} failed: ${event.error ?? 'unknown error'} (engine ${this.#facts.engineDir})`);
         }
-        const converted = toEvent(event);
+        const converted = toEvent(event, iteration);
         if (event.finishReason !== undefined) finished = true;
         yield converted;
         if (finished) return;
@@ -222,9 +224,10 @@ export class Executor {
   }
 }
 
-function toEvent(event: NativeRequestEvent): ExecutorEvent {
+function toEvent(event: NativeRequestEvent, iteration: number): ExecutorEvent {
   return {
     requestId: event.id,
+    iteration,
     outputIds: Array.from(event.outputIds),
     finishReason: event.finishReason,
     contextLogits: event.contextLogits,

@@ -44,7 +44,7 @@ describe('masks', () => {
   it('bad words ban a token when the sequence ends with the rest of the word', () => {
     const s = f([0, 0, 0, 0, 0]);
     applyBadWords(s, [4, 1, 2], [[3], [1, 2, 0], [2, 1], [4, 2, 4]]);
-    expect(Array.from(s)).toEqual([-Infinity, 0, 0, -Infinity, 0]);
+    expect(Array.from(s)).toEqual([-Infinity, -Infinity, 0, -Infinity, 0]);
   });
 
   it('min tokens bans the end id until enough tokens were generated', () => {

@@ -302,6 +302,8 @@ void Executor::loop() {
 bool Executor::iterate(IterationReport& report) {
   const Clock::time_point t0 = Clock::now();
   IterationStats& it = report.stats;
+  it.iteration = iteration_;  // a report without a step (cancellations only) carries the last step's number
+  it.timestampMs = msBetween(start_, t0);
 
   // 1. Intake and cancellations.
   std::unordered_set<RequestId> cancels;
@@ -359,6 +361,8 @@ bool Executor::iterate(IterationReport& report) {
   };
 
   for (size_t i = 0; i < running_.size(); ++i) {
+    // A full step preempts nobody: the requests left out simply wait for the next one.
+    if (static_cast<int64_t>(batch.size()) >= maxBatchSize_ || tokenBudget <= 0) break;
     Seq& s = *running_[i];
     const int64_t remaining = static_cast<int64_t>(s.tokens.size()) - s.numComputed;
     const int64_t n = std::min(remaining, tokenBudget);

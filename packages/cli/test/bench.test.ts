@@ -1,0 +1,88 @@
+// `kiln bench`: the workload and metric helpers on their own, then the built executable end to end on
+// the built-in scribe-7m (converted and built into a temporary cache).
+import { spawnSync, type SpawnSyncReturns } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { computeMetrics, percentile } from '../src/bench/metrics';
+import { makeWorkload } from '../src/bench/workload';
+
+const kilnBin = path.resolve(__dirname, '..', 'dist', 'bin', 'kiln.js');
+
+describe('workload and metrics', () => {
+  test('the workload is seeded: same options, same prompts and arrivals', () => {
+    const options = { numRequests: 200, inputLen: 5, outputLen: 3, vocabSize: 100, requestRate: 10, seed: 4 };
+    const a = makeWorkload(options);
+    expect(makeWorkload(options)).toEqual(a);
+    expect(makeWorkload({ ...options, seed: 5 })).not.toEqual(a);
+    expect(a.every((r) => r.inputIds.length === 5 && r.inputIds.every((id) => id >= 0 && id < 100) && r.maxTokens === 3)).toBe(true);
+    // Poisson arrivals at 10 req/s: increasing times, mean gap near 0.1 s.
+    for (let i = 1; i < a.length; i++) expect(a[i].arrivalS).toBeGreaterThanOrEqual(a[i - 1].arrivalS);
+    expect(a[a.length - 1].arrivalS / a.length).toBeGreaterThan(0.07);
+    expect(a[a.length - 1].arrivalS / a.length).toBeLessThan(0.13);
+    expect(makeWorkload({ ...options, requestRate: undefined }).every((r) => r.arrivalS === 0)).toBe(true);
+  });
+
+  test('percentiles interpolate as numpy; metrics follow vLLM definitions', () => {
+    expect(percentile([1, 2, 3, 4], 50)).toBe(2.5);
+    expect(percentile([10], 99)).toBe(10);
+    const m = computeMetrics({
+      durationS: 2,
+      timings: [
+        { inputLen: 4, outputTokens: 3, ttftS: 0.1, latencyS: 0.3, itlS: [0.1, 0.1] },
+        { inputLen: 4, outputTokens: 1, ttftS: 0.2, latencyS: 0.2, itlS: [] },
+      ],
+    });
+    expect(m.request_throughput).toBe(1);
+    expect(m.output_throughput).toBe(2);
+    expect(m.total_token_throughput).toBe(6);
+    expect(m.mean_ttft_ms).toBeCloseTo(150);
+    expect(m.mean_tpot_ms).toBeCloseTo(100);  // (0.3 - 0.1) / 2; one-token requests have no TPOT
+    expect(m.p99_itl_ms).toBeCloseTo(100);
+  });
+});
+
+describe('kiln bench', () => {
+  let workDir: string;
+  let env: NodeJS.ProcessEnv;
+  const kiln = (...args: string[]): SpawnSyncReturns<string> =>
+    spawnSync(process.execPath, [kilnBin, 'bench', ...args], { env, encoding: 'utf8', timeout: 300_000 });
+
+  beforeAll(() => {
+    if (!fs.existsSync(kilnBin)) throw new Error(`${kilnBin} is missing: build with \`npx tsc -b tsconfig.build.json\` first`);
+    workDir = fs.mkdtempSync(path.join(os.tmpdir(), 'kiln-bench-'));
+    env = { ...process.env, KILN_CACHE_DIR: path.join(workDir, 'cache') };
+  });
+  afterAll(() => fs.rmSync(workDir, { recursive: true, force: true }));
+
+  test('--json prints one object with the serving metrics', () => {
+    const result = kiln('--num-requests', '8', '--input-len', '16', '--output-len', '8', '--concurrency', '4', '--json');
+    expect(result.stderr).toBe('');
+    expect(result.status).toBe(0);
+    const lines = result.stdout.trimEnd().split('\n');
+    expect(lines).toHaveLength(1);
+    const m = JSON.parse(lines[0]) as Record<string, number | string>;
+    expect(m).toMatchObject({ num_requests: 8, input_len: 16, output_len: 8, max_concurrency: 4, completed: 8, total_input_tokens: 128, total_output_tokens: 64 });
+    for (const key of ['request_throughput', 'output_throughput', 'mean_ttft_ms', 'mean_tpot_ms', 'mean_itl_ms']) expect(m[key]).toBeGreaterThan(0);
+    for (const name of ['ttft', 'tpot', 'itl', 'e2el']) {
+      expect(m[`median_${name}_ms`]).toBe(m[`p50_${name}_ms`]);
+      expect(m[`p90_${name}_ms`]).toBeGreaterThanOrEqual(m[`p50_${name}_ms`] as number);
+      expect(m[`p99_${name}_ms`]).toBeGreaterThanOrEqual(m[`p90_${name}_ms`] as number);
+    }
+  });
+
+  test('Poisson arrivals and the table', () => {
+    const result = kiln('--num-requests', '6', '--input-len', '8', '--output-len', '4', '--request-rate', '200', '--seed', '3');
+    expect(result.status).toBe(0);
+    expect(result.stdout).toMatch(/Request throughput \(req\/s\)\s+\d/);
+    expect(result.stdout).toMatch(/Output token throughput \(tok\/s\)\s+\d/);
+    expect(result.stdout).toMatch(/P99 ITL \(ms\)\s+\d/);
+    expect(result.stdout).toMatch(/Successful requests\s+6/);
+  });
+
+  test('bad options fail before any model is loaded', () => {
+    expect(kiln('--model', 'a', '--engine', 'b').stderr).toMatch(/--model or --engine, not both/);
+    expect(kiln('--concurrency', '0').stderr).toMatch(/--concurrency/);
+    expect(kiln('--request-rate', 'fast').stderr).toMatch(/--request-rate/);
+  });
+});
