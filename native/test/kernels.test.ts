@@ -234,6 +234,8 @@ describe('linear', () => {
     // Several feature blocks and two row blocks (64 rows each), split over threads.
     { rows: 70, K: 131, N: 101, xStride: 133, yStride: 103, bias: true, threads: 2 },
     { rows: 1, K: 517, N: 389, xStride: 517, yStride: 389, bias: true, threads: 3 },
+    // K a multiple of 16: the one-row bfloat16 path (weights read in pairs), alone and after 4 rows.
+    ...[1, 5].map((rows) => ({ rows, K: 96, N: 37, xStride: 100, yStride: 40, bias: true, threads: 2 })),
   ];
 
   for (const isa of ISAS) {
@@ -482,196 +484,199 @@ describe('rope', () => {
 });
 
 // ---------------------------------------------------------------------------------------------------
-describe('attention (paged KV cache)', () => {
-  const numHeads = 4;
-  const numKvHeads = 2; // GQA: query heads 0,1 read kv head 0; 2,3 read kv head 1
-  const headDim = 28; // 16 + 8 + 4: every tail of the AVX2 dot product
-  const tokensPerBlock = 4;
-  const numLayers = 2;
-  const layer = 1;
-  const numBlocks = 40;
-  const rowSize = numKvHeads * headDim;
-  const blockFloats = numLayers * 2 * tokensPerBlock * rowSize;
-  const scale = 1 / Math.sqrt(headDim);
+// Two geometries: head dim 28 (16 + 8 + 4) with 4-token blocks walks every tail of the AVX2 kernel (short
+// dot products, runs of fewer than 8 keys); head dim 40 with 16-token blocks its main paths (scores of 8
+// keys at a time, 32 output features per pass over V, runs starting mid-block under the sliding window).
+for (const [headDim, tokensPerBlock] of [[28, 4], [40, 16]]) {
+  describe(`attention (paged KV cache) headDim=${headDim} tokensPerBlock=${tokensPerBlock}`, () => {
+    const numHeads = 4;
+    const numKvHeads = 2; // GQA: query heads 0,1 read kv head 0; 2,3 read kv head 1
+    const numLayers = 2;
+    const layer = 1;
+    const numBlocks = 40;
+    const rowSize = numKvHeads * headDim;
+    const blockFloats = numLayers * 2 * tokensPerBlock * rowSize;
+    const scale = 1 / Math.sqrt(headDim);
 
-  /** The true K and V of each sequence position, for the reference. */
-  class Sequences {
-    k: Float32Array[][] = [];
-    v: Float32Array[][] = [];
-    record(seq: number, pos: number, k: Float32Array, v: Float32Array) {
-      (this.k[seq] ??= [])[pos] = k;
-      (this.v[seq] ??= [])[pos] = v;
+    /** The true K and V of each sequence position, for the reference. */
+    class Sequences {
+      k: Float32Array[][] = [];
+      v: Float32Array[][] = [];
+      record(seq: number, pos: number, k: Float32Array, v: Float32Array) {
+        (this.k[seq] ??= [])[pos] = k;
+        (this.v[seq] ??= [])[pos] = v;
+      }
     }
-  }
 
-  interface Step {
-    positions: number[];
-    tokenSeq: number[];
-  }
-
-  // Builds one step's q/k/v (strided wider than needed) from the seed, records k/v in `seqs`.
-  function makeStep(step: Step, seqs: Sequences, seed: number) {
-    const T = step.positions.length;
-    const qStride = numHeads * headDim + 3;
-    const kStride = rowSize + 5;
-    const vStride = rowSize + 1;
-    const q = randomArray(T * qStride, seed, -2, 2);
-    const k = randomArray(T * kStride, seed + 1, -2, 2);
-    const v = randomArray(T * vStride, seed + 2);
-    for (let t = 0; t < T; t++) {
-      seqs.record(step.tokenSeq[t], step.positions[t], k.slice(t * kStride, t * kStride + rowSize),
-        v.slice(t * vStride, t * vStride + rowSize));
+    interface Step {
+      positions: number[];
+      tokenSeq: number[];
     }
-    return { q, k, v, qStride, kStride, vStride, T };
-  }
 
-  function reference(step: Step, seqs: Sequences, q: Float32Array, qStride: number, window: number, outStride: number) {
-    const T = step.positions.length;
-    const { want, tol } = strided(T, numHeads * headDim, outStride);
-    for (let t = 0; t < T; t++) {
-      const p = step.positions[t];
-      const s = step.tokenSeq[t];
-      const lo = window > 0 ? Math.max(0, p - window + 1) : 0;
-      for (let h = 0; h < numHeads; h++) {
-        const kvh = Math.floor(h / (numHeads / numKvHeads));
-        const scores: number[] = [];
-        for (let j = lo; j <= p; j++) {
-          let d = 0;
-          for (let i = 0; i < headDim; i++) d += q[t * qStride + h * headDim + i] * seqs.k[s][j][kvh * headDim + i];
-          scores.push(d * scale);
-        }
-        const m = Math.max(...scores);
-        const e = scores.map((x) => Math.exp(x - m));
-        const sum = e.reduce((a, b) => a + b, 0);
-        for (let i = 0; i < headDim; i++) {
-          let o = 0;
-          let mag = 0;
+    // Builds one step's q/k/v (strided wider than needed) from the seed, records k/v in `seqs`.
+    function makeStep(step: Step, seqs: Sequences, seed: number) {
+      const T = step.positions.length;
+      const qStride = numHeads * headDim + 3;
+      const kStride = rowSize + 5;
+      const vStride = rowSize + 1;
+      const q = randomArray(T * qStride, seed, -2, 2);
+      const k = randomArray(T * kStride, seed + 1, -2, 2);
+      const v = randomArray(T * vStride, seed + 2);
+      for (let t = 0; t < T; t++) {
+        seqs.record(step.tokenSeq[t], step.positions[t], k.slice(t * kStride, t * kStride + rowSize),
+          v.slice(t * vStride, t * vStride + rowSize));
+      }
+      return { q, k, v, qStride, kStride, vStride, T };
+    }
+
+    function reference(step: Step, seqs: Sequences, q: Float32Array, qStride: number, window: number, outStride: number) {
+      const T = step.positions.length;
+      const { want, tol } = strided(T, numHeads * headDim, outStride);
+      for (let t = 0; t < T; t++) {
+        const p = step.positions[t];
+        const s = step.tokenSeq[t];
+        const lo = window > 0 ? Math.max(0, p - window + 1) : 0;
+        for (let h = 0; h < numHeads; h++) {
+          const kvh = Math.floor(h / (numHeads / numKvHeads));
+          const scores: number[] = [];
           for (let j = lo; j <= p; j++) {
-            const pv = (e[j - lo] / sum) * seqs.v[s][j][kvh * headDim + i];
-            o += pv;
-            mag += Math.abs(pv);
+            let d = 0;
+            for (let i = 0; i < headDim; i++) d += q[t * qStride + h * headDim + i] * seqs.k[s][j][kvh * headDim + i];
+            scores.push(d * scale);
           }
-          want[t * outStride + h * headDim + i] = o;
-          // Score errors of ~1e-7 * |q||k| become relative errors of the probabilities; see the top.
-          tol[t * outStride + h * headDim + i] = relTol(o, mag) + 1e-7;
+          const m = Math.max(...scores);
+          const e = scores.map((x) => Math.exp(x - m));
+          const sum = e.reduce((a, b) => a + b, 0);
+          for (let i = 0; i < headDim; i++) {
+            let o = 0;
+            let mag = 0;
+            for (let j = lo; j <= p; j++) {
+              const pv = (e[j - lo] / sum) * seqs.v[s][j][kvh * headDim + i];
+              o += pv;
+              mag += Math.abs(pv);
+            }
+            want[t * outStride + h * headDim + i] = o;
+            // Score errors of ~1e-7 * |q||k| become relative errors of the probabilities; see the top.
+            tol[t * outStride + h * headDim + i] = relTol(o, mag) + 1e-7;
+          }
+        }
+      }
+      return { want, tol };
+    }
+
+    // Two sequences with scattered, non-contiguous block tables.
+    const blockTables = [
+      Int32Array.from([7, 2, 19, 11, 30, 4, 25, 13, 38, 1, 22, 16]),
+      Int32Array.from([3, 35, 9, 0, 28, 17, 6, 33, 12, 21, 39, 5]),
+    ];
+
+    function run(step: Step, made: ReturnType<typeof makeStep>, kvPool: Float32Array, window: number, isa: 'generic' | 'avx2',
+                  threads: number, outStride: number) {
+      return testing.attention({
+        numTokens: made.T, numHeads, numKvHeads, headDim, q: made.q, k: made.k, v: made.v,
+        qStride: made.qStride, kStride: made.kStride, vStride: made.vStride, outStride,
+        positions: Int32Array.from(step.positions), tokenSeq: Int32Array.from(step.tokenSeq),
+        blockTables, tokensPerBlock, numLayers, layer, kvPool, scale, slidingWindow: window, isa, threads,
+      });
+    }
+
+    const range = (a: number, b: number) => Array.from({ length: b - a }, (_, i) => a + i);
+
+    for (const isa of ISAS) {
+      for (const window of [0, 3]) {
+        for (const [lenA, lenB, threads] of [
+          [7, 5, 1],
+          [41, 30, 2],
+        ]) {
+          test(`${isa} window=${window} prefill ${lenA}+${lenB} tokens, then two decode steps, threads=${threads}`, () => {
+            const seqs = new Sequences();
+            const kvPool = new Float32Array(numBlocks * blockFloats);
+            const outStride = numHeads * headDim + 2;
+
+            // Prefill: both sequences packed into one step.
+            const prefill: Step = {
+              positions: [...range(0, lenA), ...range(0, lenB)],
+              tokenSeq: [...range(0, lenA).map(() => 0), ...range(0, lenB).map(() => 1)],
+            };
+            const p = makeStep(prefill, seqs, 100 + lenA);
+            const out = run(prefill, p, kvPool, window, isa, threads, outStride);
+            const ref = reference(prefill, seqs, p.q, p.qStride, window, outStride);
+            expectClose(out, ref.want, ref.tol, 'prefill');
+
+            // The cache holds each token's K and V at its block and slot, in the right layer.
+            for (const [seq, pos] of [[0, 5], [1, 4], [0, lenA - 1]]) {
+              const block = blockTables[seq][Math.floor(pos / tokensPerBlock)];
+              const base = ((block * numLayers + layer) * 2) * tokensPerBlock * rowSize + (pos % tokensPerBlock) * rowSize;
+              expect(Array.from(kvPool.subarray(base, base + rowSize))).toEqual(Array.from(seqs.k[seq][pos]));
+              const vBase = base + tokensPerBlock * rowSize;
+              expect(Array.from(kvPool.subarray(vBase, vBase + rowSize))).toEqual(Array.from(seqs.v[seq][pos]));
+            }
+
+            // Two decode steps, both sequences at different positions in each, against the cache.
+            for (let d = 0; d < 2; d++) {
+              const decode: Step = { positions: [lenB + d, lenA + d], tokenSeq: [1, 0] };
+              const m = makeStep(decode, seqs, 200 + d);
+              const got = run(decode, m, kvPool, window, isa, threads, outStride);
+              const r = reference(decode, seqs, m.q, m.qStride, window, outStride);
+              expectClose(got, r.want, r.tol, `decode ${d}`);
+            }
+
+            // Full recompute: sequence 0 prefilled in one call on a fresh pool gives the same last row as
+            // the prefill + decode path.
+            const fresh = new Float32Array(numBlocks * blockFloats);
+            const T = lenA + 2;
+            const full: Step = { positions: range(0, T), tokenSeq: range(0, T).map(() => 0) };
+            const qStride = numHeads * headDim;
+            const q = new Float32Array(T * qStride);
+            const k = new Float32Array(T * rowSize);
+            const v = new Float32Array(T * rowSize);
+            for (let t = 0; t < T; t++) {
+              k.set(seqs.k[0][t], t * rowSize);
+              v.set(seqs.v[0][t], t * rowSize);
+            }
+            const lastQ = makeStep({ positions: [lenB + 1, lenA + 1], tokenSeq: [1, 0] }, new Sequences(), 201).q;
+            const lastQStride = numHeads * headDim + 3;
+            q.set(lastQ.subarray(lastQStride, lastQStride + qStride), (T - 1) * qStride);
+            const recomputed = run(full, { q, k, v, qStride, kStride: rowSize, vStride: rowSize, T }, fresh, window, isa,
+              threads, qStride);
+            const lastDecode = run(
+              { positions: [lenA + 1], tokenSeq: [0] },
+              { q: lastQ.subarray(lastQStride), k: seqs.k[0][lenA + 1], v: seqs.v[0][lenA + 1], qStride, kStride: rowSize,
+                vStride: rowSize, T: 1 },
+              kvPool, window, isa, threads, qStride,
+            );
+            const lastRow = recomputed.subarray((T - 1) * qStride);
+            const r = reference({ positions: [lenA + 1], tokenSeq: [0] }, seqs, lastQ.subarray(lastQStride), qStride, window, qStride);
+            expectClose(lastRow, r.want, r.tol, 'full recompute');
+            expectClose(lastDecode, Float64Array.from(lastRow), r.tol, 'decode vs full recompute');
+          });
         }
       }
     }
-    return { want, tol };
-  }
 
-  // Two sequences with scattered, non-contiguous block tables.
-  const blockTables = [
-    Int32Array.from([7, 2, 19, 11, 30, 4, 25, 13, 38, 1, 22, 16]),
-    Int32Array.from([3, 35, 9, 0, 28, 17, 6, 33, 12, 21, 39, 5]),
-  ];
-
-  function run(step: Step, made: ReturnType<typeof makeStep>, kvPool: Float32Array, window: number, isa: 'generic' | 'avx2',
-                threads: number, outStride: number) {
-    return testing.attention({
-      numTokens: made.T, numHeads, numKvHeads, headDim, q: made.q, k: made.k, v: made.v,
-      qStride: made.qStride, kStride: made.kStride, vStride: made.vStride, outStride,
-      positions: Int32Array.from(step.positions), tokenSeq: Int32Array.from(step.tokenSeq),
-      blockTables, tokensPerBlock, numLayers, layer, kvPool, scale, slidingWindow: window, isa, threads,
+    test('rejects positions beyond a block table, bad block ids and bad sequence indices', () => {
+      const base = {
+        numTokens: 1, numHeads: 2, numKvHeads: 1, headDim: 4, q: new Float32Array(8), k: new Float32Array(4),
+        v: new Float32Array(4), tokenSeq: Int32Array.of(0), tokensPerBlock: 2, scale: 1,
+        kvPool: new Float32Array(3 * 2 * 2 * 4),
+      };
+      expectError(() => testing.attention({ ...base, positions: Int32Array.of(2), blockTables: [Int32Array.of(0)] }), 'RangeError');
+      expectError(() => testing.attention({ ...base, positions: Int32Array.of(0), blockTables: [Int32Array.of(3)] }), 'RangeError');
+      expectError(() =>
+        testing.attention({ ...base, positions: Int32Array.of(0), tokenSeq: Int32Array.of(1), blockTables: [Int32Array.of(0)] }),
+        'RangeError',
+      );
+      expectError(() =>
+        testing.attention({ ...base, positions: Int32Array.of(0), blockTables: [Int32Array.of(0)], kvPool: new Float32Array(5) }),
+        'RangeError',
+      );
+      expectError(() => testing.attention({ ...base, positions: Int32Array.of(0), blockTables: [[0] as unknown as Int32Array] }), 'TypeError');
+      // A valid call on the same arguments works.
+      const out = testing.attention({ ...base, positions: Int32Array.of(0), blockTables: [Int32Array.of(2)] });
+      expect(out.length).toBe(8);
     });
-  }
-
-  const range = (a: number, b: number) => Array.from({ length: b - a }, (_, i) => a + i);
-
-  for (const isa of ISAS) {
-    for (const window of [0, 3]) {
-      for (const [lenA, lenB, threads] of [
-        [7, 5, 1],
-        [41, 30, 2],
-      ]) {
-        test(`${isa} window=${window} prefill ${lenA}+${lenB} tokens, then two decode steps, threads=${threads}`, () => {
-          const seqs = new Sequences();
-          const kvPool = new Float32Array(numBlocks * blockFloats);
-          const outStride = numHeads * headDim + 2;
-
-          // Prefill: both sequences packed into one step.
-          const prefill: Step = {
-            positions: [...range(0, lenA), ...range(0, lenB)],
-            tokenSeq: [...range(0, lenA).map(() => 0), ...range(0, lenB).map(() => 1)],
-          };
-          const p = makeStep(prefill, seqs, 100 + lenA);
-          const out = run(prefill, p, kvPool, window, isa, threads, outStride);
-          const ref = reference(prefill, seqs, p.q, p.qStride, window, outStride);
-          expectClose(out, ref.want, ref.tol, 'prefill');
-
-          // The cache holds each token's K and V at its block and slot, in the right layer.
-          for (const [seq, pos] of [[0, 5], [1, 4], [0, lenA - 1]]) {
-            const block = blockTables[seq][Math.floor(pos / tokensPerBlock)];
-            const base = ((block * numLayers + layer) * 2) * tokensPerBlock * rowSize + (pos % tokensPerBlock) * rowSize;
-            expect(Array.from(kvPool.subarray(base, base + rowSize))).toEqual(Array.from(seqs.k[seq][pos]));
-            const vBase = base + tokensPerBlock * rowSize;
-            expect(Array.from(kvPool.subarray(vBase, vBase + rowSize))).toEqual(Array.from(seqs.v[seq][pos]));
-          }
-
-          // Two decode steps, both sequences at different positions in each, against the cache.
-          for (let d = 0; d < 2; d++) {
-            const decode: Step = { positions: [lenB + d, lenA + d], tokenSeq: [1, 0] };
-            const m = makeStep(decode, seqs, 200 + d);
-            const got = run(decode, m, kvPool, window, isa, threads, outStride);
-            const r = reference(decode, seqs, m.q, m.qStride, window, outStride);
-            expectClose(got, r.want, r.tol, `decode ${d}`);
-          }
-
-          // Full recompute: sequence 0 prefilled in one call on a fresh pool gives the same last row as
-          // the prefill + decode path.
-          const fresh = new Float32Array(numBlocks * blockFloats);
-          const T = lenA + 2;
-          const full: Step = { positions: range(0, T), tokenSeq: range(0, T).map(() => 0) };
-          const qStride = numHeads * headDim;
-          const q = new Float32Array(T * qStride);
-          const k = new Float32Array(T * rowSize);
-          const v = new Float32Array(T * rowSize);
-          for (let t = 0; t < T; t++) {
-            k.set(seqs.k[0][t], t * rowSize);
-            v.set(seqs.v[0][t], t * rowSize);
-          }
-          const lastQ = makeStep({ positions: [lenB + 1, lenA + 1], tokenSeq: [1, 0] }, new Sequences(), 201).q;
-          const lastQStride = numHeads * headDim + 3;
-          q.set(lastQ.subarray(lastQStride, lastQStride + qStride), (T - 1) * qStride);
-          const recomputed = run(full, { q, k, v, qStride, kStride: rowSize, vStride: rowSize, T }, fresh, window, isa,
-            threads, qStride);
-          const lastDecode = run(
-            { positions: [lenA + 1], tokenSeq: [0] },
-            { q: lastQ.subarray(lastQStride), k: seqs.k[0][lenA + 1], v: seqs.v[0][lenA + 1], qStride, kStride: rowSize,
-              vStride: rowSize, T: 1 },
-            kvPool, window, isa, threads, qStride,
-          );
-          const lastRow = recomputed.subarray((T - 1) * qStride);
-          const r = reference({ positions: [lenA + 1], tokenSeq: [0] }, seqs, lastQ.subarray(lastQStride), qStride, window, qStride);
-          expectClose(lastRow, r.want, r.tol, 'full recompute');
-          expectClose(lastDecode, Float64Array.from(lastRow), r.tol, 'decode vs full recompute');
-        });
-      }
-    }
-  }
-
-  test('rejects positions beyond a block table, bad block ids and bad sequence indices', () => {
-    const base = {
-      numTokens: 1, numHeads: 2, numKvHeads: 1, headDim: 4, q: new Float32Array(8), k: new Float32Array(4),
-      v: new Float32Array(4), tokenSeq: Int32Array.of(0), tokensPerBlock: 2, scale: 1,
-      kvPool: new Float32Array(3 * 2 * 2 * 4),
-    };
-    expectError(() => testing.attention({ ...base, positions: Int32Array.of(2), blockTables: [Int32Array.of(0)] }), 'RangeError');
-    expectError(() => testing.attention({ ...base, positions: Int32Array.of(0), blockTables: [Int32Array.of(3)] }), 'RangeError');
-    expectError(() =>
-      testing.attention({ ...base, positions: Int32Array.of(0), tokenSeq: Int32Array.of(1), blockTables: [Int32Array.of(0)] }),
-      'RangeError',
-    );
-    expectError(() =>
-      testing.attention({ ...base, positions: Int32Array.of(0), blockTables: [Int32Array.of(0)], kvPool: new Float32Array(5) }),
-      'RangeError',
-    );
-    expectError(() => testing.attention({ ...base, positions: Int32Array.of(0), blockTables: [[0] as unknown as Int32Array] }), 'TypeError');
-    // A valid call on the same arguments works.
-    const out = testing.attention({ ...base, positions: Int32Array.of(0), blockTables: [Int32Array.of(2)] });
-    expect(out.length).toBe(8);
   });
-});
+}
 
 // ---------------------------------------------------------------------------------------------------
 describe('gatherRows', () => {

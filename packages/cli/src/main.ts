@@ -3,6 +3,7 @@ import { registerBenchCommand } from './commands/bench';
 import { registerBuildCommand } from './commands/build';
 import { registerConvertCommand } from './commands/convert';
 import { registerGenerateCommand } from './commands/generate';
+import { registerServeCommand } from './commands/serve';
 import { reportCommandError } from './errors';
 import { PluginLoadError, loadPluginsForCommand } from './plugins';
 
@@ -23,6 +24,7 @@ export function createProgram(): Command {
   registerBuildCommand(program);
   registerGenerateCommand(program);
   registerBenchCommand(program);
+  registerServeCommand(program);
   return program;
 }
 

@@ -54,34 +54,65 @@ void attentionKernel(const KernelEnv& env, const StepContext& step, int32_t laye
     std::memcpy(cache.row(table, step.positions[t], 1), v + t * vStride, bytes);
   }
 
-  const bool avx = env.isa == Isa::Avx2;
-  float (*dot)(const float*, const float*, int64_t) = avx ? avx2::dot : portable::dot;
-  void (*axpy)(float, const float*, float*, int64_t) = avx ? avx2::axpy : portable::axpy;
   const int64_t group = numHeads / numKvHeads;
+  // Tokens are visited in the order 0, T-1, 1, T-2, ... so that the contiguous ranges handed to threads
+  // get a fair share of a prefill's short and long rows.
+  auto tokenOf = [T](int64_t slot) { return (slot % 2 == 0) ? slot / 2 : T - 1 - slot / 2; };
+  auto windowStart = [slidingWindow](int64_t pos) {
+    return slidingWindow > 0 ? std::max<int64_t>(0, pos - slidingWindow + 1) : 0;
+  };
 
-  // 2. One task per (token, query head). Tokens are visited in the order 0, T-1, 1, T-2, ... so that
-  //    the contiguous ranges handed to threads get a fair share of a prefill's short and long rows.
-  auto body = [&](int64_t begin, int64_t end) {
+  // 2a. AVX2: one task per (token, KV head), all query heads of the group at once, walking the cache a
+  //     block at a time with an online softmax (attention_avx2.cpp).
+  auto avxBody = [&](int64_t begin, int64_t end) {
+    thread_local std::vector<float> scratch;
+    const size_t need = static_cast<size_t>(2 * group + cache.tokensPerBlock);
+    if (scratch.size() < need) scratch.resize(need);
+    avx2::AttentionGroupArgs a;
+    a.group = group;
+    a.headDim = headDim;
+    a.pool = cache.pool;
+    a.tokensPerBlock = cache.tokensPerBlock;
+    a.blockPitch = cache.numLayers * 2 * cache.blockStride;
+    a.rowStride = cache.rowSize;
+    a.scale = scale;
+    a.softcap = extras.softcap;
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t t = tokenOf(task / numKvHeads);
+      const int64_t kvHead = task % numKvHeads;
+      const int64_t h0 = kvHead * group;
+      a.q = q + t * qStride + h0 * headDim;
+      a.out = out + t * outStride + h0 * headDim;
+      a.blockTable = step.blockTables[step.tokenSeq[t]];
+      a.kOffset = layer * 2 * cache.blockStride + kvHead * headDim;
+      a.vOffset = a.kOffset + cache.blockStride;
+      a.hi = step.positions[t];
+      a.lo = windowStart(a.hi);
+      a.alibiSlopes = extras.alibiSlopes ? extras.alibiSlopes + h0 : nullptr;
+      avx2::attendGroup(a, scratch.data());
+    }
+  };
+
+  // 2b. Portable: one task per (token, query head); softmax with the maximum subtracted, all in float32.
+  auto portableBody = [&](int64_t begin, int64_t end) {
     thread_local std::vector<float> probs;
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t slot = task / numHeads;
+      const int64_t t = tokenOf(task / numHeads);
       const int64_t h = task % numHeads;
-      const int64_t t = (slot % 2 == 0) ? slot / 2 : T - 1 - slot / 2;
       const int64_t kvHead = h / group;
       const int64_t pos = step.positions[t];
-      const int64_t lo = slidingWindow > 0 ? std::max<int64_t>(0, pos - slidingWindow + 1) : 0;
+      const int64_t lo = windowStart(pos);
       const int64_t len = pos - lo + 1;
       const int32_t* table = step.blockTables[step.tokenSeq[t]];
       const float* qh = q + t * qStride + h * headDim;
       float* oh = out + t * outStride + h * headDim;
       if (static_cast<int64_t>(probs.size()) < len) probs.resize(static_cast<size_t>(len));
 
-      // Softmax with the maximum subtracted, all in float32.
       float maxScore = -INFINITY;
       const float softcap = extras.softcap;
       const float slope = extras.alibiSlopes ? extras.alibiSlopes[h] : 0.0f;
       for (int64_t j = 0; j < len; ++j) {
-        float s = scale * dot(qh, cache.row(table, lo + j, 0) + kvHead * headDim, headDim);
+        float s = scale * portable::dot(qh, cache.row(table, lo + j, 0) + kvHead * headDim, headDim);
         if (softcap > 0.0f) s = softcap * std::tanh(s / softcap);
         if (extras.alibiSlopes) s += slope * static_cast<float>(lo + j);
         probs[j] = s;
@@ -95,21 +126,23 @@ void attentionKernel(const KernelEnv& env, const StepContext& step, int32_t laye
       const float invSum = 1.0f / sum;
       std::fill(oh, oh + headDim, 0.0f);
       for (int64_t j = 0; j < len; ++j) {
-        axpy(probs[j] * invSum, cache.row(table, lo + j, 1) + kvHead * headDim, oh, headDim);
+        portable::axpy(probs[j] * invSum, cache.row(table, lo + j, 1) + kvHead * headDim, oh, headDim);
       }
     }
   };
 
-  const int64_t tasks = T * numHeads;
+  const bool avx = env.isa == Isa::Avx2;
+  const int64_t tasks = T * (avx ? numKvHeads : numHeads);
   int64_t work = 0;
   for (int64_t t = 0; t < T; ++t) {
     const int64_t pos = step.positions[t];
-    work += (slidingWindow > 0 ? std::min<int64_t>(pos + 1, slidingWindow) : pos + 1) * numHeads * headDim * 2;
+    work += (pos - windowStart(pos) + 1) * numHeads * headDim * 2;
   }
-  if (env.pool && env.pool->size() > 1 && work >= kMinWorkToSplit) {
-    env.pool->parallelFor(tasks, 1, body);
+  const bool split = env.pool && env.pool->size() > 1 && work >= kMinWorkToSplit;
+  if (avx) {
+    if (split) env.pool->parallelFor(tasks, 1, avxBody); else avxBody(0, tasks);
   } else {
-    body(0, tasks);
+    if (split) env.pool->parallelFor(tasks, 1, portableBody); else portableBody(0, tasks);
   }
 }
 

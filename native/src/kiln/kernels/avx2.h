@@ -33,9 +33,29 @@ void swigluRow(const float* gate, const float* up, int64_t n, float* out);
 void geluRow(const float* a, int64_t n, bool tanh, float* out);
 void gegluRow(const float* gate, const float* up, int64_t n, bool tanh, float* out);
 
-// Attention helpers: sum a[i] * b[i]; y[i] += alpha * x[i].
-float dot(const float* a, const float* b, int64_t n);
-void axpy(float alpha, const float* x, float* y, int64_t n);
+// One token's attention for the `group` query heads that share one KV head (see attentionKernel).
+// The K row of position p is pool + blockTable[p / tokensPerBlock] * blockPitch + kOffset
+// + (p % tokensPerBlock) * rowStride, its V row the same with vOffset; positions lo..hi are attended.
+struct AttentionGroupArgs {
+  const float* q;      // [group * headDim], the group's query heads back to back
+  float* out;          // [group * headDim]
+  int64_t group;
+  int64_t headDim;
+  const float* pool;
+  const int32_t* blockTable;
+  int64_t tokensPerBlock;
+  int64_t blockPitch;  // floats from one block to the next
+  int64_t kOffset;     // from a block's start to its first K row of this layer and KV head
+  int64_t vOffset;
+  int64_t rowStride;   // floats from one position's row to the next within a block
+  int64_t lo;
+  int64_t hi;
+  float scale;
+  float softcap;              // <= 0: none
+  const float* alibiSlopes;   // [group] (the group's heads) or null
+};
+// scratch: at least 2 * group + tokensPerBlock floats.
+void attendGroup(const AttentionGroupArgs& args, float* scratch);
 
 }  // namespace avx2
 }  // namespace kiln

@@ -77,6 +77,49 @@ inline void featureSweep(const float* x, int64_t xStride, int64_t r, const void*
   for (; n < n1; ++n) microTile<Kind, RT, 1>(x, xStride, r, w, n, K, bias, y, yStride);
 }
 
+// One row of x (decode) times NT bfloat16 weight rows. The generic path spends two shuffle-unit
+// operations per 8 weights on widening (zero-extend, shift), as many as FMAs, which caps a one-row product
+// at about half the FMA rate. Here 16 weights are loaded as 8 32-bit lanes of two bfloat16 each: a shift
+// left by 16 yields the even-indexed weights as float32, masking off the low half the odd-indexed ones,
+// one cheap operation per 8 weights. x is reordered to match once per tile: in each chunk of 16,
+// the 8 even-indexed elements then the 8 odd-indexed ones (xp). Needs K % 16 == 0.
+template <int NT>
+inline void pairTileBf16(const float* xp, const void* w, int64_t n, int64_t K, const float* bias, float* y) {
+  __m256 acc[NT];
+  for (int j = 0; j < NT; ++j) acc[j] = _mm256_setzero_ps();
+  const __m256i oddMask = _mm256_set1_epi32(static_cast<int>(0xFFFF0000u));
+  const uint16_t* wr = static_cast<const uint16_t*>(w) + n * K;
+  for (int64_t k = 0; k < K; k += 16) {
+    const __m256 xe = _mm256_loadu_ps(xp + k);
+    const __m256 xo = _mm256_loadu_ps(xp + k + 8);
+    for (int j = 0; j < NT; ++j) {
+      const __m256i pair = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wr + j * K + k));
+      acc[j] = _mm256_fmadd_ps(xe, _mm256_castsi256_ps(_mm256_slli_epi32(pair, 16)), acc[j]);
+      acc[j] = _mm256_fmadd_ps(xo, _mm256_castsi256_ps(_mm256_and_si256(pair, oddMask)), acc[j]);
+    }
+  }
+  for (int j = 0; j < NT; ++j) y[n + j] = hsum(acc[j]) + (bias ? bias[n + j] : 0.0f);
+}
+
+// Longest K of the one-row bfloat16 path: its reordered copy of x lives on the stack.
+constexpr int64_t kPairMaxK = 8192;
+
+// True when the one-row bfloat16 path handled the row.
+bool oneRowBf16(const float* x, const void* w, int64_t n0, int64_t n1, int64_t K, const float* bias, float* y) {
+  if (K % 16 != 0 || K > kPairMaxK) return false;
+  alignas(32) float xp[kPairMaxK];
+  for (int64_t k = 0; k < K; k += 16) {
+    for (int i = 0; i < 8; ++i) {
+      xp[k + i] = x[k + 2 * i];
+      xp[k + 8 + i] = x[k + 2 * i + 1];
+    }
+  }
+  int64_t n = n0;
+  for (; n + 8 <= n1; n += 8) pairTileBf16<8>(xp, w, n, K, bias, y);
+  for (; n < n1; ++n) pairTileBf16<1>(xp, w, n, K, bias, y);
+  return true;
+}
+
 template <int Kind>
 void tile(const float* x, int64_t xStride, int64_t r0, int64_t r1, const void* w, int64_t n0, int64_t n1,
           int64_t K, const float* bias, float* y, int64_t yStride) {
@@ -86,7 +129,10 @@ void tile(const float* x, int64_t xStride, int64_t r0, int64_t r1, const void* w
     case 3: featureSweep<Kind, 3, 4>(x, xStride, r, w, n0, n1, K, bias, y, yStride); break;
     case 2: featureSweep<Kind, 2, 6>(x, xStride, r, w, n0, n1, K, bias, y, yStride); break;
     // One row (decode): 8 weight rows in flight keep 8 independent FMA chains and stream memory.
-    case 1: featureSweep<Kind, 1, 8>(x, xStride, r, w, n0, n1, K, bias, y, yStride); break;
+    case 1:
+      if (Kind == kBF16 && oneRowBf16(x + r * xStride, w, n0, n1, K, bias, y + r * yStride)) break;
+      featureSweep<Kind, 1, 8>(x, xStride, r, w, n0, n1, K, bias, y, yStride);
+      break;
     default: break;
   }
 }

@@ -2,7 +2,8 @@ import type { Command } from 'commander';
 import { Engine } from '@kiln/runtime';
 import { drive } from '../bench/driver';
 import { computeMetrics, type BenchMetrics } from '../bench/metrics';
-import { InProcessTarget } from '../bench/target';
+import { HttpTarget } from '../bench/http-target';
+import { InProcessTarget, type BenchTarget } from '../bench/target';
 import { makeWorkload } from '../bench/workload';
 import { CliError, reportCommandError } from '../errors';
 import { resolveModel } from '../model-cache';
@@ -15,6 +16,8 @@ export const BENCH_MAX_BATCH_SIZE = 64;
 interface BenchCommandOptions {
   model?: string;
   engine?: string;
+  url?: string;
+  apiKey?: string;
   numRequests: string;
   inputLen: string;
   outputLen: string;
@@ -95,13 +98,26 @@ async function bench(options: BenchCommandOptions): Promise<void> {
   const numThreads = options.threads === undefined ? undefined : parsePositiveInteger('--threads', options.threads);
   const maxBatchSize = options.maxBatchSize === undefined ? BENCH_MAX_BATCH_SIZE : parsePositiveInteger('--max-batch-size', options.maxBatchSize);
 
-  const engineDir = await engineDirFor(options, maxBatchSize);
-  const engine = await Engine.load(engineDir, { numThreads });
-  if (inputLen + outputLen > engine.maxSeqLen) {
-    engine.dispose();
-    throw new CliError(`--input-len ${inputLen} + --output-len ${outputLen} exceed the engine's maxSeqLen ${engine.maxSeqLen}`);
+  let target: BenchTarget;
+  let batchSizeLimit: number | string;
+  if (options.url !== undefined) {
+    if (options.model !== undefined || options.engine !== undefined) throw new CliError('give --url, or --model / --engine, not both');
+    const http = await HttpTarget.connect({ url: options.url, apiKey: options.apiKey ?? (process.env.KILN_API_KEY || undefined) });
+    if (http.maxModelLen !== undefined && inputLen + outputLen > http.maxModelLen) {
+      throw new CliError(`--input-len ${inputLen} + --output-len ${outputLen} exceed the served model's context length ${http.maxModelLen}`);
+    }
+    target = http;
+    batchSizeLimit = 'server-side';
+  } else {
+    const engineDir = await engineDirFor(options, maxBatchSize);
+    const engine = await Engine.load(engineDir, { numThreads });
+    if (inputLen + outputLen > engine.maxSeqLen) {
+      engine.dispose();
+      throw new CliError(`--input-len ${inputLen} + --output-len ${outputLen} exceed the engine's maxSeqLen ${engine.maxSeqLen}`);
+    }
+    target = new InProcessTarget(engine);
+    batchSizeLimit = engine.info.maxBatchSize;
   }
-  const target = new InProcessTarget(engine);
   try {
     const workload = makeWorkload({ numRequests, inputLen, outputLen, vocabSize: target.vocabSize, requestRate, seed });
     // One short request first, so that page faults of the first steps are not measured.
@@ -113,7 +129,7 @@ async function bench(options: BenchCommandOptions): Promise<void> {
       'Input / output length': `${inputLen} / ${outputLen}`,
       'Max concurrency': concurrency,
       'Request rate (req/s)': requestRate === undefined ? 'inf' : String(requestRate),
-      'Batch size limit': engine.info.maxBatchSize,
+      'Batch size limit': batchSizeLimit,
     };
     if (options.json) {
       process.stdout.write(
@@ -142,6 +158,8 @@ export function registerBenchCommand(program: Command): void {
     .description('Measure throughput and latency on a synthetic workload (in-flight batching). With no --model or --engine, uses the built-in scribe-7m.')
     .option('--model <hf-dir>', `a Hugging Face model folder, converted and built (maxBatchSize ${BENCH_MAX_BATCH_SIZE}) on first use (cached)`)
     .option('--engine <engine-dir>', 'an engine folder made by `kiln build`')
+    .option('--url <url>', 'drive a running `kiln serve` (or OpenAI-compatible server) over HTTP instead, e.g. http://127.0.0.1:8000')
+    .option('--api-key <key>', 'with --url: the server\'s API key (default: $KILN_API_KEY)')
     .option('--num-requests <n>', 'requests to send', '64')
     .option('--input-len <n>', 'prompt tokens per request (random ids)', '128')
     .option('--output-len <n>', 'generated tokens per request (end-of-sequence ignored)', '128')

@@ -1,0 +1,109 @@
+// A running server as a BenchTarget: streaming /v1/completions over HTTP (prompts sent as token ids,
+// end-of-sequence ignored), tokens counted from the cumulative usage Kiln (and vLLM) put in every chunk
+// with stream_options.continuous_usage_stats; a server without it is counted one token per text chunk.
+import type { BenchRequest, BenchResponse, BenchTarget } from './target';
+
+export interface HttpTargetOptions {
+  /** The server's base URL, e.g. http://127.0.0.1:8000 (a trailing /v1 is accepted). */
+  url: string;
+  apiKey?: string;
+  /** The model to ask for. Default: the first of GET /v1/models. */
+  model?: string;
+}
+
+interface ModelCard {
+  id: string;
+  max_model_len?: number;
+  vocab_size?: number;
+}
+
+export class HttpTarget implements BenchTarget {
+  readonly description: string;
+  readonly vocabSize: number;
+  /** The served model's context length, when the server reports it. */
+  readonly maxModelLen: number | undefined;
+  readonly #base: string;
+  readonly #headers: Record<string, string>;
+  readonly #model: string;
+
+  private constructor(base: string, headers: Record<string, string>, card: ModelCard) {
+    this.#base = base;
+    this.#headers = headers;
+    this.#model = card.id;
+    this.description = `${base} (${card.id})`;
+    this.vocabSize = card.vocab_size as number;
+    this.maxModelLen = card.max_model_len;
+  }
+
+  /** Asks the server for its model (and its vocabulary size, which the random prompts need). */
+  static async connect(options: HttpTargetOptions): Promise<HttpTarget> {
+    const base = options.url.replace(/\/+$/, '').replace(/\/v1$/, '');
+    const headers: Record<string, string> = { 'content-type': 'application/json' };
+    if (options.apiKey) headers.authorization = `Bearer ${options.apiKey}`;
+    let response: Response;
+    try {
+      response = await fetch(`${base}/v1/models`, { headers });
+    } catch (error) {
+      throw new Error(`cannot reach ${base}: ${(error as Error).cause ?? (error as Error).message}`);
+    }
+    if (!response.ok) throw new Error(`GET ${base}/v1/models answered ${response.status}: ${(await response.text()).slice(0, 300)}`);
+    const models = ((await response.json()) as { data?: ModelCard[] }).data ?? [];
+    const card = options.model === undefined ? models[0] : models.find((m) => m.id === options.model);
+    if (!card) throw new Error(`${base} does not serve ${options.model === undefined ? 'any model' : `model ${options.model}`}`);
+    if (!Number.isSafeInteger(card.vocab_size) || (card.vocab_size as number) < 1) {
+      throw new Error(`${base}/v1/models does not report the vocab_size of ${card.id}, which random prompts of token ids need`);
+    }
+    return new HttpTarget(base, headers, card);
+  }
+
+  async send(request: BenchRequest, onTokens: (count: number) => void): Promise<BenchResponse> {
+    const response = await fetch(`${this.#base}/v1/completions`, {
+      method: 'POST',
+      headers: this.#headers,
+      body: JSON.stringify({
+        model: this.#model,
+        prompt: request.inputIds,
+        max_tokens: request.maxTokens,
+        temperature: 0,
+        ignore_eos: true,
+        stream: true,
+        stream_options: { include_usage: true, continuous_usage_stats: true },
+      }),
+    });
+    if (!response.ok || !response.body) throw new Error(`POST /v1/completions answered ${response.status}: ${(await response.text()).slice(0, 300)}`);
+    const reader = response.body.getReader();
+    const decoder = new TextDecoder();
+    let buffer = '';
+    let received = 0;
+    let finishReason = '';
+    const onData = (data: string): void => {
+      if (data === '[DONE]') return;
+      const chunk = JSON.parse(data) as {
+        error?: { message?: string };
+        usage?: { completion_tokens?: number } | null;
+        choices?: { text?: string; finish_reason?: string | null }[];
+      };
+      if (chunk.error) throw new Error(`the server failed the request: ${chunk.error.message}`);
+      const choice = chunk.choices?.[0];
+      if (choice?.finish_reason) finishReason = choice.finish_reason;
+      const total = chunk.usage?.completion_tokens ?? (choice?.text ? received + 1 : received);
+      if (total > received) {
+        onTokens(total - received);
+        received = total;
+      }
+    };
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      buffer += decoder.decode(value, { stream: true });
+      let end: number;
+      while ((end = buffer.indexOf('\n\n')) >= 0) {
+        for (const line of buffer.slice(0, end).split('\n')) if (line.startsWith('data: ')) onData(line.slice(6));
+        buffer = buffer.slice(end + 2);
+      }
+    }
+    return { outputTokens: received, finishReason };
+  }
+
+  async close(): Promise<void> {}
+}

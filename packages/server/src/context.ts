@@ -1,0 +1,140 @@
+// What every route needs: the model, its limits, admission (concurrency limit, draining), the SSE writer.
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { LLM } from '@kiln/runtime';
+import type { ChatTemplate } from './chat-template';
+import { ApiError, type Protocol } from './errors';
+import type { ServerMetrics } from './metrics';
+
+export interface Admission {
+  /** Aborted when the client disconnects before the response is complete, or at shutdown. */
+  signal: AbortSignal;
+}
+
+export class ServerContext {
+  readonly #active = new Set<AbortController>();
+  #idle: (() => void)[] = [];
+  draining = false;
+
+  constructor(
+    readonly llm: LLM,
+    readonly modelName: string,
+    readonly chatTemplate: ChatTemplate | undefined,
+    readonly metrics: ServerMetrics,
+    readonly maxConcurrentRequests: number,
+  ) {}
+
+  get inFlight(): number {
+    return this.#active.size;
+  }
+
+  get maxSeqLen(): number {
+    return this.llm.engine.maxSeqLen;
+  }
+
+  checkModel(model: string, protocol: Protocol): void {
+    if (model === this.modelName) return;
+    const message = protocol === 'triton'
+      ? `Request for unknown model: '${model}' is not found (this server serves '${this.modelName}')`
+      : `The model \`${model}\` does not exist (this server serves \`${this.modelName}\`)`;
+    throw new ApiError(404, message, 'not_found_error', 'model', 'model_not_found');
+  }
+
+  /**
+   * Admits a generation request: refused with 503 while draining and 429 beyond the concurrency limit.
+   * The admission ends when the response is closed, whether it completed or the client went away; in
+   * the second case its signal aborts, which cancels its executor requests and frees their KV blocks.
+   */
+  admit(request: FastifyRequest, reply: FastifyReply): Admission {
+    if (this.draining) throw new ApiError(503, 'the server is shutting down', 'server_error', null, 'shutting_down');
+    if (this.#active.size >= this.maxConcurrentRequests) {
+      throw new ApiError(429, `the server is at its limit of ${this.maxConcurrentRequests} concurrent requests: retry later`, 'rate_limit_error', null, 'too_many_requests');
+    }
+    const controller = new AbortController();
+    this.#active.add(controller);
+    // The response's 'close' comes once, after it finished or when the connection dropped first.
+    reply.raw.once('close', () => {
+      if (!reply.raw.writableFinished) controller.abort(new Error('client disconnected'));
+      this.#active.delete(controller);
+      if (this.#active.size === 0) for (const resolve of this.#idle.splice(0)) resolve();
+    });
+    void request;
+    return { signal: controller.signal };
+  }
+
+  /** Resolves when no generation request is in flight. */
+  whenIdle(): Promise<void> {
+    if (this.#active.size === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#idle.push(resolve));
+  }
+
+  /** Cancels every request in flight. */
+  abortAll(): void {
+    for (const controller of this.#active) controller.abort(new Error('server shutdown'));
+  }
+
+  tokenize(text: string, param: string): number[] {
+    const ids = this.llm.tokenizer.encode(text);
+    if (ids.length === 0) throw new ApiError(400, `${param} is empty: it must hold at least one token`, 'invalid_request_error', param);
+    return ids;
+  }
+
+  checkTokenIds(ids: number[], param: string): number[] {
+    if (ids.length === 0) throw new ApiError(400, `${param} is empty: it must hold at least one token`, 'invalid_request_error', param);
+    const vocabSize = this.llm.engine.vocabSize;
+    const bad = ids.findIndex((id) => !Number.isSafeInteger(id) || id < 0 || id >= vocabSize);
+    if (bad >= 0) throw new ApiError(400, `${param}[${bad}] is ${ids[bad]}, not a token id of this model (vocabulary size ${vocabSize})`, 'invalid_request_error', param);
+    return ids;
+  }
+
+  /**
+   * Checks the prompt length and max_tokens against the engine's maxSeqLen, as vLLM does: both must
+   * fit, the request is not silently shortened. `maxTokens` undefined: all the room left.
+   */
+  checkLengths(promptLength: number, maxTokens: number | undefined, promptParam: string, maxTokensParam: string): number {
+    const limit = this.maxSeqLen;
+    if (promptLength >= limit) {
+      throw new ApiError(
+        400,
+        `This model's maximum context length is ${limit} tokens, and the ${promptParam} has ${promptLength}: it must be shorter, to leave room for at least one generated token.`,
+        'invalid_request_error', promptParam, 'context_length_exceeded',
+      );
+    }
+    if (maxTokens === undefined) return limit - promptLength;
+    if (promptLength + maxTokens > limit) {
+      throw new ApiError(
+        400,
+        `This model's maximum context length is ${limit} tokens. However, you requested ${promptLength + maxTokens} tokens (${promptLength} in the ${promptParam}, ${maxTokens} for the completion): reduce ${maxTokensParam} to at most ${limit - promptLength}.`,
+        'invalid_request_error', maxTokensParam, 'context_length_exceeded',
+      );
+    }
+    return maxTokens;
+  }
+}
+
+/** A Server-Sent Events response written directly on the socket (the reply is hijacked from fastify). */
+export class SseWriter {
+  readonly #reply: FastifyReply;
+
+  constructor(reply: FastifyReply) {
+    this.#reply = reply;
+    reply.hijack();
+    reply.raw.writeHead(200, {
+      'content-type': 'text/event-stream; charset=utf-8',
+      'cache-control': 'no-cache',
+      connection: 'keep-alive',
+      'x-accel-buffering': 'no',
+    });
+  }
+
+  get open(): boolean {
+    return !this.#reply.raw.destroyed && !this.#reply.raw.writableEnded;
+  }
+
+  send(data: unknown): void {
+    if (this.open) this.#reply.raw.write(`data: ${typeof data === 'string' ? data : JSON.stringify(data)}\n\n`);
+  }
+
+  end(): void {
+    if (this.open) this.#reply.raw.end();
+  }
+}

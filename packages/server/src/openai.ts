@@ -1,0 +1,310 @@
+// OpenAI-compatible routes: GET /v1/models, POST /v1/completions, POST /v1/chat/completions, streamed
+// (SSE ending with `data: [DONE]`) or not, with n choices, logprobs and usage. vLLM's extra sampling
+// fields (top_k, min_p, repetition_penalty, ...) and Kiln's beam_width are accepted in the body.
+import { randomUUID } from 'node:crypto';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { ChatMessage } from './chat-template';
+import { SseWriter, type ServerContext } from './context';
+import { ApiError, errorBody, toApiError } from './errors';
+import { collectChoice, startChoice, type ChoiceDelta, type ChoiceFinishReason, type ChoiceRequest, type TokenLogprob } from './generation';
+import { chatCompletionsBody, completionsBody } from './schemas';
+
+interface SamplingBody {
+  model: string;
+  max_tokens?: number | null;
+  n?: number | null;
+  temperature?: number | null;
+  top_p?: number | null;
+  stop?: string | string[] | null;
+  seed?: number | null;
+  presence_penalty?: number | null;
+  frequency_penalty?: number | null;
+  logit_bias?: Record<string, number> | null;
+  stream?: boolean | null;
+  stream_options?: { include_usage?: boolean; continuous_usage_stats?: boolean } | null;
+  top_k?: number;
+  min_p?: number;
+  repetition_penalty?: number;
+  beam_width?: number;
+  length_penalty?: number;
+  ignore_eos?: boolean;
+  min_tokens?: number;
+  bad_words?: string[];
+  stop_token_ids?: number[];
+}
+
+interface CompletionsBody extends SamplingBody {
+  prompt: string | (number | string)[];
+  logprobs?: number | null;
+  echo?: boolean | null;
+}
+
+interface ChatBody extends SamplingBody {
+  messages: { role: string; content?: string | { type: string; text?: string }[] | null; name?: string }[];
+  max_completion_tokens?: number | null;
+  logprobs?: boolean | null;
+  top_logprobs?: number | null;
+}
+
+type Kind = 'completion' | 'chat';
+
+interface Plan {
+  kind: Kind;
+  n: number;
+  choice: Omit<ChoiceRequest, 'signal'>;
+  stream: boolean;
+  includeUsage: boolean;
+  continuousUsage: boolean;
+  /** Top alternatives per token in the response, or undefined for no logprobs. */
+  topLogprobs?: number;
+}
+
+/** The sampling part of a body, as the runtime's SamplingConfig. */
+function sampling(ctx: ServerContext, body: SamplingBody): Omit<ChoiceRequest, 'signal' | 'inputIds' | 'maxTokens' | 'logprobs'> {
+  const stop = body.stop == null ? [] : typeof body.stop === 'string' ? [body.stop] : body.stop;
+  const embeddingBias = body.logit_bias ? Object.fromEntries(Object.entries(body.logit_bias).map(([id, bias]) => [Number(id), bias])) : undefined;
+  if (body.beam_width !== undefined && body.beam_width > 1 && (body.n ?? 1) > 1) {
+    throw new ApiError(400, 'n > 1 with beam_width > 1 is not supported: ask for one choice per beam search', 'invalid_request_error', 'n');
+  }
+  return {
+    // OpenAI's default temperature is 1; 0 is greedy.
+    temperature: body.temperature ?? 1,
+    topP: body.top_p ?? undefined,
+    // vLLM spells "off" -1 as well as 0.
+    topK: body.top_k === undefined || body.top_k === -1 ? undefined : body.top_k,
+    minP: body.min_p,
+    repetitionPenalty: body.repetition_penalty,
+    presencePenalty: body.presence_penalty ?? undefined,
+    frequencyPenalty: body.frequency_penalty ?? undefined,
+    seed: body.seed ?? undefined,
+    embeddingBias,
+    beamWidth: body.beam_width,
+    lengthPenalty: body.length_penalty,
+    ignoreEos: body.ignore_eos,
+    minTokens: body.min_tokens,
+    badWords: body.bad_words?.map((word) => ctx.tokenize(word, 'bad_words')),
+    stopWords: body.stop_token_ids?.map((id) => [id]),
+    stop,
+  };
+}
+
+function completionPrompt(ctx: ServerContext, prompt: CompletionsBody['prompt']): number[] {
+  if (typeof prompt === 'string') return ctx.tokenize(prompt, 'prompt');
+  if (prompt.every((item) => typeof item === 'number')) return ctx.checkTokenIds(prompt as number[], 'prompt');
+  if (prompt.length === 1 && typeof prompt[0] === 'string') return ctx.tokenize(prompt[0], 'prompt');
+  throw new ApiError(400, 'prompt must be a string, a list of token ids, or a list of one string (batches of prompts are not supported)', 'invalid_request_error', 'prompt');
+}
+
+function chatMessages(body: ChatBody): ChatMessage[] {
+  return body.messages.map((message, index) => {
+    let content = '';
+    if (typeof message.content === 'string') content = message.content;
+    else if (Array.isArray(message.content)) {
+      for (const part of message.content) {
+        if (part.type !== 'text' || typeof part.text !== 'string') {
+          throw new ApiError(400, `messages[${index}].content: only text parts ({"type": "text", "text": ...}) are supported, got type ${JSON.stringify(part.type)}`, 'invalid_request_error', 'messages');
+        }
+        content += part.text;
+      }
+    }
+    return message.name === undefined ? { role: message.role, content } : { role: message.role, content, name: message.name };
+  });
+}
+
+function planCompletion(ctx: ServerContext, body: CompletionsBody): Plan {
+  ctx.checkModel(body.model, 'openai');
+  if (body.echo) throw new ApiError(400, 'echo is not supported', 'invalid_request_error', 'echo');
+  const inputIds = completionPrompt(ctx, body.prompt);
+  // OpenAI's default max_tokens for completions is 16.
+  const maxTokens = ctx.checkLengths(inputIds.length, body.max_tokens ?? 16, 'prompt', 'max_tokens');
+  return {
+    kind: 'completion',
+    n: body.n ?? 1,
+    choice: { ...sampling(ctx, body), inputIds, maxTokens, logprobs: body.logprobs ?? undefined },
+    stream: body.stream === true,
+    includeUsage: body.stream_options?.include_usage === true,
+    continuousUsage: body.stream_options?.continuous_usage_stats === true,
+    topLogprobs: body.logprobs ?? undefined,
+  };
+}
+
+function planChat(ctx: ServerContext, body: ChatBody): Plan {
+  ctx.checkModel(body.model, 'openai');
+  if (!ctx.chatTemplate) {
+    throw new ApiError(
+      400,
+      `the model ${ctx.modelName} has no chat template (no "chat_template" in its tokenizer_config.json and no chat_template.jinja): use /v1/completions, or add a template to the engine directory`,
+      'invalid_request_error', 'messages', 'chat_template_missing',
+    );
+  }
+  const prompt = ctx.chatTemplate.render(chatMessages(body));
+  const inputIds = ctx.tokenize(prompt, 'messages');
+  const maxTokens = ctx.checkLengths(inputIds.length, body.max_completion_tokens ?? body.max_tokens ?? undefined, 'messages', body.max_completion_tokens != null ? 'max_completion_tokens' : 'max_tokens');
+  if (body.top_logprobs != null && body.logprobs !== true) {
+    throw new ApiError(400, 'top_logprobs needs logprobs: true', 'invalid_request_error', 'top_logprobs');
+  }
+  const topLogprobs = body.logprobs === true ? (body.top_logprobs ?? 0) : undefined;
+  return {
+    kind: 'chat',
+    n: body.n ?? 1,
+    choice: { ...sampling(ctx, body), inputIds, maxTokens, logprobs: topLogprobs },
+    stream: body.stream === true,
+    includeUsage: body.stream_options?.include_usage === true,
+    continuousUsage: body.stream_options?.continuous_usage_stats === true,
+    topLogprobs,
+  };
+}
+
+/** Formats logprobs the way each endpoint does. */
+class LogprobFormatter {
+  #textOffset = 0;
+
+  constructor(
+    private readonly ctx: ServerContext,
+    private readonly kind: Kind,
+    private readonly top: number,
+  ) {}
+
+  #token(id: number): string {
+    return this.ctx.llm.tokenizer.decode([id]);
+  }
+
+  format(entries: TokenLogprob[] | undefined): unknown {
+    if (!entries) return null;
+    if (this.kind === 'chat') {
+      const item = (token: number, logprob: number) => {
+        const text = this.#token(token);
+        return { token: text, logprob, bytes: Array.from(Buffer.from(text, 'utf8')) };
+      };
+      return {
+        content: entries.map((e) => ({ ...item(e.token, e.logprob), top_logprobs: e.top.slice(0, this.top).map((t) => item(t.token, t.logprob)) })),
+      };
+    }
+    const tokens = entries.map((e) => this.#token(e.token));
+    const textOffset = tokens.map((t) => {
+      const offset = this.#textOffset;
+      this.#textOffset += t.length;
+      return offset;
+    });
+    return {
+      tokens,
+      token_logprobs: entries.map((e) => e.logprob),
+      top_logprobs: entries.map((e) => Object.fromEntries(e.top.slice(0, this.top).map((t) => [this.#token(t.token), t.logprob]))),
+      text_offset: textOffset,
+    };
+  }
+}
+
+function finishReason(reason: ChoiceFinishReason): string {
+  return reason === 'cancelled' ? 'abort' : reason;
+}
+
+/** Starts every choice (queued synchronously: a bad request fails before anything is written). */
+function startChoices(ctx: ServerContext, plan: Plan, signal: AbortSignal): AsyncIterable<ChoiceDelta>[] {
+  const aborter = new AbortController();
+  const onAbort = (): void => aborter.abort();
+  signal.addEventListener('abort', onAbort, { once: true });
+  const choices: AsyncIterable<ChoiceDelta>[] = [];
+  try {
+    for (let index = 0; index < plan.n; index++) {
+      const seed = plan.choice.seed === undefined ? undefined : BigInt(plan.choice.seed) + BigInt(index);
+      choices.push(startChoice(ctx.llm, ctx.metrics, { ...plan.choice, seed: index === 0 ? plan.choice.seed : seed, signal: aborter.signal }));
+    }
+  } catch (error) {
+    aborter.abort();  // the choices already queued
+    signal.removeEventListener('abort', onAbort);
+    throw error;
+  }
+  return choices;
+}
+
+async function respond(ctx: ServerContext, plan: Plan, request: FastifyRequest, reply: FastifyReply): Promise<unknown> {
+  const { signal } = ctx.admit(request, reply);
+  const choices = startChoices(ctx, plan, signal);
+  const id = `${plan.kind === 'chat' ? 'chatcmpl' : 'cmpl'}-${randomUUID().replace(/-/g, '')}`;
+  const created = Math.floor(Date.now() / 1000);
+  const model = ctx.modelName;
+  const promptTokens = plan.choice.inputIds.length;
+  const top = plan.topLogprobs ?? 0;
+
+  if (!plan.stream) {
+    const results = await Promise.all(choices.map(collectChoice));
+    if (results.some((r) => r.finishReason === 'cancelled') && !signal.aborted) {
+      throw new ApiError(503, 'the request was cancelled: the server is shutting down', 'server_error', null, 'shutting_down');
+    }
+    const completionTokens = results.reduce((n, r) => n + r.tokenIds.length, 0);
+    const usage = { prompt_tokens: promptTokens, completion_tokens: completionTokens, total_tokens: promptTokens + completionTokens };
+    return {
+      id,
+      object: plan.kind === 'chat' ? 'chat.completion' : 'text_completion',
+      created,
+      model,
+      choices: results.map((r, index) => {
+        const logprobs = plan.topLogprobs === undefined ? null : new LogprobFormatter(ctx, plan.kind, top).format(r.logprobs ?? []);
+        return plan.kind === 'chat'
+          ? { index, message: { role: 'assistant', content: r.text }, logprobs, finish_reason: finishReason(r.finishReason) }
+          : { index, text: r.text, logprobs, finish_reason: finishReason(r.finishReason) };
+      }),
+      usage,
+    };
+  }
+
+  const sse = new SseWriter(reply);
+  const object = plan.kind === 'chat' ? 'chat.completion.chunk' : 'text_completion';
+  const outputTokens = new Array<number>(plan.n).fill(0);
+  const usageNow = () => {
+    const completion = outputTokens.reduce((a, b) => a + b, 0);
+    return { prompt_tokens: promptTokens, completion_tokens: completion, total_tokens: promptTokens + completion };
+  };
+  const chunk = (choice: object) => ({
+    id, object, created, model, choices: [choice], ...(plan.continuousUsage ? { usage: usageNow() } : plan.includeUsage ? { usage: null } : {}),
+  });
+  try {
+    await Promise.all(
+      choices.map(async (choice, index) => {
+        const formatter = plan.topLogprobs === undefined ? undefined : new LogprobFormatter(ctx, plan.kind, top);
+        if (plan.kind === 'chat') sse.send(chunk({ index, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }));
+        for await (const delta of choice) {
+          outputTokens[index] = delta.numOutputTokens;
+          if (signal.aborted) continue;  // the client is gone: let the choice end (it was cancelled)
+          const logprobs = formatter ? formatter.format(delta.logprobs ?? []) : null;
+          const reason = delta.finishReason ? finishReason(delta.finishReason) : null;
+          if (plan.kind === 'chat') {
+            sse.send(chunk({ index, delta: delta.text || !reason ? { content: delta.text } : {}, logprobs, finish_reason: reason }));
+          } else {
+            sse.send(chunk({ index, text: delta.text, logprobs, finish_reason: reason }));
+          }
+        }
+      }),
+    );
+    if (plan.includeUsage) sse.send({ id, object, created, model, choices: [], usage: usageNow() });
+  } catch (error) {
+    request.log.error({ err: error }, 'generation failed while streaming');
+    sse.send(errorBody('openai', toApiError(error, 'openai')));
+  }
+  sse.send('[DONE]');
+  sse.end();
+  return reply;
+}
+
+export function registerOpenAIRoutes(app: FastifyInstance, ctx: ServerContext): void {
+  const card = () => ({
+    id: ctx.modelName,
+    object: 'model',
+    created: 0,
+    owned_by: 'kiln',
+    max_model_len: ctx.maxSeqLen,
+    vocab_size: ctx.llm.engine.vocabSize,
+  });
+  app.get('/v1/models', async () => ({ object: 'list', data: [card()] }));
+  app.get<{ Params: { model: string } }>('/v1/models/:model', async (request) => {
+    ctx.checkModel(request.params.model, 'openai');
+    return card();
+  });
+  app.post('/v1/completions', { schema: { body: completionsBody } }, (request, reply) =>
+    respond(ctx, planCompletion(ctx, request.body as CompletionsBody), request, reply),
+  );
+  app.post('/v1/chat/completions', { schema: { body: chatCompletionsBody } }, (request, reply) =>
+    respond(ctx, planChat(ctx, request.body as ChatBody), request, reply),
+  );
+}

@@ -1,0 +1,208 @@
+// The Kiln HTTP server: fastify, with JSON schemas on every body, pino JSON logs, an optional API key,
+// a body size and a concurrency limit, Prometheus metrics and a graceful shutdown.
+import { timingSafeEqual } from 'node:crypto';
+import * as path from 'node:path';
+import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import { LLM, type EngineLoadOptions } from '@kiln/runtime';
+import { loadChatTemplate } from './chat-template';
+import { ServerContext } from './context';
+import { ApiError, errorBody, protocolOf, toApiError } from './errors';
+import { ServerMetrics } from './metrics';
+import { registerOpenAIRoutes } from './openai';
+import { registerTritonRoutes } from './triton';
+
+// Read at run time: package.json sits outside the compiled `src/` tree.
+const { version } = require('../package.json') as { version: string };
+
+export const DEFAULT_BODY_LIMIT = 1024 * 1024;
+export const DEFAULT_MAX_CONCURRENT_REQUESTS = 256;
+export const DEFAULT_SHUTDOWN_GRACE_MS = 30_000;
+
+export interface ServerOptions {
+  /** The loaded model. With `ownsLlm`, `close()` disposes it. */
+  llm: LLM;
+  ownsLlm?: boolean;
+  /** The name clients must give as `model` (and in /v2/models/{model}). Default: the engine folder's name. */
+  modelName?: string;
+  /** When set, every route but the health checks needs `Authorization: Bearer <apiKey>`. Default: none. */
+  apiKey?: string;
+  /** Largest request body in bytes. Default 1 MiB. */
+  bodyLimit?: number;
+  /** Most generation requests in flight; more get 429. Default 256. */
+  maxConcurrentRequests?: number;
+  /** pino options, `false` for none. Default: JSON logs at "info" on stdout. */
+  logger?: FastifyServerOptions['logger'];
+}
+
+export interface ListenOptions {
+  /** Default 127.0.0.1 (loopback only). */
+  host?: string;
+  /** Default 8000; 0 picks a free port. */
+  port?: number;
+}
+
+export interface CloseOptions {
+  /** How long requests in flight may take to finish before they are cancelled. Default 30 s. */
+  graceMs?: number;
+}
+
+// Liveness and readiness stay open without the key, so orchestrators can probe.
+const PUBLIC_ROUTES = new Set(['/health', '/v2/health/live', '/v2/health/ready']);
+
+function sameKey(given: string, expected: string): boolean {
+  const a = Buffer.from(given);
+  const b = Buffer.from(expected);
+  return a.length === b.length && timingSafeEqual(a, b);
+}
+
+export class KilnServer {
+  readonly app: FastifyInstance;
+  readonly llm: LLM;
+  readonly metrics: ServerMetrics;
+  readonly #ctx: ServerContext;
+  readonly #ownsLlm: boolean;
+  #closing: Promise<void> | undefined;
+
+  private constructor(app: FastifyInstance, ctx: ServerContext, ownsLlm: boolean) {
+    this.app = app;
+    this.#ctx = ctx;
+    this.llm = ctx.llm;
+    this.metrics = ctx.metrics;
+    this.#ownsLlm = ownsLlm;
+  }
+
+  get modelName(): string {
+    return this.#ctx.modelName;
+  }
+
+  static async create(options: ServerOptions): Promise<KilnServer> {
+    const { llm } = options;
+    const modelName = options.modelName ?? path.basename(llm.engine.engineDir);
+    const chatTemplate = await loadChatTemplate(llm.engine.engineDir);
+    const maxConcurrent = options.maxConcurrentRequests ?? DEFAULT_MAX_CONCURRENT_REQUESTS;
+    let ctx: ServerContext | undefined;
+    const metrics = new ServerMetrics(
+      () => {
+        try {
+          return llm.engine.executor.stats();
+        } catch {
+          return undefined;  // disposed: nothing to report
+        }
+      },
+      () => ctx?.inFlight ?? 0,
+    );
+    ctx = new ServerContext(llm, modelName, chatTemplate, metrics, maxConcurrent);
+    const app = Fastify({
+      logger: options.logger ?? { level: 'info' },
+      bodyLimit: options.bodyLimit ?? DEFAULT_BODY_LIMIT,
+      // Wrong types are client errors, not values to convert; unknown fields are kept (and ignored).
+      ajv: { customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: false, allErrors: false, allowUnionTypes: true } },
+      return503OnClosing: true,
+    });
+    const server = new KilnServer(app, ctx, options.ownsLlm === true);
+    server.#install(options.apiKey);
+    await app.ready();
+    return server;
+  }
+
+  #install(apiKey: string | undefined): void {
+    const { app, metrics } = this;
+    const ctx = this.#ctx;
+    app.addHook('onRequest', async (request, reply) => {
+      const route = request.routeOptions.url ?? 'unmatched';
+      reply.raw.once('close', () => {
+        const status = reply.raw.writableFinished ? reply.raw.statusCode : 499;
+        metrics.requests.inc({ route, status: String(status) });
+      });
+      if (apiKey === undefined || PUBLIC_ROUTES.has(route)) return;
+      const header = request.headers.authorization;
+      const given = typeof header === 'string' && header.startsWith('Bearer ') ? header.slice(7).trim() : undefined;
+      if (given === undefined || !sameKey(given, apiKey)) {
+        throw new ApiError(401, given === undefined ? 'missing API key: send Authorization: Bearer <key>' : 'incorrect API key', 'authentication_error', null, 'invalid_api_key');
+      }
+    });
+    app.setErrorHandler((error, request, reply) => {
+      const protocol = protocolOf(request.url);
+      const apiError = toApiError(error, protocol);
+      if (apiError.statusCode >= 500) request.log.error({ err: error }, 'request failed');
+      if (apiError.statusCode === 401) reply.header('www-authenticate', 'Bearer');
+      return reply.code(apiError.statusCode).send(errorBody(protocol, apiError));
+    });
+    app.setNotFoundHandler((request, reply) => {
+      const protocol = protocolOf(request.url);
+      const error = new ApiError(404, `no route ${request.method} ${request.url.split('?')[0]}`, 'not_found_error', null, 'not_found');
+      return reply.code(404).send(errorBody(protocol, error));
+    });
+    app.get('/health', async (_request, reply) => reply.code(ctx.draining ? 503 : 200).send({ status: ctx.draining ? 'draining' : 'ok' }));
+    app.get('/metrics', async (_request, reply) => {
+      reply.header('content-type', metrics.registry.contentType);
+      return metrics.registry.metrics();
+    });
+    registerOpenAIRoutes(app, ctx);
+    registerTritonRoutes(app, ctx, version);
+  }
+
+  /** Starts listening; resolves with the base URL (http://host:port). */
+  async listen(options: ListenOptions = {}): Promise<string> {
+    const host = options.host ?? '127.0.0.1';
+    await this.app.listen({ host, port: options.port ?? 8000 });
+    const address = this.app.server.address();
+    if (address === null || typeof address === 'string') return String(address);
+    const hostPart = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+    return `http://${hostPart}:${address.port}`;
+  }
+
+  /**
+   * Graceful shutdown: stop admitting (new generation requests get 503, readiness turns 503), let the
+   * requests in flight finish for up to `graceMs`, cancel the rest, close the listener, stop the
+   * executor and, when the server owns it, free the model. Idempotent.
+   */
+  close(options: CloseOptions = {}): Promise<void> {
+    this.#closing ??= (async () => {
+      const ctx = this.#ctx;
+      ctx.draining = true;
+      const graceMs = options.graceMs ?? DEFAULT_SHUTDOWN_GRACE_MS;
+      let timer: NodeJS.Timeout | undefined;
+      const timedOut = await Promise.race([
+        ctx.whenIdle().then(() => false),
+        new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), graceMs))),
+      ]);
+      clearTimeout(timer);
+      if (timedOut) {
+        this.app.log.warn({ inFlight: ctx.inFlight }, 'shutdown: cancelling the requests still in flight');
+        ctx.abortAll();
+        await ctx.whenIdle();
+      }
+      await this.app.close();
+      if (this.#ownsLlm) {
+        await this.llm.engine.executor.shutdown({ cancel: true });
+        this.llm.dispose();
+      }
+    })();
+    return this.#closing;
+  }
+}
+
+export interface StartServerOptions extends Omit<ServerOptions, 'llm' | 'ownsLlm'>, ListenOptions {
+  engineDir: string;
+  engineOptions?: EngineLoadOptions;
+}
+
+/** Loads an engine directory and serves it; the returned server owns the model. */
+export async function startServer(options: StartServerOptions): Promise<{ server: KilnServer; url: string }> {
+  const { engineDir, engineOptions, host, port, ...serverOptions } = options;
+  const llm = await LLM.load(engineDir, engineOptions);
+  let server: KilnServer;
+  try {
+    server = await KilnServer.create({ ...serverOptions, llm, ownsLlm: true });
+  } catch (error) {
+    llm.dispose();
+    throw error;
+  }
+  try {
+    return { server, url: await server.listen({ host, port }) };
+  } catch (error) {
+    await server.close({ graceMs: 0 });
+    throw error;
+  }
+}

@@ -1,0 +1,157 @@
+// KServe v2 (Triton's HTTP protocol): health, model metadata and readiness, and Triton's generate
+// extension (POST /v2/models/{model}/generate and /generate_stream) with the input and output names of
+// TensorRT-LLM's Triton ensemble (tensorrtllm_backend all_models/inflight_batcher_llm/ensemble):
+// text_input, max_tokens, bad_words, stop_words, end_id, pad_id, top_k, top_p, temperature,
+// length_penalty, repetition_penalty, min_length, presence_penalty, frequency_penalty, random_seed,
+// return_log_probs, beam_width, stream, exclude_input_in_output -> text_output, cum_log_probs,
+// output_log_probs, batch_index, sequence_index.
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { SseWriter, type ServerContext } from './context';
+import { ApiError, errorBody, toApiError } from './errors';
+import { collectChoice, startChoice, type ChoiceRequest } from './generation';
+import { tritonGenerateBody } from './schemas';
+
+const MODEL_VERSION = '1';
+
+interface GenerateBody {
+  text_input: string;
+  max_tokens: number;
+  bad_words?: string | string[];
+  stop_words?: string | string[];
+  end_id?: number;
+  pad_id?: number;
+  top_k?: number;
+  top_p?: number;
+  temperature?: number;
+  length_penalty?: number;
+  repetition_penalty?: number;
+  min_length?: number;
+  min_tokens?: number;
+  presence_penalty?: number;
+  frequency_penalty?: number;
+  random_seed?: number;
+  return_log_probs?: boolean;
+  return_context_logits?: boolean;
+  return_generation_logits?: boolean;
+  exclude_input_in_output?: boolean;
+  beam_width?: number;
+  stream?: boolean;
+}
+
+/** bad_words / stop_words: "" is none; a string is a comma-separated list (as the ensemble's preprocessing reads it). */
+function wordList(value: string | string[] | undefined): string[] {
+  if (value === undefined) return [];
+  const words = typeof value === 'string' ? value.split(',') : value;
+  return words.filter((word) => word.length > 0);
+}
+
+function plan(ctx: ServerContext, model: string, body: GenerateBody): Omit<ChoiceRequest, 'signal'> {
+  ctx.checkModel(model, 'triton');
+  if (body.return_context_logits || body.return_generation_logits) {
+    throw new ApiError(400, 'return_context_logits and return_generation_logits are not supported over HTTP by this server', 'invalid_request_error', 'return_generation_logits');
+  }
+  const inputIds = ctx.tokenize(body.text_input, 'text_input');
+  const maxTokens = ctx.checkLengths(inputIds.length, body.max_tokens, 'text_input', 'max_tokens');
+  return {
+    inputIds,
+    maxTokens,
+    temperature: body.temperature,
+    topK: body.top_k,
+    // TensorRT-LLM reads top_p 0 as "off".
+    topP: body.top_p === 0 ? undefined : body.top_p,
+    lengthPenalty: body.length_penalty,
+    repetitionPenalty: body.repetition_penalty,
+    minTokens: body.min_tokens ?? body.min_length,
+    presencePenalty: body.presence_penalty,
+    frequencyPenalty: body.frequency_penalty,
+    seed: body.random_seed,
+    endId: body.end_id,
+    beamWidth: body.beam_width,
+    badWords: wordList(body.bad_words).map((word) => ctx.tokenize(word, 'bad_words')),
+    stop: wordList(body.stop_words),
+    logprobs: body.return_log_probs ? 0 : undefined,
+  };
+}
+
+export function registerTritonRoutes(app: FastifyInstance, ctx: ServerContext, version: string): void {
+  const ready = () => !ctx.draining;
+  app.get('/v2', async () => ({ name: 'kiln', version, extensions: ['generate'] }));
+  app.get('/v2/health/live', async (_request, reply) => reply.code(200).send());
+  app.get('/v2/health/ready', async (_request, reply) => reply.code(ready() ? 200 : 503).send());
+  app.get<{ Params: { model: string } }>('/v2/models/:model', async (request) => {
+    ctx.checkModel(request.params.model, 'triton');
+    const tensor = (name: string, datatype: string, shape: number[]) => ({ name, datatype, shape });
+    return {
+      name: ctx.modelName,
+      versions: [MODEL_VERSION],
+      platform: 'kiln',
+      inputs: [tensor('text_input', 'BYTES', [-1]), tensor('max_tokens', 'INT32', [1])],
+      outputs: [tensor('text_output', 'BYTES', [-1])],
+    };
+  });
+  app.get<{ Params: { model: string } }>('/v2/models/:model/ready', async (request, reply) => {
+    ctx.checkModel(request.params.model, 'triton');
+    return reply.code(ready() ? 200 : 503).send();
+  });
+  for (const version of [':model', ':model/versions/:version']) {
+    app.post<{ Params: { model: string }; Body: GenerateBody }>(`/v2/models/${version}/generate`, { schema: { body: tritonGenerateBody } }, (request, reply) =>
+      generate(ctx, request, reply, false),
+    );
+    app.post<{ Params: { model: string }; Body: GenerateBody }>(`/v2/models/${version}/generate_stream`, { schema: { body: tritonGenerateBody } }, (request, reply) =>
+      generate(ctx, request, reply, true),
+    );
+  }
+}
+
+async function generate(
+  ctx: ServerContext,
+  request: FastifyRequest<{ Params: { model: string }; Body: GenerateBody }>,
+  reply: FastifyReply,
+  stream: boolean,
+): Promise<unknown> {
+  const body = request.body;
+  if (!stream && body.stream === true) {
+    throw new ApiError(400, 'stream: true needs the generate_stream endpoint', 'invalid_request_error', 'stream');
+  }
+  const choice = plan(ctx, request.params.model, body);
+  const { signal } = ctx.admit(request, reply);
+  const deltas = startChoice(ctx.llm, ctx.metrics, { ...choice, signal });
+  const prefix = body.exclude_input_in_output === false ? body.text_input : '';
+  const base = { model_name: ctx.modelName, model_version: MODEL_VERSION, batch_index: 0, sequence_index: 0 };
+  const withLogprobs = body.return_log_probs === true;
+
+  if (!stream) {
+    const result = await collectChoice(deltas);
+    if (result.finishReason === 'cancelled' && !signal.aborted) throw new ApiError(503, 'the request was cancelled: the server is shutting down');
+    const outputLogprobs = (result.logprobs ?? []).map((e) => e.logprob);
+    return {
+      ...base,
+      text_output: prefix + result.text,
+      ...(withLogprobs ? { cum_log_probs: outputLogprobs.reduce((a, b) => a + b, 0), output_log_probs: outputLogprobs } : {}),
+    };
+  }
+
+  const sse = new SseWriter(reply);
+  let cumulative = 0;
+  let first = true;
+  try {
+    for await (const delta of deltas) {
+      if (signal.aborted) continue;
+      const outputLogprobs = (delta.logprobs ?? []).map((e) => e.logprob);
+      cumulative += outputLogprobs.reduce((a, b) => a + b, 0);
+      // Streamed responses carry the new text only (TensorRT-LLM's streaming mode); the prompt, when
+      // asked for, comes with the first.
+      sse.send({
+        ...base,
+        text_output: (first ? prefix : '') + delta.text,
+        ...(withLogprobs ? { cum_log_probs: cumulative, output_log_probs: outputLogprobs } : {}),
+      });
+      first = false;
+    }
+  } catch (error) {
+    request.log.error({ err: error }, 'generation failed while streaming');
+    sse.send(errorBody('triton', toApiError(error, 'triton')));
+  }
+  sse.end();
+  return reply;
+}
