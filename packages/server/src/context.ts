@@ -1,5 +1,5 @@
 // What every route needs: the model, its limits, admission (concurrency limit, draining), the SSE writer.
-import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyReply } from 'fastify';
 import type { LLM } from '@kiln/runtime';
 import type { ChatTemplate } from './chat-template';
 import { ApiError, type Protocol } from './errors';
@@ -44,7 +44,7 @@ export class ServerContext {
    * The admission ends when the response is closed, whether it completed or the client went away; in
    * the second case its signal aborts, which cancels its executor requests and frees their KV blocks.
    */
-  admit(request: FastifyRequest, reply: FastifyReply): Admission {
+  admit(reply: FastifyReply): Admission {
     if (this.draining) throw new ApiError(503, 'the server is shutting down', 'server_error', null, 'shutting_down');
     if (this.#active.size >= this.maxConcurrentRequests) {
       throw new ApiError(429, `the server is at its limit of ${this.maxConcurrentRequests} concurrent requests: retry later`, 'rate_limit_error', null, 'too_many_requests');
@@ -57,7 +57,6 @@ export class ServerContext {
       this.#active.delete(controller);
       if (this.#active.size === 0) for (const resolve of this.#idle.splice(0)) resolve();
     });
-    void request;
     return { signal: controller.signal };
   }
 

@@ -219,7 +219,7 @@ function startChoices(ctx: ServerContext, plan: Plan, signal: AbortSignal): Asyn
 }
 
 async function respond(ctx: ServerContext, plan: Plan, request: FastifyRequest, reply: FastifyReply): Promise<unknown> {
-  const { signal } = ctx.admit(request, reply);
+  const { signal } = ctx.admit(reply);
   const choices = startChoices(ctx, plan, signal);
   const id = `${plan.kind === 'chat' ? 'chatcmpl' : 'cmpl'}-${randomUUID().replace(/-/g, '')}`;
   const created = Math.floor(Date.now() / 1000);

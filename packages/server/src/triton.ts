@@ -114,7 +114,7 @@ async function generate(
     throw new ApiError(400, 'stream: true needs the generate_stream endpoint', 'invalid_request_error', 'stream');
   }
   const choice = plan(ctx, request.params.model, body);
-  const { signal } = ctx.admit(request, reply);
+  const { signal } = ctx.admit(reply);
   const deltas = startChoice(ctx.llm, ctx.metrics, { ...choice, signal });
   const prefix = body.exclude_input_in_output === false ? body.text_input : '';
   const base = { model_name: ctx.modelName, model_version: MODEL_VERSION, batch_index: 0, sequence_index: 0 };

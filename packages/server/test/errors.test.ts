@@ -144,6 +144,21 @@ describe('bad input, API key, metrics, shutdown', () => {
     }
   });
 
+  test('beyond --max-concurrency: 429, and the server keeps serving', async () => {
+    const own = await KilnServer.create({ llm: await LLM.load(engines.engineDir), ownsLlm: true, modelName: 'scribe-7m', logger: false, maxConcurrentRequests: 1 });
+    const base = await own.listen({ port: 0 });
+    try {
+      const first = await post('/v1/completions', { ...completion, max_tokens: 300, ignore_eos: true, stream: true }, {}, base);
+      const reading = first.text();
+      const error = await expectOpenAIError(await post('/v1/completions', completion, {}, base), 429);
+      expect(error.code).toBe('too_many_requests');
+      expect(await reading).toMatch(/data: \[DONE\]/);
+      expect((await post('/v1/completions', completion, {}, base)).status).toBe(200);
+    } finally {
+      await own.close({ graceMs: 1000 });
+    }
+  });
+
   test('graceful shutdown: the request in flight finishes, new ones are refused', async () => {
     const own = await KilnServer.create({ llm: await LLM.load(engines.engineDir), ownsLlm: true, modelName: 'scribe-7m', logger: false });
     const base = await own.listen({ port: 0 });
