@@ -291,13 +291,13 @@ Napi::Value SampleRows(const Napi::CallbackInfo& info) {
   Napi::Float32Array logprobs = Napi::Float32Array::New(env, numRows);
   Napi::Array top = Napi::Array::New(env, numRows);
   for (int64_t i = 0; i < numRows; ++i) {
-    tokens[i] = out[i].token;
-    logprobs[i] = out[i].logprob;
+    tokens.Data()[i] = out[i].token;
+    logprobs.Data()[i] = out[i].logprob;
     Napi::Int32Array topIds = Napi::Int32Array::New(env, out[i].numTop);
     Napi::Float32Array topLogprobs = Napi::Float32Array::New(env, out[i].numTop);
     for (int32_t k = 0; k < out[i].numTop; ++k) {
-      topIds[k] = out[i].topIds[k];
-      topLogprobs[k] = out[i].topLogprobs[k];
+      topIds.Data()[k] = out[i].topIds[k];
+      topLogprobs.Data()[k] = out[i].topLogprobs[k];
     }
     Napi::Object entry = Napi::Object::New(env);
     entry.Set("ids", topIds);

@@ -74,7 +74,8 @@ describe('validateSamplingConfig', () => {
     [{ logprobs: 21 }, 'logprobs', /\[0, 20\]/],
     [{ top_k: 5 }, 'top_k', /is not a sampling option/],
     [[], 'samplingConfig', /must be an object/],
-  ])('rejects %p naming %s', (config, option, message, limits) => rejects(config, option, message, limits));
+    // A rest parameter: a function with more parameters than a row has would get Jest's `done` callback.
+])('rejects %p naming %s', (...[config, option, message, limits]) => rejects(config, option, message, limits));
 
   it('caps the number of stop and bad words', () => {
     rejects({ stopWords: new Array(65).fill('x') }, 'stopWords', /65 sequences, more than the 64 allowed/);
