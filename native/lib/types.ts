@@ -154,6 +154,8 @@ export interface NativeEngineInfo {
   maxNumTokens: number;
   /** Most logit rows one step can produce: maxNumTokens when built with gatherContextLogits, else maxBatchSize. */
   maxLogitRows: number;
+  /** Most beams of a beam search request: the header's limits.maxBeamWidth (1 when absent). */
+  maxBeamWidth: number;
   vocabSize: number;
   /** The header's `model` object, verbatim (JSON text). */
   modelJson: string;
@@ -167,14 +169,68 @@ export interface NativeGenerateRequest {
   endId: number;
   returnContextLogits: boolean;
   returnGenerationLogits: boolean;
-  /** Seeds the request's own random generator (for samplers). Default 0. Range: 0 to 2^53 - 1. */
-  seed?: number;
+  /**
+   * Seeds the request's sampling (Philox counter (seed, step, sequenceIndex)). Default 0. Range: 0 to
+   * 2^53 - 1 as a number, or a bigint below 2^64.
+   */
+  seed?: number | bigint;
+}
+
+/**
+ * The native sampler's controls (kiln/sampling/sampling.h), as @kiln/runtime's Executor resolves them
+ * from a validated SamplingConfig. Every field defaults to "off" (greedy decoding of the raw logits).
+ */
+export interface NativeSamplingFields {
+  temperature?: number;
+  topK?: number;
+  topP?: number;
+  minP?: number;
+  repetitionPenalty?: number;
+  presencePenalty?: number;
+  frequencyPenalty?: number;
+  noRepeatNgramSize?: number;
+  minTokens?: number;
+  /** Token-id sequences that may never be generated (strings are tokenized by the runtime). At most 1024, each 1 to 256 ids. */
+  badWords?: Int32Array[];
+  /** Token-id stop sequences: the request ends ("stop") when its output ends with one; the event's stopLength tells how many ids matched. At most 64. */
+  stopTokenSequences?: Int32Array[];
+  /** Sparse embedding bias: logits[biasIds[i]] += biasValues[i]. Given together, of one length. */
+  biasIds?: Int32Array;
+  biasValues?: Float32Array;
+  /** Top-N logprobs per generated token, 0 to 20 (the chosen token's come with any N > 0). Default 0. */
+  logprobs?: number;
+  /** The Philox stream: independent samples of one prompt and seed use 0, 1, ... Default 0. */
+  sequenceIndex?: number;
+  /** Beams (1: no beam search). Default 1. Range: 1 to the engine's maxBeamWidth. */
+  beamWidth?: number;
+  /** Beam search: sequences returned in the last event's `sequences`, best first. Default 1; at most beamWidth. */
+  numReturnSequences?: number;
+  /** Beam search: finished scores are sum of logprobs / length ** lengthPenalty. Default 1. */
+  lengthPenalty?: number;
+  /** Beam search: transformers' early_stopping. Default false. */
+  earlyStopping?: boolean | 'never';
 }
 
 export type NativeFinishReason = 'length' | 'stop';
 
 /** The same fields as a generate request; `enqueue` returns its id. */
-export type NativeExecutorRequest = NativeGenerateRequest;
+export type NativeExecutorRequest = NativeGenerateRequest & NativeSamplingFields;
+
+/** Log-probabilities of one generated token (the shape of @kiln/sampling's referenceLogprobs). */
+export interface NativeTokenLogprobs {
+  /** The chosen token's, under the distribution it was drawn from (after every control). */
+  logprob: number;
+  /** The `logprobs` most likely tokens, best first (lowest id first on ties). */
+  top: { token: number; logprob: number }[];
+}
+
+/** One sequence of a beam search request, best first. */
+export interface NativeSequence {
+  outputIds: Int32Array;
+  finishReason: NativeFinishReason;
+  /** transformers' sequences_scores: sum of log-probabilities / generated length ** lengthPenalty. */
+  score: number;
+}
 
 /** How an executor request ended: `cancelled` by cancel() or shutdown({cancel: true}), `error` with a message. */
 export type NativeExecutorFinishReason = NativeFinishReason | 'cancelled' | 'error';
@@ -238,6 +294,12 @@ export interface NativeRequestEvent {
   contextLogits?: Float32Array;
   /** [outputIds.length, vocab], when asked for. */
   generationLogits?: Float32Array;
+  /** One per output id, when the request asked for logprobs. */
+  logprobs?: NativeTokenLogprobs[];
+  /** With finishReason "stop" by a stop token sequence: how many trailing output ids matched it. */
+  stopLength?: number;
+  /** Beam search, on the last event: the best numReturnSequences sequences (outputIds is the first's). */
+  sequences?: NativeSequence[];
   /** Set with finishReason. */
   stats?: NativeRequestStats;
 }

@@ -78,6 +78,7 @@ Napi::Object InfoObject(Napi::Env env, const kiln::EngineInfo& i) {
   o.Set("maxSeqLen", Napi::Number::New(env, static_cast<double>(i.maxSeqLen)));
   o.Set("maxNumTokens", Napi::Number::New(env, static_cast<double>(i.maxNumTokens)));
   o.Set("maxLogitRows", Napi::Number::New(env, static_cast<double>(i.maxLogitRows)));
+  o.Set("maxBeamWidth", Napi::Number::New(env, static_cast<double>(i.maxBeamWidth)));
   o.Set("vocabSize", Napi::Number::New(env, static_cast<double>(i.vocabSize)));
   o.Set("modelJson", Napi::String::New(env, i.modelJson));
   o.Freeze();
@@ -131,6 +132,156 @@ Napi::Object RequestStatsObject(Napi::Env env, const kiln::RequestStats& s) {
   return o;
 }
 
+// An optional finite number option: undefined keeps *out.
+bool ReadFinite(Napi::Value v, double* out) {
+  if (v.IsUndefined()) return true;
+  if (!v.IsNumber()) return false;
+  const double d = v.As<Napi::Number>().DoubleValue();
+  if (!std::isfinite(d)) return false;
+  *out = d;
+  return true;
+}
+
+// An optional array of Int32Arrays (token-id sequences), at most `maxCount` of at most 256 ids each.
+bool ReadSequences(Napi::Value v, size_t maxCount, std::vector<std::vector<int32_t>>* out) {
+  if (v.IsUndefined()) return true;
+  if (!v.IsArray()) return false;
+  Napi::Array a = v.As<Napi::Array>();
+  if (a.Length() > maxCount) return false;
+  for (uint32_t i = 0; i < a.Length(); ++i) {
+    Napi::Value item = a.Get(i);
+    if (item.Env().IsExceptionPending()) return false;
+    if (!item.IsTypedArray() || item.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) return false;
+    Napi::Int32Array ids = item.As<Napi::Int32Array>();
+    if (ids.ElementLength() == 0 || ids.ElementLength() > 256) return false;
+    out->emplace_back(ids.Data(), ids.Data() + ids.ElementLength());
+  }
+  return true;
+}
+
+// The sampling and beam search fields of a request (NativeSamplingFields in native/lib/types.ts).
+// Ranges the executor checks again (kiln::sampling::checkParams) are only type-checked here.
+bool ParseSampling(Napi::Object req, kiln::Request* request, Napi::Value* thrown, std::string* typeError) {
+  kiln::sampling::SamplingParams& p = request->sampling;
+  struct FloatField {
+    const char* key;
+    float* out;
+  };
+  for (FloatField f : {FloatField{"temperature", &p.temperature}, FloatField{"topP", &p.topP}, FloatField{"minP", &p.minP},
+                       FloatField{"repetitionPenalty", &p.repetitionPenalty}, FloatField{"presencePenalty", &p.presencePenalty},
+                       FloatField{"frequencyPenalty", &p.frequencyPenalty}}) {
+    Napi::Value v = GetProperty(req, f.key, thrown);
+    if (!thrown->IsEmpty()) return false;
+    double d = *f.out;
+    if (!ReadFinite(v, &d)) {
+      *typeError = std::string("request.") + f.key + " must be a finite number";
+      return false;
+    }
+    *f.out = static_cast<float>(d);
+  }
+  struct IntField {
+    const char* key;
+    double lo, hi;
+    int64_t* out;
+  };
+  int64_t topK = 0, noRepeat = 0, minTokens = 0, logprobs = 0, sequenceIndex = 0;
+  for (IntField f : {IntField{"topK", 0, 2147483647.0, &topK}, IntField{"noRepeatNgramSize", 0, 2147483647.0, &noRepeat},
+                     IntField{"minTokens", 0, 2147483647.0, &minTokens}, IntField{"logprobs", 0, kiln::sampling::kMaxLogprobs, &logprobs},
+                     IntField{"sequenceIndex", 0, 4294967295.0, &sequenceIndex}, IntField{"beamWidth", 1, 65536, &request->beamWidth},
+                     IntField{"numReturnSequences", 1, 65536, &request->numReturnSequences}}) {
+    Napi::Value v = GetProperty(req, f.key, thrown);
+    if (!thrown->IsEmpty()) return false;
+    if (!ReadInteger(v, f.lo, f.hi, f.out)) {
+      *typeError = std::string("request.") + f.key + " must be an integer in [" + std::to_string(int64_t(f.lo)) + ", " +
+                   std::to_string(int64_t(f.hi)) + "]";
+      return false;
+    }
+  }
+  p.topK = static_cast<int32_t>(topK);
+  p.noRepeatNgramSize = static_cast<int32_t>(noRepeat);
+  p.minTokens = static_cast<int32_t>(minTokens);
+  p.logprobs = static_cast<int32_t>(logprobs);
+  request->sequenceIndex = static_cast<uint32_t>(sequenceIndex);
+  Napi::Value v = GetProperty(req, "lengthPenalty", thrown);
+  if (!thrown->IsEmpty()) return false;
+  if (!ReadFinite(v, &request->lengthPenalty)) {
+    *typeError = "request.lengthPenalty must be a finite number";
+    return false;
+  }
+  v = GetProperty(req, "earlyStopping", thrown);
+  if (!thrown->IsEmpty()) return false;
+  if (v.IsBoolean()) {
+    request->earlyStopping = v.As<Napi::Boolean>().Value() ? kiln::EarlyStopping::True : kiln::EarlyStopping::Heuristic;
+  } else if (v.IsString() && v.As<Napi::String>().Utf8Value() == "never") {
+    request->earlyStopping = kiln::EarlyStopping::Never;
+  } else if (!v.IsUndefined()) {
+    *typeError = "request.earlyStopping must be true, false or \"never\"";
+    return false;
+  }
+  v = GetProperty(req, "badWords", thrown);
+  if (!thrown->IsEmpty()) return false;
+  if (!ReadSequences(v, 1024, &p.badWords)) {
+    if (req.Env().IsExceptionPending()) *thrown = req.Env().GetAndClearPendingException().Value();
+    *typeError = "request.badWords must be an array of at most 1024 Int32Arrays of 1 to 256 token ids";
+    return false;
+  }
+  v = GetProperty(req, "stopTokenSequences", thrown);
+  if (!thrown->IsEmpty()) return false;
+  if (!ReadSequences(v, 64, &request->stopTokenSequences)) {
+    if (req.Env().IsExceptionPending()) *thrown = req.Env().GetAndClearPendingException().Value();
+    *typeError = "request.stopTokenSequences must be an array of at most 64 Int32Arrays of 1 to 256 token ids";
+    return false;
+  }
+  Napi::Value ids = GetProperty(req, "biasIds", thrown);
+  if (!thrown->IsEmpty()) return false;
+  Napi::Value values = GetProperty(req, "biasValues", thrown);
+  if (!thrown->IsEmpty()) return false;
+  if (!ids.IsUndefined() || !values.IsUndefined()) {
+    if (!ids.IsTypedArray() || ids.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array || !values.IsTypedArray() ||
+        values.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array ||
+        ids.As<Napi::TypedArray>().ElementLength() != values.As<Napi::TypedArray>().ElementLength()) {
+      *typeError = "request.biasIds (Int32Array) and request.biasValues (Float32Array) must be given together, of one length";
+      return false;
+    }
+    Napi::Int32Array i32 = ids.As<Napi::Int32Array>();
+    Napi::Float32Array f32 = values.As<Napi::Float32Array>();
+    p.biasIds.assign(i32.Data(), i32.Data() + i32.ElementLength());
+    p.biasValues.assign(f32.Data(), f32.Data() + f32.ElementLength());
+  }
+  return true;
+}
+
+// One {logprob, top: [{token, logprob}]} per token (the shape of @kiln/sampling's referenceLogprobs).
+Napi::Array LogprobsArray(Napi::Env env, const std::vector<kiln::TokenLogprobs>& logprobs) {
+  Napi::Array a = Napi::Array::New(env, logprobs.size());
+  for (size_t i = 0; i < logprobs.size(); ++i) {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("logprob", Num(env, logprobs[i].logprob));
+    Napi::Array top = Napi::Array::New(env, logprobs[i].topIds.size());
+    for (size_t k = 0; k < logprobs[i].topIds.size(); ++k) {
+      Napi::Object t = Napi::Object::New(env);
+      t.Set("token", Num(env, logprobs[i].topIds[k]));
+      t.Set("logprob", Num(env, logprobs[i].topLogprobs[k]));
+      top.Set(uint32_t(k), t);
+    }
+    o.Set("top", top);
+    a.Set(uint32_t(i), o);
+  }
+  return a;
+}
+
+Napi::Array SequencesArray(Napi::Env env, const std::vector<kiln::SequenceResult>& sequences) {
+  Napi::Array a = Napi::Array::New(env, sequences.size());
+  for (size_t i = 0; i < sequences.size(); ++i) {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("outputIds", ToInt32Array(env, sequences[i].outputIds));
+    o.Set("finishReason", Napi::String::New(env, kiln::finishReasonName(sequences[i].finishReason)));
+    o.Set("score", Num(env, sequences[i].score));
+    a.Set(uint32_t(i), o);
+  }
+  return a;
+}
+
 // Reads a request object (NativeGenerateRequest / NativeExecutorRequest). On failure returns false with
 // *thrown set (a getter threw) or *typeError set.
 bool ParseRequest(Napi::Object req, kiln::Request* request, Napi::Value* thrown, std::string* typeError) {
@@ -170,13 +321,22 @@ bool ParseRequest(Napi::Object req, kiln::Request* request, Napi::Value* thrown,
   }
   Napi::Value seed = GetProperty(req, "seed", thrown);
   if (!thrown->IsEmpty()) return false;
-  int64_t seedValue = 0;
-  if (!ReadInteger(seed, 0, 9007199254740991.0, &seedValue)) {
-    *typeError = "request.seed must be an integer in [0, 2^53)";
-    return false;
+  if (seed.IsBigInt()) {
+    bool lossless = false;
+    request->seed = seed.As<Napi::BigInt>().Uint64Value(&lossless);
+    if (!lossless) {
+      *typeError = "request.seed must be an integer in [0, 2^64)";
+      return false;
+    }
+  } else {
+    int64_t seedValue = 0;
+    if (!ReadInteger(seed, 0, 9007199254740991.0, &seedValue)) {
+      *typeError = "request.seed must be an integer in [0, 2^53) or a bigint below 2^64";
+      return false;
+    }
+    request->seed = static_cast<uint64_t>(seedValue);
   }
-  request->seed = static_cast<uint64_t>(seedValue);
-  return true;
+  return ParseSampling(req, request, thrown, typeError);
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -295,6 +455,9 @@ void DeliverReport(Napi::Env env, Napi::Function, std::shared_ptr<Session>* sess
     }
     if (!e.contextLogits.empty()) o.Set("contextLogits", ToFloat32Array(env, e.contextLogits));
     if (!e.generationLogits.empty()) o.Set("generationLogits", ToFloat32Array(env, e.generationLogits));
+    if (!e.logprobs.empty()) o.Set("logprobs", LogprobsArray(env, e.logprobs));
+    if (e.stopLength > 0) o.Set("stopLength", Num(env, double(e.stopLength)));
+    if (!e.sequences.empty()) o.Set("sequences", SequencesArray(env, e.sequences));
     forListener.Set(listed++, o);
   }
   if (listed > 0 && !session.listener.IsEmpty()) {

@@ -1,5 +1,11 @@
 #include "kiln/thread_pool.h"
 
+#if defined(__linux__)
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -78,6 +84,7 @@ struct ThreadPool::Impl {
 
   void workerLoop() {
     tInsideWorker = true;
+    lowerComputeThreadPriority();
     uint64_t seen = 0;
     for (;;) {
       spinUntil([&] { return generation.load(std::memory_order_acquire) != seen || stop.load(); }, kWorkerSpinMicros);
@@ -101,6 +108,14 @@ struct ThreadPool::Impl {
     }
   }
 };
+
+void lowerComputeThreadPriority() {
+#if defined(__linux__)
+  constexpr int kComputeThreadNice = 5;
+  // Best effort: failing to change priority changes nothing else.
+  (void)setpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)), kComputeThreadNice);
+#endif
+}
 
 ThreadPool::ThreadPool(int numThreads) : impl_(new Impl) {
   // The caller works too, so numThreads - 1 workers give numThreads threads in a parallelFor.

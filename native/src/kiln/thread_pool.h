@@ -23,4 +23,9 @@ class ThreadPool {
   std::unique_ptr<Impl> impl_;
 };
 
+// Lowers the calling thread's scheduling priority (nice +5 on Linux, where nice values are per
+// thread). Kiln's compute threads call it so that, when cores are contended, the Node.js event loop
+// thread still gets the CPU first: timers and HTTP I/O stay responsive while a model runs.
+void lowerComputeThreadPriority();
+
 }  // namespace kiln

@@ -1,13 +1,23 @@
+import { randomBytes } from 'node:crypto';
 import type {
   NativeEngine,
   NativeExecutorFinishReason,
+  NativeExecutorRequest,
   NativeExecutorStats,
   NativeIterationEvents,
   NativeIterationStats,
   NativeRequestEvent,
   NativeRequestStats,
 } from '@kiln/native';
-import { resolveEndId, validateMaxTokens, type SamplingConfig } from '@kiln/sampling';
+import {
+  resolveEndId,
+  SamplingConfigError,
+  validateMaxTokens,
+  validateSamplingConfig,
+  type ResolvedSamplingConfig,
+  type SamplingConfig,
+  type TokenLogprobs,
+} from '@kiln/sampling';
 
 export type ExecutorFinishReason = NativeExecutorFinishReason;
 export type RequestStats = NativeRequestStats;
@@ -28,6 +38,21 @@ export interface ExecutorRequest extends SamplingConfig {
   returnGenerationLogits?: boolean;
 }
 
+/** Log-probabilities of one output token: the chosen token's and the `logprobs` most likely at its step. */
+export type ExecutorTokenLogprobs = Omit<TokenLogprobs, 'token'>;
+
+/** One returned sequence of a request with `numReturnSequences` > 1 or beam search, best first. */
+export interface ExecutorSequence {
+  outputIds: number[];
+  finishReason: ExecutorFinishReason;
+  /**
+   * Beam search: transformers' `sequences_scores`, the sum of the log-probabilities divided by
+   * `outputIds.length ** lengthPenalty`. Independent samples: the sum of the sampled tokens' log-probabilities.
+   */
+  score: number;
+  logprobs?: ExecutorTokenLogprobs[];
+}
+
 /** What one request produced in one executor iteration. */
 export interface ExecutorEvent {
   requestId: number;
@@ -39,6 +64,13 @@ export interface ExecutorEvent {
   finishReason?: ExecutorFinishReason;
   contextLogits?: Float32Array;
   generationLogits?: Float32Array;
+  /** With `logprobs` (a number, 0 included): one entry per output id, `{logprob, top: [{token, logprob}]}`. */
+  logprobs?: ExecutorTokenLogprobs[];
+  /**
+   * Beam search, on the last event: the best `numReturnSequences` beams, best first; `outputIds` then
+   * holds the best one (a beam search request has no earlier tokens: beams reorder until the end).
+   */
+  sequences?: ExecutorSequence[];
   /** Set on the request's last event. */
   stats?: RequestStats;
 }
@@ -49,10 +81,15 @@ export interface ExecutorStreamOptions {
 }
 
 export interface ExecutorResult {
+  /** The best (or only) sequence's output ids. */
   outputIds: number[];
   finishReason: ExecutorFinishReason;
   contextLogits?: Float32Array;
   generationLogits?: Float32Array;
+  /** With `logprobs`: one entry per output id. */
+  logprobs?: ExecutorTokenLogprobs[];
+  /** With `numReturnSequences` > 1: every returned sequence, best first for beams (in sample order otherwise). */
+  sequences?: ExecutorSequence[];
   stats: RequestStats;
 }
 
@@ -63,6 +100,20 @@ export interface ExecutorEngineFacts {
   maxSeqLen: number;
   defaultEndId: number | undefined;
   gathersContextLogits: boolean;
+  /** The engine's largest beam width (its header's limits.maxBeamWidth). */
+  maxBeamWidth: number;
+}
+
+/** A request checked and resolved for the native executor, with what the TypeScript side keeps of it. */
+interface CheckedRequest {
+  native: NativeExecutorRequest;
+  resolved: ResolvedSamplingConfig;
+  stopSequences: number[][];
+}
+
+/** Generates a seed for a request that gives none: 64 random bits. */
+function randomSeed(): bigint {
+  return randomBytes(8).readBigUInt64LE(0);
 }
 
 type Handler = (event: NativeRequestEvent, iteration: number) => void;
@@ -101,10 +152,21 @@ export class Executor {
    * finish reason. Throws on an invalid request, naming the field.
    */
   enqueue(request: ExecutorRequest, onEvent?: (event: ExecutorEvent) => void): number {
+    const checked = this.#checked(request);
+    if (checked.resolved.beamWidth === 1 && checked.resolved.numReturnSequences > 1) {
+      throw new SamplingConfigError(
+        'numReturnSequences',
+        'numReturnSequences > 1 without beam search runs one request per sample: use generate(), or enqueue each sample',
+      );
+    }
+    return this.#enqueueChecked(checked, onEvent);
+  }
+
+  #enqueueChecked(checked: CheckedRequest, onEvent?: (event: ExecutorEvent) => void): number {
     if (this.#shutdown) throw new Error(`the executor of ${this.#facts.engineDir} is shut down`);
-    const native = this.#checked(request);
-    const id = this.#native.enqueue(native);
-    this.#handlers.set(id, (event, iteration) => onEvent?.(toEvent(event, iteration)));
+    const id = this.#native.enqueue(checked.native);
+    const holdBack = new StopHoldBack(checked.stopSequences, checked.resolved.includeStopText);
+    this.#handlers.set(id, (event, iteration) => onEvent?.(holdBack.apply(toEvent(event, iteration), event.stopLength ?? 0)));
     return id;
   }
 
@@ -120,9 +182,17 @@ export class Executor {
   async *stream(request: ExecutorRequest, options: ExecutorStreamOptions = {}): AsyncGenerator<ExecutorEvent, void, undefined> {
     const { signal } = options;
     signal?.throwIfAborted();
+    yield* this.#stream(this.#checked(request), signal, true);
+  }
+
+  async *#stream(checked: CheckedRequest, signal: AbortSignal | undefined, single: boolean): AsyncGenerator<ExecutorEvent, void, undefined> {
+    if (single && checked.resolved.beamWidth === 1 && checked.resolved.numReturnSequences > 1) {
+      throw new SamplingConfigError('numReturnSequences', 'numReturnSequences > 1 without beam search runs one request per sample: use generate()');
+    }
     const queue: [NativeRequestEvent, number][] = [];
     let wake: (() => void) | undefined;
-    const id = this.enqueue(request);
+    const holdBack = new StopHoldBack(checked.stopSequences, checked.resolved.includeStopText);
+    const id = this.#enqueueChecked(checked);
     // Replace the handler enqueue installed: this one buffers raw events for the loop below.
     this.#handlers.set(id, (event, iteration) => {
       queue.push([event, iteration]);
@@ -140,7 +210,7 @@ export class Executor {
           finished = true;
           throw new Error(`request ${id} failed: ${event.error ?? 'unknown error'} (engine ${this.#facts.engineDir})`);
         }
-        const converted = toEvent(event, iteration);
+        const converted = holdBack.apply(toEvent(event, iteration), event.stopLength ?? 0);
         if (event.finishReason !== undefined) finished = true;
         yield converted;
         if (finished) return;
@@ -153,19 +223,48 @@ export class Executor {
 
   /** Runs one request to its end and gathers its events. */
   async generate(request: ExecutorRequest, options: ExecutorStreamOptions = {}): Promise<ExecutorResult> {
+    const checked = this.#checked(request);
+    const { beamWidth, numReturnSequences } = checked.resolved;
+    if (beamWidth > 1 || numReturnSequences === 1) return this.#collect(this.#stream(checked, options.signal, false), request);
+    // Independent samples: one request each, same seed, Philox stream i (their prompts share KV blocks
+    // through the prefix cache). Each sample's score is the sum of its tokens' log-probabilities.
+    const wantLogprobs = checked.native.logprobs !== undefined && checked.native.logprobs > 0;
+    const samples = await Promise.all(
+      Array.from({ length: numReturnSequences }, (_, index) =>
+        this.#collect(
+          this.#stream({ ...checked, native: { ...checked.native, sequenceIndex: index, logprobs: Math.max(checked.native.logprobs ?? 0, 1) } }, options.signal, false),
+          request,
+        ),
+      ),
+    );
+    const sequences = samples.map((sample) => ({
+      outputIds: sample.outputIds,
+      finishReason: sample.finishReason,
+      score: (sample.logprobs ?? []).reduce((sum, entry) => sum + entry.logprob, 0),
+      logprobs: wantLogprobs || request.logprobs !== undefined ? trimTop(sample.logprobs, checked.resolved.logprobs) : undefined,
+    }));
+    const first = samples[0];
+    return { ...first, logprobs: sequences[0].logprobs, sequences };
+  }
+
+  async #collect(events: AsyncIterable<ExecutorEvent>, request: ExecutorRequest): Promise<ExecutorResult> {
     const outputIds: number[] = [];
     const generationLogits: Float32Array[] = [];
+    const logprobs: ExecutorTokenLogprobs[] = [];
     let contextLogits: Float32Array | undefined;
-    for await (const event of this.stream(request, options)) {
+    for await (const event of events) {
       outputIds.push(...event.outputIds);
       if (event.contextLogits) contextLogits = event.contextLogits;
       if (event.generationLogits) generationLogits.push(event.generationLogits);
+      if (event.logprobs) logprobs.push(...event.logprobs);
       if (event.finishReason !== undefined) {
         return {
           outputIds,
           finishReason: event.finishReason,
           contextLogits: request.returnContextLogits ? (contextLogits ?? new Float32Array(0)) : undefined,
           generationLogits: request.returnGenerationLogits ? concat(generationLogits) : undefined,
+          logprobs: event.logprobs || logprobs.length > 0 ? logprobs : undefined,
+          sequences: event.sequences,
           stats: event.stats as RequestStats,
         };
       }
@@ -193,11 +292,18 @@ export class Executor {
     await this.#native.shutdown({ cancel: options.cancel === true });
   }
 
-  #checked(request: ExecutorRequest) {
+  /**
+   * Checks a request before it reaches native code: the prompt, maxTokens, and every sampling option
+   * through validateSamplingConfig with the engine's limits (vocabulary size, maxBeamWidth); a bad
+   * option throws a SamplingConfigError naming it, and nothing is queued.
+   */
+  #checked(request: ExecutorRequest): CheckedRequest {
     const facts = this.#facts;
-    const maxTokens = validateMaxTokens(request.maxTokens);
+    if (typeof request !== 'object' || request === null) throw new Error('the request must be an object');
+    const { inputIds: ids, maxTokens: rawMaxTokens, returnContextLogits, returnGenerationLogits, ...sampling } = request;
+    const maxTokens = validateMaxTokens(rawMaxTokens);
     const endId = resolveEndId(request, facts.defaultEndId, facts.vocabSize);
-    const ids = request.inputIds;
+    const resolved = validateSamplingConfig(stripUndefined(sampling), { vocabSize: facts.vocabSize, maxBeamWidth: facts.maxBeamWidth });
     if (!Array.isArray(ids) && !(ids instanceof Int32Array)) throw new Error('inputIds must be an array of token ids or an Int32Array');
     if (ids.length === 0) throw new Error('the prompt is empty: give at least one token');
     if (ids.length >= facts.maxSeqLen) {
@@ -212,15 +318,102 @@ export class Executor {
         throw new Error(`inputIds[${index}] is ${id}, not a token id of this engine's vocabulary (size ${facts.vocabSize})`);
       }
     }
-    const seed = typeof request.seed === 'bigint' ? Number(request.seed & 0x1fffffffffffffn) : request.seed;
-    return {
+    const tokenSequences = (option: 'stopWords' | 'badWords'): Int32Array[] =>
+      resolved[option].map((sequence, index) => {
+        if (typeof sequence === 'string') {
+          throw new SamplingConfigError(
+            `${option}[${index}]`,
+            `${option}[${index}] is text, and the executor has no tokenizer: give token ids, or use LLM.generate, which tokenizes it`,
+          );
+        }
+        return Int32Array.from(sequence);
+      });
+    const stopTokenSequences = tokenSequences('stopWords');
+    const badWords = tokenSequences('badWords');
+    const bias = [...resolved.embeddingBias.entries()];
+    const native: NativeExecutorRequest = {
       inputIds: ids instanceof Int32Array ? ids : Int32Array.from(ids),
       maxTokens: Math.min(maxTokens, facts.maxSeqLen - ids.length),
       endId,
-      returnContextLogits: request.returnContextLogits === true,
-      returnGenerationLogits: request.returnGenerationLogits === true,
-      seed,
+      returnContextLogits: returnContextLogits === true,
+      returnGenerationLogits: returnGenerationLogits === true,
+      seed: resolved.seed ?? randomSeed(),
+      temperature: resolved.temperature,
+      topK: resolved.topK,
+      topP: resolved.topP,
+      minP: resolved.minP,
+      repetitionPenalty: resolved.repetitionPenalty,
+      presencePenalty: resolved.presencePenalty,
+      frequencyPenalty: resolved.frequencyPenalty,
+      noRepeatNgramSize: resolved.noRepeatNgramSize,
+      minTokens: resolved.minTokens,
+      badWords: badWords.length > 0 ? badWords : undefined,
+      stopTokenSequences: stopTokenSequences.length > 0 ? stopTokenSequences : undefined,
+      biasIds: bias.length > 0 ? Int32Array.from(bias.map(([id]) => id)) : undefined,
+      biasValues: bias.length > 0 ? Float32Array.from(bias.map(([, value]) => value)) : undefined,
+      // `logprobs: 0` asks for the chosen token's only; the native sampler fills it with any N > 0.
+      logprobs: request.logprobs === undefined ? undefined : Math.max(resolved.logprobs, 1),
+      beamWidth: resolved.beamWidth,
+      numReturnSequences: resolved.beamWidth > 1 ? resolved.numReturnSequences : 1,
+      lengthPenalty: resolved.lengthPenalty,
+      earlyStopping: resolved.earlyStopping,
     };
+    return { native, resolved, stopSequences: stopTokenSequences.map((sequence) => Array.from(sequence)) };
+  }
+}
+
+/** Options given as `undefined` count as not given (callers spread optional fields). */
+function stripUndefined(config: Record<string, unknown>): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(config).filter(([, value]) => value !== undefined));
+}
+
+function trimTop(logprobs: ExecutorTokenLogprobs[] | undefined, count: number): ExecutorTokenLogprobs[] | undefined {
+  return logprobs?.map((entry) => ({ logprob: entry.logprob, top: entry.top.slice(0, count) }));
+}
+
+/**
+ * Token-id stop sequences in a stream: output ids that could be the start of a stop sequence are held
+ * back until they are known not to be, so that with includeStopText false the stop ids are never
+ * emitted (the native executor reports how many trailing ids matched in `stopLength`).
+ */
+class StopHoldBack {
+  #held: number[] = [];
+  #heldLogprobs: ExecutorTokenLogprobs[] = [];
+
+  constructor(
+    private readonly stops: readonly (readonly number[])[],
+    private readonly includeStopText: boolean,
+  ) {}
+
+  apply(event: ExecutorEvent, stopLength: number): ExecutorEvent {
+    if (this.stops.length === 0 || event.sequences) return event;
+    const ids = [...this.#held, ...event.outputIds];
+    const logprobs = event.logprobs ? [...this.#heldLogprobs, ...event.logprobs] : undefined;
+    let emit = ids.length;
+    if (event.finishReason === 'stop' && stopLength > 0) {
+      if (!this.includeStopText) emit = Math.max(0, ids.length - stopLength);
+    } else if (event.finishReason === undefined) {
+      emit = ids.length - this.#partial(ids);
+    }
+    this.#held = ids.slice(emit);
+    this.#heldLogprobs = logprobs ? logprobs.slice(emit) : [];
+    return { ...event, outputIds: ids.slice(0, emit), logprobs: logprobs?.slice(0, emit) };
+  }
+
+  // The longest suffix of `ids` that is a proper prefix of a stop sequence.
+  #partial(ids: readonly number[]): number {
+    let longest = 0;
+    for (const stop of this.stops) {
+      for (let n = Math.min(stop.length - 1, ids.length); n > longest; n--) {
+        let match = true;
+        for (let j = 0; j < n && match; j++) match = ids[ids.length - n + j] === stop[j];
+        if (match) {
+          longest = n;
+          break;
+        }
+      }
+    }
+    return longest;
   }
 }
 
@@ -232,6 +425,12 @@ function toEvent(event: NativeRequestEvent, iteration: number): ExecutorEvent {
     finishReason: event.finishReason,
     contextLogits: event.contextLogits,
     generationLogits: event.generationLogits,
+    logprobs: event.logprobs,
+    sequences: event.sequences?.map((sequence) => ({
+      outputIds: Array.from(sequence.outputIds),
+      finishReason: sequence.finishReason,
+      score: sequence.score,
+    })),
     stats: event.stats,
   };
 }

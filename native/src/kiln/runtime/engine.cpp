@@ -105,6 +105,8 @@ void Engine::configure(const EngineOptions& options) {
   info_.maxSeqLen = limits.integer("maxSeqLen", "header.limits", 1, kMaxSeqLen);
   info_.maxNumTokens = limits.integer("maxNumTokens", "header.limits", 1, kMaxNumTokens);
   info_.maxLogitRows = limits.integer("maxLogitRows", "header.limits", 1, kMaxNumTokens);
+  // maxBeamWidth came after format version 1's first engines: absent means 1 (no beam search).
+  info_.maxBeamWidth = limits.find("maxBeamWidth") ? limits.integer("maxBeamWidth", "header.limits", 1, info_.maxBatchSize) : 1;
   const Json& model = h.at("model", "header");
   if (!model.isObject()) throw headerError("model must be an object");
   info_.vocabSize = model.integer("vocabSize", "header.model", 1, kMaxVocab);

@@ -35,6 +35,7 @@ struct EngineInfo {
   int64_t maxSeqLen = 0;
   int64_t maxNumTokens = 0;
   int64_t maxLogitRows = 0;
+  int64_t maxBeamWidth = 1;  // the header's limits.maxBeamWidth (optional there; 1 when absent)
   int64_t vocabSize = 0;
   std::string modelJson;  // the header's `model` object as JSON text
 };
@@ -51,6 +52,8 @@ class Engine {
   Isa kernelIsa() const { return isa_; }
 
   KvBlockPool& kvPool() { return *kv_; }
+  // The kernels' worker threads; the executor runs its per-row sampling on them between steps.
+  ThreadPool* threadPool() { return threads_.get(); }
 
   // Runs every op once over the step. The logits of logit row r are then at logitsRow(r).
   void runStep(const StepContext& step);

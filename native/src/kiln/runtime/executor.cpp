@@ -39,6 +39,14 @@ const char* finishReasonName(FinishReason reason) {
 // [0, numComputed) have their KV in `blocks`. A prefill chunk and a decode step are the same thing:
 // feed tokens[numComputed, numComputed + n); when that reaches the end of `tokens`, the last logits
 // row chooses the next token. A preempted request keeps its tokens and restarts from numComputed = 0.
+// One beam of a beam search request: its own sequence (prompt + generated) and block table, whose
+// blocks it may share with other beams (copy-on-write: see prepareBeamBlocks).
+struct Executor::Beam {
+  std::vector<int32_t> tokens;
+  std::vector<int32_t> blocks;
+  double score = 0.0;  // cumulative log-probability (transformers' running_beam_scores)
+};
+
 struct Executor::Seq {
   RequestId id = 0;
   Request request;
@@ -56,6 +64,13 @@ struct Executor::Seq {
   bool everAdmitted = false;
   Clock::time_point enqueued, firstToken, lastToken;
   RequestStats stats;
+  // Beam search, once the prompt is computed (tokens then stays the prompt; blocks moves to the beams).
+  std::vector<Beam> beams;
+  std::vector<SequenceResult> hypotheses;  // finished, best first, at most beamWidth
+  bool improvable = true;                  // transformers' is_early_stop_heuristic_unsatisfied
+  std::vector<int32_t> reserve;            // blocks set aside at admission for the beams' growth
+
+  bool isBeam() const { return request.beamWidth > 1; }
 
   int64_t generated() const { return static_cast<int64_t>(tokens.size()) - promptLen; }
   bool wantsContextRows() const { return request.returnContextLogits && contextRowsDone < promptLen; }
@@ -71,6 +86,7 @@ struct Executor::Seq {
 
 struct Executor::Scheduled {
   Seq* seq;
+  int64_t beam;      // -1: the request's own sequence; else the index of one of its beams
   int64_t start;     // first position fed
   int64_t count;     // tokens fed
   int64_t rowStart;  // first logits row of this sequence
@@ -97,13 +113,17 @@ Executor::Executor(std::shared_ptr<Engine> engine, const ExecutorConfig& config,
   maxSeqLen_ = info.maxSeqLen;
   vocab_ = info.vocabSize;
   tokensPerBlock_ = engine_->kvPool().tokensPerBlock();
+  maxBeamWidth_ = std::min(info.maxBeamWidth, std::min(maxBatchSize_, maxLogitRows_));
   start_ = Clock::now();
   published_.kvBlocksTotal = blocks_.numBlocks();
   published_.kvBlocksFree = blocks_.numAvailable();
   published_.tokensPerBlock = tokensPerBlock_;
   published_.maxBatchSize = maxBatchSize_;
   published_.maxNumTokens = maxNumTokens_;
-  thread_ = std::thread([this] { loop(); });
+  thread_ = std::thread([this] {
+    lowerComputeThreadPriority();
+    loop();
+  });
 }
 
 Executor::~Executor() { shutdown(true); }
@@ -122,18 +142,43 @@ void Executor::validate(const Request& r) const {
     throw std::invalid_argument("prompt has " + std::to_string(P) + " tokens but the engine's maxSeqLen is " +
                                 std::to_string(maxSeqLen_) + " (room is needed for at least one generated token)");
   }
+  if (r.beamWidth < 1 || r.beamWidth > maxBeamWidth_) {
+    throw std::invalid_argument("beamWidth " + std::to_string(r.beamWidth) + " is outside [1, " + std::to_string(maxBeamWidth_) +
+                                "] (the engine's maxBeamWidth, within its maxBatchSize; rebuild with --max-beam-width)");
+  }
+  if (r.numReturnSequences < 1 || r.numReturnSequences > r.beamWidth) {
+    throw std::invalid_argument("numReturnSequences " + std::to_string(r.numReturnSequences) + " is outside [1, beamWidth " +
+                                std::to_string(r.beamWidth) + "] (independent samples are separate requests with their own sequenceIndex)");
+  }
+  if (!std::isfinite(r.lengthPenalty)) throw std::invalid_argument("lengthPenalty must be a finite number");
+  for (size_t i = 0; i < r.stopTokenSequences.size(); ++i) {
+    if (r.stopTokenSequences[i].empty()) throw std::invalid_argument("stopWords[" + std::to_string(i) + "] is empty");
+    for (int32_t id : r.stopTokenSequences[i]) {
+      if (id < 0 || id >= vocab_) {
+        throw std::invalid_argument("stopWords[" + std::to_string(i) + "] holds token " + std::to_string(id) + ", outside the vocabulary");
+      }
+    }
+  }
+  const std::string problem = sampling::checkParams(r.sampling, vocab_);
+  if (!problem.empty()) throw std::invalid_argument(problem);
   // The last generated token is never fed back, so the cache holds P + maxNew - 1 positions at most.
   const int64_t maxNew = std::min<int64_t>(r.maxTokens, maxSeqLen_ - P);
   const int64_t positions = P + maxNew - 1;
-  if (blocksFor(positions) > blocks_.numBlocks()) {
-    throw std::invalid_argument("this request needs " + std::to_string(positions) +
-                                " KV cache positions but the cache holds " +
+  const int64_t shared = P / tokensPerBlock_;
+  const int64_t needed = r.beamWidth > 1 ? shared + r.beamWidth * (blocksFor(positions) - shared) : blocksFor(positions);
+  if (needed > blocks_.numBlocks()) {
+    throw std::invalid_argument("this request needs " + std::to_string(needed * tokensPerBlock_) +
+                                " KV cache positions (" + std::to_string(r.beamWidth) + " beam(s)) but the cache holds " +
                                 std::to_string(int64_t(blocks_.numBlocks()) * tokensPerBlock_) +
                                 " tokens (raise kvCacheTokens)");
   }
 }
 
 RequestId Executor::enqueue(Request request) {
+  request.sampling.endId = static_cast<int32_t>(request.endId < 0 ? -1 : request.endId);
+  request.sampling.seed = request.seed;
+  // Beam search ranks beams by log-probabilities: no warpers, no draw (transformers' num_beams without do_sample).
+  if (request.beamWidth > 1) request.sampling.temperature = 0.0f;
   validate(request);
   auto s = std::make_unique<Seq>();
   s->promptLen = static_cast<int64_t>(request.inputIds.size());
@@ -200,7 +245,7 @@ void Executor::publishStats(const IterationStats& it) {
 
 void Executor::commitBlocks(Seq& s) {
   if (!blocks_.reuseEnabled()) return;
-  const int64_t full = s.numComputed / tokensPerBlock_;
+  const int64_t full = std::min<int64_t>(s.numComputed / tokensPerBlock_, static_cast<int64_t>(s.blocks.size()));
   for (; s.numCommitted < full; ++s.numCommitted) {
     const int64_t b = s.numCommitted;
     blocks_.commit(s.blocks[b], s.hashOfBlock(b, tokensPerBlock_), s.tokens.data() + b * tokensPerBlock_);
@@ -212,6 +257,72 @@ void Executor::releaseBlocks(Seq& s) {
   blocks_.release(s.blocks);
   s.blocks.clear();
   s.numCommitted = 0;
+  for (Beam& b : s.beams) blocks_.release(b.blocks);
+  s.beams.clear();
+  blocks_.release(s.reserve);
+  s.reserve.clear();
+}
+
+// The most blocks a beam search request holds at once: the prompt's full blocks, shared by every beam,
+// and for each beam the rest of its longest sequence (its partial prompt block becomes its own copy).
+int64_t Executor::beamBlockBound(const Seq& s) const {
+  const int64_t shared = s.promptLen / tokensPerBlock_;
+  return shared + s.request.beamWidth * (blocksFor(s.promptLen + s.maxNew - 1) - shared);
+}
+
+bool Executor::takeBlock(Seq& s, int32_t* block) {
+  if (!s.reserve.empty()) {
+    *block = s.reserve.back();
+    s.reserve.pop_back();
+    return true;
+  }
+  std::vector<int32_t> one;
+  if (!blocks_.allocate(1, &one)) return false;
+  *block = one[0];
+  return true;
+}
+
+// A beam lets go of one of its blocks. Its last reference goes back to the request's reserve rather than
+// the free list, so that the reserve taken at admission always covers the beams' growth; the prompt's
+// full blocks (offered to the prefix cache) are released normally.
+void Executor::dropBeamBlock(Seq& s, size_t index, int32_t block) {
+  if (static_cast<int64_t>(index) >= s.promptLen / tokensPerBlock_ && blocks_.refs(block) == 1) {
+    s.reserve.push_back(block);
+  } else {
+    blocks_.release({block});
+  }
+}
+
+// Before a decode step of a beam search request: each beam's next position must be in a block of its
+// own. A block shared with another beam (a fork of one parent) is copied first: copy-on-write.
+bool Executor::prepareBeamBlocks(Seq& s) {
+  for (Beam& b : s.beams) {
+    const int64_t position = static_cast<int64_t>(b.tokens.size()) - 1;
+    const size_t index = static_cast<size_t>(position / tokensPerBlock_);
+    int32_t fresh = -1;
+    if (index == b.blocks.size()) {
+      if (!takeBlock(s, &fresh)) return false;
+      b.blocks.push_back(fresh);
+    } else if (blocks_.refs(b.blocks[index]) > 1) {
+      if (!takeBlock(s, &fresh)) return false;
+      engine_->kvPool().copyBlock(b.blocks[index], fresh);
+      blocks_.release({b.blocks[index]});
+      b.blocks[index] = fresh;
+    }
+  }
+  return true;
+}
+
+// The prompt is computed: it becomes the first (and only) beam, holding the prompt's blocks.
+void Executor::forkBeams(Seq& s) {
+  commitBlocks(s);
+  Beam first;
+  first.tokens = s.tokens;
+  first.blocks = std::move(s.blocks);
+  s.blocks.clear();
+  s.numCommitted = 0;
+  s.beams.clear();
+  s.beams.push_back(std::move(first));
 }
 
 // Takes the request's prefix blocks from the cache and the blocks its policy asks for up front; false
@@ -232,8 +343,13 @@ bool Executor::admit(Seq& s) {
   const int64_t positions = config_.capacitySchedulerPolicy == CapacitySchedulerPolicy::GuaranteedNoEvict
                                 ? s.promptLen + s.maxNew - 1
                                 : total;
-  const int64_t need = blocksFor(std::max(positions, total)) - static_cast<int64_t>(s.blocks.size());
-  if (!blocks_.allocate(static_cast<int32_t>(need), &s.blocks)) {
+  // A beam search request takes its prompt's blocks and, in its reserve, all its beams will need: it is
+  // never preempted (its beams' KV could not be recomputed from one sequence).
+  const int64_t own = s.isBeam() ? blocksFor(total) : blocksFor(std::max(positions, total));
+  const int64_t need = own - static_cast<int64_t>(s.blocks.size());
+  const int64_t reserve = s.isBeam() ? beamBlockBound(s) - blocksFor(total) : 0;
+  if (need + reserve > blocks_.numAvailable() || !blocks_.allocate(static_cast<int32_t>(need), &s.blocks) ||
+      !blocks_.allocate(static_cast<int32_t>(reserve), &s.reserve)) {
     blocks_.release(s.blocks);
     s.blocks.clear();
     s.numComputed = 0;
@@ -253,6 +369,124 @@ void Executor::preempt(Seq& s) {
   releaseBlocks(s);
   s.numComputed = 0;
   s.stats.preemptions++;
+}
+
+// One step of beam search, as transformers' _beam_search (generation/utils.py): `scores` holds one
+// processed log-softmax row per beam. The 2 * beamWidth best candidates over beams x vocab (beam score +
+// log-probability) are ranked; those among the first beamWidth that end (end id, or the length limit)
+// join the finished hypotheses scored sum / length ** lengthPenalty; the best beamWidth that do not end
+// become the next beams. Forking a beam shares its blocks (a reference each); prepareBeamBlocks copies
+// a shared partial block before it is written.
+void Executor::beamStep(Seq& s, const float* scores, IterationReport& report) {
+  const Request& r = s.request;
+  const int64_t width = r.beamWidth;
+  const int64_t numBeams = static_cast<int64_t>(s.beams.size());
+  const int64_t keep = std::min<int64_t>(2 * width, numBeams * vocab_);
+  struct Candidate {
+    double score;
+    int64_t beam;
+    int32_t token;
+    bool ends;
+  };
+  // Partial selection of the best `keep` candidates, lowest (beam, token) first on ties.
+  std::vector<Candidate> top;
+  top.reserve(static_cast<size_t>(keep + 1));
+  auto better = [](const Candidate& a, const Candidate& b) {
+    if (a.score != b.score) return a.score > b.score;
+    return a.beam != b.beam ? a.beam < b.beam : a.token < b.token;
+  };
+  for (int64_t b = 0; b < numBeams; ++b) {
+    const float* row = scores + b * vocab_;
+    for (int64_t v = 0; v < vocab_; ++v) {
+      if (std::isnan(row[v])) continue;
+      const Candidate c{s.beams[b].score + static_cast<double>(row[v]), b, static_cast<int32_t>(v), false};
+      if (static_cast<int64_t>(top.size()) == keep && !better(c, top.back())) continue;
+      top.insert(std::upper_bound(top.begin(), top.end(), c, better), c);
+      if (static_cast<int64_t>(top.size()) > keep) top.pop_back();
+    }
+  }
+  const int64_t generated = static_cast<int64_t>(s.beams[0].tokens.size()) - s.promptLen + 1;  // with this token
+  bool allEnd = true;
+  for (Candidate& c : top) {
+    c.ends = (r.endId >= 0 && c.token == r.endId) || generated >= s.maxNew;
+    allEnd = allEnd && c.ends;
+  }
+
+  // Finished hypotheses: only from the first beamWidth candidates, and not once the pool is closed
+  // (early stopping with beamWidth hypotheses, or no running beam can improve on them).
+  const double norm = std::pow(static_cast<double>(generated), r.lengthPenalty);
+  const bool closed = !s.improvable || (r.earlyStopping == EarlyStopping::True && static_cast<int64_t>(s.hypotheses.size()) == width);
+  for (int64_t k = 0; k < std::min<int64_t>(width, static_cast<int64_t>(top.size())) && !closed; ++k) {
+    const Candidate& c = top[k];
+    if (!c.ends) continue;
+    SequenceResult h;
+    const Beam& parent = s.beams[c.beam];
+    h.outputIds.assign(parent.tokens.begin() + s.promptLen, parent.tokens.end());
+    h.outputIds.push_back(c.token);
+    h.finishReason = r.endId >= 0 && c.token == r.endId ? FinishReason::Stop : FinishReason::Length;
+    h.score = c.score / norm;
+    auto at = std::upper_bound(s.hypotheses.begin(), s.hypotheses.end(), h,
+                               [](const SequenceResult& a, const SequenceResult& b) { return a.score > b.score; });
+    s.hypotheses.insert(at, std::move(h));
+    if (static_cast<int64_t>(s.hypotheses.size()) > width) s.hypotheses.pop_back();
+  }
+
+  // The next beams: the best beamWidth candidates, those that ended pushed to the back with -1e9 as
+  // transformers does (they only run on when fewer than beamWidth others exist).
+  std::vector<Candidate> next(top);
+  for (Candidate& c : next) {
+    if (c.ends) c.score += -1.0e9;
+  }
+  std::stable_sort(next.begin(), next.end(), [](const Candidate& a, const Candidate& b) { return a.score > b.score; });
+  if (static_cast<int64_t>(next.size()) > width) next.resize(static_cast<size_t>(width));
+  std::vector<Beam> beams;
+  beams.reserve(next.size());
+  for (const Candidate& c : next) {
+    const Beam& parent = s.beams[c.beam];
+    Beam child;
+    child.tokens = parent.tokens;
+    child.tokens.push_back(c.token);
+    child.blocks = parent.blocks;
+    for (int32_t block : child.blocks) blocks_.addRef(block);
+    child.score = c.score;
+    beams.push_back(std::move(child));
+  }
+  for (Beam& old : s.beams) {
+    for (size_t i = old.blocks.size(); i-- > 0;) dropBeamBlock(s, i, old.blocks[i]);
+  }
+  s.beams = std::move(beams);
+
+  // transformers' _check_early_stop_heuristic, at the new length.
+  if (static_cast<int64_t>(s.hypotheses.size()) == width && !s.beams.empty()) {
+    const int64_t bestLength = r.earlyStopping == EarlyStopping::Never && r.lengthPenalty > 0.0 ? s.maxNew : generated;
+    const double bestPossible = s.beams[0].score / std::pow(static_cast<double>(bestLength), r.lengthPenalty);
+    s.improvable = s.improvable && bestPossible > s.hypotheses.back().score;
+  }
+  const bool done = !s.improvable || allEnd || s.beams.empty() ||
+                    (r.earlyStopping == EarlyStopping::True && static_cast<int64_t>(s.hypotheses.size()) == width);
+  if (!done) return;
+
+  // Fewer hypotheses than asked for can only come from a vocabulary smaller than the beams: complete
+  // them with the running beams, scored the same way.
+  for (const Beam& b : s.beams) {
+    if (static_cast<int64_t>(s.hypotheses.size()) >= r.numReturnSequences) break;
+    SequenceResult h;
+    h.outputIds.assign(b.tokens.begin() + s.promptLen, b.tokens.end());
+    h.score = b.score / norm;
+    s.hypotheses.push_back(std::move(h));
+  }
+  if (static_cast<int64_t>(s.hypotheses.size()) > r.numReturnSequences) s.hypotheses.resize(static_cast<size_t>(r.numReturnSequences));
+  report.events.emplace_back();
+  RequestEvent& ev = report.events.back();
+  ev.id = s.id;
+  ev.newTokens = s.hypotheses[0].outputIds;
+  ev.sequences = std::move(s.hypotheses);
+  if (!s.contextLogits.empty() && s.contextRowsDone == s.promptLen) ev.contextLogits.swap(s.contextLogits);
+  s.tokens.insert(s.tokens.end(), ev.newTokens.begin(), ev.newTokens.end());  // for the stats
+  s.firstToken = s.firstToken == Clock::time_point() ? Clock::now() : s.firstToken;
+  s.lastToken = Clock::now();
+  const FinishReason reason = ev.sequences[0].finishReason;
+  finish(s, reason, report);
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -354,29 +588,57 @@ bool Executor::iterate(IterationReport& report) {
       }
     }
     if (n <= 0) return false;
-    batch.push_back({&s, s.numComputed, n, 0, rows});
+    batch.push_back({&s, -1, s.numComputed, n, 0, rows});
     tokenBudget -= n;
     rowBudget -= rows;
     return true;
   };
+  // A decoding beam search request takes one slot, one token and one logits row per beam, all or none:
+  // its step ranks the candidates of every beam together.
+  auto planBeams = [&](Seq& s) -> bool {
+    const int64_t n = static_cast<int64_t>(s.beams.size());
+    if (static_cast<int64_t>(batch.size()) + n > maxBatchSize_ || n > tokenBudget || n > rowBudget) return false;
+    for (int64_t b = 0; b < n; ++b) {
+      batch.push_back({&s, b, static_cast<int64_t>(s.beams[b].tokens.size()) - 1, 1, 0, 1});
+    }
+    tokenBudget -= n;
+    rowBudget -= n;
+    return true;
+  };
 
+  std::vector<Seq*> failed;
   for (size_t i = 0; i < running_.size(); ++i) {
     // A full step preempts nobody: the requests left out simply wait for the next one.
     if (static_cast<int64_t>(batch.size()) >= maxBatchSize_ || tokenBudget <= 0) break;
     Seq& s = *running_[i];
+    if (!s.beams.empty()) {
+      if (!planBeams(s)) continue;
+      if (!prepareBeamBlocks(s)) {  // cannot happen: the reserve covers every beam (see beamBlockBound)
+        batch.erase(batch.end() - static_cast<std::ptrdiff_t>(s.beams.size()), batch.end());
+        failed.push_back(&s);
+      }
+      continue;
+    }
     const int64_t remaining = static_cast<int64_t>(s.tokens.size()) - s.numComputed;
     const int64_t n = std::min(remaining, tokenBudget);
     // Under MaxUtilization a growing sequence may need a block now; free one by preempting the most
-    // recently admitted running request (this one, when it is the most recent).
+    // recently admitted running request (this one, when it is the most recent). Beam search requests
+    // hold all their blocks from admission and are never preempted.
     const int64_t need = blocksFor(s.numComputed + n) - static_cast<int64_t>(s.blocks.size());
     bool selfPreempted = false;
     while (need > 0 && blocks_.numAvailable() < need) {
-      if (running_.size() - 1 > i) {
-        Seq& victim = *running_.back();
-        preempt(victim);
+      size_t victim = running_.size();
+      for (size_t j = running_.size(); j-- > i + 1;) {
+        if (!running_[j]->isBeam()) {
+          victim = j;
+          break;
+        }
+      }
+      if (victim < running_.size()) {
+        preempt(*running_[victim]);
         it.preempted++;
-        waiting_.push_front(std::move(running_.back()));
-        running_.pop_back();
+        waiting_.push_front(std::move(running_[victim]));
+        running_.erase(running_.begin() + static_cast<std::ptrdiff_t>(victim));
       } else {
         preempt(s);
         it.preempted++;
@@ -391,6 +653,12 @@ bool Executor::iterate(IterationReport& report) {
     const int64_t have = static_cast<int64_t>(s.blocks.size());
     const int64_t want = blocksFor(batch.back().start + batch.back().count);
     if (want > have) blocks_.allocate(static_cast<int32_t>(want - have), &s.blocks);
+  }
+  for (Seq* s : failed) finish(*s, FinishReason::Error, report, "the KV cache has no block left for a beam");
+  if (!failed.empty()) {
+    running_.erase(std::remove_if(running_.begin(), running_.end(),
+                                  [&](const std::unique_ptr<Seq>& s) { return std::find(failed.begin(), failed.end(), s.get()) != failed.end(); }),
+                   running_.end());
   }
   // A request preempted in this iteration waits for the next one, so that it cannot take back the
   // blocks just freed for an older request.
@@ -421,18 +689,20 @@ bool Executor::iterate(IterationReport& report) {
   stepTables_.clear();
   for (Scheduled& sc : batch) {
     const int32_t seqIndex = static_cast<int32_t>(stepTables_.size());
-    stepTables_.push_back(sc.seq->blocks.data());
+    const bool beam = sc.beam >= 0;
+    const std::vector<int32_t>& tokens = beam ? sc.seq->beams[sc.beam].tokens : sc.seq->tokens;
+    stepTables_.push_back(beam ? sc.seq->beams[sc.beam].blocks.data() : sc.seq->blocks.data());
     const int64_t firstToken = static_cast<int64_t>(stepTokens_.size());
     for (int64_t t = 0; t < sc.count; ++t) {
-      stepTokens_.push_back(sc.seq->tokens[sc.start + t]);
+      stepTokens_.push_back(tokens[sc.start + t]);
       stepPositions_.push_back(static_cast<int32_t>(sc.start + t));
       stepSeq_.push_back(seqIndex);
     }
     sc.rowStart = static_cast<int64_t>(stepRows_.size());
     for (int64_t r = sc.count - sc.rows; r < sc.count; ++r) stepRows_.push_back(static_cast<int32_t>(firstToken + r));
-    const bool prefill = sc.seq->numComputed + sc.count < static_cast<int64_t>(sc.seq->tokens.size()) || sc.count > 1 ||
-                         sc.seq->generated() == 0;
-    (prefill ? it.contextRequests : it.generationRequests)++;
+    const bool prefill = !beam && (sc.seq->numComputed + sc.count < static_cast<int64_t>(sc.seq->tokens.size()) || sc.count > 1 ||
+                                   sc.seq->generated() == 0);
+    if (!beam || sc.beam == 0) (prefill ? it.contextRequests : it.generationRequests)++;
     (prefill ? it.numContextTokens : it.numGenerationTokens) += sc.count;
   }
   StepContext step;
@@ -447,21 +717,27 @@ bool Executor::iterate(IterationReport& report) {
   step.kv = engine_->kvPool().view();
   engine_->runStep(step);
 
-  // 4. Logits, sampling, stop conditions.
+  // 4. Logits, sampling, stop conditions. Every row that chooses a token is processed in one batched
+  // pass on the kernels' threads: sampled rows by sampleRows, beam rows by log-softmax then the
+  // processors (transformers' beam search processes log-probabilities, not logits).
   const Clock::time_point now = Clock::now();
+  struct Choice {
+    Scheduled* sc;
+    int64_t row;  // into sampleLogits_
+  };
+  std::vector<Choice> sampled;    // rows drawn by the native sampler
+  std::vector<Choice> hooked;     // rows of requests with their own Sampler
+  std::vector<Choice> beamRows;   // rows of beam search requests, grouped by request in beam order
+  std::vector<Seq*> beamSeqs;     // requests whose beams all got their row this step
   for (Scheduled& sc : batch) {
     Seq& s = *sc.seq;
+    if (sc.beam >= 0) {
+      beamRows.push_back({&sc, 0});
+      if (sc.beam == 0) beamSeqs.push_back(&s);
+      continue;
+    }
     s.numComputed += sc.count;
     commitBlocks(s);
-    RequestEvent* ev = nullptr;
-    auto event = [&]() -> RequestEvent& {
-      if (!ev) {
-        report.events.emplace_back();
-        ev = &report.events.back();
-        ev->id = s.id;
-      }
-      return *ev;
-    };
     if (s.request.returnContextLogits) {
       // Rows of positions delivered before a preemption come again when it resumes: skip those.
       for (int64_t r = 0; r < sc.rows; ++r) {
@@ -473,37 +749,118 @@ bool Executor::iterate(IterationReport& report) {
       }
     }
     if (s.numComputed < static_cast<int64_t>(s.tokens.size())) continue;  // mid-prefill
-
-    const float* row = engine_->logitsRow(sc.rowStart + sc.rows - 1);
-    int32_t token;
-    if (s.request.sampler) {
-      SamplingContext ctx;
-      ctx.logits = row;
-      ctx.vocabSize = vocab_;
-      ctx.tokens = s.tokens.data();
-      ctx.numPromptTokens = s.promptLen;
-      ctx.numTokens = static_cast<int64_t>(s.tokens.size());
-      ctx.rng = &s.rng;
-      token = s.request.sampler->sample(ctx);
-      if (token < 0 || token >= vocab_) {
-        finish(s, FinishReason::Error, report, "the sampler chose token " + std::to_string(token) + ", outside the vocabulary");
-        continue;
-      }
+    if (s.isBeam()) {
+      // The prompt is computed: its last row starts the search from a single beam.
+      forkBeams(s);
+      beamRows.push_back({&sc, 0});
+      beamSeqs.push_back(&s);
+    } else if (s.request.sampler) {
+      hooked.push_back({&sc, 0});
     } else {
-      token = greedyToken(row, vocab_);
+      sampled.push_back({&sc, 0});
+    }
+  }
+  const int64_t numRows = static_cast<int64_t>(sampled.size() + beamRows.size());
+  sampleLogits_.resize(static_cast<size_t>(numRows * vocab_));
+  std::vector<sampling::SampleRow> rows(sampled.size());
+  std::vector<sampling::SampleOutput> outs(sampled.size());
+  for (size_t i = 0; i < sampled.size(); ++i) {
+    Scheduled& sc = *sampled[i].sc;
+    Seq& s = *sc.seq;
+    sampled[i].row = static_cast<int64_t>(i);
+    float* dst = sampleLogits_.data() + i * vocab_;
+    const float* src = engine_->logitsRow(sc.rowStart + sc.rows - 1);
+    std::copy(src, src + vocab_, dst);
+    rows[i].logits = dst;
+    rows[i].tokens = {s.tokens.data(), static_cast<int64_t>(s.tokens.size()), s.promptLen};
+    rows[i].params = &s.request.sampling;
+    rows[i].step = static_cast<uint64_t>(s.generated());
+    rows[i].sequenceIndex = s.request.sequenceIndex;
+  }
+  for (size_t i = 0; i < beamRows.size(); ++i) beamRows[i].row = static_cast<int64_t>(sampled.size() + i);
+  ThreadPool* pool = engine_->threadPool();
+  sampling::sampleRows(rows.data(), static_cast<int64_t>(rows.size()), vocab_, outs.data(), pool);
+  auto beamRow = [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const Scheduled& sc = *beamRows[i].sc;
+      const Beam& b = sc.seq->beams[sc.beam < 0 ? 0 : sc.beam];
+      float* dst = sampleLogits_.data() + beamRows[i].row * vocab_;
+      sampling::logSoftmaxRow(engine_->logitsRow(sc.rowStart + sc.rows - 1), vocab_, dst);
+      const sampling::SequenceTokens tokens{b.tokens.data(), static_cast<int64_t>(b.tokens.size()), sc.seq->promptLen};
+      sampling::processLogits(dst, vocab_, tokens, sc.seq->request.sampling);
+    }
+  };
+  if (pool != nullptr && beamRows.size() > 1) {
+    pool->parallelFor(static_cast<int64_t>(beamRows.size()), 1, beamRow);
+  } else {
+    beamRow(0, static_cast<int64_t>(beamRows.size()));
+  }
+
+  auto accept = [&](Seq& s, const float* raw, int32_t token, const sampling::SampleOutput* out) {
+    RequestEvent* ev = nullptr;
+    for (RequestEvent& e : report.events) {
+      if (e.id == s.id) ev = &e;
+    }
+    if (!ev) {
+      report.events.emplace_back();
+      ev = &report.events.back();
+      ev->id = s.id;
     }
     if (s.generated() == 0) s.firstToken = now;
     s.lastToken = now;
     s.tokens.push_back(token);
-    RequestEvent& e = event();
-    e.newTokens.push_back(token);
-    if (!s.contextLogits.empty() && s.contextRowsDone == s.promptLen) e.contextLogits.swap(s.contextLogits);
-    if (s.request.returnGenerationLogits) e.generationLogits.insert(e.generationLogits.end(), row, row + vocab_);
+    ev->newTokens.push_back(token);
+    if (!s.contextLogits.empty() && s.contextRowsDone == s.promptLen) ev->contextLogits.swap(s.contextLogits);
+    if (s.request.returnGenerationLogits) ev->generationLogits.insert(ev->generationLogits.end(), raw, raw + vocab_);
+    if (out != nullptr && s.request.sampling.logprobs > 0) {
+      TokenLogprobs lp;
+      lp.logprob = out->logprob;
+      lp.topIds.assign(out->topIds, out->topIds + out->numTop);
+      lp.topLogprobs.assign(out->topLogprobs, out->topLogprobs + out->numTop);
+      ev->logprobs.push_back(std::move(lp));
+    }
+    // In sampling.h's order: end id, token-id stop sequences, then the length.
     if (s.request.endId >= 0 && token == s.request.endId) {
       finish(s, FinishReason::Stop, report);
-    } else if (s.generated() >= s.maxNew) {
-      finish(s, FinishReason::Length, report);
+      return;
     }
+    const int64_t generated = s.generated();
+    for (const std::vector<int32_t>& stop : s.request.stopTokenSequences) {
+      const int64_t n = static_cast<int64_t>(stop.size());
+      if (n <= generated && std::equal(stop.begin(), stop.end(), s.tokens.end() - n)) {
+        ev->stopLength = n;
+        finish(s, FinishReason::Stop, report);
+        return;
+      }
+    }
+    if (generated >= s.maxNew) finish(s, FinishReason::Length, report);
+  };
+  for (size_t i = 0; i < sampled.size(); ++i) {
+    Scheduled& sc = *sampled[i].sc;
+    accept(*sc.seq, engine_->logitsRow(sc.rowStart + sc.rows - 1), outs[i].token, &outs[i]);
+  }
+  for (Choice& c : hooked) {
+    Seq& s = *c.sc->seq;
+    const float* row = engine_->logitsRow(c.sc->rowStart + c.sc->rows - 1);
+    SamplingContext ctx;
+    ctx.logits = row;
+    ctx.vocabSize = vocab_;
+    ctx.tokens = s.tokens.data();
+    ctx.numPromptTokens = s.promptLen;
+    ctx.numTokens = static_cast<int64_t>(s.tokens.size());
+    ctx.rng = &s.rng;
+    const int32_t token = s.request.sampler->sample(ctx);
+    if (token < 0 || token >= vocab_) {
+      finish(s, FinishReason::Error, report, "the sampler chose token " + std::to_string(token) + ", outside the vocabulary");
+      continue;
+    }
+    accept(s, row, token, nullptr);
+  }
+  for (size_t i = 0, r = 0; i < beamSeqs.size(); ++i) {
+    Seq& s = *beamSeqs[i];
+    beamStep(s, sampleLogits_.data() + beamRows[r].row * vocab_, report);
+    r += 1;
+    while (r < beamRows.size() && beamRows[r].sc->seq == &s) ++r;
   }
   // Finished requests leave at once: their events carry a finish reason.
   for (const RequestEvent& e : report.events) {

@@ -26,6 +26,7 @@
 
 #include "kiln/runtime/engine.h"
 #include "kiln/runtime/kv_block_manager.h"
+#include "kiln/sampling/sampling.h"
 
 namespace kiln {
 
@@ -51,8 +52,9 @@ struct SamplingContext {
   std::mt19937_64* rng = nullptr;  // the request's own generator, seeded with Request::seed
 };
 
-// The per-request hook where the next token is chosen; runs on the executor's thread. Greedy (the first
-// index of the maximum, NaN counting as the maximum, as torch.argmax) when a request has none.
+// A per-request hook that replaces the native sampler (kiln/sampling) for requests that set it; runs on
+// the executor's thread. Requests without one are sampled by the native sampler with their
+// Request::sampling, all rows of a step in one batched pass.
 class Sampler {
  public:
   virtual ~Sampler() = default;
@@ -61,14 +63,34 @@ class Sampler {
 
 int32_t greedyToken(const float* logits, int64_t vocabSize);
 
+// Beam search's early_stopping, as transformers: Heuristic (false) stops when the best running beam,
+// scored at its current length, cannot beat the worst finished one; True as soon as beamWidth
+// hypotheses are finished; Never (the canonical beam search) when no running beam could beat them even
+// at the longest length (with a positive length penalty).
+enum class EarlyStopping { Heuristic, True, Never };
+
 struct Request {
   std::vector<int32_t> inputIds;
   int64_t maxTokens = 1;  // generated tokens at most; stops earlier at the engine's maxSeqLen ("length")
   int64_t endId = -1;     // < 0: none
   bool returnContextLogits = false;
   bool returnGenerationLogits = false;
-  std::shared_ptr<Sampler> sampler;  // null: greedy
-  uint64_t seed = 0;                 // seeds the request's generator (SamplingContext::rng)
+  std::shared_ptr<Sampler> sampler;  // null: the native sampler with `sampling`
+  uint64_t seed = 0;                 // seeds the request's generator (SamplingContext::rng) and sampling.seed
+  // The logits processors and sampler (sampling.endId and sampling.seed are overwritten by endId and
+  // seed). Default: greedy.
+  sampling::SamplingParams sampling;
+  uint32_t sequenceIndex = 0;  // the Philox stream: independent samples of one prompt and seed differ
+  // Token-id stop sequences: generation ends (finish reason "stop") when the output ends with one;
+  // RequestEvent::stopLength tells how many trailing tokens matched. Each non-empty.
+  std::vector<std::vector<int32_t>> stopTokenSequences;
+  // Beam search (beamWidth > 1): the beams share the prompt's KV blocks, scores are cumulative
+  // log-probabilities of the processed log-softmax, finished hypotheses scored sum / length^lengthPenalty.
+  // The request's only event with tokens is its last, with the numReturnSequences best in `sequences`.
+  int64_t beamWidth = 1;
+  int64_t numReturnSequences = 1;  // <= beamWidth with beams
+  double lengthPenalty = 1.0;
+  EarlyStopping earlyStopping = EarlyStopping::Heuristic;
 };
 
 enum class FinishReason { None, Length, Stop, Cancelled, Error };
@@ -85,6 +107,20 @@ struct RequestStats {
   int64_t preemptions = 0;
 };
 
+// Log-probabilities of one generated token (Request::sampling.logprobs > 0).
+struct TokenLogprobs {
+  float logprob = 0.0f;  // of the chosen token
+  std::vector<int32_t> topIds;  // the sampling.logprobs most likely, best first
+  std::vector<float> topLogprobs;
+};
+
+// One returned sequence of a beam search request, best first.
+struct SequenceResult {
+  std::vector<int32_t> outputIds;
+  FinishReason finishReason = FinishReason::Length;
+  double score = 0.0;  // transformers' sequences_scores: sum of log-probabilities / length ** lengthPenalty
+};
+
 // One request's news of one iteration.
 struct RequestEvent {
   RequestId id = 0;
@@ -93,6 +129,9 @@ struct RequestEvent {
   std::string error;                               // with FinishReason::Error
   std::vector<float> contextLogits;     // [promptLength, vocab], once, with the first token (when asked for)
   std::vector<float> generationLogits;  // [newTokens.size(), vocab] (when asked for)
+  std::vector<TokenLogprobs> logprobs;  // one per new token, when sampling.logprobs > 0
+  int64_t stopLength = 0;  // finished by a stop token sequence: how many trailing output tokens matched it
+  std::vector<SequenceResult> sequences;  // beam search, when finished: the best numReturnSequences
   RequestStats stats;                   // set when finished
 };
 
@@ -158,6 +197,7 @@ class Executor {
 
  private:
   struct Seq;
+  struct Beam;
   struct Scheduled;
   void loop();
   bool iterate(IterationReport& report);  // false when there was nothing to run
@@ -169,11 +209,17 @@ class Executor {
   void preempt(Seq& s);
   int64_t blocksFor(int64_t positions) const { return (positions + tokensPerBlock_ - 1) / tokensPerBlock_; }
   void publishStats(const IterationStats& it);
+  int64_t beamBlockBound(const Seq& s) const;
+  bool takeBlock(Seq& s, int32_t* block);
+  bool prepareBeamBlocks(Seq& s);
+  void forkBeams(Seq& s);
+  void dropBeamBlock(Seq& s, size_t index, int32_t block);
+  void beamStep(Seq& s, const float* scores, IterationReport& report);
 
   std::shared_ptr<Engine> engine_;
   ExecutorConfig config_;
   Sink sink_;
-  int64_t maxBatchSize_, maxNumTokens_, maxLogitRows_, maxSeqLen_, vocab_, tokensPerBlock_;
+  int64_t maxBatchSize_, maxNumTokens_, maxLogitRows_, maxSeqLen_, vocab_, tokensPerBlock_, maxBeamWidth_;
   KvBlockManager blocks_;
   std::chrono::steady_clock::time_point start_;
 
@@ -196,6 +242,7 @@ class Executor {
   int64_t admissions_ = 0;
   std::vector<int32_t> stepTokens_, stepPositions_, stepSeq_, stepRows_;
   std::vector<const int32_t*> stepTables_;
+  std::vector<float> sampleLogits_;  // processed copies of the rows sampled this step
 };
 
 }  // namespace kiln

@@ -54,6 +54,12 @@ bool KvBlockManager::allocate(int32_t count, std::vector<int32_t>* out) {
   return true;
 }
 
+void KvBlockManager::addRef(int32_t block) {
+  Block& b = blocks_[block];
+  if (b.refs <= 0) throw std::logic_error("KV block " + std::to_string(block) + " shared while free");
+  ++b.refs;
+}
+
 void KvBlockManager::release(const std::vector<int32_t>& blocks) {
   for (auto it = blocks.rbegin(); it != blocks.rend(); ++it) {
     Block& block = blocks_[*it];

@@ -30,6 +30,11 @@ class KvBlockManager {
 
   // Appends `count` blocks (each with one reference) to *out; false, taking nothing, when fewer are available.
   bool allocate(int32_t count, std::vector<int32_t>* out);
+  // References of a block (0: free or cached). A block with more than one is shared: whoever writes
+  // into it must copy it first (copy-on-write, as beams forking from one parent).
+  int32_t refs(int32_t block) const { return blocks_[block].refs; }
+  // Adds one reference to a block that already has one (a forked beam sharing its parent's blocks).
+  void addRef(int32_t block);
   // Drops one reference of each block, last block first: its cached leaves are evicted before its roots.
   void release(const std::vector<int32_t>& blocks);
   // Appends to *out (with a reference each) the longest run of cached blocks matching hashes[0..count),

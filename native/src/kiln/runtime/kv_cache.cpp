@@ -1,5 +1,6 @@
 #include "kiln/runtime/kv_cache.h"
 
+#include <cstring>
 #include <stdexcept>
 #include <string>
 
@@ -27,6 +28,14 @@ KvBlockPool::KvBlockPool(int32_t numBlocks, int32_t numLayers, int32_t numKvHead
   view_.numKvHeads = numKvHeads;
   view_.headDim = headDim;
   view_.tokensPerBlock = tokensPerBlock;
+}
+
+void KvBlockPool::copyBlock(int32_t src, int32_t dst) {
+  if (src == dst) return;
+  // A block is contiguous: numLayers x {K, V} x tokensPerBlock rows (kernels/step.h).
+  const size_t floats = static_cast<size_t>(view_.numLayers) * 2 * view_.tokensPerBlock * view_.numKvHeads * view_.headDim;
+  std::memcpy(view_.pool + static_cast<size_t>(dst) * floats, view_.pool + static_cast<size_t>(src) * floats,
+              floats * sizeof(float));
 }
 
 }  // namespace kiln

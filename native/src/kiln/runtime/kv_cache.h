@@ -17,6 +17,8 @@ class KvBlockPool {
   const KvCacheView& view() const { return view_; }
   int32_t numBlocks() const { return view_.numBlocks; }
   int32_t tokensPerBlock() const { return view_.tokensPerBlock; }
+  // Copies every layer's K and V of block `src` into block `dst` (a beam forking a partial block).
+  void copyBlock(int32_t src, int32_t dst);
 
   static uint64_t bytesFor(int64_t numBlocks, int64_t numLayers, int64_t numKvHeads, int64_t headDim,
                            int64_t tokensPerBlock);
