@@ -14,7 +14,7 @@ export interface EngineHeader {
   format: 'kiln-engine';
   formatVersion: number;
   target: { backend: 'cpu'; isa: BuildConfig['isa'] };
-  limits: { maxBatchSize: number; maxSeqLen: number; maxNumTokens: number; maxLogitRows: number };
+  limits: { maxBatchSize: number; maxSeqLen: number; maxNumTokens: number; maxLogitRows: number; maxBeamWidth: number };
   model: Record<string, unknown>;
   kvCache: { numLayers: number; numKvHeads: number; headDim: number; tokensPerBlock: number };
   arena: { bytes: number };
@@ -69,6 +69,7 @@ export function assembleEngine(
       maxSeqLen: buildConfig.maxSeqLen,
       maxNumTokens: buildConfig.maxNumTokens,
       maxLogitRows: buildConfig.gatherContextLogits ? buildConfig.maxNumTokens : buildConfig.maxBatchSize,
+      maxBeamWidth: buildConfig.maxBeamWidth,
     },
     model: { architecture: checkpoint.architecture, ...checkpoint.model },
     kvCache: { numLayers: Math.max(...attention.map((op) => Number(op.attrs.layer))) + 1, numKvHeads, headDim, tokensPerBlock: buildConfig.tokensPerBlock },

@@ -11,6 +11,12 @@ export interface BuildConfig {
    * TensorRT-LLM's `--gather_context_logits`). Costs maxNumTokens x vocab floats of memory. Default false.
    */
   gatherContextLogits: boolean;
+  /**
+   * Most beams of one beam search request (`beamWidth`), recorded in the engine header's limits. The
+   * executor schedules a request's beams as that many sequences of a step, so it is at most
+   * maxBatchSize. Default 1 (no beam search); 1 to maxBatchSize.
+   */
+  maxBeamWidth: number;
   /** Tokens per KV cache block. Default 16; 1 to 1024. */
   tokensPerBlock: number;
   /** Instruction set to compile for. Default: the best this CPU supports ("avx2" or "generic"). */

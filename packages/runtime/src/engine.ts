@@ -2,7 +2,7 @@ import * as path from 'node:path';
 import { loadNative, type CapacitySchedulerPolicy, type NativeEngine, type NativeEngineInfo } from '@kiln/native';
 import { resolveEndId, validateMaxTokens, type SamplingConfig } from '@kiln/sampling';
 import { readEngineDirConfig, type EngineDirConfig } from './engine-config';
-import { Executor } from './executor';
+import { Executor, type ExecutorResult, type ExecutorSequence, type ExecutorTokenLogprobs } from './executor';
 
 export interface EngineLoadOptions {
   /** Threads for the kernels. Default: the machine's hardware concurrency. Range: 1 to 1024. */
@@ -57,6 +57,10 @@ export interface EngineGenerateResult {
   /** Generated tokens only, not the prompt; ends with the end id when `finishReason` is "stop". */
   outputIds: number[];
   finishReason: FinishReason;
+  /** With `logprobs`: one `{logprob, top}` per output id. */
+  logprobs?: ExecutorTokenLogprobs[];
+  /** With numReturnSequences > 1 or beam search: the returned sequences (best first for beams). */
+  sequences?: ExecutorSequence[];
   /** Row-major `[promptLength, vocabSize]`, when asked for. */
   contextLogits?: Float32Array;
   /** Row-major `[outputIds.length, vocabSize]`; row k is the distribution that chose output token k. */
@@ -123,8 +127,14 @@ export class Engine {
       maxSeqLen: this.maxSeqLen,
       defaultEndId: this.defaultEndId,
       gathersContextLogits: this.gathersContextLogits,
+      maxBeamWidth: this.maxBeamWidth,
     });
     return this.#executor;
+  }
+
+  /** The largest beamWidth a request may ask for (`kiln build --max-beam-width`; 1 without beam search). */
+  get maxBeamWidth(): number {
+    return this.info.maxBeamWidth ?? 1;
   }
 
   get vocabSize(): number {
@@ -145,12 +155,15 @@ export class Engine {
     return this.config.buildConfig.gatherContextLogits === true;
   }
 
-  /** Runs one request to completion (prefill of `inputIds`, then greedy decoding) on the executor, batched with the other requests in flight. */
+  /**
+   * Runs one request to completion on the executor (prefill of `inputIds`, then decoding with the
+   * request's sampling options, greedy by default), batched with the other requests in flight.
+   */
   async generate(inputIds: readonly number[] | Int32Array, options: EngineGenerateOptions): Promise<EngineGenerateResult> {
-    const native = this.#native;
-    if (!native) throw new Error(`the engine of ${this.engineDir} has been disposed`);
-    const maxTokens = validateMaxTokens(options.maxTokens);
-    const endId = resolveEndId(options, this.defaultEndId, this.vocabSize);
+    if (!this.#native) throw new Error(`the engine of ${this.engineDir} has been disposed`);
+    const { onToken, ...sampling } = options;
+    validateMaxTokens(options.maxTokens);
+    resolveEndId(options, this.defaultEndId, this.vocabSize);
     const prompt = this.#checkPrompt(inputIds);
     if (options.returnContextLogits && !this.gathersContextLogits) {
       throw new Error(
@@ -158,36 +171,53 @@ export class Engine {
           'says buildConfig.gatherContextLogits is not true: rebuild it with `kiln build --gather-context-logits`',
       );
     }
-
+    const request = { ...sampling, inputIds: prompt };
+    let result: ExecutorResult;
     let callbackError: unknown;
-    const onToken = options.onToken;
-    const result = await native.generate(
-      {
-        inputIds: prompt,
-        // Stop at the sequence length the engine was built for rather than fail: the caller asked for
-        // "at most" maxTokens, and "length" tells it why it got fewer.
-        maxTokens: Math.min(maxTokens, this.maxSeqLen - prompt.length),
-        endId,
-        returnContextLogits: options.returnContextLogits === true,
-        returnGenerationLogits: options.returnGenerationLogits === true,
-      },
-      onToken &&
-        ((tokenId: number) => {
-          // An exception must not escape into the native callback; keep the first and report it after.
-          if (callbackError !== undefined) return;
-          try {
-            onToken(tokenId);
-          } catch (error) {
-            callbackError = error ?? new Error('onToken threw');
-          }
-        }),
-    );
+    const callback = (tokenId: number): void => {
+      // A throwing callback does not stop the generation; the first error is reported at the end.
+      if (callbackError !== undefined || !onToken) return;
+      try {
+        onToken(tokenId);
+      } catch (error) {
+        callbackError = error ?? new Error('onToken threw');
+      }
+    };
+    if ((options.numReturnSequences ?? 1) > 1 && (options.beamWidth ?? 1) === 1) {
+      result = await this.executor.generate(request);
+      result.outputIds.forEach(callback);
+    } else {
+      const outputIds: number[] = [];
+      const logprobs: ExecutorTokenLogprobs[] = [];
+      const generationLogits: Float32Array[] = [];
+      let contextLogits: Float32Array | undefined;
+      let last;
+      for await (const event of this.executor.stream(request)) {
+        outputIds.push(...event.outputIds);
+        event.outputIds.forEach(callback);
+        if (event.logprobs) logprobs.push(...event.logprobs);
+        if (event.contextLogits) contextLogits = event.contextLogits;
+        if (event.generationLogits) generationLogits.push(event.generationLogits);
+        last = event;
+      }
+      result = {
+        outputIds,
+        finishReason: last?.finishReason ?? 'length',
+        contextLogits: options.returnContextLogits ? (contextLogits ?? new Float32Array(0)) : undefined,
+        generationLogits: options.returnGenerationLogits ? concatRows(generationLogits) : undefined,
+        logprobs: options.logprobs !== undefined ? logprobs : undefined,
+        sequences: last?.sequences,
+        stats: last?.stats as ExecutorResult['stats'],
+      };
+    }
     if (callbackError !== undefined) throw callbackError;
     return {
-      outputIds: Array.from(result.outputIds),
-      finishReason: result.finishReason,
+      outputIds: result.outputIds,
+      finishReason: result.finishReason as FinishReason,
       contextLogits: result.contextLogits,
       generationLogits: result.generationLogits,
+      logprobs: result.logprobs,
+      sequences: result.sequences,
       vocabSize: this.vocabSize,
     };
   }
@@ -225,4 +255,14 @@ export class Engine {
   async [Symbol.asyncDispose](): Promise<void> {
     this.dispose();
   }
+}
+
+function concatRows(parts: Float32Array[]): Float32Array {
+  const out = new Float32Array(parts.reduce((n, part) => n + part.length, 0));
+  let offset = 0;
+  for (const part of parts) {
+    out.set(part, offset);
+    offset += part.length;
+  }
+  return out;
 }

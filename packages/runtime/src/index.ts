@@ -15,6 +15,8 @@ export type {
   ExecutorFinishReason,
   ExecutorRequest,
   ExecutorResult,
+  ExecutorSequence,
+  ExecutorTokenLogprobs,
   ExecutorStats,
   ExecutorStreamOptions,
   IterationStats,

@@ -1,6 +1,7 @@
 import * as path from 'node:path';
 import { Engine, type EngineGenerateOptions, type EngineGenerateResult, type EngineLoadOptions } from './engine';
-import type { ExecutorFinishReason, RequestStats } from './executor';
+import { SamplingConfigError, StopTextMatcher, validateSamplingConfig, type TokenSequence } from '@kiln/sampling';
+import type { ExecutorFinishReason, ExecutorRequest, ExecutorSequence, ExecutorTokenLogprobs, RequestStats } from './executor';
 import { Tokenizer } from './tokenizer';
 
 export interface LLMGenerateOptions extends Omit<EngineGenerateOptions, 'onToken'> {
@@ -15,8 +16,16 @@ export interface LLMGenerateOptions extends Omit<EngineGenerateOptions, 'onToken
   signal?: AbortSignal;
 }
 
-export interface LLMGenerateResult extends Omit<EngineGenerateResult, 'finishReason'> {
+/** One returned sequence (numReturnSequences > 1 or beam search) with its text. */
+export interface LLMSequence extends ExecutorSequence {
+  /** Its text (special tokens left out), ending before a matched stop string unless includeStopText. */
+  text: string;
+}
+
+export interface LLMGenerateResult extends Omit<EngineGenerateResult, 'finishReason' | 'sequences'> {
   finishReason: ExecutorFinishReason;
+  /** With numReturnSequences > 1 or beam search: every returned sequence, best first for beams; the top-level fields are the first's. */
+  sequences?: LLMSequence[];
   /** The generated text (special tokens such as the end token left out); the prompt is not repeated. */
   text: string;
   /** Queue time, time to first token, time per output token, reused prefix blocks. */
@@ -36,6 +45,10 @@ export interface LLMStreamChunk {
   stats?: RequestStats;
   contextLogits?: Float32Array;
   generationLogits?: Float32Array;
+  /** With `logprobs`: one entry per id of `tokenIds`. */
+  logprobs?: ExecutorTokenLogprobs[];
+  /** Beam search, on the last chunk: the returned beams, best first (`tokenIds` is the best one's). */
+  sequences?: ExecutorSequence[];
 }
 
 /** An engine with its tokenizer: text in, text out. Requests run on the engine's executor, batched. */
@@ -57,45 +70,139 @@ export class LLM {
   }
 
   /**
+   * Splits a request's stop words and bad words: strings are for this side (stop strings are matched on
+   * the decoded text, across token boundaries; bad words are tokenized without special tokens), token
+   * ids go to the executor. Throws a SamplingConfigError naming the option at fault.
+   */
+  #prepare(options: LLMStreamOptions, inputIds: readonly number[]): { request: ExecutorRequest; stopTexts: string[] } {
+    const { signal: _signal, stopWords, badWords, ...rest } = options;
+    validateSamplingConfig(Object.fromEntries(Object.entries({ stopWords, badWords }).filter(([, v]) => v !== undefined)), {
+      vocabSize: this.engine.vocabSize,
+    });
+    const stopTexts = (stopWords ?? []).filter((word): word is string => typeof word === 'string');
+    const stopIds = (stopWords ?? []).filter((word): word is readonly number[] => typeof word !== 'string');
+    const badIds = (badWords ?? []).map((word: TokenSequence, index) => {
+      if (typeof word !== 'string') return word;
+      const ids = this.tokenizer.encode(word, { addSpecialTokens: false });
+      if (ids.length === 0) throw new SamplingConfigError(`badWords[${index}]`, `badWords[${index}] tokenizes to no token`);
+      return ids;
+    });
+    const request: ExecutorRequest = {
+      ...rest,
+      inputIds,
+      stopWords: stopWords === undefined ? undefined : stopIds,
+      badWords: badWords === undefined ? undefined : badIds,
+    };
+    return { request, stopTexts };
+  }
+
+  /** The text of a finished sequence, cut at the first stop string (its ids cut after the token that completed it). */
+  #finishSequence(ids: readonly number[], stopTexts: string[], includeStopText: boolean): { outputIds: number[]; text: string; stopped: boolean } {
+    if (stopTexts.length === 0) return { outputIds: [...ids], text: this.tokenizer.decode(ids, { skipSpecialTokens: true }), stopped: false };
+    const decoder = this.tokenizer.createStreamDecoder({ skipSpecialTokens: true });
+    const matcher = new StopTextMatcher(stopTexts, includeStopText);
+    let text = '';
+    for (let i = 0; i < ids.length; i++) {
+      let piece = decoder.push(ids[i]) ?? '';
+      if (i === ids.length - 1) piece += decoder.flush() ?? '';
+      const step = matcher.push(piece);
+      text += step.text;
+      if (step.stop !== undefined) return { outputIds: ids.slice(0, i + 1), text, stopped: true };
+    }
+    return { outputIds: [...ids], text: text + matcher.flush(), stopped: false };
+  }
+
+  /**
    * Streams a continuation of `prompt` (text, or token ids used as they are): one chunk per executor
    * iteration that produced tokens for it. Leaving the loop early, or aborting `signal`, cancels it.
+   * Stop strings end the stream with finish reason "stop", the text ending before the stop string
+   * (unless includeStopText); text that could start a stop string is held back until it is decided.
    */
   async *generateStream(prompt: string | readonly number[], options: LLMStreamOptions): AsyncGenerator<LLMStreamChunk, void, undefined> {
     const inputIds = typeof prompt === 'string' ? this.tokenizer.encode(prompt) : prompt;
-    const { signal, ...request } = options;
-    if (request.returnContextLogits && !this.engine.gathersContextLogits) {
+    const { signal } = options;
+    if (options.returnContextLogits && !this.engine.gathersContextLogits) {
       throw new Error(
         `returnContextLogits needs an engine built with gatherContextLogits, and ${path.join(this.engine.engineDir, 'config.json')} ` +
           'says buildConfig.gatherContextLogits is not true: rebuild it with `kiln build --gather-context-logits`',
       );
     }
+    const { request, stopTexts } = this.#prepare(options, inputIds);
+    const matcher = stopTexts.length > 0 ? new StopTextMatcher(stopTexts, options.includeStopText === true) : undefined;
     const decoder = this.tokenizer.createStreamDecoder({ skipSpecialTokens: true });
-    for await (const event of this.engine.executor.stream({ ...request, inputIds }, { signal })) {
+    for await (const event of this.engine.executor.stream(request, { signal })) {
       let text = '';
       for (const id of event.outputIds) text += decoder.push(id) ?? '';
       if (event.finishReason !== undefined) text += decoder.flush() ?? '';
+      let finishReason = event.finishReason;
+      if (matcher && !event.sequences) {
+        const step = matcher.push(text);
+        text = step.text;
+        // A stop string: end here; leaving the loop cancels the request on the executor.
+        if (step.stop !== undefined) finishReason = 'stop';
+        else if (finishReason !== undefined) text += matcher.flush();
+      }
       yield {
         tokenIds: event.outputIds,
         text,
-        finishReason: event.finishReason,
+        finishReason,
         stats: event.stats,
         contextLogits: event.contextLogits,
         generationLogits: event.generationLogits,
+        logprobs: event.logprobs,
+        sequences: event.sequences,
       };
+      if (finishReason !== undefined) return;
     }
   }
 
   /** Generates a continuation of `prompt` (text, or token ids used as they are). */
   async generate(prompt: string | readonly number[], options: LLMGenerateOptions): Promise<LLMGenerateResult> {
     const { onText, onToken, ...streamOptions } = options;
+    const includeStopText = options.includeStopText === true;
+    if ((options.numReturnSequences ?? 1) > 1 && (options.beamWidth ?? 1) <= 1) {
+      // Independent samples: the executor runs one request per sample; stop strings are applied to each.
+      const inputIds = typeof prompt === 'string' ? this.tokenizer.encode(prompt) : prompt;
+      const { request, stopTexts } = this.#prepare(streamOptions, inputIds);
+      const result = await this.engine.executor.generate(request, { signal: options.signal });
+      const sequences = (result.sequences ?? []).map((sequence) => {
+        const finished = this.#finishSequence(sequence.outputIds, stopTexts, includeStopText);
+        return {
+          ...sequence,
+          outputIds: finished.outputIds,
+          text: finished.text,
+          finishReason: finished.stopped ? ('stop' as const) : sequence.finishReason,
+          logprobs: sequence.logprobs?.slice(0, finished.outputIds.length),
+        };
+      });
+      const first = sequences[0];
+      first.outputIds.forEach((id) => onToken?.(id));
+      if (first.text) onText?.(first.text);
+      return {
+        outputIds: first.outputIds,
+        finishReason: first.finishReason,
+        text: first.text,
+        logprobs: first.logprobs,
+        sequences,
+        contextLogits: result.contextLogits,
+        generationLogits: result.generationLogits,
+        vocabSize: this.engine.vocabSize,
+        stats: result.stats,
+      };
+    }
+    const stopTexts = (options.stopWords ?? []).filter((word): word is string => typeof word === 'string');
     const outputIds: number[] = [];
     const generationLogits: Float32Array[] = [];
+    const logprobs: ExecutorTokenLogprobs[] = [];
+    let text = '';
     let contextLogits: Float32Array | undefined;
     let callbackError: unknown;
     for await (const chunk of this.generateStream(prompt, streamOptions)) {
       outputIds.push(...chunk.tokenIds);
+      text += chunk.text;
       if (chunk.contextLogits) contextLogits = chunk.contextLogits;
       if (chunk.generationLogits) generationLogits.push(chunk.generationLogits);
+      if (chunk.logprobs) logprobs.push(...chunk.logprobs);
       // Callbacks that throw do not stop the generation: the first error is reported at the end.
       if (callbackError === undefined) {
         try {
@@ -107,13 +214,20 @@ export class LLM {
       }
       if (chunk.finishReason !== undefined) {
         if (callbackError !== undefined) throw callbackError;
+        const sequences = chunk.sequences?.map((sequence) => {
+          const finished = this.#finishSequence(sequence.outputIds, stopTexts, includeStopText);
+          return { ...sequence, outputIds: finished.outputIds, text: finished.text, finishReason: finished.stopped ? ('stop' as const) : sequence.finishReason };
+        });
         return {
-          outputIds,
-          finishReason: chunk.finishReason,
+          outputIds: sequences ? sequences[0].outputIds : outputIds,
+          finishReason: sequences ? sequences[0].finishReason : chunk.finishReason,
           contextLogits: options.returnContextLogits ? (contextLogits ?? new Float32Array(0)) : undefined,
           generationLogits: options.returnGenerationLogits ? concat(generationLogits) : undefined,
+          logprobs: options.logprobs !== undefined ? logprobs : undefined,
+          sequences,
           vocabSize: this.engine.vocabSize,
-          text: this.tokenizer.decode(outputIds, { skipSpecialTokens: true }),
+          // Without stop strings the whole output is decoded at once (as transformers decodes it).
+          text: sequences ? sequences[0].text : stopTexts.length > 0 ? text : this.tokenizer.decode(outputIds, { skipSpecialTokens: true }),
           stats: chunk.stats as RequestStats,
         };
       }

@@ -59,9 +59,12 @@ export class Tokenizer {
     return new Tokenizer(tokenizer, cleanUp);
   }
 
-  /** Token ids of `text`, with the special tokens the tokenizer's post-processor adds (as transformers does by default). */
-  encode(text: string): number[] {
-    return this.#tokenizer.encode(text).ids;
+  /**
+   * Token ids of `text`, with the special tokens the tokenizer's post-processor adds (as transformers does
+   * by default); `addSpecialTokens: false` leaves them out (for bad words and stop words).
+   */
+  encode(text: string, options: { addSpecialTokens?: boolean } = {}): number[] {
+    return this.#tokenizer.encode(text, { add_special_tokens: options.addSpecialTokens !== false }).ids;
   }
 
   decode(ids: readonly number[], options: DecodeOptions = {}): string {

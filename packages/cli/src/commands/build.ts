@@ -7,6 +7,7 @@ interface BuildFlags {
   checkpoint?: string;
   output?: string;
   maxBatchSize?: string;
+  maxBeamWidth?: string;
   maxSeqLen?: string;
   maxNumTokens?: string;
   gatherContextLogits?: boolean;
@@ -40,6 +41,7 @@ export function registerBuildCommand(program: Command): void {
     .option('--max-seq-len <n>', "most positions of one sequence (default: the model's maximum, capped at 4096)")
     .option('--max-num-tokens <n>', 'most packed tokens in one step (default: min(max-seq-len, 2048))')
     .option('--gather-context-logits', 'let requests return the logits of every prompt token')
+    .option('--max-beam-width <n>', 'most beams of one beam search request, at most max-batch-size (default 1: no beam search)')
     .option('--tokens-per-block <n>', 'tokens per KV cache block (default 16)')
     .option('--force', 'rebuild even when the output folder holds an engine with the same build hash')
     .action(async (flags: BuildFlags) => {
@@ -58,6 +60,7 @@ function buildConfigFromFlags(flags: BuildFlags): Partial<BuildConfig> {
   if (flags.maxBatchSize !== undefined) config.maxBatchSize = parsePositiveInteger('--max-batch-size', flags.maxBatchSize);
   if (flags.maxSeqLen !== undefined) config.maxSeqLen = parsePositiveInteger('--max-seq-len', flags.maxSeqLen);
   if (flags.maxNumTokens !== undefined) config.maxNumTokens = parsePositiveInteger('--max-num-tokens', flags.maxNumTokens);
+  if (flags.maxBeamWidth !== undefined) config.maxBeamWidth = parsePositiveInteger('--max-beam-width', flags.maxBeamWidth);
   if (flags.tokensPerBlock !== undefined) config.tokensPerBlock = parsePositiveInteger('--tokens-per-block', flags.tokensPerBlock);
   if (flags.gatherContextLogits) config.gatherContextLogits = true;
   return config;
