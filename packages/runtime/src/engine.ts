@@ -2,7 +2,7 @@ import * as path from 'node:path';
 import { loadNative, type CapacitySchedulerPolicy, type NativeEngine, type NativeEngineInfo } from '@kiln/native';
 import { resolveEndId, validateMaxTokens, type SamplingConfig } from '@kiln/sampling';
 import { readEngineDirConfig, type EngineDirConfig } from './engine-config';
-import { Executor, type ExecutorResult, type ExecutorSequence, type ExecutorTokenLogprobs } from './executor';
+import { checkExecutorRequest, Executor, type ExecutorResult, type ExecutorSequence, type ExecutorTokenLogprobs } from './executor';
 
 export interface EngineLoadOptions {
   /** Threads for the kernels. Default: the machine's hardware concurrency. Range: 1 to 1024. */
@@ -121,20 +121,24 @@ export class Engine {
   get executor(): Executor {
     const native = this.#native;
     if (!native) throw new Error(`the engine of ${this.engineDir} has been disposed`);
-    this.#executor ??= new Executor(native, {
-      engineDir: this.engineDir,
-      vocabSize: this.vocabSize,
-      maxSeqLen: this.maxSeqLen,
-      defaultEndId: this.defaultEndId,
-      gathersContextLogits: this.gathersContextLogits,
-      maxBeamWidth: this.maxBeamWidth,
-    });
+    this.#executor ??= new Executor(native, this.#facts());
     return this.#executor;
   }
 
   /** The largest beamWidth a request may ask for (`kiln build --max-beam-width`; 1 without beam search). */
   get maxBeamWidth(): number {
     return this.info.maxBeamWidth ?? 1;
+  }
+
+  #facts() {
+    return {
+      engineDir: this.engineDir,
+      vocabSize: this.vocabSize,
+      maxSeqLen: this.maxSeqLen,
+      defaultEndId: this.defaultEndId,
+      gathersContextLogits: this.gathersContextLogits,
+      maxBeamWidth: this.maxBeamWidth,
+    };
   }
 
   get vocabSize(): number {
@@ -183,7 +187,21 @@ export class Engine {
         callbackError = error ?? new Error('onToken threw');
       }
     };
-    if ((options.numReturnSequences ?? 1) > 1 && (options.beamWidth ?? 1) === 1) {
+    const native = this.#native;
+    const plain =
+      (options.beamWidth ?? 1) === 1 && (options.numReturnSequences ?? 1) === 1 && options.logprobs === undefined && !options.stopWords?.length;
+    if (plain) {
+      // One sequence without logprobs or stop sequences: the native generate call, tokens streamed to onToken.
+      const checked = checkExecutorRequest(request, this.#facts());
+      const out = await native.generate(checked.native, onToken && callback);
+      result = {
+        outputIds: Array.from(out.outputIds),
+        finishReason: out.finishReason,
+        contextLogits: out.contextLogits,
+        generationLogits: out.generationLogits,
+        stats: out.stats as ExecutorResult['stats'],
+      };
+    } else if ((options.numReturnSequences ?? 1) > 1 && (options.beamWidth ?? 1) === 1) {
       result = await this.executor.generate(request);
       result.outputIds.forEach(callback);
     } else {

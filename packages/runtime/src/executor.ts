@@ -105,7 +105,7 @@ export interface ExecutorEngineFacts {
 }
 
 /** A request checked and resolved for the native executor, with what the TypeScript side keeps of it. */
-interface CheckedRequest {
+export interface CheckedRequest {
   native: NativeExecutorRequest;
   resolved: ResolvedSamplingConfig;
   stopSequences: number[][];
@@ -292,74 +292,78 @@ export class Executor {
     await this.#native.shutdown({ cancel: options.cancel === true });
   }
 
-  /**
-   * Checks a request before it reaches native code: the prompt, maxTokens, and every sampling option
-   * through validateSamplingConfig with the engine's limits (vocabulary size, maxBeamWidth); a bad
-   * option throws a SamplingConfigError naming it, and nothing is queued.
-   */
   #checked(request: ExecutorRequest): CheckedRequest {
-    const facts = this.#facts;
-    if (typeof request !== 'object' || request === null) throw new Error('the request must be an object');
-    const { inputIds: ids, maxTokens: rawMaxTokens, returnContextLogits, returnGenerationLogits, ...sampling } = request;
-    const maxTokens = validateMaxTokens(rawMaxTokens);
-    const endId = resolveEndId(request, facts.defaultEndId, facts.vocabSize);
-    const resolved = validateSamplingConfig(stripUndefined(sampling), { vocabSize: facts.vocabSize, maxBeamWidth: facts.maxBeamWidth });
-    if (!Array.isArray(ids) && !(ids instanceof Int32Array)) throw new Error('inputIds must be an array of token ids or an Int32Array');
-    if (ids.length === 0) throw new Error('the prompt is empty: give at least one token');
-    if (ids.length >= facts.maxSeqLen) {
-      throw new Error(
-        `the prompt has ${ids.length} tokens, but the engine's maxSeqLen is ${facts.maxSeqLen}: ` +
-          `a prompt must be shorter than maxSeqLen to leave room for a generated token (engine ${facts.engineDir})`,
-      );
-    }
-    for (let index = 0; index < ids.length; index++) {
-      const id = ids[index];
-      if (!Number.isInteger(id) || id < 0 || id >= facts.vocabSize) {
-        throw new Error(`inputIds[${index}] is ${id}, not a token id of this engine's vocabulary (size ${facts.vocabSize})`);
-      }
-    }
-    const tokenSequences = (option: 'stopWords' | 'badWords'): Int32Array[] =>
-      resolved[option].map((sequence, index) => {
-        if (typeof sequence === 'string') {
-          throw new SamplingConfigError(
-            `${option}[${index}]`,
-            `${option}[${index}] is text, and the executor has no tokenizer: give token ids, or use LLM.generate, which tokenizes it`,
-          );
-        }
-        return Int32Array.from(sequence);
-      });
-    const stopTokenSequences = tokenSequences('stopWords');
-    const badWords = tokenSequences('badWords');
-    const bias = [...resolved.embeddingBias.entries()];
-    const native: NativeExecutorRequest = {
-      inputIds: ids instanceof Int32Array ? ids : Int32Array.from(ids),
-      maxTokens: Math.min(maxTokens, facts.maxSeqLen - ids.length),
-      endId,
-      returnContextLogits: returnContextLogits === true,
-      returnGenerationLogits: returnGenerationLogits === true,
-      seed: resolved.seed ?? randomSeed(),
-      temperature: resolved.temperature,
-      topK: resolved.topK,
-      topP: resolved.topP,
-      minP: resolved.minP,
-      repetitionPenalty: resolved.repetitionPenalty,
-      presencePenalty: resolved.presencePenalty,
-      frequencyPenalty: resolved.frequencyPenalty,
-      noRepeatNgramSize: resolved.noRepeatNgramSize,
-      minTokens: resolved.minTokens,
-      badWords: badWords.length > 0 ? badWords : undefined,
-      stopTokenSequences: stopTokenSequences.length > 0 ? stopTokenSequences : undefined,
-      biasIds: bias.length > 0 ? Int32Array.from(bias.map(([id]) => id)) : undefined,
-      biasValues: bias.length > 0 ? Float32Array.from(bias.map(([, value]) => value)) : undefined,
-      // `logprobs: 0` asks for the chosen token's only; the native sampler fills it with any N > 0.
-      logprobs: request.logprobs === undefined ? undefined : Math.max(resolved.logprobs, 1),
-      beamWidth: resolved.beamWidth,
-      numReturnSequences: resolved.beamWidth > 1 ? resolved.numReturnSequences : 1,
-      lengthPenalty: resolved.lengthPenalty,
-      earlyStopping: resolved.earlyStopping,
-    };
-    return { native, resolved, stopSequences: stopTokenSequences.map((sequence) => Array.from(sequence)) };
+    return checkExecutorRequest(request, this.#facts);
   }
+}
+
+/**
+ * Checks a request before it reaches native code: the prompt, maxTokens, and every sampling option
+ * through validateSamplingConfig with the engine's limits (vocabulary size, maxBeamWidth); a bad
+ * option throws a SamplingConfigError naming it, and nothing is queued. Also used by Engine.generate
+ * (not exported from the package).
+ */
+export function checkExecutorRequest(request: ExecutorRequest, facts: ExecutorEngineFacts): CheckedRequest {
+  if (typeof request !== 'object' || request === null) throw new Error('the request must be an object');
+  const { inputIds: ids, maxTokens: rawMaxTokens, returnContextLogits, returnGenerationLogits, ...sampling } = request;
+  const maxTokens = validateMaxTokens(rawMaxTokens);
+  const endId = resolveEndId(request, facts.defaultEndId, facts.vocabSize);
+  const resolved = validateSamplingConfig(stripUndefined(sampling), { vocabSize: facts.vocabSize, maxBeamWidth: facts.maxBeamWidth });
+  if (!Array.isArray(ids) && !(ids instanceof Int32Array)) throw new Error('inputIds must be an array of token ids or an Int32Array');
+  if (ids.length === 0) throw new Error('the prompt is empty: give at least one token');
+  if (ids.length >= facts.maxSeqLen) {
+    throw new Error(
+      `the prompt has ${ids.length} tokens, but the engine's maxSeqLen is ${facts.maxSeqLen}: ` +
+        `a prompt must be shorter than maxSeqLen to leave room for a generated token (engine ${facts.engineDir})`,
+    );
+  }
+  for (let index = 0; index < ids.length; index++) {
+    const id = ids[index];
+    if (!Number.isInteger(id) || id < 0 || id >= facts.vocabSize) {
+      throw new Error(`inputIds[${index}] is ${id}, not a token id of this engine's vocabulary (size ${facts.vocabSize})`);
+    }
+  }
+  const tokenSequences = (option: 'stopWords' | 'badWords'): Int32Array[] =>
+    resolved[option].map((sequence, index) => {
+      if (typeof sequence === 'string') {
+        throw new SamplingConfigError(
+          `${option}[${index}]`,
+          `${option}[${index}] is text, and the executor has no tokenizer: give token ids, or use LLM.generate, which tokenizes it`,
+        );
+      }
+      return Int32Array.from(sequence);
+    });
+  const stopTokenSequences = tokenSequences('stopWords');
+  const badWords = tokenSequences('badWords');
+  const bias = [...resolved.embeddingBias.entries()];
+  const native: NativeExecutorRequest = {
+    inputIds: ids instanceof Int32Array ? ids : Int32Array.from(ids),
+    maxTokens: Math.min(maxTokens, facts.maxSeqLen - ids.length),
+    endId,
+    returnContextLogits: returnContextLogits === true,
+    returnGenerationLogits: returnGenerationLogits === true,
+    seed: resolved.seed ?? randomSeed(),
+    temperature: resolved.temperature,
+    topK: resolved.topK,
+    topP: resolved.topP,
+    minP: resolved.minP,
+    repetitionPenalty: resolved.repetitionPenalty,
+    presencePenalty: resolved.presencePenalty,
+    frequencyPenalty: resolved.frequencyPenalty,
+    noRepeatNgramSize: resolved.noRepeatNgramSize,
+    minTokens: resolved.minTokens,
+    badWords: badWords.length > 0 ? badWords : undefined,
+    stopTokenSequences: stopTokenSequences.length > 0 ? stopTokenSequences : undefined,
+    biasIds: bias.length > 0 ? Int32Array.from(bias.map(([id]) => id)) : undefined,
+    biasValues: bias.length > 0 ? Float32Array.from(bias.map(([, value]) => value)) : undefined,
+    // `logprobs: 0` asks for the chosen token's only; the native sampler fills it with any N > 0.
+    logprobs: request.logprobs === undefined ? undefined : Math.max(resolved.logprobs, 1),
+    beamWidth: resolved.beamWidth,
+    numReturnSequences: resolved.beamWidth > 1 ? resolved.numReturnSequences : 1,
+    lengthPenalty: resolved.lengthPenalty,
+    earlyStopping: resolved.earlyStopping,
+  };
+  return { native, resolved, stopSequences: stopTokenSequences.map((sequence) => Array.from(sequence)) };
 }
 
 /** Options given as `undefined` count as not given (callers spread optional fields). */

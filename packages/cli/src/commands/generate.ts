@@ -1,6 +1,6 @@
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import { LLM, type LLMGenerateOptions } from '@kiln/runtime';
 import { SamplingConfigError, validateSamplingConfig, type SamplingConfig } from '@kiln/sampling';
 import { CliError, reportCommandError } from '../errors';
@@ -108,6 +108,13 @@ export function samplingFromFlags(options: GenerateCommandOptions): SamplingConf
     throw error;
   }
   return given;
+}
+
+// Commander reads a long flag starting with --no- as the negation of another flag; this one takes a value.
+function noRepeatNgramSizeOption(): Option {
+  const option = new Option('--no-repeat-ngram-size <n>', 'never repeat an n-gram of this size (default 0: off)');
+  option.negate = false;
+  return option;
 }
 
 function collect(value: string, previous: string[]): string[] {
@@ -222,7 +229,7 @@ export function registerGenerateCommand(program: Command): void {
     .option('--repetition-penalty <r>', 'penalize tokens already seen, > 0 (default 1: off)')
     .option('--presence-penalty <x>', 'subtract x from tokens generated so far (default 0: off)')
     .option('--frequency-penalty <x>', 'subtract x per time a token was generated (default 0: off)')
-    .option('--no-repeat-ngram-size <n>', 'never repeat an n-gram (default 0: off)')
+    .addOption(noRepeatNgramSizeOption())
     .option('--seed <n>', 'random seed, 0 to 2^64 - 1 (default: random); the same seed gives the same tokens')
     .option('--stop <text>', 'stop when the text contains this (repeatable); the stop text is left out', collect, [])
     .option('--include-stop-text', 'keep the matched stop text in the output')
