@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "kiln/kernels/avx2.h"
+#include "kiln/kernels/avx2_math.h"
 
 namespace kiln {
 namespace avx2 {
@@ -31,13 +32,6 @@ inline float loadW1(const void* w, int64_t idx) {
   float f;
   std::memcpy(&f, &bits, 4);
   return f;
-}
-
-inline float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
 }
 
 // RT rows of x times NT weight rows: RT * NT accumulators stay in registers (at most 12 of the 16), each

@@ -5,35 +5,12 @@
 #include <cstring>
 
 #include "kiln/kernels/avx2.h"
+#include "kiln/kernels/avx2_math.h"
 
 namespace kiln {
 namespace avx2 {
 
 namespace {
-
-inline float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
-
-inline float weightAt(const void* w, DType wdt, int64_t i) {
-  if (wdt == DType::F32) return static_cast<const float*>(w)[i];
-  const uint16_t h = static_cast<const uint16_t*>(w)[i];
-  if (wdt == DType::F16) return _cvtsh_ss(h);
-  const uint32_t bits = static_cast<uint32_t>(h) << 16;
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
-
-inline __m256 weight8(const void* w, DType wdt, int64_t i) {
-  if (wdt == DType::F32) return _mm256_loadu_ps(static_cast<const float*>(w) + i);
-  const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(w) + i));
-  if (wdt == DType::F16) return _mm256_cvtph_ps(h);
-  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
-}
 
 }  // namespace
 
