@@ -10,10 +10,6 @@
 namespace kiln {
 namespace avx2 {
 
-namespace {
-
-}  // namespace
-
 void layerNormRows(const float* x, int64_t xStride, int64_t r0, int64_t r1, const void* w, DType wdt,
                    const float* bias, int64_t H, float eps, float* y, int64_t yStride) {
   for (int64_t r = r0; r < r1; ++r) {

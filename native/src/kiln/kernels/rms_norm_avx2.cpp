@@ -10,10 +10,6 @@
 namespace kiln {
 namespace avx2 {
 
-namespace {
-
-}  // namespace
-
 void rmsNormRows(const float* x, int64_t xStride, int64_t r0, int64_t r1, const void* w, DType wdt, int64_t H,
                  float eps, float weightOffset, float* y, int64_t yStride) {
   const __m256 offset = _mm256_set1_ps(weightOffset);
