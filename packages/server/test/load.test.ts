@@ -123,15 +123,17 @@ describe('load on kiln serve (child process)', () => {
         }
       }),
     );
-    // A first round of the same shape grows the heaps, the JIT's code and the KV block pool to their
-    // working size; the second is the one measured.
+    // Two rounds of the same shape grow the heaps, the JIT's code and the KV block pool to their working
+    // size (measured: resident memory still grows ~6% during the second round, then stays within 2% over
+    // four more); the third is the one measured.
+    await round();
     await round();
     const rssBefore = metric(await metrics(), 'process_resident_memory_bytes') as number;
     await round();
     const text = await metrics();
     const rssAfter = metric(text, 'process_resident_memory_bytes') as number;
     expect(errors).toEqual([]);
-    expect(completed).toBe(2 * CLIENTS * 4);
+    expect(completed).toBe(3 * CLIENTS * 4);
     expect(mismatches).toBe(0);
     expect({ rssBefore, rssAfter, ratio: Math.abs(rssAfter - rssBefore) / rssBefore < 0.1 }).toMatchObject({ ratio: true });
     expect(text).not.toMatch(/kiln_http_requests_total\{[^}]*status="5\d\d"\}/);
