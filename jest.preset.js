@@ -5,6 +5,9 @@ const root = __dirname;
 module.exports = {
   testEnvironment: 'node',
   testMatch: ['<rootDir>/test/**/*.test.ts'],
+  // *.timing.test.ts measure latency or memory: they run alone, in the `test:timing` phase after the
+  // parallel one (see jest.timing.js), so other test processes do not skew what they measure.
+  testPathIgnorePatterns: ['/node_modules/', '\\.timing\\.test\\.ts$'],
   transform: { '^.+\\.ts$': ['@swc/jest', { jsc: { target: 'es2022', parser: { syntax: 'typescript' } }, module: { type: 'commonjs' } }] },
   moduleNameMapper: {
     '^@kiln/native$': path.join(root, 'native/lib/index.ts'),

@@ -5,52 +5,23 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { buildEngine, type BuildConfig } from '@kiln/builder';
-import { convertCheckpoint } from '@kiln/convert';
-import { Engine, type EngineLoadOptions, type ExecutorRequest } from '@kiln/runtime';
+import { Engine, type ExecutorRequest } from '@kiln/runtime';
 import { scribe7mPath } from '@kiln/scribe-7m';
+import { llamaFixture, makeEngine, prompts, rng, withEngine } from './executor-helpers';
 
-const llamaFixture = path.resolve(__dirname, '..', '..', '..', 'fixtures', 'hf-tiny', 'llama');
 let tmpDir: string;
 let llamaDir: string;
 let scribeDir: string;
 
-async function makeEngine(modelDir: string, name: string, dtype: 'float32' | undefined, config: Partial<BuildConfig>): Promise<string> {
-  const checkpointDir = path.join(tmpDir, `${name}-checkpoint`);
-  const outputDir = path.join(tmpDir, name);
-  await convertCheckpoint({ modelDir, outputDir: checkpointDir, dtype });
-  await buildEngine({ checkpointDir, outputDir, config });
-  return outputDir;
-}
-
 beforeAll(async () => {
   tmpDir = fs.mkdtempSync(path.join(os.tmpdir(), 'kiln-executor-'));
-  llamaDir = await makeEngine(llamaFixture, 'llama', 'float32', { maxBatchSize: 32, maxSeqLen: 256 });
-  scribeDir = await makeEngine(scribe7mPath, 'scribe', undefined, { maxBatchSize: 32, maxSeqLen: 512 });
+  llamaDir = await makeEngine(tmpDir, llamaFixture, 'llama', 'float32', { maxBatchSize: 32, maxSeqLen: 256 });
+  scribeDir = await makeEngine(tmpDir, scribe7mPath, 'scribe', undefined, { maxBatchSize: 32, maxSeqLen: 512 });
 }, 300000);
 
 afterAll(() => {
   fs.rmSync(tmpDir, { recursive: true, force: true });
 });
-
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-function prompts(seed: number, count: number, vocab: number, minLen: number, maxLen: number): number[][] {
-  const random = rng(seed);
-  return Array.from({ length: count }, () => {
-    const length = minLen + Math.floor(random() * (maxLen - minLen + 1));
-    return Array.from({ length }, () => 3 + Math.floor(random() * (vocab - 3)));
-  });
-}
 
 /** Largest |a - b| over a row, relative to the row's largest |b|. */
 function maxRelativeError(actual: Float32Array, expected: Float32Array, vocab: number): number {
@@ -65,16 +36,6 @@ function maxRelativeError(actual: Float32Array, expected: Float32Array, vocab: n
     worst = Math.max(worst, difference / scale);
   }
   return worst;
-}
-
-async function withEngine<T>(dir: string, options: EngineLoadOptions, body: (engine: Engine) => Promise<T>): Promise<T> {
-  const engine = await Engine.load(dir, { numThreads: 2, ...options });
-  try {
-    return await body(engine);
-  } finally {
-    await engine.executor.shutdown();
-    engine.dispose();
-  }
 }
 
 /** Each request alone, one after the other. */
@@ -247,25 +208,5 @@ describe('cancellation', () => {
     } finally {
       engine.dispose();
     }
-  });
-});
-
-test('the event loop stays responsive during a long generation', async () => {
-  await withEngine(scribeDir, { numThreads: 1 }, async (engine) => {
-    const lags: number[] = [];
-    let expected = performance.now() + 5;
-    const timer = setInterval(() => {
-      const now = performance.now();
-      lags.push(now - expected);
-      expected = now + 5;
-    }, 5);
-    try {
-      const requests = prompts(31, 8, 4096, 100, 200).map((inputIds) => engine.executor.generate({ inputIds, maxTokens: 150, ignoreEos: true }));
-      await Promise.all(requests);
-    } finally {
-      clearInterval(timer);
-    }
-    expect(lags.length).toBeGreaterThan(20);
-    expect(Math.max(...lags)).toBeLessThan(20);
   });
 });

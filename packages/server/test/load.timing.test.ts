@@ -2,6 +2,7 @@
 // concurrent streaming clients x 4 requests, every output equal to the same request run alone (greedy),
 // RSS after within 10% of before; then 20% of clients disconnecting mid-stream, after which the KV
 // blocks are all back. Loopback only; every loop is bounded in count and time.
+// Timing- and memory-sensitive: runs alone in the `test:timing` phase (see jest.timing.js).
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
