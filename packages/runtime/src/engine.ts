@@ -2,7 +2,7 @@ import * as path from 'node:path';
 import { loadNative, type CapacitySchedulerPolicy, type NativeEngine, type NativeEngineInfo } from '@kiln/native';
 import { resolveEndId, validateMaxTokens, type SamplingConfig } from '@kiln/sampling';
 import { readEngineDirConfig, type EngineDirConfig } from './engine-config';
-import { checkExecutorRequest, Executor, type ExecutorResult, type ExecutorSequence, type ExecutorTokenLogprobs } from './executor';
+import { checkExecutorRequest, checkPromptIds, Executor, type ExecutorResult, type ExecutorSequence, type ExecutorTokenLogprobs } from './executor';
 
 export interface EngineLoadOptions {
   /** Threads for the kernels. Default: the machine's hardware concurrency. Range: 1 to 1024. */
@@ -168,7 +168,7 @@ export class Engine {
     const { onToken, ...sampling } = options;
     validateMaxTokens(options.maxTokens);
     resolveEndId(options, this.defaultEndId, this.vocabSize);
-    const prompt = this.#checkPrompt(inputIds);
+    const prompt = checkPromptIds(inputIds, this.#facts());
     if (options.returnContextLogits && !this.gathersContextLogits) {
       throw new Error(
         `returnContextLogits needs an engine built with gatherContextLogits, and ${path.join(this.engineDir, 'config.json')} ` +
@@ -238,26 +238,6 @@ export class Engine {
       sequences: result.sequences,
       vocabSize: this.vocabSize,
     };
-  }
-
-  #checkPrompt(inputIds: readonly number[] | Int32Array): Int32Array {
-    if (!Array.isArray(inputIds) && !(inputIds instanceof Int32Array)) {
-      throw new Error('inputIds must be an array of token ids or an Int32Array');
-    }
-    if (inputIds.length === 0) throw new Error('the prompt is empty: give at least one token');
-    if (inputIds.length >= this.maxSeqLen) {
-      throw new Error(
-        `the prompt has ${inputIds.length} tokens, but the engine's maxSeqLen is ${this.maxSeqLen}: ` +
-          `a prompt must be shorter than maxSeqLen to leave room for a generated token (engine ${this.engineDir})`,
-      );
-    }
-    for (let index = 0; index < inputIds.length; index++) {
-      const id = inputIds[index];
-      if (!Number.isInteger(id) || id < 0 || id >= this.vocabSize) {
-        throw new Error(`inputIds[${index}] is ${id}, not a token id of this engine's vocabulary (size ${this.vocabSize})`);
-      }
-    }
-    return inputIds instanceof Int32Array ? inputIds : Int32Array.from(inputIds);
   }
 
   /**

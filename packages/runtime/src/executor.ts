@@ -298,17 +298,13 @@ export class Executor {
 }
 
 /**
- * Checks a request before it reaches native code: the prompt, maxTokens, and every sampling option
- * through validateSamplingConfig with the engine's limits (vocabulary size, maxBeamWidth); a bad
- * option throws a SamplingConfigError naming it, and nothing is queued. Also used by Engine.generate
- * (not exported from the package).
+ * Checks a prompt against an engine: at least one token, shorter than maxSeqLen (room for one generated
+ * token), every id in the vocabulary. Returns it as an Int32Array.
  */
-export function checkExecutorRequest(request: ExecutorRequest, facts: ExecutorEngineFacts): CheckedRequest {
-  if (typeof request !== 'object' || request === null) throw new Error('the request must be an object');
-  const { inputIds: ids, maxTokens: rawMaxTokens, returnContextLogits, returnGenerationLogits, ...sampling } = request;
-  const maxTokens = validateMaxTokens(rawMaxTokens);
-  const endId = resolveEndId(request, facts.defaultEndId, facts.vocabSize);
-  const resolved = validateSamplingConfig(stripUndefined(sampling), { vocabSize: facts.vocabSize, maxBeamWidth: facts.maxBeamWidth });
+export function checkPromptIds(
+  ids: readonly number[] | Int32Array,
+  facts: Pick<ExecutorEngineFacts, 'maxSeqLen' | 'vocabSize' | 'engineDir'>,
+): Int32Array {
   if (!Array.isArray(ids) && !(ids instanceof Int32Array)) throw new Error('inputIds must be an array of token ids or an Int32Array');
   if (ids.length === 0) throw new Error('the prompt is empty: give at least one token');
   if (ids.length >= facts.maxSeqLen) {
@@ -323,6 +319,22 @@ export function checkExecutorRequest(request: ExecutorRequest, facts: ExecutorEn
       throw new Error(`inputIds[${index}] is ${id}, not a token id of this engine's vocabulary (size ${facts.vocabSize})`);
     }
   }
+  return ids instanceof Int32Array ? ids : Int32Array.from(ids);
+}
+
+/**
+ * Checks a request before it reaches native code: the prompt, maxTokens, and every sampling option
+ * through validateSamplingConfig with the engine's limits (vocabulary size, maxBeamWidth); a bad
+ * option throws a SamplingConfigError naming it, and nothing is queued. Also used by Engine.generate
+ * (not exported from the package).
+ */
+export function checkExecutorRequest(request: ExecutorRequest, facts: ExecutorEngineFacts): CheckedRequest {
+  if (typeof request !== 'object' || request === null) throw new Error('the request must be an object');
+  const { inputIds: ids, maxTokens: rawMaxTokens, returnContextLogits, returnGenerationLogits, ...sampling } = request;
+  const maxTokens = validateMaxTokens(rawMaxTokens);
+  const endId = resolveEndId(request, facts.defaultEndId, facts.vocabSize);
+  const resolved = validateSamplingConfig(stripUndefined(sampling), { vocabSize: facts.vocabSize, maxBeamWidth: facts.maxBeamWidth });
+  const promptIds = checkPromptIds(ids, facts);
   const tokenSequences = (option: 'stopWords' | 'badWords'): Int32Array[] =>
     resolved[option].map((sequence, index) => {
       if (typeof sequence === 'string') {
@@ -337,8 +349,8 @@ export function checkExecutorRequest(request: ExecutorRequest, facts: ExecutorEn
   const badWords = tokenSequences('badWords');
   const bias = [...resolved.embeddingBias.entries()];
   const native: NativeExecutorRequest = {
-    inputIds: ids instanceof Int32Array ? ids : Int32Array.from(ids),
-    maxTokens: Math.min(maxTokens, facts.maxSeqLen - ids.length),
+    inputIds: promptIds,
+    maxTokens: Math.min(maxTokens, facts.maxSeqLen - promptIds.length),
     endId,
     returnContextLogits: returnContextLogits === true,
     returnGenerationLogits: returnGenerationLogits === true,
