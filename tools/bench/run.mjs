@@ -46,7 +46,7 @@ function parseArgs(argv) {
 
 // A fixed public-domain text (KJV Genesis 1), the register scribe-7m was trained on; its first 128 token ids
 // under scribe's tokenizer are the prompt of both engines.
-const PROMPT_TEXT =
+export const PROMPT_TEXT =
   'In the beginning God created the heaven and the earth. And the earth was without form, and void; and ' +
   'darkness was upon the face of the deep. And the Spirit of God moved upon the face of the waters. And God ' +
   'said, Let there be light: and there was light. And God saw the light, that it was good: and God divided ' +
@@ -56,14 +56,14 @@ const PROMPT_TEXT =
   'which were under the firmament from the waters which were above the firmament: and it was so. And God ' +
   'called the firmament Heaven. And the evening and the morning were the second day.';
 
-const median = (values) => {
+export const median = (values) => {
   const sorted = [...values].sort((a, b) => a - b);
   const mid = sorted.length >> 1;
   return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
 };
 
 /** Sum of the weights of a Kiln engine file, from its header (docs/engine-format.md). */
-function kilnWeights(engineFile) {
+export function kilnWeights(engineFile) {
   const fd = fs.openSync(engineFile, 'r');
   try {
     const fixed = Buffer.alloc(24);
@@ -85,7 +85,7 @@ function kilnWeights(engineFile) {
 }
 
 /** memcpy bandwidth (Buffer.copy is a memcpy) over `bytes`, best of `reps`, in bytes copied per second. */
-function copyBandwidth(bytes, reps) {
+export function copyBandwidth(bytes, reps) {
   const src = Buffer.alloc(bytes, 1);
   const dst = Buffer.alloc(bytes);
   src.copy(dst); // touch both so page faults are not timed
@@ -101,7 +101,7 @@ function copyBandwidth(bytes, reps) {
 }
 
 /** One Kiln request: timestamps of the call and of every generated token. */
-async function runKiln(engine, ids, count) {
+export async function runKiln(engine, ids, count) {
   const times = [];
   const tokens = [];
   const t0 = performance.now();
@@ -119,7 +119,7 @@ async function runKiln(engine, ids, count) {
 }
 
 /** One node-llama-cpp request on a cleared sequence, greedy (temperature 0), EOS not stopping it. */
-async function runLlama(sequence, ids, count) {
+export async function runLlama(sequence, ids, count) {
   await sequence.clearHistory();
   const times = [];
   const tokens = [];
@@ -152,7 +152,7 @@ function summarize(runs, promptTokens, genTokens) {
 }
 
 /** The repository commit measured, "+dirty" when the working tree has changes; "unknown" without git. */
-function repositoryRevision() {
+export function repositoryRevision() {
   try {
     const run = (...a) => execFileSync('git', a, { cwd: here, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
     return run('rev-parse', '--short', 'HEAD') + (run('status', '--porcelain', '--untracked-files=no') ? '+dirty' : '');
@@ -161,7 +161,7 @@ function repositoryRevision() {
   }
 }
 
-function cpuModel() {
+export function cpuModel() {
   try {
     const line = fs.readFileSync('/proc/cpuinfo', 'utf8').split('\n').find((l) => l.startsWith('model name'));
     return line ? line.split(':')[1].trim() : os.cpus()[0]?.model ?? 'unknown';
@@ -221,7 +221,7 @@ function markdown(results) {
 }
 
 /** The prompt-eval and eval lines of llama.cpp's llama_perf_context_print: totals and ms per token. */
-function parseLlamaPerf(text) {
+export function parseLlamaPerf(text) {
   const line = (label) => {
     const m = new RegExp(`${label}\\s*=\\s*([\\d.]+) ms /\\s*(\\d+) (?:tokens|runs)`).exec(text);
     return m ? { ms: Number(m[1]), count: Number(m[2]), msPerToken: Number(m[1]) / Number(m[2]) } : null;
@@ -229,7 +229,7 @@ function parseLlamaPerf(text) {
   return { promptEval: line('prompt eval time'), eval: line('(?<!prompt )eval time') };
 }
 
-function agreement(a, b, firstN) {
+export function agreement(a, b, firstN) {
   let firstDifference = null;
   let all = 0;
   for (let i = 0; i < a.length; i++) {
@@ -398,7 +398,10 @@ async function main() {
   }
 }
 
-main().catch((error) => {
-  console.error(error);
-  process.exit(1);
-});
+// Run only as a script: bandwidth.mjs imports the helpers above.
+if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  main().catch((error) => {
+    console.error(error);
+    process.exit(1);
+  });
+}
