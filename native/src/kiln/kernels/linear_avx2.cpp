@@ -45,7 +45,16 @@ inline void microTile(const float* x, int64_t xStride, int64_t r, const void* w,
   const float* xr[RT];
   for (int i = 0; i < RT; ++i) xr[i] = x + (r + i) * xStride;
   int64_t k = 0;
+  constexpr int64_t kWeightBytes = Kind == kF32 ? 4 : 2;
+  constexpr int64_t kLineWeights = 64 / kWeightBytes;
   for (; k + 8 <= K; k += 8) {
+    // One row (decode) streams 16-bit weights from memory: prefetch the next tile's rows one tile ahead, as
+    // pairTileBf16 does (the hardware prefetcher stops at each row's page boundary).
+    if (RT == 1 && Kind != kF32 && (k % kLineWeights) == 0) {
+      for (int j = 0; j < NT; ++j) {
+        _mm_prefetch(static_cast<const char*>(w) + ((n + NT + j) * K + k) * kWeightBytes, _MM_HINT_T0);
+      }
+    }
     __m256 wv[NT];
     for (int j = 0; j < NT; ++j) wv[j] = loadW8<Kind>(w, (n + j) * K + k);
     for (int i = 0; i < RT; ++i) {
@@ -86,6 +95,12 @@ inline void pairTileBf16(const float* xp, const void* w, int64_t n, int64_t K, c
   for (int64_t k = 0; k < K; k += 16) {
     const __m256 xe = _mm256_loadu_ps(xp + k);
     const __m256 xo = _mm256_loadu_ps(xp + k + 8);
+    // Decode streams every weight from memory once, NT rows (NT separate 4 KiB pages for K = 2048) at a
+    // time, and the hardware prefetcher does not follow a stream across pages: fetch the same position
+    // of the next tile's rows (NT * K weights ahead, a prefetch never faults) one tile in advance.
+    if ((k & 31) == 0) {
+      for (int j = 0; j < NT; ++j) _mm_prefetch(reinterpret_cast<const char*>(wr + (j + NT) * K + k), _MM_HINT_T0);
+    }
     for (int j = 0; j < NT; ++j) {
       const __m256i pair = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wr + j * K + k));
       acc[j] = _mm256_fmadd_ps(xe, _mm256_castsi256_ps(_mm256_slli_epi32(pair, 16)), acc[j]);
