@@ -71,8 +71,13 @@ export class ServerContext {
     for (const controller of this.#active) controller.abort(new Error('server shutdown'));
   }
 
-  tokenize(text: string, param: string): number[] {
-    const ids = this.llm.tokenizer.encode(text);
+  /**
+   * Token ids of `text`. `addSpecialTokens` (default true, as for a completion prompt) adds what the
+   * tokenizer's post-processor adds (a BOS, say); a rendered chat template already holds its special
+   * tokens and bad words are fragments, so those pass false (as vLLM does).
+   */
+  tokenize(text: string, param: string, addSpecialTokens = true): number[] {
+    const ids = this.llm.tokenizer.encode(text, { addSpecialTokens });
     if (ids.length === 0) throw new ApiError(400, `${param} is empty: it must hold at least one token`, 'invalid_request_error', param);
     return ids;
   }

@@ -82,7 +82,7 @@ function sampling(ctx: ServerContext, body: SamplingBody): Omit<ChoiceRequest, '
     lengthPenalty: body.length_penalty,
     ignoreEos: body.ignore_eos,
     minTokens: body.min_tokens,
-    badWords: body.bad_words?.map((word) => ctx.tokenize(word, 'bad_words')),
+    badWords: body.bad_words?.map((word) => ctx.tokenize(word, 'bad_words', false)),
     stopWords: body.stop_token_ids?.map((id) => [id]),
     stop,
   };
@@ -138,7 +138,7 @@ function planChat(ctx: ServerContext, body: ChatBody): Plan {
     );
   }
   const prompt = ctx.chatTemplate.render(chatMessages(body));
-  const inputIds = ctx.tokenize(prompt, 'messages');
+  const inputIds = ctx.tokenize(prompt, 'messages', false);
   const maxTokens = ctx.checkLengths(inputIds.length, body.max_completion_tokens ?? body.max_tokens ?? undefined, 'messages', body.max_completion_tokens != null ? 'max_completion_tokens' : 'max_tokens');
   if (body.top_logprobs != null && body.logprobs !== true) {
     throw new ApiError(400, 'top_logprobs needs logprobs: true', 'invalid_request_error', 'top_logprobs');

@@ -67,7 +67,7 @@ function plan(ctx: ServerContext, model: string, body: GenerateBody): Omit<Choic
     seed: body.random_seed,
     endId: body.end_id,
     beamWidth: body.beam_width,
-    badWords: wordList(body.bad_words).map((word) => ctx.tokenize(word, 'bad_words')),
+    badWords: wordList(body.bad_words).map((word) => ctx.tokenize(word, 'bad_words', false)),
     stop: wordList(body.stop_words),
     logprobs: body.return_log_probs ? 0 : undefined,
   };
