@@ -3,30 +3,13 @@
 // the portable and (where the CPU has it) the AVX2 path, with odd sizes, strided rows and several threads.
 // Tolerances follow native/test/kernels.test.ts: relative 1e-5 of the magnitude of the terms summed.
 import { loadNative, type NativeTesting } from '@kiln/native';
+import { rng, randomArray, expectError } from './test-utils';
 
 const testing: NativeTesting = loadNative().testing;
 const ISAS: Array<'generic' | 'avx2'> = testing.cpuIsa() === 'avx2' ? ['generic', 'avx2'] : ['generic'];
 const DTYPES = ['float32', 'float16', 'bfloat16'] as const;
 type DType = (typeof DTYPES)[number];
 const REL = 1e-5;
-
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-function randomArray(n: number, seed: number, lo = -1, hi = 1): Float32Array {
-  const r = rng(seed);
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) out[i] = lo + (hi - lo) * r();
-  return out;
-}
 
 /** Weights of a dtype and the float32 values the kernel must see (decoded by the tested converters). */
 function makeWeights(values: Float32Array, dtype: DType): { data: Float32Array | Uint16Array; decoded: Float32Array } {
@@ -52,18 +35,6 @@ function strided(rows: number, stride: number): { want: Float64Array; tol: Float
 }
 
 /** Addon errors come from Node's realm: match by name and by the message naming the call. */
-function expectError(fn: () => unknown, name: 'RangeError' | 'TypeError'): void {
-  let thrown: unknown;
-  try {
-    fn();
-  } catch (error) {
-    thrown = error;
-  }
-  expect(thrown).toBeDefined();
-  expect((thrown as Error).name).toBe(name);
-  expect((thrown as Error).message).toMatch(/^testing\.\w+: '/);
-}
-
 const erf = (x: number): number => {
   // erf by its Taylor series (|x| < 3) or continued fraction of erfc, to ~1e-15: the reference must be
   // far more accurate than the float32 kernels.

@@ -11,32 +11,13 @@
 // within ~2 ulp), so they get a relative 1e-5 too. 16-bit weights are decoded exactly to float32 (in the
 // reference by an independent TS decoder), so they need no extra tolerance.
 import { loadNative, type NativeTesting } from '@kiln/native';
+import { rng, randomArray, expectError } from './test-utils';
 
 const testing: NativeTesting = loadNative().testing;
 const ISAS: Array<'generic' | 'avx2'> = testing.cpuIsa() === 'avx2' ? ['generic', 'avx2'] : ['generic'];
 const DTYPES = ['float32', 'float16', 'bfloat16'] as const;
 type DType = (typeof DTYPES)[number];
 const REL = 1e-5;
-
-// ---------------------------------------------------------------------------------------------------
-// Deterministic random numbers (mulberry32).
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-function randomArray(n: number, seed: number, lo = -1, hi = 1): Float32Array {
-  const r = rng(seed);
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) out[i] = lo + (hi - lo) * r();
-  return out;
-}
 
 // ---------------------------------------------------------------------------------------------------
 // Independent 16-bit float codecs: arithmetic on float64, no bit tricks shared with the C++ code.
@@ -132,18 +113,6 @@ function relTol(value: number, scale = Math.abs(value)): number {
  * Errors thrown by the addon are made in Node's own realm, not in Jest's sandbox, so `toThrow(RangeError)`
  * cannot match them by class: check the name (TypeError or RangeError) and that the message names the call.
  */
-function expectError(fn: () => unknown, name: 'RangeError' | 'TypeError'): void {
-  let thrown: unknown;
-  try {
-    fn();
-  } catch (error) {
-    thrown = error;
-  }
-  expect(thrown).toBeDefined();
-  expect((thrown as Error).name).toBe(name);
-  expect((thrown as Error).message).toMatch(/^testing\.\w+: '/);
-}
-
 // ---------------------------------------------------------------------------------------------------
 describe('dtype conversions', () => {
   const specials = [

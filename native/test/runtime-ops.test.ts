@@ -6,6 +6,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { loadNative, type NativeEngine } from '@kiln/native';
+import { rng } from './test-utils';
 
 const native = loadNative();
 let tmpDir: string;
@@ -14,16 +15,6 @@ beforeAll(() => {
 });
 afterAll(() => fs.rmSync(tmpDir, { recursive: true, force: true }));
 
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 const rand = rng(5);
 const randomArray = (n: number, scale: number, offset = 0) => Float32Array.from({ length: n }, () => offset + scale * (2 * rand() - 1));
 const align64 = (n: number) => Math.ceil(n / 64) * 64;

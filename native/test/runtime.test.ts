@@ -4,6 +4,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { loadNative, type NativeEngine, type LoadEngineOptions } from '@kiln/native';
+import { rng } from './test-utils';
 
 const native = loadNative();
 let tmpDir: string;
@@ -17,17 +18,6 @@ afterAll(() => {
 
 // ---------------------------------------------------------------------------------------------------
 // Deterministic data
-
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function randomArray(rand: () => number, n: number, scale: number, offset = 0): Float32Array {
   const a = new Float32Array(n);

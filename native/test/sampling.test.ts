@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { loadNative, type NativeTesting } from '@kiln/native';
 import type { NativeSamplingParams } from '../lib/testing-types';
 import { logSoftmax, referenceDistribution, referenceProcessLogits, type SamplingConfig } from '@kiln/sampling';
+import { rng } from './test-utils';
 
 const testing: NativeTesting = loadNative().testing;
 
@@ -18,18 +19,6 @@ interface ProcessorCase {
 const fixture: { cases: ProcessorCase[] } = JSON.parse(
   readFileSync(join(__dirname, '../../fixtures/sampling/logits_processors.json'), 'utf8'),
 );
-
-// Deterministic random numbers (mulberry32).
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** A SamplingConfig as the native params (token-id bad words, sparse embedding bias). */
 function nativeParams(config: SamplingConfig): NativeSamplingParams {
