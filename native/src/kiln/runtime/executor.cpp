@@ -776,6 +776,7 @@ bool Executor::iterate(IterationReport& report) {
     rows[i].params = &s.request.sampling;
     rows[i].step = static_cast<uint64_t>(s.generated());
     rows[i].sequenceIndex = s.request.sequenceIndex;
+    rows[i].wantLogprob = s.request.sampling.logprobs > 0;  // accept() reads out.logprob only then
   }
   for (size_t i = 0; i < beamRows.size(); ++i) beamRows[i].row = static_cast<int64_t>(sampled.size() + i);
   ThreadPool* pool = engine_->threadPool();

@@ -72,8 +72,12 @@ void logSoftmaxRow(const float* processed, int64_t vocab, float* logprobs) {
 }
 
 SampleOutput sampleProcessed(const float* processed, int64_t vocab, const SamplingParams& params, uint64_t step,
-                             uint32_t sequenceIndex) {
+                             uint32_t sequenceIndex, bool wantLogprob) {
   SampleOutput out;
+  if (params.temperature == 0.0f && !wantLogprob && params.logprobs <= 0) {
+    out.token = argmax(processed, vocab);
+    return out;
+  }
   const double logZ = logSumExp(processed, vocab);
   if (params.temperature == 0.0f || std::isinf(logZ)) {
     out.token = argmax(processed, vocab);
@@ -105,7 +109,7 @@ void sampleRows(const SampleRow* rows, int64_t numRows, int64_t vocab, SampleOut
     for (int64_t r = begin; r < end; ++r) {
       const SampleRow& row = rows[r];
       processLogits(row.logits, vocab, row.tokens, *row.params);
-      out[r] = sampleProcessed(row.logits, vocab, *row.params, row.step, row.sequenceIndex);
+      out[r] = sampleProcessed(row.logits, vocab, *row.params, row.step, row.sequenceIndex, row.wantLogprob);
     }
   };
   if (pool != nullptr && numRows > 1) {
