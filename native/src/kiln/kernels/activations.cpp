@@ -5,12 +5,11 @@
 
 #include "kiln/kernels/avx2.h"
 #include "kiln/kernels/kernels.h"
+#include "kiln/kernels/portable.h"
 
 namespace kiln {
 
 namespace {
-
-constexpr int64_t kMinElementsPerChunk = 1 << 15;
 
 // As transformers' GELUActivation (erf) and NewGELUActivation / gelu_pytorch_tanh (tanh), in float32.
 inline float gelu(float x, bool tanh) {
@@ -18,25 +17,12 @@ inline float gelu(float x, bool tanh) {
   return 0.5f * x * (1.0f + std::erf(x * 0.7071067811865476f));
 }
 
-template <typename RowFn>
-void forEachRow(const KernelEnv& env, int64_t rows, int64_t cols, const RowFn& rowFn) {
-  if (rows <= 0 || cols <= 0) return;
-  auto body = [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) rowFn(r);
-  };
-  if (env.pool && env.pool->size() > 1) {
-    env.pool->parallelFor(rows, std::max<int64_t>(1, kMinElementsPerChunk / cols), body);
-  } else {
-    body(0, rows);
-  }
-}
-
 }  // namespace
 
 void geluKernel(const KernelEnv& env, const float* a, int64_t aStride, int64_t rows, int64_t cols, bool tanh,
                 float* out, int64_t outStride) {
   const bool avx = env.isa == Isa::Avx2;
-  forEachRow(env, rows, cols, [&](int64_t r) {
+  portable::forEachRow(env, rows, cols, [&](int64_t r) {
     const float* ar = a + r * aStride;
     float* o = out + r * outStride;
     if (avx) return avx2::geluRow(ar, cols, tanh, o);
@@ -47,7 +33,7 @@ void geluKernel(const KernelEnv& env, const float* a, int64_t aStride, int64_t r
 void gegluKernel(const KernelEnv& env, const float* gate, int64_t gateStride, const float* up, int64_t upStride,
                  int64_t rows, int64_t cols, bool tanh, float* out, int64_t outStride) {
   const bool avx = env.isa == Isa::Avx2;
-  forEachRow(env, rows, cols, [&](int64_t r) {
+  portable::forEachRow(env, rows, cols, [&](int64_t r) {
     const float* g = gate + r * gateStride;
     const float* u = up + r * upStride;
     float* o = out + r * outStride;
@@ -59,7 +45,7 @@ void gegluKernel(const KernelEnv& env, const float* gate, int64_t gateStride, co
 // relu and softcap: portable only (relu vectorises as written; softcap runs once, over the logits).
 void reluKernel(const KernelEnv& env, const float* a, int64_t aStride, int64_t rows, int64_t cols, float* out,
                 int64_t outStride) {
-  forEachRow(env, rows, cols, [&](int64_t r) {
+  portable::forEachRow(env, rows, cols, [&](int64_t r) {
     const float* ar = a + r * aStride;
     float* o = out + r * outStride;
     for (int64_t i = 0; i < cols; ++i) o[i] = ar[i] > 0.0f ? ar[i] : 0.0f;
@@ -68,7 +54,7 @@ void reluKernel(const KernelEnv& env, const float* a, int64_t aStride, int64_t r
 
 void softcapKernel(const KernelEnv& env, const float* a, int64_t aStride, int64_t rows, int64_t cols, float cap,
                    float* out, int64_t outStride) {
-  forEachRow(env, rows, cols, [&](int64_t r) {
+  portable::forEachRow(env, rows, cols, [&](int64_t r) {
     const float* ar = a + r * aStride;
     float* o = out + r * outStride;
     for (int64_t i = 0; i < cols; ++i) o[i] = cap * std::tanh(ar[i] / cap);

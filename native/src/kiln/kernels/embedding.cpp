@@ -6,7 +6,6 @@
 namespace kiln {
 
 namespace {
-constexpr int64_t kMinElementsPerChunk = 1 << 15;
 }
 
 void embeddingKernel(const KernelEnv& env, const int32_t* ids, int64_t numTokens, const void* table, DType dt,
@@ -23,11 +22,7 @@ void embeddingKernel(const KernelEnv& env, const int32_t* ids, int64_t numTokens
       }
     }
   };
-  if (env.pool && env.pool->size() > 1) {
-    env.pool->parallelFor(numTokens, std::max<int64_t>(1, kMinElementsPerChunk / hidden), body);
-  } else {
-    body(0, numTokens);
-  }
+  portable::parallelItems(env, numTokens, hidden, body);
 }
 
 }  // namespace kiln

@@ -11,7 +11,6 @@ namespace kiln {
 
 namespace {
 
-constexpr int64_t kMinElementsPerChunk = 1 << 15;
 
 void layerNormRowsGeneric(const float* x, int64_t xStride, int64_t r0, int64_t r1, const void* w, DType wdt,
                           const float* bias, int64_t H, float eps, float* y, int64_t yStride) {
@@ -54,11 +53,7 @@ void layerNormKernel(const KernelEnv& env, const float* x, int64_t rows, int64_t
       layerNormRowsGeneric(x, xStride, r0, r1, w, wdt, bias, H, eps, y, yStride);
     }
   };
-  if (env.pool && env.pool->size() > 1) {
-    env.pool->parallelFor(rows, std::max<int64_t>(1, kMinElementsPerChunk / H), body);
-  } else {
-    body(0, rows);
-  }
+  portable::parallelItems(env, rows, H, body);
 }
 
 }  // namespace kiln

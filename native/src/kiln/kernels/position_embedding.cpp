@@ -7,7 +7,6 @@
 namespace kiln {
 
 namespace {
-constexpr int64_t kMinElementsPerChunk = 1 << 15;
 }
 
 int64_t positionEmbeddingKernel(const KernelEnv& env, const int32_t* positions, int64_t numTokens, int64_t offset,
@@ -26,11 +25,7 @@ int64_t positionEmbeddingKernel(const KernelEnv& env, const int32_t* positions, 
       portable::toF32(static_cast<const char*>(table) + row * rowBytes, dt, hidden, out + t * outStride);
     }
   };
-  if (env.pool && env.pool->size() > 1) {
-    env.pool->parallelFor(numTokens, std::max<int64_t>(1, kMinElementsPerChunk / hidden), body);
-  } else {
-    body(0, numTokens);
-  }
+  portable::parallelItems(env, numTokens, hidden, body);
   return -1;
 }
 

@@ -10,7 +10,6 @@ namespace kiln {
 
 namespace {
 
-constexpr int64_t kMinElementsPerChunk = 1 << 15;
 
 void rmsNormRowsGeneric(const float* x, int64_t xStride, int64_t r0, int64_t r1, const void* w, DType wdt,
                         int64_t H, float eps, float weightOffset, float* y, int64_t yStride) {
@@ -43,11 +42,7 @@ void rmsNormKernel(const KernelEnv& env, const float* x, int64_t rows, int64_t x
       rmsNormRowsGeneric(x, xStride, r0, r1, w, wdt, H, eps, weightOffset, y, yStride);
     }
   };
-  if (env.pool && env.pool->size() > 1) {
-    env.pool->parallelFor(rows, std::max<int64_t>(1, kMinElementsPerChunk / H), body);
-  } else {
-    body(0, rows);
-  }
+  portable::parallelItems(env, rows, H, body);
 }
 
 void rmsNormGroupsKernel(const KernelEnv& env, const float* x, int64_t rows, int64_t xStride, const void* w,
@@ -72,11 +67,7 @@ void rmsNormGroupsKernel(const KernelEnv& env, const float* x, int64_t rows, int
     }
   };
   const int64_t tasks = rows * numGroups;
-  if (env.pool && env.pool->size() > 1) {
-    env.pool->parallelFor(tasks, std::max<int64_t>(1, kMinElementsPerChunk / groupSize), body);
-  } else {
-    body(0, tasks);
-  }
+  portable::parallelItems(env, tasks, groupSize, body);
 }
 
 }  // namespace kiln

@@ -5,11 +5,11 @@
 #include <vector>
 
 #include "kiln/kernels/kernels.h"
+#include "kiln/kernels/portable.h"
 
 namespace kiln {
 
 namespace {
-constexpr int64_t kMinElementsPerChunk = 1 << 14;
 }
 
 void ropeKernel(const KernelEnv& env, const float* x, int64_t numTokens, int64_t xStride, const int32_t* positions,
@@ -50,11 +50,7 @@ void ropeKernel(const KernelEnv& env, const float* x, int64_t numTokens, int64_t
     }
   };
   const int64_t perToken = numHeads * headDim;
-  if (env.pool && env.pool->size() > 1) {
-    env.pool->parallelFor(numTokens, std::max<int64_t>(1, kMinElementsPerChunk / perToken), body);
-  } else {
-    body(0, numTokens);
-  }
+  portable::parallelItems(env, numTokens, perToken, body, int64_t{1} << 14);
 }
 
 }  // namespace kiln
