@@ -559,8 +559,13 @@ describe('errors', () => {
   test('an unknown isa or backend is refused, naming it', async () => {
     const avx512 = await writeVariant('isa.engine', (h) => (h.target.isa = 'avx512'));
     await expect(native.loadEngine(avx512)).rejects.toThrow(/target\.isa "avx512"/);
-    const cuda = await writeVariant('cuda.engine', (h) => (h.target.backend = 'cuda'));
-    await expect(native.loadEngine(cuda)).rejects.toThrow(/target\.backend "cuda"/);
+    const tpu = await writeVariant('tpu.engine', (h) => (h.target.backend = 'tpu'));
+    await expect(native.loadEngine(tpu)).rejects.toThrow(/target\.backend "tpu"/);
+    const cuda = await writeVariant('cuda.engine', (h) => (h.target = { backend: 'cuda', computeCapability: '9.0', activationDType: 'float32' }));
+    // This suite runs on machines without CUDA (CI); a CUDA build on a GPU machine runs test/cuda instead.
+    await expect(native.loadEngine(cuda)).rejects.toThrow(
+      native.cudaInfo().compiled ? /cuda/ : /targets cuda \(compute capability 9\.0\) but this build of @kiln\/native has no CUDA backend/,
+    );
   });
 
   test('an op referencing a value out of range is refused, naming the op', async () => {

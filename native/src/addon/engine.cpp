@@ -74,6 +74,12 @@ Napi::Object InfoObject(Napi::Env env, const kiln::EngineInfo& i) {
   o.Set("formatVersion", Napi::Number::New(env, i.formatVersion));
   o.Set("backend", Napi::String::New(env, i.backend));
   o.Set("isa", Napi::String::New(env, i.isa));
+  if (!i.computeCapability.empty()) o.Set("computeCapability", Napi::String::New(env, i.computeCapability));
+  o.Set("activationDType", Napi::String::New(env, kiln::dtypeName(i.activationDType)));
+  o.Set("device", Napi::String::New(env, i.device));
+  o.Set("weightBytes", Napi::Number::New(env, static_cast<double>(i.weightBytes)));
+  o.Set("kvCacheBytes", Napi::Number::New(env, static_cast<double>(i.kvCacheBytes)));
+  o.Set("kvCacheTokens", Napi::Number::New(env, static_cast<double>(i.kvCacheTokens)));
   o.Set("maxBatchSize", Napi::Number::New(env, static_cast<double>(i.maxBatchSize)));
   o.Set("maxSeqLen", Napi::Number::New(env, static_cast<double>(i.maxSeqLen)));
   o.Set("maxNumTokens", Napi::Number::New(env, static_cast<double>(i.maxNumTokens)));

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "kiln/dtype.h"
+#include "kiln/runtime/backend.h"
 #include "kiln/format/engine_file.h"
 #include "kiln/format/safetensors.h"
 #include "kiln/format/safetensors_writer.h"
@@ -180,6 +181,30 @@ Napi::Value CpuInfo(const Napi::CallbackInfo& info) {
   out.Set("isa", kiln::isaName(kiln::detectIsa()));
   const unsigned n = std::thread::hardware_concurrency();
   out.Set("hardwareConcurrency", static_cast<double>(n == 0 ? 1 : n));  // 0 means "unknown"
+  return out;
+}
+
+// ---- cudaInfo ------------------------------------------------------------------------------------
+
+// Synchronous: asks the CUDA runtime for its devices (milliseconds once the driver is loaded).
+Napi::Value CudaInfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const kiln::CudaInfo cuda = kiln::queryCuda();
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("compiled", cuda.compiled);
+  Napi::Array devices = Napi::Array::New(env, cuda.devices.size());
+  for (size_t i = 0; i < cuda.devices.size(); ++i) {
+    const kiln::CudaDeviceInfo& d = cuda.devices[i];
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("index", d.index);
+    o.Set("name", d.name);
+    o.Set("computeCapability", d.computeCapability);
+    o.Set("totalBytes", static_cast<double>(d.totalBytes));
+    o.Set("freeBytes", static_cast<double>(d.freeBytes));
+    devices.Set(static_cast<uint32_t>(i), o);
+  }
+  out.Set("devices", devices);
+  if (!cuda.error.empty()) out.Set("error", cuda.error);
   return out;
 }
 
@@ -460,6 +485,7 @@ Napi::Value InspectEngine(const Napi::CallbackInfo& info) {
 
 void InitFiles(Napi::Env env, Napi::Object exports) {
   exports.Set("cpuInfo", Napi::Function::New(env, CpuInfo, "cpuInfo"));
+  exports.Set("cudaInfo", Napi::Function::New(env, CudaInfo, "cudaInfo"));
   exports.Set("readSafetensors", Napi::Function::New(env, ReadSafetensors, "readSafetensors"));
   exports.Set("writeSafetensors", Napi::Function::New(env, WriteSafetensors, "writeSafetensors"));
   exports.Set("writeEngine", Napi::Function::New(env, WriteEngine, "writeEngine"));

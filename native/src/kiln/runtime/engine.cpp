@@ -41,25 +41,6 @@ int32_t indexIn(const Json& item, const std::string& what, size_t count, const s
   return static_cast<int32_t>(item.asNumber());
 }
 
-// MemAvailable of /proc/meminfo (Linux), else the free physical pages; -1 when neither can be read.
-int64_t availableMemoryBytes() {
-  if (FILE* f = std::fopen("/proc/meminfo", "r")) {
-    char line[256];
-    long long kib = -1;
-    while (std::fgets(line, sizeof line, f)) {
-      if (std::sscanf(line, "MemAvailable: %lld kB", &kib) == 1) break;
-    }
-    std::fclose(f);
-    if (kib > 0) return static_cast<int64_t>(kib) * 1024;
-  }
-#if defined(_SC_AVPHYS_PAGES) && defined(_SC_PAGESIZE)
-  const long pages = sysconf(_SC_AVPHYS_PAGES);
-  const long pageSize = sysconf(_SC_PAGESIZE);
-  if (pages > 0 && pageSize > 0) return static_cast<int64_t>(pages) * pageSize;
-#endif
-  return -1;
-}
-
 }  // namespace
 
 Engine::Engine(const std::string& path, const EngineOptions& options) {
@@ -79,28 +60,29 @@ void Engine::configure(const EngineOptions& options) {
   // --- target ---
   const Json& target = h.at("target", "header");
   if (!target.isObject()) throw headerError("target must be an object");
-  const std::string& backend = target.string("backend", "header.target");
-  if (backend != "cpu") {
-    throw headerError("target.backend " + quoted(backend) + " is not supported by this runtime (only \"cpu\")");
-  }
-  const std::string& isa = target.string("isa", "header.target");
-  if (isa == "avx2") {
-    if (detectIsa() != Isa::Avx2) {
-      throw std::runtime_error(
-          "engine was built for cpu/avx2 but this CPU supports only generic kernels: rebuild it");
+  BackendTarget bt;
+  bt.backend = target.string("backend", "header.target");
+  bt.numThreads = options.numThreads;
+  bt.forceGeneric = options.forceGeneric;
+  bt.enginePath = file_->path();
+  if (bt.backend == "cpu") {
+    bt.isa = target.string("isa", "header.target");
+  } else if (bt.backend == "cuda") {
+    bt.computeCapability = target.string("computeCapability", "header.target");
+    const std::string& act = target.string("activationDType", "header.target");
+    if (!parseDTypeName(act, &bt.activationDType) || bt.activationDType == DType::I32) {
+      throw headerError("target.activationDType " + quoted(act) + " is not known (expected \"float32\", \"float16\" or \"bfloat16\")");
     }
-    isa_ = options.forceGeneric ? Isa::Generic : Isa::Avx2;
-  } else if (isa == "generic") {
-    isa_ = Isa::Generic;
   } else {
-    throw headerError("target.isa " + quoted(isa) + " is not known to this runtime (expected \"avx2\" or \"generic\")");
+    throw headerError("target.backend " + quoted(bt.backend) + " is not supported by this runtime (expected \"cpu\" or \"cuda\")");
   }
 
   // --- limits, model, kvCache ---
   const Json& limits = h.at("limits", "header");
   info_.formatVersion = kEngineFormatVersion;
-  info_.backend = backend;
-  info_.isa = isa;
+  info_.backend = bt.backend;
+  info_.computeCapability = bt.computeCapability;
+  info_.activationDType = bt.activationDType;
   info_.maxBatchSize = limits.integer("maxBatchSize", "header.limits", 1, kMaxBatchSize);
   info_.maxSeqLen = limits.integer("maxSeqLen", "header.limits", 1, kMaxSeqLen);
   info_.maxNumTokens = limits.integer("maxNumTokens", "header.limits", 1, kMaxNumTokens);
@@ -124,17 +106,30 @@ void Engine::configure(const EngineOptions& options) {
   facts_.kvNumLayers = numLayers;
   facts_.kvNumKvHeads = numKvHeads;
   facts_.kvHeadDim = headDim;
+  facts_.activationDType = bt.activationDType;
+
+  // --- backend: where weights, activations and the KV cache live ---
+  backend_ = makeBackend(bt, facts_);
+  facts_.backend = backend_.get();
+  info_.isa = backend_->isa();
+  info_.device = backend_->deviceDescription();
+  const std::vector<EngineWeight>& weights = file_->weights();
+  if (!weights.empty()) {
+    const uint8_t* lo = static_cast<const uint8_t*>(weights.front().data);
+    const uint8_t* hi = lo;
+    for (const EngineWeight& w : weights) {
+      const uint8_t* p = static_cast<const uint8_t*>(w.data);
+      lo = std::min(lo, p);
+      hi = std::max(hi, p + w.byteLength);
+    }
+    backend_->placeWeights(lo, static_cast<size_t>(hi - lo));
+  }
+  info_.weightBytes = backend_->weightBytes();
 
   // --- arena and values ---
   const int64_t arenaBytes = h.at("arena", "header").integer("bytes", "header.arena", 1, kMaxArenaBytes);
-  try {
-    arena_ = AlignedBuffer(static_cast<size_t>(arenaBytes));
-  } catch (const std::bad_alloc&) {
-    throw std::runtime_error("cannot allocate the activation arena (header.arena.bytes = " +
-                             std::to_string(arenaBytes) + ")");
-  }
-  std::memset(arena_.data(), 0, arena_.size());
-  float* arenaBase = static_cast<float*>(arena_.data());
+  if (arenaBytes % 4 != 0) throw headerError("arena.bytes = " + std::to_string(arenaBytes) + " is not a multiple of 4");
+  backend_->allocateArena(arenaBytes / 4);
 
   const Json& valuesJson = h.at("values", "header");
   if (!valuesJson.isArray()) throw headerError("values must be an array");
@@ -170,7 +165,8 @@ void Engine::configure(const EngineOptions& options) {
                                " for " + std::to_string(maxRows) + " rows, past header.arena.bytes = " +
                                std::to_string(arenaBytes));
     }
-    ref.data = arenaBase + offset / 4;
+    ref.elementOffset = offset / 4;
+    ref.data = backend_->hostValue(ref.elementOffset);
     values.push_back(ref);
   }
 
@@ -179,7 +175,7 @@ void Engine::configure(const EngineOptions& options) {
   if (!outputs.isObject()) throw headerError("outputs must be an object");
   const int32_t logitsIndex = indexIn(outputs.at("logits", "header.outputs"), "header.outputs.logits",
                                       values.size(), "values");
-  logits_ = values[logitsIndex];
+  const ValueRef& logits_ = values[logitsIndex];
   if (logits_.rows != RowsKind::LogitRows) {
     throw headerError("outputs.logits (value " + std::to_string(logitsIndex) + ") must have rows \"logitRows\"");
   }
@@ -189,8 +185,9 @@ void Engine::configure(const EngineOptions& options) {
                       std::to_string(info_.vocabSize));
   }
 
+  backend_->setLogits(logits_);
+
   // --- ops: resolve references, pick the kernel, bind ---
-  const std::vector<EngineWeight>& weights = file_->weights();
   const Json& opsJson = h.at("ops", "header");
   if (!opsJson.isArray()) throw headerError("ops must be an array");
   if (opsJson.items().empty()) throw headerError("ops is empty");
@@ -233,7 +230,7 @@ void Engine::configure(const EngineOptions& options) {
           ref.name = ew.name;
           ref.dtype = ew.dtype;
           ref.shape = ew.shape;
-          ref.data = ew.data;
+          ref.data = backend_->weightAddress(ew.data);
           slots.emplace(m.first, std::move(ref));
         }
       }
@@ -241,9 +238,9 @@ void Engine::configure(const EngineOptions& options) {
       if (attrs && !attrs->isObject()) throw std::runtime_error("attrs must be an object");
 
       const DType dt = kernelDTypeOf(slots);
-      const OpFactory* factory = registry.findOp(opName, backend, dt);
+      const OpFactory* factory = registry.findOp(opName, bt.backend, dt);
       if (!factory) {
-        throw std::runtime_error("no kernel for op " + quoted(opName) + " on " + backend + "/" + dtypeName(dt));
+        throw std::runtime_error("no kernel for op " + quoted(opName) + " on " + bt.backend + "/" + dtypeName(dt));
       }
       for (const ValueRef& v : outs) logitsWritten = logitsWritten || v.index == logitsIndex;
       OpBinding binding(opName, attrs, std::move(inputs), std::move(outs), std::move(slots), facts_);
@@ -263,42 +260,47 @@ void Engine::configure(const EngineOptions& options) {
     throw headerError("outputs.logits (value " + std::to_string(logitsIndex) + ") is not written by any op");
   }
 
-  // --- KV cache and threads ---
+  // --- KV cache ---
+  kvGeometry_.numLayers = static_cast<int32_t>(numLayers);
+  kvGeometry_.numKvHeads = static_cast<int32_t>(numKvHeads);
+  kvGeometry_.headDim = static_cast<int32_t>(headDim);
+  kvGeometry_.tokensPerBlock = static_cast<int32_t>(tokensPerBlock);
+  const int64_t bytesPerToken = static_cast<int64_t>(backend_->kvBytesPerToken(kvGeometry_));
+  const bool onGpu = bt.backend != "cpu";
   int64_t kvTokens = info_.maxBatchSize * info_.maxSeqLen;
-  const int64_t bytesPerToken = static_cast<int64_t>(KvBlockPool::bytesFor(1, numLayers, numKvHeads, headDim, 1));
-  if (options.kvCacheTokens > 0 || options.kvCacheBytes > 0 || options.kvCacheMemoryFraction > 0) {
+  const bool given = options.kvCacheTokens > 0 || options.kvCacheBytes > 0 || options.kvCacheMemoryFraction > 0;
+  int64_t available = -1;
+  if (given || onGpu) available = backend_->availableMemoryBytes();
+  if (given) {
     kvTokens = INT64_MAX;
     if (options.kvCacheTokens > 0) kvTokens = std::min(kvTokens, options.kvCacheTokens);
     if (options.kvCacheBytes > 0) kvTokens = std::min(kvTokens, options.kvCacheBytes / bytesPerToken);
     if (options.kvCacheMemoryFraction > 0) {
-      const int64_t available = availableMemoryBytes();
       if (available <= 0) throw std::runtime_error("kvCacheMemoryFraction: the available memory cannot be read on this system");
       kvTokens = std::min(kvTokens, static_cast<int64_t>(options.kvCacheMemoryFraction * static_cast<double>(available)) / bytesPerToken);
     }
     // Below one block, nothing could run: a block is the least the cache can hold.
     kvTokens = std::max<int64_t>(kvTokens, 1);
+  } else if (onGpu && available > 0) {
+    // TensorRT-LLM takes 90% of free device memory whatever the engine can use; Kiln takes no more
+    // than every sequence at full length needs.
+    kvTokens = std::min(kvTokens, std::max<int64_t>(1, static_cast<int64_t>(kDefaultGpuKvFraction * static_cast<double>(available)) / bytesPerToken));
   }
   const int64_t numBlocks = (kvTokens + tokensPerBlock - 1) / tokensPerBlock;
-  if (numBlocks > INT32_MAX ||
-      KvBlockPool::bytesFor(numBlocks, numLayers, numKvHeads, headDim, tokensPerBlock) >
-          static_cast<uint64_t>(kMaxKvPoolBytes)) {
+  if (numBlocks > INT32_MAX || static_cast<uint64_t>(numBlocks) * tokensPerBlock * bytesPerToken > static_cast<uint64_t>(kMaxKvPoolBytes)) {
     throw std::runtime_error("the KV cache for " + std::to_string(kvTokens) + " tokens is too large (lower kvCacheTokens)");
   }
-  kv_ = std::make_unique<KvBlockPool>(static_cast<int32_t>(numBlocks), static_cast<int32_t>(numLayers),
-                                      static_cast<int32_t>(numKvHeads), static_cast<int32_t>(headDim),
-                                      static_cast<int32_t>(tokensPerBlock));
-
-  int numThreads = options.numThreads;
-  if (numThreads <= 0) numThreads = std::max(1u, std::thread::hardware_concurrency());
-  threads_ = std::make_unique<ThreadPool>(numThreads);
-}
-
-void Engine::runStep(const StepContext& step) {
-  StepRuntime rt;
-  rt.env.isa = isa_;
-  rt.env.pool = threads_.get();
-  rt.step = &step;
-  for (const BoundOp& op : ops_) op(rt);
+  const int64_t kvPoolBytes = numBlocks * tokensPerBlock * bytesPerToken;
+  if (onGpu && available >= 0 && kvPoolBytes > available) {
+    throw std::runtime_error("the KV cache does not fit in device memory: " + std::to_string(numBlocks) + " blocks of " +
+                             std::to_string(tokensPerBlock) + " tokens need " + std::to_string(kvPoolBytes) + " bytes but " +
+                             std::to_string(available) + " are free once weights and activations are loaded " +
+                             "(lower kvCacheBytes / kvCacheTokens / kvCacheMemoryFraction)");
+  }
+  backend_->allocateKv(static_cast<int32_t>(numBlocks), kvGeometry_);
+  kvNumBlocks_ = static_cast<int32_t>(numBlocks);
+  info_.kvCacheBytes = backend_->kvBytes();
+  info_.kvCacheTokens = numBlocks * tokensPerBlock;
 }
 
 }  // namespace kiln

@@ -1,8 +1,9 @@
 #pragma once
-// A loaded engine: the validated `.engine` file, its op list bound to kernels, the activation arena, the
-// paged KV cache's memory and the kernel threads. `runStep` runs one forward step over a StepContext
-// that packs several sequences; the Executor (executor.h) schedules requests onto such steps. Only one
-// thread may run steps at a time (the executor's).
+// A loaded engine: the validated `.engine` file and its op list bound to the kernels of the backend its
+// target names (runtime/backend.h), which owns the weights' placement, the activation arena, the paged
+// KV cache's memory and the kernels' threads or stream. `runStep` runs one forward step over a
+// StepContext that packs several sequences; the Executor (executor.h) schedules requests onto such
+// steps. Only one thread may run steps at a time (the executor's).
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -10,9 +11,8 @@
 
 #include "kiln/format/engine_file.h"
 #include "kiln/kernels/kernels.h"
-#include "kiln/runtime/aligned_buffer.h"
+#include "kiln/runtime/backend.h"
 #include "kiln/runtime/kernel_registry.h"
-#include "kiln/runtime/kv_cache.h"
 #include "kiln/thread_pool.h"
 
 namespace kiln {
@@ -20,17 +20,28 @@ namespace kiln {
 struct EngineOptions {
   int numThreads = 0;         // 0: hardware concurrency
   // KV cache capacity; the smallest of those given wins, and is rounded up to whole blocks. With none
-  // given: maxBatchSize * maxSeqLen tokens.
+  // given: maxBatchSize * maxSeqLen tokens, and on a GPU at most kDefaultGpuKvFraction of the device
+  // memory free once weights and activations are loaded.
   int64_t kvCacheTokens = 0;           // 0: not given
-  int64_t kvCacheBytes = 0;            // 0: not given
-  double kvCacheMemoryFraction = 0.0;  // of the memory available when the engine loads; 0: not given
+  int64_t kvCacheBytes = 0;            // 0: not given (bytes in the cache's element type)
+  // Of the memory available once weights and activations are in place (host MemAvailable on the CPU,
+  // free device memory on a GPU, as TensorRT-LLM's kv_cache_free_gpu_mem_fraction); 0: not given.
+  double kvCacheMemoryFraction = 0.0;
   bool forceGeneric = false;  // portable kernels even where AVX2 is available
 };
 
+constexpr double kDefaultGpuKvFraction = 0.9;
+
 struct EngineInfo {
   uint32_t formatVersion = 0;
-  std::string backend;  // "cpu"
-  std::string isa;      // the header's target.isa: "avx2" or "generic"
+  std::string backend;  // "cpu" or "cuda"
+  std::string isa;      // cpu: the header's target.isa ("avx2" or "generic"); cuda: "sm_90"
+  std::string computeCapability;  // cuda: "9.0"; empty on the CPU
+  DType activationDType = DType::F32;
+  std::string device;   // the backend's one-line description of where it runs
+  uint64_t weightBytes = 0;
+  uint64_t kvCacheBytes = 0;
+  int64_t kvCacheTokens = 0;  // capacity: blocks * tokensPerBlock
   int64_t maxBatchSize = 0;
   int64_t maxSeqLen = 0;
   int64_t maxNumTokens = 0;
@@ -49,15 +60,18 @@ class Engine {
   Engine& operator=(const Engine&) = delete;
 
   const EngineInfo& info() const { return info_; }
-  Isa kernelIsa() const { return isa_; }
 
-  KvBlockPool& kvPool() { return *kv_; }
-  // The kernels' worker threads; the executor runs its per-row sampling on them between steps.
-  ThreadPool* threadPool() { return threads_.get(); }
+  int32_t kvNumBlocks() const { return kvNumBlocks_; }
+  int32_t kvTokensPerBlock() const { return kvGeometry_.tokensPerBlock; }
+  // Copies every layer's K and V of block src into block dst (a beam forking a partial block).
+  void copyKvBlock(int32_t src, int32_t dst) { backend_->copyKvBlock(src, dst); }
+  // Host worker threads; the executor runs its per-row sampling on them between steps.
+  ThreadPool* threadPool() { return backend_->threadPool(); }
 
-  // Runs every op once over the step. The logits of logit row r are then at logitsRow(r).
-  void runStep(const StepContext& step);
-  const float* logitsRow(int64_t r) const { return logits_.data + r * logits_.rowStride; }
+  // Runs every op once over the step (its `kv` is filled in by the backend). The float32 logits of
+  // logit row r are then at logitsRow(r), in host memory.
+  void runStep(const StepContext& step) { backend_->runStep(ops_, step); }
+  const float* logitsRow(int64_t r) const { return backend_->logitsRow(r); }
 
  private:
   void configure(const EngineOptions& options);
@@ -65,12 +79,10 @@ class Engine {
   std::unique_ptr<EngineFile> file_;
   EngineInfo info_;
   ModelFacts facts_;
-  Isa isa_ = Isa::Generic;
-  AlignedBuffer arena_;
-  std::unique_ptr<KvBlockPool> kv_;
-  std::unique_ptr<ThreadPool> threads_;
-  std::vector<BoundOp> ops_;
-  ValueRef logits_;
+  std::unique_ptr<Backend> backend_;
+  KvGeometry kvGeometry_;
+  int32_t kvNumBlocks_ = 0;
+  std::vector<BoundOp> ops_;  // declared after backend_: destroyed first (they may hold its memory)
 };
 
 }  // namespace kiln

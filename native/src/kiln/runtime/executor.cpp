@@ -97,7 +97,7 @@ Executor::Executor(std::shared_ptr<Engine> engine, const ExecutorConfig& config,
     : engine_(std::move(engine)),
       config_(config),
       sink_(std::move(sink)),
-      blocks_(engine_->kvPool().numBlocks(), engine_->kvPool().tokensPerBlock(), config.enableBlockReuse) {
+      blocks_(engine_->kvNumBlocks(), engine_->kvTokensPerBlock(), config.enableBlockReuse) {
   const EngineInfo& info = engine_->info();
   auto limit = [](int64_t asked, int64_t engineMax, const char* name) {
     if (asked < 0 || asked > engineMax) {
@@ -112,7 +112,7 @@ Executor::Executor(std::shared_ptr<Engine> engine, const ExecutorConfig& config,
   maxLogitRows_ = info.maxLogitRows;
   maxSeqLen_ = info.maxSeqLen;
   vocab_ = info.vocabSize;
-  tokensPerBlock_ = engine_->kvPool().tokensPerBlock();
+  tokensPerBlock_ = engine_->kvTokensPerBlock();
   maxBeamWidth_ = std::min(info.maxBeamWidth, std::min(maxBatchSize_, maxLogitRows_));
   start_ = Clock::now();
   published_.kvBlocksTotal = blocks_.numBlocks();
@@ -305,7 +305,7 @@ bool Executor::prepareBeamBlocks(Seq& s) {
       b.blocks.push_back(fresh);
     } else if (blocks_.refs(b.blocks[index]) > 1) {
       if (!takeBlock(s, &fresh)) return false;
-      engine_->kvPool().copyBlock(b.blocks[index], fresh);
+      engine_->copyKvBlock(b.blocks[index], fresh);
       blocks_.release({b.blocks[index]});
       b.blocks[index] = fresh;
     }
@@ -714,7 +714,6 @@ bool Executor::iterate(IterationReport& report) {
   step.blockTables = stepTables_.data();
   step.numLogitRows = static_cast<int32_t>(stepRows_.size());
   step.logitRows = stepRows_.data();
-  step.kv = engine_->kvPool().view();
   engine_->runStep(step);
 
   // 4. Logits, sampling, stop conditions. Every row that chooses a token is processed in one batched

@@ -21,8 +21,11 @@ namespace kiln {
 // What every bound op receives per step.
 struct StepRuntime {
   KernelEnv env;
-  const StepContext* step = nullptr;
+  const StepContext* step = nullptr;  // host view of the step
+  const void* device = nullptr;       // the backend's own view of it (CUDA: a cuda::DeviceStep), or null
 };
+
+class Backend;
 
 enum class RowsKind : uint8_t { Tokens, LogitRows };
 
@@ -33,7 +36,8 @@ struct ValueRef {
   RowsKind rows = RowsKind::Tokens;
   int64_t cols = 0;
   int64_t rowStride = 0;
-  float* data = nullptr;
+  int64_t elementOffset = 0;  // the header's offset / 4: where element (0, 0) sits in the arena
+  float* data = nullptr;      // host address of element (0, 0); null where the arena is device memory
 
   int64_t numRows(const StepContext& step) const {
     return rows == RowsKind::Tokens ? step.numTokens : step.numLogitRows;
@@ -57,6 +61,8 @@ struct ModelFacts {
   int64_t kvNumLayers = 0;
   int64_t kvNumKvHeads = 0;
   int64_t kvHeadDim = 0;
+  DType activationDType = DType::F32;  // the arena's and KV cache's element type (the CPU's is float32)
+  Backend* backend = nullptr;          // the backend binding the ops (adapters of that backend may downcast)
 };
 
 // Thrown by adapters; the engine prefixes the op's index and name.

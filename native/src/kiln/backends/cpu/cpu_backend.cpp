@@ -1,0 +1,117 @@
+#include "kiln/backends/cpu/cpu_backend.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <stdexcept>
+#include <thread>
+#include <unistd.h>
+
+#include "kiln/runtime/aligned_buffer.h"
+
+namespace kiln {
+
+namespace {
+
+// MemAvailable of /proc/meminfo (Linux), else the free physical pages; -1 when neither can be read.
+int64_t hostAvailableMemoryBytes() {
+  if (FILE* f = std::fopen("/proc/meminfo", "r")) {
+    char line[256];
+    long long kib = -1;
+    while (std::fgets(line, sizeof line, f)) {
+      if (std::sscanf(line, "MemAvailable: %lld kB", &kib) == 1) break;
+    }
+    std::fclose(f);
+    if (kib > 0) return static_cast<int64_t>(kib) * 1024;
+  }
+#if defined(_SC_AVPHYS_PAGES) && defined(_SC_PAGESIZE)
+  const long pages = sysconf(_SC_AVPHYS_PAGES);
+  const long pageSize = sysconf(_SC_PAGESIZE);
+  if (pages > 0 && pageSize > 0) return static_cast<int64_t>(pages) * pageSize;
+#endif
+  return -1;
+}
+
+class CpuBackend final : public Backend {
+ public:
+  explicit CpuBackend(const BackendTarget& target) {
+    if (target.isa == "avx2") {
+      if (detectIsa() != Isa::Avx2) {
+        throw std::runtime_error("engine was built for cpu/avx2 but this CPU supports only generic kernels: rebuild it");
+      }
+      isa_ = target.forceGeneric ? Isa::Generic : Isa::Avx2;
+    } else if (target.isa == "generic") {
+      isa_ = Isa::Generic;
+    } else {
+      throw std::runtime_error("header.target.isa \"" + target.isa +
+                               "\" is not known to this runtime (expected \"avx2\" or \"generic\")");
+    }
+    isaName_ = target.isa;
+    int numThreads = target.numThreads;
+    if (numThreads <= 0) numThreads = std::max(1u, std::thread::hardware_concurrency());
+    threads_ = std::make_unique<ThreadPool>(numThreads);
+  }
+
+  const char* name() const override { return "cpu"; }
+  std::string deviceDescription() const override {
+    return std::string("cpu (") + isaName(isa_) + ", " + std::to_string(threads_->size()) + " threads)";
+  }
+  std::string isa() const override { return isaName_; }
+
+  void placeWeights(const void*, size_t bytes) override { weightBytes_ = bytes; }
+  const void* weightAddress(const void* hostPointer) const override { return hostPointer; }
+  uint64_t weightBytes() const override { return weightBytes_; }
+
+  void allocateArena(int64_t floatSlots) override {
+    const size_t bytes = static_cast<size_t>(floatSlots) * sizeof(float);
+    try {
+      arena_ = AlignedBuffer(bytes);
+    } catch (const std::bad_alloc&) {
+      throw std::runtime_error("cannot allocate the activation arena (header.arena.bytes = " + std::to_string(bytes) + ")");
+    }
+    std::memset(arena_.data(), 0, arena_.size());
+  }
+  float* hostValue(int64_t elementOffset) const override { return static_cast<float*>(arena_.data()) + elementOffset; }
+
+  int64_t availableMemoryBytes() const override { return hostAvailableMemoryBytes(); }
+  uint64_t kvBytesPerToken(const KvGeometry& g) const override {
+    return KvBlockPool::bytesFor(1, g.numLayers, g.numKvHeads, g.headDim, 1);
+  }
+  void allocateKv(int32_t numBlocks, const KvGeometry& g) override {
+    kv_ = std::make_unique<KvBlockPool>(numBlocks, g.numLayers, g.numKvHeads, g.headDim, g.tokensPerBlock);
+  }
+  uint64_t kvBytes() const override {
+    const KvCacheView& v = kv_->view();
+    return KvBlockPool::bytesFor(v.numBlocks, v.numLayers, v.numKvHeads, v.headDim, v.tokensPerBlock);
+  }
+  void copyKvBlock(int32_t src, int32_t dst) override { kv_->copyBlock(src, dst); }
+
+  void setLogits(const ValueRef& logits) override { logits_ = logits; }
+  void runStep(const std::vector<BoundOp>& ops, const StepContext& hostStep) override {
+    StepContext step = hostStep;
+    step.kv = kv_->view();
+    StepRuntime rt;
+    rt.env.isa = isa_;
+    rt.env.pool = threads_.get();
+    rt.step = &step;
+    for (const BoundOp& op : ops) op(rt);
+  }
+  const float* logitsRow(int64_t r) const override { return logits_.data + r * logits_.rowStride; }
+
+  ThreadPool* threadPool() override { return threads_.get(); }
+
+ private:
+  Isa isa_ = Isa::Generic;
+  std::string isaName_;
+  uint64_t weightBytes_ = 0;
+  AlignedBuffer arena_;
+  std::unique_ptr<KvBlockPool> kv_;
+  std::unique_ptr<ThreadPool> threads_;
+  ValueRef logits_;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> makeCpuBackend(const BackendTarget& target) { return std::make_unique<CpuBackend>(target); }
+
+}  // namespace kiln
