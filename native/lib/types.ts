@@ -100,6 +100,30 @@ export interface CpuInfo {
   hardwareConcurrency: number;
 }
 
+/** One CUDA device as the CUDA runtime reports it (`cudaGetDeviceProperties`, `cudaMemGetInfo`). */
+export interface CudaDeviceInfo {
+  /** The CUDA device ordinal (0-based, after CUDA_VISIBLE_DEVICES). */
+  index: number;
+  /** The device's name, e.g. "NVIDIA H200". */
+  name: string;
+  /** "major.minor", e.g. "9.0" (sm_90). */
+  computeCapability: string;
+  /** Device memory in bytes. */
+  totalBytes: number;
+  /** Device memory free when asked, in bytes. */
+  freeBytes: number;
+}
+
+/** What `cudaInfo()` found: whether this build has the CUDA backend, and the devices it can see. */
+export interface CudaInfo {
+  /** False when the addon was built without a CUDA toolkit (then `devices` is empty). */
+  compiled: boolean;
+  /** Empty without CUDA, without a driver or without a device. */
+  devices: CudaDeviceInfo[];
+  /** Why there are no devices: the CUDA runtime's message (no driver, no device), or that CUDA was not compiled in. */
+  error?: string;
+}
+
 /**
  * How the executor admits requests when the KV cache is short (TensorRT-LLM's CapacitySchedulerPolicy).
  * - `guaranteedNoEvict`: a request is admitted only when the blocks of its prompt and of all its
@@ -116,14 +140,20 @@ export interface LoadEngineOptions {
   /**
    * KV cache capacity in tokens (rounded up to whole blocks of the engine's tokensPerBlock). Range: >= 1.
    * When several of kvCacheTokens, kvCacheBytes and kvCacheMemoryFraction are given, the smallest
-   * capacity wins. Default (none given): maxBatchSize * maxSeqLen tokens.
+   * capacity wins. Default (none given): maxBatchSize * maxSeqLen tokens; on a cuda engine at most
+   * 0.9 of the device memory free once weights and activations are loaded.
    */
   kvCacheTokens?: number;
-  /** KV cache capacity in bytes (K and V of every layer, float32). Range: >= 1. Default: not set. */
+  /**
+   * KV cache capacity in bytes: K and V of every layer, in the engine's activation dtype (float32 on
+   * the CPU; `activationDType` of a cuda engine). Range: >= 1. Default: not set (no byte limit).
+   */
   kvCacheBytes?: number;
   /**
-   * KV cache capacity as a fraction of the memory available when the engine loads (MemAvailable).
-   * Range: (0, 1]. Default: not set.
+   * KV cache capacity as a fraction of the memory available once the engine's weights and activations
+   * are in place: on the CPU the host's MemAvailable; on a cuda engine the device memory then free
+   * (TensorRT-LLM's kv_cache_free_gpu_mem_fraction). Range: (0, 1]. Default: not set (no fraction
+   * limit; a cuda engine with none of the three given uses 0.9).
    */
   kvCacheMemoryFraction?: number;
   /** Run the portable kernels even where AVX2 is available (tests). Default false. */
@@ -147,8 +177,22 @@ export interface LoadEngineOptions {
 
 export interface NativeEngineInfo {
   formatVersion: number;
-  backend: 'cpu';
-  isa: 'avx2' | 'generic';
+  /** The backend the engine was built for and runs on (the header's target.backend). */
+  backend: 'cpu' | 'cuda';
+  /** The kernels' instruction set: on the CPU "avx2" or "generic"; on cuda the SM architecture, e.g. "sm_90". */
+  isa: string;
+  /** cuda only: the compute capability the engine was built for, "major.minor" (e.g. "9.0"). */
+  computeCapability?: string;
+  /** The dtype of activations and of the KV cache: always float32 on the CPU; the header's target.activationDType on cuda. */
+  activationDType: WeightDType;
+  /** Where it runs, for people: e.g. "NVIDIA H200 (compute capability 9.0, 139.8 GiB)" or "cpu (avx2, 2 threads)". */
+  device: string;
+  /** Bytes of weights resident where the kernels read them (device memory on cuda; the file mapping on the CPU). */
+  weightBytes: number;
+  /** Bytes of the KV cache as allocated (K and V of every layer, in activationDType). */
+  kvCacheBytes: number;
+  /** KV cache capacity in tokens: blocks x tokensPerBlock. */
+  kvCacheTokens: number;
   maxBatchSize: number;
   maxSeqLen: number;
   maxNumTokens: number;
@@ -374,9 +418,21 @@ export interface NativeEngine {
 
 export interface NativeAddon {
   cpuInfo(): CpuInfo;
+  /**
+   * The CUDA devices this build can use. Synchronous and cheap (milliseconds once the driver is
+   * loaded); never throws for a missing driver or device: `compiled` is false without the CUDA backend,
+   * and `error` carries the CUDA runtime's message when it finds no device.
+   */
+  cudaInfo(): CudaInfo;
   readSafetensors(path: string): Promise<SafetensorsInfo>;
   writeSafetensors(options: WriteSafetensorsOptions): Promise<void>;
   writeEngine(options: WriteEngineOptions): Promise<WriteEngineResult>;
+  /**
+   * Validates and loads a `.engine` file on a native thread, placing its weights and KV cache on the
+   * backend its header's target names. Rejects with a message that starts with the path, also when this
+   * build or machine cannot run that target (a cuda engine on an addon built without CUDA, or with no
+   * device of its compute capability).
+   */
   loadEngine(path: string, options?: LoadEngineOptions): Promise<NativeEngine>;
   /**
    * For tests: opens a `.engine` file with every structural check the loader does (magic, format
