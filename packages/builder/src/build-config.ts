@@ -1,27 +1,63 @@
-import { loadNative } from '@kiln/native';
+import { CHECKPOINT_DTYPES, isCheckpointDType } from '@kiln/convert';
+import { loadNative, type WeightDType } from '@kiln/native';
 import type { BaseModelConfig } from '@kiln/models';
-import type { BuildConfig } from './types';
+import type { BuildConfig, BuildConfigCommon } from './types';
 
-function checkInteger(name: keyof BuildConfig, value: number, min: number, max: number): number {
+/** The compute capability a cuda build defaults to when no device is visible: Hopper (H100, H200). */
+export const FALLBACK_COMPUTE_CAPABILITY = '9.0';
+
+function checkInteger(name: keyof BuildConfigCommon, value: number, min: number, max: number): number {
   if (!Number.isSafeInteger(value) || value < min || value > max) {
     throw new RangeError(`build config: ${name} must be an integer in [${min}, ${max}], got ${value}`);
   }
   return value;
 }
 
-/** Fills defaults (documented on BuildConfig) and validates ranges, naming the field at fault. */
-export function resolveBuildConfig(partial: Partial<BuildConfig> = {}, model: BaseModelConfig): BuildConfig {
+/**
+ * The compute capability `kiln build --target cuda` compiles for by default: device 0's as the CUDA
+ * runtime reports it, else "9.0" (an addon without CUDA, no driver, or no device: a build machine
+ * need not have the GPU the engine will run on).
+ */
+export function defaultComputeCapability(): string {
+  return loadNative().cudaInfo().devices[0]?.computeCapability ?? FALLBACK_COMPUTE_CAPABILITY;
+}
+
+/**
+ * Fills defaults (documented on BuildConfig) and validates every field, naming the one at fault.
+ * `checkpointDType` is the storage dtype of the checkpoint's weights: the default `dtype`.
+ */
+export function resolveBuildConfig(partial: Partial<BuildConfig> = {}, model: BaseModelConfig, checkpointDType: WeightDType): BuildConfig {
+  const given = partial as Partial<Record<'target' | 'isa' | 'computeCapability' | 'dtype', unknown>>;
+  const target = given.target ?? 'cpu';
+  if (target !== 'cpu' && target !== 'cuda') throw new RangeError(`build config: target must be "cpu" or "cuda", got ${JSON.stringify(target)}`);
+  const dtype = given.dtype ?? checkpointDType;
+  if (!isCheckpointDType(dtype)) {
+    throw new RangeError(`build config: dtype must be one of ${CHECKPOINT_DTYPES.join(', ')}, got ${JSON.stringify(dtype)}`);
+  }
+
   const maxSeqLen = checkInteger('maxSeqLen', partial.maxSeqLen ?? Math.min(model.maxPositionEmbeddings, 4096), 2, 1 << 20);
-  const isa = partial.isa ?? loadNative().cpuInfo().isa;
-  if (isa !== 'avx2' && isa !== 'generic') throw new RangeError(`build config: isa must be "avx2" or "generic", got ${String(isa)}`);
   const maxBatchSize = checkInteger('maxBatchSize', partial.maxBatchSize ?? 8, 1, 4096);
-  return {
+  const common: BuildConfigCommon = {
     maxBatchSize,
     maxSeqLen,
     maxNumTokens: checkInteger('maxNumTokens', partial.maxNumTokens ?? Math.min(maxSeqLen, 2048), 1, 1 << 20),
     gatherContextLogits: Boolean(partial.gatherContextLogits ?? false),
     maxBeamWidth: checkInteger('maxBeamWidth', partial.maxBeamWidth ?? 1, 1, maxBatchSize),
     tokensPerBlock: checkInteger('tokensPerBlock', partial.tokensPerBlock ?? 16, 1, 1024),
-    isa,
+    dtype,
   };
+
+  if (target === 'cpu') {
+    if (given.computeCapability !== undefined) throw new RangeError('build config: computeCapability applies to target "cuda" only');
+    // Asked of the CPU only when not given, so a build for another machine's ISA needs no probing.
+    const isa = given.isa ?? loadNative().cpuInfo().isa;
+    if (isa !== 'avx2' && isa !== 'generic') throw new RangeError(`build config: isa must be "avx2" or "generic", got ${JSON.stringify(isa)}`);
+    return { target, ...common, isa };
+  }
+  if (given.isa !== undefined) throw new RangeError('build config: isa applies to target "cpu" only (a cuda engine is built for a computeCapability)');
+  const computeCapability = given.computeCapability ?? defaultComputeCapability();
+  if (typeof computeCapability !== 'string' || !/^\d+\.\d+$/.test(computeCapability)) {
+    throw new RangeError(`build config: computeCapability must be "major.minor" (e.g. "9.0"), got ${JSON.stringify(computeCapability)}`);
+  }
+  return { target, ...common, computeCapability };
 }

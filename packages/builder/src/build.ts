@@ -18,8 +18,9 @@ export const ENGINE_DIR_FORMAT = 'kiln-engine-dir';
 export const ENGINE_FILE = 'rank0.engine';
 
 /**
- * Compiles a Kiln checkpoint into an engine directory: network from the model zoo, graph passes,
- * lowering to CPU kernels, memory planning, weight packing. The directory appears whole or not at all.
+ * Compiles a Kiln checkpoint into an engine directory for the CPU or a CUDA GPU (`config.target`):
+ * network from the model zoo, graph passes, lowering to the engine's ops, memory planning, weight
+ * packing in `config.dtype`. The directory appears whole or not at all.
  * An existing engine built from the same checkpoint and config (same build hash) is reused.
  */
 export async function buildEngine(options: BuildOptions): Promise<BuildResult> {
@@ -27,7 +28,7 @@ export async function buildEngine(options: BuildOptions): Promise<BuildResult> {
   report({ stage: 'load', message: `reading checkpoint ${options.checkpointDir}` });
   const { config: checkpoint, weightsFile } = await readKilnCheckpoint(options.checkpointDir);
   const architecture = getArchitecture(checkpoint.architecture);
-  const buildConfig = resolveBuildConfig(options.config, checkpoint.model as never);
+  const buildConfig = resolveBuildConfig(options.config, checkpoint.model as never, checkpoint.dtype);
   const outputDir = path.resolve(options.outputDir);
   const buildHash = await computeBuildHash(options.checkpointDir, weightsFile, buildConfig);
 
@@ -39,7 +40,8 @@ export async function buildEngine(options: BuildOptions): Promise<BuildResult> {
   const passes = runPasses(graph);
   report({ stage: 'passes', message: passes.map((p) => `${p.pass}: ${p.changes}`).join(', ') });
 
-  const program = lowerGraph(graph, checkpoint.dtype);
+  // The native writer casts each checkpoint tensor to the dtype its entry asks for.
+  const program = lowerGraph(graph, buildConfig.dtype);
   report({ stage: 'lower', message: `${program.ops.length} ops, ${program.weights.length} weights` });
 
   const logits = graph.outputs.logits;

@@ -1,5 +1,5 @@
 // Assembles the engine header (docs/engine-format.md) from the lowered program and its memory plan.
-import type { EngineWeightSpec } from '@kiln/native';
+import type { EngineWeightSpec, WeightDType } from '@kiln/native';
 import type { KilnCheckpointConfig } from '@kiln/models';
 import type { LoweredProgram } from './lower';
 import type { MemoryPlan } from './memory-plan';
@@ -10,10 +10,15 @@ export const ENGINE_FORMAT_VERSION = 1;
 const ELEMENT_BYTES = { float32: 4, float16: 2, bfloat16: 2 } as const;
 const align64 = (n: number) => Math.ceil(n / 64) * 64;
 
+/** What the engine runs on: the native loader picks the backend (and refuses one it cannot run) by it. */
+export type EngineTarget =
+  | { backend: 'cpu'; isa: 'avx2' | 'generic' }
+  | { backend: 'cuda'; computeCapability: string; activationDType: WeightDType };
+
 export interface EngineHeader {
   format: 'kiln-engine';
   formatVersion: number;
-  target: { backend: 'cpu'; isa: BuildConfig['isa'] };
+  target: EngineTarget;
   limits: { maxBatchSize: number; maxSeqLen: number; maxNumTokens: number; maxLogitRows: number; maxBeamWidth: number };
   model: Record<string, unknown>;
   kvCache: { numLayers: number; numKvHeads: number; headDim: number; tokensPerBlock: number };
@@ -63,7 +68,7 @@ export function assembleEngine(
   const header: EngineHeader = {
     format: 'kiln-engine',
     formatVersion: ENGINE_FORMAT_VERSION,
-    target: { backend: 'cpu', isa: buildConfig.isa },
+    target: engineTarget(buildConfig),
     limits: {
       maxBatchSize: buildConfig.maxBatchSize,
       maxSeqLen: buildConfig.maxSeqLen,
@@ -86,4 +91,11 @@ export function assembleEngine(
     })),
   };
   return { header, weights: specs };
+}
+
+/** The header's target of a build: the CPU's ISA, or the GPU's compute capability and activation dtype. */
+export function engineTarget(buildConfig: BuildConfig): EngineTarget {
+  return buildConfig.target === 'cuda'
+    ? { backend: 'cuda', computeCapability: buildConfig.computeCapability, activationDType: buildConfig.dtype }
+    : { backend: 'cpu', isa: buildConfig.isa };
 }

@@ -1,5 +1,7 @@
-/** Build settings of an engine. Every field is optional in `BuildOptions.config`; defaults below. */
-export interface BuildConfig {
+import type { WeightDType } from '@kiln/native';
+
+/** The build settings every target shares. */
+export interface BuildConfigCommon {
   /** Most sequences in one step. Default 8; 1 to 4096. */
   maxBatchSize: number;
   /** Most positions (prompt + generated) of one sequence. Default: the model's maxPositionEmbeddings, capped at 4096. */
@@ -19,9 +21,42 @@ export interface BuildConfig {
   maxBeamWidth: number;
   /** Tokens per KV cache block. Default 16; 1 to 1024. */
   tokensPerBlock: number;
+  /**
+   * The engine's weight dtype: "float32", "float16" or "bfloat16". Matrix, embedding and norm weights are
+   * cast to it when packed (round to nearest even); biases and constants the builder computes (RoPE
+   * frequencies, ALiBi slopes) stay float32. On cuda it is also the dtype of the activations and the KV
+   * cache (float32 accumulation either way); the CPU computes in float32 whatever the weights.
+   * Default: the checkpoint's dtype.
+   */
+  dtype: WeightDType;
+}
+
+/** An engine for the CPU (the default target): runs on any x86-64 the `isa` allows. */
+export interface CpuBuildConfig extends BuildConfigCommon {
+  /** Default "cpu". */
+  target: 'cpu';
   /** Instruction set to compile for. Default: the best this CPU supports ("avx2" or "generic"). */
   isa: 'avx2' | 'generic';
 }
+
+/** An engine for NVIDIA GPUs of one compute capability. */
+export interface CudaBuildConfig extends BuildConfigCommon {
+  target: 'cuda';
+  /**
+   * The compute capability to build for, "major.minor" (e.g. "9.0" for H100/H200, "8.0" for A100).
+   * Default: device 0's, as `loadNative().cudaInfo()` reports it, else "9.0" (no device visible here).
+   */
+  computeCapability: string;
+}
+
+/**
+ * Build settings of an engine: one of the targets' configs, told apart by `target`. Every field is
+ * optional in `BuildOptions.config`; defaults on each field.
+ */
+export type BuildConfig = CpuBuildConfig | CudaBuildConfig;
+
+/** Where an engine runs: "cpu" (default) or "cuda". */
+export type BuildTarget = BuildConfig['target'];
 
 export interface BuildProgress {
   stage: 'load' | 'passes' | 'lower' | 'plan' | 'write';

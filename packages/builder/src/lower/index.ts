@@ -46,7 +46,10 @@ export interface LoweredProgram {
   views: Map<number, { of: number; colOffset: number }>;
 }
 
-/** Lowers every node; `weightDType` is the storage type of the checkpoint's tensors. */
+/**
+ * Lowers every node; `weightDType` is the engine's weight dtype (the build's `dtype`): parameters are
+ * packed in it, except those a lowering asks to keep in float32 (biases).
+ */
 export function lowerGraph(graph: Graph, weightDType: 'float32' | 'float16' | 'bfloat16'): LoweredProgram {
   const weights: WeightEntry[] = [];
   const weightIndex = new Map<string, number>();

@@ -17,7 +17,7 @@ export type WeightEntry =
 
 export interface LoweringContext {
   graph: Graph;
-  /** The weight-table index of a parameter, stored in the checkpoint's dtype (or float32 when `float32` is set). */
+  /** The weight-table index of a parameter, stored in the engine's weight dtype (or float32 when `float32` is set). */
   parameter(id: number, options?: { float32?: boolean }): number;
   /** The weight-table index of a constant; identical constants share one entry. */
   constant(name: string, data: number[]): number;

@@ -1,0 +1,85 @@
+// resolveBuildConfig: defaults per target and the validation of every target field. The native addon is
+// replaced by a fake whose CPU and GPU answers the test sets, so no device is needed (and a cuda build is
+// shown not to probe the CPU, nor a cpu build the GPU).
+const probes = { cpu: 0, cuda: 0 };
+let cudaDevices: { index: number; name: string; computeCapability: string; totalBytes: number; freeBytes: number }[] = [];
+
+jest.mock('@kiln/native', () => ({
+  loadNative: () => ({
+    cpuInfo: () => {
+      probes.cpu++;
+      return { isa: 'avx2', hardwareConcurrency: 2 };
+    },
+    cudaInfo: () => {
+      probes.cuda++;
+      return cudaDevices.length > 0 ? { compiled: true, devices: cudaDevices } : { compiled: false, devices: [], error: 'no CUDA backend' };
+    },
+  }),
+}));
+
+import { defaultComputeCapability, resolveBuildConfig, type BuildConfig } from '@kiln/builder';
+
+const model = { maxPositionEmbeddings: 512 } as Parameters<typeof resolveBuildConfig>[1];
+const resolve = (partial: Record<string, unknown>, checkpointDType: 'float32' | 'float16' | 'bfloat16' = 'float32') =>
+  resolveBuildConfig(partial as Partial<BuildConfig>, model, checkpointDType);
+
+beforeEach(() => {
+  probes.cpu = 0;
+  probes.cuda = 0;
+  cudaDevices = [];
+});
+
+describe('resolveBuildConfig', () => {
+  it('defaults to a cpu engine in the checkpoint dtype, for this CPU', () => {
+    expect(resolve({}, 'bfloat16')).toEqual({
+      target: 'cpu',
+      maxBatchSize: 8,
+      maxSeqLen: 512,
+      maxNumTokens: 512,
+      gatherContextLogits: false,
+      maxBeamWidth: 1,
+      tokensPerBlock: 16,
+      dtype: 'bfloat16',
+      isa: 'avx2',
+    });
+    expect(probes).toEqual({ cpu: 1, cuda: 0 });
+  });
+
+  it('keeps a given isa and dtype on the cpu, probing nothing', () => {
+    expect(resolve({ target: 'cpu', isa: 'generic', dtype: 'float16' })).toMatchObject({ target: 'cpu', isa: 'generic', dtype: 'float16' });
+    expect(probes).toEqual({ cpu: 0, cuda: 0 });
+  });
+
+  it('builds cuda for the given compute capability, with no isa', () => {
+    const config = resolve({ target: 'cuda', computeCapability: '8.0', dtype: 'bfloat16' });
+    expect(config).toMatchObject({ target: 'cuda', computeCapability: '8.0', dtype: 'bfloat16', maxBatchSize: 8 });
+    expect(config).not.toHaveProperty('isa');
+    expect(probes).toEqual({ cpu: 0, cuda: 0 });
+  });
+
+  it("defaults cuda's compute capability to device 0's, else 9.0", () => {
+    expect(resolve({ target: 'cuda' })).toMatchObject({ computeCapability: '9.0', dtype: 'float32' });
+    cudaDevices = [
+      { index: 0, name: 'NVIDIA A100', computeCapability: '8.0', totalBytes: 80e9, freeBytes: 79e9 },
+      { index: 1, name: 'NVIDIA H200', computeCapability: '9.0', totalBytes: 141e9, freeBytes: 140e9 },
+    ];
+    expect(resolve({ target: 'cuda' })).toMatchObject({ computeCapability: '8.0' });
+    expect(defaultComputeCapability()).toBe('8.0');
+    expect(probes.cpu).toBe(0);
+  });
+
+  it.each([
+    [{ target: 'tpu' }, 'build config: target must be "cpu" or "cuda", got "tpu"'],
+    [{ dtype: 'int8' }, 'build config: dtype must be one of float32, float16, bfloat16, got "int8"'],
+    [{ target: 'cuda', dtype: 'float64' }, 'build config: dtype must be one of float32, float16, bfloat16, got "float64"'],
+    [{ target: 'cuda', computeCapability: 'sm_90' }, 'build config: computeCapability must be "major.minor" (e.g. "9.0"), got "sm_90"'],
+    [{ target: 'cuda', computeCapability: '9' }, 'build config: computeCapability must be "major.minor" (e.g. "9.0"), got "9"'],
+    [{ target: 'cuda', computeCapability: 9 }, 'build config: computeCapability must be "major.minor" (e.g. "9.0"), got 9'],
+    [{ target: 'cuda', isa: 'avx2' }, 'build config: isa applies to target "cpu" only'],
+    [{ computeCapability: '9.0' }, 'build config: computeCapability applies to target "cuda" only'],
+    [{ isa: 'avx512' }, 'build config: isa must be "avx2" or "generic", got "avx512"'],
+    [{ target: 'cuda', maxBatchSize: 0 }, 'build config: maxBatchSize must be an integer in [1, 4096], got 0'],
+  ])('rejects %j, naming the field', (partial, message) => {
+    expect(() => resolve(partial)).toThrow(message);
+  });
+});
