@@ -9,13 +9,22 @@ export interface EngineLoadOptions {
   numThreads?: number;
   /**
    * KV cache capacity in tokens, rounded up to whole blocks. Default: maxBatchSize x maxSeqLen of the
-   * engine (every sequence can reach its full length). Range: at least 1. With kvCacheBytes or
-   * kvCacheMemoryFraction too, the smallest capacity wins.
+   * engine (every sequence can reach its full length); on a cuda engine given none of the three KV
+   * options, at most 0.9 of the device memory free after loading. Range: at least 1. With kvCacheBytes
+   * or kvCacheMemoryFraction too, the smallest capacity wins.
    */
   kvCacheTokens?: number;
-  /** KV cache capacity in bytes. Default: not set. Range: at least 1. */
+  /**
+   * KV cache capacity in bytes (K and V of every layer, in the engine's `info.activationDType`: float32
+   * on the CPU). Default: not set (no byte limit). Range: at least 1.
+   */
   kvCacheBytes?: number;
-  /** KV cache capacity as a fraction of the memory available at load. Default: not set. Range: (0, 1]. */
+  /**
+   * KV cache capacity as a fraction of the memory available once weights and activations are loaded:
+   * the host's available memory for a cpu engine, the free device memory for a cuda engine (TensorRT-LLM's
+   * `kv_cache_free_gpu_mem_fraction`; `kiln --kv-cache-free-gpu-memory-fraction`). Default: not set (no
+   * fraction limit; a cuda engine given none of the three KV options takes 0.9). Range: (0, 1].
+   */
   kvCacheMemoryFraction?: number;
   /** Most sequences per executor step. Default: the engine's maxBatchSize. Range: 1 to that. */
   maxBatchSize?: number;
@@ -30,6 +39,9 @@ export interface EngineLoadOptions {
   /** Reuse the KV blocks of shared prompt prefixes. Default true; false turns it off. */
   enableBlockReuse?: boolean;
 }
+
+/** What the native loader reports of a loaded engine (`Engine.info`). */
+export type EngineInfo = NativeEngineInfo;
 
 export type FinishReason = 'length' | 'stop';
 
@@ -74,6 +86,12 @@ function checkPositiveInteger(name: string, value: number | undefined): void {
   }
 }
 
+function checkFraction(name: string, value: number | undefined): void {
+  if (value !== undefined && !(typeof value === 'number' && value > 0 && value <= 1)) {
+    throw new Error(`${name} must be a number in (0, 1], got ${value}`);
+  }
+}
+
 /**
  * A compiled engine loaded into the native runtime: one engine directory (`config.json` and its
  * `.engine` file). Owns native memory: call `dispose()` (or `await using`) when done.
@@ -81,7 +99,12 @@ function checkPositiveInteger(name: string, value: number | undefined): void {
 export class Engine {
   readonly engineDir: string;
   readonly config: EngineDirConfig;
-  readonly info: NativeEngineInfo;
+  /**
+   * What the native loader made of it: backend ("cpu" or "cuda"), `device` (a one-line description of
+   * where it runs), `activationDType`, `weightBytes`, the KV cache's `kvCacheBytes` and `kvCacheTokens`,
+   * and the engine's limits.
+   */
+  readonly info: EngineInfo;
   #native: NativeEngine | undefined;
   #executor: Executor | undefined;
 
@@ -94,7 +117,8 @@ export class Engine {
 
   /**
    * Loads `<engineDir>/config.json` and its engine file. The native loader checks the file's checksum,
-   * format version and target on a native thread, and its message names the file.
+   * format version and target on a native thread (a cuda engine needs an addon built with CUDA and a
+   * device), and its message names the file.
    */
   static async load(engineDir: string, options: EngineLoadOptions = {}): Promise<Engine> {
     checkPositiveInteger('numThreads', options.numThreads);
@@ -102,6 +126,7 @@ export class Engine {
     const directory = path.resolve(engineDir);
     const config = await readEngineDirConfig(directory);
     checkPositiveInteger('kvCacheBytes', options.kvCacheBytes);
+    checkFraction('kvCacheMemoryFraction', options.kvCacheMemoryFraction);
     checkPositiveInteger('maxBatchSize', options.maxBatchSize);
     checkPositiveInteger('maxNumTokens', options.maxNumTokens);
     const native = await loadNative().loadEngine(path.join(directory, config.engineFiles[0]), {

@@ -1,5 +1,5 @@
 export { Engine } from './engine';
-export type { EngineGenerateOptions, EngineGenerateResult, EngineLoadOptions, FinishReason } from './engine';
+export type { EngineGenerateOptions, EngineGenerateResult, EngineInfo, EngineLoadOptions, FinishReason } from './engine';
 export { ENGINE_DIR_FORMAT, ENGINE_DIR_FORMAT_VERSION, readEngineDirConfig } from './engine-config';
 export type { EngineCheckpointInfo, EngineDirConfig } from './engine-config';
 export { LLM } from './llm';

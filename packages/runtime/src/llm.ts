@@ -1,5 +1,5 @@
 import * as path from 'node:path';
-import { Engine, type EngineGenerateOptions, type EngineGenerateResult, type EngineLoadOptions } from './engine';
+import { Engine, type EngineGenerateOptions, type EngineGenerateResult, type EngineInfo, type EngineLoadOptions } from './engine';
 import { SamplingConfigError, StopTextMatcher, validateSamplingConfig, type TokenSequence } from '@kiln/sampling';
 import type { ExecutorFinishReason, ExecutorRequest, ExecutorSequence, ExecutorTokenLogprobs, RequestStats } from './executor';
 import { Tokenizer } from './tokenizer';
@@ -61,12 +61,20 @@ export class LLM {
     this.tokenizer = tokenizer;
   }
 
-  /** Loads an engine directory and the tokenizer files the builder copied into it. */
+  /**
+   * Loads an engine directory and the tokenizer files the builder copied into it. `options` size the
+   * KV cache and the executor (EngineLoadOptions: kvCacheTokens, kvCacheBytes, kvCacheMemoryFraction, ...).
+   */
   static async load(engineDir: string, options: EngineLoadOptions = {}): Promise<LLM> {
     // The tokenizer first: it is cheap and fails without leaving native memory behind.
     const tokenizer = await Tokenizer.load(engineDir);
     const engine = await Engine.load(engineDir, options);
     return new LLM(engine, tokenizer);
+  }
+
+  /** The engine's `info`: backend, device, activation dtype, weight and KV cache sizes, limits. */
+  get info(): EngineInfo {
+    return this.engine.info;
   }
 
   /**

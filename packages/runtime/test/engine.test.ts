@@ -17,7 +17,22 @@ jest.mock('@kiln/native', () => ({
     loadEngine: async (file: string, options: unknown) => {
       nativeCalls.loads.push({ file, options });
       return {
-        info: { formatVersion: 1, backend: 'cpu', isa: 'generic', maxBatchSize: 1, maxSeqLen: 8, maxNumTokens: 8, maxLogitRows: 1, vocabSize: 16, modelJson: '{}' },
+        info: {
+          formatVersion: 1,
+          backend: 'cpu',
+          isa: 'generic',
+          activationDType: 'float32',
+          device: 'cpu (generic, 2 threads)',
+          weightBytes: 4096,
+          kvCacheBytes: 8192,
+          kvCacheTokens: 16,
+          maxBatchSize: 1,
+          maxSeqLen: 8,
+          maxNumTokens: 8,
+          maxLogitRows: 1,
+          vocabSize: 16,
+          modelJson: '{}',
+        },
         generate: async (request: NativeGenerateRequest, onToken?: (id: number) => void) => {
           nativeCalls.requests.push(request);
           const outputIds = Int32Array.from({ length: request.maxTokens }, (_, index) => index + 1);
@@ -97,6 +112,18 @@ describe('Engine', () => {
     it('refuses engine file names that leave the directory', async () => {
       fs.writeFileSync(configPath, JSON.stringify(engineConfig({ engineFiles: ['../rank0.engine'] })));
       await expect(Engine.load(directory)).rejects.toThrow(`${configPath}: "engineFiles" holds "../rank0.engine", which is not a plain file name`);
+    });
+
+    it('passes the KV cache options to the native loader, and exposes what it reports', async () => {
+      const engine = await Engine.load(directory, { kvCacheMemoryFraction: 0.5, kvCacheBytes: 1 << 20, kvCacheTokens: 64 });
+      expect(nativeCalls.loads[0].options).toMatchObject({ kvCacheMemoryFraction: 0.5, kvCacheBytes: 1 << 20, kvCacheTokens: 64 });
+      expect(engine.info).toMatchObject({ backend: 'cpu', device: 'cpu (generic, 2 threads)', activationDType: 'float32', weightBytes: 4096, kvCacheBytes: 8192, kvCacheTokens: 16 });
+    });
+
+    it.each([0, -0.1, 1.5, Number.NaN])('refuses kvCacheMemoryFraction %p before loading anything', async (fraction) => {
+      await expect(Engine.load(directory, { kvCacheMemoryFraction: fraction })).rejects.toThrow(`kvCacheMemoryFraction must be a number in (0, 1], got ${fraction}`);
+      await expect(Engine.load(directory, { kvCacheBytes: 0.5 })).rejects.toThrow('kvCacheBytes must be a positive integer, got 0.5');
+      expect(nativeCalls.loads).toEqual([]);
     });
 
     it('refuses invalid JSON and bad options', async () => {

@@ -184,7 +184,13 @@ export class KilnServer {
 }
 
 export interface StartServerOptions extends Omit<ServerOptions, 'llm' | 'ownsLlm'>, ListenOptions {
+  /** An engine directory made by @kiln/builder (`kiln build`), for the CPU or a CUDA GPU. */
   engineDir: string;
+  /**
+   * How to load it: kernel threads, the KV cache's size (kvCacheTokens, kvCacheBytes,
+   * kvCacheMemoryFraction: on a cuda engine a fraction of the device memory free after loading, 0.9 when
+   * none is given), executor limits. Default: EngineLoadOptions' defaults.
+   */
   engineOptions?: EngineLoadOptions;
 }
 
