@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "kiln/format/engine_file.h"
-#include "kiln/kernels/kernels.h"
+#include "kiln/backends/cpu/kernels/kernels.h"
 #include "kiln/runtime/backend.h"
 #include "kiln/runtime/kernel_registry.h"
 #include "kiln/thread_pool.h"

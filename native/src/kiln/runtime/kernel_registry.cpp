@@ -3,7 +3,10 @@
 #include <cmath>
 #include <utility>
 
-#include "kiln/runtime/ops/ops.h"
+#include "kiln/backends/cpu/ops/ops.h"
+#ifdef KILN_WITH_CUDA
+#include "kiln/backends/cuda/ops/ops.h"
+#endif
 
 namespace kiln {
 
@@ -167,32 +170,12 @@ DType kernelDTypeOf(const std::map<std::string, WeightRef>& weights) {
 }
 
 const KernelRegistry& KernelRegistry::builtin() {
-  // The single registration table. Ops with a weight-typed kernel are listed for every weight dtype the
-  // kernels accept; the others only run on float32 (their main "weight" is activations or float32 data).
   static const KernelRegistry registry = [] {
-    struct Entry {
-      const char* op;
-      BoundOp (*bind)(OpBinding&);
-      bool anyWeightDType;
-    };
-    const Entry table[] = {
-        {"embedding", ops::bindEmbedding, true}, {"linear", ops::bindLinear, true},
-        {"rms_norm", ops::bindRmsNorm, true},    {"add", ops::bindAdd, false},
-        {"mul", ops::bindMul, false},            {"silu", ops::bindSilu, false},
-        {"swiglu", ops::bindSwiglu, false},      {"rope", ops::bindRope, false},
-        {"attention", ops::bindAttention, false}, {"gather_rows", ops::bindGatherRows, false},
-        {"layer_norm", ops::bindLayerNorm, true}, {"gelu", ops::bindGelu, false},
-        {"geglu", ops::bindGeglu, false},        {"relu", ops::bindRelu, false},
-        {"softcap", ops::bindSoftcap, false},    {"position_embedding", ops::bindPositionEmbedding, true},
-        {"moe", ops::bindMoe, false},
-    };
     KernelRegistry r;
-    for (const Entry& e : table) {
-      for (DType dt : {DType::F32, DType::F16, DType::BF16}) {
-        if (dt != DType::F32 && !e.anyWeightDType) continue;
-        r.registerOp(e.op, "cpu", dt, e.bind);
-      }
-    }
+    ops::registerCpuOps(r);
+#ifdef KILN_WITH_CUDA
+    cuda::registerCudaOps(r);
+#endif
     return r;
   }();
   return registry;

@@ -13,8 +13,8 @@
 
 #include "kiln/dtype.h"
 #include "kiln/format/json.h"
-#include "kiln/kernels/kernels.h"
-#include "kiln/kernels/step.h"
+#include "kiln/backends/cpu/kernels/kernels.h"
+#include "kiln/runtime/step.h"
 
 namespace kiln {
 

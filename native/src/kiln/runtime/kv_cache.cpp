@@ -32,7 +32,7 @@ KvBlockPool::KvBlockPool(int32_t numBlocks, int32_t numLayers, int32_t numKvHead
 
 void KvBlockPool::copyBlock(int32_t src, int32_t dst) {
   if (src == dst) return;
-  // A block is contiguous: numLayers x {K, V} x tokensPerBlock rows (kernels/step.h).
+  // A block is contiguous: numLayers x {K, V} x tokensPerBlock rows (runtime/step.h).
   const size_t floats = static_cast<size_t>(view_.numLayers) * 2 * view_.tokensPerBlock * view_.numKvHeads * view_.headDim;
   std::memcpy(view_.pool + static_cast<size_t>(dst) * floats, view_.pool + static_cast<size_t>(src) * floats,
               floats * sizeof(float));

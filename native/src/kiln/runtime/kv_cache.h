@@ -1,10 +1,10 @@
 #pragma once
-// The paged KV cache's memory: a pool of fixed-size blocks (layout in kernels/step.h). Which sequence
+// The paged KV cache's memory: a pool of fixed-size blocks (layout in runtime/step.h). Which sequence
 // holds which block is the business of KvBlockManager (kv_block_manager.h), driven by the executor.
 #include <cstdint>
 #include <vector>
 
-#include "kiln/kernels/step.h"
+#include "kiln/runtime/step.h"
 #include "kiln/runtime/aligned_buffer.h"
 
 namespace kiln {

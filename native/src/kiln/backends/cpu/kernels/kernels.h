@@ -1,0 +1,123 @@
+#pragma once
+// Kiln's CPU kernels: short C-like functions over raw pointers, float32 activations, weights stored as
+// float32, float16 or bfloat16 and always accumulated in float32. Every kernel has a portable path and,
+// where it pays, an AVX2/FMA path (files named *_avx2.cpp); `env.isa` picks one. Each has a scalar
+// reference in native/test/.
+//
+// Matrices are row-major with an explicit row stride in elements, so a kernel can read or write a
+// column slice of a wider buffer (the builder turns splits into such views).
+#include <cstdint>
+
+#include "kiln/dtype.h"
+#include "kiln/runtime/step.h"
+#include "kiln/thread_pool.h"
+
+namespace kiln {
+
+enum class Isa : uint8_t { Generic = 0, Avx2 = 1 };
+Isa detectIsa();  // the best this CPU supports
+const char* isaName(Isa isa);
+
+struct KernelEnv {
+  Isa isa = Isa::Generic;
+  ThreadPool* pool = nullptr;  // may be null: single-threaded
+};
+
+// out[t, :] = table[ids[t], :] * scale, table [vocab, hidden] of type `dt`. ids are checked against vocab
+// by the caller.
+void embeddingKernel(const KernelEnv& env, const int32_t* ids, int64_t numTokens, const void* table, DType dt,
+                     int64_t hidden, float scale, float* out, int64_t outStride);
+
+// y[r, n] = sum_k x[r, k] * w[n, k] (+ bias[n]); w is [N, K] of type `wdt`, bias float32 or null.
+void linearKernel(const KernelEnv& env, const float* x, int64_t rows, int64_t xStride, const void* w, DType wdt,
+                  int64_t N, int64_t K, const float* bias, float* y, int64_t yStride);
+
+// y[r, :] = x[r, :] / sqrt(mean(x[r, :]^2) + eps) * (weightOffset + w[:]); w is [H] of type `wdt`.
+// (weightOffset is 0 for LLaMA, 1 for Gemma's (1 + w) norm.)
+void rmsNormKernel(const KernelEnv& env, const float* x, int64_t rows, int64_t xStride, const void* w, DType wdt,
+                   int64_t H, float eps, float weightOffset, float* y, int64_t yStride);
+// rmsNormKernel applied to each of the `numGroups` consecutive groups of `groupSize` features of a row
+// separately, every group scaled by the same w [groupSize] (Qwen3's per-head q/k norm).
+void rmsNormGroupsKernel(const KernelEnv& env, const float* x, int64_t rows, int64_t xStride, const void* w,
+                         DType wdt, int64_t numGroups, int64_t groupSize, float eps, float weightOffset, float* y,
+                         int64_t yStride);
+
+// y[r, :] = (x[r, :] - mean) / sqrt(var + eps) * w[:] + bias[:] with the biased variance over the row (as
+// torch.nn.LayerNorm); w is [H] of type `wdt`, bias float32 [H] or null (no bias).
+void layerNormKernel(const KernelEnv& env, const float* x, int64_t rows, int64_t xStride, const void* w, DType wdt,
+                     const float* bias, int64_t H, float eps, float* y, int64_t yStride);
+
+// Elementwise over [rows, cols]: out = a + b, out = a * b, out = silu(a), out = silu(a) * b.
+void addKernel(const KernelEnv& env, const float* a, int64_t aStride, const float* b, int64_t bStride, int64_t rows,
+               int64_t cols, float* out, int64_t outStride);
+void mulKernel(const KernelEnv& env, const float* a, int64_t aStride, const float* b, int64_t bStride, int64_t rows,
+               int64_t cols, float* out, int64_t outStride);
+void siluKernel(const KernelEnv& env, const float* a, int64_t aStride, int64_t rows, int64_t cols, float* out,
+                int64_t outStride);
+void swigluKernel(const KernelEnv& env, const float* gate, int64_t gateStride, const float* up, int64_t upStride,
+                  int64_t rows, int64_t cols, float* out, int64_t outStride);
+// out = gelu(a), exact (x/2 (1 + erf(x / sqrt 2)), `tanh` false) or the tanh approximation
+// (x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), `tanh` true); out = gelu(gate) * up; out = max(a, 0);
+// out = cap * tanh(a / cap).
+void geluKernel(const KernelEnv& env, const float* a, int64_t aStride, int64_t rows, int64_t cols, bool tanh,
+                float* out, int64_t outStride);
+void gegluKernel(const KernelEnv& env, const float* gate, int64_t gateStride, const float* up, int64_t upStride,
+                 int64_t rows, int64_t cols, bool tanh, float* out, int64_t outStride);
+void reluKernel(const KernelEnv& env, const float* a, int64_t aStride, int64_t rows, int64_t cols, float* out,
+                int64_t outStride);
+void softcapKernel(const KernelEnv& env, const float* a, int64_t aStride, int64_t rows, int64_t cols, float cap,
+                   float* out, int64_t outStride);
+
+// out[t, :] = table[positions[t] + offset, :], table [tableRows, hidden] of type `dt` (learned absolute
+// position embeddings). Checks every index first: returns the first t whose row is outside the table
+// (writing nothing), or -1 when all are inside and out was written.
+int64_t positionEmbeddingKernel(const KernelEnv& env, const int32_t* positions, int64_t numTokens, int64_t offset,
+                                const void* table, DType dt, int64_t tableRows, int64_t hidden, float* out,
+                                int64_t outStride);
+
+// Mixture of experts with SwiGLU experts (Mixtral), over x [T, H]:
+//   probs = softmax(x . router^T) over the E experts (float32), router [E, H] of type `routerDt`;
+//   the topK most probable experts are kept (ties: the lower index first, as torch.topk), their probs
+//   divided by their sum when `normalizeTopK`;
+//   out[t] = sum over kept e of p_e * down_e(silu(gate_e x[t]) * up_e x[t]).
+// The experts are stacked along dim 0, all of type `expertDt`: gate and up [E * I, H], down [E * H, I];
+// expert e owns rows e*I .. (e+1)*I-1 of gate/up and e*H .. (e+1)*H-1 of down. Tokens are grouped by
+// expert so each expert's weights are streamed once per call.
+void moeKernel(const KernelEnv& env, const float* x, int64_t T, int64_t xStride, const void* router, DType routerDt,
+               const void* gate, const void* up, const void* down, DType expertDt, int64_t numExperts,
+               int64_t hidden, int64_t intermediate, int64_t topK, bool normalizeTopK, float* out,
+               int64_t outStride);
+
+// Rotary position embedding over x [T, numHeads * headDim]: in each head the first `rotaryDim` features
+// are rotated by angle positions[t] * invFreq[i] (i < rotaryDim / 2), cos and sin multiplied by
+// `attentionScaling`; the rest are copied. `interleaved` false: pairs (i, i + rotaryDim/2) (GPT-NeoX /
+// LLaMA "rotate_half"); true: pairs (2i, 2i + 1) (GPT-J). The angle is computed as in transformers:
+// float32 product position * invFreq, then cos/sin of that float32 value.
+void ropeKernel(const KernelEnv& env, const float* x, int64_t numTokens, int64_t xStride, const int32_t* positions,
+                int64_t numHeads, int64_t headDim, int64_t rotaryDim, bool interleaved, const float* invFreq,
+                float attentionScaling, float* y, int64_t yStride);
+
+// Fused attention over the paged KV cache, for layer `layer`:
+//  1. stores k[t] and v[t] ([numKvHeads * headDim] each) of every packed token t into the cache of its
+//     sequence step.tokenSeq[t] at position step.positions[t];
+//  2. for each token t and query head h (kv head h / (numHeads / numKvHeads)), attends over the cached
+//     positions j of its sequence with lo <= j <= positions[t], lo = max(0, positions[t] - slidingWindow + 1)
+//     when slidingWindow > 0, else 0: softmax(scale * q.k_j) weighted sum of v_j, in float32.
+// out is [T, numHeads * headDim].
+// `extras` changes the scores before the softmax: s = scale * q.k_j, then s = softcap * tanh(s / softcap)
+// when softcap > 0 (Gemma 2), then s += alibiSlopes[h] * j when alibiSlopes is set (BLOOM; one slope per
+// query head, j the key's position).
+struct AttentionExtras {
+  float softcap = 0.0f;
+  const float* alibiSlopes = nullptr;  // [numHeads] or null
+};
+void attentionKernel(const KernelEnv& env, const StepContext& step, int32_t layer, const float* q, int64_t qStride,
+                     const float* k, int64_t kStride, const float* v, int64_t vStride, int64_t numHeads,
+                     int64_t numKvHeads, int64_t headDim, float scale, int64_t slidingWindow,
+                     const AttentionExtras& extras, float* out, int64_t outStride);
+
+// out[i, :] = x[rows[i], :] for i < numRows.
+void gatherRowsKernel(const KernelEnv& env, const float* x, int64_t xStride, const int32_t* rows, int64_t numRows,
+                      int64_t cols, float* out, int64_t outStride);
+
+}  // namespace kiln

@@ -1,0 +1,70 @@
+#include <algorithm>
+#include <vector>
+
+#include "kiln/backends/cpu/kernels/avx2.h"
+#include "kiln/backends/cpu/kernels/kernels.h"
+#include "kiln/backends/cpu/kernels/portable.h"
+
+namespace kiln {
+
+namespace {
+
+// Work is cut into tiles of kFeatBlock output features x kRowBlock rows. Within a tile a weight row is
+// read (and, for 16-bit weights, converted) once and used for every row of x, so prefill reuses loaded
+// weights; with one row (decode) every weight byte is streamed exactly once. 48 is a multiple of the
+// AVX2 path's feature groups (3, 4, 6, 8).
+constexpr int64_t kFeatBlock = 48;
+constexpr int64_t kRowBlock = 64;
+// Below about this many multiply-adds per parallel chunk, waking threads costs more than it saves.
+constexpr int64_t kMinWorkPerChunk = 1 << 17;
+
+void linearTileGeneric(const float* x, int64_t xStride, int64_t r0, int64_t r1, const void* w, DType wdt,
+                       int64_t n0, int64_t n1, int64_t K, const float* bias, float* y, int64_t yStride) {
+  thread_local std::vector<float> rowBuf;
+  if (wdt != DType::F32 && static_cast<int64_t>(rowBuf.size()) < K) rowBuf.resize(static_cast<size_t>(K));
+  for (int64_t n = n0; n < n1; ++n) {
+    const float* wr;
+    if (wdt == DType::F32) {
+      wr = static_cast<const float*>(w) + n * K;
+    } else {
+      portable::toF32(static_cast<const char*>(w) + n * K * static_cast<int64_t>(dtypeSize(wdt)), wdt, K, rowBuf.data());
+      wr = rowBuf.data();
+    }
+    const float b = bias ? bias[n] : 0.0f;
+    for (int64_t r = r0; r < r1; ++r) y[r * yStride + n] = portable::dot(x + r * xStride, wr, K) + b;
+  }
+}
+
+}  // namespace
+
+void linearKernel(const KernelEnv& env, const float* x, int64_t rows, int64_t xStride, const void* w, DType wdt,
+                  int64_t N, int64_t K, const float* bias, float* y, int64_t yStride) {
+  if (rows <= 0 || N <= 0) return;
+  const int64_t featBlocks = (N + kFeatBlock - 1) / kFeatBlock;
+  const int64_t rowBlocks = (rows + kRowBlock - 1) / kRowBlock;
+  // The AVX2 path knows the three weight types; int32 "weights" (never produced by the builder) go the portable way.
+  const bool avx = env.isa == Isa::Avx2 && wdt != DType::I32;
+  // Tasks are numbered feature-block-fastest, so a thread's contiguous range shares rows of x.
+  auto body = [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t r0 = (task / featBlocks) * kRowBlock;
+      const int64_t n0 = (task % featBlocks) * kFeatBlock;
+      const int64_t r1 = std::min(rows, r0 + kRowBlock);
+      const int64_t n1 = std::min(N, n0 + kFeatBlock);
+      if (avx) {
+        avx2::linearTile(x, xStride, r0, r1, w, wdt, n0, n1, K, bias, y, yStride);
+      } else {
+        linearTileGeneric(x, xStride, r0, r1, w, wdt, n0, n1, K, bias, y, yStride);
+      }
+    }
+  };
+  const int64_t tasks = featBlocks * rowBlocks;
+  const int64_t workPerTask = std::max<int64_t>(1, kFeatBlock * std::min(rows, kRowBlock) * std::max<int64_t>(K, 1));
+  if (env.pool && env.pool->size() > 1) {
+    env.pool->parallelFor(tasks, std::max<int64_t>(1, kMinWorkPerChunk / workPerTask), body);
+  } else {
+    body(0, tasks);
+  }
+}
+
+}  // namespace kiln

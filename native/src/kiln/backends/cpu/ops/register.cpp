@@ -1,0 +1,34 @@
+#include "kiln/backends/cpu/ops/ops.h"
+
+namespace kiln {
+namespace ops {
+
+void registerCpuOps(KernelRegistry& r) {
+  // Ops with a weight-typed kernel are listed for every weight dtype the kernels accept; the others only
+  // run on float32 (their main "weight" is activations or float32 data).
+  struct Entry {
+    const char* op;
+    BoundOp (*bind)(OpBinding&);
+    bool anyWeightDType;
+  };
+  const Entry table[] = {
+      {"embedding", bindEmbedding, true},   {"linear", bindLinear, true},
+      {"rms_norm", bindRmsNorm, true},      {"add", bindAdd, false},
+      {"mul", bindMul, false},              {"silu", bindSilu, false},
+      {"swiglu", bindSwiglu, false},        {"rope", bindRope, false},
+      {"attention", bindAttention, false},  {"gather_rows", bindGatherRows, false},
+      {"layer_norm", bindLayerNorm, true},  {"gelu", bindGelu, false},
+      {"geglu", bindGeglu, false},          {"relu", bindRelu, false},
+      {"softcap", bindSoftcap, false},      {"position_embedding", bindPositionEmbedding, true},
+      {"moe", bindMoe, false},
+  };
+  for (const Entry& e : table) {
+    for (DType dt : {DType::F32, DType::F16, DType::BF16}) {
+      if (dt != DType::F32 && !e.anyWeightDType) continue;
+      r.registerOp(e.op, "cpu", dt, e.bind);
+    }
+  }
+}
+
+}  // namespace ops
+}  // namespace kiln

@@ -1,0 +1,108 @@
+#pragma once
+// Each op of the engine format (docs/engine-format.md), read and checked once for every backend: its
+// operands, shapes and attributes. A backend's adapter (backends/<backend>/ops/) turns a spec into a
+// bound call of its kernels, so the two backends cannot disagree on what an op means or accepts.
+#include <cstdint>
+#include <string>
+
+#include "kiln/runtime/kernel_registry.h"
+
+namespace kiln {
+namespace spec {
+
+struct Embedding {
+  ValueRef out;
+  const void* table;
+  DType dtype;
+  int64_t hidden;
+  float scale;
+};
+Embedding embedding(OpBinding& b);
+
+struct PositionEmbedding {
+  ValueRef out;
+  const void* table;
+  DType dtype;
+  std::string tableName;
+  int64_t tableRows, hidden, offset;
+};
+PositionEmbedding positionEmbedding(OpBinding& b);
+// The step's error when a position (plus offset) falls outside the table.
+std::string positionPastTable(const PositionEmbedding& s, int64_t position);
+
+struct Linear {
+  ValueRef x, y;
+  const void* weight;
+  DType dtype;
+  int64_t N, K;
+  const float* bias;  // [N] float32, or null
+};
+Linear linear(OpBinding& b);
+
+struct RmsNorm {
+  ValueRef x, y;
+  const void* weight;
+  DType dtype;
+  int64_t numGroups, groupSize;
+  float eps, weightOffset;
+};
+RmsNorm rmsNorm(OpBinding& b);
+
+struct LayerNorm {
+  ValueRef x, y;
+  const void* weight;
+  DType dtype;
+  const float* bias;  // [H] float32, or null
+  int64_t H;
+  float eps;
+};
+LayerNorm layerNorm(OpBinding& b);
+
+// add, mul, swiglu (silu(a) * b), geglu (gelu(a) * b): two inputs of one shape.
+struct Binary {
+  ValueRef a, b, out;
+};
+Binary binary(OpBinding& b);
+// silu, relu, gelu, softcap: one input.
+struct Unary {
+  ValueRef a, out;
+};
+Unary unary(OpBinding& b);
+// gelu's and geglu's `approximate`: true for "tanh".
+bool geluIsTanh(OpBinding& b);
+float softcapCap(OpBinding& b);
+
+struct Rope {
+  ValueRef x, y;
+  const float* invFreq;  // [rotaryDim / 2]
+  int64_t numHeads, headDim, rotaryDim;
+  bool interleaved;
+  float attentionScaling;
+};
+Rope rope(OpBinding& b);
+
+struct Attention {
+  ValueRef q, k, v, out;
+  int32_t layer;
+  int64_t numHeads, numKvHeads, headDim, slidingWindow;
+  float scale, softcap;
+  const float* alibiSlopes;  // [numHeads], or null
+};
+Attention attention(OpBinding& b);
+
+struct GatherRows {
+  ValueRef x, y;
+};
+GatherRows gatherRows(OpBinding& b);
+
+struct Moe {
+  ValueRef x, y;
+  const void *router, *gate, *up, *down;
+  DType routerDType, expertDType;
+  int64_t numExperts, topK, hidden, intermediate;
+  bool normalizeTopK;
+};
+Moe moe(OpBinding& b);
+
+}  // namespace spec
+}  // namespace kiln
