@@ -15,7 +15,7 @@
 #include "kiln/format/engine_file.h"
 #include "kiln/format/safetensors.h"
 #include "kiln/format/safetensors_writer.h"
-#include "kiln/kernels/kernels.h"
+#include "kiln/backends/cpu/kernels/kernels.h"
 
 namespace {
 

@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "kiln/dtype.h"
-#include "kiln/kernels/kernels.h"
+#include "kiln/backends/cpu/kernels/kernels.h"
 #include "kiln/thread_pool.h"
 
 namespace {
