@@ -5,7 +5,7 @@
 
 #include "kiln/backends/cpu/ops/ops.h"
 #ifdef KILN_WITH_CUDA
-#include "kiln/backends/cuda/ops/ops.h"
+#include "kiln/backends/cuda/ops/register.h"
 #endif
 
 namespace kiln {

@@ -1,0 +1,244 @@
+#include "kiln/backends/cuda/cuda_backend.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <stdexcept>
+#include <thread>
+
+#include "kiln/backends/cuda/cuda_check.h"
+#include "kiln/backends/cuda/kernels/kernels.h"
+
+namespace kiln {
+namespace cuda {
+
+namespace {
+
+std::string capabilityOf(const cudaDeviceProp& p) { return std::to_string(p.major) + "." + std::to_string(p.minor); }
+
+std::string gib(uint64_t bytes) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.1f GiB", static_cast<double>(bytes) / (1024.0 * 1024.0 * 1024.0));
+  return text;
+}
+
+std::string engineDirOf(const std::string& enginePath) {
+  const size_t slash = enginePath.find_last_of('/');
+  return slash == std::string::npos ? std::string(".") : enginePath.substr(0, slash);
+}
+
+}  // namespace
+
+CudaInfo queryDevices() {
+  CudaInfo info;
+  info.compiled = true;
+  int count = 0;
+  const cudaError_t status = cudaGetDeviceCount(&count);
+  if (status != cudaSuccess) {
+    info.error = std::string(cudaGetErrorName(status)) + ": " + cudaGetErrorString(status);
+    cudaGetLastError();  // not sticky: clear it
+    return info;
+  }
+  for (int i = 0; i < count; ++i) {
+    cudaDeviceProp p{};
+    if (cudaGetDeviceProperties(&p, i) != cudaSuccess) continue;
+    CudaDeviceInfo d;
+    d.index = i;
+    d.name = p.name;
+    d.computeCapability = capabilityOf(p);
+    d.totalBytes = p.totalGlobalMem;
+    size_t freeBytes = 0, totalBytes = 0;
+    if (cudaSetDevice(i) == cudaSuccess && cudaMemGetInfo(&freeBytes, &totalBytes) == cudaSuccess) d.freeBytes = freeBytes;
+    info.devices.push_back(d);
+  }
+  if (count == 0) info.error = "no CUDA device";
+  return info;
+}
+
+std::unique_ptr<Backend> makeCudaBackend(const BackendTarget& target, const ModelFacts& facts) {
+  return std::make_unique<CudaBackend>(target, facts);
+}
+
+CudaBackend::CudaBackend(const BackendTarget& target, const ModelFacts& facts) : dtype_(target.activationDType) {
+  int count = 0;
+  const cudaError_t status = cudaGetDeviceCount(&count);
+  if (status != cudaSuccess || count == 0) {
+    const std::string why = status != cudaSuccess ? std::string(cudaGetErrorName(status)) + ": " + cudaGetErrorString(status)
+                                                  : std::string("no CUDA device is visible");
+    cudaGetLastError();
+    throw std::runtime_error("the engine targets cuda (compute capability " + target.computeCapability +
+                             ") but no usable CUDA device was found (" + why + ")");
+  }
+  check(cudaSetDevice(device_), "cudaSetDevice");
+  check(cudaGetDeviceProperties(&props_, device_), "cudaGetDeviceProperties");
+  // Kernels are compiled for one architecture (sm_90): an engine names the capability it was built for.
+  if (capabilityOf(props_) != target.computeCapability) {
+    throw std::runtime_error("the engine was built for cuda compute capability " + target.computeCapability +
+                             " but device " + std::to_string(device_) + " (" + props_.name + ") has compute capability " +
+                             capabilityOf(props_) + ": rebuild it for this GPU with `kiln build --checkpoint <checkpoint-dir> --output " +
+                             engineDirOf(target.enginePath) + " --target cuda --compute-capability " + capabilityOf(props_) + "`");
+  }
+  check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
+  gemm_ = std::make_unique<Gemm>(stream_);
+  int numThreads = target.numThreads;
+  if (numThreads <= 0) numThreads = static_cast<int>(std::max(1u, std::min(8u, std::thread::hardware_concurrency())));
+  threads_ = std::make_unique<ThreadPool>(numThreads);
+  vocab_ = facts.vocabSize;
+  maxLogitRows_ = facts.maxLogitRows;
+}
+
+CudaBackend::~CudaBackend() {
+  if (stream_) cudaStreamSynchronize(stream_);
+  gemm_.reset();
+  for (void* p : {weights_, arena_, kv_.pool, static_cast<void*>(deviceStage_), static_cast<void*>(deviceLogits_), scratch_}) {
+    if (p) cudaFree(p);
+  }
+  if (hostStage_) cudaFreeHost(hostStage_);
+  if (hostLogits_) cudaFreeHost(hostLogits_);
+  if (stream_) cudaStreamDestroy(stream_);
+}
+
+std::string CudaBackend::deviceDescription() const {
+  return std::string(props_.name) + " (compute capability " + capabilityOf(props_) + ", " + gib(props_.totalGlobalMem) + ")";
+}
+
+std::string CudaBackend::isa() const { return "sm_" + std::to_string(props_.major) + std::to_string(props_.minor); }
+
+void CudaBackend::placeWeights(const void* hostBase, size_t bytes) {
+  hostWeights_ = static_cast<const uint8_t*>(hostBase);
+  weightBytes_ = bytes;
+  if (bytes == 0) return;
+  const cudaError_t status = cudaMalloc(&weights_, bytes);
+  if (status != cudaSuccess) {
+    cudaGetLastError();
+    throw std::runtime_error("the weights (" + std::to_string(bytes) + " bytes) do not fit in the memory of " +
+                             props_.name + ": " + cudaGetErrorString(status));
+  }
+  // Straight from the memory map: the one and only copy of the weights through the host.
+  check(cudaMemcpy(weights_, hostBase, bytes, cudaMemcpyHostToDevice), "cudaMemcpy (weights)");
+}
+
+const void* CudaBackend::weightAddress(const void* hostPointer) const {
+  return static_cast<const uint8_t*>(weights_) + (static_cast<const uint8_t*>(hostPointer) - hostWeights_);
+}
+
+void CudaBackend::allocateArena(int64_t floatSlots) {
+  const size_t bytes = static_cast<size_t>(floatSlots) * dtypeSize(dtype_);
+  const cudaError_t status = cudaMalloc(&arena_, bytes);
+  if (status != cudaSuccess) {
+    cudaGetLastError();
+    throw std::runtime_error("cannot allocate the activation arena (" + std::to_string(bytes) + " bytes) on " +
+                             props_.name + ": " + cudaGetErrorString(status));
+  }
+  check(cudaMemset(arena_, 0, bytes), "cudaMemset (arena)");
+}
+
+int64_t CudaBackend::availableMemoryBytes() const {
+  size_t freeBytes = 0, totalBytes = 0;
+  check(cudaMemGetInfo(&freeBytes, &totalBytes), "cudaMemGetInfo");
+  // What binding still reserves (the cuBLASLt workspace is taken already) stays out of the cache's share.
+  return static_cast<int64_t>(freeBytes) - static_cast<int64_t>(scratchWanted_);
+}
+
+uint64_t CudaBackend::kvBytesPerToken(const KvGeometry& g) const {
+  return static_cast<uint64_t>(g.numLayers) * 2 * g.numKvHeads * g.headDim * dtypeSize(dtype_);
+}
+
+void CudaBackend::allocateKv(int32_t numBlocks, const KvGeometry& g) {
+  kvBlockBytes_ = kvBytesPerToken(g) * static_cast<uint64_t>(g.tokensPerBlock);
+  kvBytes_ = kvBlockBytes_ * static_cast<uint64_t>(numBlocks);
+  const cudaError_t status = cudaMalloc(&kv_.pool, kvBytes_);
+  if (status != cudaSuccess) {
+    cudaGetLastError();
+    throw std::runtime_error("cannot allocate the KV cache: " + std::to_string(numBlocks) + " blocks need " +
+                             std::to_string(kvBytes_) + " bytes of device memory (" + cudaGetErrorString(status) +
+                             "; lower kvCacheBytes / kvCacheTokens / kvCacheMemoryFraction)");
+  }
+  kv_.numLayers = g.numLayers;
+  kv_.numKvHeads = g.numKvHeads;
+  kv_.headDim = g.headDim;
+  kv_.tokensPerBlock = g.tokensPerBlock;
+  if (scratchWanted_ > 0) check(cudaMalloc(&scratch_, scratchWanted_), "cudaMalloc (scratch)");
+}
+
+void CudaBackend::copyKvBlock(int32_t src, int32_t dst) {
+  if (src == dst) return;
+  char* pool = static_cast<char*>(kv_.pool);
+  check(cudaMemcpyAsync(pool + static_cast<size_t>(dst) * kvBlockBytes_, pool + static_cast<size_t>(src) * kvBlockBytes_,
+                        kvBlockBytes_, cudaMemcpyDeviceToDevice, stream_),
+        "cudaMemcpyAsync (KV block)");
+}
+
+void CudaBackend::setLogits(const ValueRef& logits) {
+  logits_ = logits;
+  const size_t bytes = static_cast<size_t>(maxLogitRows_ * vocab_) * sizeof(float);
+  check(cudaMalloc(&deviceLogits_, bytes), "cudaMalloc (logits)");
+  check(cudaMallocHost(&hostLogits_, bytes), "cudaMallocHost (logits)");
+}
+
+void CudaBackend::stageStep(const StepContext& step, DeviceStep* out) {
+  // Each sequence's table is copied up to the block of its last position in this step.
+  seqMaxPosition_.assign(static_cast<size_t>(step.numSeqs), 0);
+  for (int32_t t = 0; t < step.numTokens; ++t) {
+    int32_t& m = seqMaxPosition_[static_cast<size_t>(step.tokenSeq[t])];
+    m = std::max(m, step.positions[t]);
+  }
+  int32_t stride = 1;
+  for (int32_t m : seqMaxPosition_) stride = std::max(stride, m / kv_.tokensPerBlock + 1);
+  const size_t T = static_cast<size_t>(step.numTokens), R = static_cast<size_t>(step.numLogitRows);
+  const size_t need = 3 * T + R + static_cast<size_t>(step.numSeqs) * static_cast<size_t>(stride);
+  if (need > stageCapacity_) {
+    const size_t capacity = std::max(need, 2 * stageCapacity_);
+    if (hostStage_) cudaFreeHost(hostStage_);
+    if (deviceStage_) cudaFree(deviceStage_);
+    hostStage_ = nullptr;
+    deviceStage_ = nullptr;
+    check(cudaMallocHost(&hostStage_, capacity * sizeof(int32_t)), "cudaMallocHost (step)");
+    check(cudaMalloc(&deviceStage_, capacity * sizeof(int32_t)), "cudaMalloc (step)");
+    stageCapacity_ = capacity;
+  }
+  int32_t* h = hostStage_;
+  std::memcpy(h, step.tokenIds, T * sizeof(int32_t));
+  std::memcpy(h + T, step.positions, T * sizeof(int32_t));
+  std::memcpy(h + 2 * T, step.tokenSeq, T * sizeof(int32_t));
+  if (R) std::memcpy(h + 3 * T, step.logitRows, R * sizeof(int32_t));
+  int32_t* tables = h + 3 * T + R;
+  for (int32_t s = 0; s < step.numSeqs; ++s) {
+    const int32_t used = seqMaxPosition_[static_cast<size_t>(s)] / kv_.tokensPerBlock + 1;
+    std::memcpy(tables + static_cast<size_t>(s) * stride, step.blockTables[s], static_cast<size_t>(used) * sizeof(int32_t));
+  }
+  check(cudaMemcpyAsync(deviceStage_, hostStage_, need * sizeof(int32_t), cudaMemcpyHostToDevice, stream_),
+        "cudaMemcpyAsync (step)");
+  out->numTokens = step.numTokens;
+  out->numSeqs = step.numSeqs;
+  out->numLogitRows = step.numLogitRows;
+  out->blockTableStride = stride;
+  out->tokenIds = deviceStage_;
+  out->positions = deviceStage_ + T;
+  out->tokenSeq = deviceStage_ + 2 * T;
+  out->logitRows = deviceStage_ + 3 * T;
+  out->blockTables = deviceStage_ + 3 * T + R;
+}
+
+void CudaBackend::runStep(const std::vector<BoundOp>& ops, const StepContext& step) {
+  check(cudaSetDevice(device_), "cudaSetDevice");  // the executor's thread may not have made it current
+  DeviceStep deviceStep;
+  stageStep(step, &deviceStep);
+  StepRuntime rt;
+  rt.step = &step;
+  rt.device = &deviceStep;
+  for (const BoundOp& op : ops) op(rt);
+  const int64_t R = step.numLogitRows;
+  if (R > 0) {
+    if (R > maxLogitRows_) throw std::runtime_error("a step has more logit rows than the engine's maxLogitRows");
+    toFloat32(stream_, dtype_, value(logits_), R, logits_.rowStride, vocab_, deviceLogits_);
+    check(cudaMemcpyAsync(hostLogits_, deviceLogits_, static_cast<size_t>(R * vocab_) * sizeof(float),
+                          cudaMemcpyDeviceToHost, stream_),
+          "cudaMemcpyAsync (logits)");
+  }
+  check(cudaGetLastError(), "a kernel launch of the step");
+  check(cudaStreamSynchronize(stream_), "the step");
+}
+
+}  // namespace cuda
+}  // namespace kiln

@@ -1,0 +1,98 @@
+#pragma once
+// The CUDA backend: the engine's weights uploaded once to device memory, the activation arena and the
+// paged KV cache in device memory (elements of the engine's activation dtype), one stream on which
+// every op of a step is enqueued, and a host-side copy of the step's float32 logits for sampling.
+// The op adapters (ops/) reach the stream, the arena and cuBLASLt through this class.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kiln/backends/cuda/device_step.h"
+#include "kiln/backends/cuda/gemm.h"
+#include "kiln/runtime/backend.h"
+
+namespace kiln {
+namespace cuda {
+
+std::unique_ptr<Backend> makeCudaBackend(const BackendTarget& target, const ModelFacts& facts);
+CudaInfo queryDevices();
+
+class CudaBackend final : public Backend {
+ public:
+  CudaBackend(const BackendTarget& target, const ModelFacts& facts);
+  ~CudaBackend() override;
+
+  const char* name() const override { return "cuda"; }
+  std::string deviceDescription() const override;
+  std::string isa() const override;
+
+  void placeWeights(const void* hostBase, size_t bytes) override;
+  const void* weightAddress(const void* hostPointer) const override;
+  uint64_t weightBytes() const override { return weightBytes_; }
+
+  void allocateArena(int64_t floatSlots) override;
+  float* hostValue(int64_t) const override { return nullptr; }
+
+  int64_t availableMemoryBytes() const override;
+  uint64_t kvBytesPerToken(const KvGeometry& g) const override;
+  void allocateKv(int32_t numBlocks, const KvGeometry& g) override;
+  uint64_t kvBytes() const override { return kvBytes_; }
+  void copyKvBlock(int32_t src, int32_t dst) override;
+
+  void setLogits(const ValueRef& logits) override;
+  void runStep(const std::vector<BoundOp>& ops, const StepContext& step) override;
+  const float* logitsRow(int64_t r) const override { return hostLogits_ + r * vocab_; }
+
+  ThreadPool* threadPool() override { return threads_.get(); }
+
+  // For the op adapters.
+  cudaStream_t stream() const { return stream_; }
+  DType dtype() const { return dtype_; }
+  Gemm& gemm() { return *gemm_; }
+  const DeviceKv& kv() const { return kv_; }
+  // Device address of a value's element (0, 0).
+  void* value(const ValueRef& v) const { return static_cast<char*>(arena_) + v.elementOffset * dtypeSize(dtype_); }
+  // Device scratch shared by ops that need temporaries within their own call (ops run one at a time on
+  // the stream): reserved while binding, allocated before the first step.
+  void reserveScratch(size_t bytes) { scratchWanted_ = std::max(scratchWanted_, bytes); }
+  void* scratch() const { return scratch_; }
+
+ private:
+  void stageStep(const StepContext& step, DeviceStep* out);
+
+  int device_ = 0;
+  cudaDeviceProp props_{};
+  DType dtype_ = DType::F32;
+  cudaStream_t stream_ = nullptr;
+  std::unique_ptr<Gemm> gemm_;
+  std::unique_ptr<ThreadPool> threads_;
+
+  const uint8_t* hostWeights_ = nullptr;
+  void* weights_ = nullptr;
+  uint64_t weightBytes_ = 0;
+  void* arena_ = nullptr;
+  DeviceKv kv_;
+  uint64_t kvBytes_ = 0;
+  uint64_t kvBlockBytes_ = 0;
+
+  // The step's int32 arrays: staged in pinned host memory, uploaded in one copy.
+  int32_t* hostStage_ = nullptr;
+  int32_t* deviceStage_ = nullptr;
+  size_t stageCapacity_ = 0;  // int32 elements
+  std::vector<int32_t> seqMaxPosition_;
+
+  ValueRef logits_;
+  int64_t vocab_ = 0;
+  int64_t maxLogitRows_ = 0;
+  float* deviceLogits_ = nullptr;
+  float* hostLogits_ = nullptr;  // pinned
+
+  size_t scratchWanted_ = 0;
+  void* scratch_ = nullptr;
+};
+
+}  // namespace cuda
+}  // namespace kiln

@@ -1,0 +1,40 @@
+// embedding and position_embedding: row gathers from a table in device memory.
+#include <stdexcept>
+
+#include "kiln/backends/cuda/ops/ops.h"
+
+namespace kiln {
+namespace cuda {
+namespace ops {
+
+BoundOp bindEmbedding(OpBinding& b) {
+  const spec::Embedding s = spec::embedding(b);
+  expectActivationDType(b, s.dtype, "table");
+  CudaBackend* be = &backendOf(b);
+  void* out = be->value(s.out);
+  return [=](const StepRuntime& rt) {
+    embedding(be->stream(), be->dtype(), deviceStep(rt).tokenIds, rt.step->numTokens, s.table, s.hidden, s.scale, out,
+              s.out.rowStride);
+  };
+}
+
+BoundOp bindPositionEmbedding(OpBinding& b) {
+  const spec::PositionEmbedding s = spec::positionEmbedding(b);
+  expectActivationDType(b, s.dtype, "table");
+  CudaBackend* be = &backendOf(b);
+  void* out = be->value(s.out);
+  return [=](const StepRuntime& rt) {
+    // Checked on the host before anything is enqueued, as the CPU kernel does before it writes.
+    const StepContext& step = *rt.step;
+    for (int32_t t = 0; t < step.numTokens; ++t) {
+      const int64_t row = static_cast<int64_t>(step.positions[t]) + s.offset;
+      if (row < 0 || row >= s.tableRows) throw std::runtime_error(spec::positionPastTable(s, step.positions[t]));
+    }
+    positionEmbedding(be->stream(), be->dtype(), deviceStep(rt).positions, step.numTokens, s.offset, s.table, s.hidden,
+                      out, s.out.rowStride);
+  };
+}
+
+}  // namespace ops
+}  // namespace cuda
+}  // namespace kiln

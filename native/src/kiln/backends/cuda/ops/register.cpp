@@ -1,0 +1,26 @@
+#include "kiln/backends/cuda/ops/ops.h"
+
+namespace kiln {
+namespace cuda {
+
+void registerCudaOps(KernelRegistry& r) {
+  // Registered for every dtype the lookup may use (a weighted op's weight dtype, float32 for the
+  // others): each adapter checks that weights match the engine's activation dtype.
+  const std::pair<const char*, BoundOp (*)(OpBinding&)> table[] = {
+      {"embedding", ops::bindEmbedding}, {"position_embedding", ops::bindPositionEmbedding},
+      {"linear", ops::bindLinear},       {"rms_norm", ops::bindRmsNorm},
+      {"layer_norm", ops::bindLayerNorm}, {"add", ops::bindAdd},
+      {"mul", ops::bindMul},             {"silu", ops::bindSilu},
+      {"swiglu", ops::bindSwiglu},       {"gelu", ops::bindGelu},
+      {"geglu", ops::bindGeglu},         {"relu", ops::bindRelu},
+      {"softcap", ops::bindSoftcap},     {"rope", ops::bindRope},
+      {"attention", ops::bindAttention}, {"gather_rows", ops::bindGatherRows},
+      {"moe", ops::bindMoe},
+  };
+  for (const auto& e : table) {
+    for (DType dt : {DType::F32, DType::F16, DType::BF16}) r.registerOp(e.first, "cuda", dt, e.second);
+  }
+}
+
+}  // namespace cuda
+}  // namespace kiln

@@ -1,0 +1,21 @@
+// rope: rotary position embedding at the step's positions (device copy).
+#include "kiln/backends/cuda/ops/ops.h"
+
+namespace kiln {
+namespace cuda {
+namespace ops {
+
+BoundOp bindRope(OpBinding& b) {
+  const spec::Rope s = spec::rope(b);
+  CudaBackend* be = &backendOf(b);
+  const void* x = be->value(s.x);
+  void* y = be->value(s.y);
+  return [=](const StepRuntime& rt) {
+    rope(be->stream(), be->dtype(), x, rt.step->numTokens, s.x.rowStride, deviceStep(rt).positions, s.numHeads,
+         s.headDim, s.rotaryDim, s.interleaved, s.invFreq, s.attentionScaling, y, s.y.rowStride);
+  };
+}
+
+}  // namespace ops
+}  // namespace cuda
+}  // namespace kiln
