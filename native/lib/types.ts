@@ -140,8 +140,9 @@ export interface LoadEngineOptions {
   /**
    * KV cache capacity in tokens (rounded up to whole blocks of the engine's tokensPerBlock). Range: >= 1.
    * When several of kvCacheTokens, kvCacheBytes and kvCacheMemoryFraction are given, the smallest
-   * capacity wins. Default (none given): maxBatchSize * maxSeqLen tokens; on a cuda engine at most
-   * 0.9 of the device memory free once weights and activations are loaded.
+   * capacity wins (and may pass maxBatchSize * maxSeqLen: the extra blocks keep reusable prefixes).
+   * Default (none given): maxBatchSize * maxSeqLen tokens; on a cuda engine at most 0.9 of the device
+   * memory free once weights and activations are loaded.
    */
   kvCacheTokens?: number;
   /**
@@ -152,8 +153,8 @@ export interface LoadEngineOptions {
   /**
    * KV cache capacity as a fraction of the memory available once the engine's weights and activations
    * are in place: on the CPU the host's MemAvailable; on a cuda engine the device memory then free
-   * (TensorRT-LLM's kv_cache_free_gpu_mem_fraction). Range: (0, 1]. Default: not set (no fraction
-   * limit; a cuda engine with none of the three given uses 0.9).
+   * (TensorRT-LLM's kv_cache_free_gpu_mem_fraction). Range: (0, 1]. Default: not set (see
+   * kvCacheTokens for the capacity when none of the three is given).
    */
   kvCacheMemoryFraction?: number;
   /** Run the portable kernels even where AVX2 is available (tests). Default false. */

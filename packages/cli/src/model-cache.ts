@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { promises as fs, rmSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { buildEngine, type BuildConfig } from '@kiln/builder';
+import { buildEngine, defaultComputeCapability, type BuildConfig } from '@kiln/builder';
 import { convertCheckpoint } from '@kiln/convert';
 import { hostTarget } from '@kiln/runtime';
 import { scribe7mPath } from '@kiln/scribe-7m';
@@ -10,7 +10,10 @@ import { scribe7mPath } from '@kiln/scribe-7m';
 export interface ResolveModelOptions {
   /** A Hugging Face model folder. Default: the built-in scribe-7m (@kiln/scribe-7m). */
   modelDir?: string;
-  /** Build settings that differ from the builder's defaults; part of the cache key. Default: none. */
+  /**
+   * Build settings that differ from the builder's defaults (`target: 'cuda'`, `dtype`, limits); part of
+   * the cache key. Default: none (a CPU engine in the model's dtype).
+   */
   buildConfig?: Partial<BuildConfig>;
   /** Where engines are cached. Default: `defaultCacheDir()`. */
   cacheDir?: string;
@@ -38,6 +41,16 @@ function kilnVersions(): Record<string, string> {
 }
 
 /**
+ * The target an engine built here with `buildConfig` is for: this CPU's, or the compute capability a cuda
+ * build gets (given, else GPU 0's), so a cache shared between machines never hands out an engine built
+ * for another one.
+ */
+function cacheTarget(buildConfig: Partial<BuildConfig>): object {
+  if (buildConfig.target !== 'cuda') return hostTarget();
+  return { backend: 'cuda', computeCapability: buildConfig.computeCapability ?? defaultComputeCapability() };
+}
+
+/**
  * The cache key of a model folder built with `buildConfig`: a hash of config.json's bytes, the name,
  * size and modification time of every other `.json` and `.safetensors` file (weights, shard index,
  * tokenizer, generation config: hashing gigabytes of weights on every run would cost more than the
@@ -59,8 +72,13 @@ async function cacheKey(modelDir: string, buildConfig: Partial<BuildConfig>): Pr
     const stat = await fs.stat(path.join(modelDir, entry.name)).catch(() => undefined);
     if (stat?.isFile()) files.push([entry.name, stat.size, stat.mtimeMs]);
   }
-  const sortedConfig = Object.fromEntries(Object.entries(buildConfig).sort(([a], [b]) => (a < b ? -1 : 1)));
-  hash.update(JSON.stringify({ files, buildConfig: sortedConfig, target: hostTarget(), versions: kilnVersions() }));
+  // `target: "cpu"` is the default: the same engine as none given.
+  const sortedConfig = Object.fromEntries(
+    Object.entries(buildConfig)
+      .filter(([name, value]) => !(name === 'target' && value === 'cpu'))
+      .sort(([a], [b]) => (a < b ? -1 : 1)),
+  );
+  hash.update(JSON.stringify({ files, buildConfig: sortedConfig, target: cacheTarget(buildConfig), versions: kilnVersions() }));
   return hash.digest('hex').slice(0, 32);
 }
 
@@ -70,7 +88,8 @@ async function isFile(file: string): Promise<boolean> {
 
 /**
  * Finds or makes the engine for a Hugging Face model folder: convert (keeping the checkpoint's dtype: the
- * kernels accumulate in float32 whatever the storage) and build into `<cacheDir>/engines/<key>`, once.
+ * kernels accumulate in float32 whatever the storage; a `buildConfig.dtype` is applied by the build) and
+ * build into `<cacheDir>/engines/<key>`, once.
  * A later call with the same folder and build config reuses that engine.
  */
 export async function resolveModel(options: ResolveModelOptions = {}): Promise<ResolvedModel> {

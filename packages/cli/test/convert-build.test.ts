@@ -113,6 +113,9 @@ describe('kiln build', () => {
       '--gather-context-logits',
       '--tokens-per-block <n>',
       '--force',
+      '--target <target>',
+      '--dtype <dtype>',
+      '--compute-capability <x.y>',
     ]) {
       expect(stdout).toContain(flag);
     }
@@ -123,7 +126,7 @@ describe('kiln build', () => {
       engineDir: path.resolve(options.outputDir),
       cached: false,
       buildHash: 'abc123',
-      config: { maxBatchSize: 4, maxSeqLen: 64, maxNumTokens: 32, gatherContextLogits: true, tokensPerBlock: 8, isa: 'avx2' },
+      config: { target: 'cpu', maxBatchSize: 4, maxSeqLen: 64, maxNumTokens: 32, gatherContextLogits: true, maxBeamWidth: 1, tokensPerBlock: 8, dtype: 'float32', isa: 'avx2' },
     }));
     const args = ['--checkpoint', 'ck', '--output', 'eng', '--max-batch-size', '4', '--max-seq-len', '64'];
     const run = await kiln('build', ...args, '--max-num-tokens', '32', '--tokens-per-block', '8', '--gather-context-logits', '--force');
@@ -143,12 +146,41 @@ describe('kiln build', () => {
     expect(mockedBuild.mock.calls[1][0]).toMatchObject({ config: {}, force: false });
   });
 
+  it('passes --target cuda, --dtype and --compute-capability to the builder', async () => {
+    mockedBuild.mockImplementation(async (options) => ({
+      engineDir: path.resolve(options.outputDir),
+      cached: false,
+      buildHash: 'c0da',
+      config: { target: 'cuda', maxBatchSize: 8, maxSeqLen: 64, maxNumTokens: 64, gatherContextLogits: false, maxBeamWidth: 1, tokensPerBlock: 16, dtype: 'bfloat16', computeCapability: '8.0' },
+    }));
+    const run = await kiln('build', '--checkpoint', 'ck', '--output', 'eng', '--target', 'cuda', '--dtype', 'bfloat16', '--compute-capability', '8.0');
+    expect(run.stderr).toBe('');
+    expect(run.exitCode).toBe(0);
+    expect(mockedBuild.mock.calls[0][0].config).toEqual({ target: 'cuda', dtype: 'bfloat16', computeCapability: '8.0' });
+    expect(run.stdout).toMatch(/^Built engine .*eng \(build c0da; .*gatherContextLogits false, cuda \(compute capability 8\.0, bfloat16\)\) in [0-9.]+ s\n$/);
+
+    await kiln('build', '--checkpoint', 'ck', '--output', 'eng', '--target', 'cpu', '--dtype', 'float16');
+    expect(mockedBuild.mock.calls[1][0].config).toEqual({ target: 'cpu', dtype: 'float16' });
+  });
+
+  it.each([
+    [['--target', 'tpu'], '--target: expected cpu or cuda, got "tpu"'],
+    [['--dtype', 'int8'], '--dtype: expected one of float32, float16, bfloat16, got "int8"'],
+    [['--target', 'cuda', '--compute-capability', 'sm_90'], '--compute-capability: expected major.minor, e.g. 9.0, got "sm_90"'],
+    [['--compute-capability', '9.0'], '--compute-capability: applies to --target cuda only'],
+    [['--target', 'cpu', '--compute-capability', '9.0'], '--compute-capability: applies to --target cuda only'],
+  ])('rejects %j, naming the flag', async (args, message) => {
+    const run = await kiln('build', '--checkpoint', 'ck', '--output', 'eng', ...args);
+    expect(run).toEqual({ stdout: '', stderr: `kiln build: ${message}\n`, exitCode: 1 });
+    expect(mockedBuild).not.toHaveBeenCalled();
+  });
+
   it('says when the engine was reused', async () => {
     mockedBuild.mockResolvedValue({
       engineDir: '/e',
       cached: true,
       buildHash: 'h',
-      config: { maxBatchSize: 8, maxSeqLen: 256, maxNumTokens: 256, gatherContextLogits: false, tokensPerBlock: 16, isa: 'generic' },
+      config: { target: 'cpu', maxBatchSize: 8, maxSeqLen: 256, maxNumTokens: 256, gatherContextLogits: false, maxBeamWidth: 1, tokensPerBlock: 16, dtype: 'float32', isa: 'generic' },
     });
     const { stdout, exitCode } = await kiln('build', '--checkpoint', 'ck', '--output', '/e');
     expect(exitCode).toBe(0);

@@ -8,22 +8,22 @@ export interface EngineLoadOptions {
   /** Threads for the kernels. Default: the machine's hardware concurrency. Range: 1 to 1024. */
   numThreads?: number;
   /**
-   * KV cache capacity in tokens, rounded up to whole blocks. Default: maxBatchSize x maxSeqLen of the
-   * engine (every sequence can reach its full length); on a cuda engine given none of the three KV
-   * options, at most 0.9 of the device memory free after loading. Range: at least 1. With kvCacheBytes
-   * or kvCacheMemoryFraction too, the smallest capacity wins.
+   * KV cache capacity in tokens, rounded up to whole blocks. Default (none of the three KV options
+   * given): maxBatchSize x maxSeqLen of the engine (every sequence can reach its full length), on a cuda
+   * engine at most 0.9 of the device memory free after loading. Range: at least 1. With kvCacheBytes or
+   * kvCacheMemoryFraction too, the smallest capacity wins; any of them given replaces the default.
    */
   kvCacheTokens?: number;
   /**
    * KV cache capacity in bytes (K and V of every layer, in the engine's `info.activationDType`: float32
-   * on the CPU). Default: not set (no byte limit). Range: at least 1.
+   * on the CPU). Default: not set (see kvCacheTokens). Range: at least 1.
    */
   kvCacheBytes?: number;
   /**
    * KV cache capacity as a fraction of the memory available once weights and activations are loaded:
    * the host's available memory for a cpu engine, the free device memory for a cuda engine (TensorRT-LLM's
-   * `kv_cache_free_gpu_mem_fraction`; `kiln --kv-cache-free-gpu-memory-fraction`). Default: not set (no
-   * fraction limit; a cuda engine given none of the three KV options takes 0.9). Range: (0, 1].
+   * `kv_cache_free_gpu_mem_fraction`; `kiln --kv-cache-free-gpu-memory-fraction`). Default: not set (see
+   * kvCacheTokens for the capacity when none is given). Range: (0, 1].
    */
   kvCacheMemoryFraction?: number;
   /** Most sequences per executor step. Default: the engine's maxBatchSize. Range: 1 to that. */

@@ -188,8 +188,9 @@ export interface StartServerOptions extends Omit<ServerOptions, 'llm' | 'ownsLlm
   engineDir: string;
   /**
    * How to load it: kernel threads, the KV cache's size (kvCacheTokens, kvCacheBytes,
-   * kvCacheMemoryFraction: on a cuda engine a fraction of the device memory free after loading, 0.9 when
-   * none is given), executor limits. Default: EngineLoadOptions' defaults.
+   * kvCacheMemoryFraction: on a cuda engine a fraction of the device memory free after loading), executor
+   * limits. Default: EngineLoadOptions' defaults (on cuda, a KV cache of min(maxBatchSize x maxSeqLen
+   * tokens, 0.9 of the free device memory)).
    */
   engineOptions?: EngineLoadOptions;
 }

@@ -1,10 +1,21 @@
 import type { Command } from 'commander';
+import type { BuildConfig } from '@kiln/builder';
 import { Engine } from '@kiln/runtime';
 import { drive } from '../bench/driver';
 import { computeMetrics, type BenchMetrics } from '../bench/metrics';
 import { HttpTarget } from '../bench/http-target';
 import { InProcessTarget, type BenchTarget } from '../bench/target';
 import { makeWorkload } from '../bench/workload';
+import {
+  addKvCacheOptions,
+  addTargetOptions,
+  describeEngine,
+  kvCacheOptionsFromFlags,
+  modelTargetConfig,
+  VERBOSE_OPTION_HELP,
+  type KvCacheFlags,
+  type TargetFlags,
+} from '../engine-options';
 import { CliError, reportCommandError } from '../errors';
 import { resolveModel } from '../model-cache';
 import { exitCleanlyOnSignals, ProgressLine } from '../progress-line';
@@ -13,7 +24,7 @@ import { parsePositiveInteger } from './build';
 /** maxBatchSize of the engines `kiln bench` builds for --model (or the default model): room for high concurrency. */
 export const BENCH_MAX_BATCH_SIZE = 64;
 
-interface BenchCommandOptions {
+interface BenchCommandOptions extends TargetFlags, KvCacheFlags {
   model?: string;
   engine?: string;
   url?: string;
@@ -27,6 +38,7 @@ interface BenchCommandOptions {
   threads?: string;
   maxBatchSize?: string;
   json?: boolean;
+  verbose?: boolean;
 }
 
 function parseRate(value: string): number {
@@ -35,12 +47,12 @@ function parseRate(value: string): number {
   return rate;
 }
 
-async function engineDirFor(options: BenchCommandOptions, maxBatchSize: number): Promise<string> {
+async function engineDirFor(options: BenchCommandOptions, buildConfig: Partial<BuildConfig>): Promise<string> {
   if (options.engine !== undefined) return options.engine;
   const progress = new ProgressLine();
   try {
     const resolved = await exitCleanlyOnSignals(() =>
-      resolveModel({ modelDir: options.model, buildConfig: { maxBatchSize }, onProgress: (message) => progress.update(message) }),
+      resolveModel({ modelDir: options.model, buildConfig, onProgress: (message) => progress.update(message) }),
     );
     return resolved.engineDir;
   } finally {
@@ -97,6 +109,8 @@ async function bench(options: BenchCommandOptions): Promise<void> {
   if (!Number.isSafeInteger(seed)) throw new CliError(`--seed: expected a non-negative integer, got ${JSON.stringify(options.seed)}`);
   const numThreads = options.threads === undefined ? undefined : parsePositiveInteger('--threads', options.threads);
   const maxBatchSize = options.maxBatchSize === undefined ? BENCH_MAX_BATCH_SIZE : parsePositiveInteger('--max-batch-size', options.maxBatchSize);
+  const targetConfig = modelTargetConfig(options);
+  const kvCache = kvCacheOptionsFromFlags(options);
 
   let target: BenchTarget;
   let batchSizeLimit: number | string;
@@ -109,8 +123,9 @@ async function bench(options: BenchCommandOptions): Promise<void> {
     target = http;
     batchSizeLimit = 'server-side';
   } else {
-    const engineDir = await engineDirFor(options, maxBatchSize);
-    const engine = await Engine.load(engineDir, { numThreads });
+    const engineDir = await engineDirFor(options, { ...targetConfig, maxBatchSize });
+    const engine = await Engine.load(engineDir, { numThreads, ...kvCache });
+    if (options.verbose) process.stderr.write(`${describeEngine(engine.info)}\n`);
     if (inputLen + outputLen > engine.maxSeqLen) {
       engine.dispose();
       throw new CliError(`--input-len ${inputLen} + --output-len ${outputLen} exceed the engine's maxSeqLen ${engine.maxSeqLen}`);
@@ -153,11 +168,13 @@ async function bench(options: BenchCommandOptions): Promise<void> {
 }
 
 export function registerBenchCommand(program: Command): void {
-  program
+  const command = program
     .command('bench')
     .description('Measure throughput and latency on a synthetic workload (in-flight batching). With no --model or --engine, uses the built-in scribe-7m.')
     .option('--model <hf-dir>', `a Hugging Face model folder, converted and built (maxBatchSize ${BENCH_MAX_BATCH_SIZE}) on first use (cached)`)
-    .option('--engine <engine-dir>', 'an engine folder made by `kiln build`')
+    .option('--engine <engine-dir>', 'an engine folder made by `kiln build`');
+  addTargetOptions(command, { forModel: true });
+  addKvCacheOptions(command)
     .option('--url <url>', 'drive a running `kiln serve` (or OpenAI-compatible server) over HTTP instead, e.g. http://127.0.0.1:8000')
     .option('--api-key <key>', 'with --url: the server\'s API key (default: $KILN_API_KEY)')
     .option('--num-requests <n>', 'requests to send', '64')
@@ -169,6 +186,7 @@ export function registerBenchCommand(program: Command): void {
     .option('--threads <n>', 'CPU threads for the kernels (default: all cores)')
     .option('--max-batch-size <n>', `maxBatchSize of the engine built for --model (default ${BENCH_MAX_BATCH_SIZE})`)
     .option('--json', 'print one JSON object (vLLM benchmark_serving metric names) instead of a table')
+    .option('--verbose', VERBOSE_OPTION_HELP)
     .action(async (options: BenchCommandOptions) => {
       try {
         await bench(options);

@@ -1,9 +1,10 @@
 import type { Command } from 'commander';
 import { buildEngine, type BuildConfig } from '@kiln/builder';
+import { addTargetOptions, targetConfigFromFlags, type TargetFlags } from '../engine-options';
 import { CliError, reportCommandError } from '../errors';
 import { exitCleanlyOnSignals, ProgressLine } from '../progress-line';
 
-interface BuildFlags {
+interface BuildFlags extends TargetFlags {
   checkpoint?: string;
   output?: string;
   maxBatchSize?: string;
@@ -28,15 +29,17 @@ export function parsePositiveInteger(flag: string, value: string): number {
 }
 
 /**
- * `kiln build --checkpoint <checkpoint-dir> --output <engine-dir> [--max-batch-size N] [--max-seq-len N]
- * [--max-num-tokens N] [--gather-context-logits] [--tokens-per-block N] [--force]`
+ * `kiln build --checkpoint <checkpoint-dir> --output <engine-dir> [--target cpu|cuda] [--dtype D]
+ * [--compute-capability X.Y] [--max-batch-size N] [--max-seq-len N] [--max-num-tokens N]
+ * [--gather-context-logits] [--tokens-per-block N] [--force]`
  */
 export function registerBuildCommand(program: Command): void {
-  program
+  const command = program
     .command('build')
-    .description('Compile a Kiln checkpoint into an engine for this machine')
+    .description('Compile a Kiln checkpoint into an engine for this machine\'s CPU (default) or a CUDA GPU')
     .option('--checkpoint <checkpoint-dir>', 'Kiln checkpoint folder (the output of `kiln convert`)')
-    .option('--output <engine-dir>', 'engine folder to create (an engine with the same build hash there is reused)')
+    .option('--output <engine-dir>', 'engine folder to create (an engine with the same build hash there is reused)');
+  addTargetOptions(command, { forModel: false })
     .option('--max-batch-size <n>', 'most sequences in one step (default 8)')
     .option('--max-seq-len <n>', "most positions of one sequence (default: the model's maximum, capped at 4096)")
     .option('--max-num-tokens <n>', 'most packed tokens in one step (default: min(max-seq-len, 2048))')
@@ -56,7 +59,7 @@ export function registerBuildCommand(program: Command): void {
 }
 
 function buildConfigFromFlags(flags: BuildFlags): Partial<BuildConfig> {
-  const config: Partial<BuildConfig> = {};
+  const config: Partial<BuildConfig> = targetConfigFromFlags(flags);
   if (flags.maxBatchSize !== undefined) config.maxBatchSize = parsePositiveInteger('--max-batch-size', flags.maxBatchSize);
   if (flags.maxSeqLen !== undefined) config.maxSeqLen = parsePositiveInteger('--max-seq-len', flags.maxSeqLen);
   if (flags.maxNumTokens !== undefined) config.maxNumTokens = parsePositiveInteger('--max-num-tokens', flags.maxNumTokens);
@@ -86,7 +89,8 @@ async function runBuild(flags: BuildFlags, progress: ProgressLine): Promise<void
   const c = result.config;
   const settings =
     `maxBatchSize ${c.maxBatchSize}, maxSeqLen ${c.maxSeqLen}, maxNumTokens ${c.maxNumTokens}, ` +
-    `tokensPerBlock ${c.tokensPerBlock}, gatherContextLogits ${c.gatherContextLogits}, ${c.isa}`;
+    `tokensPerBlock ${c.tokensPerBlock}, gatherContextLogits ${c.gatherContextLogits}, ` +
+    (c.target === 'cuda' ? `cuda (compute capability ${c.computeCapability}, ${c.dtype})` : c.isa);
   process.stdout.write(
     result.cached
       ? `Engine ${result.engineDir} is up to date (build ${result.buildHash}; ${settings}); --force rebuilds it\n`

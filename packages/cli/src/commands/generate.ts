@@ -3,6 +3,17 @@ import * as path from 'node:path';
 import { Option, type Command } from 'commander';
 import { LLM, type LLMGenerateOptions } from '@kiln/runtime';
 import { SamplingConfigError, validateSamplingConfig, type SamplingConfig } from '@kiln/sampling';
+import type { BuildConfig } from '@kiln/builder';
+import {
+  addKvCacheOptions,
+  addTargetOptions,
+  describeEngine,
+  kvCacheOptionsFromFlags,
+  modelTargetConfig,
+  VERBOSE_OPTION_HELP,
+  type KvCacheFlags,
+  type TargetFlags,
+} from '../engine-options';
 import { CliError, reportCommandError } from '../errors';
 import { writeFloat32Safetensors } from '../logits-file';
 import { resolveModel } from '../model-cache';
@@ -13,7 +24,7 @@ import { parsePositiveInteger } from './build';
 export const DEFAULT_MAX_TOKENS = 64;
 
 /** The options as commander hands them over (strings, unparsed). */
-interface GenerateCommandOptions {
+interface GenerateCommandOptions extends TargetFlags, KvCacheFlags {
   model?: string;
   engine?: string;
   prompt?: string;
@@ -23,6 +34,7 @@ interface GenerateCommandOptions {
   logitsOut?: string;
   ignoreEos?: boolean;
   threads?: string;
+  verbose?: boolean;
   temperature?: string;
   topK?: string;
   topP?: string;
@@ -132,17 +144,12 @@ function parseInputIds(value: string): number[] {
 }
 
 /** The cached engine of a model folder (default: the built-in model), converted and built on first use. */
-async function engineForModel(modelDir: string | undefined, gatherContextLogits: boolean): Promise<string> {
+async function engineForModel(modelDir: string | undefined, buildConfig: Partial<BuildConfig>): Promise<string> {
   // First-use progress goes to a terminal's stderr only: scripts and pipes get nothing but the result.
   const progress = new ProgressLine();
   try {
     const resolved = await exitCleanlyOnSignals(() =>
-      resolveModel({
-        modelDir,
-        // Context logits need an LM head over every prompt token, which only such a build has.
-        buildConfig: { gatherContextLogits },
-        onProgress: (message) => progress.update(message),
-      }),
+      resolveModel({ modelDir, buildConfig, onProgress: (message) => progress.update(message) }),
     );
     return resolved.engineDir;
   } finally {
@@ -158,15 +165,19 @@ async function generate(options: GenerateCommandOptions): Promise<void> {
   const maxTokens = parsePositiveInteger('--max-tokens', options.maxTokens);
   const sampling = samplingFromFlags(options);
   const numThreads = options.threads === undefined ? undefined : parsePositiveInteger('--threads', options.threads);
+  const targetConfig = modelTargetConfig(options);
+  const kvCache = kvCacheOptionsFromFlags(options);
   const logitsOut = options.logitsOut === undefined ? undefined : path.resolve(options.logitsOut);
   if (logitsOut !== undefined && !(await fs.stat(path.dirname(logitsOut)).catch(() => undefined))?.isDirectory()) {
     throw new CliError(`--logits-out: folder ${path.dirname(logitsOut)} does not exist`);
   }
 
-  const engineDir = options.engine ?? (await engineForModel(options.model, logitsOut !== undefined));
+  // Context logits need an LM head over every prompt token, which only such a build has.
+  const engineDir = options.engine ?? (await engineForModel(options.model, { ...targetConfig, gatherContextLogits: logitsOut !== undefined }));
 
-  const llm = await LLM.load(engineDir, { numThreads });
+  const llm = await LLM.load(engineDir, { numThreads, ...kvCache });
   try {
+    if (options.verbose) process.stderr.write(`${describeEngine(llm.info)}\n`);
     const inputIds = typeof prompt === 'string' ? llm.tokenizer.encode(prompt) : prompt;
     const multiple = (sampling.numReturnSequences ?? 1) > 1;
     const request: LLMGenerateOptions = {
@@ -210,11 +221,13 @@ async function generate(options: GenerateCommandOptions): Promise<void> {
 }
 
 export function registerGenerateCommand(program: Command): void {
-  program
+  const command = program
     .command('generate')
     .description('Generate a continuation of a prompt (greedy by default). With no --model or --engine, uses the built-in scribe-7m.')
     .option('--model <hf-dir>', 'a Hugging Face model folder, converted and built on first use (cached)')
-    .option('--engine <engine-dir>', 'an engine folder made by `kiln build`')
+    .option('--engine <engine-dir>', 'an engine folder made by `kiln build`');
+  addTargetOptions(command, { forModel: true });
+  addKvCacheOptions(command)
     .option('--prompt <text>', 'the prompt text')
     .option('--input-ids <ids>', 'the prompt as comma-separated token ids, e.g. 1,2,3')
     .option('--max-tokens <n>', 'tokens to generate at most', String(DEFAULT_MAX_TOKENS))
@@ -222,6 +235,7 @@ export function registerGenerateCommand(program: Command): void {
     .option('--logits-out <file>', 'write float32 context_logits [promptLength, vocab] and generation_logits [generated, vocab] as safetensors')
     .option('--ignore-eos', 'keep generating past the end-of-sequence token')
     .option('--threads <n>', 'CPU threads for the kernels (default: all cores)')
+    .option('--verbose', VERBOSE_OPTION_HELP)
     .option('--temperature <t>', 'sampling temperature, >= 0 (default 0: greedy)')
     .option('--top-k <k>', 'keep the k most likely tokens (default 0: off)')
     .option('--top-p <p>', 'nucleus sampling, in (0, 1] (default 1: off)')

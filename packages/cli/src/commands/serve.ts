@@ -1,6 +1,16 @@
 import * as path from 'node:path';
 import type { Command } from 'commander';
 import { DEFAULT_BODY_LIMIT, DEFAULT_MAX_CONCURRENT_REQUESTS, startServer } from '@kiln/server';
+import {
+  addKvCacheOptions,
+  addTargetOptions,
+  describeEngine,
+  kvCacheOptionsFromFlags,
+  modelTargetConfig,
+  VERBOSE_OPTION_HELP,
+  type KvCacheFlags,
+  type TargetFlags,
+} from '../engine-options';
 import { CliError, reportCommandError } from '../errors';
 import { resolveModel } from '../model-cache';
 import { exitCleanlyOnSignals, ProgressLine } from '../progress-line';
@@ -10,7 +20,7 @@ import { parsePositiveInteger } from './build';
 export const SERVE_MAX_BATCH_SIZE = 64;
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 
-interface ServeCommandOptions {
+interface ServeCommandOptions extends TargetFlags, KvCacheFlags {
   model?: string;
   engine?: string;
   host: string;
@@ -24,6 +34,7 @@ interface ServeCommandOptions {
   shutdownTimeout: string;
   logLevel: string;
   quiet?: boolean;
+  verbose?: boolean;
 }
 
 function parsePort(value: string): number {
@@ -44,13 +55,15 @@ async function serve(options: ServeCommandOptions): Promise<void> {
   const level = options.quiet ? 'silent' : options.logLevel;
   if (!LOG_LEVELS.includes(level)) throw new CliError(`--log-level: expected one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(level)}`);
   const apiKey = options.apiKey ?? (process.env.KILN_API_KEY || undefined);
+  const targetConfig = modelTargetConfig(options);
+  const kvCache = kvCacheOptionsFromFlags(options);
 
   let engineDir = options.engine;
   if (engineDir === undefined) {
     const progress = new ProgressLine();
     try {
       const resolved = await exitCleanlyOnSignals(() =>
-        resolveModel({ modelDir: options.model, buildConfig: { maxBatchSize }, onProgress: (message) => progress.update(message) }),
+        resolveModel({ modelDir: options.model, buildConfig: { ...targetConfig, maxBatchSize }, onProgress: (message) => progress.update(message) }),
       );
       engineDir = resolved.engineDir;
     } finally {
@@ -62,7 +75,7 @@ async function serve(options: ServeCommandOptions): Promise<void> {
 
   const { server, url } = await startServer({
     engineDir,
-    engineOptions: { numThreads },
+    engineOptions: { numThreads, ...kvCache },
     host: options.host,
     port,
     apiKey,
@@ -71,6 +84,7 @@ async function serve(options: ServeCommandOptions): Promise<void> {
     maxConcurrentRequests,
     logger: { level },
   });
+  if (options.verbose) process.stderr.write(`kiln serve: ${describeEngine(server.llm.info)}\n`);
   process.stderr.write(`kiln serve: ${modelName} listening on ${url}${apiKey ? ' (API key required)' : ''}\n`);
 
   // First signal: drain (stop admitting, let requests finish for --shutdown-timeout, cancel the rest), then exit.
@@ -95,11 +109,13 @@ async function serve(options: ServeCommandOptions): Promise<void> {
 }
 
 export function registerServeCommand(program: Command): void {
-  program
+  const command = program
     .command('serve')
     .description('Serve a model over HTTP: OpenAI-compatible /v1, Triton generate /v2, /health, /metrics. With no --model or --engine, serves the built-in scribe-7m.')
     .option('--model <hf-dir>', `a Hugging Face model folder, converted and built (maxBatchSize ${SERVE_MAX_BATCH_SIZE}) on first use (cached)`)
-    .option('--engine <engine-dir>', 'an engine folder made by `kiln build`')
+    .option('--engine <engine-dir>', 'an engine folder made by `kiln build`');
+  addTargetOptions(command, { forModel: true });
+  addKvCacheOptions(command)
     .option('--host <host>', 'address to listen on (loopback by default; 0.0.0.0 exposes it)', '127.0.0.1')
     .option('--port <port>', 'port to listen on (0: any free port)', '8000')
     .option('--api-key <key>', 'require "Authorization: Bearer <key>" on every route but health (default: $KILN_API_KEY)')
@@ -111,6 +127,7 @@ export function registerServeCommand(program: Command): void {
     .option('--shutdown-timeout <seconds>', 'on SIGINT/SIGTERM, how long requests in flight may run before they are cancelled', '30')
     .option('--log-level <level>', `JSON log level on stdout: ${LOG_LEVELS.join(', ')}`, 'info')
     .option('--quiet', 'no logs (same as --log-level silent)')
+    .option('--verbose', VERBOSE_OPTION_HELP)
     .action(async (options: ServeCommandOptions) => {
       try {
         await serve(options);
