@@ -49,6 +49,7 @@ describe(`load-time errors (${target})`, () => {
     const run = await kiln(['generate', '--engine', sm80, '--input-ids', '1,2,3', '--max-tokens', '2']);
     assert.notEqual(run.status, 0);
     assert.match(run.stderr, /compute capability/i);
+    assert.match(run.stderr, /8\.0/);
     assert.match(run.stderr, /kiln build/);
   });
 

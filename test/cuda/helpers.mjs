@@ -75,7 +75,7 @@ export function kiln(args, { env = {}, timeout = 600_000 } = {}) {
 
 export async function kilnOk(args, options) {
   const run = await kiln(args, options);
-  if (run.status !== 0) throw new Error(`kiln ${args.join(' ')} exited ${run.status}:\n${run.stderr}`);
+  if (run.status !== 0) throw new Error(`kiln ${args[0]} exited ${run.status}: ${run.stderr.trim()}\n(the command: kiln ${args.join(' ')})`);
   return run;
 }
 

@@ -38,7 +38,7 @@ describe(`ops: ${target} kernels against the cpu kernels`, () => {
       const engines = new Map();
       const load = (key, header, options) => {
         if (!engines.has(key)) {
-          const engine = program.write(work.dir, `p${index}-${key}`, header).then((file) => native.loadEngine(file, { numThreads: 2, ...options }));
+          const engine = program.write(work.dir, `p${index}-${engines.size}`, header).then((file) => native.loadEngine(file, { numThreads: 2, ...options }));
           engine.catch(() => {}); // awaited (and reported) by the test that asked for it
           engines.set(key, engine);
         }
