@@ -6,6 +6,7 @@
 #   bash tools/gpu/run.sh [--bench] [--no-build] [--no-tests] [--tests fixtures,ops,executor,errors]
 #
 #   --bench      also run tools/bench/gpu-baseline.mjs when it exists
+#   --sanitize   also run compute-sanitizer (memcheck, racecheck) over tools/gpu/sanitize.mjs
 #   --no-build   reuse native/build/Release/kiln.node from an earlier call on the same (warm) machine
 #   --no-tests   build only
 #   --tests L    only these test files of test/cuda (comma-separated names without .test.mjs)
@@ -22,12 +23,14 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
 
 bench=0
+sanitize=0
 build=1
 tests=1
 only=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --bench) bench=1 ;;
+    --sanitize) sanitize=1 ;;
     --no-build) build=0 ;;
     --no-tests) tests=0 ;;
     --tests) only="${2:?--tests needs a list}"; shift ;;
@@ -100,6 +103,21 @@ if ((tests)); then
   node --test --test-reporter=spec "${files[@]}" 2>&1 | tee "$OUT/test-cuda.log"
   status=${PIPESTATUS[0]}
   echo "== test/cuda exited $status" | tee -a "$OUT/test-cuda.log"
+fi
+
+if ((sanitize)); then
+  sanitizer="$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)"
+  work="$(mktemp -d)"
+  say "compute-sanitizer over tools/gpu/sanitize.mjs (one generation, then 16 requests)"
+  node tools/gpu/sanitize.mjs prepare "$work" 2>&1 | tee -a "$setup_log"
+  : >"$OUT/sanitizer.log"
+  for tool in memcheck racecheck; do
+    echo "== compute-sanitizer --tool $tool" | tee -a "$OUT/sanitizer.log"
+    "$sanitizer" --tool "$tool" --error-exitcode 3 node tools/gpu/sanitize.mjs run "$work" 2>&1 | tee -a "$OUT/sanitizer.log"
+    sanitizer_status=${PIPESTATUS[0]}
+    echo "== compute-sanitizer --tool $tool exited $sanitizer_status" | tee -a "$OUT/sanitizer.log"
+    ((status == 0)) && status=$sanitizer_status
+  done
 fi
 
 if ((bench)); then

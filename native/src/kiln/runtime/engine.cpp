@@ -287,15 +287,21 @@ void Engine::configure(const EngineOptions& options) {
     kvTokens = std::min(kvTokens, std::max<int64_t>(1, static_cast<int64_t>(kDefaultGpuKvFraction * static_cast<double>(available)) / bytesPerToken));
   }
   const int64_t numBlocks = (kvTokens + tokensPerBlock - 1) / tokensPerBlock;
-  if (numBlocks > INT32_MAX || static_cast<uint64_t>(numBlocks) * tokensPerBlock * bytesPerToken > static_cast<uint64_t>(kMaxKvPoolBytes)) {
-    throw std::runtime_error("the KV cache for " + std::to_string(kvTokens) + " tokens is too large (lower kvCacheTokens)");
-  }
-  const int64_t kvPoolBytes = numBlocks * tokensPerBlock * bytesPerToken;
-  if (onGpu && available >= 0 && kvPoolBytes > available) {
-    throw std::runtime_error("the KV cache does not fit in device memory: " + std::to_string(numBlocks) + " blocks of " +
-                             std::to_string(tokensPerBlock) + " tokens need " + std::to_string(kvPoolBytes) + " bytes but " +
+  // On a GPU a cache that cannot fit is refused here, before any request runs, naming what was asked.
+  const double wantedBytes = static_cast<double>(numBlocks) * static_cast<double>(tokensPerBlock) * static_cast<double>(bytesPerToken);
+  if (onGpu && available >= 0 && wantedBytes > static_cast<double>(available)) {
+    std::string asked;
+    if (options.kvCacheTokens > 0) asked += "kvCacheTokens = " + std::to_string(options.kvCacheTokens) + ", ";
+    if (options.kvCacheBytes > 0) asked += "kvCacheBytes = " + std::to_string(options.kvCacheBytes) + ", ";
+    if (options.kvCacheMemoryFraction > 0) asked += "kvCacheMemoryFraction = " + std::to_string(options.kvCacheMemoryFraction) + ", ";
+    throw std::runtime_error("the KV cache does not fit in device memory: " + asked + std::to_string(kvTokens) +
+                             " tokens need " + std::to_string(static_cast<uint64_t>(wantedBytes)) + " bytes but " +
                              std::to_string(available) + " are free once weights and activations are loaded " +
-                             "(lower kvCacheBytes / kvCacheTokens / kvCacheMemoryFraction)");
+                             "(lower kvCacheBytes, kvCacheTokens or kvCacheMemoryFraction)");
+  }
+  if (numBlocks > INT32_MAX || wantedBytes > static_cast<double>(kMaxKvPoolBytes)) {
+    throw std::runtime_error("the KV cache for " + std::to_string(kvTokens) +
+                             " tokens is too large (lower kvCacheTokens, kvCacheBytes or kvCacheMemoryFraction)");
   }
   backend_->allocateKv(static_cast<int32_t>(numBlocks), kvGeometry_);
   kvNumBlocks_ = static_cast<int32_t>(numBlocks);
