@@ -5,7 +5,7 @@
 #
 #   bash tools/gpu/run.sh [--bench] [--no-build] [--no-tests] [--tests fixtures,ops,executor,errors]
 #
-#   --bench      also run tools/bench/gpu-baseline.mjs when it exists
+#   --bench      also run tools/bench/gpu-baseline.mjs when it exists (its log goes to setup.log)
 #   --sanitize   also run compute-sanitizer (memcheck, racecheck) over tools/gpu/sanitize.mjs
 #   --no-build   reuse native/build/Release/kiln.node from an earlier call on the same (warm) machine
 #   --no-tests   build only
@@ -123,7 +123,7 @@ fi
 if ((bench)); then
   if [[ -f tools/bench/gpu-baseline.mjs ]]; then
     say "node tools/bench/gpu-baseline.mjs"
-    node tools/bench/gpu-baseline.mjs 2>&1 | tee "$OUT/bench.log"
+    node tools/bench/gpu-baseline.mjs 2>&1 | tee -a "$setup_log"
     bench_status=${PIPESTATUS[0]}
     echo "== gpu-baseline exited $bench_status"
     ((status == 0)) && status=$bench_status

@@ -8,12 +8,13 @@ import { resolveBuildConfig } from './build-config';
 import { ENGINE_FORMAT_VERSION, assembleEngine } from './engine-header';
 import { Graph } from './graph';
 import { lowerGraph } from './lower';
+import { activationDTypes } from './activation-dtypes';
 import { planMemory } from './memory-plan';
 import { runPasses } from './passes';
 import type { BuildOptions, BuildResult } from './types';
 
 /** Bumped whenever the builder's output for the same inputs changes, so caches miss. */
-export const BUILDER_VERSION = '0.1.0';
+export const BUILDER_VERSION = '0.2.0';
 export const ENGINE_DIR_FORMAT = 'kiln-engine-dir';
 export const ENGINE_FILE = 'rank0.engine';
 
@@ -46,10 +47,16 @@ export async function buildEngine(options: BuildOptions): Promise<BuildResult> {
 
   const logits = graph.outputs.logits;
   if (logits === undefined) throw new Error(`${checkpoint.architecture}: the network has no "logits" output`);
-  const plan = planMemory(graph, program, {
-    tokens: buildConfig.maxNumTokens,
-    logitRows: buildConfig.gatherContextLogits ? buildConfig.maxNumTokens : buildConfig.maxBatchSize,
-  });
+  const dtypes = buildConfig.target === 'cuda' ? activationDTypes(graph, program, buildConfig.dtype) : new Map();
+  const plan = planMemory(
+    graph,
+    program,
+    {
+      tokens: buildConfig.maxNumTokens,
+      logitRows: buildConfig.gatherContextLogits ? buildConfig.maxNumTokens : buildConfig.maxBatchSize,
+    },
+    dtypes,
+  );
   report({ stage: 'plan', message: `activation arena ${plan.arenaBytes} bytes (${plan.unsharedBytes} without reuse)` });
 
   const { header, weights } = assembleEngine(program, plan, logits, buildConfig, checkpoint, weightsFile);

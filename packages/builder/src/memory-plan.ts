@@ -1,11 +1,15 @@
 // Activation memory planning: every buffer an op writes gets a fixed offset in one arena, sized for the
 // largest step the engine accepts (maxNumTokens packed tokens, or maxLogitRows rows after the gather).
 // Buffers whose lifetimes do not overlap share bytes, so the arena holds a few layers' worth of
-// activations rather than the whole network's.
+// activations rather than the whole network's. Each buffer has an element type (float32 unless
+// `dtypes` says otherwise; see activation-dtypes.ts), and its column views share it.
 import type { Graph } from './graph';
 import type { LoweredProgram } from './lower';
 
 export type RowKind = 'tokens' | 'logitRows';
+export type ActivationDType = 'float32' | 'float16' | 'bfloat16';
+
+const ELEMENT_BYTES: Record<ActivationDType, number> = { float32: 4, float16: 2, bfloat16: 2 };
 
 export interface PlannedValue {
   name: string;
@@ -15,6 +19,8 @@ export interface PlannedValue {
   offset: number;
   /** Elements between consecutive rows (> cols for a column slice of a wider buffer). */
   rowStride: number;
+  /** Element type; absent means float32 (the only type of CPU engines). */
+  dtype?: Exclude<ActivationDType, 'float32'>;
 }
 
 export interface MemoryPlan {
@@ -33,13 +39,20 @@ interface Buffer {
   id: number;
   rows: RowKind;
   cols: number;
+  dtype: ActivationDType;
   bytes: number;
   firstOp: number;
   lastOp: number;
   offset: number;
 }
 
-export function planMemory(graph: Graph, program: LoweredProgram, maxRows: Record<RowKind, number>): MemoryPlan {
+/** `dtypes`: element type of the buffers (root values) that are not float32. */
+export function planMemory(
+  graph: Graph,
+  program: LoweredProgram,
+  maxRows: Record<RowKind, number>,
+  dtypes: ReadonlyMap<number, ActivationDType> = new Map(),
+): MemoryPlan {
   const rootOf = (id: number) => program.views.get(id)?.of ?? id;
   const buffers = new Map<number, Buffer>();
   program.ops.forEach((op, index) => {
@@ -50,7 +63,9 @@ export function planMemory(graph: Graph, program: LoweredProgram, maxRows: Recor
       const rows = shape[0];
       if (rows !== 'tokens' && rows !== 'logitRows') throw new Error(`memory plan: value %${id} has rows ${String(rows)}`);
       const cols = graph.features(id);
-      buffers.set(id, { id, rows, cols, bytes: align(maxRows[rows] * cols * 4), firstOp: index, lastOp: index, offset: -1 });
+      const dtype = dtypes.get(id) ?? 'float32';
+      const bytes = align(maxRows[rows] * cols * ELEMENT_BYTES[dtype]);
+      buffers.set(id, { id, rows, cols, dtype, bytes, firstOp: index, lastOp: index, offset: -1 });
     }
   });
   program.ops.forEach((op, index) => {
@@ -85,15 +100,23 @@ export function planMemory(graph: Graph, program: LoweredProgram, maxRows: Recor
   const values: PlannedValue[] = [];
   const index = new Map<number, number>();
   const name = (id: number) => graph.value(id).name ?? `%${id}`;
+  const typed = (dtype: ActivationDType) => (dtype === 'float32' ? {} : { dtype });
   for (const buffer of [...buffers.values()].sort((a, b) => a.firstOp - b.firstOp || a.id - b.id)) {
     index.set(buffer.id, values.length);
-    values.push({ name: name(buffer.id), rows: buffer.rows, cols: buffer.cols, offset: buffer.offset, rowStride: buffer.cols });
+    values.push({ name: name(buffer.id), rows: buffer.rows, cols: buffer.cols, offset: buffer.offset, rowStride: buffer.cols, ...typed(buffer.dtype) });
   }
   for (const [id, view] of program.views) {
     const root = buffers.get(view.of);
     if (!root) continue; // a slice nobody lowered reads
     index.set(id, values.length);
-    values.push({ name: name(id), rows: root.rows, cols: graph.features(id), offset: root.offset + 4 * view.colOffset, rowStride: root.cols });
+    values.push({
+      name: name(id),
+      rows: root.rows,
+      cols: graph.features(id),
+      offset: root.offset + ELEMENT_BYTES[root.dtype] * view.colOffset,
+      rowStride: root.cols,
+      ...typed(root.dtype),
+    });
   }
   return {
     values,

@@ -24,8 +24,9 @@ export interface BuildConfigCommon {
   /**
    * The engine's weight dtype: "float32", "float16" or "bfloat16". Matrix, embedding and norm weights are
    * cast to it when packed (round to nearest even); biases and constants the builder computes (RoPE
-   * frequencies, ALiBi slopes) stay float32. On cuda it is also the dtype of the activations and the KV
-   * cache (float32 accumulation either way); the CPU computes in float32 whatever the weights.
+   * frequencies, ALiBi slopes) stay float32. On cuda it is also the dtype of the KV cache and of the
+   * activations that GEMMs read (the rest stay float32: activation-dtypes.ts), with float32 accumulation;
+   * the CPU computes in float32 whatever the weights.
    * Default: the checkpoint's dtype.
    */
   dtype: WeightDType;

@@ -130,3 +130,36 @@ describe('buildEngine targets', () => {
     expect(again).toMatchObject({ cached: true, buildHash: hashes[4] });
   });
 });
+
+describe('activation dtypes of a 16-bit cuda engine', () => {
+  it('stores exactly the values GEMMs read in bfloat16, the rest (logits included) in float32, without overlaps', async () => {
+    const engineDir = path.join(root, 'llama-cuda-bf16-values');
+    await buildEngine({ checkpointDir: llama, outputDir: engineDir, config: { ...LIMITS, target: 'cuda', dtype: 'bfloat16' } });
+    const { header } = await inspect(engineDir);
+    type Value = { name: string; rows: string; cols: number; offset: number; rowStride: number; dtype?: string };
+    const values = header.values as Value[];
+    const linearInputs = new Set<number>();
+    for (const op of header.ops as Array<{ op: string; inputs: number[] }>) {
+      if (op.op === 'linear' || op.op === 'moe') linearInputs.add(op.inputs[0]);
+    }
+    expect(linearInputs.size).toBeGreaterThan(0);
+    values.forEach((value, index) => {
+      expect(value.dtype).toBe(linearInputs.has(index) ? 'bfloat16' : undefined);
+    });
+    expect(values[header.outputs.logits].dtype).toBeUndefined();
+
+    // Every value's bytes for its most rows stay inside the arena.
+    const maxRows = (v: Value) => (v.rows === 'tokens' ? header.limits.maxNumTokens : header.limits.maxLogitRows);
+    for (const v of values) {
+      const size = v.dtype ? 2 : 4;
+      expect(v.offset % size).toBe(0);
+      expect(v.offset + size * ((maxRows(v) - 1) * v.rowStride + v.cols)).toBeLessThanOrEqual(header.arena.bytes);
+    }
+
+    // The same checkpoint for the cpu has no dtype on any value.
+    const cpuDir = path.join(root, 'llama-cpu-values');
+    await buildEngine({ checkpointDir: llama, outputDir: cpuDir, config: { ...LIMITS, target: 'cpu' } });
+    const cpu = await inspect(cpuDir);
+    expect((cpu.header.values as Value[]).every((v) => v.dtype === undefined)).toBe(true);
+  });
+});

@@ -49,11 +49,10 @@ class Backend {
   virtual const void* weightAddress(const void* hostPointer) const = 0;
   virtual uint64_t weightBytes() const = 0;
 
-  // The activation arena: `floatSlots` slots of the builder's memory plan (offsets are in 4-byte units),
-  // each holding one element of the activation dtype. Zeroed.
-  virtual void allocateArena(int64_t floatSlots) = 0;
-  // The host pointer of a value's first element, or null where the arena is not host memory.
-  virtual float* hostValue(int64_t elementOffset) const = 0;
+  // The activation arena (the header's arena.bytes), zeroed.
+  virtual void allocateArena(int64_t bytes) = 0;
+  // The host pointer of a float32 value at `byteOffset`, or null where the arena is not host memory.
+  virtual float* hostValue(int64_t byteOffset) const = 0;
 
   // Memory the KV cache may take (bytes), or -1 when it cannot be read; asked after the weights and the
   // arena are in place.

@@ -128,8 +128,7 @@ void Engine::configure(const EngineOptions& options) {
 
   // --- arena and values ---
   const int64_t arenaBytes = h.at("arena", "header").integer("bytes", "header.arena", 1, kMaxArenaBytes);
-  if (arenaBytes % 4 != 0) throw headerError("arena.bytes = " + std::to_string(arenaBytes) + " is not a multiple of 4");
-  backend_->allocateArena(arenaBytes / 4);
+  backend_->allocateArena(arenaBytes);
 
   const Json& valuesJson = h.at("values", "header");
   if (!valuesJson.isArray()) throw headerError("values must be an array");
@@ -156,17 +155,30 @@ void Engine::configure(const EngineOptions& options) {
       throw std::runtime_error(what + ".cols = " + std::to_string(ref.cols) + " exceeds rowStride = " +
                                std::to_string(ref.rowStride));
     }
+    if (const Json* dt = v.find("dtype")) {
+      const std::string& name = v.string("dtype", what);
+      if (!parseDTypeName(name, &ref.dtype) || ref.dtype == DType::I32) {
+        throw std::runtime_error(what + ".dtype " + quoted(name) + " is not known (expected \"float32\", \"float16\" or \"bfloat16\")");
+      }
+      (void)dt;
+    }
+    if (bt.backend == "cpu" && ref.dtype != DType::F32) {
+      throw std::runtime_error(what + ".dtype is " + dtypeName(ref.dtype) + " but cpu engines keep every activation in float32");
+    }
+    const int64_t size = static_cast<int64_t>(dtypeSize(ref.dtype));
     const int64_t offset = v.integer("offset", what, 0, arenaBytes);
-    if (offset % 4 != 0) throw std::runtime_error(what + ".offset = " + std::to_string(offset) + " is not float-aligned");
+    if (offset % size != 0) {
+      throw std::runtime_error(what + ".offset = " + std::to_string(offset) + " is not aligned to its " + dtypeName(ref.dtype) + " elements");
+    }
     const int64_t maxRows = ref.rows == RowsKind::Tokens ? info_.maxNumTokens : info_.maxLogitRows;
-    const int64_t end = offset + 4 * ((maxRows - 1) * ref.rowStride + ref.cols);
+    const int64_t end = offset + size * ((maxRows - 1) * ref.rowStride + ref.cols);
     if (end > arenaBytes) {
       throw std::runtime_error(what + " (" + quoted(ref.name) + ") ends at byte " + std::to_string(end) +
                                " for " + std::to_string(maxRows) + " rows, past header.arena.bytes = " +
                                std::to_string(arenaBytes));
     }
-    ref.elementOffset = offset / 4;
-    ref.data = backend_->hostValue(ref.elementOffset);
+    ref.byteOffset = offset;
+    ref.data = backend_->hostValue(ref.byteOffset);
     values.push_back(ref);
   }
 

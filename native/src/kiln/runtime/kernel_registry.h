@@ -36,8 +36,9 @@ struct ValueRef {
   RowsKind rows = RowsKind::Tokens;
   int64_t cols = 0;
   int64_t rowStride = 0;
-  int64_t elementOffset = 0;  // the header's offset / 4: where element (0, 0) sits in the arena
-  float* data = nullptr;      // host address of element (0, 0); null where the arena is device memory
+  DType dtype = DType::F32;  // the header's value dtype (float32 unless a cuda engine says otherwise)
+  int64_t byteOffset = 0;    // the header's offset: where element (0, 0) sits in the arena
+  float* data = nullptr;     // host address of element (0, 0); null where the arena is device memory
 
   int64_t numRows(const StepContext& step) const {
     return rows == RowsKind::Tokens ? step.numTokens : step.numLogitRows;
@@ -61,7 +62,7 @@ struct ModelFacts {
   int64_t kvNumLayers = 0;
   int64_t kvNumKvHeads = 0;
   int64_t kvHeadDim = 0;
-  DType activationDType = DType::F32;  // the arena's and KV cache's element type (the CPU's is float32)
+  DType activationDType = DType::F32;  // the KV cache's element type (and main weights' on cuda)
   Backend* backend = nullptr;          // the backend binding the ops (adapters of that backend may downcast)
 };
 

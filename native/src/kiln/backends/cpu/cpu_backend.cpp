@@ -62,8 +62,8 @@ class CpuBackend final : public Backend {
   const void* weightAddress(const void* hostPointer) const override { return hostPointer; }
   uint64_t weightBytes() const override { return weightBytes_; }
 
-  void allocateArena(int64_t floatSlots) override {
-    const size_t bytes = static_cast<size_t>(floatSlots) * sizeof(float);
+  void allocateArena(int64_t arenaBytes) override {
+    const size_t bytes = static_cast<size_t>(arenaBytes);
     try {
       arena_ = AlignedBuffer(bytes);
     } catch (const std::bad_alloc&) {
@@ -71,7 +71,9 @@ class CpuBackend final : public Backend {
     }
     std::memset(arena_.data(), 0, arena_.size());
   }
-  float* hostValue(int64_t elementOffset) const override { return static_cast<float*>(arena_.data()) + elementOffset; }
+  float* hostValue(int64_t byteOffset) const override {
+    return reinterpret_cast<float*>(static_cast<char*>(arena_.data()) + byteOffset);
+  }
 
   int64_t availableMemoryBytes() const override { return hostAvailableMemoryBytes(); }
   uint64_t kvBytesPerToken(const KvGeometry& g) const override {

@@ -122,8 +122,8 @@ const void* CudaBackend::weightAddress(const void* hostPointer) const {
   return static_cast<const uint8_t*>(weights_) + (static_cast<const uint8_t*>(hostPointer) - hostWeights_);
 }
 
-void CudaBackend::allocateArena(int64_t floatSlots) {
-  const size_t bytes = static_cast<size_t>(floatSlots) * dtypeSize(dtype_);
+void CudaBackend::allocateArena(int64_t arenaBytes) {
+  const size_t bytes = static_cast<size_t>(arenaBytes);
   const cudaError_t status = cudaMalloc(&arena_, bytes);
   if (status != cudaSuccess) {
     cudaGetLastError();
@@ -231,7 +231,7 @@ void CudaBackend::runStep(const std::vector<BoundOp>& ops, const StepContext& st
   const int64_t R = step.numLogitRows;
   if (R > 0) {
     if (R > maxLogitRows_) throw std::runtime_error("a step has more logit rows than the engine's maxLogitRows");
-    toFloat32(stream_, dtype_, value(logits_), R, logits_.rowStride, vocab_, deviceLogits_);
+    elementwise(stream_, Elementwise::Copy, value(logits_), value(logits_), R, vocab_, 0.0f, Matrix{deviceLogits_, DType::F32, vocab_});
     check(cudaMemcpyAsync(hostLogits_, deviceLogits_, static_cast<size_t>(R * vocab_) * sizeof(float),
                           cudaMemcpyDeviceToHost, stream_),
           "cudaMemcpyAsync (logits)");

@@ -12,6 +12,7 @@
 
 #include "kiln/backends/cuda/device_step.h"
 #include "kiln/backends/cuda/gemm.h"
+#include "kiln/backends/cuda/kernels/kernels.h"
 #include "kiln/runtime/backend.h"
 
 namespace kiln {
@@ -33,7 +34,7 @@ class CudaBackend final : public Backend {
   const void* weightAddress(const void* hostPointer) const override;
   uint64_t weightBytes() const override { return weightBytes_; }
 
-  void allocateArena(int64_t floatSlots) override;
+  void allocateArena(int64_t bytes) override;
   float* hostValue(int64_t) const override { return nullptr; }
 
   int64_t availableMemoryBytes() const override;
@@ -50,11 +51,11 @@ class CudaBackend final : public Backend {
 
   // For the op adapters.
   cudaStream_t stream() const { return stream_; }
-  DType dtype() const { return dtype_; }
+  DType kvDType() const { return dtype_; }
   Gemm& gemm() { return *gemm_; }
   const DeviceKv& kv() const { return kv_; }
-  // Device address of a value's element (0, 0).
-  void* value(const ValueRef& v) const { return static_cast<char*>(arena_) + v.elementOffset * dtypeSize(dtype_); }
+  // A value as a device matrix (its element (0, 0), dtype and row stride).
+  Matrix value(const ValueRef& v) const { return Matrix{static_cast<char*>(arena_) + v.byteOffset, v.dtype, v.rowStride}; }
   // Device scratch shared by ops that need temporaries within their own call (ops run one at a time on
   // the stream): reserved while binding, allocated before the first step.
   void reserveScratch(size_t bytes) { scratchWanted_ = std::max(scratchWanted_, bytes); }
@@ -65,7 +66,7 @@ class CudaBackend final : public Backend {
 
   int device_ = 0;
   cudaDeviceProp props_{};
-  DType dtype_ = DType::F32;
+  DType dtype_ = DType::F32;  // the KV cache's (the engine's activationDType)
   cudaStream_t stream_ = nullptr;
   std::unique_ptr<Gemm> gemm_;
   std::unique_ptr<ThreadPool> threads_;

@@ -69,25 +69,17 @@ Gemm::~Gemm() {
   if (handle_) cublasLtDestroy(static_cast<cublasLtHandle_t>(handle_));
 }
 
-Gemm::Plan& Gemm::plan(DType t, int64_t rows, int64_t xStride, int64_t N, int64_t K, int64_t yStride, bool bias,
-                       uint32_t alignment) {
-  const Key key{static_cast<int>(t), rows, xStride, N, K, yStride, bias, alignment};
+Gemm::Plan& Gemm::plan(DType abType, DType yType, int64_t rows, int64_t xStride, int64_t N, int64_t K, int64_t yStride,
+                       bool bias, uint32_t alignment) {
+  const Key key{static_cast<int>(abType), static_cast<int>(yType), rows, xStride, N, K, yStride, bias, alignment};
   auto it = plans_.find(key);
   if (it != plans_.end()) return *it->second;
   if (plans_.size() >= kMaxPlans) plans_.clear();
 
   // Column-major view of the row-major problem: D[N, R] = op(A)[N, K] . B[K, R] with A = w as a K x N
   // matrix (ld K) transposed, B = x as K x R (ld xStride), D = y as N x R (ld yStride).
-  auto p = std::make_unique<Plan>();
-  const cudaDataType_t type = cudaTypeOf(t);
-  checkLt(cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F), "cublasLtMatmulDescCreate");
-  const cublasOperation_t transA = CUBLAS_OP_T, transB = CUBLAS_OP_N;
-  checkLt(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &transA, sizeof transA), "TRANSA");
-  checkLt(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &transB, sizeof transB), "TRANSB");
-  checkLt(cublasLtMatrixLayoutCreate(&p->a, type, static_cast<uint64_t>(K), static_cast<uint64_t>(N), K), "layout A");
-  checkLt(cublasLtMatrixLayoutCreate(&p->b, type, static_cast<uint64_t>(K), static_cast<uint64_t>(rows), xStride), "layout B");
-  checkLt(cublasLtMatrixLayoutCreate(&p->d, type, static_cast<uint64_t>(N), static_cast<uint64_t>(rows), yStride), "layout D");
-
+  const cudaDataType_t type = cudaTypeOf(abType);
+  const cudaDataType_t outType = cudaTypeOf(yType);
   cublasLtMatmulPreference_t pref = nullptr;
   checkLt(cublasLtMatmulPreferenceCreate(&pref), "cublasLtMatmulPreferenceCreate");
   const uint64_t workspace = workspaceBytes_;
@@ -96,47 +88,59 @@ Gemm::Plan& Gemm::plan(DType t, int64_t rows, int64_t xStride, int64_t N, int64_
                     CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES}) {
     cublasLtMatmulPreferenceSetAttribute(pref, attr, &alignment, sizeof alignment);
   }
-  auto heuristic = [&](bool withBias) {
+  // One fresh plan per attempt: a descriptor that once carried a bias type is not a plain one again.
+  auto attempt = [&](bool withBias) -> std::unique_ptr<Plan> {
+    auto p = std::make_unique<Plan>();
+    checkLt(cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F), "cublasLtMatmulDescCreate");
+    const cublasOperation_t transA = CUBLAS_OP_T, transB = CUBLAS_OP_N;
+    checkLt(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &transA, sizeof transA), "TRANSA");
+    checkLt(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &transB, sizeof transB), "TRANSB");
     if (withBias) {
       const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
       const cudaDataType_t biasType = CUDA_R_32F;
-      cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof epilogue);
-      cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &biasType, sizeof biasType);
-    } else {
-      const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_DEFAULT;
-      cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof epilogue);
+      if (cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof epilogue) !=
+              CUBLAS_STATUS_SUCCESS ||
+          cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &biasType, sizeof biasType) !=
+              CUBLAS_STATUS_SUCCESS) {
+        return nullptr;
+      }
     }
+    checkLt(cublasLtMatrixLayoutCreate(&p->a, type, static_cast<uint64_t>(K), static_cast<uint64_t>(N), K), "layout A");
+    checkLt(cublasLtMatrixLayoutCreate(&p->b, type, static_cast<uint64_t>(K), static_cast<uint64_t>(rows), xStride), "layout B");
+    checkLt(cublasLtMatrixLayoutCreate(&p->d, outType, static_cast<uint64_t>(N), static_cast<uint64_t>(rows), yStride), "layout D");
     cublasLtMatmulHeuristicResult_t result{};
     int returned = 0;
     const cublasStatus_t status = cublasLtMatmulAlgoGetHeuristic(static_cast<cublasLtHandle_t>(handle_), p->desc, p->a,
                                                                  p->b, p->d, p->d, pref, 1, &result, &returned);
-    if (status != CUBLAS_STATUS_SUCCESS || returned == 0) return false;
+    if (status != CUBLAS_STATUS_SUCCESS || returned == 0) return nullptr;
     p->algo = result.algo;
     p->biasEpilogue = withBias;
-    return true;
+    return p;
   };
   // A float32 bias on 16-bit outputs is not offered by every cuBLASLt version and shape: then a kernel
   // adds it after the GEMM.
-  const bool found = (bias && heuristic(true)) || heuristic(false);
+  std::unique_ptr<Plan> p = bias ? attempt(true) : nullptr;
+  if (!p) p = attempt(false);
   cublasLtMatmulPreferenceDestroy(pref);
-  if (!found) {
-    throw std::runtime_error("cuBLASLt has no algorithm for a " + std::string(dtypeName(t)) + " linear of [" +
+  if (!p) {
+    throw std::runtime_error("cuBLASLt has no algorithm for a " + std::string(dtypeName(abType)) + " -> " + dtypeName(yType) + " linear of [" +
                              std::to_string(rows) + ", " + std::to_string(K) + "] x [" + std::to_string(N) + ", " +
-                             std::to_string(K) + "]^T");
+                             std::to_string(K) + "]^T (alignment " + std::to_string(alignment) + " bytes)");
   }
   Plan& ref = *p;
   plans_.emplace(key, std::move(p));
   return ref;
 }
 
-void Gemm::linear(DType t, const void* x, int64_t rows, int64_t xStride, const void* w, int64_t N, int64_t K,
-                  const float* bias, void* y, int64_t yStride) {
+void Gemm::linear(DType abType, const void* x, int64_t rows, int64_t xStride, const void* w, int64_t N, int64_t K,
+                  const float* bias, DType yType, void* y, int64_t yStride) {
   if (rows <= 0) return;
-  const uintptr_t elem = dtypeSize(t);
+  const uintptr_t elem = dtypeSize(abType);
   const uint32_t alignment = alignmentOf({reinterpret_cast<uintptr_t>(x), reinterpret_cast<uintptr_t>(w),
                                           reinterpret_cast<uintptr_t>(y), static_cast<uintptr_t>(xStride) * elem,
-                                          static_cast<uintptr_t>(yStride) * elem, static_cast<uintptr_t>(K) * elem});
-  Plan& p = plan(t, rows, xStride, N, K, yStride, bias != nullptr, alignment);
+                                          static_cast<uintptr_t>(yStride) * dtypeSize(yType),
+                                          static_cast<uintptr_t>(K) * elem});
+  Plan& p = plan(abType, yType, rows, xStride, N, K, yStride, bias != nullptr, alignment);
   if (p.biasEpilogue) {
     checkLt(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias), "BIAS_POINTER");
   }
@@ -144,7 +148,7 @@ void Gemm::linear(DType t, const void* x, int64_t rows, int64_t xStride, const v
   checkLt(cublasLtMatmul(static_cast<cublasLtHandle_t>(handle_), p.desc, &alpha, w, p.a, x, p.b, &beta, y, p.d, y, p.d,
                          &p.algo, workspace_, workspaceBytes_, stream_),
           "cublasLtMatmul");
-  if (bias && !p.biasEpilogue) addBias(stream_, t, y, rows, yStride, bias, N);
+  if (bias && !p.biasEpilogue) addBias(stream_, Matrix{y, yType, yStride}, rows, bias, N);
 }
 
 }  // namespace cuda

@@ -1,7 +1,7 @@
 #pragma once
 // Linear layers through cuBLASLt: y[R, N] = x[R, K] . w[N, K]^T (+ bias[N]), row-major with row strides,
-// x, w and y of the activation dtype, float32 accumulation (float32 engines: plain FP32, TF32 off), the
-// bias added by cuBLASLt's epilogue. Plans (descriptors, layouts and the heuristic's algorithm) are
+// x and w of one type (`abType`), y of that type or float32, float32 accumulation (float32 engines:
+// plain FP32, TF32 off), the bias added by cuBLASLt's epilogue. Plans (descriptors, layouts and the heuristic's algorithm) are
 // cached per shape, strides and alignment, so a step only pays for cublasLtMatmul itself.
 #include <cuda_runtime.h>
 
@@ -22,13 +22,13 @@ class Gemm {
   Gemm(const Gemm&) = delete;
   Gemm& operator=(const Gemm&) = delete;
 
-  void linear(DType t, const void* x, int64_t rows, int64_t xStride, const void* w, int64_t N, int64_t K,
-              const float* bias, void* y, int64_t yStride);
+  void linear(DType abType, const void* x, int64_t rows, int64_t xStride, const void* w, int64_t N, int64_t K,
+              const float* bias, DType yType, void* y, int64_t yStride);
 
  private:
   struct Plan;
-  using Key = std::tuple<int, int64_t, int64_t, int64_t, int64_t, int64_t, bool, uint32_t>;
-  Plan& plan(DType t, int64_t rows, int64_t xStride, int64_t N, int64_t K, int64_t yStride, bool bias,
+  using Key = std::tuple<int, int, int64_t, int64_t, int64_t, int64_t, int64_t, bool, uint32_t>;
+  Plan& plan(DType abType, DType yType, int64_t rows, int64_t xStride, int64_t N, int64_t K, int64_t yStride, bool bias,
              uint32_t alignment);
 
   cudaStream_t stream_;

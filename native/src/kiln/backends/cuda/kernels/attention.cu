@@ -24,23 +24,22 @@ struct Cache {
 };
 
 template <typename T>
-__global__ void storeKv(DeviceStep step, T* pool, Cache cache, int64_t layer, const T* k, int64_t kStride, const T* v,
-                        int64_t vStride) {
+__global__ void storeKv(DeviceStep step, T* pool, Cache cache, int64_t layer, ConstMatrix k, ConstMatrix v) {
   const int64_t t = blockIdx.x;
   const int32_t* table = step.blockTables + static_cast<int64_t>(step.tokenSeq[t]) * step.blockTableStride;
   T* kr = cache.row(pool, table, layer, step.positions[t], 0);
   T* vr = cache.row(pool, table, layer, step.positions[t], 1);
   for (int64_t i = threadIdx.x; i < cache.rowSize; i += blockDim.x) {
-    kr[i] = k[t * kStride + i];
-    vr[i] = v[t * vStride + i];
+    kr[i] = fromF<T>(load(k.data, k.dtype, t * k.stride + i));
+    vr[i] = fromF<T>(load(v.data, v.dtype, t * v.stride + i));
   }
 }
 
 template <typename T>
 __global__ void __launch_bounds__(kThreads) attend(DeviceStep step, const T* pool, Cache cache, int64_t layer,
-                                                   const T* q, int64_t qStride, int64_t group, int64_t headDim,
-                                                   float scale, int64_t slidingWindow, float softcap,
-                                                   const float* alibiSlopes, T* out, int64_t outStride) {
+                                                   ConstMatrix q, int64_t group, int64_t headDim, float scale,
+                                                   int64_t slidingWindow, float softcap, const float* alibiSlopes,
+                                                   Matrix out) {
   extern __shared__ float qShared[];  // [headDim]
   __shared__ float probs[kThreads];
   __shared__ float reduce[32];
@@ -53,7 +52,7 @@ __global__ void __launch_bounds__(kThreads) attend(DeviceStep step, const T* poo
   const int32_t* table = step.blockTables + static_cast<int64_t>(step.tokenSeq[t]) * step.blockTableStride;
   const float slope = alibiSlopes ? alibiSlopes[h] : 0.0f;
 
-  for (int64_t d = tid; d < headDim; d += kThreads) qShared[d] = toF(q[t * qStride + h * headDim + d]);
+  for (int64_t d = tid; d < headDim; d += kThreads) qShared[d] = load(q.data, q.dtype, t * q.stride + h * headDim + d);
   __syncthreads();
 
   float runningMax = -INFINITY, runningSum = 0.0f;
@@ -93,16 +92,15 @@ __global__ void __launch_bounds__(kThreads) attend(DeviceStep step, const T* poo
   for (int f = 0; f < kMaxFeaturesPerThread; ++f) {
     const int64_t d = tid + static_cast<int64_t>(f) * kThreads;
     if (d >= headDim) break;
-    out[t * outStride + h * headDim + d] = fromF<T>(acc[f] * inv);
+    store(out.data, out.dtype, t * out.stride + h * headDim + d, acc[f] * inv);
   }
 }
 
 }  // namespace
 
-void attention(cudaStream_t stream, DType t, const DeviceStep& step, const DeviceKv& kv, int32_t layer, const void* q,
-               int64_t qStride, const void* k, int64_t kStride, const void* v, int64_t vStride, int64_t numHeads,
-               int64_t numKvHeads, int64_t headDim, float scale, int64_t slidingWindow, float softcap,
-               const float* alibiSlopes, void* out, int64_t outStride) {
+void attention(cudaStream_t stream, DType cacheDType, const DeviceStep& step, const DeviceKv& kv, int32_t layer,
+               ConstMatrix q, ConstMatrix k, ConstMatrix v, int64_t numHeads, int64_t numKvHeads, int64_t headDim,
+               float scale, int64_t slidingWindow, float softcap, const float* alibiSlopes, Matrix out) {
   if (step.numTokens <= 0) return;
   if (headDim > kThreads * kMaxFeaturesPerThread) throw std::runtime_error("cuda attention: headDim above 512");
   Cache cache;
@@ -110,14 +108,13 @@ void attention(cudaStream_t stream, DType t, const DeviceStep& step, const Devic
   cache.tokensPerBlock = kv.tokensPerBlock;
   cache.rowSize = numKvHeads * headDim;
   cache.blockStride = cache.tokensPerBlock * cache.rowSize;
-  dispatch(t, [&](auto z) {
+  dispatch(cacheDType, [&](auto z) {
     using T = decltype(z);
-    storeKv<T><<<static_cast<unsigned>(step.numTokens), 128, 0, stream>>>(
-        step, static_cast<T*>(kv.pool), cache, layer, static_cast<const T*>(k), kStride, static_cast<const T*>(v), vStride);
+    storeKv<T><<<static_cast<unsigned>(step.numTokens), 128, 0, stream>>>(step, static_cast<T*>(kv.pool), cache, layer, k, v);
     const dim3 grid(static_cast<unsigned>(step.numTokens), static_cast<unsigned>(numHeads));
     attend<T><<<grid, kThreads, static_cast<size_t>(headDim) * sizeof(float), stream>>>(
-        step, static_cast<const T*>(kv.pool), cache, layer, static_cast<const T*>(q), qStride, numHeads / numKvHeads,
-        headDim, scale, slidingWindow, softcap, alibiSlopes, static_cast<T*>(out), outStride);
+        step, static_cast<const T*>(kv.pool), cache, layer, q, numHeads / numKvHeads, headDim, scale, slidingWindow,
+        softcap, alibiSlopes, out);
   });
 }
 

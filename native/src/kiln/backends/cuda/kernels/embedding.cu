@@ -7,37 +7,28 @@ namespace cuda {
 
 namespace {
 
-template <typename T>
-__global__ void gatherScaled(const int32_t* index, int64_t offset, const T* table, int64_t hidden, float scale, T* out,
-                             int64_t outStride) {
+__global__ void gatherScaled(const int32_t* index, int64_t offset, const void* table, DType tableDType, int64_t hidden,
+                             float scale, Matrix out) {
   const int64_t t = blockIdx.x;
-  const T* row = table + (static_cast<int64_t>(index[t]) + offset) * hidden;
-  T* o = out + t * outStride;
+  const int64_t row = (static_cast<int64_t>(index[t]) + offset) * hidden;
   for (int64_t i = threadIdx.x; i < hidden; i += blockDim.x) {
-    o[i] = scale == 1.0f ? row[i] : fromF<T>(toF(row[i]) * scale);
+    store(out.data, out.dtype, t * out.stride + i, load(table, tableDType, row + i) * scale);
   }
 }
 
 }  // namespace
 
-void embedding(cudaStream_t stream, DType t, const int32_t* ids, int64_t numTokens, const void* table, int64_t hidden,
-               float scale, void* out, int64_t outStride) {
+void embedding(cudaStream_t stream, const int32_t* ids, int64_t numTokens, const void* table, DType tableDType,
+               int64_t hidden, float scale, Matrix out) {
   if (numTokens <= 0) return;
-  dispatch(t, [&](auto z) {
-    using T = decltype(z);
-    gatherScaled<T><<<static_cast<unsigned>(numTokens), 256, 0, stream>>>(
-        ids, 0, static_cast<const T*>(table), hidden, scale, static_cast<T*>(out), outStride);
-  });
+  gatherScaled<<<static_cast<unsigned>(numTokens), 256, 0, stream>>>(ids, 0, table, tableDType, hidden, scale, out);
 }
 
-void positionEmbedding(cudaStream_t stream, DType t, const int32_t* positions, int64_t numTokens, int64_t offset,
-                       const void* table, int64_t hidden, void* out, int64_t outStride) {
+void positionEmbedding(cudaStream_t stream, const int32_t* positions, int64_t numTokens, int64_t offset,
+                       const void* table, DType tableDType, int64_t hidden, Matrix out) {
   if (numTokens <= 0) return;
-  dispatch(t, [&](auto z) {
-    using T = decltype(z);
-    gatherScaled<T><<<static_cast<unsigned>(numTokens), 256, 0, stream>>>(
-        positions, offset, static_cast<const T*>(table), hidden, 1.0f, static_cast<T*>(out), outStride);
-  });
+  gatherScaled<<<static_cast<unsigned>(numTokens), 256, 0, stream>>>(positions, offset, table, tableDType, hidden, 1.0f,
+                                                                     out);
 }
 
 }  // namespace cuda

@@ -1,10 +1,11 @@
 #pragma once
-// Kiln's CUDA kernels (launchers; the kernels are in the .cu files beside this). Activations and the KV
-// cache are of the engine's activation dtype `t` (float32, float16 or bfloat16), weights of that same
-// dtype unless said otherwise (biases, rotary frequencies and ALiBi slopes are float32); everything
-// accumulates in float32. Matrices are row-major with row strides in elements. Each launcher only
-// enqueues work on `stream`; semantics are those of the CPU kernels (kiln/backends/cpu/kernels/kernels.h), which the
-// GPU suite (test/cuda) compares them with.
+// Kiln's CUDA kernels (launchers; the kernels are in the .cu files beside this). Every activation carries
+// its own element type (a cuda engine stores GEMM operands in 16 bits and the rest in float32: see
+// docs/decisions/0007), read and written through load/store in common.cuh; weights are of any of
+// float32, float16 and bfloat16 (biases, rotary frequencies and ALiBi slopes are float32); the KV cache
+// is of the engine's activation dtype; everything accumulates in float32. Matrices are row-major with
+// row strides in elements. Each launcher only enqueues work on `stream`. Semantics are those of the CPU
+// kernels (kiln/backends/cpu/kernels/kernels.h), which the GPU suite (test/cuda) compares them with.
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -15,50 +16,58 @@
 namespace kiln {
 namespace cuda {
 
-void embedding(cudaStream_t stream, DType t, const int32_t* ids, int64_t numTokens, const void* table, int64_t hidden,
-               float scale, void* out, int64_t outStride);
+// A matrix in device memory: element (r, c) at data + (r * stride + c) elements of `dtype`.
+struct Matrix {
+  void* data;
+  DType dtype;
+  int64_t stride;
+};
+struct ConstMatrix {
+  const void* data;
+  DType dtype;
+  int64_t stride;
+  ConstMatrix(const void* d, DType t, int64_t s) : data(d), dtype(t), stride(s) {}
+  ConstMatrix(const Matrix& m) : data(m.data), dtype(m.dtype), stride(m.stride) {}  // NOLINT: a writable one reads too
+};
+
+void embedding(cudaStream_t stream, const int32_t* ids, int64_t numTokens, const void* table, DType tableDType,
+               int64_t hidden, float scale, Matrix out);
 // out[t] = table[positions[t] + offset]; positions are checked on the host first.
-void positionEmbedding(cudaStream_t stream, DType t, const int32_t* positions, int64_t numTokens, int64_t offset,
-                       const void* table, int64_t hidden, void* out, int64_t outStride);
+void positionEmbedding(cudaStream_t stream, const int32_t* positions, int64_t numTokens, int64_t offset,
+                       const void* table, DType tableDType, int64_t hidden, Matrix out);
 
-void rmsNorm(cudaStream_t stream, DType t, const void* x, int64_t rows, int64_t xStride, const void* w,
-             int64_t numGroups, int64_t groupSize, float eps, float weightOffset, void* y, int64_t yStride);
-void layerNorm(cudaStream_t stream, DType t, const void* x, int64_t rows, int64_t xStride, const void* w,
-               const float* bias, int64_t H, float eps, void* y, int64_t yStride);
+void rmsNorm(cudaStream_t stream, ConstMatrix x, int64_t rows, const void* w, DType wDType, int64_t numGroups,
+             int64_t groupSize, float eps, float weightOffset, Matrix y);
+void layerNorm(cudaStream_t stream, ConstMatrix x, int64_t rows, const void* w, DType wDType, const float* bias,
+               int64_t H, float eps, Matrix y);
 
-enum class Elementwise : int { Add, Mul, Silu, Swiglu, Gelu, GeluTanh, Geglu, GegluTanh, Relu, Softcap };
-// out = f(a[, b]) over [rows, cols]; `param` is the softcap's cap. out may alias a or b.
-void elementwise(cudaStream_t stream, DType t, Elementwise op, const void* a, int64_t aStride, const void* b,
-                 int64_t bStride, int64_t rows, int64_t cols, float param, void* out, int64_t outStride);
+enum class Elementwise : int { Add, Mul, Silu, Swiglu, Gelu, GeluTanh, Geglu, GegluTanh, Relu, Softcap, Copy };
+// out = f(a[, b]) over [rows, cols]; `param` is the softcap's cap; Copy converts a to out's dtype. out
+// may alias a or b.
+void elementwise(cudaStream_t stream, Elementwise op, ConstMatrix a, ConstMatrix b, int64_t rows, int64_t cols,
+                 float param, Matrix out);
 // y[r, n] += bias[n] (float32 bias).
-void addBias(cudaStream_t stream, DType t, void* y, int64_t rows, int64_t yStride, const float* bias, int64_t N);
+void addBias(cudaStream_t stream, Matrix y, int64_t rows, const float* bias, int64_t N);
 
-void rope(cudaStream_t stream, DType t, const void* x, int64_t numTokens, int64_t xStride, const int32_t* positions,
-          int64_t numHeads, int64_t headDim, int64_t rotaryDim, bool interleaved, const float* invFreq,
-          float attentionScaling, void* y, int64_t yStride);
+void rope(cudaStream_t stream, ConstMatrix x, int64_t numTokens, const int32_t* positions, int64_t numHeads,
+          int64_t headDim, int64_t rotaryDim, bool interleaved, const float* invFreq, float attentionScaling, Matrix y);
 
-// Stores the step's K and V rows into layer `layer` of the cache, then attends (attentionKernel's
-// semantics: causal, sliding window, softcap, ALiBi, GQA/MQA) for every token and query head.
-void attention(cudaStream_t stream, DType t, const DeviceStep& step, const DeviceKv& kv, int32_t layer, const void* q,
-               int64_t qStride, const void* k, int64_t kStride, const void* v, int64_t vStride, int64_t numHeads,
-               int64_t numKvHeads, int64_t headDim, float scale, int64_t slidingWindow, float softcap,
-               const float* alibiSlopes, void* out, int64_t outStride);
+// Stores the step's K and V rows into layer `layer` of the cache (elements of `cacheDType`), then attends
+// (attentionKernel's semantics: causal, sliding window, softcap, ALiBi, GQA/MQA) for every token and
+// query head.
+void attention(cudaStream_t stream, DType cacheDType, const DeviceStep& step, const DeviceKv& kv, int32_t layer,
+               ConstMatrix q, ConstMatrix k, ConstMatrix v, int64_t numHeads, int64_t numKvHeads, int64_t headDim,
+               float scale, int64_t slidingWindow, float softcap, const float* alibiSlopes, Matrix out);
 
-void gatherRows(cudaStream_t stream, DType t, const void* x, int64_t xStride, const int32_t* rows, int64_t numRows,
-                int64_t cols, void* out, int64_t outStride);
-// out[r, c] = float(x[r, c]) for r < rows, c < cols; out's stride is cols.
-void toFloat32(cudaStream_t stream, DType t, const void* x, int64_t rows, int64_t xStride, int64_t cols, float* out);
+void gatherRows(cudaStream_t stream, ConstMatrix x, const int32_t* rows, int64_t numRows, int64_t cols, Matrix out);
 
 // MoE routing: for each token, softmax(x . router^T) over E experts in float32, topK kept (ties to the
 // lower index), optionally renormalised; weights[t, e] is the kept probability, 0 for the others.
-void moeRoute(cudaStream_t stream, DType t, const void* x, int64_t T, int64_t xStride, const void* router,
+void moeRoute(cudaStream_t stream, ConstMatrix x, int64_t T, const void* router, DType routerDType,
               int64_t numExperts, int64_t hidden, int64_t topK, bool normalizeTopK, float* weights);
 // acc[t, :] += weights[t, expert] * d[t, :] where that weight is not 0 (acc float32 [T, H]).
-void moeAccumulate(cudaStream_t stream, DType t, const void* d, int64_t T, int64_t H, const float* weights,
+void moeAccumulate(cudaStream_t stream, ConstMatrix d, int64_t T, int64_t H, const float* weights,
                    int64_t numExperts, int64_t expert, float* acc);
-// out[t, :] = acc[t, :] converted to t.
-void fromFloat32(cudaStream_t stream, DType t, const float* acc, int64_t rows, int64_t cols, void* out,
-                 int64_t outStride);
 
 }  // namespace cuda
 }  // namespace kiln

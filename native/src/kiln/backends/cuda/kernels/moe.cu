@@ -12,17 +12,15 @@ constexpr int kMaxExperts = 256;
 
 // One block per token: router logits (one warp per expert at a time), softmax, topK by repeated
 // arg-max with ties to the lower index (torch.topk's order), dense weights out.
-template <typename T>
-__global__ void routeKernel(const T* x, int64_t xStride, const T* router, int64_t E, int64_t H, int64_t topK,
+__global__ void routeKernel(ConstMatrix x, const void* router, DType routerDType, int64_t E, int64_t H, int64_t topK,
                             bool normalizeTopK, float* weights) {
   __shared__ float probs[kMaxExperts];
   const int64_t t = blockIdx.x;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-  const T* xt = x + t * xStride;
+  const int64_t xt = t * x.stride;
   for (int64_t e = warp; e < E; e += warps) {
-    const T* we = router + e * H;
     float dot = 0.0f;
-    for (int64_t i = lane; i < H; i += 32) dot += toF(xt[i]) * toF(we[i]);
+    for (int64_t i = lane; i < H; i += 32) dot += load(x.data, x.dtype, xt + i) * load(router, routerDType, e * H + i);
     dot = warpSum(dot);
     if (lane == 0) probs[e] = dot;
   }
@@ -54,36 +52,27 @@ __global__ void routeKernel(const T* x, int64_t xStride, const T* router, int64_
   }
 }
 
-template <typename T>
-__global__ void accumulateKernel(const T* d, int64_t H, const float* weights, int64_t E, int64_t expert, float* acc) {
+__global__ void accumulateKernel(ConstMatrix d, int64_t H, const float* weights, int64_t E, int64_t expert, float* acc) {
   const int64_t t = blockIdx.x;
   const float w = weights[t * E + expert];
   if (w == 0.0f) return;  // not routed here: d may hold anything for this token
-  for (int64_t c = threadIdx.x; c < H; c += blockDim.x) acc[t * H + c] += w * toF(d[t * H + c]);
+  for (int64_t c = threadIdx.x; c < H; c += blockDim.x) acc[t * H + c] += w * load(d.data, d.dtype, t * d.stride + c);
 }
 
 }  // namespace
 
-void moeRoute(cudaStream_t stream, DType t, const void* x, int64_t T_, int64_t xStride, const void* router,
+void moeRoute(cudaStream_t stream, ConstMatrix x, int64_t T, const void* router, DType routerDType,
               int64_t numExperts, int64_t hidden, int64_t topK, bool normalizeTopK, float* weights) {
-  if (T_ <= 0) return;
+  if (T <= 0) return;
   if (numExperts > kMaxExperts) throw std::runtime_error("cuda moe: more than 256 experts");
-  dispatch(t, [&](auto z) {
-    using T = decltype(z);
-    routeKernel<T><<<static_cast<unsigned>(T_), 256, 0, stream>>>(static_cast<const T*>(x), xStride,
-                                                                   static_cast<const T*>(router), numExperts, hidden,
-                                                                   topK, normalizeTopK, weights);
-  });
+  routeKernel<<<static_cast<unsigned>(T), 256, 0, stream>>>(x, router, routerDType, numExperts, hidden, topK,
+                                                            normalizeTopK, weights);
 }
 
-void moeAccumulate(cudaStream_t stream, DType t, const void* d, int64_t T_, int64_t H, const float* weights,
-                   int64_t numExperts, int64_t expert, float* acc) {
-  if (T_ <= 0) return;
-  dispatch(t, [&](auto z) {
-    using T = decltype(z);
-    accumulateKernel<T><<<static_cast<unsigned>(T_), 256, 0, stream>>>(static_cast<const T*>(d), H, weights, numExperts,
-                                                                       expert, acc);
-  });
+void moeAccumulate(cudaStream_t stream, ConstMatrix d, int64_t T, int64_t H, const float* weights, int64_t numExperts,
+                   int64_t expert, float* acc) {
+  if (T <= 0) return;
+  accumulateKernel<<<static_cast<unsigned>(T), 256, 0, stream>>>(d, H, weights, numExperts, expert, acc);
 }
 
 }  // namespace cuda

@@ -9,15 +9,12 @@ namespace cuda {
 
 namespace {
 
-template <typename T>
-__global__ void ropeKernel(const T* x, int64_t xStride, const int32_t* positions, int64_t numHeads, int64_t headDim,
-                           int64_t rotaryDim, bool interleaved, const float* invFreq, float attentionScaling, T* y,
-                           int64_t yStride) {
+__global__ void ropeKernel(ConstMatrix x, const int32_t* positions, int64_t numHeads, int64_t headDim, int64_t rotaryDim,
+                           bool interleaved, const float* invFreq, float attentionScaling, Matrix y) {
   const int64_t t = blockIdx.x;
   const int64_t half = rotaryDim / 2;
   const float pos = static_cast<float>(positions[t]);
-  const T* xt = x + t * xStride;
-  T* yt = y + t * yStride;
+  const int64_t xt = t * x.stride, yt = t * y.stride;
   for (int64_t task = threadIdx.x; task < numHeads * half; task += blockDim.x) {
     const int64_t h = task / half, i = task % half;
     const float angle = pos * invFreq[i];
@@ -25,31 +22,26 @@ __global__ void ropeKernel(const T* x, int64_t xStride, const int32_t* positions
     const float s = static_cast<float>(sin(static_cast<double>(angle))) * attentionScaling;
     const int64_t i1 = h * headDim + (interleaved ? 2 * i : i);
     const int64_t i2 = h * headDim + (interleaved ? 2 * i + 1 : i + half);
-    const float a = toF(xt[i1]), b = toF(xt[i2]);  // both read before either is written: y may alias x
-    yt[i1] = fromF<T>(a * c - b * s);
-    yt[i2] = fromF<T>(b * c + a * s);
+    const float a = load(x.data, x.dtype, xt + i1), b = load(x.data, x.dtype, xt + i2);  // both read first: y may alias x
+    store(y.data, y.dtype, yt + i1, a * c - b * s);
+    store(y.data, y.dtype, yt + i2, b * c + a * s);
   }
-  if (yt != xt) {
-    const int64_t rest = headDim - 2 * half;
+  const int64_t rest = headDim - 2 * half;
+  if (rest > 0 && (x.data != y.data || x.stride != y.stride || x.dtype != y.dtype)) {
     for (int64_t task = threadIdx.x; task < numHeads * rest; task += blockDim.x) {
       const int64_t d = (task / rest) * headDim + 2 * half + task % rest;
-      yt[d] = xt[d];
+      store(y.data, y.dtype, yt + d, load(x.data, x.dtype, xt + d));
     }
   }
 }
 
 }  // namespace
 
-void rope(cudaStream_t stream, DType t, const void* x, int64_t numTokens, int64_t xStride, const int32_t* positions,
-          int64_t numHeads, int64_t headDim, int64_t rotaryDim, bool interleaved, const float* invFreq,
-          float attentionScaling, void* y, int64_t yStride) {
+void rope(cudaStream_t stream, ConstMatrix x, int64_t numTokens, const int32_t* positions, int64_t numHeads,
+          int64_t headDim, int64_t rotaryDim, bool interleaved, const float* invFreq, float attentionScaling, Matrix y) {
   if (numTokens <= 0) return;
-  dispatch(t, [&](auto z) {
-    using T = decltype(z);
-    ropeKernel<T><<<static_cast<unsigned>(numTokens), 128, 0, stream>>>(
-        static_cast<const T*>(x), xStride, positions, numHeads, headDim, rotaryDim, interleaved, invFreq,
-        attentionScaling, static_cast<T*>(y), yStride);
-  });
+  ropeKernel<<<static_cast<unsigned>(numTokens), 128, 0, stream>>>(x, positions, numHeads, headDim, rotaryDim,
+                                                                    interleaved, invFreq, attentionScaling, y);
 }
 
 }  // namespace cuda

@@ -11,24 +11,18 @@ namespace {
 BoundOp bindBinary(OpBinding& b, Elementwise op) {
   const spec::Binary s = spec::binary(b);
   CudaBackend* be = &backendOf(b);
-  const void* a = be->value(s.a);
-  const void* c = be->value(s.b);
-  void* out = be->value(s.out);
-  return [=](const StepRuntime& rt) {
-    elementwise(be->stream(), be->dtype(), op, a, s.a.rowStride, c, s.b.rowStride, s.a.numRows(*rt.step), s.a.cols, 0.0f,
-                out, s.out.rowStride);
-  };
+  const Matrix a = be->value(s.a);
+  const Matrix c = be->value(s.b);
+  const Matrix out = be->value(s.out);
+  return [=](const StepRuntime& rt) { elementwise(be->stream(), op, a, c, s.a.numRows(*rt.step), s.a.cols, 0.0f, out); };
 }
 
 BoundOp bindUnary(OpBinding& b, Elementwise op, float param = 0.0f) {
   const spec::Unary s = spec::unary(b);
   CudaBackend* be = &backendOf(b);
-  const void* a = be->value(s.a);
-  void* out = be->value(s.out);
-  return [=](const StepRuntime& rt) {
-    elementwise(be->stream(), be->dtype(), op, a, s.a.rowStride, nullptr, 0, s.a.numRows(*rt.step), s.a.cols, param, out,
-                s.out.rowStride);
-  };
+  const Matrix a = be->value(s.a);
+  const Matrix out = be->value(s.out);
+  return [=](const StepRuntime& rt) { elementwise(be->stream(), op, a, a, s.a.numRows(*rt.step), s.a.cols, param, out); };
 }
 
 }  // namespace

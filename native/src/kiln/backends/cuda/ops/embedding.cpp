@@ -9,20 +9,17 @@ namespace ops {
 
 BoundOp bindEmbedding(OpBinding& b) {
   const spec::Embedding s = spec::embedding(b);
-  expectActivationDType(b, s.dtype, "table");
   CudaBackend* be = &backendOf(b);
-  void* out = be->value(s.out);
+  const Matrix out = be->value(s.out);
   return [=](const StepRuntime& rt) {
-    embedding(be->stream(), be->dtype(), deviceStep(rt).tokenIds, rt.step->numTokens, s.table, s.hidden, s.scale, out,
-              s.out.rowStride);
+    embedding(be->stream(), deviceStep(rt).tokenIds, rt.step->numTokens, s.table, s.dtype, s.hidden, s.scale, out);
   };
 }
 
 BoundOp bindPositionEmbedding(OpBinding& b) {
   const spec::PositionEmbedding s = spec::positionEmbedding(b);
-  expectActivationDType(b, s.dtype, "table");
   CudaBackend* be = &backendOf(b);
-  void* out = be->value(s.out);
+  const Matrix out = be->value(s.out);
   return [=](const StepRuntime& rt) {
     // Checked on the host before anything is enqueued, as the CPU kernel does before it writes.
     const StepContext& step = *rt.step;
@@ -30,8 +27,7 @@ BoundOp bindPositionEmbedding(OpBinding& b) {
       const int64_t row = static_cast<int64_t>(step.positions[t]) + s.offset;
       if (row < 0 || row >= s.tableRows) throw std::runtime_error(spec::positionPastTable(s, step.positions[t]));
     }
-    positionEmbedding(be->stream(), be->dtype(), deviceStep(rt).positions, step.numTokens, s.offset, s.table, s.hidden,
-                      out, s.out.rowStride);
+    positionEmbedding(be->stream(), deviceStep(rt).positions, step.numTokens, s.offset, s.table, s.dtype, s.hidden, out);
   };
 }
 

@@ -7,25 +7,21 @@ namespace ops {
 
 BoundOp bindRmsNorm(OpBinding& b) {
   const spec::RmsNorm s = spec::rmsNorm(b);
-  expectActivationDType(b, s.dtype, "weight");
   CudaBackend* be = &backendOf(b);
-  const void* x = be->value(s.x);
-  void* y = be->value(s.y);
+  const Matrix x = be->value(s.x);
+  const Matrix y = be->value(s.y);
   return [=](const StepRuntime& rt) {
-    rmsNorm(be->stream(), be->dtype(), x, s.x.numRows(*rt.step), s.x.rowStride, s.weight, s.numGroups, s.groupSize, s.eps,
-            s.weightOffset, y, s.y.rowStride);
+    rmsNorm(be->stream(), x, s.x.numRows(*rt.step), s.weight, s.dtype, s.numGroups, s.groupSize, s.eps, s.weightOffset, y);
   };
 }
 
 BoundOp bindLayerNorm(OpBinding& b) {
   const spec::LayerNorm s = spec::layerNorm(b);
-  expectActivationDType(b, s.dtype, "weight");
   CudaBackend* be = &backendOf(b);
-  const void* x = be->value(s.x);
-  void* y = be->value(s.y);
+  const Matrix x = be->value(s.x);
+  const Matrix y = be->value(s.y);
   return [=](const StepRuntime& rt) {
-    layerNorm(be->stream(), be->dtype(), x, s.x.numRows(*rt.step), s.x.rowStride, s.weight, s.bias, s.H, s.eps, y,
-              s.y.rowStride);
+    layerNorm(be->stream(), x, s.x.numRows(*rt.step), s.weight, s.dtype, s.bias, s.H, s.eps, y);
   };
 }
 

@@ -15,13 +15,11 @@ namespace ops {
 inline CudaBackend& backendOf(OpBinding& b) { return *static_cast<CudaBackend*>(b.facts().backend); }
 inline const DeviceStep& deviceStep(const StepRuntime& rt) { return *static_cast<const DeviceStep*>(rt.device); }
 
-// Main weights are stored in the activation dtype on CUDA (`kiln build --target cuda --dtype`).
-inline void expectActivationDType(OpBinding& b, DType weightDType, const std::string& slot) {
-  if (weightDType != b.facts().activationDType) {
-    b.fail("weight \"" + slot + "\" is " + dtypeName(weightDType) + " but the engine's activations are " +
-           dtypeName(b.facts().activationDType) + " (a cuda engine stores them in one dtype: rebuild it)");
-  }
+// Most rows a value of this kind has in a step.
+inline int64_t maxRowsOf(OpBinding& b, const ValueRef& v) {
+  return v.rows == RowsKind::Tokens ? b.facts().maxNumTokens : b.facts().maxLogitRows;
 }
+inline size_t align256(size_t n) { return (n + 255) / 256 * 256; }
 
 BoundOp bindEmbedding(OpBinding& b);
 BoundOp bindPositionEmbedding(OpBinding& b);

@@ -8,11 +8,11 @@ namespace ops {
 BoundOp bindRope(OpBinding& b) {
   const spec::Rope s = spec::rope(b);
   CudaBackend* be = &backendOf(b);
-  const void* x = be->value(s.x);
-  void* y = be->value(s.y);
+  const Matrix x = be->value(s.x);
+  const Matrix y = be->value(s.y);
   return [=](const StepRuntime& rt) {
-    rope(be->stream(), be->dtype(), x, rt.step->numTokens, s.x.rowStride, deviceStep(rt).positions, s.numHeads,
-         s.headDim, s.rotaryDim, s.interleaved, s.invFreq, s.attentionScaling, y, s.y.rowStride);
+    rope(be->stream(), x, rt.step->numTokens, deviceStep(rt).positions, s.numHeads, s.headDim, s.rotaryDim,
+         s.interleaved, s.invFreq, s.attentionScaling, y);
   };
 }
 
