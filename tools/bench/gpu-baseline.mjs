@@ -48,25 +48,47 @@ async function main() {
   const promptFile = path.join(workDir, 'prompt.json');
   fs.writeFileSync(promptFile, JSON.stringify(prompt));
 
-  t0 = process.hrtime.bigint();
-  const engine = await Engine.load(engineDir);
-  console.log(`load: ${seconds(t0).toFixed(1)} s; ${engine.info.device}; weights ${(engine.info.weightBytes / 2 ** 20).toFixed(0)} MiB, KV ${(engine.info.kvCacheBytes / 2 ** 20).toFixed(0)} MiB`);
-  const generate = async (maxTokens) => {
-    const start = process.hrtime.bigint();
-    const result = await engine.generate(prompt, { maxTokens, ignoreEos: true });
-    return { seconds: seconds(start), ids: result.outputIds };
-  };
-  await generate(8); // warm-up: plans, allocations
-  const runs = [];
-  for (let r = 0; r < 3; r++) {
-    const one = await generate(1);
-    const full = await generate(NEW_TOKENS);
-    if (full.ids.length !== NEW_TOKENS) throw new Error(`kiln generated ${full.ids.length} tokens, not ${NEW_TOKENS}`);
-    runs.push({ firstTokenMs: one.seconds * 1e3, msPerToken: ((full.seconds - one.seconds) * 1e3) / (NEW_TOKENS - 1), ids: full.ids });
+  // Kiln as shipped, then with its decode features turned off one by one (environment switches read
+  // when an engine loads): CUDA graphs (KILN_CUDA_GRAPHS=0), then also the GEMV (KILN_CUDA_GEMV=0).
+  const modes = [
+    { name: 'Kiln, cuda bfloat16 engine', env: {} },
+    { name: 'Kiln, without CUDA graphs', env: { KILN_CUDA_GRAPHS: '0' } },
+    { name: 'Kiln, without graphs or GEMV (cuBLASLt only)', env: { KILN_CUDA_GRAPHS: '0', KILN_CUDA_GEMV: '0' } },
+  ];
+  const kilnRuns = [];
+  for (const mode of modes) {
+    delete process.env.KILN_CUDA_GRAPHS;
+    delete process.env.KILN_CUDA_GEMV;
+    Object.assign(process.env, mode.env);
+    t0 = process.hrtime.bigint();
+    const engine = await Engine.load(engineDir);
+    console.log(`${mode.name}: load ${seconds(t0).toFixed(1)} s; ${engine.info.device}; weights ${(engine.info.weightBytes / 2 ** 20).toFixed(0)} MiB, KV ${(engine.info.kvCacheBytes / 2 ** 20).toFixed(0)} MiB`);
+    const generate = async (maxTokens) => {
+      const start = process.hrtime.bigint();
+      const result = await engine.generate(prompt, { maxTokens, ignoreEos: true });
+      return { seconds: seconds(start), ids: result.outputIds };
+    };
+    await generate(8); // warm-up: plans, allocations, graph capture
+    const runs = [];
+    for (let r = 0; r < 3; r++) {
+      const one = await generate(1);
+      const full = await generate(NEW_TOKENS);
+      if (full.ids.length !== NEW_TOKENS) throw new Error(`kiln generated ${full.ids.length} tokens, not ${NEW_TOKENS}`);
+      runs.push({ firstTokenMs: one.seconds * 1e3, msPerToken: ((full.seconds - one.seconds) * 1e3) / (NEW_TOKENS - 1), ids: full.ids });
+    }
+    engine.dispose();
+    runs.sort((a, b) => a.msPerToken - b.msPerToken);
+    kilnRuns.push({ ...mode, ...runs[1], allRunsMsPerToken: runs.map((r) => r.msPerToken) }); // median of 3
   }
-  engine.dispose();
-  runs.sort((a, b) => a.msPerToken - b.msPerToken);
-  const kiln = runs[1]; // median of 3
+  delete process.env.KILN_CUDA_GRAPHS;
+  delete process.env.KILN_CUDA_GEMV;
+  const kiln = kilnRuns[0];
+  // The modes compute the same tokens (the GEMV and cuBLASLt sum in different orders: near ties may differ).
+  const sameAsShipped = kilnRuns.map((r) => {
+    let n = 0;
+    while (n < NEW_TOKENS && r.ids[n] === kiln.ids[n]) n++;
+    return n;
+  });
 
   const peer = JSON.parse(
     execFileSync('python3', [path.join(here, 'gpu_transformers.py'), model.dir, promptFile, String(NEW_TOKENS)], {
@@ -89,7 +111,7 @@ async function main() {
     model: { ...SHAPE, dtype: 'bfloat16', parameters: model.parameters, weightBytes: model.weightBytes },
     promptTokens: PROMPT_TOKENS,
     newTokens: NEW_TOKENS,
-    kiln: { firstTokenMs: kiln.firstTokenMs, msPerToken: kiln.msPerToken, allRunsMsPerToken: runs.map((r) => r.msPerToken) },
+    kiln: kilnRuns.map((r, i) => ({ mode: r.name, env: r.env, firstTokenMs: r.firstTokenMs, msPerToken: r.msPerToken, allRunsMsPerToken: r.allRunsMsPerToken, tokensEqualToShipped: sameAsShipped[i] })),
     transformersEager: { version: peer.transformers, torch: peer.torch, firstTokenMs: peer.eagerFirstTokenMs, msPerToken: peer.eagerMsPerToken },
     copyBandwidthGBs: peer.copyBandwidthBytesPerSecond / 1e9,
     hbmBoundMsPerToken: boundMs,
@@ -98,7 +120,7 @@ async function main() {
   const md = [
     `| run (${peer.device}, batch 1, ${PROMPT_TOKENS}-token prompt, ${NEW_TOKENS} new tokens) | first token ms | decode ms/token | tokens/s | of the HBM bound |`,
     '| --- | --- | --- | --- | --- |',
-    `| Kiln, cuda bfloat16 engine | ${kiln.firstTokenMs.toFixed(2)} | ${kiln.msPerToken.toFixed(3)} | ${(1e3 / kiln.msPerToken).toFixed(0)} | ${((boundMs / kiln.msPerToken) * 100).toFixed(0)}% |`,
+    ...kilnRuns.map((r) => `| ${r.name} | ${r.firstTokenMs.toFixed(2)} | ${r.msPerToken.toFixed(3)} | ${(1e3 / r.msPerToken).toFixed(0)} | ${((boundMs / r.msPerToken) * 100).toFixed(0)}% |`),
     `| transformers ${peer.transformers} eager (torch ${peer.torch}) | ${peer.eagerFirstTokenMs.toFixed(2)} | ${peer.eagerMsPerToken.toFixed(3)} | ${(1e3 / peer.eagerMsPerToken).toFixed(0)} | ${((boundMs / peer.eagerMsPerToken) * 100).toFixed(0)}% |`,
     '',
     `HBM bound: ${(bytesPerToken / 1e9).toFixed(2)} GB of weights per token / ${result.copyBandwidthGBs.toFixed(0)} GB/s device copy = ${boundMs.toFixed(3)} ms/token. ` +

@@ -101,6 +101,9 @@ void Engine::configure(const EngineOptions& options) {
   const int64_t tokensPerBlock = kv.integer("tokensPerBlock", "header.kvCache", 1, kMaxKvDim);
 
   facts_.vocabSize = info_.vocabSize;
+  facts_.maxBatchSize = info_.maxBatchSize;
+  facts_.maxSeqLen = info_.maxSeqLen;
+  facts_.kvTokensPerBlock = tokensPerBlock;
   facts_.maxNumTokens = info_.maxNumTokens;
   facts_.maxLogitRows = info_.maxLogitRows;
   facts_.kvNumLayers = numLayers;

@@ -57,11 +57,14 @@ struct WeightRef {
 // The engine-wide facts an adapter may check an op against.
 struct ModelFacts {
   int64_t vocabSize = 0;
+  int64_t maxBatchSize = 0;
+  int64_t maxSeqLen = 0;
   int64_t maxNumTokens = 0;
   int64_t maxLogitRows = 0;
   int64_t kvNumLayers = 0;
   int64_t kvNumKvHeads = 0;
   int64_t kvHeadDim = 0;
+  int64_t kvTokensPerBlock = 0;
   DType activationDType = DType::F32;  // the KV cache's element type (and main weights' on cuda)
   Backend* backend = nullptr;          // the backend binding the ops (adapters of that backend may downcast)
 };

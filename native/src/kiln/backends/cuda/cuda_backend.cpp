@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 #include <thread>
@@ -85,10 +86,21 @@ CudaBackend::CudaBackend(const BackendTarget& target, const ModelFacts& facts) :
   threads_ = std::make_unique<ThreadPool>(numThreads);
   vocab_ = facts.vocabSize;
   maxLogitRows_ = facts.maxLogitRows;
+  maxNumTokens_ = facts.maxNumTokens;
+  maxBlocksPerSeq_ = (facts.maxSeqLen + facts.kvTokensPerBlock - 1) / facts.kvTokensPerBlock;
+  const size_t stage = static_cast<size_t>(3 * maxNumTokens_ + maxLogitRows_ + facts.maxBatchSize * maxBlocksPerSeq_);
+  check(cudaMallocHost(&hostStage_, stage * sizeof(int32_t)), "cudaMallocHost (step)");
+  check(cudaMalloc(&deviceStage_, stage * sizeof(int32_t)), "cudaMalloc (step)");
+  const char* graphs = std::getenv("KILN_CUDA_GRAPHS");
+  graphsAllowed_ = !(graphs && std::string(graphs) == "0");
+  decodeGraphs_.assign(static_cast<size_t>(facts.maxBatchSize) + 1, nullptr);
 }
 
 CudaBackend::~CudaBackend() {
   if (stream_) cudaStreamSynchronize(stream_);
+  for (cudaGraphExec_t g : decodeGraphs_) {
+    if (g) cudaGraphExecDestroy(g);
+  }
   gemm_.reset();
   for (void* p : {weights_, arena_, kv_.pool, static_cast<void*>(deviceStage_), static_cast<void*>(deviceLogits_), scratch_}) {
     if (p) cudaFree(p);
@@ -177,47 +189,78 @@ void CudaBackend::setLogits(const ValueRef& logits) {
 }
 
 void CudaBackend::stageStep(const StepContext& step, DeviceStep* out) {
+  if (step.numTokens > maxNumTokens_ || step.numLogitRows > maxLogitRows_ ||
+      step.numSeqs > static_cast<int32_t>(decodeGraphs_.size()) - 1) {
+    throw std::runtime_error("a step exceeds the engine's limits (maxNumTokens, maxLogitRows or maxBatchSize)");
+  }
   // Each sequence's table is copied up to the block of its last position in this step.
   seqMaxPosition_.assign(static_cast<size_t>(step.numSeqs), 0);
   for (int32_t t = 0; t < step.numTokens; ++t) {
     int32_t& m = seqMaxPosition_[static_cast<size_t>(step.tokenSeq[t])];
     m = std::max(m, step.positions[t]);
   }
-  int32_t stride = 1;
-  for (int32_t m : seqMaxPosition_) stride = std::max(stride, m / kv_.tokensPerBlock + 1);
   const size_t T = static_cast<size_t>(step.numTokens), R = static_cast<size_t>(step.numLogitRows);
-  const size_t need = 3 * T + R + static_cast<size_t>(step.numSeqs) * static_cast<size_t>(stride);
-  if (need > stageCapacity_) {
-    const size_t capacity = std::max(need, 2 * stageCapacity_);
-    if (hostStage_) cudaFreeHost(hostStage_);
-    if (deviceStage_) cudaFree(deviceStage_);
-    hostStage_ = nullptr;
-    deviceStage_ = nullptr;
-    check(cudaMallocHost(&hostStage_, capacity * sizeof(int32_t)), "cudaMallocHost (step)");
-    check(cudaMalloc(&deviceStage_, capacity * sizeof(int32_t)), "cudaMalloc (step)");
-    stageCapacity_ = capacity;
-  }
+  const size_t maxT = static_cast<size_t>(maxNumTokens_), stride = static_cast<size_t>(maxBlocksPerSeq_);
   int32_t* h = hostStage_;
   std::memcpy(h, step.tokenIds, T * sizeof(int32_t));
-  std::memcpy(h + T, step.positions, T * sizeof(int32_t));
-  std::memcpy(h + 2 * T, step.tokenSeq, T * sizeof(int32_t));
-  if (R) std::memcpy(h + 3 * T, step.logitRows, R * sizeof(int32_t));
-  int32_t* tables = h + 3 * T + R;
+  std::memcpy(h + maxT, step.positions, T * sizeof(int32_t));
+  std::memcpy(h + 2 * maxT, step.tokenSeq, T * sizeof(int32_t));
+  if (R) std::memcpy(h + 3 * maxT, step.logitRows, R * sizeof(int32_t));
+  const size_t tablesAt = 3 * maxT + static_cast<size_t>(maxLogitRows_);
   for (int32_t s = 0; s < step.numSeqs; ++s) {
     const int32_t used = seqMaxPosition_[static_cast<size_t>(s)] / kv_.tokensPerBlock + 1;
-    std::memcpy(tables + static_cast<size_t>(s) * stride, step.blockTables[s], static_cast<size_t>(used) * sizeof(int32_t));
+    if (used > maxBlocksPerSeq_) throw std::runtime_error("a sequence is longer than the engine's maxSeqLen");
+    std::memcpy(h + tablesAt + static_cast<size_t>(s) * stride, step.blockTables[s], static_cast<size_t>(used) * sizeof(int32_t));
   }
-  check(cudaMemcpyAsync(deviceStage_, hostStage_, need * sizeof(int32_t), cudaMemcpyHostToDevice, stream_),
-        "cudaMemcpyAsync (step)");
+  auto upload = [&](size_t at, size_t count) {
+    if (count == 0) return;
+    check(cudaMemcpyAsync(deviceStage_ + at, hostStage_ + at, count * sizeof(int32_t), cudaMemcpyHostToDevice, stream_),
+          "cudaMemcpyAsync (step)");
+  };
+  upload(0, T);
+  upload(maxT, T);
+  upload(2 * maxT, T);
+  upload(3 * maxT, R);
+  upload(tablesAt, static_cast<size_t>(step.numSeqs) * stride);
   out->numTokens = step.numTokens;
   out->numSeqs = step.numSeqs;
   out->numLogitRows = step.numLogitRows;
-  out->blockTableStride = stride;
+  out->blockTableStride = static_cast<int32_t>(stride);
   out->tokenIds = deviceStage_;
-  out->positions = deviceStage_ + T;
-  out->tokenSeq = deviceStage_ + 2 * T;
-  out->logitRows = deviceStage_ + 3 * T;
-  out->blockTables = deviceStage_ + 3 * T + R;
+  out->positions = deviceStage_ + maxT;
+  out->tokenSeq = deviceStage_ + 2 * maxT;
+  out->logitRows = deviceStage_ + 3 * maxT;
+  out->blockTables = deviceStage_ + tablesAt;
+}
+
+void CudaBackend::enqueueStep(const std::vector<BoundOp>& ops, const StepRuntime& rt, int64_t logitRows) {
+  for (const BoundOp& op : ops) op(rt);
+  if (logitRows > 0) {
+    elementwise(stream_, Elementwise::Copy, value(logits_), value(logits_), logitRows, vocab_, 0.0f,
+                Matrix{deviceLogits_, DType::F32, vocab_});
+    check(cudaMemcpyAsync(hostLogits_, deviceLogits_, static_cast<size_t>(logitRows * vocab_) * sizeof(float),
+                          cudaMemcpyDeviceToHost, stream_),
+          "cudaMemcpyAsync (logits)");
+  }
+}
+
+cudaGraphExec_t CudaBackend::captureStep(const std::vector<BoundOp>& ops, const StepRuntime& rt, int64_t logitRows) {
+  check(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
+  cudaGraph_t graph = nullptr;
+  try {
+    enqueueStep(ops, rt, logitRows);
+  } catch (...) {
+    cudaStreamEndCapture(stream_, &graph);  // leaves capture mode; the partial graph is dropped
+    if (graph) cudaGraphDestroy(graph);
+    cudaGetLastError();
+    throw;
+  }
+  check(cudaStreamEndCapture(stream_, &graph), "cudaStreamEndCapture");
+  cudaGraphExec_t exec = nullptr;
+  const cudaError_t status = cudaGraphInstantiate(&exec, graph, 0);
+  cudaGraphDestroy(graph);
+  check(status, "cudaGraphInstantiate");
+  return exec;
 }
 
 void CudaBackend::runStep(const std::vector<BoundOp>& ops, const StepContext& step) {
@@ -227,14 +270,16 @@ void CudaBackend::runStep(const std::vector<BoundOp>& ops, const StepContext& st
   StepRuntime rt;
   rt.step = &step;
   rt.device = &deviceStep;
-  for (const BoundOp& op : ops) op(rt);
   const int64_t R = step.numLogitRows;
-  if (R > 0) {
-    if (R > maxLogitRows_) throw std::runtime_error("a step has more logit rows than the engine's maxLogitRows");
-    elementwise(stream_, Elementwise::Copy, value(logits_), value(logits_), R, vocab_, 0.0f, Matrix{deviceLogits_, DType::F32, vocab_});
-    check(cudaMemcpyAsync(hostLogits_, deviceLogits_, static_cast<size_t>(R * vocab_) * sizeof(float),
-                          cudaMemcpyDeviceToHost, stream_),
-          "cudaMemcpyAsync (logits)");
+  // A decode step (one token per sequence, each with its logits) has the same launches whatever its
+  // data, given its batch size: captured on first sight, replayed after.
+  const bool decode = graphsAllowed_ && step.numTokens == step.numSeqs && R == step.numTokens && step.numTokens > 0;
+  if (decode) {
+    cudaGraphExec_t& graph = decodeGraphs_[static_cast<size_t>(step.numSeqs)];
+    if (!graph) graph = captureStep(ops, rt, R);
+    check(cudaGraphLaunch(graph, stream_), "cudaGraphLaunch");
+  } else {
+    enqueueStep(ops, rt, R);
   }
   check(cudaGetLastError(), "a kernel launch of the step");
   check(cudaStreamSynchronize(stream_), "the step");

@@ -60,9 +60,14 @@ class CudaBackend final : public Backend {
   // the stream): reserved while binding, allocated before the first step.
   void reserveScratch(size_t bytes) { scratchWanted_ = std::max(scratchWanted_, bytes); }
   void* scratch() const { return scratch_; }
+  // An op whose step could fail on the host (a check of the step's data) makes replaying captured
+  // steps unsafe: it turns CUDA graphs off for the engine.
+  void disallowGraphs() { graphsAllowed_ = false; }
 
  private:
   void stageStep(const StepContext& step, DeviceStep* out);
+  void enqueueStep(const std::vector<BoundOp>& ops, const StepRuntime& rt, int64_t logitRows);
+  cudaGraphExec_t captureStep(const std::vector<BoundOp>& ops, const StepRuntime& rt, int64_t logitRows);
 
   int device_ = 0;
   cudaDeviceProp props_{};
@@ -79,11 +84,20 @@ class CudaBackend final : public Backend {
   uint64_t kvBytes_ = 0;
   uint64_t kvBlockBytes_ = 0;
 
-  // The step's int32 arrays: staged in pinned host memory, uploaded in one copy.
+  // The step's int32 arrays, staged in pinned host memory and uploaded to fixed places (so that a
+  // captured step reads the next step's data): token ids, positions and sequence indices at 0,
+  // maxNumTokens and 2 maxNumTokens, logit rows at 3 maxNumTokens, then one row of
+  // maxBlocksPerSeq_ block ids per sequence.
   int32_t* hostStage_ = nullptr;
   int32_t* deviceStage_ = nullptr;
-  size_t stageCapacity_ = 0;  // int32 elements
+  int64_t maxNumTokens_ = 0;
+  int64_t maxBlocksPerSeq_ = 0;
   std::vector<int32_t> seqMaxPosition_;
+
+  // Decode steps (one token per sequence) captured once per batch size, then replayed (TensorRT-LLM's
+  // CUDA graph mode). KILN_CUDA_GRAPHS=0 turns them off.
+  bool graphsAllowed_ = true;
+  std::vector<cudaGraphExec_t> decodeGraphs_;  // by batch size; null until captured
 
   ValueRef logits_;
   int64_t vocab_ = 0;

@@ -2,6 +2,7 @@
 
 #include <cublasLt.h>
 
+#include <cstdlib>
 #include <stdexcept>
 #include <string>
 
@@ -56,6 +57,9 @@ struct Gemm::Plan {
 };
 
 Gemm::Gemm(cudaStream_t stream) : stream_(stream) {
+  // KILN_CUDA_GEMV=0 sends every linear to cuBLASLt (for comparisons).
+  const char* gemvSetting = std::getenv("KILN_CUDA_GEMV");
+  gemvEnabled_ = !(gemvSetting && std::string(gemvSetting) == "0");
   cublasLtHandle_t handle = nullptr;
   checkLt(cublasLtCreate(&handle), "cublasLtCreate");
   handle_ = handle;
@@ -135,6 +139,10 @@ Gemm::Plan& Gemm::plan(DType abType, DType yType, int64_t rows, int64_t xStride,
 void Gemm::linear(DType abType, const void* x, int64_t rows, int64_t xStride, const void* w, int64_t N, int64_t K,
                   const float* bias, DType yType, void* y, int64_t yStride) {
   if (rows <= 0) return;
+  if (gemvEnabled_ && gemvApplies(abType, x, rows, xStride, w, K)) {
+    gemv(stream_, abType, x, rows, xStride, w, N, K, bias, Matrix{y, yType, yStride});
+    return;
+  }
   const uintptr_t elem = dtypeSize(abType);
   const uint32_t alignment = alignmentOf({reinterpret_cast<uintptr_t>(x), reinterpret_cast<uintptr_t>(w),
                                           reinterpret_cast<uintptr_t>(y), static_cast<uintptr_t>(xStride) * elem,

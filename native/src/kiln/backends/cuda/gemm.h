@@ -1,7 +1,8 @@
 #pragma once
 // Linear layers through cuBLASLt: y[R, N] = x[R, K] . w[N, K]^T (+ bias[N]), row-major with row strides,
 // x and w of one type (`abType`), y of that type or float32, float32 accumulation (float32 engines:
-// plain FP32, TF32 off), the bias added by cuBLASLt's epilogue. Plans (descriptors, layouts and the heuristic's algorithm) are
+// plain FP32, TF32 off), the bias added by cuBLASLt's epilogue. Up to kMaxGemvRows rows of 16-bit
+// operands go to Kiln's own GEMV kernel instead (kernels/gemv.cu). Plans (descriptors, layouts and the heuristic's algorithm) are
 // cached per shape, strides and alignment, so a step only pays for cublasLtMatmul itself.
 #include <cuda_runtime.h>
 
@@ -32,6 +33,7 @@ class Gemm {
              uint32_t alignment);
 
   cudaStream_t stream_;
+  bool gemvEnabled_ = true;
   void* handle_ = nullptr;  // cublasLtHandle_t
   void* workspace_ = nullptr;
   size_t workspaceBytes_ = 0;

@@ -46,6 +46,14 @@ enum class Elementwise : int { Add, Mul, Silu, Swiglu, Gelu, GeluTanh, Geglu, Ge
 // may alias a or b.
 void elementwise(cudaStream_t stream, Elementwise op, ConstMatrix a, ConstMatrix b, int64_t rows, int64_t cols,
                  float param, Matrix out);
+// Small-batch linear for 16-bit weights: y[r, n] = x[r, :] . w[n, :] (+ bias[n]) for rows <= kMaxGemvRows,
+// x of the weights' dtype. gemvApplies says whether it takes these operands (dtype, row count, 16-byte
+// alignment of rows); otherwise the caller uses cuBLASLt.
+constexpr int64_t kMaxGemvRows = 8;
+bool gemvApplies(DType t, const void* x, int64_t rows, int64_t xStride, const void* w, int64_t K);
+void gemv(cudaStream_t stream, DType t, const void* x, int64_t rows, int64_t xStride, const void* w, int64_t N,
+          int64_t K, const float* bias, Matrix y);
+
 // y[r, n] += bias[n] (float32 bias).
 void addBias(cudaStream_t stream, Matrix y, int64_t rows, const float* bias, int64_t N);
 

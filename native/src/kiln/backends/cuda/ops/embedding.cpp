@@ -20,6 +20,9 @@ BoundOp bindPositionEmbedding(OpBinding& b) {
   const spec::PositionEmbedding s = spec::positionEmbedding(b);
   CudaBackend* be = &backendOf(b);
   const Matrix out = be->value(s.out);
+  // A table shorter than maxSeqLen (+ offset) can fail a step on the host check below, which a
+  // replayed CUDA graph would skip.
+  if (s.tableRows - s.offset < b.facts().maxSeqLen) be->disallowGraphs();
   return [=](const StepRuntime& rt) {
     // Checked on the host before anything is enqueued, as the CPU kernel does before it writes.
     const StepContext& step = *rt.step;

@@ -1,0 +1,112 @@
+// Small-batch linear layers (decode): y[r, n] = x[r, :] . w[n, :] (+ bias[n]) for up to kMaxGemvRows rows,
+// 16-bit weights and inputs. At these batch sizes a linear is a stream of its weights, and cuBLASLt's
+// GEMM tiles leave bandwidth on the table: here one warp owns one output feature, reads its weight row
+// once in 16-byte vectors (8 elements), and applies each vector to every row of x (x is small and
+// stays in L1/L2), accumulating in float32.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include "kiln/backends/cuda/kernels/common.cuh"
+#include "kiln/backends/cuda/kernels/kernels.h"
+
+namespace kiln {
+namespace cuda {
+
+namespace {
+
+constexpr int kWarpsPerBlock = 4;
+
+__device__ __forceinline__ void unpack(const uint4& v, const __nv_bfloat16*, float* f) {
+  const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&v);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 p = __bfloat1622float2(h[i]);
+    f[2 * i] = p.x;
+    f[2 * i + 1] = p.y;
+  }
+}
+__device__ __forceinline__ void unpack(const uint4& v, const __half*, float* f) {
+  const __half2* h = reinterpret_cast<const __half2*>(&v);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 p = __half22float2(h[i]);
+    f[2 * i] = p.x;
+    f[2 * i + 1] = p.y;
+  }
+}
+
+// Weights are read once: bypass L1 so they do not evict x.
+__device__ __forceinline__ uint4 loadStreaming(const uint4* p) {
+  uint4 v;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p));
+  return v;
+}
+
+template <typename T, int R>
+__global__ void __launch_bounds__(kWarpsPerBlock * 32) gemvKernel(const T* __restrict__ x, int64_t xStride,
+                                                                  const T* __restrict__ w, int64_t N, int64_t K,
+                                                                  const float* __restrict__ bias, Matrix y) {
+  const int lane = threadIdx.x & 31;
+  const int64_t n = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5);
+  if (n >= N) return;
+  const uint4* wRow = reinterpret_cast<const uint4*>(w + n * K);
+  const int64_t vectors = K / 8;
+  float acc[R];
+#pragma unroll
+  for (int r = 0; r < R; ++r) acc[r] = 0.0f;
+#pragma unroll 4
+  for (int64_t i = lane; i < vectors; i += 32) {
+    float wf[8];
+    unpack(loadStreaming(wRow + i), static_cast<const T*>(nullptr), wf);
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      float xf[8];
+      unpack(*reinterpret_cast<const uint4*>(x + r * xStride + i * 8), static_cast<const T*>(nullptr), xf);
+      float s = acc[r];
+#pragma unroll
+      for (int j = 0; j < 8; ++j) s = fmaf(wf[j], xf[j], s);
+      acc[r] = s;
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    const float s = warpSum(acc[r]);
+    if (lane == 0) store(y.data, y.dtype, r * y.stride + n, bias ? s + bias[n] : s);
+  }
+}
+
+template <typename T>
+void launchGemv(cudaStream_t stream, const void* x, int64_t rows, int64_t xStride, const void* w, int64_t N, int64_t K,
+                const float* bias, Matrix y) {
+  const unsigned blocks = static_cast<unsigned>((N + kWarpsPerBlock - 1) / kWarpsPerBlock);
+  const T* xt = static_cast<const T*>(x);
+  const T* wt = static_cast<const T*>(w);
+  switch (rows) {
+#define KILN_ROWS(R) \
+  case R: gemvKernel<T, R><<<blocks, kWarpsPerBlock * 32, 0, stream>>>(xt, xStride, wt, N, K, bias, y); return;
+    KILN_ROWS(1) KILN_ROWS(2) KILN_ROWS(3) KILN_ROWS(4) KILN_ROWS(5) KILN_ROWS(6) KILN_ROWS(7) KILN_ROWS(8)
+#undef KILN_ROWS
+  }
+}
+
+}  // namespace
+
+bool gemvApplies(DType t, const void* x, int64_t rows, int64_t xStride, const void* w, int64_t K) {
+  const auto aligned16 = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+  return (t == DType::BF16 || t == DType::F16) && rows >= 1 && rows <= kMaxGemvRows && K % 8 == 0 &&
+         xStride % 8 == 0 && aligned16(x) && aligned16(w);
+}
+
+void gemv(cudaStream_t stream, DType t, const void* x, int64_t rows, int64_t xStride, const void* w, int64_t N,
+          int64_t K, const float* bias, Matrix y) {
+  if (t == DType::BF16) {
+    launchGemv<__nv_bfloat16>(stream, x, rows, xStride, w, N, K, bias, y);
+  } else {
+    launchGemv<__half>(stream, x, rows, xStride, w, N, K, bias, y);
+  }
+}
+
+}  // namespace cuda
+}  // namespace kiln
