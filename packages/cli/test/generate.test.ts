@@ -103,7 +103,7 @@ describe('kiln generate', () => {
     expect(result.status).toBe(0);
     const output = JSON.parse(result.stdout) as { outputIds: number[]; finishReason: string };
     expect(output.outputIds).toEqual(greedy.slice(0, greedy.indexOf(0) + 1));
-    expect(output.finishReason).toBe('stop');
+    expect(output.finishReason).toBe('eos');
   });
 
   it('--logits-out writes safetensors whose logits match the reference', () => {

@@ -2,7 +2,16 @@ import * as path from 'node:path';
 import { loadNative, type CapacitySchedulerPolicy, type NativeEngine, type NativeEngineInfo } from '@kiln/native';
 import { resolveEndId, validateMaxTokens, type SamplingConfig } from '@kiln/sampling';
 import { readEngineDirConfig, type EngineDirConfig } from './engine-config';
-import { checkExecutorRequest, checkPromptIds, Executor, type ExecutorResult, type ExecutorSequence, type ExecutorTokenLogprobs } from './executor';
+import {
+  checkPromptIds,
+  Executor,
+  RETIRE,
+  type ExecutorFinishReason,
+  type ExecutorResult,
+  type ExecutorSequence,
+  type ExecutorTokenLogprobs,
+  type RequestStats,
+} from './executor';
 
 export interface EngineLoadOptions {
   /** Threads for the kernels. Default: the machine's hardware concurrency. Range: 1 to 1024. */
@@ -43,7 +52,8 @@ export interface EngineLoadOptions {
 /** What the native loader reports of a loaded engine (`Engine.info`). */
 export type EngineInfo = NativeEngineInfo;
 
-export type FinishReason = 'length' | 'stop';
+/** How a generation ended: "eos", "stop", "length" or "cancelled" (ExecutorFinishReason documents each). */
+export type FinishReason = Exclude<ExecutorFinishReason, 'error'>;
 
 export interface EngineGenerateOptions extends SamplingConfig {
   /**
@@ -63,12 +73,21 @@ export interface EngineGenerateOptions extends SamplingConfig {
    * Default: none. If it throws, generation still completes and `generate` rejects with that error.
    */
   onToken?: (tokenId: number) => void;
+  /**
+   * Cancels the request when aborted, before or during the call alike: it resolves with finish reason
+   * "cancelled" and the tokens generated so far (none when aborted before), never an AbortError; the
+   * request's KV blocks are free when it resolves. The rule of every entry point: docs/cancellation.md.
+   * Default: none.
+   */
+  signal?: AbortSignal;
 }
 
 export interface EngineGenerateResult {
-  /** Generated tokens only, not the prompt; ends with the end id when `finishReason` is "stop". */
+  /** Generated tokens only, not the prompt; ends with the end id when `finishReason` is "eos". */
   outputIds: number[];
   finishReason: FinishReason;
+  /** Queue time, time to first token, time per output token, token counts, reused prefix blocks: always set. */
+  stats: RequestStats;
   /** With `logprobs`: one `{logprob, top}` per output id. */
   logprobs?: ExecutorTokenLogprobs[];
   /** With numReturnSequences > 1 or beam search: the returned sequences (best first for beams). */
@@ -107,6 +126,7 @@ export class Engine {
   readonly info: EngineInfo;
   #native: NativeEngine | undefined;
   #executor: Executor | undefined;
+  #disposed: Promise<void> | undefined;
 
   private constructor(engineDir: string, config: EngineDirConfig, native: NativeEngine) {
     this.engineDir = engineDir;
@@ -189,8 +209,8 @@ export class Engine {
    * request's sampling options, greedy by default), batched with the other requests in flight.
    */
   async generate(inputIds: readonly number[] | Int32Array, options: EngineGenerateOptions): Promise<EngineGenerateResult> {
-    if (!this.#native) throw new Error(`the engine of ${this.engineDir} has been disposed`);
-    const { onToken, ...sampling } = options;
+    const executor = this.executor;  // throws once disposed
+    const { onToken, signal, ...sampling } = options;
     validateMaxTokens(options.maxTokens);
     resolveEndId(options, this.defaultEndId, this.vocabSize);
     const prompt = checkPromptIds(inputIds, this.#facts());
@@ -212,22 +232,10 @@ export class Engine {
         callbackError = error ?? new Error('onToken threw');
       }
     };
-    const native = this.#native;
-    const plain =
-      (options.beamWidth ?? 1) === 1 && (options.numReturnSequences ?? 1) === 1 && options.logprobs === undefined && !options.stopWords?.length;
-    if (plain) {
-      // One sequence without logprobs or stop sequences: the native generate call, tokens streamed to onToken.
-      const checked = checkExecutorRequest(request, this.#facts());
-      const out = await native.generate(checked.native, onToken && callback);
-      result = {
-        outputIds: Array.from(out.outputIds),
-        finishReason: out.finishReason,
-        contextLogits: out.contextLogits,
-        generationLogits: out.generationLogits,
-        stats: out.stats as ExecutorResult['stats'],
-      };
-    } else if ((options.numReturnSequences ?? 1) > 1 && (options.beamWidth ?? 1) === 1) {
-      result = await this.executor.generate(request);
+    // Every request goes through the executor's stream, so that a signal, dispose() and the finish
+    // reasons follow the same rule as the executor's and the LLM's.
+    if ((options.numReturnSequences ?? 1) > 1 && (options.beamWidth ?? 1) === 1) {
+      result = await executor.generate(request, { signal });
       result.outputIds.forEach(callback);
     } else {
       const outputIds: number[] = [];
@@ -235,7 +243,7 @@ export class Engine {
       const generationLogits: Float32Array[] = [];
       let contextLogits: Float32Array | undefined;
       let last;
-      for await (const event of this.executor.stream(request)) {
+      for await (const event of executor.stream(request, { signal })) {
         outputIds.push(...event.outputIds);
         event.outputIds.forEach(callback);
         if (event.logprobs) logprobs.push(...event.logprobs);
@@ -243,20 +251,22 @@ export class Engine {
         if (event.generationLogits) generationLogits.push(event.generationLogits);
         last = event;
       }
+      if (last?.finishReason === undefined || last.finishReason === 'error' || !last.stats) throw new Error('the request ended without a finish reason');
       result = {
-        outputIds,
-        finishReason: last?.finishReason ?? 'length',
+        outputIds: last.sequences ? last.outputIds : outputIds,
+        finishReason: last.finishReason,
         contextLogits: options.returnContextLogits ? (contextLogits ?? new Float32Array(0)) : undefined,
         generationLogits: options.returnGenerationLogits ? concatRows(generationLogits) : undefined,
         logprobs: options.logprobs !== undefined ? logprobs : undefined,
-        sequences: last?.sequences,
-        stats: last?.stats as ExecutorResult['stats'],
+        sequences: last.sequences,
+        stats: last.stats,
       };
     }
     if (callbackError !== undefined) throw callbackError;
     return {
       outputIds: result.outputIds,
-      finishReason: result.finishReason as FinishReason,
+      finishReason: result.finishReason,
+      stats: result.stats,
       contextLogits: result.contextLogits,
       generationLogits: result.generationLogits,
       logprobs: result.logprobs,
@@ -266,17 +276,32 @@ export class Engine {
   }
 
   /**
-   * Frees the engine's native memory (weights mapping, KV cache, activations) once the requests in
-   * flight have finished. Idempotent.
+   * Cancels the requests queued and running (their calls end with finish reason "cancelled"), waits
+   * until they have left the executor and freed their KV blocks, then frees the engine's native memory
+   * (weights mapping, KV cache, activations). New calls fail at once. Idempotent: every call returns the
+   * same promise, which never rejects. `executor.stats()` then reports the state at that point.
    */
-  dispose(): void {
+  dispose(): Promise<void> {
+    if (this.#disposed) return this.#disposed;
     const native = this.#native;
     this.#native = undefined;
-    native?.dispose();
+    const executor = this.#executor;
+    this.#disposed = (async () => {
+      if (!native) return;
+      try {
+        await native.shutdown({ cancel: true });
+        executor?.[RETIRE](native.stats());
+      } catch {
+        // Already stopped: nothing is running.
+      } finally {
+        native.dispose();
+      }
+    })();
+    return this.#disposed;
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
-    this.dispose();
+    await this.dispose();
   }
 }
 

@@ -19,7 +19,16 @@ import {
   type TokenLogprobs,
 } from '@kiln/sampling';
 
-export type ExecutorFinishReason = NativeExecutorFinishReason;
+/**
+ * How a request ended (one rule for every entry point, docs/cancellation.md):
+ * - `eos`: it generated its end id (the model's end-of-sequence token, or `endId`);
+ * - `stop`: a stop sequence matched (`stopWords`: token ids here, text in LLM);
+ * - `length`: `maxTokens`, or the engine's maxSeqLen, was reached;
+ * - `cancelled`: its `signal` was aborted (before or during the call), the consumer left the stream,
+ *   or the engine was disposed / shut down with `cancel: true`;
+ * - `error` (executor events only; `generate` rejects instead): the step that ran it failed.
+ */
+export type ExecutorFinishReason = 'eos' | 'stop' | 'length' | 'cancelled' | 'error';
 export type RequestStats = NativeRequestStats;
 export type IterationStats = NativeIterationStats;
 export type ExecutorStats = NativeExecutorStats;
@@ -44,7 +53,7 @@ export type ExecutorTokenLogprobs = Omit<TokenLogprobs, 'token'>;
 /** One returned sequence of a request with `numReturnSequences` > 1 or beam search, best first. */
 export interface ExecutorSequence {
   outputIds: number[];
-  finishReason: ExecutorFinishReason;
+  finishReason: Exclude<ExecutorFinishReason, 'error'>;
   /**
    * Beam search: transformers' `sequences_scores`, the sum of the log-probabilities divided by
    * `outputIds.length ** lengthPenalty`. Independent samples: the sum of the sampled tokens' log-probabilities.
@@ -55,6 +64,7 @@ export interface ExecutorSequence {
 
 /** What one request produced in one executor iteration. */
 export interface ExecutorEvent {
+  /** The id `enqueue` returned; 0 for a request whose signal was aborted before the call (never queued). */
   requestId: number;
   /** The executor iteration (step number) that produced it. */
   iteration: number;
@@ -76,14 +86,20 @@ export interface ExecutorEvent {
 }
 
 export interface ExecutorStreamOptions {
-  /** Aborting cancels the request: the stream ends within one iteration with finish reason "cancelled". Default: none. */
+  /**
+   * Cancels the request when aborted (the rule every entry point follows, docs/cancellation.md): aborted
+   * before the call, the request is not queued and the call ends at once with finish reason "cancelled",
+   * no tokens and zero timings; aborted during it, the request leaves the executor at its next
+   * iteration (at most the step running then adds a token), its KV blocks are freed, and the call ends
+   * with "cancelled" and the tokens so far. Never an AbortError. Default: none.
+   */
   signal?: AbortSignal;
 }
 
 export interface ExecutorResult {
   /** The best (or only) sequence's output ids. */
   outputIds: number[];
-  finishReason: ExecutorFinishReason;
+  finishReason: Exclude<ExecutorFinishReason, 'error'>;
   contextLogits?: Float32Array;
   generationLogits?: Float32Array;
   /** With `logprobs`: one entry per output id. */
@@ -118,6 +134,9 @@ function randomSeed(): bigint {
 
 type Handler = (event: NativeRequestEvent, iteration: number) => void;
 
+/** Engine.dispose()'s hook into its executor (not exported from the package). */
+export const RETIRE = Symbol('retire');
+
 /**
  * The engine's in-flight batching executor (TensorRT-LLM's Executor): requests are queued with
  * `enqueue` or `stream`, and one native thread runs them all together, prefill chunks and decode
@@ -129,6 +148,7 @@ export class Executor {
   readonly #handlers = new Map<number, Handler>();
   readonly #iterationListeners = new Set<(stats: IterationStats) => void>();
   #shutdown = false;
+  #finalStats: ExecutorStats | undefined;
 
   /** Made by `Engine.executor`; one per engine. */
   constructor(native: NativeEngine, facts: ExecutorEngineFacts) {
@@ -176,18 +196,31 @@ export class Executor {
   }
 
   /**
+   * Pauses a request (it keeps its KV blocks and takes no step) or resumes it. A server pauses the
+   * request of a client that stopped reading, so that its output does not pile up in memory. Unknown or
+   * finished ids are ignored.
+   */
+  setPaused(requestId: number, paused: boolean): void {
+    this.#native.setPaused(requestId, paused);
+  }
+
+  /**
    * Queues a request and yields its events as they come. Aborting `signal`, or leaving the loop early,
    * cancels it. A request that fails ends the iteration with its error.
    */
   async *stream(request: ExecutorRequest, options: ExecutorStreamOptions = {}): AsyncGenerator<ExecutorEvent, void, undefined> {
-    const { signal } = options;
-    signal?.throwIfAborted();
-    yield* this.#stream(this.#checked(request), signal, true);
+    yield* this.#stream(this.#checked(request), options.signal, true);
   }
 
   async *#stream(checked: CheckedRequest, signal: AbortSignal | undefined, single: boolean): AsyncGenerator<ExecutorEvent, void, undefined> {
     if (single && checked.resolved.beamWidth === 1 && checked.resolved.numReturnSequences > 1) {
       throw new SamplingConfigError('numReturnSequences', 'numReturnSequences > 1 without beam search runs one request per sample: use generate()');
+    }
+    if (signal?.aborted) {
+      // Aborted before the call: the same outcome as during it, without queueing anything.
+      if (this.#shutdown) throw new Error(`the executor of ${this.#facts.engineDir} is shut down`);
+      yield cancelledBeforeStart(checked);
+      return;
     }
     const queue: [NativeRequestEvent, number][] = [];
     let wake: (() => void) | undefined;
@@ -260,7 +293,7 @@ export class Executor {
       if (event.finishReason !== undefined) {
         return {
           outputIds,
-          finishReason: event.finishReason,
+          finishReason: event.finishReason as ExecutorResult['finishReason'],
           contextLogits: request.returnContextLogits ? (contextLogits ?? new Float32Array(0)) : undefined,
           generationLogits: request.returnGenerationLogits ? concat(generationLogits) : undefined,
           logprobs: event.logprobs || logprobs.length > 0 ? logprobs : undefined,
@@ -280,6 +313,8 @@ export class Executor {
 
   /** The executor's state now, with its most recent iterations. */
   stats(): ExecutorStats {
+    // After Engine.dispose(): the state once its cancelled requests had ended and freed their KV blocks.
+    if (this.#finalStats) return this.#finalStats;
     return this.#native.stats();
   }
 
@@ -290,6 +325,12 @@ export class Executor {
   async shutdown(options: { cancel?: boolean } = {}): Promise<void> {
     this.#shutdown = true;
     await this.#native.shutdown({ cancel: options.cancel === true });
+  }
+
+  /** Called by Engine.dispose() once the native executor stopped, before its memory is freed. */
+  [RETIRE](finalStats: ExecutorStats): void {
+    this.#shutdown = true;
+    this.#finalStats = finalStats;
   }
 
   #checked(request: ExecutorRequest): CheckedRequest {
@@ -433,18 +474,48 @@ class StopHoldBack {
   }
 }
 
+/**
+ * The native executor says "stop" for both its end id and a stop token sequence; `stopLength` (the
+ * matched sequence's length) tells them apart.
+ */
+function finishReasonOf(reason: NativeExecutorFinishReason | undefined, stopLength: number | undefined): ExecutorFinishReason | undefined {
+  if (reason !== 'stop') return reason;
+  return stopLength !== undefined && stopLength > 0 ? 'stop' : 'eos';
+}
+
+/** The one event of a request whose signal was aborted before the call: nothing queued, nothing generated. */
+function cancelledBeforeStart(checked: CheckedRequest): ExecutorEvent {
+  return {
+    requestId: 0,
+    iteration: 0,
+    outputIds: [],
+    finishReason: 'cancelled',
+    stats: {
+      queueTimeMs: 0,
+      timeToFirstTokenMs: 0,
+      timePerOutputTokenMs: 0,
+      totalTimeMs: 0,
+      numPromptTokens: checked.native.inputIds.length,
+      numOutputTokens: 0,
+      reusedBlocks: 0,
+      preemptions: 0,
+    },
+  };
+}
+
 function toEvent(event: NativeRequestEvent, iteration: number): ExecutorEvent {
   return {
     requestId: event.id,
     iteration,
     outputIds: Array.from(event.outputIds),
-    finishReason: event.finishReason,
+    finishReason: finishReasonOf(event.finishReason, event.stopLength),
     contextLogits: event.contextLogits,
     generationLogits: event.generationLogits,
     logprobs: event.logprobs,
     sequences: event.sequences?.map((sequence) => ({
       outputIds: Array.from(sequence.outputIds),
-      finishReason: sequence.finishReason,
+      // A beam ends by its end id or by the length: native "stop" is the end id here.
+      finishReason: sequence.finishReason === 'stop' ? ('eos' as const) : sequence.finishReason,
       score: sequence.score,
     })),
     stats: event.stats,

@@ -1,7 +1,7 @@
 import * as path from 'node:path';
-import { Engine, type EngineGenerateOptions, type EngineGenerateResult, type EngineInfo, type EngineLoadOptions } from './engine';
+import { Engine, type EngineGenerateOptions, type EngineGenerateResult, type EngineInfo, type EngineLoadOptions, type FinishReason } from './engine';
 import { SamplingConfigError, StopTextMatcher, validateSamplingConfig, type TokenSequence } from '@kiln/sampling';
-import type { ExecutorFinishReason, ExecutorRequest, ExecutorSequence, ExecutorTokenLogprobs, RequestStats } from './executor';
+import type { ExecutorRequest, ExecutorSequence, ExecutorTokenLogprobs, RequestStats } from './executor';
 import { Tokenizer } from './tokenizer';
 
 export interface LLMGenerateOptions extends Omit<EngineGenerateOptions, 'onToken'> {
@@ -12,7 +12,11 @@ export interface LLMGenerateOptions extends Omit<EngineGenerateOptions, 'onToken
   onText?: (delta: string) => void;
   /** Called with each generated token id, in order. Default: none. */
   onToken?: (tokenId: number) => void;
-  /** Aborting cancels the request; `generate` then resolves with finish reason "cancelled". Default: none. */
+  /**
+   * Cancels the request when aborted, before or during the call alike: `generate` resolves (and a
+   * stream ends) with finish reason "cancelled" and the text so far, never an AbortError; the request's
+   * KV blocks are free by then. The rule of every entry point: docs/cancellation.md. Default: none.
+   */
   signal?: AbortSignal;
 }
 
@@ -22,13 +26,17 @@ export interface LLMSequence extends ExecutorSequence {
   text: string;
 }
 
-export interface LLMGenerateResult extends Omit<EngineGenerateResult, 'finishReason' | 'sequences'> {
-  finishReason: ExecutorFinishReason;
+export interface LLMGenerateResult extends Omit<EngineGenerateResult, 'finishReason' | 'sequences' | 'stats'> {
+  /** "eos", "stop" (a stop string, or stop token ids), "length" or "cancelled". */
+  finishReason: FinishReason;
   /** With numReturnSequences > 1 or beam search: every returned sequence, best first for beams; the top-level fields are the first's. */
   sequences?: LLMSequence[];
   /** The generated text (special tokens such as the end token left out); the prompt is not repeated. */
   text: string;
-  /** Queue time, time to first token, time per output token, reused prefix blocks. */
+  /**
+   * Queue time, time to first token, time per output token, token counts, reused prefix blocks: always
+   * set. After a stop string, numOutputTokens counts the tokens up to the one that completed it.
+   */
   stats: RequestStats;
 }
 
@@ -39,8 +47,8 @@ export interface LLMStreamChunk {
   tokenIds: number[];
   /** Text completed by these tokens (may be empty while a character is incomplete). */
   text: string;
-  /** Set on the last chunk. */
-  finishReason?: ExecutorFinishReason;
+  /** Set on the last chunk: "eos", "stop", "length" or "cancelled". */
+  finishReason?: FinishReason;
   /** Set on the last chunk. */
   stats?: RequestStats;
   contextLogits?: Float32Array;
@@ -138,19 +146,31 @@ export class LLM {
     const { request, stopTexts } = this.#prepare(options, inputIds);
     const matcher = stopTexts.length > 0 ? new StopTextMatcher(stopTexts, options.includeStopText === true) : undefined;
     const decoder = this.tokenizer.createStreamDecoder({ skipSpecialTokens: true });
+    let generated = 0;
+    // A stop string matched: the chunk that ends the stream, sent once the request has left the
+    // executor (so that its stats are known and its KV blocks free).
+    let stopped: LLMStreamChunk | undefined;
     for await (const event of this.engine.executor.stream(request, { signal })) {
+      if (stopped) {
+        if (event.finishReason === undefined) continue;
+        yield { ...stopped, stats: event.stats && { ...event.stats, numOutputTokens: generated } };
+        return;
+      }
+      generated += event.outputIds.length;
       let text = '';
       for (const id of event.outputIds) text += decoder.push(id) ?? '';
       if (event.finishReason !== undefined) text += decoder.flush() ?? '';
-      let finishReason = event.finishReason;
+      let finishReason = event.finishReason === 'error' ? undefined : event.finishReason;
+      let stopString = false;
       if (matcher && !event.sequences) {
         const step = matcher.push(text);
         text = step.text;
-        // A stop string: end here; leaving the loop cancels the request on the executor.
-        if (step.stop !== undefined) finishReason = 'stop';
-        else if (finishReason !== undefined) text += matcher.flush();
+        if (step.stop !== undefined) {
+          finishReason = 'stop';
+          stopString = true;
+        } else if (finishReason !== undefined) text += matcher.flush();
       }
-      yield {
+      const chunk: LLMStreamChunk = {
         tokenIds: event.outputIds,
         text,
         finishReason,
@@ -160,6 +180,14 @@ export class LLM {
         logprobs: event.logprobs,
         sequences: event.sequences,
       };
+      if (stopString && event.finishReason === undefined) {
+        // Cancel the request and wait for its last event (one iteration at most).
+        stopped = chunk;
+        this.engine.executor.cancel(event.requestId);
+        continue;
+      }
+      if (stopString && chunk.stats) chunk.stats = { ...chunk.stats, numOutputTokens: generated };
+      yield chunk;
       if (finishReason !== undefined) return;
     }
   }
@@ -236,19 +264,23 @@ export class LLM {
           vocabSize: this.engine.vocabSize,
           // Without stop strings the whole output is decoded at once (as transformers decodes it).
           text: sequences ? sequences[0].text : stopTexts.length > 0 ? text : this.tokenizer.decode(outputIds, { skipSpecialTokens: true }),
-          stats: chunk.stats as RequestStats,
+          stats: chunk.stats as RequestStats,  // always set on the last chunk
         };
       }
     }
     throw new Error('the generation ended without a finish reason');
   }
 
-  dispose(): void {
-    this.engine.dispose();
+  /**
+   * Cancels the requests in flight (they end with finish reason "cancelled"), waits until they have
+   * freed their KV blocks, then frees the engine (Engine.dispose). Idempotent; never rejects.
+   */
+  dispose(): Promise<void> {
+    return this.engine.dispose();
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
-    this.dispose();
+    await this.dispose();
   }
 }
 

@@ -4,9 +4,9 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import type { NativeGenerateRequest } from '@kiln/native';
+import type { NativeExecutorRequest, NativeIterationEvents } from '@kiln/native';
 
-const nativeCalls: { loads: { file: string; options: unknown }[]; requests: NativeGenerateRequest[]; disposed: number } = {
+const nativeCalls: { loads: { file: string; options: unknown }[]; requests: NativeExecutorRequest[]; disposed: number } = {
   loads: [],
   requests: [],
   disposed: 0,
@@ -33,12 +33,51 @@ jest.mock('@kiln/native', () => ({
           vocabSize: 16,
           modelJson: '{}',
         },
-        generate: async (request: NativeGenerateRequest, onToken?: (id: number) => void) => {
-          nativeCalls.requests.push(request);
-          const outputIds = Int32Array.from({ length: request.maxTokens }, (_, index) => index + 1);
-          for (const id of outputIds) onToken?.(id);
-          return { outputIds, finishReason: 'length' };
-        },
+        // The executor's side, as the runtime drives it: each enqueued request gets tokens 1, 2, ... one
+        // per "iteration", then finish reason "length"; cancel and shutdown({cancel}) end it "cancelled".
+        ...(() => {
+          let listener: ((events: NativeIterationEvents) => void) | undefined;
+          let nextId = 1;
+          const running = new Map<number, { produced: number; maxTokens: number; cancelled: boolean }>();
+          const stats = (iteration: number) => ({ iteration, timestampMs: 0, iterationMs: 0, activeRequests: running.size, waitingRequests: 0, contextRequests: 0, generationRequests: 0, numTokens: 0, numContextTokens: 0, numGenerationTokens: 0, preempted: 0, kvBlocksTotal: 1, kvBlocksUsed: 0, kvBlocksFree: 1, kvBlocksCached: 0 });
+          const requestStats = (produced: number) => ({ queueTimeMs: 0, timeToFirstTokenMs: 0, timePerOutputTokenMs: 0, totalTimeMs: 0, numPromptTokens: 1, numOutputTokens: produced, reusedBlocks: 0, preemptions: 0 });
+          const step = (id: number): void => {
+            const request = running.get(id);
+            if (!request) return;
+            if (request.cancelled) {
+              running.delete(id);
+              listener?.({ stats: stats(request.produced), events: [{ id, outputIds: new Int32Array(0), finishReason: 'cancelled', stats: requestStats(request.produced) }] });
+              return;
+            }
+            request.produced++;
+            const done = request.produced >= request.maxTokens;
+            if (done) running.delete(id);
+            listener?.({
+              stats: stats(request.produced),
+              events: [{ id, outputIds: Int32Array.of(request.produced), ...(done ? { finishReason: 'length' as const, stats: requestStats(request.produced) } : {}) }],
+            });
+            if (!done) setImmediate(step, id);
+          };
+          return {
+            setEventListener: (next: typeof listener) => (listener = next),
+            enqueue: (request: NativeExecutorRequest) => {
+              nativeCalls.requests.push(request);
+              const id = nextId++;
+              running.set(id, { produced: 0, maxTokens: request.maxTokens, cancelled: false });
+              setImmediate(step, id);
+              return id;
+            },
+            cancel: (id: number) => {
+              const request = running.get(id);
+              if (request) request.cancelled = true;
+            },
+            stats: () => ({ iterations: 0, waitingRequests: 0, activeRequests: running.size, kvBlocksTotal: 1, kvBlocksUsed: running.size > 0 ? 1 : 0, kvBlocksFree: running.size > 0 ? 0 : 1, kvBlocksCached: 0, tokensPerBlock: 16, maxBatchSize: 1, maxNumTokens: 8, recentIterations: [] }),
+            shutdown: async (options?: { cancel?: boolean }) => {
+              if (options?.cancel) for (const request of running.values()) request.cancelled = true;
+              while (running.size > 0) await new Promise((resolve) => setImmediate(resolve));
+            },
+          };
+        })(),
         dispose: () => {
           nativeCalls.disposed++;
         },
@@ -144,7 +183,8 @@ describe('Engine', () => {
       const result = await engine.generate([1, 2], { maxTokens: 3, onToken: (id) => tokens.push(id) });
       expect(Array.from(nativeCalls.requests[0].inputIds)).toEqual([1, 2]);
       expect(nativeCalls.requests[0]).toMatchObject({ maxTokens: 3, endId: 3, returnContextLogits: false });
-      expect(result).toEqual({ outputIds: [1, 2, 3], finishReason: 'length', contextLogits: undefined, generationLogits: undefined, vocabSize: 16 });
+      expect(result).toMatchObject({ outputIds: [1, 2, 3], finishReason: 'length', contextLogits: undefined, generationLogits: undefined, vocabSize: 16 });
+      expect(result.stats).toMatchObject({ numOutputTokens: 3 });
       expect(tokens).toEqual([1, 2, 3]);
       await engine.generate([1], { maxTokens: 1, ignoreEos: true });
       expect(nativeCalls.requests[1].endId).toBe(-1);
@@ -183,7 +223,7 @@ describe('Engine', () => {
     it('disposes once and refuses to generate afterwards', async () => {
       const before = nativeCalls.disposed;
       await engine[Symbol.asyncDispose]();
-      engine.dispose();
+      await engine.dispose();
       expect(nativeCalls.disposed).toBe(before + 1);
       await expect(engine.generate([1], { maxTokens: 1 })).rejects.toThrow('has been disposed');
     });

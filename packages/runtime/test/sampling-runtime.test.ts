@@ -100,7 +100,7 @@ describe('beam search', () => {
     const sequences = result.sequences ?? [];
     expect(sequences).toHaveLength(3);
     for (const s of sequences) {
-      if (s.finishReason === 'stop') expect(s.outputIds[s.outputIds.length - 1]).toBe(90);
+      if (s.finishReason === 'eos') expect(s.outputIds[s.outputIds.length - 1]).toBe(90);
       else expect(s.outputIds).toHaveLength(16);
     }
     for (let i = 1; i < sequences.length; i++) expect(sequences[i - 1].score).toBeGreaterThanOrEqual(sequences[i].score);
@@ -159,7 +159,7 @@ describe('controls against the TypeScript reference', () => {
     const result = await llama.executor.generate({ inputIds: prompt(1), maxTokens: 12, ...config });
     expect(result.outputIds).toHaveLength(6);
     expect(result.outputIds[5]).toBe(2);
-    expect(result.finishReason).toBe('stop');
+    expect(result.finishReason).toBe('eos');
     await checkAgainstReference({ embeddingBias: { 2: 50 }, endId: 2, minTokens: 5 }, 5, 1);
   });
 });
