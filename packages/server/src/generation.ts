@@ -97,12 +97,7 @@ function partialStopLength(text: string, stops: string[]): number {
  * Queues one choice on the executor now (throwing, synchronously, on an invalid request) and returns
  * its deltas. Aborting `request.signal`, or leaving the loop early, cancels it.
  */
-/** A choice's deltas, and flow control: a paused choice keeps its KV blocks and takes no step. */
-export interface Choice extends AsyncIterable<ChoiceDelta> {
-  setPaused(paused: boolean): void;
-}
-
-export function startChoice(llm: LLM, metrics: ServerMetrics, request: ChoiceRequest): Choice {
+export function startChoice(llm: LLM, metrics: ServerMetrics, request: ChoiceRequest): AsyncIterable<ChoiceDelta> {
   const { stop, logprobs, signal, ...sampling } = request;
   const executor = llm.engine.executor;
   const wantLogprobs = logprobs !== undefined;
@@ -181,15 +176,7 @@ export function startChoice(llm: LLM, metrics: ServerMetrics, request: ChoiceReq
       if (!executorDone) cancel();
     }
   }
-  let paused = false;
-  return {
-    [Symbol.asyncIterator]: deltas,
-    setPaused(value: boolean): void {
-      if (value === paused) return;
-      paused = value;
-      executor.setPaused(id, value);
-    },
-  };
+  return { [Symbol.asyncIterator]: deltas };
 }
 
 /** A choice run to its end. */
