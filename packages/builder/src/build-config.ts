@@ -1,6 +1,6 @@
-import { CHECKPOINT_DTYPES, isCheckpointDType } from '@kiln/convert';
+import { CHECKPOINT_DTYPES, defaultDType, isCheckpointDType, readHfConfig } from '@kiln/convert';
 import { loadNative, type WeightDType } from '@kiln/native';
-import type { BaseModelConfig } from '@kiln/models';
+import { getArchitecture, type BaseModelConfig } from '@kiln/models';
 import type { BuildConfig, BuildConfigCommon } from './types';
 
 /** The compute capability a cuda build defaults to when no device is visible: Hopper (H100, H200). */
@@ -60,4 +60,17 @@ export function resolveBuildConfig(partial: Partial<BuildConfig> = {}, model: Ba
     throw new RangeError(`build config: computeCapability must be "major.minor" (e.g. "9.0"), got ${JSON.stringify(computeCapability)}`);
   }
   return { target, ...common, computeCapability };
+}
+
+/**
+ * The build config an engine of a Hugging Face model folder gets from `partial` once converted (with the
+ * checkpoint's own dtype) and built: every default filled from the folder's config.json alone, without
+ * reading weights. Equivalent options resolve to equal configs (`{}`, `{ gatherContextLogits: false }`
+ * and `{ target: 'cpu' }` alike), so it is what an engine cache keys on. Throws as resolveBuildConfig
+ * does for an invalid field, and as the converter does for a folder it cannot read.
+ */
+export async function resolveModelBuildConfig(modelDir: string, partial: Partial<BuildConfig> = {}): Promise<BuildConfig> {
+  const hf = await readHfConfig(modelDir);
+  const model = getArchitecture(hf.architecture, hf.path).parseConfig(hf.json, hf.path);
+  return resolveBuildConfig(partial, model, defaultDType(hf.json));
 }

@@ -1,6 +1,6 @@
 export * from './types';
 export { buildEngine, BUILDER_VERSION, ENGINE_DIR_FORMAT, ENGINE_FILE } from './build';
-export { defaultComputeCapability, FALLBACK_COMPUTE_CAPABILITY, resolveBuildConfig } from './build-config';
+export { defaultComputeCapability, FALLBACK_COMPUTE_CAPABILITY, resolveBuildConfig, resolveModelBuildConfig } from './build-config';
 export { Graph, type GraphNode, type GraphValue } from './graph';
 export { runPasses, passes, removeDeadNodes, fuseSiblingLinears, fuseSwiglu, fuseGeglu, type PassReport } from './passes';
 export { fusedName } from './passes/fuse-sibling-linears';

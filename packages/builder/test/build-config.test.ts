@@ -17,7 +17,8 @@ jest.mock('@kiln/native', () => ({
   }),
 }));
 
-import { defaultComputeCapability, resolveBuildConfig, type BuildConfig } from '@kiln/builder';
+import * as path from 'node:path';
+import { defaultComputeCapability, resolveBuildConfig, resolveModelBuildConfig, type BuildConfig } from '@kiln/builder';
 
 const model = { maxPositionEmbeddings: 512 } as Parameters<typeof resolveBuildConfig>[1];
 const resolve = (partial: Record<string, unknown>, checkpointDType: 'float32' | 'float16' | 'bfloat16' = 'float32') =>
@@ -81,5 +82,28 @@ describe('resolveBuildConfig', () => {
     [{ target: 'cuda', maxBatchSize: 0 }, 'build config: maxBatchSize must be an integer in [1, 4096], got 0'],
   ])('rejects %j, naming the field', (partial, message) => {
     expect(() => resolve(partial)).toThrow(message);
+  });
+});
+
+describe('resolveModelBuildConfig (the engine cache\'s key)', () => {
+  const llama = path.resolve(__dirname, '..', '..', '..', 'fixtures', 'hf-tiny', 'llama');
+  const bf16 = path.resolve(__dirname, '..', '..', '..', 'fixtures', 'hf-tiny', 'llama_bf16');
+
+  it('resolves equivalent options to one config, from config.json alone', async () => {
+    const base = await resolveModelBuildConfig(llama, {});
+    // The fixture: float32, max_position_embeddings 256.
+    expect(base).toEqual({ target: 'cpu', isa: 'avx2', maxBatchSize: 8, maxSeqLen: 256, maxNumTokens: 256, gatherContextLogits: false, maxBeamWidth: 1, tokensPerBlock: 16, dtype: 'float32' });
+    for (const partial of [{ gatherContextLogits: false }, { target: 'cpu' }, { dtype: 'float32' }, { maxSeqLen: 256, maxNumTokens: 256 }, { isa: 'avx2' }, { maxBatchSize: 8, maxBeamWidth: 1, tokensPerBlock: 16 }]) {
+      expect(await resolveModelBuildConfig(llama, partial as Partial<BuildConfig>)).toEqual(base);
+    }
+    expect(await resolveModelBuildConfig(llama, { maxBatchSize: 4 })).not.toEqual(base);
+    expect(await resolveModelBuildConfig(llama, { dtype: 'bfloat16' })).not.toEqual(base);
+    // The default dtype is the checkpoint's.
+    expect((await resolveModelBuildConfig(bf16, {})).dtype).toBe('bfloat16');
+  });
+
+  it('names what is wrong with the folder or the options', async () => {
+    await expect(resolveModelBuildConfig(path.join(llama, 'missing'), {})).rejects.toThrow('model folder not found');
+    await expect(resolveModelBuildConfig(llama, { maxBatchSize: 0 })).rejects.toThrow('maxBatchSize must be an integer in [1, 4096], got 0');
   });
 });

@@ -9,6 +9,6 @@ export {
   type KilnCheckpoint,
 } from './checkpoint';
 export { ConvertError } from './errors';
-export { CHECKPOINT_DTYPES, isCheckpointDType, defaultDType } from './hf-config';
+export { CHECKPOINT_DTYPES, isCheckpointDType, defaultDType, readHfConfig, type HfConfigFile } from './hf-config';
 export { planConversion, type PlanInput } from './plan';
 export { readHfWeights, type HfTensor, type HfWeights } from './weights';
