@@ -27,7 +27,7 @@ async function generate(engineDir, name, env) {
 
 describe('decode graphs and the GEMV (cuda)', { skip: !onCuda && 'cuda only' }, () => {
   it('a float32 engine: graph replay equals launching the kernels one by one, bit for bit', async () => {
-    const engine = await convertAndBuild({ workDir: work.dir, modelDir: path.join(fixturesDir, 'llama'), name: 'llama', dtype: 'float32', checkpoints });
+    const engine = await convertAndBuild({ workDir: work.dir, modelDir: path.join(fixturesDir, 'llama'), name: 'llama', dtype: 'float32', buildFlags: ['--gather-context-logits'], checkpoints });
     const graphs = await generate(engine, 'f32-graphs', {});
     const eager = await generate(engine, 'f32-eager', { KILN_CUDA_GRAPHS: '0' });
     assert.deepEqual(graphs.ids, eager.ids);
@@ -36,7 +36,7 @@ describe('decode graphs and the GEMV (cuda)', { skip: !onCuda && 'cuda only' }, 
   });
 
   it('a bfloat16 engine: graphs bit for bit; the GEMV within bfloat16 rounding of cuBLASLt', async () => {
-    const engine = await convertAndBuild({ workDir: work.dir, modelDir: path.join(fixturesDir, 'llama'), name: 'llama', dtype: 'bfloat16', checkpoints });
+    const engine = await convertAndBuild({ workDir: work.dir, modelDir: path.join(fixturesDir, 'llama'), name: 'llama', dtype: 'bfloat16', buildFlags: ['--gather-context-logits'], checkpoints });
     const shipped = await generate(engine, 'bf16-graphs', {});
     const eager = await generate(engine, 'bf16-eager', { KILN_CUDA_GRAPHS: '0' });
     const cublas = await generate(engine, 'bf16-cublas', { KILN_CUDA_GRAPHS: '0', KILN_CUDA_GEMV: '0' });

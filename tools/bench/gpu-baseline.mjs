@@ -82,6 +82,12 @@ async function main() {
   }
   delete process.env.KILN_CUDA_GRAPHS;
   delete process.env.KILN_CUDA_GEMV;
+  // Where a decode step's time goes: every op timed with CUDA events (printed to stderr on dispose).
+  process.env.KILN_CUDA_PROFILE = '1';
+  const profiled = await Engine.load(engineDir);
+  await profiled.generate(prompt, { maxTokens: 64, ignoreEos: true });
+  profiled.dispose();
+  delete process.env.KILN_CUDA_PROFILE;
   const kiln = kilnRuns[0];
   // The modes compute the same tokens (the GEMV and cuBLASLt sum in different orders: near ties may differ).
   const sameAsShipped = kilnRuns.map((r) => {

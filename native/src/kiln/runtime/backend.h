@@ -70,6 +70,9 @@ class Backend {
   virtual void runStep(const std::vector<BoundOp>& ops, const StepContext& step) = 0;
   virtual const float* logitsRow(int64_t r) const = 0;
 
+  // The ops' names, in the order runStep receives them (for a backend's profile).
+  virtual void setOpNames(std::vector<std::string> names) { (void)names; }
+
   // Host threads for the executor's per-row sampling (and, on the CPU, the kernels).
   virtual ThreadPool* threadPool() = 0;
 };

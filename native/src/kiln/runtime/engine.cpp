@@ -207,6 +207,7 @@ void Engine::configure(const EngineOptions& options) {
   if (!opsJson.isArray()) throw headerError("ops must be an array");
   if (opsJson.items().empty()) throw headerError("ops is empty");
   const KernelRegistry& registry = KernelRegistry::builtin();
+  std::vector<std::string> opNames;
   bool logitsWritten = false;
   for (size_t i = 0; i < opsJson.items().size(); ++i) {
     const Json& o = opsJson.items()[i];
@@ -267,10 +268,12 @@ void Engine::configure(const EngineOptions& options) {
         throw std::runtime_error("unknown weight slot " + quoted(key));
       }
       ops_.push_back(std::move(bound));
+      opNames.push_back(opName);
     } catch (const std::exception& e) {
       throw std::runtime_error(prefix + e.what());
     }
   }
+  backend_->setOpNames(std::move(opNames));
   if (!logitsWritten) {
     throw headerError("outputs.logits (value " + std::to_string(logitsIndex) + ") is not written by any op");
   }

@@ -204,6 +204,15 @@ void Executor::cancel(RequestId id) {
   wake_.notify_one();
 }
 
+void Executor::setPaused(RequestId id, bool paused) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (paused) {
+    paused_.insert(id);
+  } else if (paused_.erase(id) > 0) {
+    wake_.notify_one();  // it may be the only request with work to do
+  }
+}
+
 void Executor::shutdown(bool cancelInFlight) {
   std::lock_guard<std::mutex> once(shutdownMutex_);
   {
@@ -494,6 +503,10 @@ void Executor::beamStep(Seq& s, const float* scores, IterationReport& report) {
 
 void Executor::finish(Seq& s, FinishReason reason, IterationReport& report, const std::string& error) {
   releaseBlocks(s);
+  {
+    std::lock_guard<std::mutex> lock(mutex_);  // never held by the callers (executor thread, outside intake)
+    paused_.erase(s.id);
+  }
   RequestEvent* ev = nullptr;
   for (RequestEvent& e : report.events) {
     if (e.id == s.id) ev = &e;
@@ -541,9 +554,14 @@ bool Executor::iterate(IterationReport& report) {
 
   // 1. Intake and cancellations.
   std::unordered_set<RequestId> cancels;
+  std::unordered_set<RequestId> paused;
   bool cancelAll = false;
   {
     std::lock_guard<std::mutex> lock(mutex_);
+    // Cancelled requests are done with flow control; the rest of the paused set is copied for this step.
+    for (RequestId id : cancels_) paused_.erase(id);
+    if (cancelAll_) paused_.clear();
+    paused = paused_;
     while (!incoming_.empty()) {
       waiting_.push_back(std::move(incoming_.front()));
       incoming_.pop_front();
@@ -611,6 +629,7 @@ bool Executor::iterate(IterationReport& report) {
     // A full step preempts nobody: the requests left out simply wait for the next one.
     if (static_cast<int64_t>(batch.size()) >= maxBatchSize_ || tokenBudget <= 0) break;
     Seq& s = *running_[i];
+    if (!paused.empty() && paused.count(s.id) > 0) continue;  // holds its blocks, takes no step
     if (!s.beams.empty()) {
       if (!planBeams(s)) continue;
       if (!prepareBeamBlocks(s)) {  // cannot happen: the reserve covers every beam (see beamBlockBound)

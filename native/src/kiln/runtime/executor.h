@@ -188,6 +188,10 @@ class Executor {
   // Unknown or finished ids are ignored. The request leaves at the start of the next iteration with
   // FinishReason::Cancelled, its blocks returned.
   void cancel(RequestId id);
+  // Flow control: a paused request keeps its KV blocks and its place but is left out of the steps until
+  // it is resumed (a server pauses the request of a client that stopped reading, so that its output does
+  // not pile up in memory). Unknown or finished ids are ignored.
+  void setPaused(RequestId id, bool paused);
   // Stops accepting requests; finishes the queued and running ones (or cancels them when
   // cancelInFlight), then joins the thread. Idempotent; safe from any thread but the executor's.
   void shutdown(bool cancelInFlight);
@@ -228,6 +232,7 @@ class Executor {
   std::condition_variable wake_;
   std::deque<std::unique_ptr<Seq>> incoming_;
   std::unordered_set<RequestId> cancels_;
+  std::unordered_set<RequestId> paused_;
   RequestId nextId_ = 1;
   bool stopping_ = false;
   bool cancelAll_ = false;

@@ -93,11 +93,16 @@ CudaBackend::CudaBackend(const BackendTarget& target, const ModelFacts& facts) :
   check(cudaMalloc(&deviceStage_, stage * sizeof(int32_t)), "cudaMalloc (step)");
   const char* graphs = std::getenv("KILN_CUDA_GRAPHS");
   graphsAllowed_ = !(graphs && std::string(graphs) == "0");
+  const char* profile = std::getenv("KILN_CUDA_PROFILE");
+  profile_ = profile && std::string(profile) == "1";
+  if (profile_) graphsAllowed_ = false;
   decodeGraphs_.assign(static_cast<size_t>(facts.maxBatchSize) + 1, nullptr);
 }
 
 CudaBackend::~CudaBackend() {
   if (stream_) cudaStreamSynchronize(stream_);
+  if (profile_) printProfile();
+  for (cudaEvent_t e : profileEvents_) cudaEventDestroy(e);
   for (cudaGraphExec_t g : decodeGraphs_) {
     if (g) cudaGraphExecDestroy(g);
   }
@@ -234,7 +239,19 @@ void CudaBackend::stageStep(const StepContext& step, DeviceStep* out) {
 }
 
 void CudaBackend::enqueueStep(const std::vector<BoundOp>& ops, const StepRuntime& rt, int64_t logitRows) {
-  for (const BoundOp& op : ops) op(rt);
+  if (profile_ && profileEvents_.size() < ops.size() + 1) {
+    while (profileEvents_.size() < ops.size() + 1) {
+      cudaEvent_t e = nullptr;
+      check(cudaEventCreate(&e), "cudaEventCreate");
+      profileEvents_.push_back(e);
+    }
+    profileMs_.assign(ops.size(), 0.0);
+  }
+  for (size_t i = 0; i < ops.size(); ++i) {
+    if (profile_) check(cudaEventRecord(profileEvents_[i], stream_), "cudaEventRecord");
+    ops[i](rt);
+  }
+  if (profile_) check(cudaEventRecord(profileEvents_[ops.size()], stream_), "cudaEventRecord");
   if (logitRows > 0) {
     elementwise(stream_, Elementwise::Copy, value(logits_), value(logits_), logitRows, vocab_, 0.0f,
                 Matrix{deviceLogits_, DType::F32, vocab_});
@@ -283,6 +300,33 @@ void CudaBackend::runStep(const std::vector<BoundOp>& ops, const StepContext& st
   }
   check(cudaGetLastError(), "a kernel launch of the step");
   check(cudaStreamSynchronize(stream_), "the step");
+  if (profile_ && step.numTokens == step.numSeqs && !ops.empty()) {
+    for (size_t i = 0; i < ops.size(); ++i) {
+      float ms = 0.0f;
+      check(cudaEventElapsedTime(&ms, profileEvents_[i], profileEvents_[i + 1]), "cudaEventElapsedTime");
+      profileMs_[i] += ms;
+    }
+    ++profileSteps_;
+  }
+}
+
+void CudaBackend::printProfile() const {
+  if (profileSteps_ == 0) return;
+  std::vector<std::pair<std::string, double>> byOp;
+  double total = 0.0;
+  for (size_t i = 0; i < profileMs_.size(); ++i) {
+    const std::string& name = i < opNames_.size() ? opNames_[i] : std::string("?");
+    auto it = std::find_if(byOp.begin(), byOp.end(), [&](const auto& e) { return e.first == name; });
+    if (it == byOp.end()) byOp.emplace_back(name, profileMs_[i]); else it->second += profileMs_[i];
+    total += profileMs_[i];
+  }
+  std::sort(byOp.begin(), byOp.end(), [](const auto& a, const auto& b) { return a.second > b.second; });
+  std::fprintf(stderr, "kiln cuda profile: %lld decode steps, %.1f us of ops per step\n", static_cast<long long>(profileSteps_),
+               1e3 * total / static_cast<double>(profileSteps_));
+  for (const auto& e : byOp) {
+    std::fprintf(stderr, "  %-20s %9.1f us/step  %5.1f%%\n", e.first.c_str(), 1e3 * e.second / static_cast<double>(profileSteps_),
+                 100.0 * e.second / total);
+  }
 }
 
 }  // namespace cuda

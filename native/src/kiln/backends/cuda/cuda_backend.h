@@ -48,6 +48,7 @@ class CudaBackend final : public Backend {
   const float* logitsRow(int64_t r) const override { return hostLogits_ + r * vocab_; }
 
   ThreadPool* threadPool() override { return threads_.get(); }
+  void setOpNames(std::vector<std::string> names) override { opNames_ = std::move(names); }
 
   // For the op adapters.
   cudaStream_t stream() const { return stream_; }
@@ -97,6 +98,15 @@ class CudaBackend final : public Backend {
   // Decode steps (one token per sequence) captured once per batch size, then replayed (TensorRT-LLM's
   // CUDA graph mode). KILN_CUDA_GRAPHS=0 turns them off.
   bool graphsAllowed_ = true;
+
+  // KILN_CUDA_PROFILE=1: each op of the decode steps timed with events (graphs off), the totals per op
+  // printed to stderr when the engine is disposed.
+  bool profile_ = false;
+  std::vector<std::string> opNames_;
+  std::vector<cudaEvent_t> profileEvents_;
+  std::vector<double> profileMs_;  // per op index
+  int64_t profileSteps_ = 0;
+  void printProfile() const;
   std::vector<cudaGraphExec_t> decodeGraphs_;  // by batch size; null until captured
 
   ValueRef logits_;

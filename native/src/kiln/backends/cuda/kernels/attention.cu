@@ -1,8 +1,7 @@
 // Paged attention over packed variable-length sequences. First every token's K and V rows are stored
-// into its sequence's blocks (so a prefill chunk attends to itself); then one block of threads per
-// (token, query head) walks that sequence's cached positions in chunks of blockDim keys with an online
-// softmax (flash-attention's running max and sum), all in float32: each thread scores one key of the
-// chunk, then each thread accumulates its feature(s) of the output over the chunk's values.
+// into its sequence's blocks (so a prefill chunk attends to itself); then one block per (token, query
+// head) walks that sequence's cached positions with an online softmax (flash-attention's running max
+// and sum) in float32, its warps taking interleaved keys (see attend).
 #include "kiln/backends/cuda/kernels/common.cuh"
 #include "kiln/backends/cuda/kernels/kernels.h"
 
@@ -12,7 +11,7 @@ namespace cuda {
 namespace {
 
 constexpr int kThreads = 128;
-constexpr int kMaxFeaturesPerThread = 4;  // headDim <= 512
+constexpr int kMaxHeadDim = 512;
 
 struct Cache {
   int64_t numLayers, tokensPerBlock, rowSize, blockStride;
@@ -35,64 +34,80 @@ __global__ void storeKv(DeviceStep step, T* pool, Cache cache, int64_t layer, Co
   }
 }
 
-template <typename T>
+// One block per (token, query head), kWarps warps. Each warp takes every kWarps-th key of the window:
+// its lanes split the head's features (lane, lane + 32, ...), so a key's K and V rows are read as whole
+// coalesced rows and the score is one warp reduction. Each warp keeps its own running max, sum and
+// output (online softmax, as flash-decoding's splits); the block merges the warps' partials at the end.
+template <typename T, int kDimsPerLane>
 __global__ void __launch_bounds__(kThreads) attend(DeviceStep step, const T* pool, Cache cache, int64_t layer,
                                                    ConstMatrix q, int64_t group, int64_t headDim, float scale,
                                                    int64_t slidingWindow, float softcap, const float* alibiSlopes,
                                                    Matrix out) {
-  extern __shared__ float qShared[];  // [headDim]
-  __shared__ float probs[kThreads];
-  __shared__ float reduce[32];
+  constexpr int kWarps = kThreads / 32;
+  __shared__ float partialMax[kWarps], partialSum[kWarps];
+  __shared__ float partialOut[kWarps][kDimsPerLane * 32];
   const int64_t t = blockIdx.x;
   const int64_t h = blockIdx.y;
-  const int64_t kvHead = h / group;
-  const int tid = threadIdx.x;
+  const int64_t kvOffset = (h / group) * headDim;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int64_t pos = step.positions[t];
   const int64_t lo = slidingWindow > 0 ? max(int64_t(0), pos - slidingWindow + 1) : 0;
   const int32_t* table = step.blockTables + static_cast<int64_t>(step.tokenSeq[t]) * step.blockTableStride;
   const float slope = alibiSlopes ? alibiSlopes[h] : 0.0f;
 
-  for (int64_t d = tid; d < headDim; d += kThreads) qShared[d] = load(q.data, q.dtype, t * q.stride + h * headDim + d);
-  __syncthreads();
-
-  float runningMax = -INFINITY, runningSum = 0.0f;
-  float acc[kMaxFeaturesPerThread] = {0.0f, 0.0f, 0.0f, 0.0f};
-  for (int64_t chunk = lo; chunk <= pos; chunk += kThreads) {
-    const int64_t j = chunk + tid;
-    float s = -INFINITY;
-    if (j <= pos) {
-      const T* kr = cache.row(pool, table, layer, j, 0) + kvHead * headDim;
-      float dot = 0.0f;
-      for (int64_t d = 0; d < headDim; ++d) dot += qShared[d] * toF(kr[d]);
-      s = scale * dot;
-      if (softcap > 0.0f) s = softcap * tanhf(s / softcap);
-      if (alibiSlopes) s += slope * static_cast<float>(j);
-    }
-    const float chunkMax = blockMax(s, reduce);
-    const float newMax = fmaxf(runningMax, chunkMax);
-    const float p = j <= pos ? expf(s - newMax) : 0.0f;
-    probs[tid] = p;
-    const float chunkSum = blockSum(p, reduce);  // its barriers also publish probs
-    const float correction = expf(runningMax - newMax);  // 0 on the first chunk (runningMax = -inf)
-    runningSum = runningSum * correction + chunkSum;
-    runningMax = newMax;
-    const int64_t n = min(static_cast<int64_t>(kThreads), pos - chunk + 1);
+  float qv[kDimsPerLane], acc[kDimsPerLane];
 #pragma unroll
-    for (int f = 0; f < kMaxFeaturesPerThread; ++f) {
-      const int64_t d = tid + static_cast<int64_t>(f) * kThreads;
-      if (d >= headDim) break;
-      float a = acc[f] * correction;
-      for (int64_t jj = 0; jj < n; ++jj) a += probs[jj] * toF(cache.row(pool, table, layer, chunk + jj, 1)[kvHead * headDim + d]);
-      acc[f] = a;
-    }
-    __syncthreads();  // probs is rewritten by the next chunk
+  for (int i = 0; i < kDimsPerLane; ++i) {
+    const int64_t d = lane + 32 * i;
+    qv[i] = d < headDim ? load(q.data, q.dtype, t * q.stride + h * headDim + d) : 0.0f;
+    acc[i] = 0.0f;
   }
-  const float inv = 1.0f / runningSum;
+  float runningMax = -INFINITY, runningSum = 0.0f;
+  for (int64_t j = lo + warp; j <= pos; j += kWarps) {
+    const T* kr = cache.row(pool, table, layer, j, 0) + kvOffset;
+    const T* vr = cache.row(pool, table, layer, j, 1) + kvOffset;
+    float dot = 0.0f, vv[kDimsPerLane];
 #pragma unroll
-  for (int f = 0; f < kMaxFeaturesPerThread; ++f) {
-    const int64_t d = tid + static_cast<int64_t>(f) * kThreads;
-    if (d >= headDim) break;
-    store(out.data, out.dtype, t * out.stride + h * headDim + d, acc[f] * inv);
+    for (int i = 0; i < kDimsPerLane; ++i) {
+      const int64_t d = lane + 32 * i;
+      const bool in = d < headDim;
+      dot += in ? qv[i] * toF(kr[d]) : 0.0f;
+      vv[i] = in ? toF(vr[d]) : 0.0f;
+    }
+    float s = scale * warpSum(dot);
+    if (softcap > 0.0f) s = softcap * tanhf(s / softcap);
+    if (alibiSlopes) s += slope * static_cast<float>(j);
+    const float newMax = fmaxf(runningMax, s);
+    const float correction = expf(runningMax - newMax);  // 0 on the warp's first key
+    const float p = expf(s - newMax);
+    runningSum = runningSum * correction + p;
+#pragma unroll
+    for (int i = 0; i < kDimsPerLane; ++i) acc[i] = acc[i] * correction + p * vv[i];
+    runningMax = newMax;
+  }
+  if (lane == 0) {
+    partialMax[warp] = runningMax;
+    partialSum[warp] = runningSum;
+  }
+#pragma unroll
+  for (int i = 0; i < kDimsPerLane; ++i) partialOut[warp][lane + 32 * i] = acc[i];
+  __syncthreads();
+  // Merge: rescale each warp's partial to the block's max (a warp that saw no key has max -inf, weight 0).
+  float blockMax = -INFINITY;
+#pragma unroll
+  for (int w = 0; w < kWarps; ++w) blockMax = fmaxf(blockMax, partialMax[w]);
+  float weights[kWarps], total = 0.0f;
+#pragma unroll
+  for (int w = 0; w < kWarps; ++w) {
+    weights[w] = partialMax[w] == -INFINITY ? 0.0f : expf(partialMax[w] - blockMax);
+    total += weights[w] * partialSum[w];
+  }
+  const float inv = 1.0f / total;
+  for (int64_t d = threadIdx.x; d < headDim; d += kThreads) {
+    float o = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) o += weights[w] * partialOut[w][d];
+    store(out.data, out.dtype, t * out.stride + h * headDim + d, o * inv);
   }
 }
 
@@ -102,7 +117,7 @@ void attention(cudaStream_t stream, DType cacheDType, const DeviceStep& step, co
                ConstMatrix q, ConstMatrix k, ConstMatrix v, int64_t numHeads, int64_t numKvHeads, int64_t headDim,
                float scale, int64_t slidingWindow, float softcap, const float* alibiSlopes, Matrix out) {
   if (step.numTokens <= 0) return;
-  if (headDim > kThreads * kMaxFeaturesPerThread) throw std::runtime_error("cuda attention: headDim above 512");
+  if (headDim > kMaxHeadDim) throw std::runtime_error("cuda attention: headDim above 512");
   Cache cache;
   cache.numLayers = kv.numLayers;
   cache.tokensPerBlock = kv.tokensPerBlock;
@@ -112,9 +127,17 @@ void attention(cudaStream_t stream, DType cacheDType, const DeviceStep& step, co
     using T = decltype(z);
     storeKv<T><<<static_cast<unsigned>(step.numTokens), 128, 0, stream>>>(step, static_cast<T*>(kv.pool), cache, layer, k, v);
     const dim3 grid(static_cast<unsigned>(step.numTokens), static_cast<unsigned>(numHeads));
-    attend<T><<<grid, kThreads, static_cast<size_t>(headDim) * sizeof(float), stream>>>(
-        step, static_cast<const T*>(kv.pool), cache, layer, q, numHeads / numKvHeads, headDim, scale, slidingWindow,
-        softcap, alibiSlopes, out);
+    const int64_t group = numHeads / numKvHeads;
+    const T* pool = static_cast<const T*>(kv.pool);
+#define KILN_ATTEND(DPL)                                                                                   \
+  attend<T, DPL><<<grid, kThreads, 0, stream>>>(step, pool, cache, layer, q, group, headDim, scale, slidingWindow, \
+                                                softcap, alibiSlopes, out)
+    if (headDim <= 32) KILN_ATTEND(1);
+    else if (headDim <= 64) KILN_ATTEND(2);
+    else if (headDim <= 128) KILN_ATTEND(4);
+    else if (headDim <= 256) KILN_ATTEND(8);
+    else KILN_ATTEND(16);
+#undef KILN_ATTEND
   });
 }
 
