@@ -3,7 +3,9 @@ export type { EngineGenerateOptions, EngineGenerateResult, EngineInfo, EngineLoa
 export { ENGINE_DIR_FORMAT, ENGINE_DIR_FORMAT_VERSION, readEngineDirConfig } from './engine-config';
 export type { EngineCheckpointInfo, EngineDirConfig } from './engine-config';
 export { LLM } from './llm';
-export type { LLMGenerateOptions, LLMGenerateResult, LLMStreamChunk, LLMStreamOptions } from './llm';
+export type { LLMGenerateOptions, LLMGenerateResult, LLMLoadOptions, LLMSequence, LLMStreamChunk, LLMStreamOptions } from './llm';
+export { cleanEngineCache, defaultCacheDir, listEngineCache, resolveModel } from './model-cache';
+export type { CleanEngineCacheOptions, EngineCacheEntry, LoadProgress, ModelSourceKind, ResolvedModel, ResolveModelOptions } from './model-cache';
 export { StreamDecoder, Tokenizer } from './tokenizer';
 export type { DecodeOptions } from './tokenizer';
 export { hostTarget } from './host';

@@ -2,7 +2,11 @@ import * as path from 'node:path';
 import { Engine, type EngineGenerateOptions, type EngineGenerateResult, type EngineInfo, type EngineLoadOptions, type FinishReason } from './engine';
 import { SamplingConfigError, StopTextMatcher, validateSamplingConfig, type TokenSequence } from '@kiln/sampling';
 import type { ExecutorRequest, ExecutorSequence, ExecutorTokenLogprobs, RequestStats } from './executor';
+import { resolveModel, type ResolveModelOptions } from './model-cache';
 import { Tokenizer } from './tokenizer';
+
+/** LLM.load's options: where the model comes from and how it is built (ResolveModelOptions), and how the engine is loaded. */
+export interface LLMLoadOptions extends EngineLoadOptions, ResolveModelOptions {}
 
 export interface LLMGenerateOptions extends Omit<EngineGenerateOptions, 'onToken'> {
   /**
@@ -70,13 +74,25 @@ export class LLM {
   }
 
   /**
-   * Loads an engine directory and the tokenizer files the builder copied into it. `options` size the
-   * KV cache and the executor (EngineLoadOptions: kvCacheTokens, kvCacheBytes, kvCacheMemoryFraction, ...).
+   * Loads a model in one call, from
+   * - nothing: the built-in scribe-7m;
+   * - an engine folder (`kiln build`'s output);
+   * - a Hugging Face model folder (config.json, safetensors weights, tokenizer): converted and built
+   *   into the engine cache on first use, with progress through `options.onProgress`; later calls, and
+   *   the `kiln` command, reuse that engine;
+   * - a Hub id `org/name[@revision]`: downloaded first (resumable, into `$HF_HOME/hub`), then as a folder.
+   * A `.gguf` file is refused: GGUF import is not supported yet.
+   *
+   * `options`: build settings for a folder or Hub id (`build`: target, dtype, maxBatchSize, ...), the
+   * cache and Hub options (ResolveModelOptions), and how to load the engine (EngineLoadOptions: threads,
+   * KV cache size, executor limits). See `resolveModel` for the cache and its concurrency rules.
    */
-  static async load(engineDir: string, options: EngineLoadOptions = {}): Promise<LLM> {
+  static async load(source?: string, options: LLMLoadOptions = {}): Promise<LLM> {
+    const { build, cacheDir, onProgress, token, hubUrl, offline, signal, ...engineOptions } = options;
+    const { engineDir } = await resolveModel(source, { build, cacheDir, onProgress, token, hubUrl, offline, signal });
     // The tokenizer first: it is cheap and fails without leaving native memory behind.
     const tokenizer = await Tokenizer.load(engineDir);
-    const engine = await Engine.load(engineDir, options);
+    const engine = await Engine.load(engineDir, engineOptions);
     return new LLM(engine, tokenizer);
   }
 
