@@ -10,7 +10,7 @@ namespace cuda {
 
 namespace {
 
-constexpr int kThreads = 128;
+constexpr int kThreads = 512;  // 16 warps: at batch 1 a layer has only numHeads blocks to spread
 constexpr int kMaxHeadDim = 512;
 
 struct Cache {

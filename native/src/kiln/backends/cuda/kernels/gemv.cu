@@ -56,18 +56,31 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) gemvKernel(const T* __res
   float acc[R];
 #pragma unroll
   for (int r = 0; r < R; ++r) acc[r] = 0.0f;
-#pragma unroll 4
-  for (int64_t i = lane; i < vectors; i += 32) {
-    float wf[8];
-    unpack(loadStreaming(wRow + i), static_cast<const T*>(nullptr), wf);
+  // kInFlight weight vectors per lane are loaded before any is used, so that each warp keeps several
+  // 16-byte loads in flight (a warp's dependent chain would otherwise wait on each load in turn).
+  constexpr int kInFlight = 4;
+  for (int64_t base = lane; base < vectors; base += 32 * kInFlight) {
+    uint4 wv[kInFlight];
 #pragma unroll
-    for (int r = 0; r < R; ++r) {
-      float xf[8];
-      unpack(*reinterpret_cast<const uint4*>(x + r * xStride + i * 8), static_cast<const T*>(nullptr), xf);
-      float s = acc[r];
+    for (int u = 0; u < kInFlight; ++u) {
+      const int64_t i = base + 32 * u;
+      if (i < vectors) wv[u] = loadStreaming(wRow + i);
+    }
 #pragma unroll
-      for (int j = 0; j < 8; ++j) s = fmaf(wf[j], xf[j], s);
-      acc[r] = s;
+    for (int u = 0; u < kInFlight; ++u) {
+      const int64_t i = base + 32 * u;
+      if (i >= vectors) break;
+      float wf[8];
+      unpack(wv[u], static_cast<const T*>(nullptr), wf);
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        float xf[8];
+        unpack(*reinterpret_cast<const uint4*>(x + r * xStride + i * 8), static_cast<const T*>(nullptr), xf);
+        float s = acc[r];
+#pragma unroll
+        for (int j = 0; j < 8; ++j) s = fmaf(wf[j], xf[j], s);
+        acc[r] = s;
+      }
     }
   }
 #pragma unroll
