@@ -1,8 +1,10 @@
 import { Command } from 'commander';
 import { registerBenchCommand } from './commands/bench';
 import { registerBuildCommand } from './commands/build';
+import { registerCacheCommand } from './commands/cache';
 import { registerConvertCommand } from './commands/convert';
 import { registerGenerateCommand } from './commands/generate';
+import { registerPullCommand } from './commands/pull';
 import { registerServeCommand } from './commands/serve';
 import { reportCommandError } from './errors';
 import { PluginLoadError, loadPluginsForCommand } from './plugins';
@@ -25,6 +27,8 @@ export function createProgram(): Command {
   registerGenerateCommand(program);
   registerBenchCommand(program);
   registerServeCommand(program);
+  registerPullCommand(program);
+  registerCacheCommand(program);
   return program;
 }
 

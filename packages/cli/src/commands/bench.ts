@@ -17,8 +17,7 @@ import {
   type TargetFlags,
 } from '../engine-options';
 import { CliError, reportCommandError } from '../errors';
-import { resolveModel } from '../model-cache';
-import { exitCleanlyOnSignals, ProgressLine } from '../progress-line';
+import { engineForModel } from '../model-cache';
 import { parsePositiveInteger } from './build';
 
 /** maxBatchSize of the engines `kiln bench` builds for --model (or the default model): room for high concurrency. */
@@ -49,15 +48,7 @@ function parseRate(value: string): number {
 
 async function engineDirFor(options: BenchCommandOptions, buildConfig: Partial<BuildConfig>): Promise<string> {
   if (options.engine !== undefined) return options.engine;
-  const progress = new ProgressLine();
-  try {
-    const resolved = await exitCleanlyOnSignals(() =>
-      resolveModel({ modelDir: options.model, buildConfig, onProgress: (message) => progress.update(message) }),
-    );
-    return resolved.engineDir;
-  } finally {
-    progress.clear();
-  }
+  return engineForModel(options.model, buildConfig);
 }
 
 const ROWS: [string, string][] = [
@@ -171,7 +162,7 @@ export function registerBenchCommand(program: Command): void {
   const command = program
     .command('bench')
     .description('Measure throughput and latency on a synthetic workload (in-flight batching). With no --model or --engine, uses the built-in scribe-7m.')
-    .option('--model <hf-dir>', `a Hugging Face model folder, converted and built (maxBatchSize ${BENCH_MAX_BATCH_SIZE}) on first use (cached)`)
+    .option('--model <model>', `a Hugging Face model folder or Hub id org/name[@revision], downloaded, converted and built (maxBatchSize ${BENCH_MAX_BATCH_SIZE}) on first use (cached)`)
     .option('--engine <engine-dir>', 'an engine folder made by `kiln build`');
   addTargetOptions(command, { forModel: true });
   addKvCacheOptions(command)

@@ -3,7 +3,6 @@ import * as path from 'node:path';
 import { Option, type Command } from 'commander';
 import { LLM, type LLMGenerateOptions } from '@kiln/runtime';
 import { SamplingConfigError, validateSamplingConfig, type SamplingConfig } from '@kiln/sampling';
-import type { BuildConfig } from '@kiln/builder';
 import {
   addKvCacheOptions,
   addTargetOptions,
@@ -16,8 +15,7 @@ import {
 } from '../engine-options';
 import { CliError, reportCommandError } from '../errors';
 import { writeFloat32Safetensors } from '../logits-file';
-import { resolveModel } from '../model-cache';
-import { exitCleanlyOnSignals, ProgressLine } from '../progress-line';
+import { engineForModel } from '../model-cache';
 import { parsePositiveInteger } from './build';
 
 /** Default of --max-tokens: a few sentences of the built-in model, generated in well under a second. */
@@ -143,20 +141,6 @@ function parseInputIds(value: string): number[] {
   });
 }
 
-/** The cached engine of a model folder (default: the built-in model), converted and built on first use. */
-async function engineForModel(modelDir: string | undefined, buildConfig: Partial<BuildConfig>): Promise<string> {
-  // First-use progress goes to a terminal's stderr only: scripts and pipes get nothing but the result.
-  const progress = new ProgressLine();
-  try {
-    const resolved = await exitCleanlyOnSignals(() =>
-      resolveModel({ modelDir, buildConfig, onProgress: (message) => progress.update(message) }),
-    );
-    return resolved.engineDir;
-  } finally {
-    progress.clear();
-  }
-}
-
 async function generate(options: GenerateCommandOptions): Promise<void> {
   // Everything the command line can get wrong is checked before a model is converted or loaded.
   if (options.model !== undefined && options.engine !== undefined) throw new CliError('give --model or --engine, not both');
@@ -224,7 +208,7 @@ export function registerGenerateCommand(program: Command): void {
   const command = program
     .command('generate')
     .description('Generate a continuation of a prompt (greedy by default). With no --model or --engine, uses the built-in scribe-7m.')
-    .option('--model <hf-dir>', 'a Hugging Face model folder, converted and built on first use (cached)')
+    .option('--model <model>', 'a Hugging Face model folder or Hub id org/name[@revision], downloaded, converted and built on first use (cached)')
     .option('--engine <engine-dir>', 'an engine folder made by `kiln build`');
   addTargetOptions(command, { forModel: true });
   addKvCacheOptions(command)

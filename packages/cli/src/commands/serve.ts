@@ -1,4 +1,6 @@
+import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { isHubModelId } from '@kiln/hub';
 import type { Command } from 'commander';
 import { DEFAULT_BODY_LIMIT, DEFAULT_MAX_CONCURRENT_REQUESTS, startServer } from '@kiln/server';
 import {
@@ -12,8 +14,7 @@ import {
   type TargetFlags,
 } from '../engine-options';
 import { CliError, reportCommandError } from '../errors';
-import { resolveModel } from '../model-cache';
-import { exitCleanlyOnSignals, ProgressLine } from '../progress-line';
+import { engineForModel } from '../model-cache';
 import { parsePositiveInteger } from './build';
 
 /** maxBatchSize of the engines `kiln serve` builds for --model (or the default model): room for many clients. */
@@ -59,19 +60,12 @@ async function serve(options: ServeCommandOptions): Promise<void> {
   const kvCache = kvCacheOptionsFromFlags(options);
 
   let engineDir = options.engine;
-  if (engineDir === undefined) {
-    const progress = new ProgressLine();
-    try {
-      const resolved = await exitCleanlyOnSignals(() =>
-        resolveModel({ modelDir: options.model, buildConfig: { ...targetConfig, maxBatchSize }, onProgress: (message) => progress.update(message) }),
-      );
-      engineDir = resolved.engineDir;
-    } finally {
-      progress.clear();
-    }
-  }
+  if (engineDir === undefined) engineDir = await engineForModel(options.model, { ...targetConfig, maxBatchSize });
+  // A Hub id serves under its own name (org/name); a folder under its base name.
+  const hubId = options.model !== undefined && isHubModelId(options.model) && !fs.existsSync(options.model) ? options.model.split('@')[0] : undefined;
   const modelName =
-    options.modelName ?? (options.engine !== undefined ? path.basename(path.resolve(options.engine)) : options.model !== undefined ? path.basename(path.resolve(options.model)) : 'scribe-7m');
+    options.modelName ??
+    (options.engine !== undefined ? path.basename(path.resolve(options.engine)) : (hubId ?? (options.model !== undefined ? path.basename(path.resolve(options.model)) : 'scribe-7m')));
 
   const { server, url } = await startServer({
     engineDir,
@@ -112,7 +106,7 @@ export function registerServeCommand(program: Command): void {
   const command = program
     .command('serve')
     .description('Serve a model over HTTP: OpenAI-compatible /v1, Triton generate /v2, /health, /metrics. With no --model or --engine, serves the built-in scribe-7m.')
-    .option('--model <hf-dir>', `a Hugging Face model folder, converted and built (maxBatchSize ${SERVE_MAX_BATCH_SIZE}) on first use (cached)`)
+    .option('--model <model>', `a Hugging Face model folder or Hub id org/name[@revision], downloaded, converted and built (maxBatchSize ${SERVE_MAX_BATCH_SIZE}) on first use (cached)`)
     .option('--engine <engine-dir>', 'an engine folder made by `kiln build`');
   addTargetOptions(command, { forModel: true });
   addKvCacheOptions(command)
