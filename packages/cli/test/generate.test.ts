@@ -139,7 +139,7 @@ describe('kiln generate', () => {
       const result = kiln('generate', '--model', missing, '--prompt', 'Hi', '--max-tokens', '2');
       expect(result.status).toBe(1);
       expect(result.stdout).toBe('');
-      expect(result.stderr).toBe(`kiln generate: model folder ${missing} does not exist\n`);
+      expect(result.stderr).toBe(`kiln generate: ${missing} does not exist; give an engine folder, a Hugging Face model folder, or a Hub id org/name[@revision]\n`);
     });
 
     it('names the numbers when the prompt does not fit maxSeqLen', () => {
