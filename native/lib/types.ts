@@ -402,6 +402,11 @@ export interface NativeEngine {
   /** Cancels a request: it leaves at the next iteration with finishReason "cancelled". Unknown ids are ignored. */
   cancel(id: number): void;
   /**
+   * Flow control: a paused request keeps its KV blocks but takes no step until it is resumed
+   * (`paused` false). Unknown or finished ids are ignored.
+   */
+  setPaused(id: number, paused: boolean): void;
+  /**
    * The listener of enqueue()d requests' events: called on the JavaScript thread at most once per
    * executor iteration, with all that iteration's events. `undefined` removes it (events are dropped).
    */

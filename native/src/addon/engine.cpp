@@ -520,6 +520,7 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
                        {InstanceMethod<&EngineWrap::Generate>("generate"),
                         InstanceMethod<&EngineWrap::Enqueue>("enqueue"),
                         InstanceMethod<&EngineWrap::Cancel>("cancel"),
+                        InstanceMethod<&EngineWrap::SetPaused>("setPaused"),
                         InstanceMethod<&EngineWrap::Stats>("stats"),
                         InstanceMethod<&EngineWrap::SetEventListener>("setEventListener"),
                         InstanceMethod<&EngineWrap::Shutdown>("shutdown"),
@@ -648,6 +649,17 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
       return env.Undefined();
     }
     if (session_ && session_->executor) session_->executor->cancel(static_cast<kiln::RequestId>(id));
+    return env.Undefined();
+  }
+
+  Napi::Value SetPaused(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    int64_t id = 0;
+    if (info.Length() < 2 || info[0].IsUndefined() || !ReadInteger(info[0], 1, 9007199254740991.0, &id) || !info[1].IsBoolean()) {
+      Napi::TypeError::New(env, "setPaused(id, paused): id must be a request id returned by enqueue() and paused a boolean").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    if (session_ && session_->executor) session_->executor->setPaused(static_cast<kiln::RequestId>(id), info[1].As<Napi::Boolean>().Value());
     return env.Undefined();
   }
 

@@ -31,11 +31,18 @@ export interface ResolvedSamplingConfig {
 
 // Bounds on list options. A request is untrusted input: these keep one request from making every
 // decoding step of the batch scan thousands of sequences.
-const MAX_STOP_WORDS = 64;
-const MAX_BAD_WORDS = 1024;
-const MAX_SEQUENCE_TOKENS = 256;
-const MAX_STOP_TEXT = 1024;
+export const MAX_STOP_WORDS = 64;
+export const MAX_BAD_WORDS = 1024;
+export const MAX_SEQUENCE_TOKENS = 256;
+export const MAX_STOP_TEXT = 1024;
 export const MAX_LOGPROBS = 20;
+/**
+ * The native sampler computes in float32: a number is accepted only if it stays finite as a float32
+ * (1e308 would become Infinity there), so that every value this validation accepts runs.
+ */
+export const MAX_FLOAT32 = 3.4028234663852886e38;
+/** Counts the native sampler keeps in 32-bit integers (topK, minTokens, noRepeatNgramSize). */
+export const MAX_INT32 = 2147483647;
 const MAX_UINT64 = (1n << 64n) - 1n;
 
 const KNOWN_OPTIONS: ReadonlySet<string> = new Set<keyof SamplingConfig>([
@@ -51,13 +58,22 @@ function fail(option: string, message: string): never {
 function finite(option: string, value: unknown, fallback: number): number {
   if (value === undefined) return fallback;
   if (typeof value !== 'number' || !Number.isFinite(value)) fail(option, `must be a finite number, got ${describe(value)}`);
+  if (!Number.isFinite(Math.fround(value))) fail(option, `must be within the float32 range (magnitude at most ${MAX_FLOAT32}), got ${describe(value)}`);
   return value;
+}
+
+/** A value that must stay above zero once rounded to float32 (1e-320 rounds to 0). */
+function positive32(option: string, value: number, range: string): void {
+  if (!(Math.fround(value) > 0)) fail(option, `must be ${range} and at least the smallest float32 above zero (1.4e-45), got ${value}`);
 }
 
 function integer(option: string, value: unknown, fallback: number, min: number, max = Number.MAX_SAFE_INTEGER): number {
   if (value === undefined) return fallback;
+  if (typeof value === 'number' && Number.isSafeInteger(value) && value > max && max === MAX_INT32) {
+    fail(option, `must be an integer at most ${MAX_INT32} (the native sampler keeps it in 32 bits), got ${describe(value)}`);
+  }
   if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min || value > max) {
-    const range = max === Number.MAX_SAFE_INTEGER ? `>= ${min}` : `in [${min}, ${max}]`;
+    const range = max === Number.MAX_SAFE_INTEGER || max === MAX_INT32 ? `>= ${min}` : `in [${min}, ${max}]`;
     fail(option, `must be an integer ${range}, got ${describe(value)}`);
   }
   return value;
@@ -102,6 +118,9 @@ function embeddingBiasOf(value: unknown, vocabSize: number | undefined): Map<num
     if (typeof b !== 'number' || Number.isNaN(b) || b === Number.POSITIVE_INFINITY) {
       fail(`embeddingBias[${id}]`, `must be a finite number or -Infinity, got ${describe(b)}`);
     }
+    if (b !== Number.NEGATIVE_INFINITY && !Number.isFinite(Math.fround(b))) {
+      fail(`embeddingBias[${id}]`, `must be within the float32 range (magnitude at most ${MAX_FLOAT32}) or -Infinity, got ${describe(b)}`);
+    }
     if (b !== 0) bias.set(id, b);
   };
   if (Array.isArray(value) || value instanceof Float32Array) {
@@ -141,10 +160,12 @@ export function validateSamplingConfig(config: unknown, limits: SamplingLimits =
   if (temperature < 0) fail('temperature', `must be >= 0 (0 is greedy), got ${temperature}`);
   const topP = finite('topP', c.topP, 1);
   if (!(topP > 0 && topP <= 1)) fail('topP', `must be in (0, 1] (1 is off), got ${topP}`);
+  positive32('topP', topP, 'in (0, 1]');
   const minP = finite('minP', c.minP, 0);
   if (!(minP >= 0 && minP <= 1)) fail('minP', `must be in [0, 1] (0 is off), got ${minP}`);
   const repetitionPenalty = finite('repetitionPenalty', c.repetitionPenalty, 1);
   if (!(repetitionPenalty > 0)) fail('repetitionPenalty', `must be > 0 (1 is off), got ${repetitionPenalty}`);
+  positive32('repetitionPenalty', repetitionPenalty, '> 0');
 
   const beamWidth = integer('beamWidth', c.beamWidth, 1, 1);
   if (maxBeamWidth !== undefined && beamWidth > maxBeamWidth) {
@@ -159,15 +180,15 @@ export function validateSamplingConfig(config: unknown, limits: SamplingLimits =
 
   return {
     temperature,
-    topK: integer('topK', c.topK, 0, 0),
+    topK: integer('topK', c.topK, 0, 0, MAX_INT32),
     topP,
     minP,
     repetitionPenalty,
     presencePenalty: finite('presencePenalty', c.presencePenalty, 0),
     frequencyPenalty: finite('frequencyPenalty', c.frequencyPenalty, 0),
-    noRepeatNgramSize: integer('noRepeatNgramSize', c.noRepeatNgramSize, 0, 0),
+    noRepeatNgramSize: integer('noRepeatNgramSize', c.noRepeatNgramSize, 0, 0, MAX_INT32),
     seed: seedOf(c.seed),
-    minTokens: integer('minTokens', c.minTokens, 0, 0),
+    minTokens: integer('minTokens', c.minTokens, 0, 0, MAX_INT32),
     endId,
     ignoreEos: boolean('ignoreEos', c.ignoreEos, false),
     stopWords: sequences('stopWords', c.stopWords, MAX_STOP_WORDS, vocabSize),

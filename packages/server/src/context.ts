@@ -1,9 +1,25 @@
 // What every route needs: the model, its limits, admission (concurrency limit, draining), the SSE writer.
-import type { FastifyReply } from 'fastify';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { LLM } from '@kiln/runtime';
 import type { ChatTemplate } from './chat-template';
 import { ApiError, type Protocol } from './errors';
 import type { ServerMetrics } from './metrics';
+import { TokenizePool, type TokenizeItem } from './tokenize-pool';
+
+/** The reason a shutdown aborts the requests still in flight with (a client disconnect has another). */
+export class ShutdownAbort extends Error {
+  constructor() {
+    super('the server is shutting down: the request was cancelled before it finished');
+    this.name = 'ShutdownAbort';
+  }
+}
+
+/** Whether `signal` was aborted by the server's shutdown (rather than by the client going away). */
+export function abortedByShutdown(signal: AbortSignal): boolean {
+  return signal.aborted && signal.reason instanceof ShutdownAbort;
+}
+
+export const DEFAULT_STALLED_STREAM_TIMEOUT_MS = 60_000;
 
 export interface Admission {
   /** Aborted when the client disconnects before the response is complete, or at shutdown. */
@@ -14,6 +30,7 @@ export class ServerContext {
   readonly #active = new Set<AbortController>();
   #idle: (() => void)[] = [];
   draining = false;
+  readonly tokenizePool: TokenizePool;
 
   constructor(
     readonly llm: LLM,
@@ -21,7 +38,11 @@ export class ServerContext {
     readonly chatTemplate: ChatTemplate | undefined,
     readonly metrics: ServerMetrics,
     readonly maxConcurrentRequests: number,
-  ) {}
+    /** How long a stream may wait for its client to read before it is cancelled (see SseWriter). */
+    readonly stalledStreamTimeoutMs: number = DEFAULT_STALLED_STREAM_TIMEOUT_MS,
+  ) {
+    this.tokenizePool = new TokenizePool(llm);
+  }
 
   get inFlight(): number {
     return this.#active.size;
@@ -68,7 +89,20 @@ export class ServerContext {
 
   /** Cancels every request in flight. */
   abortAll(): void {
-    for (const controller of this.#active) controller.abort(new Error('server shutdown'));
+    for (const controller of this.#active) controller.abort(new ShutdownAbort());
+  }
+
+  /**
+   * Token ids of several texts at once, off the event loop when they are large (see TokenizePool). Each
+   * must give at least one token; `param` names the request field in the error.
+   */
+  async tokenizeMany(items: (TokenizeItem & { param: string })[]): Promise<number[][]> {
+    if (items.length === 0) return [];
+    const ids = await this.tokenizePool.encode(items.map(({ text, addSpecialTokens }) => ({ text, addSpecialTokens })));
+    ids.forEach((list, i) => {
+      if (list.length === 0) throw new ApiError(400, `${items[i].param} is empty: it must hold at least one token`, 'invalid_request_error', items[i].param);
+    });
+    return ids;
   }
 
   /**
@@ -115,17 +149,29 @@ export class ServerContext {
   }
 }
 
-/** A Server-Sent Events response written directly on the socket (the reply is hijacked from fastify). */
+/**
+ * A Server-Sent Events response written directly on the socket (the reply is hijacked from fastify),
+ * with backpressure: `send` reports when the socket's buffer is past its high-water mark, and the caller
+ * then waits on `writable()` (pausing its generation) instead of writing on. What a client that stopped
+ * reading can make the server hold is one buffer (16 KiB and the last event), not its whole output; a
+ * client that reads nothing for `stallTimeoutMs` has its connection closed, which cancels the request
+ * and frees its KV blocks. `Connection: close` from the client is honoured: the socket is closed after
+ * the stream.
+ */
 export class SseWriter {
   readonly #reply: FastifyReply;
+  readonly #stallTimeoutMs: number;
+  #waiting: Promise<boolean> | undefined;
 
-  constructor(reply: FastifyReply) {
+  constructor(reply: FastifyReply, request: FastifyRequest, stallTimeoutMs: number = DEFAULT_STALLED_STREAM_TIMEOUT_MS) {
     this.#reply = reply;
+    this.#stallTimeoutMs = stallTimeoutMs;
+    const close = /(^|,)\s*close\s*(,|$)/i.test(String(request.headers.connection ?? ''));
     reply.hijack();
     reply.raw.writeHead(200, {
       'content-type': 'text/event-stream; charset=utf-8',
       'cache-control': 'no-cache',
-      connection: 'keep-alive',
+      connection: close ? 'close' : 'keep-alive',
       'x-accel-buffering': 'no',
     });
   }
@@ -134,8 +180,45 @@ export class SseWriter {
     return !this.#reply.raw.destroyed && !this.#reply.raw.writableEnded;
   }
 
-  send(data: unknown): void {
-    if (this.open) this.#reply.raw.write(`data: ${typeof data === 'string' ? data : JSON.stringify(data)}\n\n`);
+  /** Writes one event; false when the socket's buffer is full (wait for `writable()` before the next). */
+  send(data: unknown): boolean {
+    if (!this.open) return true;
+    return this.#reply.raw.write(`data: ${typeof data === 'string' ? data : JSON.stringify(data)}\n\n`);
+  }
+
+  /** Whether the socket's buffer is past its high-water mark. */
+  get blocked(): boolean {
+    return this.open && this.#reply.raw.writableNeedDrain;
+  }
+
+  /**
+   * Resolves true once the client has read the buffer down (at once when it is not full), false when
+   * the connection closed or the client read nothing for the stall timeout (the connection is then
+   * destroyed: its request is cancelled through the response's 'close').
+   */
+  writable(): Promise<boolean> {
+    if (!this.open) return Promise.resolve(false);
+    if (!this.blocked) return Promise.resolve(true);
+    // One wait shared by every choice of the response (one listener each for drain and close).
+    this.#waiting ??= new Promise<boolean>((resolve) => {
+      const raw = this.#reply.raw;
+      const done = (ok: boolean): void => {
+        clearTimeout(timer);
+        raw.off('drain', onDrain);
+        raw.off('close', onClose);
+        this.#waiting = undefined;
+        resolve(ok);
+      };
+      const onDrain = (): void => done(true);
+      const onClose = (): void => done(false);
+      const timer = setTimeout(() => {
+        done(false);
+        raw.destroy();
+      }, this.#stallTimeoutMs);
+      raw.on('drain', onDrain);
+      raw.on('close', onClose);
+    });
+    return this.#waiting;
   }
 
   end(): void {

@@ -97,7 +97,12 @@ function partialStopLength(text: string, stops: string[]): number {
  * Queues one choice on the executor now (throwing, synchronously, on an invalid request) and returns
  * its deltas. Aborting `request.signal`, or leaving the loop early, cancels it.
  */
-export function startChoice(llm: LLM, metrics: ServerMetrics, request: ChoiceRequest): AsyncIterable<ChoiceDelta> {
+/** A choice's deltas, and flow control: a paused choice keeps its KV blocks and takes no step. */
+export interface Choice extends AsyncIterable<ChoiceDelta> {
+  setPaused(paused: boolean): void;
+}
+
+export function startChoice(llm: LLM, metrics: ServerMetrics, request: ChoiceRequest): Choice {
   const { stop, logprobs, signal, ...sampling } = request;
   const executor = llm.engine.executor;
   const wantLogprobs = logprobs !== undefined;
@@ -176,7 +181,15 @@ export function startChoice(llm: LLM, metrics: ServerMetrics, request: ChoiceReq
       if (!executorDone) cancel();
     }
   }
-  return { [Symbol.asyncIterator]: deltas };
+  let paused = false;
+  return {
+    [Symbol.asyncIterator]: deltas,
+    setPaused(value: boolean): void {
+      if (value === paused) return;
+      paused = value;
+      executor.setPaused(id, value);
+    },
+  };
 }
 
 /** A choice run to its end. */

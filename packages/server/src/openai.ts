@@ -2,11 +2,12 @@
 // (SSE ending with `data: [DONE]`) or not, with n choices, logprobs and usage. vLLM's extra sampling
 // fields (top_k, min_p, repetition_penalty, ...) and Kiln's beam_width are accepted in the body.
 import { randomUUID } from 'node:crypto';
+import { setMaxListeners } from 'node:events';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { ChatMessage } from './chat-template';
-import { SseWriter, type ServerContext } from './context';
+import { abortedByShutdown, ShutdownAbort, SseWriter, type ServerContext } from './context';
 import { ApiError, errorBody, toApiError } from './errors';
-import { collectChoice, startChoice, type ChoiceDelta, type ChoiceFinishReason, type ChoiceRequest, type TokenLogprob } from './generation';
+import { collectChoice, startChoice, type Choice, type ChoiceFinishReason, type ChoiceRequest, type TokenLogprob } from './generation';
 import { chatCompletionsBody, completionsBody } from './schemas';
 
 interface SamplingBody {
@@ -37,6 +38,8 @@ interface CompletionsBody extends SamplingBody {
   prompt: string | (number | string)[];
   logprobs?: number | null;
   echo?: boolean | null;
+  suffix?: string | null;
+  best_of?: number | null;
 }
 
 interface ChatBody extends SamplingBody {
@@ -59,8 +62,29 @@ interface Plan {
   topLogprobs?: number;
 }
 
-/** The sampling part of a body, as the runtime's SamplingConfig. */
-function sampling(ctx: ServerContext, body: SamplingBody): Omit<ChoiceRequest, 'signal' | 'inputIds' | 'maxTokens' | 'logprobs'> {
+/**
+ * Fields of OpenAI's API this server does not implement. They are refused by name: ignoring them would
+ * answer something other than what was asked (best_of > 1 is not n, a suffix is not a completion, a
+ * tool call or a JSON schema is not free text). `null`, and the values that mean "off", pass.
+ */
+function refuseUnsupported(body: Record<string, unknown>): void {
+  const refuse = (param: string, why: string): never => {
+    throw new ApiError(400, `${param} is not supported by this server: ${why}`, 'invalid_request_error', param, 'unsupported_parameter');
+  };
+  if (body.best_of != null && body.best_of !== 1) refuse('best_of', 'ask for n choices instead, and rank them yourself');
+  if (typeof body.suffix === 'string' && body.suffix.length > 0) refuse('suffix', 'insertion (fill-in-the-middle) is not implemented');
+  for (const param of ['tools', 'functions']) {
+    if (Array.isArray(body[param]) && (body[param] as unknown[]).length > 0) refuse(param, 'tool calling is not implemented');
+  }
+  for (const param of ['tool_choice', 'function_call']) {
+    if (body[param] != null && body[param] !== 'none' && body[param] !== 'auto') refuse(param, 'tool calling is not implemented');
+  }
+  const format = body.response_format as { type?: unknown } | null | undefined;
+  if (format != null && format.type !== 'text') refuse('response_format', 'only {"type": "text"} is supported (no JSON mode or schema)');
+}
+
+/** The sampling part of a body, as the runtime's SamplingConfig; bad words as token ids from `badWords`. */
+function sampling(body: SamplingBody, badWords: number[][]): Omit<ChoiceRequest, 'signal' | 'inputIds' | 'maxTokens' | 'logprobs'> {
   const stop = body.stop == null ? [] : typeof body.stop === 'string' ? [body.stop] : body.stop;
   const embeddingBias = body.logit_bias ? Object.fromEntries(Object.entries(body.logit_bias).map(([id, bias]) => [Number(id), bias])) : undefined;
   if (body.beam_width !== undefined && body.beam_width > 1 && (body.n ?? 1) > 1) {
@@ -82,17 +106,29 @@ function sampling(ctx: ServerContext, body: SamplingBody): Omit<ChoiceRequest, '
     lengthPenalty: body.length_penalty,
     ignoreEos: body.ignore_eos,
     minTokens: body.min_tokens,
-    badWords: body.bad_words?.map((word) => ctx.tokenize(word, 'bad_words', false)),
+    badWords: body.bad_words === undefined ? undefined : badWords,
     stopWords: body.stop_token_ids?.map((id) => [id]),
     stop,
   };
 }
 
-function completionPrompt(ctx: ServerContext, prompt: CompletionsBody['prompt']): number[] {
-  if (typeof prompt === 'string') return ctx.tokenize(prompt, 'prompt');
+/** The prompt's text, or its token ids when given as ids (checked against the vocabulary). */
+function completionPrompt(ctx: ServerContext, prompt: CompletionsBody['prompt']): string | number[] {
+  if (typeof prompt === 'string') return prompt;
   if (prompt.every((item) => typeof item === 'number')) return ctx.checkTokenIds(prompt as number[], 'prompt');
-  if (prompt.length === 1 && typeof prompt[0] === 'string') return ctx.tokenize(prompt[0], 'prompt');
+  if (prompt.length === 1 && typeof prompt[0] === 'string') return prompt[0];
   throw new ApiError(400, 'prompt must be a string, a list of token ids, or a list of one string (batches of prompts are not supported)', 'invalid_request_error', 'prompt');
+}
+
+/**
+ * Tokenizes the prompt (when it is text) and the bad words in one call, off the event loop when they
+ * are large. Everything cheap (counts, lengths, types) was checked first, by the schema.
+ */
+async function tokenizeInputs(ctx: ServerContext, prompt: { text: string; param: string; addSpecialTokens: boolean } | number[], body: SamplingBody): Promise<{ inputIds: number[]; badWords: number[][] }> {
+  const words = (body.bad_words ?? []).map((text) => ({ text, param: 'bad_words', addSpecialTokens: false }));
+  if (Array.isArray(prompt)) return { inputIds: prompt, badWords: await ctx.tokenizeMany(words) };
+  const [inputIds, ...badWords] = await ctx.tokenizeMany([prompt, ...words]);
+  return { inputIds, badWords };
 }
 
 function chatMessages(body: ChatBody): ChatMessage[] {
@@ -111,16 +147,18 @@ function chatMessages(body: ChatBody): ChatMessage[] {
   });
 }
 
-function planCompletion(ctx: ServerContext, body: CompletionsBody): Plan {
+async function planCompletion(ctx: ServerContext, body: CompletionsBody): Promise<Plan> {
   ctx.checkModel(body.model, 'openai');
   if (body.echo) throw new ApiError(400, 'echo is not supported', 'invalid_request_error', 'echo');
-  const inputIds = completionPrompt(ctx, body.prompt);
+  refuseUnsupported(body as unknown as Record<string, unknown>);
+  const prompt = completionPrompt(ctx, body.prompt);
+  const { inputIds, badWords } = await tokenizeInputs(ctx, typeof prompt === 'string' ? { text: prompt, param: 'prompt', addSpecialTokens: true } : prompt, body);
   // OpenAI's default max_tokens for completions is 16.
   const maxTokens = ctx.checkLengths(inputIds.length, body.max_tokens ?? 16, 'prompt', 'max_tokens');
   return {
     kind: 'completion',
     n: body.n ?? 1,
-    choice: { ...sampling(ctx, body), inputIds, maxTokens, logprobs: body.logprobs ?? undefined },
+    choice: { ...sampling(body, badWords), inputIds, maxTokens, logprobs: body.logprobs ?? undefined },
     stream: body.stream === true,
     includeUsage: body.stream_options?.include_usage === true,
     continuousUsage: body.stream_options?.continuous_usage_stats === true,
@@ -128,8 +166,9 @@ function planCompletion(ctx: ServerContext, body: CompletionsBody): Plan {
   };
 }
 
-function planChat(ctx: ServerContext, body: ChatBody): Plan {
+async function planChat(ctx: ServerContext, body: ChatBody): Promise<Plan> {
   ctx.checkModel(body.model, 'openai');
+  refuseUnsupported(body as unknown as Record<string, unknown>);
   if (!ctx.chatTemplate) {
     throw new ApiError(
       400,
@@ -138,7 +177,7 @@ function planChat(ctx: ServerContext, body: ChatBody): Plan {
     );
   }
   const prompt = ctx.chatTemplate.render(chatMessages(body));
-  const inputIds = ctx.tokenize(prompt, 'messages', false);
+  const { inputIds, badWords } = await tokenizeInputs(ctx, { text: prompt, param: 'messages', addSpecialTokens: false }, body);
   const maxTokens = ctx.checkLengths(inputIds.length, body.max_completion_tokens ?? body.max_tokens ?? undefined, 'messages', body.max_completion_tokens != null ? 'max_completion_tokens' : 'max_tokens');
   if (body.top_logprobs != null && body.logprobs !== true) {
     throw new ApiError(400, 'top_logprobs needs logprobs: true', 'invalid_request_error', 'top_logprobs');
@@ -147,7 +186,7 @@ function planChat(ctx: ServerContext, body: ChatBody): Plan {
   return {
     kind: 'chat',
     n: body.n ?? 1,
-    choice: { ...sampling(ctx, body), inputIds, maxTokens, logprobs: topLogprobs },
+    choice: { ...sampling(body, badWords), inputIds, maxTokens, logprobs: topLogprobs },
     stream: body.stream === true,
     includeUsage: body.stream_options?.include_usage === true,
     continuousUsage: body.stream_options?.continuous_usage_stats === true,
@@ -201,11 +240,12 @@ function finishReason(reason: ChoiceFinishReason): string {
 }
 
 /** Starts every choice (queued synchronously: a bad request fails before anything is written). */
-function startChoices(ctx: ServerContext, plan: Plan, signal: AbortSignal): AsyncIterable<ChoiceDelta>[] {
+function startChoices(ctx: ServerContext, plan: Plan, signal: AbortSignal): Choice[] {
   const aborter = new AbortController();
-  const onAbort = (): void => aborter.abort();
+  setMaxListeners(plan.n + 1, aborter.signal);  // one listener per choice, by design
+  const onAbort = (): void => aborter.abort(signal.reason);
   signal.addEventListener('abort', onAbort, { once: true });
-  const choices: AsyncIterable<ChoiceDelta>[] = [];
+  const choices: Choice[] = [];
   try {
     for (let index = 0; index < plan.n; index++) {
       const seed = plan.choice.seed === undefined ? undefined : BigInt(plan.choice.seed) + BigInt(index);
@@ -230,7 +270,7 @@ async function respond(ctx: ServerContext, plan: Plan, request: FastifyRequest, 
 
   if (!plan.stream) {
     const results = await Promise.all(choices.map(collectChoice));
-    if (results.some((r) => r.finishReason === 'cancelled') && !signal.aborted) {
+    if (abortedByShutdown(signal) || (results.some((r) => r.finishReason === 'cancelled') && !signal.aborted)) {
       throw new ApiError(503, 'the request was cancelled: the server is shutting down', 'server_error', null, 'shutting_down');
     }
     const completionTokens = results.reduce((n, r) => n + r.tokenIds.length, 0);
@@ -250,7 +290,7 @@ async function respond(ctx: ServerContext, plan: Plan, request: FastifyRequest, 
     };
   }
 
-  const sse = new SseWriter(reply);
+  const sse = new SseWriter(reply, request, ctx.stalledStreamTimeoutMs);
   const object = plan.kind === 'chat' ? 'chat.completion.chunk' : 'text_completion';
   const outputTokens = new Array<number>(plan.n).fill(0);
   const usageNow = () => {
@@ -260,6 +300,15 @@ async function respond(ctx: ServerContext, plan: Plan, request: FastifyRequest, 
   const chunk = (choice: object) => ({
     id, object, created, model, choices: [choice], ...(plan.continuousUsage ? { usage: usageNow() } : plan.includeUsage ? { usage: null } : {}),
   });
+  // Backpressure: when the socket's buffer is full, every choice of the response is paused (its KV
+  // blocks kept) until the client reads; one that never reads is cut off after the stall timeout.
+  const flowControl = async (): Promise<void> => {
+    if (!sse.blocked) return;
+    for (const choice of choices) choice.setPaused(true);
+    const ok = await sse.writable();
+    for (const choice of choices) choice.setPaused(false);
+    if (!ok && !signal.aborted) request.log.warn('stream: the client read nothing for the stall timeout; its request was cancelled');
+  };
   try {
     await Promise.all(
       choices.map(async (choice, index) => {
@@ -267,7 +316,9 @@ async function respond(ctx: ServerContext, plan: Plan, request: FastifyRequest, 
         if (plan.kind === 'chat') sse.send(chunk({ index, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }));
         for await (const delta of choice) {
           outputTokens[index] = delta.numOutputTokens;
-          if (signal.aborted) continue;  // the client is gone: let the choice end (it was cancelled)
+          // The client is gone: let the choice end (it was cancelled). At shutdown the client is still
+          // there: it gets the last chunk, with finish_reason "abort".
+          if (signal.aborted && !abortedByShutdown(signal)) continue;
           const logprobs = formatter ? formatter.format(delta.logprobs ?? []) : null;
           const reason = delta.finishReason ? finishReason(delta.finishReason) : null;
           if (plan.kind === 'chat') {
@@ -275,10 +326,16 @@ async function respond(ctx: ServerContext, plan: Plan, request: FastifyRequest, 
           } else {
             sse.send(chunk({ index, text: delta.text, logprobs, finish_reason: reason }));
           }
+          await flowControl();
         }
       }),
     );
-    if (plan.includeUsage) sse.send({ id, object, created, model, choices: [], usage: usageNow() });
+    if (abortedByShutdown(signal)) {
+      // Truncated: say so in OpenAI's error shape, so a client cannot take the text for a whole answer.
+      sse.send(errorBody('openai', new ApiError(503, new ShutdownAbort().message, 'server_error', null, 'shutting_down')));
+    } else if (plan.includeUsage) {
+      sse.send({ id, object, created, model, choices: [], usage: usageNow() });
+    }
   } catch (error) {
     request.log.error({ err: error }, 'generation failed while streaming');
     sse.send(errorBody('openai', toApiError(error, 'openai')));
@@ -302,10 +359,10 @@ export function registerOpenAIRoutes(app: FastifyInstance, ctx: ServerContext): 
     ctx.checkModel(request.params.model, 'openai');
     return card();
   });
-  app.post('/v1/completions', { schema: { body: completionsBody } }, (request, reply) =>
-    respond(ctx, planCompletion(ctx, request.body as CompletionsBody), request, reply),
+  app.post('/v1/completions', { schema: { body: completionsBody } }, async (request, reply) =>
+    respond(ctx, await planCompletion(ctx, request.body as CompletionsBody), request, reply),
   );
-  app.post('/v1/chat/completions', { schema: { body: chatCompletionsBody } }, (request, reply) =>
-    respond(ctx, planChat(ctx, request.body as ChatBody), request, reply),
+  app.post('/v1/chat/completions', { schema: { body: chatCompletionsBody } }, async (request, reply) =>
+    respond(ctx, await planChat(ctx, request.body as ChatBody), request, reply),
   );
 }

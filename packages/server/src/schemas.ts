@@ -1,8 +1,16 @@
 // JSON schemas of every request body, checked by fastify's built-in ajv (configured in server.ts not to
 // coerce types: `"max_tokens": "5"` is a 400, not 5). Unknown fields are allowed and ignored, as the
-// OpenAI API and vLLM do, so newer clients keep working.
+// OpenAI API and vLLM do, so newer clients keep working (fields Kiln knows it does not implement, such as
+// best_of, are refused by name in the routes).
+//
+// The ranges and list limits come from @kiln/sampling, the runtime's own validation: whatever passes
+// here either runs or is a 400 from that validation, never a 500 (test/schema-ranges.test.ts sends values
+// from every range). Numbers are bounded to float32's range because the sampler computes in float32
+// (1e308 would become Infinity there). Strings and lists are bounded so that the work a request causes
+// before it is refused (tokenizing bad words, matching stop strings) stays small.
+import { MAX_BAD_WORDS, MAX_FLOAT32, MAX_STOP_TEXT, MAX_STOP_WORDS } from '@kiln/sampling';
 
-const number = { type: 'number' } as const;
+const number = { type: 'number', minimum: -MAX_FLOAT32, maximum: MAX_FLOAT32 } as const;
 const nullable = (type: string | string[]) => ({ type: [...(Array.isArray(type) ? type : [type]), 'null'] });
 
 /** Sampling fields common to /v1/completions and /v1/chat/completions, and vLLM's extensions. */
@@ -10,13 +18,13 @@ const openAISampling = {
   model: { type: 'string' },
   max_tokens: { ...nullable('integer'), minimum: 1 },
   n: { ...nullable('integer'), minimum: 1, maximum: 16 },
-  temperature: { ...nullable('number'), minimum: 0 },
+  temperature: { ...nullable('number'), minimum: 0, maximum: MAX_FLOAT32 },
   top_p: { ...nullable('number'), exclusiveMinimum: 0, maximum: 1 },
-  stop: { ...nullable(['string', 'array']), minLength: 1, maxItems: 16, items: { type: 'string', minLength: 1 } },
+  stop: { ...nullable(['string', 'array']), minLength: 1, maxLength: MAX_STOP_TEXT, maxItems: 16, items: { type: 'string', minLength: 1, maxLength: MAX_STOP_TEXT } },
   seed: { ...nullable('integer'), minimum: 0 },
   presence_penalty: { ...nullable('number'), minimum: -2, maximum: 2 },
   frequency_penalty: { ...nullable('number'), minimum: -2, maximum: 2 },
-  logit_bias: { ...nullable('object'), additionalProperties: number, propertyNames: { pattern: '^[0-9]+$' } },
+  logit_bias: { ...nullable('object'), additionalProperties: number, propertyNames: { pattern: '^[0-9]+$', maxLength: 10 } },
   stream: nullable('boolean'),
   stream_options: {
     ...nullable('object'),
@@ -26,13 +34,13 @@ const openAISampling = {
   // Extensions, as vLLM spells them.
   top_k: { type: 'integer', minimum: -1 },
   min_p: { type: 'number', minimum: 0, maximum: 1 },
-  repetition_penalty: { type: 'number', exclusiveMinimum: 0 },
+  repetition_penalty: { type: 'number', exclusiveMinimum: 0, maximum: MAX_FLOAT32 },
   beam_width: { type: 'integer', minimum: 1 },
   length_penalty: number,
   ignore_eos: { type: 'boolean' },
   min_tokens: { type: 'integer', minimum: 0 },
-  bad_words: { type: 'array', maxItems: 1024, items: { type: 'string', minLength: 1 } },
-  stop_token_ids: { type: 'array', maxItems: 64, items: { type: 'integer', minimum: 0 } },
+  bad_words: { type: 'array', maxItems: MAX_BAD_WORDS, items: { type: 'string', minLength: 1, maxLength: MAX_STOP_TEXT } },
+  stop_token_ids: { type: 'array', maxItems: MAX_STOP_WORDS, items: { type: 'integer', minimum: 0 } },
 } as const;
 
 export const completionsBody = {
@@ -84,15 +92,16 @@ export const tritonGenerateBody = {
     text_input: { type: 'string' },
     max_tokens: { type: 'integer', minimum: 1 },
     // "" or a comma-separated list, or a list of strings (as the ensemble's preprocessing model reads them).
-    bad_words: { type: ['string', 'array'], maxItems: 1024, items: { type: 'string' } },
-    stop_words: { type: ['string', 'array'], maxItems: 64, items: { type: 'string' } },
+    // The string form's word count and lengths are checked in the route (triton.ts), before tokenizing.
+    bad_words: { type: ['string', 'array'], maxItems: MAX_BAD_WORDS, items: { type: 'string', maxLength: MAX_STOP_TEXT } },
+    stop_words: { type: ['string', 'array'], maxItems: MAX_STOP_WORDS, items: { type: 'string', maxLength: MAX_STOP_TEXT } },
     end_id: { type: 'integer', minimum: 0 },
     pad_id: { type: 'integer', minimum: 0 },
     top_k: { type: 'integer', minimum: 0 },
     top_p: { type: 'number', minimum: 0, maximum: 1 },
     temperature: { type: 'number', minimum: 0 },
     length_penalty: number,
-    repetition_penalty: { type: 'number', exclusiveMinimum: 0 },
+    repetition_penalty: { type: 'number', exclusiveMinimum: 0, maximum: MAX_FLOAT32 },
     min_length: { type: 'integer', minimum: 0 },
     min_tokens: { type: 'integer', minimum: 0 },
     presence_penalty: number,

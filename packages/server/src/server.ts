@@ -30,6 +30,11 @@ export interface ServerOptions {
   bodyLimit?: number;
   /** Most generation requests in flight; more get 429. Default 256. */
   maxConcurrentRequests?: number;
+  /**
+   * How long a streamed response may wait for a client that stopped reading (its request paused, KV
+   * blocks held) before the connection is closed and the request cancelled. Default 60 s.
+   */
+  stalledStreamTimeoutMs?: number;
   /** pino options, `false` for none. Default: JSON logs at "info" on stdout. */
   logger?: FastifyServerOptions['logger'];
 }
@@ -91,7 +96,7 @@ export class KilnServer {
       },
       () => ctx?.inFlight ?? 0,
     );
-    ctx = new ServerContext(llm, modelName, chatTemplate, metrics, maxConcurrent);
+    ctx = new ServerContext(llm, modelName, chatTemplate, metrics, maxConcurrent, options.stalledStreamTimeoutMs);
     const app = Fastify({
       logger: options.logger ?? { level: 'info' },
       bodyLimit: options.bodyLimit ?? DEFAULT_BODY_LIMIT,
@@ -174,6 +179,7 @@ export class KilnServer {
         await ctx.whenIdle();
       }
       await this.app.close();
+      await ctx.tokenizePool.close();
       if (this.#ownsLlm) {
         await this.llm.engine.executor.shutdown({ cancel: true });
         this.llm.dispose();

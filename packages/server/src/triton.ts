@@ -6,7 +6,8 @@
 // return_log_probs, beam_width, stream, exclude_input_in_output -> text_output, cum_log_probs,
 // output_log_probs, batch_index, sequence_index.
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { SseWriter, type ServerContext } from './context';
+import { MAX_BAD_WORDS, MAX_STOP_TEXT, MAX_STOP_WORDS } from '@kiln/sampling';
+import { abortedByShutdown, ShutdownAbort, SseWriter, type ServerContext } from './context';
 import { ApiError, errorBody, toApiError } from './errors';
 import { collectChoice, startChoice, type ChoiceFinishReason, type ChoiceRequest } from './generation';
 import { tritonGenerateBody } from './schemas';
@@ -38,19 +39,52 @@ interface GenerateBody {
   stream?: boolean;
 }
 
-/** bad_words / stop_words: "" is none; a string is a comma-separated list (as the ensemble's preprocessing reads it). */
-function wordList(value: string | string[] | undefined): string[] {
+/**
+ * bad_words / stop_words: "" is none; a string is a comma-separated list (as the ensemble's preprocessing
+ * reads it). The string form gets the same limits as the list form (the schema's maxItems cannot see
+ * inside a string): counted before anything is split into more than `max` + 1 pieces or tokenized, so
+ * that 100k words in one string cost nothing but the refusal.
+ */
+function wordList(value: string | string[] | undefined, param: string, max: number): string[] {
   if (value === undefined) return [];
-  const words = typeof value === 'string' ? value.split(',') : value;
-  return words.filter((word) => word.length > 0);
+  const words: string[] = [];
+  for (const word of typeof value === 'string' ? splitLazily(value) : value) {
+    if (word.length === 0) continue;
+    if (words.length === max) throw new ApiError(400, `${param} holds more than ${max} words`, 'invalid_request_error', param);
+    if (word.length > MAX_STOP_TEXT) {
+      throw new ApiError(400, `${param}[${words.length}] is ${word.length} characters long, more than the ${MAX_STOP_TEXT} allowed`, 'invalid_request_error', param);
+    }
+    words.push(word);
+  }
+  return words;
 }
 
-function plan(ctx: ServerContext, model: string, body: GenerateBody): Omit<ChoiceRequest, 'signal'> {
+/** The comma-separated pieces of `text`, one at a time (a refusal after `max` words splits no further). */
+function* splitLazily(text: string): Generator<string> {
+  let start = 0;
+  for (;;) {
+    const at = text.indexOf(',', start);
+    if (at < 0) {
+      yield text.slice(start);
+      return;
+    }
+    yield text.slice(start, at);
+    start = at + 1;
+  }
+}
+
+async function plan(ctx: ServerContext, model: string, body: GenerateBody): Promise<Omit<ChoiceRequest, 'signal'>> {
   ctx.checkModel(model, 'triton');
   if (body.return_context_logits || body.return_generation_logits) {
     throw new ApiError(400, 'return_context_logits and return_generation_logits are not supported over HTTP by this server', 'invalid_request_error', 'return_generation_logits');
   }
-  const inputIds = ctx.tokenize(body.text_input, 'text_input');
+  // Counts and lengths first; then one tokenization, off the event loop when it is large.
+  const stop = wordList(body.stop_words, 'stop_words', MAX_STOP_WORDS);
+  const bad = wordList(body.bad_words, 'bad_words', MAX_BAD_WORDS);
+  const [inputIds, ...badWords] = await ctx.tokenizeMany([
+    { text: body.text_input, param: 'text_input', addSpecialTokens: true },
+    ...bad.map((text) => ({ text, param: 'bad_words', addSpecialTokens: false })),
+  ]);
   const maxTokens = ctx.checkLengths(inputIds.length, body.max_tokens, 'text_input', 'max_tokens');
   return {
     inputIds,
@@ -67,8 +101,8 @@ function plan(ctx: ServerContext, model: string, body: GenerateBody): Omit<Choic
     seed: body.random_seed,
     endId: body.end_id,
     beamWidth: body.beam_width,
-    badWords: wordList(body.bad_words).map((word) => ctx.tokenize(word, 'bad_words', false)),
-    stop: wordList(body.stop_words),
+    badWords,
+    stop,
     logprobs: body.return_log_probs ? 0 : undefined,
   };
 }
@@ -118,7 +152,7 @@ async function generate(
   if (!stream && body.stream === true) {
     throw new ApiError(400, 'stream: true needs the generate_stream endpoint', 'invalid_request_error', 'stream');
   }
-  const choice = plan(ctx, request.params.model, body);
+  const choice = await plan(ctx, request.params.model, body);
   const { signal } = ctx.admit(reply);
   const deltas = startChoice(ctx.llm, ctx.metrics, { ...choice, signal });
   const prefix = body.exclude_input_in_output === false ? body.text_input : '';
@@ -127,7 +161,7 @@ async function generate(
 
   if (!stream) {
     const result = await collectChoice(deltas);
-    if (result.finishReason === 'cancelled' && !signal.aborted) throw new ApiError(503, 'the request was cancelled: the server is shutting down');
+    if (abortedByShutdown(signal) || (result.finishReason === 'cancelled' && !signal.aborted)) throw new ApiError(503, 'the request was cancelled: the server is shutting down');
     const outputLogprobs = (result.logprobs ?? []).map((e) => e.logprob);
     return {
       ...base,
@@ -137,12 +171,12 @@ async function generate(
     };
   }
 
-  const sse = new SseWriter(reply);
+  const sse = new SseWriter(reply, request, ctx.stalledStreamTimeoutMs);
   let cumulative = 0;
   let first = true;
   try {
     for await (const delta of deltas) {
-      if (signal.aborted) continue;
+      if (signal.aborted && !abortedByShutdown(signal)) continue;
       const outputLogprobs = (delta.logprobs ?? []).map((e) => e.logprob);
       cumulative += outputLogprobs.reduce((a, b) => a + b, 0);
       // Streamed responses carry the new text only (TensorRT-LLM's streaming mode); the prompt, when
@@ -154,7 +188,15 @@ async function generate(
         ...(delta.finishReason ? { finish_reason: tritonFinishReason(delta.finishReason) } : {}),
       });
       first = false;
+      // Backpressure: pause the request (its KV blocks kept) until the client reads (see SseWriter).
+      if (sse.blocked) {
+        deltas.setPaused(true);
+        await sse.writable();
+        deltas.setPaused(false);
+      }
     }
+    // Truncated by the shutdown: an error event in Triton's shape ends the stream.
+    if (abortedByShutdown(signal)) sse.send({ error: new ShutdownAbort().message });
   } catch (error) {
     request.log.error({ err: error }, 'generation failed while streaming');
     sse.send(errorBody('triton', toApiError(error, 'triton')));

@@ -209,6 +209,7 @@ void Executor::setPaused(RequestId id, bool paused) {
   if (paused) {
     paused_.insert(id);
   } else if (paused_.erase(id) > 0) {
+    resumed_ = true;
     wake_.notify_one();  // it may be the only request with work to do
   }
 }
@@ -541,7 +542,7 @@ void Executor::loop() {
     if (ran) continue;
     std::unique_lock<std::mutex> lock(mutex_);
     if (stopping_ && incoming_.empty() && waiting_.empty() && running_.empty()) return;
-    wake_.wait(lock, [&] { return stopping_ || !incoming_.empty() || !cancels_.empty(); });
+    wake_.wait(lock, [&] { return stopping_ || !incoming_.empty() || !cancels_.empty() || resumed_; });
     if (stopping_ && incoming_.empty() && waiting_.empty() && running_.empty()) return;
   }
 }
@@ -562,6 +563,7 @@ bool Executor::iterate(IterationReport& report) {
     for (RequestId id : cancels_) paused_.erase(id);
     if (cancelAll_) paused_.clear();
     paused = paused_;
+    resumed_ = false;
     while (!incoming_.empty()) {
       waiting_.push_back(std::move(incoming_.front()));
       incoming_.pop_front();

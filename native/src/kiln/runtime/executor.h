@@ -233,6 +233,7 @@ class Executor {
   std::deque<std::unique_ptr<Seq>> incoming_;
   std::unordered_set<RequestId> cancels_;
   std::unordered_set<RequestId> paused_;
+  bool resumed_ = false;  // a request left paused_: the executor thread has work again
   RequestId nextId_ = 1;
   bool stopping_ = false;
   bool cancelAll_ = false;

@@ -1,0 +1,103 @@
+// Tokenization off the event loop. Encoding a 1 MB prompt, or a thousand bad words, takes the tokenizer
+// seconds of CPU; on the event loop that would freeze every other request, /health included (a client
+// could stall the server with one request). Small inputs are encoded inline (a worker round trip would
+// cost more than the work); large ones go to one worker thread holding its own copy of the tokenizer,
+// built from the same tokenizer.json and tokenizer_config.json, so the ids are the same.
+import * as path from 'node:path';
+import { Worker } from 'node:worker_threads';
+import type { LLM } from '@kiln/runtime';
+
+/** Inputs up to this many characters in all, and this many texts, are encoded on the calling thread. */
+export const INLINE_TOKENIZE_CHARS = 4096;
+export const INLINE_TOKENIZE_TEXTS = 8;
+
+export interface TokenizeItem {
+  text: string;
+  addSpecialTokens: boolean;
+}
+
+// Plain JavaScript, evaluated in the worker: the tokenizer package's CommonJS build, given by path.
+const WORKER_SOURCE = `
+const { parentPort, workerData } = require('node:worker_threads');
+const fs = require('node:fs');
+const { Tokenizer } = require(workerData.tokenizersModule);
+const readJson = (file) => JSON.parse(fs.readFileSync(file, 'utf8'));
+let config = {};
+if (fs.existsSync(workerData.configPath)) config = readJson(workerData.configPath);
+const tokenizer = new Tokenizer(readJson(workerData.tokenizerPath), config);
+parentPort.on('message', ({ id, items }) => {
+  try {
+    const ids = items.map((item) => tokenizer.encode(item.text, { add_special_tokens: item.addSpecialTokens }).ids);
+    parentPort.postMessage({ id, ids });
+  } catch (error) {
+    parentPort.postMessage({ id, error: String((error && error.message) || error) });
+  }
+});
+`;
+
+/** Where @huggingface/tokenizers' CommonJS entry is, as @kiln/runtime (which depends on it) resolves it. */
+function tokenizersModulePath(): string {
+  const runtimeDir = path.dirname(require.resolve('@kiln/runtime/package.json'));
+  return require.resolve('@huggingface/tokenizers', { paths: [runtimeDir] });
+}
+
+export class TokenizePool {
+  readonly #llm: LLM;
+  #worker: Worker | undefined;
+  #nextId = 1;
+  readonly #pending = new Map<number, { resolve: (ids: number[][]) => void; reject: (error: Error) => void }>();
+
+  constructor(llm: LLM) {
+    this.#llm = llm;
+  }
+
+  /** Token ids of each item, in order. */
+  async encode(items: TokenizeItem[]): Promise<number[][]> {
+    const chars = items.reduce((n, item) => n + item.text.length, 0);
+    if (chars <= INLINE_TOKENIZE_CHARS && items.length <= INLINE_TOKENIZE_TEXTS) {
+      return items.map((item) => this.#llm.tokenizer.encode(item.text, { addSpecialTokens: item.addSpecialTokens }));
+    }
+    const worker = this.#start();
+    const id = this.#nextId++;
+    return new Promise<number[][]>((resolve, reject) => {
+      this.#pending.set(id, { resolve, reject });
+      worker.postMessage({ id, items });
+    });
+  }
+
+  #start(): Worker {
+    if (this.#worker) return this.#worker;
+    const engineDir = this.#llm.engine.engineDir;
+    const worker = new Worker(WORKER_SOURCE, {
+      eval: true,
+      workerData: {
+        tokenizersModule: tokenizersModulePath(),
+        tokenizerPath: path.join(engineDir, 'tokenizer.json'),
+        configPath: path.join(engineDir, 'tokenizer_config.json'),
+      },
+    });
+    worker.unref();  // an idle worker does not keep the process alive
+    worker.on('message', (message: { id: number; ids?: number[][]; error?: string }) => {
+      const pending = this.#pending.get(message.id);
+      if (!pending) return;
+      this.#pending.delete(message.id);
+      if (message.error !== undefined) pending.reject(new Error(`tokenizer: ${message.error}`));
+      else pending.resolve(message.ids as number[][]);
+    });
+    const fail = (error: Error): void => {
+      if (this.#worker === worker) this.#worker = undefined;  // the next request starts a new one
+      for (const pending of this.#pending.values()) pending.reject(error);
+      this.#pending.clear();
+    };
+    worker.on('error', fail);
+    worker.on('exit', (code) => fail(new Error(`the tokenizer worker exited (code ${code})`)));
+    this.#worker = worker;
+    return worker;
+  }
+
+  async close(): Promise<void> {
+    const worker = this.#worker;
+    this.#worker = undefined;
+    if (worker) await worker.terminate();
+  }
+}
