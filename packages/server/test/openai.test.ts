@@ -25,7 +25,11 @@ describe('OpenAI-compatible API', () => {
     await engines?.cleanup();
   });
 
-  const expected = (prompt: string, maxTokens: number) => server.llm.generate(prompt, { maxTokens });
+  /** LLM.generate's result, its finish reason in OpenAI's names ("eos" and "stop" are both "stop"). */
+  const expected = async (prompt: string, maxTokens: number) => {
+    const result = await server.llm.generate(prompt, { maxTokens });
+    return { ...result, finishReason: result.finishReason === 'eos' ? 'stop' : result.finishReason };
+  };
 
   test('GET /v1/models lists the served model', async () => {
     const models = await client.models.list();

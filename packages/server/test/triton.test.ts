@@ -58,6 +58,19 @@ describe('Triton generate protocol', () => {
     const stop = reference.text.slice(5, 8);
     const body = await (await post('/v2/models/ensemble/generate', { text_input: PROMPT, max_tokens: 20, stop_words: [stop] })).json();
     expect(body.text_output).toBe(reference.text.slice(0, reference.text.indexOf(stop)));
+    expect(body.finish_reason).toBe('stop_words');
+  });
+
+  test('finish_reason in TensorRT-LLM\'s names: end_id, stop_words, length', async () => {
+    const reference = await server.llm.generate(PROMPT, { maxTokens: 64 });
+    const names = { eos: 'end_id', stop: 'stop_words', length: 'length', cancelled: 'cancelled' };
+    const body = await (await post('/v2/models/ensemble/generate', { text_input: PROMPT, max_tokens: 64 })).json();
+    expect(body.finish_reason).toBe(names[reference.finishReason]);
+    const short = await (await post('/v2/models/ensemble/generate', { text_input: PROMPT, max_tokens: 2 })).json();
+    expect(short.finish_reason).toBe('length');
+    const events: Record<string, unknown>[] = [];
+    await readSse(await post('/v2/models/ensemble/generate_stream', { text_input: PROMPT, max_tokens: 2 }), (data) => void events.push(JSON.parse(data)));
+    expect(events.map((e) => e.finish_reason)).toEqual([...Array(events.length - 1).fill(undefined), 'length']);
   });
 
   test('generate_stream: SSE events whose text_output deltas concatenate to the text', async () => {
