@@ -60,6 +60,11 @@ export interface WriteSafetensorsOptions {
   path: string;
   metadata?: Record<string, string>;
   tensors: TensorWriteSpec[];
+  /**
+   * Refuse NaN and infinite source values, naming the tensor, its source and the element (nothing is
+   * left at `path`). Default false; `convertCheckpoint` sets it unless `allowNonFinite`.
+   */
+  rejectNonFinite?: boolean;
 }
 
 /** A weight to pack into an engine: from checkpoint tensors, or a constant the builder computed. */

@@ -273,15 +273,16 @@ Napi::Value ReadSafetensors(const Napi::CallbackInfo& info) {
 class WriteSafetensorsWorker : public PromiseWorker {
  public:
   WriteSafetensorsWorker(Napi::Env env, std::string path, std::map<std::string, std::string> metadata,
-                         std::vector<kiln::TensorWriteSpec> tensors)
+                         std::vector<kiln::TensorWriteSpec> tensors, bool rejectNonFinite)
       : PromiseWorker(env, "kiln.writeSafetensors"),
         path_(std::move(path)),
         metadata_(std::move(metadata)),
-        tensors_(std::move(tensors)) {}
+        tensors_(std::move(tensors)),
+        rejectNonFinite_(rejectNonFinite) {}
 
   void Execute() override {
     try {
-      kiln::writeSafetensors(path_, metadata_, tensors_);
+      kiln::writeSafetensors(path_, metadata_, tensors_, rejectNonFinite_);
     } catch (const std::exception& e) {
       SetError(e.what());
     }
@@ -293,6 +294,7 @@ class WriteSafetensorsWorker : public PromiseWorker {
   std::string path_;
   std::map<std::string, std::string> metadata_;
   std::vector<kiln::TensorWriteSpec> tensors_;
+  bool rejectNonFinite_;
 };
 
 Napi::Value WriteSafetensors(const Napi::CallbackInfo& info) {
@@ -303,9 +305,15 @@ Napi::Value WriteSafetensors(const Napi::CallbackInfo& info) {
   std::string path;
   std::map<std::string, std::string> metadata;
   std::vector<kiln::TensorWriteSpec> tensors;
+  bool rejectNonFinite = false;
   auto read = [&]() -> bool {
     if (!args.object(info[0], "options", &options)) return false;
     if (!args.get(options, "path", &field) || !args.nonEmptyString(field, "options.path", &path)) return false;
+    if (!args.get(options, "rejectNonFinite", &field)) return false;
+    if (!field.IsUndefined()) {
+      if (!field.IsBoolean()) return args.fail("options.rejectNonFinite must be a boolean");
+      rejectNonFinite = field.As<Napi::Boolean>().Value();
+    }
     if (!args.get(options, "metadata", &field)) return false;
     if (!field.IsUndefined()) {
       Napi::Object md;
@@ -336,7 +344,7 @@ Napi::Value WriteSafetensors(const Napi::CallbackInfo& info) {
     return true;
   };
   if (!read()) return rejectArgs(env, args, "writeSafetensors");
-  auto* worker = new WriteSafetensorsWorker(env, std::move(path), std::move(metadata), std::move(tensors));
+  auto* worker = new WriteSafetensorsWorker(env, std::move(path), std::move(metadata), std::move(tensors), rejectNonFinite);
   Napi::Promise promise = worker->promise();
   worker->Queue();
   return promise;

@@ -33,13 +33,32 @@ inline uint16_t f32ToBf16(float f) {
 float f16ToF32(uint16_t h);
 uint16_t f32ToF16(float f);
 
-// Reads element i of a weight array of type t as float32.
+// Reads element i of a weight array of type t as float32. The array may be unaligned: a safetensors
+// file's data region starts wherever its header's length puts it (UBSan caught a misaligned float load
+// here, issue 16), so elements are copied out byte-wise, which compilers turn into a plain load.
 inline float loadAsF32(const void* data, DType t, size_t i) {
+  const uint8_t* bytes = static_cast<const uint8_t*>(data);
   switch (t) {
-    case DType::F32: return static_cast<const float*>(data)[i];
-    case DType::BF16: return bf16ToF32(static_cast<const uint16_t*>(data)[i]);
-    case DType::F16: return f16ToF32(static_cast<const uint16_t*>(data)[i]);
-    case DType::I32: return static_cast<float>(static_cast<const int32_t*>(data)[i]);
+    case DType::F32: {
+      float v;
+      std::memcpy(&v, bytes + i * 4, 4);
+      return v;
+    }
+    case DType::BF16: {
+      uint16_t h;
+      std::memcpy(&h, bytes + i * 2, 2);
+      return bf16ToF32(h);
+    }
+    case DType::F16: {
+      uint16_t h;
+      std::memcpy(&h, bytes + i * 2, 2);
+      return f16ToF32(h);
+    }
+    case DType::I32: {
+      int32_t v;
+      std::memcpy(&v, bytes + i * 4, 4);
+      return static_cast<float>(v);
+    }
   }
   return 0.0f;
 }

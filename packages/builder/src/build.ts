@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
-import { CHECKPOINT_CONFIG_FILE, TOKENIZER_FILES, readKilnCheckpoint } from '@kiln/convert';
+import { CHECKPOINT_CONFIG_FILE, TOKENIZER_FILES, createTempDirBeside, readKilnCheckpoint } from '@kiln/convert';
 import { getArchitecture } from '@kiln/models';
 import { loadNative } from '@kiln/native';
 import { resolveBuildConfig } from './build-config';
@@ -61,9 +61,10 @@ export async function buildEngine(options: BuildOptions): Promise<BuildResult> {
 
   const { header, weights } = assembleEngine(program, plan, logits, buildConfig, checkpoint, weightsFile);
 
-  const tempDir = `${outputDir}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
-  await fs.mkdir(path.dirname(outputDir), { recursive: true });
-  await fs.mkdir(tempDir);
+  // Removed if the process exits midway (the CLI turns SIGINT/SIGTERM into an exit); one left by a
+  // killed build of the same output is removed here (see createTempDirBeside).
+  const temp = await createTempDirBeside(outputDir);
+  const tempDir = temp.dir;
   try {
     report({ stage: 'write', message: `packing ${weights.length} weights into ${ENGINE_FILE}` });
     const written = await loadNative().writeEngine({ path: path.join(tempDir, ENGINE_FILE), header: JSON.stringify(header), weights });
@@ -89,6 +90,8 @@ export async function buildEngine(options: BuildOptions): Promise<BuildResult> {
   } catch (error) {
     await fs.rm(tempDir, { recursive: true, force: true });
     throw error;
+  } finally {
+    temp.release();
   }
   return { engineDir: outputDir, cached: false, buildHash, config: buildConfig };
 }

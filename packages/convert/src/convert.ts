@@ -14,6 +14,7 @@ import { CHECKPOINT_DTYPES, defaultDType, isCheckpointDType, readGenerationIds, 
 import { isFile } from './json-file';
 import { assertReplaceable, writeDirAtomically } from './output-dir';
 import { planConversion } from './plan';
+import { checkTokenizer } from './tokenizer-check';
 import { readHfWeights } from './weights';
 
 export interface ConvertProgress {
@@ -31,6 +32,11 @@ export interface ConvertOptions {
   outputDir: string;
   /** Storage dtype. Default: the HF config's `dtype` / `torch_dtype` when Kiln supports it, else float32. */
   dtype?: CheckpointDType;
+  /**
+   * Convert weights that hold NaN or infinite values. Default false: they are refused, naming the
+   * tensor (a model with them generates garbage, e.g. token 0 forever).
+   */
+  allowNonFinite?: boolean;
   onProgress?: (progress: ConvertProgress) => void;
 }
 
@@ -57,9 +63,15 @@ export async function convertCheckpoint(options: ConvertOptions): Promise<Conver
   const arch = getArchitecture(hf.architecture, hf.path);
   const modelConfig = arch.parseConfig(hf.json, hf.path);
   const generation = await readGenerationIds(modelDir, hf.json, hf.path);
-  const dtype = options.dtype ?? defaultDType(hf.json);
-  // Before the (possibly long) reading and writing: an output folder we would refuse to replace.
+  // The config's dtype is checked even when options.dtype overrides it: an unknown name means the
+  // weights are not what the folder says.
+  const declared = defaultDType(hf.json, hf.path);
+  const dtype = options.dtype ?? declared;
+  // Before the (possibly long) reading and writing: an output folder we would refuse to replace, and a
+  // tokenizer that could not run the model.
   await assertReplaceable(outputDir);
+  const vocabSize = (modelConfig as { vocabSize?: unknown }).vocabSize;
+  await checkTokenizer(modelDir, typeof vocabSize === 'number' ? vocabSize : undefined);
 
   // The addon is loaded on first use: the folder, config and shard index are checked without it.
   const weights = await readHfWeights(modelDir, (file) => loadNative().readSafetensors(file));
@@ -83,6 +95,7 @@ export async function convertCheckpoint(options: ConvertOptions): Promise<Conver
       path: path.join(tmpDir, CHECKPOINT_WEIGHTS_FILE),
       metadata: { format: CHECKPOINT_FORMAT },
       tensors,
+      rejectNonFinite: options.allowNonFinite !== true,
     });
     options.onProgress?.({ done: total, total, tensor: tensors[total - 1]?.name ?? '' });
     await fs.writeFile(path.join(tmpDir, CHECKPOINT_CONFIG_FILE), `${JSON.stringify(config, null, 2)}\n`);

@@ -50,13 +50,30 @@ export async function readHfConfig(modelDir: string): Promise<HfConfigFile> {
   return { path: configPath, json, architecture: architectures[0] as string };
 }
 
+/** Names of the config's `dtype` that mean one of Kiln's storage dtypes, or none in particular. */
+const DTYPE_ALIASES: Record<string, CheckpointDType | undefined> = {
+  float32: 'float32', float: 'float32', float16: 'float16', half: 'float16', bfloat16: 'bfloat16', auto: undefined,
+};
+
 /**
- * The storage dtype the HF config declares (`dtype` in transformers 5, `torch_dtype` before), when it is
- * one a Kiln checkpoint can hold; float32 otherwise (e.g. "auto" or a quantized type).
+ * The storage dtype the HF config declares (`dtype` in transformers 5, `torch_dtype` before); float32
+ * when it declares none ("auto", null or absent). Any other name (int4, int8, float8_e4m3fn, a typo) is
+ * refused, naming the key and the value: it used to be ignored silently (issue 16), converting a model
+ * whose weights are not what the config says.
  */
-export function defaultDType(hfConfig: Record<string, unknown>): CheckpointDType {
+export function defaultDType(hfConfig: Record<string, unknown>, configPath = 'config.json'): CheckpointDType {
   for (const key of ['dtype', 'torch_dtype']) {
-    if (isCheckpointDType(hfConfig[key])) return hfConfig[key] as CheckpointDType;
+    const value = hfConfig[key];
+    if (value === undefined || value === null) continue;
+    if (typeof value !== 'string' || !(value in DTYPE_ALIASES)) {
+      throw new ConfigError(
+        configPath,
+        key,
+        `is ${describeJson(value)}, which Kiln cannot convert (expected float32, float16, bfloat16 or "auto"; quantized checkpoints are not supported)`,
+      );
+    }
+    const dtype = DTYPE_ALIASES[value];
+    if (dtype !== undefined) return dtype;
   }
   return 'float32';
 }

@@ -9,6 +9,7 @@ export {
   type KilnCheckpoint,
 } from './checkpoint';
 export { ConvertError } from './errors';
+export { createTempDirBeside, removeStaleTempDirs } from './output-dir';
 export { CHECKPOINT_DTYPES, isCheckpointDType, defaultDType, readHfConfig, type HfConfigFile } from './hf-config';
 export { planConversion, type PlanInput } from './plan';
 export { readHfWeights, type HfTensor, type HfWeights } from './weights';

@@ -7,6 +7,84 @@ function suffix(): string {
   return `${process.pid}-${randomBytes(4).toString('hex')}`;
 }
 
+// ---- Temporary folders beside an output, and their cleanup -----------------------------------------
+// A conversion or build writes `<out>.tmp-<pid>-<random>/` and renames it into place. Interrupted, it
+// must not leave that behind (a build's is ~0.5 GB per try): the folders of this process are removed
+// when it exits (process.exit, which the CLI turns SIGINT and SIGTERM into), and folders whose process
+// is dead (SIGKILL, a crash, a power cut) are removed by the next run writing the same output.
+
+const liveTempDirs = new Set<string>();
+let exitHookInstalled = false;
+
+function removeLiveTempDirs(): void {
+  for (const dir of liveTempDirs) {
+    try {
+      rmSync(dir, { recursive: true, force: true, maxRetries: 3 });
+    } catch {
+      // Exiting: nothing more to do; the next run's stale cleanup takes what is left.
+    }
+  }
+  liveTempDirs.clear();
+}
+
+/** Whether a process with this id is running (a process we may not signal is running too). */
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Removes `<target>.tmp-<pid>-<hex>` and `<target>.old-<pid>-<hex>` folders left by processes that are
+ * no longer running. Folders of live processes (another conversion of the same output, running now)
+ * are left alone. Returns the folders removed.
+ */
+export async function removeStaleTempDirs(target: string): Promise<string[]> {
+  const resolved = path.resolve(target);
+  const parent = path.dirname(resolved);
+  const base = path.basename(resolved);
+  let entries: string[];
+  try {
+    entries = await fs.readdir(parent);
+  } catch {
+    return [];  // no parent yet: nothing stale
+  }
+  const removed: string[] = [];
+  for (const entry of entries) {
+    if (!entry.startsWith(`${base}.`)) continue;
+    const match = /^\.(tmp|old)-([0-9]+)-[0-9a-f]{8}$/.exec(entry.slice(base.length));
+    if (!match) continue;
+    const pid = Number(match[2]);
+    if (pid === process.pid || processAlive(pid)) continue;
+    const dir = path.join(parent, entry);
+    await fs.rm(dir, { recursive: true, force: true });
+    removed.push(dir);
+  }
+  return removed;
+}
+
+/**
+ * Creates `<target>.tmp-<pid>-<random>/` (after removing stale ones of dead processes), removed if the
+ * process exits before `release()`; call `release()` once the folder was renamed into place or removed.
+ */
+export async function createTempDirBeside(target: string): Promise<{ dir: string; release(): void }> {
+  const resolved = path.resolve(target);
+  await removeStaleTempDirs(resolved);
+  await fs.mkdir(path.dirname(resolved), { recursive: true });
+  const dir = `${resolved}.tmp-${suffix()}`;
+  await fs.mkdir(dir);
+  liveTempDirs.add(dir);
+  if (!exitHookInstalled) {
+    // `exit` listeners must be synchronous; this covers process.exit() from a signal handler mid-write.
+    process.on('exit', removeLiveTempDirs);
+    exitHookInstalled = true;
+  }
+  return { dir, release: () => void liveTempDirs.delete(dir) };
+}
+
 /** Whether `dir` holds a Kiln checkpoint (its config.json says so); unreadable or foreign means no. */
 async function isKilnCheckpointDir(dir: string): Promise<boolean> {
   try {
@@ -49,20 +127,15 @@ export async function assertReplaceable(outputDir: string): Promise<void> {
 export async function writeDirAtomically(outputDir: string, fill: (tmpDir: string) => Promise<void>): Promise<void> {
   const target = path.resolve(outputDir);
   await assertReplaceable(target);
-  await fs.mkdir(path.dirname(target), { recursive: true });
-  const tmpDir = `${target}.tmp-${suffix()}`;
-  await fs.mkdir(tmpDir);
-  // `exit` listeners must be synchronous; this covers process.exit() from a signal handler mid-write.
-  const removeOnExit = (): void => rmSync(tmpDir, { recursive: true, force: true });
-  process.on('exit', removeOnExit);
+  const tmp = await createTempDirBeside(target);
   try {
-    await fill(tmpDir);
-    await replaceDir(tmpDir, target);
+    await fill(tmp.dir);
+    await replaceDir(tmp.dir, target);
   } catch (error) {
-    await fs.rm(tmpDir, { recursive: true, force: true });
+    await fs.rm(tmp.dir, { recursive: true, force: true });
     throw error;
   } finally {
-    process.off('exit', removeOnExit);
+    tmp.release();
   }
 }
 

@@ -100,6 +100,9 @@ class JsonParser {
     }
     for (;;) {
       countElement();
+      if (out.items_.size() == limits_.maxContainerSize) {
+        fail("an array has more than " + std::to_string(limits_.maxContainerSize) + " items");
+      }
       out.items_.emplace_back();
       skipSpace();
       parseValue(out.items_.back(), depth);
@@ -130,6 +133,9 @@ class JsonParser {
       countElement();
       skipSpace();
       if (p_ == end_ || *p_ != '"') fail("expected a string key in object");
+      if (out.members_.size() == limits_.maxContainerSize) {
+        fail("an object has more than " + std::to_string(limits_.maxContainerSize) + " members");
+      }
       out.members_.emplace_back();
       parseString(out.members_.back().first);
       skipSpace();

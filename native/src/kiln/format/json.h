@@ -19,6 +19,7 @@ struct JsonLimits {
   int maxDepth = 64;
   size_t maxStringBytes = 1 << 20;
   size_t maxElements = 1 << 22;  // array items + object members over the whole document
+  size_t maxContainerSize = SIZE_MAX;  // items of one array, members of one object
 };
 
 class Json {

@@ -13,6 +13,18 @@ namespace {
 
 constexpr uint64_t kMaxHeaderBytes = 100ull << 20;  // as the reference implementation
 
+// Caps on what one header may declare, so that the memory a header costs (its parsed form, and the
+// tensor list and metadata handed to JavaScript) stays proportional to a real file's: a 57 MB header of
+// 4.19M "__metadata__" entries took 35 s and 2.38 GB to convert, 590k empty tensors 971 MB before
+// their error (issue 16). Real checkpoints hold at most a few thousand tensors per file (the largest
+// MoE checkpoints shard at ~10k) and a handful of metadata strings.
+constexpr size_t kMaxTensors = 1 << 16;
+constexpr size_t kMaxMetadataEntries = 1 << 12;
+constexpr size_t kMaxDims = 16;
+// A tensor entry is at most 4 members, a dtype, kMaxDims dims and 2 offsets: the parse stops as soon
+// as the document holds more elements than kMaxTensors such entries could (~100 MB of parsed JSON).
+constexpr size_t kMaxHeaderElements = kMaxTensors * (4 + kMaxDims + 2) / 2 + kMaxMetadataEntries + 1;
+
 uint64_t readU64LE(const uint8_t* p) {
   uint64_t v = 0;
   for (int i = 7; i >= 0; --i) v = (v << 8) | p[i];
@@ -63,6 +75,8 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : map_(std::make_uniqu
   // A safetensors header is three levels deep at most; the tight limit stops JSON bombs early.
   JsonLimits limits;
   limits.maxDepth = 8;
+  limits.maxContainerSize = kMaxTensors + 1;  // the tensors and "__metadata__"
+  limits.maxElements = kMaxHeaderElements;
   Json header;
   try {
     header = Json::parse(reinterpret_cast<const char*>(map_->data() + 8), headerLen, limits);
@@ -71,6 +85,11 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : map_(std::make_uniqu
                              std::to_string(headerLen) + " bytes)");
   }
   if (!header.isObject()) throw std::runtime_error(where + "header JSON is not an object");
+  const size_t numEntries = header.members().size() - (header.find("__metadata__") ? 1 : 0);
+  if (numEntries > kMaxTensors) {
+    throw std::runtime_error(where + "header lists " + std::to_string(numEntries) + " tensors, more than the " +
+                             std::to_string(kMaxTensors) + " one file may hold");
+  }
 
   struct Range {
     uint64_t begin, end;
@@ -81,6 +100,10 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : map_(std::make_uniqu
     const Json& entry = member.second;
     if (name == "__metadata__") {
       if (!entry.isObject()) throw std::runtime_error(where + "__metadata__ is not an object of strings");
+      if (entry.members().size() > kMaxMetadataEntries) {
+        throw std::runtime_error(where + "__metadata__ has " + std::to_string(entry.members().size()) +
+                                 " entries, more than the " + std::to_string(kMaxMetadataEntries) + " allowed");
+      }
       for (const auto& kv : entry.members()) {
         if (!kv.second.isString()) {
           throw std::runtime_error(where + "__metadata__ \"" + kv.first + "\" is not a string");
@@ -110,6 +133,10 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : map_(std::make_uniqu
     tensor.dtype = dtype->asString();
     const size_t elemSize = safetensorsDTypeSize(tensor.dtype);
     if (elemSize == 0) throw std::runtime_error(t + "unknown dtype \"" + tensor.dtype + "\"");
+    if (shape->items().size() > kMaxDims) {
+      throw std::runtime_error(t + "shape has " + std::to_string(shape->items().size()) + " dimensions, more than the " +
+                               std::to_string(kMaxDims) + " allowed");
+    }
     for (size_t i = 0; i < shape->items().size(); ++i) {
       uint64_t d;
       if (!asIndex(shape->items()[i], &d)) {

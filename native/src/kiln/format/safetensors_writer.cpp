@@ -1,6 +1,7 @@
 #include "kiln/format/safetensors_writer.h"
 
 #include <algorithm>
+#include <cmath>
 #include <set>
 #include <stdexcept>
 
@@ -32,6 +33,16 @@ const char* safetensorsCode(DType t) {
   }
   return "?";
 }
+
+// Index of the first NaN or infinite element of n elements of type t at data (unaligned), or -1.
+int64_t firstNonFinite(const uint8_t* data, size_t n, DType t) {
+  for (size_t i = 0; i < n; ++i) {
+    if (!std::isfinite(loadAsF32(data, t, i))) return static_cast<int64_t>(i);
+  }
+  return -1;
+}
+
+std::string describeValue(float v) { return std::isnan(v) ? "NaN" : v > 0 ? "Infinity" : "-Infinity"; }
 
 }  // namespace
 
@@ -142,15 +153,27 @@ void TensorGatherer::gather(const std::string& context, const TensorWriteSpec& s
   for (const auto& src : spec.sources) {
     const Plan p = plan(context, spec, src);
     const size_t inSize = dtypeSize(p.dtype);
+    auto nonFinite = [&](uint64_t element, float value) {
+      return std::runtime_error(context + ": tensor \"" + spec.name + "\": source " + src.file + " \"" + src.tensor +
+                                "\" holds " + describeValue(value) + " (element " + std::to_string(element) +
+                                "): refusing non-finite weights (a model with them generates garbage); " +
+                                "convert with allowNonFinite (kiln convert --allow-non-finite) to keep them");
+    };
     if (!p.transpose && p.dtype == spec.dtype) {
       // Same type, contiguous rows: the bytes go straight from the map to the file.
       const uint8_t* begin = p.tensor->data + p.first * inSize;
       uint64_t left = p.count * inSize;
+      uint64_t element = p.first;
       while (left > 0) {
         const size_t n = static_cast<size_t>(std::min<uint64_t>(left, 1 << 24));
+        if (rejectNonFinite) {
+          const int64_t bad = firstNonFinite(begin, n / inSize, p.dtype);
+          if (bad >= 0) throw nonFinite(element + static_cast<uint64_t>(bad), loadAsF32(begin, p.dtype, static_cast<size_t>(bad)));
+        }
         sink(begin, n);
         begin += n;
         left -= n;
+        element += n / inSize;
       }
       continue;
     }
@@ -169,6 +192,12 @@ void TensorGatherer::gather(const std::string& context, const TensorWriteSpec& s
       } else {
         for (size_t k = 0; k < n; ++k) scratch[k] = loadAsF32(p.tensor->data, p.dtype, p.first + done + k);
       }
+      if (rejectNonFinite) {
+        for (size_t k = 0; k < n; ++k) {
+          // Transposed: the element index is in the transposed order, as the tensor is written.
+          if (!std::isfinite(scratch[k])) throw nonFinite(p.first + done + k, scratch[k]);
+        }
+      }
       castFromF32(scratch.data(), n, spec.dtype, out.data());
       sink(out.data(), n * outSize);
       done += n;
@@ -177,9 +206,11 @@ void TensorGatherer::gather(const std::string& context, const TensorWriteSpec& s
 }
 
 void writeSafetensors(const std::string& path, const std::map<std::string, std::string>& metadata,
-                      const std::vector<TensorWriteSpec>& tensors) {
-  // Everything is checked before the first byte is written.
+                      const std::vector<TensorWriteSpec>& tensors, bool rejectNonFinite) {
+  // Everything is checked before the first byte is written (non-finite values as they are read: the
+  // atomic file is then removed, nothing is left at `path`).
   TensorGatherer gatherer;
+  gatherer.rejectNonFinite = rejectNonFinite;
   std::set<std::string> names;
   std::vector<uint64_t> sizes;
   for (const auto& spec : tensors) {

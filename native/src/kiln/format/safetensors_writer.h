@@ -34,6 +34,11 @@ struct TensorWriteSpec {
 // output tensors in bounded chunks, so no tensor is ever held whole in memory.
 class TensorGatherer {
  public:
+  // When set, gather() throws on the first NaN or infinite source element, naming the tensor, its
+  // source and the element: a checkpoint with such weights converts, builds and then generates token 0
+  // forever (issue 16), so conversion refuses it unless asked not to.
+  bool rejectNonFinite = false;
+
   // Checks that `spec` can be written: sources exist and are F32/F16/BF16, transposes are 2-D, row
   // ranges are inside their tensors, and the gathered element count equals the product of `shape`.
   // Throws std::runtime_error starting with `context` (the output path) and naming the tensor.
@@ -55,6 +60,6 @@ void castFromF32(const float* src, size_t n, DType out, void* dst);
 // Writes a safetensors file atomically (a temporary file renamed into place; removed on failure).
 // Tensors are stored contiguously in the given order, the data region starting on a 64-byte boundary.
 void writeSafetensors(const std::string& path, const std::map<std::string, std::string>& metadata,
-                      const std::vector<TensorWriteSpec>& tensors);
+                      const std::vector<TensorWriteSpec>& tensors, bool rejectNonFinite = false);
 
 }  // namespace kiln

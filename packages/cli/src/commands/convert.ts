@@ -11,6 +11,7 @@ interface ConvertFlags {
   model?: string;
   output?: string;
   dtype?: string;
+  allowNonFinite?: boolean;
   listArchitectures?: boolean;
 }
 
@@ -22,6 +23,7 @@ export function registerConvertCommand(program: Command): void {
     .option('--model <hf-dir>', 'Hugging Face model folder: config.json, model.safetensors or a sharded index, tokenizer files')
     .option('--output <checkpoint-dir>', 'Kiln checkpoint folder to create (an earlier checkpoint there is replaced)')
     .option('--dtype <dtype>', `weight dtype: ${CHECKPOINT_DTYPES.join(', ')} (default: the model's dtype, else float32)`)
+    .option('--allow-non-finite', 'convert weights holding NaN or infinite values (refused by default: such a model generates garbage)')
     .option('--list-architectures', 'print the supported Hugging Face architectures and exit')
     .action(async (flags: ConvertFlags) => {
       const progress = new ProgressLine();
@@ -52,6 +54,7 @@ async function runConvert(flags: ConvertFlags, progress: ProgressLine): Promise<
       modelDir: flags.model!,
       outputDir: flags.output!,
       dtype: flags.dtype as (typeof CHECKPOINT_DTYPES)[number] | undefined,
+      allowNonFinite: flags.allowNonFinite === true,
       // The native writer reports the start and the end of the write, not each tensor.
       onProgress: ({ done, total }) =>
         progress.update(done < total ? `converting: writing ${total} tensors` : `converting: ${total} tensors written`),

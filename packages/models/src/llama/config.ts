@@ -1,4 +1,5 @@
 import type { RopeScaling } from '@kiln/core';
+import { readEps } from '../common/config';
 import { ConfigError } from '../registry';
 import {
   HfConfig,
@@ -68,7 +69,8 @@ export function parseLlamaConfig(config: HfConfig, file: string, variant: LlamaV
     numKvHeads,
     headDim,
     maxPositionEmbeddings: optionalInteger(config, 'max_position_embeddings', file, 2048),
-    rmsNormEps: optionalNumber(config, 'rms_norm_eps', file, variant.defaultRmsNormEps),
+    // Checked > 0 here, at conversion: -1 used to pass convert and build and fail only at generate.
+    rmsNormEps: readEps(config, file, ['rms_norm_eps'], variant.defaultRmsNormEps),
     ropeTheta: rope.theta,
     ropeScaling: rope.scaling,
     qkvBias: variant.qkvBiasAlways ? true : attentionBias,
