@@ -71,7 +71,7 @@ describe(`load-time errors (${target})`, () => {
       }
     } finally {
       await engine.executor.shutdown();
-      engine.dispose();
+      await engine.dispose();
     }
   });
 

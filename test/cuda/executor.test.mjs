@@ -37,7 +37,7 @@ async function withEngine(dir, options, body) {
     return await body(engine);
   } finally {
     await engine.executor.shutdown();
-    engine.dispose();
+    await engine.dispose();
   }
 }
 

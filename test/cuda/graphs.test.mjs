@@ -69,7 +69,7 @@ describe('decode graphs and the GEMV (cuda)', { skip: !onCuda && 'cuda only' }, 
       const together = await Promise.all(prompts.map((p) => engine.generate(p, { maxTokens: 12, ignoreEos: true })));
       together.forEach((r, i) => assert.deepEqual(r.outputIds, solo[i], `request ${i}`));
     } finally {
-      engine.dispose();
+      await engine.dispose();
     }
   });
 });

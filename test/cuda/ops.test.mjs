@@ -53,7 +53,7 @@ describe(`ops: ${target} kernels against the cpu kernels`, () => {
       after(async () => {
         for (const engine of engines.values()) {
           try {
-            (await engine).dispose();
+            await (await engine).dispose();
           } catch {
             // a load that failed was reported by its test
           }
@@ -104,7 +104,7 @@ describe(`ops: ${target} kernels against the cpu kernels`, () => {
       const perToken = 2 * kvCache.numLayers * kvCache.numKvHeads * kvCache.headDim;
       assert.ok([2, 4].map((bytes) => 104 * perToken * bytes).includes(engine.info.kvCacheBytes), `kvCacheBytes ${engine.info.kvCacheBytes}`);
     } finally {
-      engine.dispose();
+      await engine.dispose();
     }
   });
 });

@@ -76,7 +76,7 @@ async function main() {
       if (full.ids.length !== NEW_TOKENS) throw new Error(`kiln generated ${full.ids.length} tokens, not ${NEW_TOKENS}`);
       runs.push({ firstTokenMs: one.seconds * 1e3, msPerToken: ((full.seconds - one.seconds) * 1e3) / (NEW_TOKENS - 1), ids: full.ids });
     }
-    engine.dispose();
+    await engine.dispose();
     runs.sort((a, b) => a.msPerToken - b.msPerToken);
     kilnRuns.push({ ...mode, ...runs[1], allRunsMsPerToken: runs.map((r) => r.msPerToken) }); // median of 3
   }
@@ -86,7 +86,7 @@ async function main() {
   process.env.KILN_CUDA_PROFILE = '1';
   const profiled = await Engine.load(engineDir);
   await profiled.generate(prompt, { maxTokens: 64, ignoreEos: true });
-  profiled.dispose();
+  await profiled.dispose();
   delete process.env.KILN_CUDA_PROFILE;
   const kiln = kilnRuns[0];
   // The modes compute the same tokens (the GEMV and cuBLASLt sum in different orders: near ties may differ).

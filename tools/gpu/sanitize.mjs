@@ -29,7 +29,7 @@ if (mode === 'prepare') {
   const one = await engine.generate(prompt(12), { maxTokens: 8, ignoreEos: true });
   const many = await Promise.all(Array.from({ length: 16 }, (_, r) => engine.generate(prompt(3 + r), { maxTokens: 6, ignoreEos: true })));
   const again = await engine.generate(prompt(12), { maxTokens: 8, ignoreEos: true });
-  engine.dispose();
+  await engine.dispose();
   if (one.outputIds.join() !== again.outputIds.join() || many.some((r) => r.outputIds.length !== 6)) {
     console.error('sanitize.mjs: results differ between runs', one.outputIds, again.outputIds);
     process.exit(1);
