@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { promises as fs, rmSync } from 'node:fs';
+import { mkdirSync, promises as fs, rmSync } from 'node:fs';
 import * as path from 'node:path';
 import { ConvertError } from './errors';
 
@@ -75,12 +75,19 @@ export async function createTempDirBeside(target: string): Promise<{ dir: string
   await removeStaleTempDirs(resolved);
   await fs.mkdir(path.dirname(resolved), { recursive: true });
   const dir = `${resolved}.tmp-${suffix()}`;
-  await fs.mkdir(dir);
-  liveTempDirs.add(dir);
   if (!exitHookInstalled) {
     // `exit` listeners must be synchronous; this covers process.exit() from a signal handler mid-write.
     process.on('exit', removeLiveTempDirs);
     exitHookInstalled = true;
+  }
+  // Registered, then created synchronously: a signal handled between an asynchronous mkdir and its
+  // registration would leave the folder behind.
+  liveTempDirs.add(dir);
+  try {
+    mkdirSync(dir);
+  } catch (error) {
+    liveTempDirs.delete(dir);
+    throw error;
   }
   return { dir, release: () => void liveTempDirs.delete(dir) };
 }

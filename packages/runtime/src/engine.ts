@@ -2,6 +2,7 @@ import * as path from 'node:path';
 import { loadNative, type CapacitySchedulerPolicy, type NativeEngine, type NativeEngineInfo } from '@kiln/native';
 import { resolveEndId, validateMaxTokens, type SamplingConfig } from '@kiln/sampling';
 import { readEngineDirConfig, type EngineDirConfig } from './engine-config';
+import { checkLoadedEngine } from './engine-checks';
 import {
   checkPromptIds,
   Executor,
@@ -159,6 +160,7 @@ export class Engine {
       capacitySchedulerPolicy: options.capacitySchedulerPolicy,
       enableBlockReuse: options.enableBlockReuse,
     });
+    checkLoadedEngine(directory, config, native);
     return new Engine(directory, config, native);
   }
 

@@ -9,6 +9,7 @@
 #include <climits>
 #include <unistd.h>
 
+#include "kiln/runtime/engine_checks.h"
 #include "kiln/runtime/json_write.h"
 
 namespace kiln {
@@ -274,6 +275,7 @@ void Engine::configure(const EngineOptions& options) {
     }
   }
   backend_->setOpNames(std::move(opNames));
+  checkOpDataflow(opsJson, values, info_.maxNumTokens, info_.maxLogitRows);
   if (!logitsWritten) {
     throw headerError("outputs.logits (value " + std::to_string(logitsIndex) + ") is not written by any op");
   }
