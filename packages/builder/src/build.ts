@@ -14,7 +14,7 @@ import { runPasses } from './passes';
 import type { BuildOptions, BuildResult } from './types';
 
 /** Bumped whenever the builder's output for the same inputs changes, so caches miss. */
-export const BUILDER_VERSION = '0.2.0';
+export const BUILDER_VERSION = '0.3.0';
 export const ENGINE_DIR_FORMAT = 'kiln-engine-dir';
 export const ENGINE_FILE = 'rank0.engine';
 

@@ -1,5 +1,5 @@
 import { Network, add, embedding, gatherLogitRows, linear, mul, rmsNorm, silu } from '@kiln/core';
-import { Graph, fuseSiblingLinears, fuseSwiglu, fusedName, lowerGraph, planMemory, removeDeadNodes } from '@kiln/builder';
+import { Graph, fuseAddNorm, fuseSiblingLinears, fuseSwiglu, fusedName, lowerGraph, planMemory, removeDeadNodes } from '@kiln/builder';
 import { getArchitecture } from '@kiln/models';
 
 /** A two-branch MLP block with an unused side computation. */
@@ -164,5 +164,49 @@ describe('memory plan', () => {
   test('tied weights are packed once', () => {
     const { program } = planned(chain());
     expect(program.weights.filter((w) => w.name === 'embed.weight')).toHaveLength(1);
+  });
+});
+
+describe('fuse-add-norm (residual add + norm)', () => {
+  function residualNetwork(): Network {
+    const network = new Network('test');
+    const x = network.input('x', 'float32', ['tokens', 8]);
+    const w1 = network.parameter('l1.weight', [8, 8]);
+    const n1 = network.parameter('n1.weight', [8]);
+    const n2 = network.parameter('n2.weight', [8]);
+    const h = add(x, linear(rmsNorm(x, n1, { eps: 1e-5 }), w1)); // norm of an input: not fusable
+    const h2 = add(h, linear(rmsNorm(h, n2, { eps: 1e-5 }), w1)); // norm of a sum: fused, the sum still read by h2
+    network.output('y', h2);
+    return network;
+  }
+
+  test('folds the norm that reads an add into it; the sum stays for its other readers', () => {
+    const graph = new Graph(residualNetwork().toJSON());
+    const before = graph.nodes.map((n) => n.op);
+    expect(before).toEqual(['rms_norm', 'linear', 'add', 'rms_norm', 'linear', 'add']);
+    expect(fuseAddNorm(graph)).toBe(1);
+    expect(graph.nodes.map((n) => n.op)).toEqual(['rms_norm', 'linear', 'add_rms_norm', 'linear', 'add']);
+    const fused = graph.nodes[2];
+    expect(fused.outputs).toHaveLength(2);
+    // The sum is read by the fused node's norm and by the last add.
+    expect(graph.consumers(fused.outputs[0]).map((n) => n.op)).toEqual(['add']);
+    expect(graph.consumers(fused.outputs[1]).map((n) => n.op)).toEqual(['linear']);
+    const program = lowerGraph(graph, 'float32');
+    expect(program.ops.map((op) => op.op)).toContain('add_rms_norm');
+  });
+
+  test('fuses the residual norms of a LLaMA and a Qwen3, but no grouped q/k norm', () => {
+    for (const [architecture, layers] of [['LlamaForCausalLM', 3], ['Qwen3ForCausalLM', 2]] as const) {
+      const arch = getArchitecture(architecture);
+      const config = arch.parseConfig({
+        architectures: [architecture], vocab_size: 64, hidden_size: 32, intermediate_size: 64, num_hidden_layers: layers,
+        num_attention_heads: 4, num_key_value_heads: 2, head_dim: 8, max_position_embeddings: 64, rms_norm_eps: 1e-6,
+      }, 'test config.json');
+      const graph = new Graph(arch.buildNetwork(config as never).toJSON());
+      // After attention (the post-attention norm) and after each MLP but the last (the next layer's input
+      // norm); the first input norm reads the embedding, and the final norm reads the gathered logit rows.
+      expect(fuseAddNorm(graph)).toBe(2 * layers - 1);
+      expect(graph.nodes.filter((n) => n.op === 'rms_norm' && n.attrs.groupSize === undefined)).toHaveLength(2);
+    }
   });
 });

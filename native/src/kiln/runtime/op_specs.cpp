@@ -107,6 +107,53 @@ LayerNorm layerNorm(OpBinding& b) {
   return {in, out, w.data, w.dtype, bias ? static_cast<const float*>(bias->data) : nullptr, H, static_cast<float>(eps)};
 }
 
+namespace {
+
+// The checks shared by the fused residual + norm ops: a, b and sum [R, H] of one rows kind, y like sum,
+// weight [H]. Returns H.
+int64_t checkAddNorm(OpBinding& b, const WeightRef& w) {
+  b.expectArity(2, 2);
+  if (w.shape.size() != 1) b.fail("weight \"weight\" (\"" + w.name + "\") must be 1-D [hidden]");
+  const int64_t H = w.shape[0];
+  const ValueRef& a = b.input(0);
+  b.expectCols(a, H, "input 0");
+  b.expectRows(b.input(1), a.rows, "input 1");
+  b.expectCols(b.input(1), H, "input 1");
+  for (size_t i = 0; i < 2; ++i) {
+    const std::string role = "output " + std::to_string(i);
+    b.expectRows(b.output(i), a.rows, role);
+    b.expectCols(b.output(i), H, role);
+  }
+  return H;
+}
+
+}  // namespace
+
+AddRmsNorm addRmsNorm(OpBinding& b) {
+  const WeightRef& w = b.weight("weight");
+  const int64_t H = checkAddNorm(b, w);
+  const double eps = b.attrNumber("eps");
+  if (eps < 0) b.fail("attribute \"eps\" must be >= 0");
+  const double weightOffset = b.attrNumber("weightOffset", 0.0);
+  RmsNorm norm{b.output(0), b.output(1), w.data, w.dtype, 1, H, static_cast<float>(eps), static_cast<float>(weightOffset)};
+  return {b.input(0), b.input(1), norm};
+}
+
+AddLayerNorm addLayerNorm(OpBinding& b) {
+  const WeightRef& w = b.weight("weight");
+  const int64_t H = checkAddNorm(b, w);
+  const WeightRef* bias = b.optionalWeight("bias");
+  if (bias) {
+    b.expectDType(*bias, DType::F32, "bias");
+    b.expectShape(*bias, {H}, "bias");
+  }
+  const double eps = b.attrNumber("eps");
+  if (eps < 0) b.fail("attribute \"eps\" must be >= 0");
+  LayerNorm norm{b.output(0), b.output(1), w.data, w.dtype, bias ? static_cast<const float*>(bias->data) : nullptr, H,
+                 static_cast<float>(eps)};
+  return {b.input(0), b.input(1), norm};
+}
+
 Binary binary(OpBinding& b) {
   b.expectArity(2, 1);
   const ValueRef& a = b.input(0);

@@ -58,6 +58,19 @@ struct LayerNorm {
 };
 LayerNorm layerNorm(OpBinding& b);
 
+// add_rms_norm / add_layer_norm: sum = a + b, then y = the norm of sum (whole rows): the residual add and
+// the norm that reads it, fused by the builder. `norm` holds the norm's fields; its x is `sum`.
+struct AddRmsNorm {
+  ValueRef a, b;
+  RmsNorm norm;
+};
+AddRmsNorm addRmsNorm(OpBinding& b);
+struct AddLayerNorm {
+  ValueRef a, b;
+  LayerNorm norm;
+};
+AddLayerNorm addLayerNorm(OpBinding& b);
+
 // add, mul, swiglu (silu(a) * b), geglu (gelu(a) * b): two inputs of one shape.
 struct Binary {
   ValueRef a, b, out;

@@ -4,11 +4,11 @@ import { lowerAttention } from './attention';
 import { lowerElementwise } from './elementwise';
 import { lowerEmbedding } from './embedding';
 import { lowerGatherRows } from './gather-rows';
-import { lowerLayerNorm } from './layer-norm';
+import { lowerAddLayerNorm, lowerLayerNorm } from './layer-norm';
 import { lowerLinear } from './linear';
 import { lowerMoe } from './moe';
 import { lowerPositionEmbedding } from './position-embedding';
-import { lowerRmsNorm } from './rms-norm';
+import { lowerAddRmsNorm, lowerRmsNorm } from './rms-norm';
 import { lowerRope } from './rope';
 import type { LoweredOp, Lowering, LoweringContext, WeightEntry } from './types';
 
@@ -33,6 +33,8 @@ const cpuLowerings = new Map<string, Lowering>([
   ['softcap', lowerSoftcap],
   ['position_embedding', lowerPositionEmbedding],
   ['moe', lowerMoe],
+  ['add_rms_norm', lowerAddRmsNorm],
+  ['add_layer_norm', lowerAddLayerNorm],
 ]);
 
 export function registerCpuLowering(op: string, lowering: Lowering): void {

@@ -17,3 +17,17 @@ export const lowerRmsNorm: Lowering = (node, context) => {
     },
   ];
 };
+
+/** add_rms_norm(a, b, weight) -> (a + b, rms_norm(a + b)): the fused residual add and norm (fuse-add-norm.ts). */
+export const lowerAddRmsNorm: Lowering = (node, context) => {
+  const [a, b, weight] = node.inputs;
+  return [
+    {
+      op: 'add_rms_norm',
+      inputs: [a, b],
+      outputs: node.outputs,
+      weights: { weight: context.parameter(weight) },
+      attrs: { eps: Number(node.attrs.eps), weightOffset: Number(node.attrs.weightOffset ?? 0) },
+    },
+  ];
+};

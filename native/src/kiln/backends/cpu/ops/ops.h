@@ -19,6 +19,8 @@ BoundOp bindRope(OpBinding& b);
 BoundOp bindAttention(OpBinding& b);
 BoundOp bindGatherRows(OpBinding& b);
 BoundOp bindLayerNorm(OpBinding& b);
+BoundOp bindAddRmsNorm(OpBinding& b);
+BoundOp bindAddLayerNorm(OpBinding& b);
 BoundOp bindGelu(OpBinding& b);
 BoundOp bindGeglu(OpBinding& b);
 BoundOp bindRelu(OpBinding& b);

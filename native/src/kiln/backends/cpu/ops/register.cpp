@@ -20,7 +20,8 @@ void registerCpuOps(KernelRegistry& r) {
       {"layer_norm", bindLayerNorm, true},  {"gelu", bindGelu, false},
       {"geglu", bindGeglu, false},          {"relu", bindRelu, false},
       {"softcap", bindSoftcap, false},      {"position_embedding", bindPositionEmbedding, true},
-      {"moe", bindMoe, false},
+      {"moe", bindMoe, false},              {"add_rms_norm", bindAddRmsNorm, true},
+      {"add_layer_norm", bindAddLayerNorm, true},
   };
   for (const Entry& e : table) {
     for (DType dt : {DType::F32, DType::F16, DType::BF16}) {

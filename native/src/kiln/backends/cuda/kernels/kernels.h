@@ -41,6 +41,13 @@ void rmsNorm(cudaStream_t stream, ConstMatrix x, int64_t rows, const void* w, DT
 void layerNorm(cudaStream_t stream, ConstMatrix x, int64_t rows, const void* w, DType wDType, const float* bias,
                int64_t H, float eps, Matrix y);
 
+// The residual add fused with the norm that reads it: sum = a + b (stored in sum's dtype), y = the norm of
+// the stored sum (whole rows of H), in one block per row.
+void addRmsNorm(cudaStream_t stream, ConstMatrix a, ConstMatrix b, int64_t rows, int64_t H, const void* w, DType wDType,
+                float eps, float weightOffset, Matrix sum, Matrix y);
+void addLayerNorm(cudaStream_t stream, ConstMatrix a, ConstMatrix b, int64_t rows, int64_t H, const void* w,
+                  DType wDType, const float* bias, float eps, Matrix sum, Matrix y);
+
 enum class Elementwise : int { Add, Mul, Silu, Swiglu, Gelu, GeluTanh, Geglu, GegluTanh, Relu, Softcap, Copy };
 // out = f(a[, b]) over [rows, cols]; `param` is the softcap's cap; Copy converts a to out's dtype. out
 // may alias a or b.

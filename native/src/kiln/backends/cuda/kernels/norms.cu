@@ -48,6 +48,52 @@ __global__ void layerNormKernel(ConstMatrix x, const void* w, DType wDType, cons
   }
 }
 
+// sum = a + b for the row, each element stored and read back by the same thread (so the norm sees the
+// sum as stored, as the unfused ops do); returns nothing, the row of sum is then complete for this block
+// after a barrier.
+__device__ __forceinline__ void addRow(ConstMatrix a, ConstMatrix b, int64_t r, int64_t H, Matrix sum) {
+  for (int64_t i = threadIdx.x; i < H; i += blockDim.x) {
+    store(sum.data, sum.dtype, r * sum.stride + i, load(a.data, a.dtype, r * a.stride + i) + load(b.data, b.dtype, r * b.stride + i));
+  }
+}
+
+__global__ void addRmsNormKernel(ConstMatrix a, ConstMatrix b, int64_t H, const void* w, DType wDType, float eps,
+                                 float weightOffset, Matrix sum, Matrix y) {
+  const int64_t r = blockIdx.x;
+  addRow(a, b, r, H, sum);
+  // Each thread reads back only what it wrote: no barrier needed before the norm's first pass.
+  __shared__ float shared[32];
+  float sq = 0.0f;
+  for (int64_t i = threadIdx.x; i < H; i += blockDim.x) {
+    const float v = load(sum.data, sum.dtype, r * sum.stride + i);
+    sq += v * v;
+  }
+  const float inv = 1.0f / sqrtf(blockSum(sq, shared) / static_cast<float>(H) + eps);
+  for (int64_t i = threadIdx.x; i < H; i += blockDim.x) {
+    store(y.data, y.dtype, r * y.stride + i, (load(sum.data, sum.dtype, r * sum.stride + i) * inv) * (weightOffset + load(w, wDType, i)));
+  }
+}
+
+__global__ void addLayerNormKernel(ConstMatrix a, ConstMatrix b, int64_t H, const void* w, DType wDType, const float* bias,
+                                   float eps, Matrix sum, Matrix y) {
+  const int64_t r = blockIdx.x;
+  addRow(a, b, r, H, sum);
+  __shared__ float shared[32];
+  float total = 0.0f;
+  for (int64_t i = threadIdx.x; i < H; i += blockDim.x) total += load(sum.data, sum.dtype, r * sum.stride + i);
+  const float mean = blockSum(total, shared) / static_cast<float>(H);
+  float sq = 0.0f;
+  for (int64_t i = threadIdx.x; i < H; i += blockDim.x) {
+    const float d = load(sum.data, sum.dtype, r * sum.stride + i) - mean;
+    sq += d * d;
+  }
+  const float inv = 1.0f / sqrtf(blockSum(sq, shared) / static_cast<float>(H) + eps);
+  for (int64_t i = threadIdx.x; i < H; i += blockDim.x) {
+    const float n = (load(sum.data, sum.dtype, r * sum.stride + i) - mean) * inv * load(w, wDType, i);
+    store(y.data, y.dtype, r * y.stride + i, bias ? n + bias[i] : n);
+  }
+}
+
 int threadsFor(int64_t n) { return n >= 1024 ? 256 : (n >= 256 ? 128 : 64); }
 
 }  // namespace
@@ -63,6 +109,18 @@ void layerNorm(cudaStream_t stream, ConstMatrix x, int64_t rows, const void* w, 
                int64_t H, float eps, Matrix y) {
   if (rows <= 0) return;
   layerNormKernel<<<static_cast<unsigned>(rows), threadsFor(H), 0, stream>>>(x, w, wDType, bias, H, eps, y);
+}
+
+void addRmsNorm(cudaStream_t stream, ConstMatrix a, ConstMatrix b, int64_t rows, int64_t H, const void* w, DType wDType,
+                float eps, float weightOffset, Matrix sum, Matrix y) {
+  if (rows <= 0) return;
+  addRmsNormKernel<<<static_cast<unsigned>(rows), threadsFor(H), 0, stream>>>(a, b, H, w, wDType, eps, weightOffset, sum, y);
+}
+
+void addLayerNorm(cudaStream_t stream, ConstMatrix a, ConstMatrix b, int64_t rows, int64_t H, const void* w,
+                  DType wDType, const float* bias, float eps, Matrix sum, Matrix y) {
+  if (rows <= 0) return;
+  addLayerNormKernel<<<static_cast<unsigned>(rows), threadsFor(H), 0, stream>>>(a, b, H, w, wDType, bias, eps, sum, y);
 }
 
 }  // namespace cuda

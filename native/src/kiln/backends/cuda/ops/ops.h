@@ -26,6 +26,8 @@ BoundOp bindPositionEmbedding(OpBinding& b);
 BoundOp bindLinear(OpBinding& b);
 BoundOp bindRmsNorm(OpBinding& b);
 BoundOp bindLayerNorm(OpBinding& b);
+BoundOp bindAddRmsNorm(OpBinding& b);
+BoundOp bindAddLayerNorm(OpBinding& b);
 BoundOp bindAdd(OpBinding& b);
 BoundOp bindMul(OpBinding& b);
 BoundOp bindSilu(OpBinding& b);

@@ -15,7 +15,8 @@ void registerCudaOps(KernelRegistry& r) {
       {"geglu", ops::bindGeglu},         {"relu", ops::bindRelu},
       {"softcap", ops::bindSoftcap},     {"rope", ops::bindRope},
       {"attention", ops::bindAttention}, {"gather_rows", ops::bindGatherRows},
-      {"moe", ops::bindMoe},
+      {"moe", ops::bindMoe},             {"add_rms_norm", ops::bindAddRmsNorm},
+      {"add_layer_norm", ops::bindAddLayerNorm},
   };
   for (const auto& e : table) {
     for (DType dt : {DType::F32, DType::F16, DType::BF16}) r.registerOp(e.first, "cuda", dt, e.second);
