@@ -1,8 +1,10 @@
 // Small-batch linear layers (decode): y[r, n] = x[r, :] . w[n, :] (+ bias[n]) for up to kMaxGemvRows rows,
 // 16-bit weights and inputs. At these batch sizes a linear is a stream of its weights, and cuBLASLt's
-// GEMM tiles leave bandwidth on the table: here one warp owns one output feature, reads its weight row
-// once in 16-byte vectors (8 elements), and applies each vector to every row of x (x is small and
-// stays in L1/L2), accumulating in float32.
+// GEMM tiles leave bandwidth on the table: here one block owns one output feature, its threads split the
+// weight row in 16-byte vectors (8 elements), each vector applied to every row of x (x is small and
+// stays in L1/L2), accumulating in float32, then the block sums the threads' partials. One block per
+// feature keeps every SM busy even for the narrow layers (2,048 features), where one warp per feature
+// would fill a quarter of the machine.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -14,7 +16,7 @@ namespace cuda {
 
 namespace {
 
-constexpr int kWarpsPerBlock = 4;
+constexpr int kThreads = 128;
 
 __device__ __forceinline__ void unpack(const uint4& v, const __nv_bfloat16*, float* f) {
   const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&v);
@@ -45,30 +47,28 @@ __device__ __forceinline__ uint4 loadStreaming(const uint4* p) {
 }
 
 template <typename T, int R>
-__global__ void __launch_bounds__(kWarpsPerBlock * 32) gemvKernel(const T* __restrict__ x, int64_t xStride,
-                                                                  const T* __restrict__ w, int64_t N, int64_t K,
-                                                                  const float* __restrict__ bias, Matrix y) {
-  const int lane = threadIdx.x & 31;
-  const int64_t n = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5);
-  if (n >= N) return;
+__global__ void __launch_bounds__(kThreads) gemvKernel(const T* __restrict__ x, int64_t xStride, const T* __restrict__ w,
+                                                       int64_t K, const float* __restrict__ bias, Matrix y) {
+  __shared__ float partial[kThreads / 32][R];
+  const int64_t n = blockIdx.x;
   const uint4* wRow = reinterpret_cast<const uint4*>(w + n * K);
   const int64_t vectors = K / 8;
   float acc[R];
 #pragma unroll
   for (int r = 0; r < R; ++r) acc[r] = 0.0f;
-  // kInFlight weight vectors per lane are loaded before any is used, so that each warp keeps several
-  // 16-byte loads in flight (a warp's dependent chain would otherwise wait on each load in turn).
+  // kInFlight weight vectors per thread are loaded before any is used, so that each thread keeps several
+  // 16-byte loads in flight.
   constexpr int kInFlight = 4;
-  for (int64_t base = lane; base < vectors; base += 32 * kInFlight) {
+  for (int64_t base = threadIdx.x; base < vectors; base += kThreads * kInFlight) {
     uint4 wv[kInFlight];
 #pragma unroll
     for (int u = 0; u < kInFlight; ++u) {
-      const int64_t i = base + 32 * u;
+      const int64_t i = base + kThreads * u;
       if (i < vectors) wv[u] = loadStreaming(wRow + i);
     }
 #pragma unroll
     for (int u = 0; u < kInFlight; ++u) {
-      const int64_t i = base + 32 * u;
+      const int64_t i = base + kThreads * u;
       if (i >= vectors) break;
       float wf[8];
       unpack(wv[u], static_cast<const T*>(nullptr), wf);
@@ -83,22 +83,31 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) gemvKernel(const T* __res
       }
     }
   }
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
 #pragma unroll
   for (int r = 0; r < R; ++r) {
     const float s = warpSum(acc[r]);
-    if (lane == 0) store(y.data, y.dtype, r * y.stride + n, bias ? s + bias[n] : s);
+    if (lane == 0) partial[warp][r] = s;
+  }
+  __syncthreads();
+  if (threadIdx.x < R) {
+    const int r = threadIdx.x;
+    float s = 0.0f;
+#pragma unroll
+    for (int v = 0; v < kThreads / 32; ++v) s += partial[v][r];
+    store(y.data, y.dtype, r * y.stride + n, bias ? s + bias[n] : s);
   }
 }
 
 template <typename T>
 void launchGemv(cudaStream_t stream, const void* x, int64_t rows, int64_t xStride, const void* w, int64_t N, int64_t K,
                 const float* bias, Matrix y) {
-  const unsigned blocks = static_cast<unsigned>((N + kWarpsPerBlock - 1) / kWarpsPerBlock);
+  const unsigned blocks = static_cast<unsigned>(N);
   const T* xt = static_cast<const T*>(x);
   const T* wt = static_cast<const T*>(w);
   switch (rows) {
 #define KILN_ROWS(R) \
-  case R: gemvKernel<T, R><<<blocks, kWarpsPerBlock * 32, 0, stream>>>(xt, xStride, wt, N, K, bias, y); return;
+  case R: gemvKernel<T, R><<<blocks, kThreads, 0, stream>>>(xt, xStride, wt, K, bias, y); return;
     KILN_ROWS(1) KILN_ROWS(2) KILN_ROWS(3) KILN_ROWS(4) KILN_ROWS(5) KILN_ROWS(6) KILN_ROWS(7) KILN_ROWS(8)
 #undef KILN_ROWS
   }
