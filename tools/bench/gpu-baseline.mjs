@@ -88,6 +88,18 @@ async function main() {
   await profiled.generate(prompt, { maxTokens: 64, ignoreEos: true });
   await profiled.dispose();
   delete process.env.KILN_CUDA_PROFILE;
+  // Where a shipped decode step's wall time goes: the executor's iteration (host scheduling, the step,
+  // sampling), the step's host time in runStep and its device time (events around it, graphs on).
+  process.env.KILN_CUDA_STEP_TIMING = '1';
+  const timed = await Engine.load(engineDir);
+  const timedStart = process.hrtime.bigint();
+  await timed.generate(prompt, { maxTokens: NEW_TOKENS, ignoreEos: true });
+  const timedWallMs = Number(process.hrtime.bigint() - timedStart) / 1e6 / NEW_TOKENS;
+  const iterations = timed.executor.stats().recentIterations.filter((it) => it.numContextTokens === 0 && it.numGenerationTokens === 1);
+  const iterationMs = iterations.reduce((sum, it) => sum + it.iterationMs, 0) / Math.max(1, iterations.length);
+  console.log(`step timing: wall ${timedWallMs.toFixed(3)} ms/token, executor iteration ${iterationMs.toFixed(3)} ms (${iterations.length} decode iterations)`);
+  await timed.dispose();
+  delete process.env.KILN_CUDA_STEP_TIMING;
   const kiln = kilnRuns[0];
   // The modes compute the same tokens (the GEMV and cuBLASLt sum in different orders: near ties may differ).
   const sameAsShipped = kilnRuns.map((r) => {

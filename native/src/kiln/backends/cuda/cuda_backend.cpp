@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <stdexcept>
@@ -96,12 +97,25 @@ CudaBackend::CudaBackend(const BackendTarget& target, const ModelFacts& facts) :
   const char* profile = std::getenv("KILN_CUDA_PROFILE");
   profile_ = profile && std::string(profile) == "1";
   if (profile_) graphsAllowed_ = false;
+  const char* stepTiming = std::getenv("KILN_CUDA_STEP_TIMING");
+  stepTiming_ = stepTiming && std::string(stepTiming) == "1";
+  if (stepTiming_) {
+    check(cudaEventCreate(&stepStart_), "cudaEventCreate");
+    check(cudaEventCreate(&stepEnd_), "cudaEventCreate");
+  }
   decodeGraphs_.assign(static_cast<size_t>(facts.maxBatchSize) + 1, nullptr);
 }
 
 CudaBackend::~CudaBackend() {
   if (stream_) cudaStreamSynchronize(stream_);
   if (profile_) printProfile();
+  if (stepTiming_ && timedSteps_ > 0) {
+    std::fprintf(stderr, "kiln cuda step timing: %lld decode steps, host %.1f us in runStep, device %.1f us per step\n",
+                 static_cast<long long>(timedSteps_), 1e3 * stepHostMs_ / static_cast<double>(timedSteps_),
+                 1e3 * stepDeviceMs_ / static_cast<double>(timedSteps_));
+  }
+  if (stepStart_) cudaEventDestroy(stepStart_);
+  if (stepEnd_) cudaEventDestroy(stepEnd_);
   for (cudaEvent_t e : profileEvents_) cudaEventDestroy(e);
   for (cudaGraphExec_t g : decodeGraphs_) {
     if (g) cudaGraphExecDestroy(g);
@@ -281,7 +295,9 @@ cudaGraphExec_t CudaBackend::captureStep(const std::vector<BoundOp>& ops, const 
 }
 
 void CudaBackend::runStep(const std::vector<BoundOp>& ops, const StepContext& step) {
+  const auto hostStart = std::chrono::steady_clock::now();
   check(cudaSetDevice(device_), "cudaSetDevice");  // the executor's thread may not have made it current
+  if (stepTiming_) check(cudaEventRecord(stepStart_, stream_), "cudaEventRecord");
   DeviceStep deviceStep;
   stageStep(step, &deviceStep);
   StepRuntime rt;
@@ -299,7 +315,15 @@ void CudaBackend::runStep(const std::vector<BoundOp>& ops, const StepContext& st
     enqueueStep(ops, rt, R);
   }
   check(cudaGetLastError(), "a kernel launch of the step");
+  if (stepTiming_) check(cudaEventRecord(stepEnd_, stream_), "cudaEventRecord");
   check(cudaStreamSynchronize(stream_), "the step");
+  if (stepTiming_ && decode) {
+    float ms = 0.0f;
+    check(cudaEventElapsedTime(&ms, stepStart_, stepEnd_), "cudaEventElapsedTime");
+    stepDeviceMs_ += ms;
+    stepHostMs_ += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - hostStart).count();
+    ++timedSteps_;
+  }
   if (profile_ && step.numTokens == step.numSeqs && !ops.empty()) {
     for (size_t i = 0; i < ops.size(); ++i) {
       float ms = 0.0f;

@@ -107,6 +107,12 @@ class CudaBackend final : public Backend {
   std::vector<double> profileMs_;  // per op index
   int64_t profileSteps_ = 0;
   void printProfile() const;
+  // KILN_CUDA_STEP_TIMING=1: for decode steps, the host time of runStep and the device time of the
+  // step (events around it; graphs stay on), averaged and printed to stderr on dispose.
+  bool stepTiming_ = false;
+  cudaEvent_t stepStart_ = nullptr, stepEnd_ = nullptr;
+  double stepHostMs_ = 0.0, stepDeviceMs_ = 0.0;
+  int64_t timedSteps_ = 0;
   std::vector<cudaGraphExec_t> decodeGraphs_;  // by batch size; null until captured
 
   ValueRef logits_;
