@@ -1,4 +1,6 @@
 // RMSNorm (whole row or per group) and LayerNorm: one block per (row, group), float32 statistics.
+#include <algorithm>
+
 #include "kiln/backends/cuda/kernels/common.cuh"
 #include "kiln/backends/cuda/kernels/kernels.h"
 
@@ -48,50 +50,90 @@ __global__ void layerNormKernel(ConstMatrix x, const void* w, DType wDType, cons
   }
 }
 
-// sum = a + b for the row, each element stored and read back by the same thread (so the norm sees the
-// sum as stored, as the unfused ops do); returns nothing, the row of sum is then complete for this block
-// after a barrier.
-__device__ __forceinline__ void addRow(ConstMatrix a, ConstMatrix b, int64_t r, int64_t H, Matrix sum) {
-  for (int64_t i = threadIdx.x; i < H; i += blockDim.x) {
-    store(sum.data, sum.dtype, r * sum.stride + i, load(a.data, a.dtype, r * a.stride + i) + load(b.data, b.dtype, r * b.stride + i));
+// The fused residual + norm kernels keep their row in registers: each thread loads its (at most
+// kPerThread) elements once, up front, so the loads are all in flight together; a loop that stored and
+// re-read global memory would wait on every element in turn (sum may alias nothing, but the compiler
+// cannot know). The sum is rounded to its stored dtype before the norm reads it, as the unfused ops do.
+__device__ __forceinline__ float roundTo(DType t, float v) {
+  switch (t) {
+    case DType::F16: return __half2float(__float2half_rn(v));
+    case DType::BF16: return __bfloat162float(__float2bfloat16_rn(v));
+    default: return v;
   }
 }
 
+template <int kPerThread>
+__device__ __forceinline__ void addRowToRegisters(ConstMatrix a, ConstMatrix b, int64_t r, int64_t H, Matrix sum,
+                                                  float* v) {
+#pragma unroll
+  for (int k = 0; k < kPerThread; ++k) {
+    const int64_t i = threadIdx.x + static_cast<int64_t>(k) * blockDim.x;
+    v[k] = i < H ? load(a.data, a.dtype, r * a.stride + i) + load(b.data, b.dtype, r * b.stride + i) : 0.0f;
+  }
+#pragma unroll
+  for (int k = 0; k < kPerThread; ++k) {
+    const int64_t i = threadIdx.x + static_cast<int64_t>(k) * blockDim.x;
+    if (i < H) {
+      store(sum.data, sum.dtype, r * sum.stride + i, v[k]);
+      v[k] = roundTo(sum.dtype, v[k]);
+    }
+  }
+}
+
+template <int kPerThread>
 __global__ void addRmsNormKernel(ConstMatrix a, ConstMatrix b, int64_t H, const void* w, DType wDType, float eps,
                                  float weightOffset, Matrix sum, Matrix y) {
-  const int64_t r = blockIdx.x;
-  addRow(a, b, r, H, sum);
-  // Each thread reads back only what it wrote: no barrier needed before the norm's first pass.
   __shared__ float shared[32];
+  const int64_t r = blockIdx.x;
+  float v[kPerThread];
+  addRowToRegisters<kPerThread>(a, b, r, H, sum, v);
   float sq = 0.0f;
-  for (int64_t i = threadIdx.x; i < H; i += blockDim.x) {
-    const float v = load(sum.data, sum.dtype, r * sum.stride + i);
-    sq += v * v;
-  }
+#pragma unroll
+  for (int k = 0; k < kPerThread; ++k) sq += v[k] * v[k];
   const float inv = 1.0f / sqrtf(blockSum(sq, shared) / static_cast<float>(H) + eps);
-  for (int64_t i = threadIdx.x; i < H; i += blockDim.x) {
-    store(y.data, y.dtype, r * y.stride + i, (load(sum.data, sum.dtype, r * sum.stride + i) * inv) * (weightOffset + load(w, wDType, i)));
+#pragma unroll
+  for (int k = 0; k < kPerThread; ++k) {
+    const int64_t i = threadIdx.x + static_cast<int64_t>(k) * blockDim.x;
+    if (i < H) store(y.data, y.dtype, r * y.stride + i, (v[k] * inv) * (weightOffset + load(w, wDType, i)));
   }
 }
 
+template <int kPerThread>
 __global__ void addLayerNormKernel(ConstMatrix a, ConstMatrix b, int64_t H, const void* w, DType wDType, const float* bias,
                                    float eps, Matrix sum, Matrix y) {
-  const int64_t r = blockIdx.x;
-  addRow(a, b, r, H, sum);
   __shared__ float shared[32];
+  const int64_t r = blockIdx.x;
+  float v[kPerThread];
+  addRowToRegisters<kPerThread>(a, b, r, H, sum, v);
   float total = 0.0f;
-  for (int64_t i = threadIdx.x; i < H; i += blockDim.x) total += load(sum.data, sum.dtype, r * sum.stride + i);
+#pragma unroll
+  for (int k = 0; k < kPerThread; ++k) total += v[k];
   const float mean = blockSum(total, shared) / static_cast<float>(H);
   float sq = 0.0f;
-  for (int64_t i = threadIdx.x; i < H; i += blockDim.x) {
-    const float d = load(sum.data, sum.dtype, r * sum.stride + i) - mean;
+#pragma unroll
+  for (int k = 0; k < kPerThread; ++k) {
+    const int64_t i = threadIdx.x + static_cast<int64_t>(k) * blockDim.x;
+    const float d = i < H ? v[k] - mean : 0.0f;
     sq += d * d;
   }
   const float inv = 1.0f / sqrtf(blockSum(sq, shared) / static_cast<float>(H) + eps);
-  for (int64_t i = threadIdx.x; i < H; i += blockDim.x) {
-    const float n = (load(sum.data, sum.dtype, r * sum.stride + i) - mean) * inv * load(w, wDType, i);
-    store(y.data, y.dtype, r * y.stride + i, bias ? n + bias[i] : n);
+#pragma unroll
+  for (int k = 0; k < kPerThread; ++k) {
+    const int64_t i = threadIdx.x + static_cast<int64_t>(k) * blockDim.x;
+    if (i < H) {
+      const float n = (v[k] - mean) * inv * load(w, wDType, i);
+      store(y.data, y.dtype, r * y.stride + i, bias ? n + bias[i] : n);
+    }
   }
+}
+
+constexpr int kRowElementsPerThread = 8;
+constexpr int64_t kMaxFusedRow = 1024 * kRowElementsPerThread;  // 8192 features
+
+// Threads for a row of H held kRowElementsPerThread to a thread: a multiple of 32, at most 1024.
+int rowThreads(int64_t H) {
+  const int64_t t = (H + kRowElementsPerThread - 1) / kRowElementsPerThread;
+  return static_cast<int>(std::min<int64_t>(1024, std::max<int64_t>(32, (t + 31) / 32 * 32)));
 }
 
 int threadsFor(int64_t n) { return n >= 1024 ? 256 : (n >= 256 ? 128 : 64); }
@@ -114,13 +156,23 @@ void layerNorm(cudaStream_t stream, ConstMatrix x, int64_t rows, const void* w, 
 void addRmsNorm(cudaStream_t stream, ConstMatrix a, ConstMatrix b, int64_t rows, int64_t H, const void* w, DType wDType,
                 float eps, float weightOffset, Matrix sum, Matrix y) {
   if (rows <= 0) return;
-  addRmsNormKernel<<<static_cast<unsigned>(rows), threadsFor(H), 0, stream>>>(a, b, H, w, wDType, eps, weightOffset, sum, y);
+  if (H > kMaxFusedRow) {  // wider than a block holds in registers: the two kernels one after the other
+    elementwise(stream, Elementwise::Add, a, b, rows, H, 0.0f, sum);
+    return rmsNorm(stream, sum, rows, w, wDType, 1, H, eps, weightOffset, y);
+  }
+  addRmsNormKernel<kRowElementsPerThread><<<static_cast<unsigned>(rows), rowThreads(H), 0, stream>>>(
+      a, b, H, w, wDType, eps, weightOffset, sum, y);
 }
 
 void addLayerNorm(cudaStream_t stream, ConstMatrix a, ConstMatrix b, int64_t rows, int64_t H, const void* w,
                   DType wDType, const float* bias, float eps, Matrix sum, Matrix y) {
   if (rows <= 0) return;
-  addLayerNormKernel<<<static_cast<unsigned>(rows), threadsFor(H), 0, stream>>>(a, b, H, w, wDType, bias, eps, sum, y);
+  if (H > kMaxFusedRow) {
+    elementwise(stream, Elementwise::Add, a, b, rows, H, 0.0f, sum);
+    return layerNorm(stream, sum, rows, w, wDType, bias, H, eps, y);
+  }
+  addLayerNormKernel<kRowElementsPerThread><<<static_cast<unsigned>(rows), rowThreads(H), 0, stream>>>(
+      a, b, H, w, wDType, bias, eps, sum, y);
 }
 
 }  // namespace cuda

@@ -26,14 +26,33 @@ __global__ void ropeKernel(ConstMatrix x, const int32_t* positions, int64_t numH
   }
   __syncthreads();
   const int64_t xt = t * x.stride, yt = t * y.stride;
-  for (int64_t task = threadIdx.x; task < numHeads * half; task += blockDim.x) {
-    const int64_t h = task / half, i = task % half;
-    const float c = cosTable[i], s = sinTable[i];
-    const int64_t i1 = h * headDim + (interleaved ? 2 * i : i);
-    const int64_t i2 = h * headDim + (interleaved ? 2 * i + 1 : i + half);
-    const float a = load(x.data, x.dtype, xt + i1), b = load(x.data, x.dtype, xt + i2);  // both read first: y may alias x
-    store(y.data, y.dtype, yt + i1, a * c - b * s);
-    store(y.data, y.dtype, yt + i2, b * c + a * s);
+  // Four (head, pair) tasks per thread at a time: all their loads are issued before any store (y may
+  // alias x, so the compiler would otherwise wait on each load in turn; the tasks' elements are disjoint).
+  constexpr int kBatch = 4;
+  const int64_t tasks = numHeads * half;
+  for (int64_t base = threadIdx.x; base < tasks; base += kBatch * blockDim.x) {
+    float a[kBatch], b[kBatch];
+    int64_t i1[kBatch], i2[kBatch];
+    int64_t pair[kBatch];
+#pragma unroll
+    for (int u = 0; u < kBatch; ++u) {
+      const int64_t task = base + static_cast<int64_t>(u) * blockDim.x;
+      if (task >= tasks) break;
+      const int64_t h = task / half, i = task % half;
+      pair[u] = i;
+      i1[u] = h * headDim + (interleaved ? 2 * i : i);
+      i2[u] = h * headDim + (interleaved ? 2 * i + 1 : i + half);
+      a[u] = load(x.data, x.dtype, xt + i1[u]);
+      b[u] = load(x.data, x.dtype, xt + i2[u]);
+    }
+#pragma unroll
+    for (int u = 0; u < kBatch; ++u) {
+      const int64_t task = base + static_cast<int64_t>(u) * blockDim.x;
+      if (task >= tasks) break;
+      const float c = cosTable[pair[u]], sn = sinTable[pair[u]];
+      store(y.data, y.dtype, yt + i1[u], a[u] * c - b[u] * sn);
+      store(y.data, y.dtype, yt + i2[u], b[u] * c + a[u] * sn);
+    }
   }
   const int64_t rest = headDim - 2 * half;
   if (rest > 0 && (x.data != y.data || x.stride != y.stride || x.dtype != y.dtype)) {
