@@ -590,18 +590,21 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
     if (!ParseRequest(info[0].As<Napi::Object>(), &request, &thrown, &typeError)) {
       return thrown.IsEmpty() ? RejectedTypeError(env, typeError) : Rejected(env, thrown);
     }
+    const bool hasOnToken = info.Length() >= 2 && !info[1].IsUndefined() && !info[1].IsNull();
+    if (hasOnToken && !info[1].IsFunction()) return RejectedTypeError(env, "generate(request, onToken?): onToken must be a function");
+    // Created once nothing can fail before it is settled: a deferred that is never resolved or rejected
+    // leaks its promise's handle (ASan's leak check found these, issue 16).
     auto call = std::make_unique<GenerateCall>(env);
-    if (info.Length() >= 2 && !info[1].IsUndefined() && !info[1].IsNull()) {
-      if (!info[1].IsFunction()) return RejectedTypeError(env, "generate(request, onToken?): onToken must be a function");
-      call->onToken = Napi::Persistent(info[1].As<Napi::Function>());
-    }
+    if (hasOnToken) call->onToken = Napi::Persistent(info[1].As<Napi::Function>());
     call->returnContextLogits = request.returnContextLogits;
     call->returnGenerationLogits = request.returnGenerationLogits;
     kiln::RequestId id;
     try {
       id = session_->executor->enqueue(std::move(request));
     } catch (const std::exception& e) {
-      return Rejected(env, e.what());
+      Napi::Promise rejected = call->deferred.Promise();
+      call->deferred.Reject(Napi::Error::New(env, e.what()).Value());
+      return rejected;
     }
     Napi::Promise promise = call->deferred.Promise();
     session_->generateCalls.emplace(id, std::move(call));

@@ -1,6 +1,7 @@
 // What every route needs: the model, its limits, admission (concurrency limit, draining), the SSE writer.
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { LLM } from '@kiln/runtime';
+import { MAX_SEQUENCE_TOKENS } from '@kiln/sampling';
 import type { ChatTemplate } from './chat-template';
 import { ApiError, type Protocol } from './errors';
 import type { ServerMetrics } from './metrics';
@@ -94,15 +95,31 @@ export class ServerContext {
 
   /**
    * Token ids of several texts at once, off the event loop when they are large (see TokenizePool). Each
-   * must give at least one token; `param` names the request field in the error.
+   * must give at least one token, and pass its `check` (a length limit, which throws an ApiError)
+   * before any is turned into an array; `param` names the request field in the error.
    */
-  async tokenizeMany(items: (TokenizeItem & { param: string })[]): Promise<number[][]> {
+  async tokenizeMany(items: (TokenizeItem & { param: string; check?: (length: number, index: number) => void })[]): Promise<number[][]> {
     if (items.length === 0) return [];
     const ids = await this.tokenizePool.encode(items.map(({ text, addSpecialTokens }) => ({ text, addSpecialTokens })));
     ids.forEach((list, i) => {
       if (list.length === 0) throw new ApiError(400, `${items[i].param} is empty: it must hold at least one token`, 'invalid_request_error', items[i].param);
+      items[i].check?.(list.length, i);
     });
-    return ids;
+    return ids.map((list) => Array.from(list));
+  }
+
+  /** A check for tokenizeMany: a bad word may be MAX_SEQUENCE_TOKENS tokens long (as the runtime allows). */
+  badWordCheck(param: string, index: number): (length: number) => void {
+    return (length) => {
+      if (length > MAX_SEQUENCE_TOKENS) {
+        throw new ApiError(400, `${param}[${index}] is ${length} tokens long, more than the ${MAX_SEQUENCE_TOKENS} allowed`, 'invalid_request_error', param);
+      }
+    };
+  }
+
+  /** A check for tokenizeMany: a prompt must leave room for one generated token (see checkLengths). */
+  promptCheck(promptParam: string, maxTokensParam: string): (length: number) => void {
+    return (length) => void this.checkLengths(length, undefined, promptParam, maxTokensParam);
   }
 
   /**

@@ -124,10 +124,10 @@ function completionPrompt(ctx: ServerContext, prompt: CompletionsBody['prompt'])
  * Tokenizes the prompt (when it is text) and the bad words in one call, off the event loop when they
  * are large. Everything cheap (counts, lengths, types) was checked first, by the schema.
  */
-async function tokenizeInputs(ctx: ServerContext, prompt: { text: string; param: string; addSpecialTokens: boolean } | number[], body: SamplingBody): Promise<{ inputIds: number[]; badWords: number[][] }> {
-  const words = (body.bad_words ?? []).map((text) => ({ text, param: 'bad_words', addSpecialTokens: false }));
+async function tokenizeInputs(ctx: ServerContext, prompt: { text: string; param: string; addSpecialTokens: boolean } | number[], body: SamplingBody, maxTokensParam = 'max_tokens'): Promise<{ inputIds: number[]; badWords: number[][] }> {
+  const words = (body.bad_words ?? []).map((text, i) => ({ text, param: 'bad_words', addSpecialTokens: false, check: ctx.badWordCheck('bad_words', i) }));
   if (Array.isArray(prompt)) return { inputIds: prompt, badWords: await ctx.tokenizeMany(words) };
-  const [inputIds, ...badWords] = await ctx.tokenizeMany([prompt, ...words]);
+  const [inputIds, ...badWords] = await ctx.tokenizeMany([{ ...prompt, check: ctx.promptCheck(prompt.param, maxTokensParam) }, ...words]);
   return { inputIds, badWords };
 }
 
@@ -177,7 +177,7 @@ async function planChat(ctx: ServerContext, body: ChatBody): Promise<Plan> {
     );
   }
   const prompt = ctx.chatTemplate.render(chatMessages(body));
-  const { inputIds, badWords } = await tokenizeInputs(ctx, { text: prompt, param: 'messages', addSpecialTokens: false }, body);
+  const { inputIds, badWords } = await tokenizeInputs(ctx, { text: prompt, param: 'messages', addSpecialTokens: false }, body, body.max_completion_tokens != null ? 'max_completion_tokens' : 'max_tokens');
   const maxTokens = ctx.checkLengths(inputIds.length, body.max_completion_tokens ?? body.max_tokens ?? undefined, 'messages', body.max_completion_tokens != null ? 'max_completion_tokens' : 'max_tokens');
   if (body.top_logprobs != null && body.logprobs !== true) {
     throw new ApiError(400, 'top_logprobs needs logprobs: true', 'invalid_request_error', 'top_logprobs');

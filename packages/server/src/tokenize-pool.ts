@@ -20,6 +20,11 @@ export interface TokenizeItem {
 const WORKER_SOURCE = `
 const { parentPort, workerData } = require('node:worker_threads');
 const fs = require('node:fs');
+// On Linux, setpriority(0) applies to the calling thread only: this worker yields the CPU to the event
+// loop (and the executor's threads) when cores are short, as Kiln's compute threads do (decision 0005).
+try {
+  require('node:os').setPriority(0, 10);
+} catch {}
 const { Tokenizer } = require(workerData.tokenizersModule);
 const readJson = (file) => JSON.parse(fs.readFileSync(file, 'utf8'));
 let config = {};
@@ -27,8 +32,16 @@ if (fs.existsSync(workerData.configPath)) config = readJson(workerData.configPat
 const tokenizer = new Tokenizer(readJson(workerData.tokenizerPath), config);
 parentPort.on('message', ({ id, items }) => {
   try {
-    const ids = items.map((item) => tokenizer.encode(item.text, { add_special_tokens: item.addSpecialTokens }).ids);
-    parentPort.postMessage({ id, ids });
+    const lists = items.map((item) => tokenizer.encode(item.text, { add_special_tokens: item.addSpecialTokens }).ids);
+    // One flat Int32Array, transferred: cloning thousands of arrays would cost the event loop tens of ms.
+    const lengths = Int32Array.from(lists, (ids) => ids.length);
+    const flat = new Int32Array(lengths.reduce((n, k) => n + k, 0));
+    let at = 0;
+    for (const ids of lists) {
+      flat.set(ids, at);
+      at += ids.length;
+    }
+    parentPort.postMessage({ id, flat, lengths }, [flat.buffer, lengths.buffer]);
   } catch (error) {
     parentPort.postMessage({ id, error: String((error && error.message) || error) });
   }
@@ -45,21 +58,25 @@ export class TokenizePool {
   readonly #llm: LLM;
   #worker: Worker | undefined;
   #nextId = 1;
-  readonly #pending = new Map<number, { resolve: (ids: number[][]) => void; reject: (error: Error) => void }>();
+  readonly #pending = new Map<number, { resolve: (ids: Int32Array[]) => void; reject: (error: Error) => void }>();
 
   constructor(llm: LLM) {
     this.#llm = llm;
   }
 
-  /** Token ids of each item, in order. */
-  async encode(items: TokenizeItem[]): Promise<number[][]> {
+  /**
+   * Token ids of each item, in order, as Int32Arrays (views of one buffer when they come from the
+   * worker: callers check lengths before turning them into arrays, which for a thousand long bad words
+   * would cost the event loop tens of milliseconds).
+   */
+  async encode(items: TokenizeItem[]): Promise<Int32Array[]> {
     const chars = items.reduce((n, item) => n + item.text.length, 0);
     if (chars <= INLINE_TOKENIZE_CHARS && items.length <= INLINE_TOKENIZE_TEXTS) {
-      return items.map((item) => this.#llm.tokenizer.encode(item.text, { addSpecialTokens: item.addSpecialTokens }));
+      return items.map((item) => Int32Array.from(this.#llm.tokenizer.encode(item.text, { addSpecialTokens: item.addSpecialTokens })));
     }
     const worker = this.#start();
     const id = this.#nextId++;
-    return new Promise<number[][]>((resolve, reject) => {
+    return new Promise<Int32Array[]>((resolve, reject) => {
       this.#pending.set(id, { resolve, reject });
       worker.postMessage({ id, items });
     });
@@ -77,12 +94,19 @@ export class TokenizePool {
       },
     });
     worker.unref();  // an idle worker does not keep the process alive
-    worker.on('message', (message: { id: number; ids?: number[][]; error?: string }) => {
+    worker.on('message', (message: { id: number; flat?: Int32Array; lengths?: Int32Array; error?: string }) => {
       const pending = this.#pending.get(message.id);
       if (!pending) return;
       this.#pending.delete(message.id);
-      if (message.error !== undefined) pending.reject(new Error(`tokenizer: ${message.error}`));
-      else pending.resolve(message.ids as number[][]);
+      if (message.error !== undefined) return pending.reject(new Error(`tokenizer: ${message.error}`));
+      const { flat, lengths } = message as { flat: Int32Array; lengths: Int32Array };
+      const ids: Int32Array[] = [];
+      let at = 0;
+      for (const length of lengths) {
+        ids.push(flat.subarray(at, at + length));
+        at += length;
+      }
+      pending.resolve(ids);
     });
     const fail = (error: Error): void => {
       if (this.#worker === worker) this.#worker = undefined;  // the next request starts a new one

@@ -1,0 +1,161 @@
+// Issue 16, timing and memory, through `kiln serve` in a child process (its event loop and resident
+// memory are the server's alone): /health answers within 50 ms while oversized inputs are processed
+// (they used to freeze the event loop for seconds while being tokenized), and slow readers keep the
+// server's resident memory within 10% of a run with fast readers (it used to buffer whole streams).
+// Loopback only; every loop is bounded in count and time. Runs alone in the `test:timing` phase.
+import { spawn, type ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as path from 'node:path';
+import { buildTestEngines, metric, type TestEngines } from './helpers';
+
+const kilnBin = path.resolve(__dirname, '..', '..', 'cli', 'dist', 'bin', 'kiln.js');
+const PROMPT = 'And the LORD said unto Moses,';
+
+describe('kiln serve under hostile input and slow clients (child process)', () => {
+  let engines: TestEngines;
+  let child: ChildProcess;
+  let url: string;
+  let stdout = '';
+
+  beforeAll(async () => {
+    if (!fs.existsSync(kilnBin)) throw new Error(`${kilnBin} is missing: build with \`npx tsc -b tsconfig.build.json\` first`);
+    engines = await buildTestEngines({ maxBatchSize: 64 });
+    child = spawn(process.execPath, [kilnBin, 'serve', '--engine', engines.engineDir, '--port', '0', '--model-name', 'scribe-7m', '--log-level', 'warn'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    child.stdout?.on('data', (data: Buffer) => (stdout += data.toString()));
+    url = await new Promise<string>((resolve, reject) => {
+      let stderr = '';
+      const timer = setTimeout(() => reject(new Error(`kiln serve did not start in 30 s: ${stderr}`)), 30_000);
+      child.stderr?.on('data', (data: Buffer) => {
+        stderr += data.toString();
+        const match = /listening on (http:\/\/\S+)/.exec(stderr);
+        if (match) {
+          clearTimeout(timer);
+          resolve(match[1]);
+        }
+      });
+      child.once('exit', (code) => reject(new Error(`kiln serve exited with ${code}: ${stderr}`)));
+    });
+  });
+
+  afterAll(async () => {
+    if (child && child.exitCode === null) {
+      const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
+      expect(await exited).toBe(0);
+      clearTimeout(timer);
+    }
+    expect(stdout).not.toMatch(/"level":(50|60)/);
+    await engines?.cleanup();
+  });
+
+  const post = (route: string, body: string) => fetch(`${url}${route}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+  const rss = async () => metric(await (await fetch(`${url}/metrics`)).text(), 'process_resident_memory_bytes') as number;
+
+  test('/health answers within 50 ms while oversized inputs are processed', async () => {
+    // The three inputs of the report, serialized before the clock starts.
+    const tritonBadWords = JSON.stringify({ text_input: PROMPT, max_tokens: 4, bad_words: Array.from({ length: 100_000 }, (_, i) => `w${i}`).join(',') });
+    const openaiBadWords = JSON.stringify({ model: 'scribe-7m', prompt: PROMPT, max_tokens: 4, bad_words: Array.from({ length: 1024 }, (_, i) => `${i} ${'x'.repeat(890)}`) });
+    const bigPrompt = JSON.stringify({ model: 'scribe-7m', prompt: 'Amen, ye saints. '.repeat(60_000), max_tokens: 4 });
+    expect(bigPrompt.length).toBeGreaterThan(1_000_000);
+    expect(bigPrompt.length).toBeLessThan(1024 * 1024);
+    // Warm-up: the first /health and the tokenizer worker's start are not what is measured.
+    await fetch(`${url}/health`);
+    await post('/v1/completions', JSON.stringify({ model: 'scribe-7m', prompt: `${PROMPT} `.repeat(300), max_tokens: 1 }));
+
+    let done = false;
+    const started = Date.now();
+    const work = Promise.all([
+      post('/v2/models/scribe-7m/generate', tritonBadWords).then((r) => r.status),
+      post('/v1/completions', openaiBadWords).then((r) => r.status),
+      post('/v1/completions', bigPrompt).then((r) => r.status),
+      post('/v1/completions', bigPrompt).then((r) => r.status),
+      post('/v1/completions', openaiBadWords).then((r) => r.status),
+    ]).finally(() => (done = true));
+    const latencies: number[] = [];
+    while (!done || latencies.length < 10) {
+      const t0 = performance.now();
+      const response = await fetch(`${url}/health`);
+      expect(response.status).toBe(200);
+      await response.text();
+      latencies.push(performance.now() - t0);
+      await new Promise((resolve) => setTimeout(resolve, 10));
+      if (Date.now() - started > 60_000) break;
+    }
+    const statuses = await work;
+    const elapsed = Date.now() - started;
+    latencies.sort((a, b) => a - b);
+    process.stderr.write(`oversized inputs: ${elapsed} ms, statuses ${statuses.join(' ')}; /health ${latencies.length} probes, max ${latencies[latencies.length - 1].toFixed(1)} ms, median ${latencies[latencies.length >> 1].toFixed(1)} ms\n`);
+    // 100k words: refused before tokenizing; the 1 MB prompts: longer than the context; the bad words:
+    // run, or refused as longer than 256 tokens each. Never a 5xx.
+    expect(statuses[0]).toBe(400);
+    expect(statuses[2]).toBe(400);
+    for (const status of statuses) expect([200, 400]).toContain(status);
+    expect(latencies[latencies.length - 1]).toBeLessThan(50);
+  });
+
+  /**
+   * 16 concurrent streams of 4 choices with logprobs (~3 MB of events each). A fast reader reads as it
+   * comes; a slow one reads in bursts (50 ms of reading every 400 ms), far slower than generation.
+   * Resolves with the peak of the server's resident memory sampled every 50 ms, and the streams' bytes.
+   */
+  async function run(slow: boolean): Promise<{ peak: number; bytes: number[] }> {
+    const { hostname, port } = new URL(url);
+    const payload = JSON.stringify({ model: 'scribe-7m', prompt: PROMPT, max_tokens: 480, temperature: 0.7, seed: 3, ignore_eos: true, logprobs: 20, n: 4, stream: true });
+    let peak = 0;
+    let running = true;
+    const sampler = (async () => {
+      while (running) {
+        peak = Math.max(peak, await rss());
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+    })();
+    const bytes = await Promise.all(
+      Array.from({ length: 16 }, () => new Promise<number>((resolve, reject) => {
+        const socket = net.connect(Number(port), hostname);
+        let received = 0;
+        let tail = '';
+        let toggler: NodeJS.Timeout | undefined;
+        socket.on('data', (data) => {
+          received += data.length;
+          tail = (tail + data.toString('latin1')).slice(-16);
+          if (tail.endsWith('\r\n0\r\n\r\n')) socket.end();
+        });
+        socket.on('error', reject);
+        socket.on('close', () => {
+          clearInterval(toggler);
+          resolve(received);
+        });
+        socket.write(['POST /v1/completions HTTP/1.1', `Host: ${hostname}:${port}`, 'Content-Type: application/json', `Content-Length: ${Buffer.byteLength(payload)}`, 'Connection: close', '', payload].join('\r\n'));
+        if (slow) {
+          let phase = 0;
+          socket.pause();
+          toggler = setInterval(() => {
+            phase = (phase + 1) % 8;
+            if (phase === 0) socket.resume();
+            else if (phase === 1) socket.pause();
+          }, 50);
+        }
+      })),
+    );
+    running = false;
+    await sampler;
+    return { peak, bytes };
+  }
+
+  test('slow readers keep resident memory within 10% of a fast-reader run', async () => {
+    await run(false);  // warm-up: heaps, JIT code and the KV pool at their working size
+    const fast = await run(false);
+    const slow = await run(true);
+    process.stderr.write(`peak RSS: fast readers ${(fast.peak / 2 ** 20).toFixed(1)} MiB, slow readers ${(slow.peak / 2 ** 20).toFixed(1)} MiB; stream bytes ${fast.bytes[0]} / ${slow.bytes[0]}\n`);
+    // Every stream complete in both runs (same seed, same output size up to the chunk framing).
+    for (const b of [...fast.bytes, ...slow.bytes]) expect(b).toBeGreaterThan(1_000_000);
+    expect(slow.peak).toBeLessThan(fast.peak * 1.1);
+    const text = await (await fetch(`${url}/metrics`)).text();
+    expect(metric(text, 'kiln_kv_blocks_used')).toBe(0);
+    expect(text).not.toMatch(/kiln_http_requests_total\{[^}]*status="5\d\d"\}/);
+  });
+});

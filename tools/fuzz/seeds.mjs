@@ -1,0 +1,70 @@
+// Seeds of the libFuzzer corpora, from the fixtures (issue 16): usage `node tools/fuzz/seeds.mjs <dir>`
+// after `npm run build`. Writes <dir>/json (config, generation and tokenizer configs, engine headers),
+// <dir>/safetensors (small files keeping the fixtures' headers: their tensor names, dtypes and
+// metadata, with shapes shrunk so each seed stays a few KiB) and <dir>/engine (the headers of engines
+// built from a few fixtures, which fuzz_engine wraps in a container).
+import { createRequire } from 'node:module';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+
+const require = createRequire(import.meta.url);
+const repo = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..', '..');
+const out = path.resolve(process.argv[2] ?? path.join(repo, 'native/build-fuzz/seeds'));
+const fixtures = path.join(repo, 'fixtures/hf-tiny');
+for (const kind of ['json', 'safetensors', 'engine']) mkdirSync(path.join(out, kind), { recursive: true });
+
+const ELEMENT = { F32: 4, F16: 2, BF16: 2, I32: 4, I64: 8, U8: 1 };
+function smallSafetensors(file) {
+  const bytes = readFileSync(file);
+  const length = Number(bytes.readBigUInt64LE(0));
+  const header = JSON.parse(bytes.subarray(8, 8 + length).toString('utf8'));
+  const result = {};
+  let offset = 0;
+  const chunks = [];
+  for (const [name, entry] of Object.entries(header)) {
+    if (name === '__metadata__') {
+      result[name] = entry;
+      continue;
+    }
+    const shape = entry.shape.map((d, i) => Math.min(d, i === 0 ? 3 : 2));
+    const n = shape.reduce((a, b) => a * b, 1) * (ELEMENT[entry.dtype] ?? 4);
+    const begin = 8 + length + entry.data_offsets[0];
+    chunks.push(bytes.subarray(begin, begin + n));
+    result[name] = { dtype: entry.dtype, shape, data_offsets: [offset, offset + n] };
+    offset += n;
+  }
+  const json = Buffer.from(JSON.stringify(result));
+  const prefix = Buffer.alloc(8);
+  prefix.writeBigUInt64LE(BigInt(json.length));
+  return Buffer.concat([prefix, json, ...chunks]);
+}
+
+for (const name of readdirSync(fixtures)) {
+  const dir = path.join(fixtures, name);
+  for (const file of ['config.json', 'generation_config.json', 'tokenizer_config.json']) {
+    if (existsSync(path.join(dir, file))) writeFileSync(path.join(out, 'json', `${name}-${file}`), readFileSync(path.join(dir, file)));
+  }
+  writeFileSync(path.join(out, 'safetensors', `${name}.safetensors`), smallSafetensors(path.join(dir, 'model.safetensors')));
+}
+
+// Engine headers: a few fixtures converted and built with small limits (small arenas, fast steps).
+const { convertCheckpoint } = require(path.join(repo, 'packages/convert'));
+const { buildEngine } = require(path.join(repo, 'packages/builder'));
+const work = mkdtempSync(path.join(os.tmpdir(), 'kiln-fuzz-seeds-'));
+try {
+  for (const name of ['llama', 'gpt2', 'mixtral', 'gemma2', 'falcon', 'phi']) {
+    const checkpointDir = path.join(work, `${name}-checkpoint`);
+    const engineDir = path.join(work, `${name}-engine`);
+    await convertCheckpoint({ modelDir: path.join(fixtures, name), outputDir: checkpointDir });
+    await buildEngine({ checkpointDir, outputDir: engineDir, config: { maxBatchSize: 2, maxSeqLen: 32, maxNumTokens: 32 } });
+    const engine = readFileSync(path.join(engineDir, 'rank0.engine'));
+    const length = Number(engine.readBigUInt64LE(16));
+    const header = engine.subarray(24, 24 + length);
+    writeFileSync(path.join(out, 'engine', `${name}.json`), header);
+    writeFileSync(path.join(out, 'json', `${name}-engine-header.json`), header);
+  }
+} finally {
+  rmSync(work, { recursive: true, force: true });
+}
+process.stdout.write(`seeds written to ${out}\n`);
