@@ -45,6 +45,34 @@ export class ServerContext {
     this.tokenizePool = new TokenizePool(llm);
   }
 
+  readonly #heavy: (() => void)[] = [];
+  #heavyScheduled = false;
+
+  /**
+   * Runs `job` (the synchronous part of handling a large request: validating a big body, preparing its
+   * tokenization) in an event loop iteration of its own, after the jobs queued before it. Several large
+   * requests arriving together would otherwise run back to back in one iteration, holding /health for
+   * their sum; one at a time, a poll for I/O comes between any two.
+   */
+  runHeavy(job: () => void): void {
+    this.#heavy.push(job);
+    if (!this.#heavyScheduled) this.#scheduleHeavy();
+  }
+
+  #scheduleHeavy(): void {
+    this.#heavyScheduled = true;
+    // An immediate queued while immediates run waits for the next iteration, after its I/O poll.
+    setImmediate(() => {
+      const job = this.#heavy.shift();
+      try {
+        job?.();
+      } finally {
+        if (this.#heavy.length > 0) this.#scheduleHeavy();
+        else this.#heavyScheduled = false;
+      }
+    });
+  }
+
   get inFlight(): number {
     return this.#active.size;
   }

@@ -3,6 +3,7 @@
 // fields (top_k, min_p, repetition_penalty, ...) and Kiln's beam_width are accepted in the body.
 import { randomUUID } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
+import { MAX_STOP_TEXT } from '@kiln/sampling';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { ChatMessage } from './chat-template';
 import { abortedByShutdown, ShutdownAbort, SseWriter, type ServerContext } from './context';
@@ -125,7 +126,12 @@ function completionPrompt(ctx: ServerContext, prompt: CompletionsBody['prompt'])
  * are large. Everything cheap (counts, lengths, types) was checked first, by the schema.
  */
 async function tokenizeInputs(ctx: ServerContext, prompt: { text: string; param: string; addSpecialTokens: boolean } | number[], body: SamplingBody, maxTokensParam = 'max_tokens'): Promise<{ inputIds: number[]; badWords: number[][] }> {
-  const words = (body.bad_words ?? []).map((text, i) => ({ text, param: 'bad_words', addSpecialTokens: false, check: ctx.badWordCheck('bad_words', i) }));
+  const words = (body.bad_words ?? []).map((text, i) => {
+    if (text.length > MAX_STOP_TEXT) {
+      throw new ApiError(400, `bad_words[${i}] is ${text.length} characters long, more than the ${MAX_STOP_TEXT} allowed`, 'invalid_request_error', 'bad_words');
+    }
+    return { text, param: 'bad_words', addSpecialTokens: false, check: ctx.badWordCheck('bad_words', i) };
+  });
   if (Array.isArray(prompt)) return { inputIds: prompt, badWords: await ctx.tokenizeMany(words) };
   const [inputIds, ...badWords] = await ctx.tokenizeMany([{ ...prompt, check: ctx.promptCheck(prompt.param, maxTokensParam) }, ...words]);
   return { inputIds, badWords };

@@ -39,7 +39,9 @@ const openAISampling = {
   length_penalty: number,
   ignore_eos: { type: 'boolean' },
   min_tokens: { type: 'integer', minimum: 0 },
-  bad_words: { type: 'array', maxItems: MAX_BAD_WORDS, items: { type: 'string', minLength: 1, maxLength: MAX_STOP_TEXT } },
+  // Each word's length (≤ MAX_STOP_TEXT) is checked in the route: ajv's maxLength counts code points
+  // one by one, milliseconds of event loop for a thousand long words.
+  bad_words: { type: 'array', maxItems: MAX_BAD_WORDS, items: { type: 'string', minLength: 1 } },
   stop_token_ids: { type: 'array', maxItems: MAX_STOP_WORDS, items: { type: 'integer', minimum: 0 } },
 } as const;
 
@@ -93,7 +95,7 @@ export const tritonGenerateBody = {
     max_tokens: { type: 'integer', minimum: 1 },
     // "" or a comma-separated list, or a list of strings (as the ensemble's preprocessing model reads them).
     // The string form's word count and lengths are checked in the route (triton.ts), before tokenizing.
-    bad_words: { type: ['string', 'array'], maxItems: MAX_BAD_WORDS, items: { type: 'string', maxLength: MAX_STOP_TEXT } },
+    bad_words: { type: ['string', 'array'], maxItems: MAX_BAD_WORDS, items: { type: 'string' } },
     stop_words: { type: ['string', 'array'], maxItems: MAX_STOP_WORDS, items: { type: 'string', maxLength: MAX_STOP_TEXT } },
     end_id: { type: 'integer', minimum: 0 },
     pad_id: { type: 'integer', minimum: 0 },

@@ -9,6 +9,7 @@ import { ServerContext } from './context';
 import { ApiError, errorBody, protocolOf, toApiError } from './errors';
 import { ServerMetrics } from './metrics';
 import { registerOpenAIRoutes } from './openai';
+import { OFFLOAD_JSON_BYTES } from './tokenize-pool';
 import { registerTritonRoutes } from './triton';
 
 // Read at run time: package.json sits outside the compiled `src/` tree.
@@ -113,6 +114,24 @@ export class KilnServer {
   #install(apiKey: string | undefined): void {
     const { app, metrics } = this;
     const ctx = this.#ctx;
+    // Large JSON bodies are decoded and parsed on the worker thread: five 1 MB bodies arriving at once
+    // would otherwise hold the event loop (and /health) for ~100 ms. Small ones, and any that mention
+    // __proto__ or constructor, go through fastify's own parser (which refuses prototype poisoning).
+    const defaultJsonParser = app.getDefaultJsonParser('error', 'error');
+    app.removeContentTypeParser('application/json');
+    app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (request, body, done) => {
+      const buffer = body as Buffer;
+      if (buffer.length < OFFLOAD_JSON_BYTES) return defaultJsonParser(request, buffer.toString('utf8'), done);
+      // A copy goes to the worker (transferred, so the original stays here for a fallback): a memcpy,
+      // far cheaper than decoding and parsing.
+      ctx.tokenizePool.parseJson(new Uint8Array(buffer.buffer.slice(buffer.byteOffset, buffer.byteOffset + buffer.length))).then((result) => {
+        // The rest of the request (validation, planning) runs synchronously from `done`: one large
+        // request per event loop iteration.
+        if ('value' in result) return ctx.runHeavy(() => done(null, result.value));
+        if ('invalid' in result) return done(Object.assign(new Error("Body is not valid JSON but content-type is set to 'application/json'"), { statusCode: 400, code: 'FST_ERR_CTP_INVALID_JSON_BODY' }), undefined);
+        return defaultJsonParser(request, buffer.toString('utf8'), done);
+      }, () => defaultJsonParser(request, buffer.toString('utf8'), done));
+    });
     app.addHook('onRequest', async (request, reply) => {
       const route = request.routeOptions.url ?? 'unmatched';
       reply.raw.once('close', () => {

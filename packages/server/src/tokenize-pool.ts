@@ -1,4 +1,4 @@
-// Tokenization off the event loop. Encoding a 1 MB prompt, or a thousand bad words, takes the tokenizer
+// Tokenization (and the parsing of large request bodies) off the event loop. Encoding a 1 MB prompt, or a thousand bad words, takes the tokenizer
 // seconds of CPU; on the event loop that would freeze every other request, /health included (a client
 // could stall the server with one request). Small inputs are encoded inline (a worker round trip would
 // cost more than the work); large ones go to one worker thread holding its own copy of the tokenizer,
@@ -10,6 +10,11 @@ import type { LLM } from '@kiln/runtime';
 /** Inputs up to this many characters in all, and this many texts, are encoded on the calling thread. */
 export const INLINE_TOKENIZE_CHARS = 4096;
 export const INLINE_TOKENIZE_TEXTS = 8;
+
+/** Bodies from this size on are parsed on the worker (see parseJson). */
+export const OFFLOAD_JSON_BYTES = 64 * 1024;
+
+export type JsonResult = { value: unknown } | { fallback: true } | { invalid: true };
 
 export interface TokenizeItem {
   text: string;
@@ -30,9 +35,31 @@ const readJson = (file) => JSON.parse(fs.readFileSync(file, 'utf8'));
 let config = {};
 if (fs.existsSync(workerData.configPath)) config = readJson(workerData.configPath);
 const tokenizer = new Tokenizer(readJson(workerData.tokenizerPath), config);
-parentPort.on('message', ({ id, items }) => {
+parentPort.on('message', ({ id, text: bytes, lengths: textLengths, special, json }) => {
+  if (json !== undefined) {
+    // A request body: decoded and parsed here, sent back as a structured clone (a copy, much cheaper
+    // for the event loop than decoding and parsing). Bodies that mention __proto__ or constructor go
+    // back to the main thread's parser, which checks them for prototype poisoning.
+    const text = new TextDecoder().decode(json);
+    if (text.includes('__proto__') || text.includes('constructor')) return parentPort.postMessage({ id, fallback: true });
+    let value;
+    try {
+      value = JSON.parse(text);
+    } catch {
+      return parentPort.postMessage({ id, invalid: true });
+    }
+    return parentPort.postMessage({ id, value });
+  }
   try {
-    const lists = items.map((item) => tokenizer.encode(item.text, { add_special_tokens: item.addSpecialTokens }).ids);
+    // The texts come as one transferred UTF-8 buffer and their lengths (UTF-16 code units).
+    const joined = new TextDecoder().decode(bytes);
+    const lists = [];
+    let from = 0;
+    for (let i = 0; i < textLengths.length; i++) {
+      const text = joined.slice(from, from + textLengths[i]);
+      from += textLengths[i];
+      lists.push(tokenizer.encode(text, { add_special_tokens: special[i] === 1 }).ids);
+    }
     // One flat Int32Array, transferred: cloning thousands of arrays would cost the event loop tens of ms.
     const lengths = Int32Array.from(lists, (ids) => ids.length);
     const flat = new Int32Array(lengths.reduce((n, k) => n + k, 0));
@@ -48,6 +75,12 @@ parentPort.on('message', ({ id, items }) => {
 });
 `;
 
+/** The bytes of `view` in an ArrayBuffer of their own, to transfer (a copy when `view` shares one). */
+function ownBuffer(view: Uint8Array): ArrayBuffer {
+  if (view.byteOffset === 0 && view.buffer.byteLength === view.length && view.buffer instanceof ArrayBuffer) return view.buffer;
+  return view.buffer.slice(view.byteOffset, view.byteOffset + view.length) as ArrayBuffer;
+}
+
 /** Where @huggingface/tokenizers' CommonJS entry is, as @kiln/runtime (which depends on it) resolves it. */
 function tokenizersModulePath(): string {
   const runtimeDir = path.dirname(require.resolve('@kiln/runtime/package.json'));
@@ -59,6 +92,7 @@ export class TokenizePool {
   #worker: Worker | undefined;
   #nextId = 1;
   readonly #pending = new Map<number, { resolve: (ids: Int32Array[]) => void; reject: (error: Error) => void }>();
+  readonly #parsing = new Map<number, (result: JsonResult) => void>();
 
   constructor(llm: LLM) {
     this.#llm = llm;
@@ -76,9 +110,14 @@ export class TokenizePool {
     }
     const worker = this.#start();
     const id = this.#nextId++;
+    // One UTF-8 buffer, transferred: a structured clone of a 1 MB string, or of a thousand strings,
+    // costs the event loop several milliseconds; encoding is a native memcpy-like pass.
+    const text = ownBuffer(Buffer.from(items.map((item) => item.text).join(''), 'utf8'));
+    const lengths = Int32Array.from(items, (item) => item.text.length);
+    const special = Uint8Array.from(items, (item) => (item.addSpecialTokens ? 1 : 0));
     return new Promise<Int32Array[]>((resolve, reject) => {
       this.#pending.set(id, { resolve, reject });
-      worker.postMessage({ id, items });
+      worker.postMessage({ id, text, lengths, special }, [text, lengths.buffer, special.buffer]);
     });
   }
 
@@ -95,6 +134,11 @@ export class TokenizePool {
     });
     worker.unref();  // an idle worker does not keep the process alive
     worker.on('message', (message: { id: number; flat?: Int32Array; lengths?: Int32Array; error?: string }) => {
+      const parse = this.#parsing.get(message.id);
+      if (parse) {
+        this.#parsing.delete(message.id);
+        return parse(message as unknown as JsonResult);
+      }
       const pending = this.#pending.get(message.id);
       if (!pending) return;
       this.#pending.delete(message.id);
@@ -112,11 +156,28 @@ export class TokenizePool {
       if (this.#worker === worker) this.#worker = undefined;  // the next request starts a new one
       for (const pending of this.#pending.values()) pending.reject(error);
       this.#pending.clear();
+      for (const parse of this.#parsing.values()) parse({ fallback: true });
+      this.#parsing.clear();
     };
     worker.on('error', fail);
     worker.on('exit', (code) => fail(new Error(`the tokenizer worker exited (code ${code})`)));
     this.#worker = worker;
     return worker;
+  }
+
+  /**
+   * Parses a JSON request body on the worker: the bytes are transferred (no copy), decoded and parsed
+   * there, and the value comes back as a structured clone. `fallback`: parse it on the calling thread
+   * (it mentions __proto__ or constructor, or the worker is gone); `invalid`: not JSON.
+   */
+  parseJson(body: Uint8Array): Promise<JsonResult> {
+    const worker = this.#start();
+    const id = this.#nextId++;
+    const bytes = ownBuffer(body);
+    return new Promise<JsonResult>((resolve) => {
+      this.#parsing.set(id, resolve);
+      worker.postMessage({ id, json: bytes }, [bytes]);
+    });
   }
 
   async close(): Promise<void> {

@@ -76,6 +76,19 @@ describe('hardened server', () => {
     expect(banned.choices[0].text).not.toBe(first);
   });
 
+  test('large bodies parsed on the worker: invalid JSON is a 400, __proto__ is refused as by fastify, valid ones run', async () => {
+    const padding = 'x'.repeat(100_000);  // past OFFLOAD_JSON_BYTES
+    const send = (body: string) => fetch(`${url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+    const invalid = await send(`{"model": "scribe-7m", "prompt": "${padding}"`);
+    expect(invalid.status).toBe(400);
+    expect((await invalid.json()).error.code).toBe('invalid_json');
+    const poisoned = await send(`{"model": "scribe-7m", "prompt": "hi", "user": "${padding}", "__proto__": {"max_tokens": 1}}`);
+    expect(poisoned.status).toBe(400);
+    const valid = await send(JSON.stringify({ model: 'scribe-7m', prompt: PROMPT, max_tokens: 2, user: padding }));
+    expect(valid.status).toBe(200);
+    expect((await valid.json()).choices[0].finish_reason).toBe('length');
+  });
+
   test('unsupported fields are refused by name, not ignored', async () => {
     const base = { model: 'scribe-7m', prompt: PROMPT, max_tokens: 2 };
     for (const [field, value] of [['best_of', 2], ['suffix', ' the end'], ['response_format', { type: 'json_object' }]] as const) {
