@@ -1,152 +1,191 @@
 #!/usr/bin/env node
-// Batch-1 decode on the GPU: a TinyLlama-1.1B-shaped LLaMA with random bfloat16 weights (22 layers,
-// hidden 2048, MLP 5632, 32 heads, 4 KV heads, vocab 32000; make-random-llama.mjs) built for cuda, with
-// transformers' eager decode of the same weights and the device copy bandwidth from the same run
-// (gpu_transformers.py). Prompt 128 tokens, 256 new tokens, greedy. Decode ms/token is
-// (time for 256 tokens - time for 1 token) / 255, after a warm-up. Writes bench-gpu.{json,md} to
-// $KILN_RESULTS_DIR (or tools/bench/.out). Run by `bash tools/gpu/run.sh --bench` on the GPU machine.
-import { execFileSync } from 'node:child_process';
+// Issue 10's measurement ("GPU speed"), in one run on the GPU machine: a TinyLlama-1.1B-shaped LLaMA with
+// random bfloat16 weights (22 layers, hidden 2048, MLP 5632, 32 heads, 4 KV heads, vocab 32000;
+// make-random-llama.mjs), converted once and built for cuda per engine variant (gpu/config.mjs: bfloat16
+// now; the quantized modes join that list), then:
+//   1. batch 1, 128-token prompt, 256 new tokens, greedy: Kiln in this process (as shipped; the reference
+//      variant also without CUDA graphs, without the GEMV, its per-op profile and step timing);
+//   2. `kiln bench --engine E --num-requests 512 --input-len 128 --output-len 128 --concurrency 64 --json`
+//      and at --concurrency 1 (16 requests), E built with maxBatchSize 64, maxNumTokens 4096;
+//   3. the same workload at concurrency 64 over HTTP: `kiln serve --engine E` on 127.0.0.1, `kiln bench --url`;
+//   4. TTFT of a 512-token prompt at concurrency 1 (`kiln bench --input-len 512 --output-len 1`, median);
+//   5. transformers on the same weights (gpu_transformers.py): eager and static cache + torch.compile, at
+//      batch 1 and batch 64, and the device copy bandwidth, which gives the HBM bound;
+// and writes bench-gpu.json and bench-gpu.md (every figure with its target of the issue, met or not) to
+// $KILN_RESULTS_DIR (or tools/bench/.out). Progress lines with timings go to stdout, the per-op profile to
+// stderr. Run by `bash tools/gpu/run.sh --bench` on the GPU machine; `KILN_BENCH_TARGET=cpu node
+// tools/bench/gpu-baseline.mjs` is a dry run of the whole flow on cpu engines of a tiny model (gpu/config.mjs).
+import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { makeRandomLlama } from './make-random-llama.mjs';
+import { benchConfig, TARGETS, VARIANTS } from './gpu/config.mjs';
+import { DIAGNOSTIC_MODES, measureDecode, profileDecode, stepTiming } from './gpu/kiln-decode.mjs';
+import { kilnBench, withServer } from './gpu/kiln-cli.mjs';
+import { buildReport } from './gpu/report.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.join(here, '..', '..');
 const requireFromRoot = createRequire(path.join(root, 'package.json'));
 const { convertCheckpoint } = requireFromRoot('@kiln/convert');
 const { buildEngine } = requireFromRoot('@kiln/builder');
-const { Engine } = requireFromRoot('@kiln/runtime');
 
-const SHAPE = { layers: 22, hidden: 2048, intermediate: 5632, heads: 32, kvHeads: 4, vocab: 32000, maxPositions: 2048 };
-const PROMPT_TOKENS = 128;
-const NEW_TOKENS = 256;
-const workDir = path.join(process.env.KILN_BENCH_DIR ?? path.join(here, '.out'), 'tinyllama-bf16');
-const resultsDir = process.env.KILN_RESULTS_DIR ?? path.join(here, '.out');
+const START = process.hrtime.bigint();
+const elapsed = () => Number(process.hrtime.bigint() - START) / 1e9;
+const log = (message) => console.log(`[bench ${elapsed().toFixed(1).padStart(6)} s] ${message}`);
 
-const seconds = (t0) => Number(process.hrtime.bigint() - t0) / 1e9;
+/** Runs fn, logging its duration; on failure logs the error and returns { error } so that the run goes on. */
+async function step(label, fn) {
+  const t0 = elapsed();
+  log(`${label} ...`);
+  try {
+    const value = await fn();
+    log(`${label}: done in ${(elapsed() - t0).toFixed(1)} s`);
+    return value;
+  } catch (error) {
+    console.error(error);
+    log(`${label}: FAILED after ${(elapsed() - t0).toFixed(1)} s: ${error.message.split('\n')[0]}`);
+    return { error: error.message };
+  }
+}
+
+/** Deterministic prompt ids, away from the special ids; `row` gives each prompt of a batch its own. */
+function promptIds(length, vocab, row = 0) {
+  return Array.from({ length }, (_, i) => 100 + ((i * 7919 + row * 104729) % (vocab - 200)));
+}
+
+function runPeer(cfg, modelDir, workDir) {
+  const promptFile = path.join(workDir, 'prompt.json');
+  const batchFile = path.join(workDir, 'batch-prompts.json');
+  fs.writeFileSync(promptFile, JSON.stringify(promptIds(cfg.batch1.promptTokens, cfg.shape.vocab)));
+  fs.writeFileSync(batchFile, JSON.stringify(Array.from({ length: cfg.peer.batch }, (_, row) => promptIds(cfg.batch1.promptTokens, cfg.shape.vocab, row))));
+  const args = [path.join(here, 'gpu_transformers.py'), modelDir, promptFile, String(cfg.batch1.newTokens), '--batch-prompts', batchFile];
+  if (cfg.skip.has('compile')) args.push('--no-compile');
+  return new Promise((resolve, reject) => {
+    const child = execFile(cfg.python, args, { encoding: 'utf8', maxBuffer: 1 << 26 }, (error, stdout) => {
+      if (error) return reject(new Error(`${cfg.python} gpu_transformers.py failed: ${error.message}`));
+      try {
+        resolve(JSON.parse(stdout.trim().split('\n').pop()));
+      } catch {
+        reject(new Error(`gpu_transformers.py printed no JSON object: ${stdout.slice(-2000)}`));
+      }
+    });
+    child.stderr.pipe(process.stderr);
+  });
+}
+
+/** Whether `python -c "import torch, transformers"` works, and torch sees a GPU; else why not. */
+function peerUnavailable(cfg) {
+  return new Promise((resolve) => {
+    execFile(cfg.python, ['-c', 'import torch, transformers; assert torch.cuda.is_available(), "torch sees no CUDA device"'], { encoding: 'utf8' }, (error, _stdout, stderr) => {
+      resolve(error ? `${cfg.python} cannot run the transformers peer: ${(stderr || error.message).trim().split('\n').pop()}` : undefined);
+    });
+  });
+}
 
 async function main() {
+  const cfg = benchConfig();
+  const workDir = path.join(process.env.KILN_BENCH_DIR ?? path.join(here, '.out'), `gpu-bench-${cfg.shapeName}`);
+  const resultsDir = process.env.KILN_RESULTS_DIR ?? path.join(here, '.out');
+  fs.mkdirSync(workDir, { recursive: true });
   fs.mkdirSync(resultsDir, { recursive: true });
-  let t0 = process.hrtime.bigint();
-  const model = makeRandomLlama(path.join(workDir, 'hf'), SHAPE);
-  console.log(`random model: ${model.parameters} parameters, ${(model.weightBytes / 1e9).toFixed(2)} GB bf16 (${seconds(t0).toFixed(1)} s)`);
+  log(`target ${cfg.target}, shape ${cfg.shapeName} ${JSON.stringify(cfg.shape)}; variants ${VARIANTS.map((v) => v.name).join(', ')}` + (cfg.skip.size ? `; skipping ${[...cfg.skip].join(', ')}` : ''));
+
+  const model = await step('random model', () => makeRandomLlama(path.join(workDir, 'hf'), cfg.shape));
+  if (model.error) throw new Error(model.error);
+  log(`random model: ${model.parameters} parameters, ${(model.weightBytes / 1e9).toFixed(2)} GB bf16${model.reused ? ' (reused)' : ''}`);
   const checkpointDir = path.join(workDir, 'checkpoint');
-  const engineDir = path.join(workDir, 'engine');
-  t0 = process.hrtime.bigint();
-  await convertCheckpoint({ modelDir: model.dir, outputDir: checkpointDir });
-  await buildEngine({
-    checkpointDir,
-    outputDir: engineDir,
-    config: { target: 'cuda', dtype: 'bfloat16', maxBatchSize: 1, maxSeqLen: 512, maxNumTokens: 512 },
-  });
-  console.log(`convert + build: ${seconds(t0).toFixed(1)} s`);
+  await step('convert', () => convertCheckpoint({ modelDir: model.dir, outputDir: checkpointDir }));
 
-  // Deterministic prompt ids, away from the special ids.
-  const prompt = Array.from({ length: PROMPT_TOKENS }, (_, i) => 100 + ((i * 7919) % (SHAPE.vocab - 200)));
-  const promptFile = path.join(workDir, 'prompt.json');
-  fs.writeFileSync(promptFile, JSON.stringify(prompt));
-
-  // Kiln as shipped, then with its decode features turned off one by one (environment switches read
-  // when an engine loads): CUDA graphs (KILN_CUDA_GRAPHS=0), then also the GEMV (KILN_CUDA_GEMV=0).
-  const modes = [
-    { name: 'Kiln, cuda bfloat16 engine', env: {} },
-    { name: 'Kiln, without CUDA graphs', env: { KILN_CUDA_GRAPHS: '0' } },
-    { name: 'Kiln, without graphs or GEMV (cuBLASLt only)', env: { KILN_CUDA_GRAPHS: '0', KILN_CUDA_GEMV: '0' } },
-  ];
-  const kilnRuns = [];
-  for (const mode of modes) {
-    delete process.env.KILN_CUDA_GRAPHS;
-    delete process.env.KILN_CUDA_GEMV;
-    Object.assign(process.env, mode.env);
-    t0 = process.hrtime.bigint();
-    const engine = await Engine.load(engineDir);
-    console.log(`${mode.name}: load ${seconds(t0).toFixed(1)} s; ${engine.info.device}; weights ${(engine.info.weightBytes / 2 ** 20).toFixed(0)} MiB, KV ${(engine.info.kvCacheBytes / 2 ** 20).toFixed(0)} MiB`);
-    const generate = async (maxTokens) => {
-      const start = process.hrtime.bigint();
-      const result = await engine.generate(prompt, { maxTokens, ignoreEos: true });
-      return { seconds: seconds(start), ids: result.outputIds };
-    };
-    await generate(8); // warm-up: plans, allocations, graph capture
-    const runs = [];
-    for (let r = 0; r < 3; r++) {
-      const one = await generate(1);
-      const full = await generate(NEW_TOKENS);
-      if (full.ids.length !== NEW_TOKENS) throw new Error(`kiln generated ${full.ids.length} tokens, not ${NEW_TOKENS}`);
-      runs.push({ firstTokenMs: one.seconds * 1e3, msPerToken: ((full.seconds - one.seconds) * 1e3) / (NEW_TOKENS - 1), ids: full.ids });
+  const prompt = promptIds(cfg.batch1.promptTokens, cfg.shape.vocab);
+  const variants = [];
+  for (const variant of VARIANTS) {
+    const slug = variant.name.replace(/[^a-z0-9]+/gi, '-').toLowerCase();
+    const engines = { batch1: path.join(workDir, `engine-${slug}-b1`), serving: path.join(workDir, `engine-${slug}-b${cfg.serving.engine.maxBatchSize}`) };
+    const out = { name: variant.name, reference: !!variant.reference, targets: variant.targets ?? {}, engines: {} };
+    variants.push(out);
+    for (const [kind, dir] of Object.entries(engines)) {
+      const config = { target: cfg.target, ...variant.build, ...(kind === 'batch1' ? cfg.batch1.engine : cfg.serving.engine) };
+      out.engines[kind] = { config };
+      const built = await step(`${variant.name}: build the ${kind} engine ${JSON.stringify(config)}`, () => buildEngine({ checkpointDir, outputDir: dir, config }));
+      if (built?.error) out.engines[kind].error = built.error;
     }
-    await engine.dispose();
-    runs.sort((a, b) => a.msPerToken - b.msPerToken);
-    kilnRuns.push({ ...mode, ...runs[1], allRunsMsPerToken: runs.map((r) => r.msPerToken) }); // median of 3
-  }
-  delete process.env.KILN_CUDA_GRAPHS;
-  delete process.env.KILN_CUDA_GEMV;
-  // Where a decode step's time goes: every op timed with CUDA events (printed to stderr on dispose).
-  process.env.KILN_CUDA_PROFILE = '1';
-  const profiled = await Engine.load(engineDir);
-  await profiled.generate(prompt, { maxTokens: 64, ignoreEos: true });
-  await profiled.dispose();
-  delete process.env.KILN_CUDA_PROFILE;
-  // Where a shipped decode step's wall time goes: the executor's iteration (host scheduling, the step,
-  // sampling), the step's host time in runStep and its device time (events around it, graphs on).
-  process.env.KILN_CUDA_STEP_TIMING = '1';
-  const timed = await Engine.load(engineDir);
-  const timedStart = process.hrtime.bigint();
-  await timed.generate(prompt, { maxTokens: NEW_TOKENS, ignoreEos: true });
-  const timedWallMs = Number(process.hrtime.bigint() - timedStart) / 1e6 / NEW_TOKENS;
-  const iterations = timed.executor.stats().recentIterations.filter((it) => it.numContextTokens === 0 && it.numGenerationTokens === 1);
-  const iterationMs = iterations.reduce((sum, it) => sum + it.iterationMs, 0) / Math.max(1, iterations.length);
-  console.log(`step timing: wall ${timedWallMs.toFixed(3)} ms/token, executor iteration ${iterationMs.toFixed(3)} ms (${iterations.length} decode iterations)`);
-  await timed.dispose();
-  delete process.env.KILN_CUDA_STEP_TIMING;
-  const kiln = kilnRuns[0];
-  // The modes compute the same tokens (the GEMV and cuBLASLt sum in different orders: near ties may differ).
-  const sameAsShipped = kilnRuns.map((r) => {
-    let n = 0;
-    while (n < NEW_TOKENS && r.ids[n] === kiln.ids[n]) n++;
-    return n;
-  });
 
-  const peer = JSON.parse(
-    execFileSync('python3', [path.join(here, 'gpu_transformers.py'), model.dir, promptFile, String(NEW_TOKENS)], {
-      encoding: 'utf8',
-      stdio: ['ignore', 'pipe', 'inherit'],
-      maxBuffer: 1 << 26,
-    })
-      .trim()
-      .split('\n')
-      .pop(),
-  );
-  // Bytes read per decoded token: every matrix once; of the embedding table only one row.
-  const bytesPerToken = model.weightBytes - SHAPE.vocab * SHAPE.hidden * 2;
-  const boundMs = (bytesPerToken / peer.copyBandwidthBytesPerSecond) * 1e3;
-  let agree = 0;
-  while (agree < NEW_TOKENS && kiln.ids[agree] === peer.eagerOutputIds[agree]) agree++;
-  const result = {
-    date: new Date().toISOString().slice(0, 10),
-    device: peer.device,
-    model: { ...SHAPE, dtype: 'bfloat16', parameters: model.parameters, weightBytes: model.weightBytes },
-    promptTokens: PROMPT_TOKENS,
-    newTokens: NEW_TOKENS,
-    kiln: kilnRuns.map((r, i) => ({ mode: r.name, env: r.env, firstTokenMs: r.firstTokenMs, msPerToken: r.msPerToken, allRunsMsPerToken: r.allRunsMsPerToken, tokensEqualToShipped: sameAsShipped[i] })),
-    transformersEager: { version: peer.transformers, torch: peer.torch, firstTokenMs: peer.eagerFirstTokenMs, msPerToken: peer.eagerMsPerToken },
-    copyBandwidthGBs: peer.copyBandwidthBytesPerSecond / 1e9,
-    hbmBoundMsPerToken: boundMs,
-    greedyTokensEqualToTransformersPrefix: agree,
-  };
-  const md = [
-    `| run (${peer.device}, batch 1, ${PROMPT_TOKENS}-token prompt, ${NEW_TOKENS} new tokens) | first token ms | decode ms/token | tokens/s | of the HBM bound |`,
-    '| --- | --- | --- | --- | --- |',
-    ...kilnRuns.map((r) => `| ${r.name} | ${r.firstTokenMs.toFixed(2)} | ${r.msPerToken.toFixed(3)} | ${(1e3 / r.msPerToken).toFixed(0)} | ${((boundMs / r.msPerToken) * 100).toFixed(0)}% |`),
-    `| transformers ${peer.transformers} eager (torch ${peer.torch}) | ${peer.eagerFirstTokenMs.toFixed(2)} | ${peer.eagerMsPerToken.toFixed(3)} | ${(1e3 / peer.eagerMsPerToken).toFixed(0)} | ${((boundMs / peer.eagerMsPerToken) * 100).toFixed(0)}% |`,
-    '',
-    `HBM bound: ${(bytesPerToken / 1e9).toFixed(2)} GB of weights per token / ${result.copyBandwidthGBs.toFixed(0)} GB/s device copy = ${boundMs.toFixed(3)} ms/token. ` +
-      `Kiln / transformers eager: ${(peer.eagerMsPerToken / kiln.msPerToken).toFixed(2)}x. Greedy tokens equal for the first ${agree} of ${NEW_TOKENS} (random weights: near ties).`,
-  ].join('\n');
-  fs.writeFileSync(path.join(resultsDir, 'bench-gpu.json'), `${JSON.stringify(result, null, 2)}\n`);
+    // 1. Batch-1 decode in this process.
+    const modes = [{ name: 'as shipped', env: {} }, ...(variant.reference && !cfg.skip.has('diagnostics') && cfg.target === 'cuda' ? DIAGNOSTIC_MODES : [])];
+    out.batch1 = [];
+    for (const mode of modes) {
+      const r = await step(`${variant.name}: batch 1, ${mode.name}`, () =>
+        measureDecode(engines.batch1, prompt, cfg.batch1.newTokens, mode.env, (m) => log(`${variant.name}, ${mode.name}: ${m}`)),
+      );
+      if (!r.error) log(`${variant.name}, ${mode.name}: first token ${r.firstTokenMs.toFixed(2)} ms, decode ${r.msPerToken.toFixed(3)} ms/token (runs ${r.allRunsMsPerToken.map((x) => x.toFixed(3)).join(', ')})`);
+      out.batch1.push({ mode: mode.name, env: mode.env, ...r });
+    }
+    if (variant.reference && !cfg.skip.has('diagnostics') && cfg.target === 'cuda') {
+      await step('per-op profile (KILN_CUDA_PROFILE=1, graphs off; table on stderr)', () => profileDecode(engines.batch1, prompt));
+      const timing = await step('step timing (KILN_CUDA_STEP_TIMING=1)', () => stepTiming(engines.batch1, prompt, cfg.batch1.newTokens));
+      if (!timing.error) log(`step timing: wall ${timing.wallMsPerToken.toFixed(3)} ms/token, executor iteration ${timing.iterationMs.toFixed(3)} ms (${timing.decodeIterations} decode iterations)`);
+      out.stepTiming = timing;
+    }
+
+    // 2. kiln bench through the executor, at high concurrency and at concurrency 1.
+    const { numRequests, concurrency, c1Requests, inputLen, outputLen } = cfg.serving;
+    const source = ['--engine', engines.serving];
+    if (!cfg.skip.has('serving')) {
+      out.highConcurrency = await step(`${variant.name}: kiln bench, ${numRequests} requests ${inputLen}/${outputLen}, concurrency ${concurrency}`, () =>
+        kilnBench(source, { numRequests, inputLen, outputLen, concurrency }),
+      );
+      logBench(out.highConcurrency);
+      out.concurrency1 = await step(`${variant.name}: kiln bench, ${c1Requests} requests ${inputLen}/${outputLen}, concurrency 1`, () =>
+        kilnBench(source, { numRequests: c1Requests, inputLen, outputLen, concurrency: 1 }),
+      );
+      logBench(out.concurrency1);
+    }
+    // 3. The same at high concurrency over HTTP (reference variant).
+    if (variant.reference && !cfg.skip.has('http')) {
+      out.http = await step(`${variant.name}: kiln serve + kiln bench --url, concurrency ${concurrency}`, () =>
+        withServer(engines.serving, path.join(workDir, 'serve.log'), (url) => {
+          log(`kiln serve is ready at ${url}`);
+          return kilnBench(['--url', url], { numRequests, inputLen, outputLen, concurrency });
+        }),
+      );
+      logBench(out.http);
+    }
+    // 4. TTFT of a long prompt at concurrency 1 (kiln bench warms up with one request of the same length first).
+    if (!cfg.skip.has('ttft')) {
+      out.ttft = await step(`${variant.name}: TTFT, ${cfg.ttft.numRequests} requests of ${cfg.ttft.promptTokens} tokens, concurrency 1`, () =>
+        kilnBench(source, { numRequests: cfg.ttft.numRequests, inputLen: cfg.ttft.promptTokens, outputLen: 1, concurrency: 1 }),
+      );
+      if (!out.ttft.error) log(`TTFT ${cfg.ttft.promptTokens} tokens: median ${out.ttft.median_ttft_ms.toFixed(2)} ms, p90 ${out.ttft.p90_ttft_ms.toFixed(2)} ms`);
+    }
+  }
+
+  // 5. transformers on the same weights, and the copy bandwidth.
+  let peer;
+  if (cfg.skip.has('peer')) peer = { unavailable: 'skipped (KILN_BENCH_SKIP=peer)' };
+  else {
+    const why = await peerUnavailable(cfg);
+    if (why) {
+      log(`transformers peer: unavailable: ${why}`);
+      peer = { unavailable: why };
+    } else peer = await step('transformers (gpu_transformers.py)', () => runPeer(cfg, model.dir, workDir));
+  }
+
+  const { json, md } = buildReport({ cfg, model, variants, peer, totalSeconds: elapsed() });
+  fs.writeFileSync(path.join(resultsDir, 'bench-gpu.json'), `${JSON.stringify(json, null, 2)}\n`);
   fs.writeFileSync(path.join(resultsDir, 'bench-gpu.md'), `${md}\n`);
   console.log(md);
+  log(`wrote ${path.join(resultsDir, 'bench-gpu.json')} and bench-gpu.md; total ${elapsed().toFixed(1)} s`);
+  // A phase that failed fails the run (its error is in the report), after the report is written.
+  if (json.errors.length > 0) process.exitCode = 1;
+}
+
+function logBench(m) {
+  if (!m || m.error) return;
+  const memory = m.kv_blocks_total === undefined ? '' : `; KV blocks in use: peak ${m.peak_kv_blocks_used ?? 'n/a'} of ${m.kv_blocks_total}`;
+  log(`  ${m.output_throughput.toFixed(0)} output tok/s, ${m.completed} requests in ${m.duration_s.toFixed(2)} s, median TTFT ${m.median_ttft_ms.toFixed(2)} ms, median TPOT ${m.median_tpot_ms.toFixed(2)} ms${memory}`);
 }
 
 main().catch((error) => {

@@ -1,0 +1,173 @@
+// bench-gpu.json and bench-gpu.md from the figures of one run: tables of the batch-1 decode, the large
+// batch, `kiln bench` (in process, over HTTP, TTFT), and every figure of issue 10's "Done when" next to
+// its target (met / not met / not measured).
+import { TARGETS } from './config.mjs';
+
+const ok = (x) => x !== undefined && x !== null && !x.error && !x.unavailable;
+const fixed = (x, digits) => (typeof x === 'number' && Number.isFinite(x) ? x.toFixed(digits) : 'n/a');
+const mib = (bytes) => (typeof bytes === 'number' ? `${(bytes / 2 ** 20).toFixed(0)}` : 'n/a');
+const thousands = (x) => (typeof x === 'number' && Number.isFinite(x) ? Math.round(x).toLocaleString('en-US') : 'n/a');
+
+/** One "Done when" line: value against target (`atMost` or `atLeast`). */
+function check(figure, value, unit, target, direction, digits = 2) {
+  const measured = typeof value === 'number' && Number.isFinite(value);
+  const met = measured ? (direction === 'atMost' ? value <= target : value >= target) : null;
+  return { figure, value: measured ? value : null, unit, target, direction, met, digits };
+}
+
+function benchRow(label, m) {
+  if (!ok(m)) return `| ${label} | ${m?.error ? `failed: ${firstLine(m.error)}` : 'not run'} | | | | | | |`;
+  const peak = m.peak_kv_blocks_used === undefined || m.peak_kv_blocks_used === null ? 'n/a' : `${m.peak_kv_blocks_used} / ${m.kv_blocks_total ?? 'n/a'}`;
+  return `| ${label} | ${thousands(m.output_throughput)} | ${fixed(m.median_ttft_ms, 2)} | ${fixed(m.median_tpot_ms, 3)} | ${fixed(m.duration_s, 2)} | ${mib(m.weight_bytes)} | ${mib(m.kv_cache_bytes)} | ${peak} |`;
+}
+
+const firstLine = (text) => String(text).split('\n')[0].slice(0, 200);
+
+export function buildReport({ cfg, model, variants, peer, totalSeconds }) {
+  const reference = variants.find((v) => v.reference) ?? variants[0];
+  const shipped = (v) => v.batch1?.find((r) => r.mode === 'as shipped' && !r.error);
+  const kiln = shipped(reference);
+  const peerOk = ok(peer);
+  const eager = peerOk && ok(peer.eager) ? peer.eager : undefined;
+  const compiled = peerOk && ok(peer.compiled) ? peer.compiled : undefined;
+  const eagerBatch = peerOk && ok(peer.eagerBatch) ? peer.eagerBatch : undefined;
+  const compiledBatch = peerOk && ok(peer.compiledBatch) ? peer.compiledBatch : undefined;
+
+  // Bytes read per decoded token: every matrix once; of the embedding table only one row.
+  const bytesPerToken = model.weightBytes - cfg.shape.vocab * cfg.shape.hidden * 2;
+  const bandwidth = peerOk ? peer.copyBandwidthBytesPerSecond : undefined;
+  const boundMs = bandwidth ? (bytesPerToken / bandwidth) * 1e3 : undefined;
+  let agree;
+  if (kiln && eager?.outputIds) {
+    agree = 0;
+    while (agree < cfg.batch1.newTokens && kiln.ids[agree] === eager.outputIds[agree]) agree++;
+  }
+
+  const targets = [];
+  const ratio = (a, b) => (typeof a === 'number' && typeof b === 'number' && b > 0 ? a / b : undefined);
+  for (const v of variants) {
+    const k = shipped(v);
+    const tag = v.reference ? '' : ` (${v.name})`;
+    if (v.targets.batch1MsPerToken !== undefined) {
+      targets.push(check(`Batch 1 decode ms/token, ${v.name}`, k?.msPerToken, 'ms', v.targets.batch1MsPerToken, 'atMost', 3));
+    }
+    if (v.reference) {
+      targets.push(check('Batch 1: fraction of the HBM bound', ratio(boundMs, k?.msPerToken), '', TARGETS.boundFraction, 'atLeast'));
+      targets.push(check('Batch 1: x transformers + static cache + compile', ratio(compiled?.msPerStep, k?.msPerToken), 'x', TARGETS.vsCompileBatch1, 'atLeast'));
+      targets.push(check('Batch 1: x transformers eager', ratio(eager?.msPerStep, k?.msPerToken), 'x', TARGETS.vsEagerBatch1, 'atLeast'));
+      targets.push(check(`Concurrency ${cfg.serving.concurrency} (kiln bench): output tok/s`, v.highConcurrency?.output_throughput, 'tok/s', TARGETS.highConcurrencyTokS, 'atLeast', 0));
+      targets.push(
+        check(
+          `Concurrency ${cfg.serving.concurrency}: x transformers + compile at batch ${cfg.peer.batch}`,
+          ratio(v.highConcurrency?.output_throughput, compiledBatch?.decodeTokensPerSecond),
+          'x',
+          TARGETS.highConcurrencyVsCompile,
+          'atLeast',
+        ),
+      );
+      targets.push(
+        check(`Concurrency ${cfg.serving.concurrency}: x concurrency 1`, ratio(v.highConcurrency?.output_throughput, v.concurrency1?.output_throughput), 'x', TARGETS.highConcurrencyVsC1, 'atLeast', 1),
+      );
+      targets.push(check(`TTFT, ${cfg.ttft.promptTokens}-token prompt, concurrency 1 (median)`, v.ttft?.median_ttft_ms, 'ms', TARGETS.ttftMs, 'atMost'));
+      targets.push(check(`Over HTTP: fraction of the in-process output tok/s`, ratio(v.http?.output_throughput, v.highConcurrency?.output_throughput), '', TARGETS.httpVsInProcess, 'atLeast'));
+    } else if (v.targets.highConcurrencyVsReference !== undefined) {
+      targets.push(
+        check(`Concurrency ${cfg.serving.concurrency}: x ${reference.name}${tag}`, ratio(v.highConcurrency?.output_throughput, reference.highConcurrency?.output_throughput), 'x', v.targets.highConcurrencyVsReference, 'atLeast'),
+      );
+    }
+  }
+
+  const errors = [];
+  for (const v of variants) {
+    for (const [kind, e] of Object.entries(v.engines)) if (e.error) errors.push(`${v.name}: ${kind} engine build: ${firstLine(e.error)}`);
+    for (const r of v.batch1 ?? []) if (r.error) errors.push(`${v.name}: batch 1 ${r.mode}: ${firstLine(r.error)}`);
+    for (const key of ['stepTiming', 'highConcurrency', 'concurrency1', 'http', 'ttft']) if (v[key]?.error) errors.push(`${v.name}: ${key}: ${firstLine(v[key].error)}`);
+  }
+  if (peer?.error) errors.push(`transformers: ${firstLine(peer.error)}`);
+  if (peerOk) for (const key of ['eager', 'eagerBatch', 'compiled', 'compiledBatch']) if (peer[key]?.error) errors.push(`transformers ${key}: ${firstLine(peer[key].error)}`);
+
+  const device = peerOk ? peer.device : (kiln?.device ?? cfg.target);
+  const date = new Date().toISOString().slice(0, 10);
+  const strip = ({ ids, outputIds, ...rest }) => rest; // token ids stay out of the JSON
+  const json = {
+    date,
+    device,
+    target: cfg.target,
+    dryRun: cfg.dry,
+    model: { shape: cfg.shapeName, ...cfg.shape, dtype: 'bfloat16', parameters: model.parameters, weightBytes: model.weightBytes },
+    workload: { batch1: cfg.batch1, peerBatch: cfg.peer.batch, serving: cfg.serving, ttft: cfg.ttft },
+    hbm: { bytesPerToken, copyBandwidthGBs: bandwidth ? bandwidth / 1e9 : null, boundMsPerToken: boundMs ?? null },
+    variants: variants.map((v) => ({ ...v, batch1: v.batch1?.map(strip) })),
+    transformers: peerOk
+      ? { version: peer.transformers, torch: peer.torch, compileSetup: peer.compileSetup, ...Object.fromEntries(['eager', 'eagerBatch', 'compiled', 'compiledBatch'].map((k) => [k, peer[k] && strip(peer[k])])) }
+      : { unavailable: peer?.unavailable ?? peer?.error ?? 'not run' },
+    greedyTokensEqualToTransformersPrefix: agree ?? null,
+    targets: targets.map(({ digits, ...t }) => t),
+    errors,
+    totalSeconds,
+  };
+
+  const lines = [];
+  const b = cfg.batch1;
+  lines.push(`Issue 10 benchmark, ${date}, ${device}${cfg.dry ? ` — DRY RUN on ${cfg.target} engines of the ${cfg.shapeName} shape: the targets are the H200's` : ''}; total ${totalSeconds.toFixed(0)} s.`, '');
+  lines.push(`| run (${device}, batch 1, ${b.promptTokens}-token prompt, ${b.newTokens} new tokens) | first token ms | decode ms/token | tokens/s | of the HBM bound |`, '| --- | --- | --- | --- | --- |');
+  const boundShare = (ms) => (boundMs && ms ? `${((boundMs / ms) * 100).toFixed(0)}%` : 'n/a');
+  for (const v of variants) {
+    for (const r of v.batch1 ?? []) {
+      const label = `Kiln, ${cfg.target} ${v.name} engine${r.mode === 'as shipped' ? '' : `, ${r.mode}`}`;
+      if (r.error) lines.push(`| ${label} | failed: ${firstLine(r.error)} | | | |`);
+      else lines.push(`| ${label} | ${fixed(r.firstTokenMs, 2)} | ${fixed(r.msPerToken, 3)} | ${(1e3 / r.msPerToken).toFixed(0)} | ${boundShare(r.msPerToken)} |`);
+    }
+  }
+  const peerLabel = peerOk ? `transformers ${peer.transformers} (torch ${peer.torch})` : 'transformers';
+  for (const [name, r] of [
+    ['eager', eager],
+    ['static cache + torch.compile', compiled],
+  ]) {
+    if (r) lines.push(`| ${peerLabel} ${name} | ${fixed(r.firstTokenMs, 2)} | ${fixed(r.msPerStep, 3)} | ${(1e3 / r.msPerStep).toFixed(0)} | ${boundShare(r.msPerStep)} |`);
+    else lines.push(`| ${peerLabel} ${name} | ${peerOk ? `failed: ${firstLine(peer[name === 'eager' ? 'eager' : 'compiled']?.error ?? 'not run')}` : `not run: ${firstLine(peer?.unavailable ?? peer?.error ?? '')}`} | | | |`);
+  }
+  lines.push('');
+  lines.push(
+    boundMs
+      ? `HBM bound: ${(bytesPerToken / 1e9).toFixed(2)} GB of weights per token / ${(bandwidth / 1e9).toFixed(0)} GB/s device copy = ${boundMs.toFixed(3)} ms/token.`
+      : 'HBM bound: not measured (the copy bandwidth comes from the transformers peer).',
+  );
+  if (agree !== undefined) lines.push(`Greedy tokens of Kiln and transformers eager equal for the first ${agree} of ${b.newTokens} (random weights: near ties).`);
+  lines.push('');
+
+  lines.push(`| transformers, batch ${cfg.peer.batch}, ${b.promptTokens}-token prompts, ${b.newTokens} new tokens | ms/step | output tok/s (decode steps) | output tok/s (end to end) |`, '| --- | --- | --- | --- |');
+  for (const [name, r, key] of [
+    ['eager', eagerBatch, 'eagerBatch'],
+    ['static cache + torch.compile', compiledBatch, 'compiledBatch'],
+  ]) {
+    if (r) lines.push(`| ${name} | ${fixed(r.msPerStep, 2)} | ${thousands(r.decodeTokensPerSecond)} | ${thousands(r.endToEndTokensPerSecond)} |`);
+    else lines.push(`| ${name} | ${peerOk ? `failed: ${firstLine(peer[key]?.error ?? 'not run')}` : 'not run'} | | |`);
+  }
+  lines.push('');
+
+  const s = cfg.serving;
+  lines.push(
+    `| kiln bench (${s.inputLen} in / ${s.outputLen} out, no rate limit) | output tok/s | median TTFT ms | median TPOT ms | duration s | weights MiB | KV cache MiB | KV blocks in use (peak / total) |`,
+    '| --- | --- | --- | --- | --- | --- | --- | --- |',
+  );
+  for (const v of variants) {
+    lines.push(benchRow(`${v.name}: in process, ${s.numRequests} requests, concurrency ${s.concurrency}`, v.highConcurrency));
+    lines.push(benchRow(`${v.name}: in process, ${s.c1Requests} requests, concurrency 1`, v.concurrency1));
+    if (v.reference) lines.push(benchRow(`${v.name}: over HTTP (kiln serve), ${s.numRequests} requests, concurrency ${s.concurrency}`, v.http));
+    lines.push(benchRow(`${v.name}: TTFT, ${cfg.ttft.numRequests} requests of ${cfg.ttft.promptTokens} in / 1 out, concurrency 1`, v.ttft));
+  }
+  lines.push('');
+  const refHigh = reference.highConcurrency;
+  if (ok(refHigh)) lines.push(`Command: \`${refHigh.command.replace(/--engine \S+/, '--engine <engine>')}\`. Over HTTP, the KV figures come from the server's /metrics, sampled (weights and KV cache bytes are not served).`, '');
+
+  lines.push('| issue 10 "Done when" | measured | target | |', '| --- | --- | --- | --- |');
+  for (const t of targets) {
+    const value = t.value === null ? 'n/a' : `${t.unit === 'tok/s' ? thousands(t.value) : t.value.toFixed(t.digits)}${t.unit && t.unit !== 'tok/s' ? ` ${t.unit}` : ''}${t.unit === 'tok/s' ? ' tok/s' : ''}`;
+    const target = `${t.direction === 'atMost' ? '≤' : '≥'} ${t.unit === 'tok/s' ? thousands(t.target) : t.target}${t.unit ? ` ${t.unit}` : ''}`;
+    lines.push(`| ${t.figure} | ${value} | ${target} | ${t.met === null ? 'not measured' : t.met ? 'met' : 'NOT met'} |`);
+  }
+  if (variants.length === 1) lines.push('| Quantized modes (int4, int8, FP8) at batch 1 | not built yet: add them to VARIANTS in tools/bench/gpu/config.mjs | ≤ 0.40 / 0.55 / 0.55 ms | not measured |');
+  if (errors.length) lines.push('', `Errors (${errors.length}):`, ...errors.map((e) => `- ${e}`));
+  return { json, md: lines.join('\n') };
+}
