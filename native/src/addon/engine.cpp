@@ -20,6 +20,7 @@
 #include <unordered_map>
 #include <utility>
 
+#include "kiln/comm/world.h"
 #include "kiln/runtime/engine.h"
 #include "kiln/runtime/executor.h"
 
@@ -87,6 +88,15 @@ Napi::Object InfoObject(Napi::Env env, const kiln::EngineInfo& i) {
   o.Set("maxBeamWidth", Napi::Number::New(env, static_cast<double>(i.maxBeamWidth)));
   o.Set("vocabSize", Napi::Number::New(env, static_cast<double>(i.vocabSize)));
   o.Set("modelJson", Napi::String::New(env, i.modelJson));
+  o.Freeze();
+  return o;
+}
+
+Napi::Object MappingObject(Napi::Env env, const kiln::ParallelMapping& m) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("tpSize", Napi::Number::New(env, m.tpSize));
+  o.Set("ppSize", Napi::Number::New(env, m.ppSize));
+  o.Set("rank", Napi::Number::New(env, m.rank));
   o.Freeze();
   return o;
 }
@@ -513,6 +523,33 @@ class ShutdownWorker : public Napi::AsyncWorker {
   bool cancel_;
 };
 
+// A rank other than 0 of a tp/pp engine: replays rank 0's schedule on a worker thread until rank 0's
+// engine is disposed. A failure here (a malformed announcement) would leave the other ranks waiting in
+// a collective, so it ends the whole job, naming this rank.
+class FollowWorker : public Napi::AsyncWorker {
+ public:
+  FollowWorker(Napi::Env env, std::shared_ptr<Session> session)
+      : Napi::AsyncWorker(env, "kiln.follow"), deferred_(Napi::Promise::Deferred::New(env)), session_(std::move(session)) {}
+  Napi::Promise Promise() const { return deferred_.Promise(); }
+
+ protected:
+  void Execute() override {
+    try {
+      session_->engine->follow();
+    } catch (const std::logic_error& e) {
+      SetError(e.what());
+    } catch (const std::exception& e) {
+      kiln::comm::abortWorld(std::string("while following rank 0: ") + e.what());
+    }
+  }
+  void OnOK() override { deferred_.Resolve(Env().Undefined()); }
+  void OnError(const Napi::Error& error) override { deferred_.Reject(error.Value()); }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  std::shared_ptr<Session> session_;
+};
+
 class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
  public:
   static Napi::Function Define(Napi::Env env) {
@@ -524,6 +561,7 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
                         InstanceMethod<&EngineWrap::Stats>("stats"),
                         InstanceMethod<&EngineWrap::SetEventListener>("setEventListener"),
                         InstanceMethod<&EngineWrap::Shutdown>("shutdown"),
+                        InstanceMethod<&EngineWrap::Follow>("follow"),
                         InstanceMethod<&EngineWrap::Dispose>("dispose")});
   }
 
@@ -553,6 +591,8 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
     session_->channel.Unref(env);  // referenced only while requests are in flight
     info.This().As<Napi::Object>().DefineProperty(
         Napi::PropertyDescriptor::Value("info", InfoObject(env, session_->engine->info()), napi_enumerable));
+    info.This().As<Napi::Object>().DefineProperty(
+        Napi::PropertyDescriptor::Value("mapping", MappingObject(env, session_->engine->mapping()), napi_enumerable));
   }
 
   ~EngineWrap() override {
@@ -729,6 +769,15 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
     return StartShutdown(env, cancel);  // a second call joins again and resolves once stopped
   }
 
+  Napi::Value Follow(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!session_) return RejectedTypeError(env, "follow(): the engine has been disposed");
+    auto* worker = new FollowWorker(env, session_);
+    Napi::Promise promise = worker->Promise();
+    worker->Queue();
+    return promise;
+  }
+
   Napi::Value Dispose(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (!session_) return env.Undefined();
@@ -796,6 +845,18 @@ class LoadWorker : public Napi::AsyncWorker {
   Napi::FunctionReference* constructor_;
   std::shared_ptr<Session> session_;
 };
+
+// Where mpirun put this process (rank 0 of 1 when it did not launch it); reads the environment only.
+Napi::Value WorldInfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const kiln::comm::WorldInfo w = kiln::comm::worldInfo();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("rank", Napi::Number::New(env, w.rank));
+  o.Set("size", Napi::Number::New(env, w.size));
+  o.Set("launchedByMpirun", Napi::Boolean::New(env, w.launchedByMpirun));
+  o.Set("mpiCompiled", Napi::Boolean::New(env, w.mpiCompiled));
+  return o;
+}
 
 Napi::Value LoadEngine(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -868,4 +929,5 @@ void InitEngine(Napi::Env env, Napi::Object exports) {
   auto* constructor = new Napi::FunctionReference(Napi::Persistent(EngineWrap::Define(env)));
   env.AddCleanupHook([constructor]() { delete constructor; });
   exports.Set("loadEngine", Napi::Function::New(env, LoadEngine, "loadEngine", constructor));
+  exports.Set("worldInfo", Napi::Function::New(env, WorldInfo, "worldInfo"));
 }

@@ -9,6 +9,7 @@
 #include <climits>
 #include <unistd.h>
 
+#include "kiln/comm/world.h"
 #include "kiln/runtime/engine_checks.h"
 #include "kiln/runtime/json_write.h"
 
@@ -49,11 +50,52 @@ Engine::Engine(const std::string& path, const EngineOptions& options) {
   try {
     configure(options);
   } catch (const std::exception& e) {
+    // The other ranks of a tp/pp job wait for this one in a collective: end them all, naming this rank.
+    if (comm::worldInfo().size > 1 && readMapping(file_->header()).worldSize() > 1) {
+      comm::abortWorld("cannot load " + path + ": " + e.what());
+    }
     throw std::runtime_error(path + ": " + e.what());
   }
 }
 
-Engine::~Engine() = default;
+Engine::~Engine() {
+  if (parallel_ && parallel_->isLeader()) announceStop(parallel_->control());
+}
+
+void Engine::runStep(const StepContext& step) {
+  if (parallel_ && parallel_->isLeader()) announceStep(parallel_->control(), step, kvGeometry_.tokensPerBlock);
+  backend_->runStep(ops_, step);
+}
+
+void Engine::copyKvBlock(int32_t src, int32_t dst) {
+  if (parallel_ && parallel_->isLeader()) announceKvCopy(parallel_->control(), src, dst);
+  backend_->copyKvBlock(src, dst);
+}
+
+void Engine::follow() {
+  if (!parallel_ || parallel_->isLeader()) throw std::logic_error("follow(): only ranks other than 0 of a tp/pp engine follow");
+  ScheduleLimits limits;
+  limits.numBlocks = kvNumBlocks_;
+  limits.tokensPerBlock = kvGeometry_.tokensPerBlock;
+  limits.vocabSize = info_.vocabSize;
+  limits.maxSeqLen = info_.maxSeqLen;
+  limits.maxNumTokens = info_.maxNumTokens;
+  limits.maxLogitRows = info_.maxLogitRows;
+  limits.maxBatchSize = info_.maxBatchSize;
+  ScheduleReceiver receiver;
+  for (;;) {
+    switch (receiver.receive(parallel_->control(), limits)) {
+      case RankCommand::Stop:
+        return;
+      case RankCommand::CopyKvBlock:
+        backend_->copyKvBlock(receiver.copySource(), receiver.copyTarget());
+        break;
+      case RankCommand::Step:
+        backend_->runStep(ops_, receiver.step());
+        break;
+    }
+  }
+}
 
 void Engine::configure(const EngineOptions& options) {
   const Json& h = file_->header();
@@ -111,6 +153,13 @@ void Engine::configure(const EngineOptions& options) {
   facts_.kvNumKvHeads = numKvHeads;
   facts_.kvHeadDim = headDim;
   facts_.activationDType = bt.activationDType;
+
+  // --- tp/pp: this rank's communicators, before any op binds to them ---
+  const ParallelMapping mapping = readMapping(h);
+  if (mapping.worldSize() > 1) {
+    parallel_ = std::make_unique<ParallelGroups>(mapping);
+    facts_.parallel = parallel_.get();
+  }
 
   // --- backend: where weights, activations and the KV cache live ---
   backend_ = makeBackend(bt, facts_);
@@ -276,7 +325,8 @@ void Engine::configure(const EngineOptions& options) {
   }
   backend_->setOpNames(std::move(opNames));
   checkOpDataflow(opsJson, values, info_.maxNumTokens, info_.maxLogitRows);
-  if (!logitsWritten) {
+  // Only rank 0 reads logits: a middle pipeline stage computes none.
+  if (!logitsWritten && (!parallel_ || parallel_->isLeader())) {
     throw headerError("outputs.logits (value " + std::to_string(logitsIndex) + ") is not written by any op");
   }
 
@@ -323,10 +373,12 @@ void Engine::configure(const EngineOptions& options) {
     throw std::runtime_error("the KV cache for " + std::to_string(kvTokens) +
                              " tokens is too large (lower kvCacheTokens, kvCacheBytes or kvCacheMemoryFraction)");
   }
-  backend_->allocateKv(static_cast<int32_t>(numBlocks), kvGeometry_);
-  kvNumBlocks_ = static_cast<int32_t>(numBlocks);
+  // Every rank holds the same block ids: the pool is as large as the smallest rank's.
+  const int64_t agreedBlocks = parallel_ ? parallel_->control().allReduceMin(numBlocks) : numBlocks;
+  backend_->allocateKv(static_cast<int32_t>(agreedBlocks), kvGeometry_);
+  kvNumBlocks_ = static_cast<int32_t>(agreedBlocks);
   info_.kvCacheBytes = backend_->kvBytes();
-  info_.kvCacheTokens = numBlocks * tokensPerBlock;
+  info_.kvCacheTokens = agreedBlocks * tokensPerBlock;
 }
 
 }  // namespace kiln

@@ -13,6 +13,7 @@
 #include "kiln/backends/cpu/kernels/kernels.h"
 #include "kiln/runtime/backend.h"
 #include "kiln/runtime/kernel_registry.h"
+#include "kiln/runtime/parallel.h"
 #include "kiln/thread_pool.h"
 
 namespace kiln {
@@ -64,13 +65,21 @@ class Engine {
   int32_t kvNumBlocks() const { return kvNumBlocks_; }
   int32_t kvTokensPerBlock() const { return kvGeometry_.tokensPerBlock; }
   // Copies every layer's K and V of block src into block dst (a beam forking a partial block).
-  void copyKvBlock(int32_t src, int32_t dst) { backend_->copyKvBlock(src, dst); }
+  // On rank 0 of a tp/pp engine, every other rank is told to do the same (runtime/parallel.h).
+  void copyKvBlock(int32_t src, int32_t dst);
   // Host worker threads; the executor runs its per-row sampling on them between steps.
   ThreadPool* threadPool() { return backend_->threadPool(); }
 
   // Runs every op once over the step (its `kv` is filled in by the backend). The float32 logits of
   // logit row r are then at logitsRow(r), in host memory.
-  void runStep(const StepContext& step) { backend_->runStep(ops_, step); }
+  // On rank 0 of a tp/pp engine, the step is first announced to every other rank.
+  void runStep(const StepContext& step);
+
+  // The engine's place among tp/pp ranks (one rank of 1 for an ordinary engine).
+  ParallelMapping mapping() const { return parallel_ ? parallel_->mapping() : ParallelMapping(); }
+  // The other ranks of a tp/pp engine: replays rank 0's steps and KV block copies until rank 0's engine
+  // is destroyed. Blocking; throws std::logic_error on rank 0 or a single-rank engine.
+  void follow();
   const float* logitsRow(int64_t r) const { return backend_->logitsRow(r); }
 
  private:
@@ -79,6 +88,7 @@ class Engine {
   std::unique_ptr<EngineFile> file_;
   EngineInfo info_;
   ModelFacts facts_;
+  std::unique_ptr<ParallelGroups> parallel_;  // a tp/pp engine's communicators; declared before the ops using them
   std::unique_ptr<Backend> backend_;
   KvGeometry kvGeometry_;
   int32_t kvNumBlocks_ = 0;

@@ -26,6 +26,7 @@ struct StepRuntime {
 };
 
 class Backend;
+class ParallelGroups;
 
 enum class RowsKind : uint8_t { Tokens, LogitRows };
 
@@ -67,6 +68,7 @@ struct ModelFacts {
   int64_t kvTokensPerBlock = 0;
   DType activationDType = DType::F32;  // the KV cache's element type (and main weights' on cuda)
   Backend* backend = nullptr;          // the backend binding the ops (adapters of that backend may downcast)
+  ParallelGroups* parallel = nullptr;  // the communicators of a tp/pp engine (runtime/parallel.h); null for one rank
 };
 
 // Thrown by adapters; the engine prefixes the op's index and name.

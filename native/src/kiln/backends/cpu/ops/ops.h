@@ -28,6 +28,11 @@ BoundOp bindSoftcap(OpBinding& b);
 BoundOp bindPositionEmbedding(OpBinding& b);
 // moe has no "weight"/"table" slot, so it is looked up as float32 and checks its weights' types itself.
 BoundOp bindMoe(OpBinding& b);
+// Tensor and pipeline parallelism (collectives.cpp): run through ModelFacts::parallel's communicators.
+BoundOp bindAllReduce(OpBinding& b);
+BoundOp bindAllGather(OpBinding& b);
+BoundOp bindSend(OpBinding& b);
+BoundOp bindRecv(OpBinding& b);
 
 // Registers every adapter above under backend "cpu".
 void registerCpuOps(KernelRegistry& registry);

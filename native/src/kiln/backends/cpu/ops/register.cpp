@@ -22,6 +22,8 @@ void registerCpuOps(KernelRegistry& r) {
       {"softcap", bindSoftcap, false},      {"position_embedding", bindPositionEmbedding, true},
       {"moe", bindMoe, false},              {"add_rms_norm", bindAddRmsNorm, true},
       {"add_layer_norm", bindAddLayerNorm, true},
+      {"all_reduce", bindAllReduce, false}, {"all_gather", bindAllGather, false},
+      {"send", bindSend, false},            {"recv", bindRecv, false},
   };
   for (const Entry& e : table) {
     for (DType dt : {DType::F32, DType::F16, DType::BF16}) {
