@@ -1,7 +1,12 @@
 // Paged attention over packed variable-length sequences. First every token's K and V rows are stored
 // into its sequence's blocks (so a prefill chunk attends to itself); then one block per (token, query
 // head) walks that sequence's cached positions with an online softmax (flash-attention's running max
-// and sum) in float32, its warps taking interleaved keys (see attend).
+// and sum) in float32. Two walkers: attendVectorized when a head's row splits into 16-byte vectors over
+// a power-of-two number of lanes (head dims 64 and 128 in 16 bits or float32, 256 in 16 bits): a warp
+// then takes several keys at once, each key a group of lanes; otherwise attend, a key per warp.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
 #include "kiln/backends/cuda/kernels/common.cuh"
 #include "kiln/backends/cuda/kernels/kernels.h"
 
@@ -24,6 +29,7 @@ struct Cache {
 
 template <typename T>
 __global__ void storeKv(DeviceStep step, T* pool, Cache cache, int64_t layer, ConstMatrix k, ConstMatrix v) {
+  startAfterPriorKernels();
   const int64_t t = blockIdx.x;
   const int32_t* table = step.blockTables + static_cast<int64_t>(step.tokenSeq[t]) * step.blockTableStride;
   T* kr = cache.row(pool, table, layer, step.positions[t], 0);
@@ -43,6 +49,7 @@ __global__ void __launch_bounds__(kThreads) attend(DeviceStep step, const T* poo
                                                    ConstMatrix q, int64_t group, int64_t headDim, float scale,
                                                    int64_t slidingWindow, float softcap, const float* alibiSlopes,
                                                    Matrix out) {
+  startAfterPriorKernels();
   constexpr int kWarps = kThreads / 32;
   __shared__ float partialMax[kWarps], partialSum[kWarps];
   __shared__ float partialOut[kWarps][kDimsPerLane * 32];
@@ -111,6 +118,163 @@ __global__ void __launch_bounds__(kThreads) attend(DeviceStep step, const T* poo
   }
 }
 
+// Lanes of a warp per key: a K or V row of headDim elements read as 16-byte vectors, one per lane.
+template <typename T>
+constexpr int vectorElements() { return 16 / static_cast<int>(sizeof(T)); }
+
+// The online-softmax state of keys seen so far: running max, sum of exp(s - max), and the exp-weighted
+// sum of V rows (this lane's kV dims). merge folds another state in (a state that saw no key has max
+// -inf and weighs nothing).
+template <int kV>
+struct SoftmaxState {
+  float max = -INFINITY, sum = 0.0f, acc[kV] = {};
+  __device__ __forceinline__ void add(float s, const float* v) {
+    const float newMax = fmaxf(max, s);
+    const float correction = expf(max - newMax);  // 0 on the first key
+    const float p = expf(s - newMax);
+    sum = sum * correction + p;
+#pragma unroll
+    for (int i = 0; i < kV; ++i) acc[i] = acc[i] * correction + p * v[i];
+    max = newMax;
+  }
+  __device__ __forceinline__ void merge(float otherMax, float otherSum, const float* otherAcc) {
+    const float newMax = fmaxf(max, otherMax);
+    if (newMax == -INFINITY) return;
+    const float a = max == -INFINITY ? 0.0f : expf(max - newMax);
+    const float b = otherMax == -INFINITY ? 0.0f : expf(otherMax - newMax);
+    sum = sum * a + otherSum * b;
+#pragma unroll
+    for (int i = 0; i < kV; ++i) acc[i] = acc[i] * a + otherAcc[i] * b;
+    max = newMax;
+  }
+};
+
+__device__ __forceinline__ void toFloats(const uint4& v, const float*, float* f) {
+  f[0] = __uint_as_float(v.x); f[1] = __uint_as_float(v.y); f[2] = __uint_as_float(v.z); f[3] = __uint_as_float(v.w);
+}
+__device__ __forceinline__ void toFloats(const uint4& v, const __nv_bfloat16*, float* f) {
+  const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&v);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 p = __bfloat1622float2(h[i]);
+    f[2 * i] = p.x;
+    f[2 * i + 1] = p.y;
+  }
+}
+__device__ __forceinline__ void toFloats(const uint4& v, const __half*, float* f) {
+  const __half2* h = reinterpret_cast<const __half2*>(&v);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 p = __half22float2(h[i]);
+    f[2 * i] = p.x;
+    f[2 * i + 1] = p.y;
+  }
+}
+
+// One block per (token, query head), kWarps warps; each warp splits into 32 / kLanes groups of kLanes
+// lanes, a group per key, a lane per 16-byte vector of the key's K and V rows; each group takes kUnroll
+// keys per round, their loads issued together. So a warp has 32 / kLanes * kUnroll keys' rows in flight
+// where attend has one: decode attention is a chain of dependent loads, and this shortens it. Each lane
+// keeps the online-softmax state of its group's keys for its own dims; groups, then warps, are merged at
+// the end. Same arithmetic as attend up to the order of the sums.
+template <typename T, int kLanes>
+__global__ void __launch_bounds__(kThreads) attendVectorized(DeviceStep step, const T* pool, Cache cache, int64_t layer,
+                                                             ConstMatrix q, int64_t group, int64_t headDim, float scale,
+                                                             int64_t slidingWindow, float softcap,
+                                                             const float* alibiSlopes, Matrix out) {
+  startAfterPriorKernels();
+  constexpr int kWarps = kThreads / 32;
+  constexpr int kV = vectorElements<T>();
+  constexpr int kGroups = 32 / kLanes;
+  constexpr int kUnroll = 2;
+  constexpr int kDims = kLanes * kV;  // == headDim
+  __shared__ float partialMax[kWarps], partialSum[kWarps];
+  __shared__ float partialOut[kWarps][kDims];
+  const int64_t t = blockIdx.x;
+  const int64_t h = blockIdx.y;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int keyGroup = lane / kLanes, sub = lane % kLanes;
+  const int64_t kvOffset = (h / group) * headDim + sub * kV;
+  const int64_t pos = step.positions[t];
+  const int64_t lo = slidingWindow > 0 ? max(int64_t(0), pos - slidingWindow + 1) : 0;
+  const int32_t* table = step.blockTables + static_cast<int64_t>(step.tokenSeq[t]) * step.blockTableStride;
+  const float slope = alibiSlopes ? alibiSlopes[h] : 0.0f;
+
+  float qv[kV];
+#pragma unroll
+  for (int i = 0; i < kV; ++i) qv[i] = load(q.data, q.dtype, t * q.stride + h * headDim + sub * kV + i);
+  SoftmaxState<kV> state;
+  constexpr int kKeysPerRound = kWarps * kGroups * kUnroll;
+  for (int64_t base = lo + (warp * kGroups * kUnroll); base <= pos; base += kKeysPerRound) {
+    uint4 kRaw[kUnroll], vRaw[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int64_t j = base + u * kGroups + keyGroup;
+      if (j <= pos) {
+        kRaw[u] = *reinterpret_cast<const uint4*>(cache.row(pool, table, layer, j, 0) + kvOffset);
+        vRaw[u] = *reinterpret_cast<const uint4*>(cache.row(pool, table, layer, j, 1) + kvOffset);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int64_t j = base + u * kGroups + keyGroup;
+      float kf[kV], vf[kV];
+      float dot = 0.0f;
+      if (j <= pos) {
+        toFloats(kRaw[u], static_cast<const T*>(nullptr), kf);
+        toFloats(vRaw[u], static_cast<const T*>(nullptr), vf);
+#pragma unroll
+        for (int i = 0; i < kV; ++i) dot += qv[i] * kf[i];
+      }
+      // The group's lanes are consecutive: xor offsets below kLanes stay inside it. Every lane of the
+      // warp takes part in the shuffles, valid key or not.
+#pragma unroll
+      for (int o = kLanes / 2; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
+      if (j <= pos) {
+        float s = scale * dot;
+        if (softcap > 0.0f) s = softcap * tanhf(s / softcap);
+        if (alibiSlopes) s += slope * static_cast<float>(j);
+        state.add(s, vf);
+      }
+    }
+  }
+  // Merge the warp's groups: lanes with the same `sub` hold the same dims.
+#pragma unroll
+  for (int o = kLanes; o < 32; o <<= 1) {
+    const float otherMax = __shfl_xor_sync(0xffffffffu, state.max, o);
+    const float otherSum = __shfl_xor_sync(0xffffffffu, state.sum, o);
+    float otherAcc[kV];
+#pragma unroll
+    for (int i = 0; i < kV; ++i) otherAcc[i] = __shfl_xor_sync(0xffffffffu, state.acc[i], o);
+    state.merge(otherMax, otherSum, otherAcc);
+  }
+  if (keyGroup == 0) {
+    if (sub == 0) {
+      partialMax[warp] = state.max;
+      partialSum[warp] = state.sum;
+    }
+#pragma unroll
+    for (int i = 0; i < kV; ++i) partialOut[warp][sub * kV + i] = state.acc[i];
+  }
+  __syncthreads();
+  float blockMax = -INFINITY;
+#pragma unroll
+  for (int w = 0; w < kWarps; ++w) blockMax = fmaxf(blockMax, partialMax[w]);
+  float weights[kWarps], total = 0.0f;
+#pragma unroll
+  for (int w = 0; w < kWarps; ++w) {
+    weights[w] = partialMax[w] == -INFINITY ? 0.0f : expf(partialMax[w] - blockMax);
+    total += weights[w] * partialSum[w];
+  }
+  const float inv = 1.0f / total;
+  for (int d = threadIdx.x; d < kDims; d += kThreads) {
+    float o = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) o += weights[w] * partialOut[w][d];
+    store(out.data, out.dtype, t * out.stride + h * headDim + d, o * inv);
+  }
+}
+
 }  // namespace
 
 void attention(cudaStream_t stream, DType cacheDType, const DeviceStep& step, const DeviceKv& kv, int32_t layer,
@@ -125,13 +289,26 @@ void attention(cudaStream_t stream, DType cacheDType, const DeviceStep& step, co
   cache.blockStride = cache.tokensPerBlock * cache.rowSize;
   dispatch(cacheDType, [&](auto z) {
     using T = decltype(z);
-    storeKv<T><<<static_cast<unsigned>(step.numTokens), 128, 0, stream>>>(step, static_cast<T*>(kv.pool), cache, layer, k, v);
+    launch(storeKv<T>, dim3(static_cast<unsigned>(step.numTokens)), dim3(128), 0, stream, step, static_cast<T*>(kv.pool), cache, layer, k, v);
     const dim3 grid(static_cast<unsigned>(step.numTokens), static_cast<unsigned>(numHeads));
     const int64_t group = numHeads / numKvHeads;
     const T* pool = static_cast<const T*>(kv.pool);
-#define KILN_ATTEND(DPL)                                                                                   \
-  attend<T, DPL><<<grid, kThreads, 0, stream>>>(step, pool, cache, layer, q, group, headDim, scale, slidingWindow, \
-                                                softcap, alibiSlopes, out)
+    const int64_t lanes = headDim / vectorElements<T>();
+    const bool vectorized = headDim % vectorElements<T>() == 0 && (lanes == 4 || lanes == 8 || lanes == 16 || lanes == 32);
+#define KILN_ATTEND_VECTORIZED(LANES)                                                                           \
+  launch(attendVectorized<T, LANES>, grid, dim3(kThreads), 0, stream, step, pool, cache, static_cast<int64_t>(layer), \
+         q, group, headDim, scale, slidingWindow, softcap, alibiSlopes, out)
+    if (vectorized) {
+      if (lanes == 4) KILN_ATTEND_VECTORIZED(4);
+      else if (lanes == 8) KILN_ATTEND_VECTORIZED(8);
+      else if (lanes == 16) KILN_ATTEND_VECTORIZED(16);
+      else KILN_ATTEND_VECTORIZED(32);
+      return;
+    }
+#undef KILN_ATTEND_VECTORIZED
+#define KILN_ATTEND(DPL)                                                                                          \
+  launch(attend<T, DPL>, grid, dim3(kThreads), 0, stream, step, pool, cache, static_cast<int64_t>(layer), q, group, \
+         headDim, scale, slidingWindow, softcap, alibiSlopes, out)
     if (headDim <= 32) KILN_ATTEND(1);
     else if (headDim <= 64) KILN_ATTEND(2);
     else if (headDim <= 128) KILN_ATTEND(4);

@@ -7,6 +7,8 @@
 
 #include <cstdint>
 #include <stdexcept>
+#include <string>
+#include <utility>
 
 #include "kiln/dtype.h"
 
@@ -76,6 +78,49 @@ __device__ __forceinline__ float blockMax(float v, float* shared) {
 inline unsigned blocksFor(int64_t n, int threads, int64_t cap = 65536) {
   int64_t b = (n + threads - 1) / threads;
   return static_cast<unsigned>(b < 1 ? 1 : (b > cap ? cap : b));
+}
+
+// Programmatic dependent launch (Hopper; TensorRT-LLM's "PDL"). Every Kiln kernel is launched through
+// `launch`, which lets it start while the kernel before it on the stream is still finishing: its blocks
+// are scheduled as soon as every block of the previous kernel has called allowNextKernel() (or exited).
+// In exchange each kernel must call waitForPriorKernels() before it reads anything an earlier kernel
+// wrote or writes anything an earlier kernel reads; that wait returns once the previous grid has
+// completed and its memory is visible. What a kernel does before the wait overlaps its predecessor: the
+// GEMV loads its first weights there, which depend on nothing. KILN_CUDA_PDL=0 launches normally (then
+// both calls are no-ops). cuBLASLt's kernels are launched without it and so wait as usual.
+__device__ __forceinline__ void waitForPriorKernels() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void allowNextKernel() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+// Both at once, at the top of a kernel whose every read may depend on its predecessor.
+__device__ __forceinline__ void startAfterPriorKernels() {
+  waitForPriorKernels();
+  allowNextKernel();
+}
+
+bool pdlEnabled();  // kernels.cu: false when KILN_CUDA_PDL=0
+
+template <typename... Params, typename... Args>
+void launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t sharedBytes, cudaStream_t stream,
+            Args&&... args) {
+  cudaLaunchConfig_t config{};
+  config.gridDim = grid;
+  config.blockDim = block;
+  config.dynamicSmemBytes = sharedBytes;
+  config.stream = stream;
+  cudaLaunchAttribute attribute[1];
+  attribute[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attribute[0].val.programmaticStreamSerializationAllowed = pdlEnabled() ? 1 : 0;
+  config.attrs = attribute;
+  config.numAttrs = 1;
+  const cudaError_t status = cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...);
+  if (status != cudaSuccess) throw std::runtime_error(std::string("cuda kernel launch: ") + cudaGetErrorString(status));
 }
 
 // Calls f(T{}) with T the element type of dtype t (for kernels templated on the KV cache's type).

@@ -17,6 +17,7 @@ __device__ __forceinline__ float gelu(float x, bool tanhForm) {
 
 template <Elementwise Op>
 __global__ void elementwiseKernel(ConstMatrix a, ConstMatrix b, int64_t rows, int64_t cols, float param, Matrix out) {
+  startAfterPriorKernels();
   const int64_t n = rows * cols;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -39,6 +40,7 @@ __global__ void elementwiseKernel(ConstMatrix a, ConstMatrix b, int64_t rows, in
 }
 
 __global__ void addBiasKernel(Matrix y, int64_t rows, const float* bias, int64_t N) {
+  startAfterPriorKernels();
   const int64_t n = rows * N;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -55,7 +57,7 @@ void elementwise(cudaStream_t stream, Elementwise op, ConstMatrix a, ConstMatrix
   const unsigned blocks = blocksFor(rows * cols, 256);
 #define KILN_CASE(OP)                                                                           \
   case Elementwise::OP:                                                                         \
-    elementwiseKernel<Elementwise::OP><<<blocks, 256, 0, stream>>>(a, b, rows, cols, param, out); \
+    launch(elementwiseKernel<Elementwise::OP>, dim3(blocks), dim3(256), 0, stream, a, b, rows, cols, param, out); \
     return;
   switch (op) {
     KILN_CASE(Add) KILN_CASE(Mul) KILN_CASE(Silu) KILN_CASE(Swiglu) KILN_CASE(Gelu) KILN_CASE(GeluTanh)
@@ -66,7 +68,7 @@ void elementwise(cudaStream_t stream, Elementwise op, ConstMatrix a, ConstMatrix
 
 void addBias(cudaStream_t stream, Matrix y, int64_t rows, const float* bias, int64_t N) {
   if (rows <= 0 || N <= 0) return;
-  addBiasKernel<<<blocksFor(rows * N, 256), 256, 0, stream>>>(y, rows, bias, N);
+  launch(addBiasKernel, dim3(blocksFor(rows * N, 256)), dim3(256), 0, stream, y, rows, bias, N);
 }
 
 }  // namespace cuda

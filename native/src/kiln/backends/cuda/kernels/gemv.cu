@@ -1,10 +1,12 @@
 // Small-batch linear layers (decode): y[r, n] = x[r, :] . w[n, :] (+ bias[n]) for up to kMaxGemvRows rows,
 // 16-bit weights and inputs. At these batch sizes a linear is a stream of its weights, and cuBLASLt's
-// GEMM tiles leave bandwidth on the table: here one block owns one output feature, its threads split the
-// weight row in 16-byte vectors (8 elements), each vector applied to every row of x (x is small and
-// stays in L1/L2), accumulating in float32, then the block sums the threads' partials. One block per
-// feature keeps every SM busy even for the narrow layers (2,048 features), where one warp per feature
-// would fill a quarter of the machine.
+// GEMM tiles leave bandwidth on the table. Here one warp owns one output feature: its lanes read the
+// weight row in 16-byte vectors (8 elements), kInFlight of them per lane issued before any is used, so
+// that a warp keeps 4 KB of loads in flight; each vector is applied to every row of x (x is small and
+// stays in L1/L2), accumulating in float32; a warp reduction gives the feature. No shared memory and no
+// block barrier. The first weights are loaded before the kernel waits for its predecessor
+// (waitForPriorKernels, common.cuh): weights depend on nothing, so their first loads overlap the end of
+// the kernel before (typically a norm or attention).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -16,7 +18,9 @@ namespace cuda {
 
 namespace {
 
-constexpr int kThreads = 128;
+constexpr int kWarps = 8;  // features per block
+constexpr int kThreads = 32 * kWarps;
+constexpr int kInFlight = 8;  // 16-byte weight vectors per lane loaded ahead of use
 
 __device__ __forceinline__ void unpack(const uint4& v, const __nv_bfloat16*, float* f) {
   const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&v);
@@ -46,68 +50,77 @@ __device__ __forceinline__ uint4 loadStreaming(const uint4* p) {
   return v;
 }
 
+// acc[r] += w . x[r] over one 8-element vector i of the row.
+template <typename T, int R>
+__device__ __forceinline__ void accumulate(const uint4& wv, const T* __restrict__ x, int64_t xStride, int64_t i,
+                                           float* acc) {
+  float wf[8];
+  unpack(wv, static_cast<const T*>(nullptr), wf);
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    float xf[8];
+    unpack(*reinterpret_cast<const uint4*>(x + r * xStride + i * 8), static_cast<const T*>(nullptr), xf);
+    float s = acc[r];
+#pragma unroll
+    for (int j = 0; j < 8; ++j) s = fmaf(wf[j], xf[j], s);
+    acc[r] = s;
+  }
+}
+
 template <typename T, int R>
 __global__ void __launch_bounds__(kThreads) gemvKernel(const T* __restrict__ x, int64_t xStride, const T* __restrict__ w,
-                                                       int64_t K, const float* __restrict__ bias, Matrix y) {
-  __shared__ float partial[kThreads / 32][R];
-  const int64_t n = blockIdx.x;
-  const uint4* wRow = reinterpret_cast<const uint4*>(w + n * K);
-  const int64_t vectors = K / 8;
+                                                       int64_t N, int64_t K, const float* __restrict__ bias, Matrix y) {
+  const int lane = threadIdx.x & 31;
+  const int64_t n = static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
+  const bool active = n < N;  // the last block's spare warps still take part in the launch protocol
+  const uint4* wRow = reinterpret_cast<const uint4*>(w + (active ? n : 0) * K);
+  const int64_t vectors = active ? K / 8 : 0;
   float acc[R];
 #pragma unroll
   for (int r = 0; r < R; ++r) acc[r] = 0.0f;
-  // kInFlight weight vectors per thread are loaded before any is used, so that each thread keeps several
-  // 16-byte loads in flight.
-  constexpr int kInFlight = 4;
-  for (int64_t base = threadIdx.x; base < vectors; base += kThreads * kInFlight) {
-    uint4 wv[kInFlight];
+
+  // The first kInFlight vectors of each lane, before waiting for x to be written.
+  uint4 wv[kInFlight];
+#pragma unroll
+  for (int u = 0; u < kInFlight; ++u) {
+    const int64_t i = lane + 32 * u;
+    if (i < vectors) wv[u] = loadStreaming(wRow + i);
+  }
+  startAfterPriorKernels();
+  for (int64_t base = 0;; base += 32 * kInFlight) {
 #pragma unroll
     for (int u = 0; u < kInFlight; ++u) {
-      const int64_t i = base + kThreads * u;
+      const int64_t i = base + lane + 32 * u;
+      if (i < vectors) accumulate<T, R>(wv[u], x, xStride, i, acc);
+    }
+    const int64_t next = base + 32 * kInFlight;
+    if (next >= vectors) break;
+#pragma unroll
+    for (int u = 0; u < kInFlight; ++u) {
+      const int64_t i = next + lane + 32 * u;
       if (i < vectors) wv[u] = loadStreaming(wRow + i);
     }
-#pragma unroll
-    for (int u = 0; u < kInFlight; ++u) {
-      const int64_t i = base + kThreads * u;
-      if (i >= vectors) break;
-      float wf[8];
-      unpack(wv[u], static_cast<const T*>(nullptr), wf);
-#pragma unroll
-      for (int r = 0; r < R; ++r) {
-        float xf[8];
-        unpack(*reinterpret_cast<const uint4*>(x + r * xStride + i * 8), static_cast<const T*>(nullptr), xf);
-        float s = acc[r];
-#pragma unroll
-        for (int j = 0; j < 8; ++j) s = fmaf(wf[j], xf[j], s);
-        acc[r] = s;
-      }
-    }
   }
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
 #pragma unroll
-  for (int r = 0; r < R; ++r) {
-    const float s = warpSum(acc[r]);
-    if (lane == 0) partial[warp][r] = s;
-  }
-  __syncthreads();
-  if (threadIdx.x < R) {
-    const int r = threadIdx.x;
+  for (int r = 0; r < R; ++r) acc[r] = warpSum(acc[r]);
+  if (active && lane < R) {
+    // Lane r stores row r (acc is indexed by a compile-time r, so pick it out with a loop).
     float s = 0.0f;
 #pragma unroll
-    for (int v = 0; v < kThreads / 32; ++v) s += partial[v][r];
-    store(y.data, y.dtype, r * y.stride + n, bias ? s + bias[n] : s);
+    for (int r = 0; r < R; ++r) if (r == lane) s = acc[r];
+    store(y.data, y.dtype, lane * y.stride + n, bias ? s + bias[n] : s);
   }
 }
 
 template <typename T>
 void launchGemv(cudaStream_t stream, const void* x, int64_t rows, int64_t xStride, const void* w, int64_t N, int64_t K,
                 const float* bias, Matrix y) {
-  const unsigned blocks = static_cast<unsigned>(N);
+  const unsigned blocks = static_cast<unsigned>((N + kWarps - 1) / kWarps);
   const T* xt = static_cast<const T*>(x);
   const T* wt = static_cast<const T*>(w);
   switch (rows) {
 #define KILN_ROWS(R) \
-  case R: gemvKernel<T, R><<<blocks, kThreads, 0, stream>>>(xt, xStride, wt, K, bias, y); return;
+  case R: launch(gemvKernel<T, R>, dim3(blocks), dim3(kThreads), 0, stream, xt, xStride, wt, N, K, bias, y); return;
     KILN_ROWS(1) KILN_ROWS(2) KILN_ROWS(3) KILN_ROWS(4) KILN_ROWS(5) KILN_ROWS(6) KILN_ROWS(7) KILN_ROWS(8)
 #undef KILN_ROWS
   }

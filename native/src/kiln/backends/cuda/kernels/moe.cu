@@ -14,6 +14,7 @@ constexpr int kMaxExperts = 256;
 // arg-max with ties to the lower index (torch.topk's order), dense weights out.
 __global__ void routeKernel(ConstMatrix x, const void* router, DType routerDType, int64_t E, int64_t H, int64_t topK,
                             bool normalizeTopK, float* weights) {
+  startAfterPriorKernels();
   __shared__ float probs[kMaxExperts];
   const int64_t t = blockIdx.x;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
@@ -53,6 +54,7 @@ __global__ void routeKernel(ConstMatrix x, const void* router, DType routerDType
 }
 
 __global__ void accumulateKernel(ConstMatrix d, int64_t H, const float* weights, int64_t E, int64_t expert, float* acc) {
+  startAfterPriorKernels();
   const int64_t t = blockIdx.x;
   const float w = weights[t * E + expert];
   if (w == 0.0f) return;  // not routed here: d may hold anything for this token
@@ -65,14 +67,13 @@ void moeRoute(cudaStream_t stream, ConstMatrix x, int64_t T, const void* router,
               int64_t numExperts, int64_t hidden, int64_t topK, bool normalizeTopK, float* weights) {
   if (T <= 0) return;
   if (numExperts > kMaxExperts) throw std::runtime_error("cuda moe: more than 256 experts");
-  routeKernel<<<static_cast<unsigned>(T), 256, 0, stream>>>(x, router, routerDType, numExperts, hidden, topK,
-                                                            normalizeTopK, weights);
+  launch(routeKernel, dim3(static_cast<unsigned>(T)), dim3(256), 0, stream, x, router, routerDType, numExperts, hidden, topK, normalizeTopK, weights);
 }
 
 void moeAccumulate(cudaStream_t stream, ConstMatrix d, int64_t T, int64_t H, const float* weights, int64_t numExperts,
                    int64_t expert, float* acc) {
   if (T <= 0) return;
-  accumulateKernel<<<static_cast<unsigned>(T), 256, 0, stream>>>(d, H, weights, numExperts, expert, acc);
+  launch(accumulateKernel, dim3(static_cast<unsigned>(T)), dim3(256), 0, stream, d, H, weights, numExperts, expert, acc);
 }
 
 }  // namespace cuda

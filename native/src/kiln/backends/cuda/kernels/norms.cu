@@ -11,6 +11,7 @@ namespace {
 
 __global__ void rmsNormKernel(ConstMatrix x, const void* w, DType wDType, int64_t numGroups, int64_t groupSize,
                               float eps, float weightOffset, Matrix y) {
+  startAfterPriorKernels();
   __shared__ float shared[32];
   const int64_t r = blockIdx.x / numGroups;
   const int64_t g = blockIdx.x % numGroups;
@@ -31,6 +32,7 @@ __global__ void rmsNormKernel(ConstMatrix x, const void* w, DType wDType, int64_
 
 __global__ void layerNormKernel(ConstMatrix x, const void* w, DType wDType, const float* bias, int64_t H, float eps,
                                 Matrix y) {
+  startAfterPriorKernels();
   __shared__ float shared[32];
   const int64_t xRow = blockIdx.x * x.stride;
   const int64_t yRow = blockIdx.x * y.stride;
@@ -83,6 +85,7 @@ __device__ __forceinline__ void addRowToRegisters(ConstMatrix a, ConstMatrix b, 
 template <int kPerThread>
 __global__ void addRmsNormKernel(ConstMatrix a, ConstMatrix b, int64_t H, const void* w, DType wDType, float eps,
                                  float weightOffset, Matrix sum, Matrix y) {
+  startAfterPriorKernels();
   __shared__ float shared[32];
   const int64_t r = blockIdx.x;
   float v[kPerThread];
@@ -101,6 +104,7 @@ __global__ void addRmsNormKernel(ConstMatrix a, ConstMatrix b, int64_t H, const 
 template <int kPerThread>
 __global__ void addLayerNormKernel(ConstMatrix a, ConstMatrix b, int64_t H, const void* w, DType wDType, const float* bias,
                                    float eps, Matrix sum, Matrix y) {
+  startAfterPriorKernels();
   __shared__ float shared[32];
   const int64_t r = blockIdx.x;
   float v[kPerThread];
@@ -143,14 +147,13 @@ int threadsFor(int64_t n) { return n >= 1024 ? 256 : (n >= 256 ? 128 : 64); }
 void rmsNorm(cudaStream_t stream, ConstMatrix x, int64_t rows, const void* w, DType wDType, int64_t numGroups,
              int64_t groupSize, float eps, float weightOffset, Matrix y) {
   if (rows <= 0 || numGroups <= 0) return;
-  rmsNormKernel<<<static_cast<unsigned>(rows * numGroups), threadsFor(groupSize), 0, stream>>>(
-      x, w, wDType, numGroups, groupSize, eps, weightOffset, y);
+  launch(rmsNormKernel, dim3(static_cast<unsigned>(rows * numGroups)), dim3(threadsFor(groupSize)), 0, stream,  x, w, wDType, numGroups, groupSize, eps, weightOffset, y);
 }
 
 void layerNorm(cudaStream_t stream, ConstMatrix x, int64_t rows, const void* w, DType wDType, const float* bias,
                int64_t H, float eps, Matrix y) {
   if (rows <= 0) return;
-  layerNormKernel<<<static_cast<unsigned>(rows), threadsFor(H), 0, stream>>>(x, w, wDType, bias, H, eps, y);
+  launch(layerNormKernel, dim3(static_cast<unsigned>(rows)), dim3(threadsFor(H)), 0, stream, x, w, wDType, bias, H, eps, y);
 }
 
 void addRmsNorm(cudaStream_t stream, ConstMatrix a, ConstMatrix b, int64_t rows, int64_t H, const void* w, DType wDType,
@@ -160,8 +163,7 @@ void addRmsNorm(cudaStream_t stream, ConstMatrix a, ConstMatrix b, int64_t rows,
     elementwise(stream, Elementwise::Add, a, b, rows, H, 0.0f, sum);
     return rmsNorm(stream, sum, rows, w, wDType, 1, H, eps, weightOffset, y);
   }
-  addRmsNormKernel<kRowElementsPerThread><<<static_cast<unsigned>(rows), rowThreads(H), 0, stream>>>(
-      a, b, H, w, wDType, eps, weightOffset, sum, y);
+  launch(addRmsNormKernel<kRowElementsPerThread>, dim3(static_cast<unsigned>(rows)), dim3(rowThreads(H)), 0, stream,  a, b, H, w, wDType, eps, weightOffset, sum, y);
 }
 
 void addLayerNorm(cudaStream_t stream, ConstMatrix a, ConstMatrix b, int64_t rows, int64_t H, const void* w,
@@ -171,8 +173,7 @@ void addLayerNorm(cudaStream_t stream, ConstMatrix a, ConstMatrix b, int64_t row
     elementwise(stream, Elementwise::Add, a, b, rows, H, 0.0f, sum);
     return layerNorm(stream, sum, rows, w, wDType, bias, H, eps, y);
   }
-  addLayerNormKernel<kRowElementsPerThread><<<static_cast<unsigned>(rows), rowThreads(H), 0, stream>>>(
-      a, b, H, w, wDType, bias, eps, sum, y);
+  launch(addLayerNormKernel<kRowElementsPerThread>, dim3(static_cast<unsigned>(rows)), dim3(rowThreads(H)), 0, stream,  a, b, H, w, wDType, bias, eps, sum, y);
 }
 
 }  // namespace cuda

@@ -15,6 +15,7 @@ constexpr int kMaxHalf = 256;  // rotaryDim <= 512
 
 __global__ void ropeKernel(ConstMatrix x, const int32_t* positions, int64_t numHeads, int64_t headDim, int64_t rotaryDim,
                            bool interleaved, const float* invFreq, float attentionScaling, Matrix y) {
+  startAfterPriorKernels();
   __shared__ float cosTable[kMaxHalf], sinTable[kMaxHalf];
   const int64_t t = blockIdx.x;
   const int64_t half = rotaryDim / 2;
@@ -69,8 +70,7 @@ void rope(cudaStream_t stream, ConstMatrix x, int64_t numTokens, const int32_t* 
           int64_t headDim, int64_t rotaryDim, bool interleaved, const float* invFreq, float attentionScaling, Matrix y) {
   if (numTokens <= 0) return;
   if (rotaryDim / 2 > kMaxHalf) throw std::runtime_error("cuda rope: rotaryDim above 512");
-  ropeKernel<<<static_cast<unsigned>(numTokens), 128, 0, stream>>>(x, positions, numHeads, headDim, rotaryDim,
-                                                                    interleaved, invFreq, attentionScaling, y);
+  launch(ropeKernel, dim3(static_cast<unsigned>(numTokens)), dim3(128), 0, stream, x, positions, numHeads, headDim, rotaryDim, interleaved, invFreq, attentionScaling, y);
 }
 
 }  // namespace cuda

@@ -8,6 +8,7 @@ namespace cuda {
 namespace {
 
 __global__ void gatherRowsKernel(ConstMatrix x, const int32_t* rows, int64_t cols, Matrix out) {
+  startAfterPriorKernels();
   const int64_t src = static_cast<int64_t>(rows[blockIdx.x]) * x.stride;
   const int64_t dst = blockIdx.x * out.stride;
   for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) store(out.data, out.dtype, dst + c, load(x.data, x.dtype, src + c));
@@ -17,7 +18,7 @@ __global__ void gatherRowsKernel(ConstMatrix x, const int32_t* rows, int64_t col
 
 void gatherRows(cudaStream_t stream, ConstMatrix x, const int32_t* rows, int64_t numRows, int64_t cols, Matrix out) {
   if (numRows <= 0) return;
-  gatherRowsKernel<<<static_cast<unsigned>(numRows), 256, 0, stream>>>(x, rows, cols, out);
+  launch(gatherRowsKernel, dim3(static_cast<unsigned>(numRows)), dim3(256), 0, stream, x, rows, cols, out);
 }
 
 }  // namespace cuda
