@@ -124,6 +124,7 @@ CudaBackend::~CudaBackend() {
   for (void* p : {weights_, arena_, kv_.pool, static_cast<void*>(deviceStage_), static_cast<void*>(deviceLogits_), scratch_}) {
     if (p) cudaFree(p);
   }
+  for (auto& entry : tables_) cudaFree(entry.second);
   if (hostStage_) cudaFreeHost(hostStage_);
   if (hostLogits_) cudaFreeHost(hostLogits_);
   if (stream_) cudaStreamDestroy(stream_);
@@ -151,6 +152,16 @@ void CudaBackend::placeWeights(const void* hostBase, size_t bytes) {
 
 const void* CudaBackend::weightAddress(const void* hostPointer) const {
   return static_cast<const uint8_t*>(weights_) + (static_cast<const uint8_t*>(hostPointer) - hostWeights_);
+}
+
+const float* CudaBackend::deviceTable(const std::string& key, const std::vector<float>& values) {
+  auto it = tables_.find(key);
+  if (it != tables_.end()) return it->second;
+  float* device = nullptr;
+  check(cudaMalloc(&device, values.size() * sizeof(float)), "cudaMalloc (table)");
+  tables_[key] = device;
+  check(cudaMemcpy(device, values.data(), values.size() * sizeof(float), cudaMemcpyHostToDevice), "cudaMemcpy (table)");
+  return device;
 }
 
 void CudaBackend::allocateArena(int64_t arenaBytes) {

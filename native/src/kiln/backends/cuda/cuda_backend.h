@@ -6,6 +6,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -61,6 +62,16 @@ class CudaBackend final : public Backend {
   // the stream): reserved while binding, allocated before the first step.
   void reserveScratch(size_t bytes) { scratchWanted_ = std::max(scratchWanted_, bytes); }
   void* scratch() const { return scratch_; }
+  // Where the kernels' pointer to a weight (weightAddress) reads from on the host, for adapters that
+  // precompute tables from weights while binding.
+  const void* hostWeight(const void* devicePointer) const {
+    return hostWeights_ + (static_cast<const uint8_t*>(devicePointer) - static_cast<const uint8_t*>(weights_));
+  }
+  // A float32 table made on the host while binding, uploaded once and kept for the engine's life.
+  // Tables with the same key are made once and shared (rope's cos/sin table serves every layer).
+  const float* deviceTable(const std::string& key, const std::vector<float>& values);
+  bool hasTable(const std::string& key) const { return tables_.count(key) != 0; }
+  const float* table(const std::string& key) const { return tables_.at(key); }
   // An op whose step could fail on the host (a check of the step's data) makes replaying captured
   // steps unsafe: it turns CUDA graphs off for the engine.
   void disallowGraphs() { graphsAllowed_ = false; }
@@ -121,6 +132,7 @@ class CudaBackend final : public Backend {
   float* deviceLogits_ = nullptr;
   float* hostLogits_ = nullptr;  // pinned
 
+  std::map<std::string, float*> tables_;  // deviceTable's, freed on dispose
   size_t scratchWanted_ = 0;
   void* scratch_ = nullptr;
 };

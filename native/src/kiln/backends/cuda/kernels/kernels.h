@@ -64,8 +64,11 @@ void gemv(cudaStream_t stream, DType t, const void* x, int64_t rows, int64_t xSt
 // y[r, n] += bias[n] (float32 bias).
 void addBias(cudaStream_t stream, Matrix y, int64_t rows, const float* bias, int64_t N);
 
+// cosSin, when not null, holds [tablePositions][rotaryDim / 2] pairs (cos, sin) × attentionScaling made on
+// the host as the kernel would make them (ropeCosSinTable); positions past the table are computed.
 void rope(cudaStream_t stream, ConstMatrix x, int64_t numTokens, const int32_t* positions, int64_t numHeads,
-          int64_t headDim, int64_t rotaryDim, bool interleaved, const float* invFreq, float attentionScaling, Matrix y);
+          int64_t headDim, int64_t rotaryDim, bool interleaved, const float* invFreq, float attentionScaling,
+          const float* cosSin, int64_t tablePositions, Matrix y);
 
 // Stores the step's K and V rows into layer `layer` of the cache (elements of `cacheDType`), then attends
 // (attentionKernel's semantics: causal, sliding window, softcap, ALiBi, GQA/MQA) for every token and

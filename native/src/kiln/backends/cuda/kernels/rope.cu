@@ -1,6 +1,8 @@
 // Rotary position embedding: one block per token, one thread per (head, pair). The angle is the float32
 // product position * invFreq, its cos/sin taken in double and rounded to float32, as the CPU kernel
-// (and transformers) do.
+// (and transformers) do. Those cos/sin values are looked up in a table made once on the host when the
+// engine loads (ops/rope.cpp, for positions below maxSeqLen), as TensorRT-LLM's rotary cos/sin cache:
+// double-precision trigonometry on every step was most of this kernel's time.
 #include "kiln/backends/cuda/kernels/common.cuh"
 #include "kiln/backends/cuda/kernels/kernels.h"
 
@@ -14,16 +16,24 @@ namespace {
 constexpr int kMaxHalf = 256;  // rotaryDim <= 512
 
 __global__ void ropeKernel(ConstMatrix x, const int32_t* positions, int64_t numHeads, int64_t headDim, int64_t rotaryDim,
-                           bool interleaved, const float* invFreq, float attentionScaling, Matrix y) {
+                           bool interleaved, const float* invFreq, float attentionScaling, const float* cosSin,
+                           int64_t tablePositions, Matrix y) {
   startAfterPriorKernels();
   __shared__ float cosTable[kMaxHalf], sinTable[kMaxHalf];
   const int64_t t = blockIdx.x;
   const int64_t half = rotaryDim / 2;
   const float pos = static_cast<float>(positions[t]);
+  const bool tabled = cosSin != nullptr && positions[t] >= 0 && positions[t] < tablePositions;
   for (int64_t i = threadIdx.x; i < half; i += blockDim.x) {
-    const float angle = pos * invFreq[i];
-    cosTable[i] = static_cast<float>(cos(static_cast<double>(angle))) * attentionScaling;
-    sinTable[i] = static_cast<float>(sin(static_cast<double>(angle))) * attentionScaling;
+    if (tabled) {
+      const float2 cs = reinterpret_cast<const float2*>(cosSin)[positions[t] * half + i];
+      cosTable[i] = cs.x;
+      sinTable[i] = cs.y;
+    } else {
+      const float angle = pos * invFreq[i];
+      cosTable[i] = static_cast<float>(cos(static_cast<double>(angle))) * attentionScaling;
+      sinTable[i] = static_cast<float>(sin(static_cast<double>(angle))) * attentionScaling;
+    }
   }
   __syncthreads();
   const int64_t xt = t * x.stride, yt = t * y.stride;
@@ -67,10 +77,11 @@ __global__ void ropeKernel(ConstMatrix x, const int32_t* positions, int64_t numH
 }  // namespace
 
 void rope(cudaStream_t stream, ConstMatrix x, int64_t numTokens, const int32_t* positions, int64_t numHeads,
-          int64_t headDim, int64_t rotaryDim, bool interleaved, const float* invFreq, float attentionScaling, Matrix y) {
+          int64_t headDim, int64_t rotaryDim, bool interleaved, const float* invFreq, float attentionScaling,
+          const float* cosSin, int64_t tablePositions, Matrix y) {
   if (numTokens <= 0) return;
   if (rotaryDim / 2 > kMaxHalf) throw std::runtime_error("cuda rope: rotaryDim above 512");
-  launch(ropeKernel, dim3(static_cast<unsigned>(numTokens)), dim3(128), 0, stream, x, positions, numHeads, headDim, rotaryDim, interleaved, invFreq, attentionScaling, y);
+  launch(ropeKernel, dim3(static_cast<unsigned>(numTokens)), dim3(128), 0, stream, x, positions, numHeads, headDim, rotaryDim, interleaved, invFreq, attentionScaling, cosSin, tablePositions, y);
 }
 
 }  // namespace cuda
