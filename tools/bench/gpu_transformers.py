@@ -151,25 +151,33 @@ def main():
     batch_ids = torch.tensor(batch_prompts, device="cuda") if batch_prompts else None
     n = args.new_tokens
 
-    with torch.inference_mode():
-        # Eager: one warm-up of 8 tokens, one measured run (eager batch 1 takes seconds per run).
-        def eager(x):
+    # Eager: one warm-up of 8 tokens, one measured run (eager batch 1 takes seconds per run); in
+    # inference_mode, as this baseline always ran.
+    def eager(x):
+        with torch.inference_mode():
             timed_generate(model, x, 8)
             return measure(model, x, n, warmups=0, runs=1)
 
-        phase(result, "eager", f"eager, batch 1, {n} new tokens", lambda: eager(ids))
-        if batch_ids is not None:
-            phase(result, "eagerBatch", f"eager, batch {batch_ids.shape[0]}", lambda: eager(batch_ids))
+    phase(result, "eager", f"eager, batch 1, {n} new tokens", lambda: eager(ids))
+    if batch_ids is not None:
+        phase(result, "eagerBatch", f"eager, batch {batch_ids.shape[0]}", lambda: eager(batch_ids))
 
-        if not args.no_compile:
+    if not args.no_compile:
+        # As the guide shows it: generate() itself runs under no_grad.
+        def setup_compile():
             model.generation_config.cache_implementation = "static"
             model.forward = torch.compile(model.forward, mode="reduce-overhead", fullgraph=True)
             compile_config = getattr(model.generation_config, "compile_config", None)
-            result["compileSetup"] = {
+            return {
                 "cacheImplementation": "static",
                 "forward": 'torch.compile(model.forward, mode="reduce-overhead", fullgraph=True)',
                 "generationCompileConfig": repr(compile_config) if compile_config is not None else None,
             }
+
+        phase(result, "compileSetup", "static cache + torch.compile setup", setup_compile)
+        if "error" in result["compileSetup"]:
+            result["compiled"] = result["compiledBatch"] = {"error": "the compile setup failed: " + result["compileSetup"]["error"]}
+        else:
             phase(result, "compiled", "static cache + torch.compile, batch 1", lambda: measure(model, ids, n, warmups=2, runs=args.runs))
             if batch_ids is not None:
                 phase(

@@ -1,7 +1,11 @@
 // A running server as a BenchTarget: streaming /v1/completions over HTTP (prompts sent as token ids,
 // end-of-sequence ignored), tokens counted from the cumulative usage Kiln (and vLLM) put in every chunk
 // with stream_options.continuous_usage_stats; a server without it is counted one token per text chunk.
+import { prometheusValue, type BenchMemory } from './memory';
 import type { BenchRequest, BenchResponse, BenchTarget } from './target';
+
+/** How often watchMemory() scrapes the server's /metrics during a run. */
+export const METRICS_SAMPLE_MS = 250;
 
 export interface HttpTargetOptions {
   /** The server's base URL, e.g. http://127.0.0.1:8000 (a trailing /v1 is accepted). */
@@ -103,6 +107,52 @@ export class HttpTarget implements BenchTarget {
       }
     }
     return { outputTokens: received, finishReason };
+  }
+
+  /**
+   * Over HTTP only what the server's Prometheus /metrics tells: kiln_kv_blocks_used (sampled every
+   * METRICS_SAMPLE_MS, so the peak is that of the samples) and kiln_kv_blocks_total; the weights' and the
+   * KV cache's bytes are not served (null).
+   */
+  watchMemory(): () => Promise<BenchMemory> {
+    let peak: number | null = null;
+    let total: number | null = null;
+    let samples = 0;
+    let failure: string | undefined;
+    let pending: Promise<void> | undefined;
+    const scrape = async (): Promise<void> => {
+      try {
+        const response = await fetch(`${this.#base}/metrics`, { headers: this.#headers });
+        const text = await response.text();
+        if (!response.ok) throw new Error(`GET /metrics answered ${response.status}`);
+        const used = prometheusValue(text, 'kiln_kv_blocks_used');
+        if (used === undefined) throw new Error('the server\'s /metrics has no kiln_kv_blocks_used');
+        samples++;
+        peak = Math.max(peak ?? 0, used);
+        total = prometheusValue(text, 'kiln_kv_blocks_total') ?? total;
+      } catch (error) {
+        failure = (error as Error).message;
+      }
+    };
+    const sample = (): void => {
+      if (!pending && failure === undefined) pending = scrape().finally(() => (pending = undefined));
+    };
+    sample();
+    const timer = setInterval(sample, METRICS_SAMPLE_MS);
+    return async () => {
+      clearInterval(timer);
+      await pending;
+      const known = failure === undefined && samples > 0;
+      return {
+        device: null,
+        weightBytes: null,
+        kvCacheBytes: null,
+        kvBlocksTotal: known ? total : null,
+        kvBlockTokens: null,
+        peakKvBlocksUsed: known ? peak : null,
+        peakSource: known ? `the server's /metrics, sampled every ${METRICS_SAMPLE_MS} ms (${samples} samples)` : `over HTTP: ${failure ?? 'no sample of /metrics'}`,
+      };
+    };
   }
 
   async close(): Promise<void> {}

@@ -2,6 +2,7 @@
 // arrives, so the same driver can measure an HTTP server later (an OpenAI-compatible streaming client
 // implementing BenchTarget) as well as the in-process executor here.
 import type { Engine } from '@kiln/runtime';
+import type { BenchMemory } from './memory';
 
 export interface BenchRequest {
   inputIds: number[];
@@ -21,6 +22,8 @@ export interface BenchTarget {
   readonly vocabSize: number;
   /** Sends one request; `onTokens(count)` is called as soon as tokens arrive, in order. */
   send(request: BenchRequest, onTokens: (count: number) => void): Promise<BenchResponse>;
+  /** Starts watching the KV blocks in use; the function it returns stops and reports the memory figures. */
+  watchMemory(): () => Promise<BenchMemory>;
   close(): Promise<void>;
 }
 
@@ -42,6 +45,28 @@ export class InProcessTarget implements BenchTarget {
       }
     }
     throw new Error('the request ended without a finish reason');
+  }
+
+  /** The engine's weights and KV cache (device memory on cuda), and the most KV blocks in use at the end of any iteration. */
+  watchMemory(): () => Promise<BenchMemory> {
+    const { info, executor } = this.engine;
+    let peak = executor.stats().kvBlocksUsed;
+    const stop = executor.onIteration((stats) => {
+      if (stats.kvBlocksUsed > peak) peak = stats.kvBlocksUsed;
+    });
+    return async () => {
+      stop();
+      const stats = executor.stats();
+      return {
+        device: info.backend,
+        weightBytes: info.weightBytes,
+        kvCacheBytes: info.kvCacheBytes,
+        kvBlocksTotal: stats.kvBlocksTotal,
+        kvBlockTokens: stats.tokensPerBlock,
+        peakKvBlocksUsed: Math.max(peak, stats.kvBlocksUsed),
+        peakSource: 'every executor iteration',
+      };
+    };
   }
 
   async close(): Promise<void> {

@@ -1,9 +1,10 @@
 import type { Command } from 'commander';
 import type { BuildConfig } from '@kiln/builder';
 import { Engine } from '@kiln/runtime';
-import { drive } from '../bench/driver';
+import { drive, type DriveResult } from '../bench/driver';
 import { computeMetrics, type BenchMetrics } from '../bench/metrics';
 import { HttpTarget } from '../bench/http-target';
+import { memoryJson, memoryRows, type BenchMemory } from '../bench/memory';
 import { InProcessTarget, type BenchTarget } from '../bench/target';
 import { makeWorkload } from '../bench/workload';
 import {
@@ -57,7 +58,7 @@ const ROWS: [string, string][] = [
   ['Total token throughput (tok/s)', 'total_token_throughput'],
 ];
 
-function table(header: Record<string, string | number>, m: BenchMetrics): string {
+function table(header: Record<string, string | number>, m: BenchMetrics, memory: BenchMemory): string {
   const lines: string[] = [];
   const row = (label: string, value: string) => lines.push(`${label.padEnd(40)}${value}`);
   lines.push('============ Serving Benchmark Result ============');
@@ -83,6 +84,9 @@ function table(header: Record<string, string | number>, m: BenchMetrics): string
       row(`${label} ${name.toUpperCase()} (ms)`, m[`${stat}_${name}_ms`].toFixed(2));
     }
   }
+  const memoryTitle = memory.device === null ? 'Memory' : `Memory (${memory.device})`;
+  lines.push(`${'-'.repeat(15)}${memoryTitle}${'-'.repeat(Math.max(0, 35 - memoryTitle.length))}`);
+  for (const [label, value] of memoryRows(memory)) row(label, value);
   lines.push('='.repeat(50));
   return lines.join('\n');
 }
@@ -128,7 +132,17 @@ async function bench(options: BenchCommandOptions): Promise<void> {
     const workload = makeWorkload({ numRequests, inputLen, outputLen, vocabSize: target.vocabSize, requestRate, seed });
     // One short request first, so that page faults of the first steps are not measured.
     await drive(target, makeWorkload({ numRequests: 1, inputLen, outputLen: 2, vocabSize: target.vocabSize, seed: seed + 1 }), 1);
-    const metrics = computeMetrics(await drive(target, workload, concurrency));
+    // The memory figures cover the measured run only (KV blocks in use: their peak during it).
+    const stopWatching = target.watchMemory();
+    let driven: DriveResult;
+    try {
+      driven = await drive(target, workload, concurrency);
+    } catch (error) {
+      await stopWatching();
+      throw error;
+    }
+    const memory = await stopWatching();
+    const metrics = computeMetrics(driven);
     const header = {
       Engine: target.description,
       'Number of requests': numRequests,
@@ -148,10 +162,11 @@ async function bench(options: BenchCommandOptions): Promise<void> {
           request_rate: requestRate === undefined || !Number.isFinite(requestRate) ? 'inf' : requestRate,
           seed,
           ...metrics,
+          ...memoryJson(memory),
         })}\n`,
       );
     } else {
-      process.stdout.write(`${table(header, metrics)}\n`);
+      process.stdout.write(`${table(header, metrics, memory)}\n`);
     }
   } finally {
     await target.close();
