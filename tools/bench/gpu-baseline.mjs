@@ -56,21 +56,37 @@ function promptIds(length, vocab, row = 0) {
   return Array.from({ length }, (_, i) => 100 + ((i * 7919 + row * 104729) % (vocab - 200)));
 }
 
+/**
+ * gpu_transformers.py, stopped after cfg.peer.timeoutS (a compile that runs away must not eat the device
+ * command's 10 minutes): then the phases it finished, from its --partial file, with an error.
+ */
 function runPeer(cfg, modelDir, workDir) {
   const promptFile = path.join(workDir, 'prompt.json');
   const batchFile = path.join(workDir, 'batch-prompts.json');
+  const partialFile = path.join(workDir, 'transformers-partial.json');
+  fs.rmSync(partialFile, { force: true });
   fs.writeFileSync(promptFile, JSON.stringify(promptIds(cfg.batch1.promptTokens, cfg.shape.vocab)));
   fs.writeFileSync(batchFile, JSON.stringify(Array.from({ length: cfg.peer.batch }, (_, row) => promptIds(cfg.batch1.promptTokens, cfg.shape.vocab, row))));
-  const args = [path.join(here, 'gpu_transformers.py'), modelDir, promptFile, String(cfg.batch1.newTokens), '--batch-prompts', batchFile];
+  const args = [path.join(here, 'gpu_transformers.py'), modelDir, promptFile, String(cfg.batch1.newTokens), '--batch-prompts', batchFile, '--partial', partialFile];
   if (cfg.skip.has('compile')) args.push('--no-compile');
   return new Promise((resolve, reject) => {
-    const child = execFile(cfg.python, args, { encoding: 'utf8', maxBuffer: 1 << 26 }, (error, stdout) => {
-      if (error) return reject(new Error(`${cfg.python} gpu_transformers.py failed: ${error.message}`));
-      try {
-        resolve(JSON.parse(stdout.trim().split('\n').pop()));
-      } catch {
-        reject(new Error(`gpu_transformers.py printed no JSON object: ${stdout.slice(-2000)}`));
+    const child = execFile(cfg.python, args, { encoding: 'utf8', maxBuffer: 1 << 26, timeout: cfg.peer.timeoutS * 1000, killSignal: 'SIGKILL' }, (error, stdout) => {
+      if (!error) {
+        try {
+          return resolve(JSON.parse(stdout.trim().split('\n').pop()));
+        } catch {
+          return reject(new Error(`gpu_transformers.py printed no JSON object: ${stdout.slice(-2000)}`));
+        }
       }
+      const why = error.killed ? `stopped after ${cfg.peer.timeoutS} s (KILN_BENCH_PEER_TIMEOUT_S)` : `failed: ${error.message.split('\n')[0]}`;
+      let partial;
+      try {
+        partial = JSON.parse(fs.readFileSync(partialFile, 'utf8'));
+      } catch {
+        return reject(new Error(`${cfg.python} gpu_transformers.py ${why}`));
+      }
+      // The phases that finished stand; the one that was running is reported as the error.
+      resolve({ ...partial, incomplete: `gpu_transformers.py ${why}; the phases it had not finished are missing` });
     });
     child.stderr.pipe(process.stderr);
   });
@@ -101,6 +117,14 @@ async function main() {
 
   const prompt = promptIds(cfg.batch1.promptTokens, cfg.shape.vocab);
   const variants = [];
+  let peer = { unavailable: 'not run yet' };
+  // The report is written again after every phase: if the device command is stopped, what was measured comes back.
+  const save = () => {
+    const report = buildReport({ cfg, model, variants, peer, totalSeconds: elapsed() });
+    fs.writeFileSync(path.join(resultsDir, 'bench-gpu.json'), `${JSON.stringify(report.json, null, 2)}\n`);
+    fs.writeFileSync(path.join(resultsDir, 'bench-gpu.md'), `${report.md}\n`);
+    return report;
+  };
   for (const variant of VARIANTS) {
     const slug = variant.name.replace(/[^a-z0-9]+/gi, '-').toLowerCase();
     const engines = { batch1: path.join(workDir, `engine-${slug}-b1`), serving: path.join(workDir, `engine-${slug}-b${cfg.serving.engine.maxBatchSize}`) };
@@ -122,12 +146,14 @@ async function main() {
       );
       if (!r.error) log(`${variant.name}, ${mode.name}: first token ${r.firstTokenMs.toFixed(2)} ms, decode ${r.msPerToken.toFixed(3)} ms/token (runs ${r.allRunsMsPerToken.map((x) => x.toFixed(3)).join(', ')})`);
       out.batch1.push({ mode: mode.name, env: mode.env, ...r });
+      save();
     }
     if (variant.reference && !cfg.skip.has('diagnostics') && cfg.target === 'cuda') {
       await step('per-op profile (KILN_CUDA_PROFILE=1, graphs off; table on stderr)', () => profileDecode(engines.batch1, prompt));
       const timing = await step('step timing (KILN_CUDA_STEP_TIMING=1)', () => stepTiming(engines.batch1, prompt, cfg.batch1.newTokens));
       if (!timing.error) log(`step timing: wall ${timing.wallMsPerToken.toFixed(3)} ms/token, executor iteration ${timing.iterationMs.toFixed(3)} ms (${timing.decodeIterations} decode iterations)`);
       out.stepTiming = timing;
+      save();
     }
 
     // 2. kiln bench through the executor, at high concurrency and at concurrency 1.
@@ -138,10 +164,12 @@ async function main() {
         kilnBench(source, { numRequests, inputLen, outputLen, concurrency }),
       );
       logBench(out.highConcurrency);
+      save();
       out.concurrency1 = await step(`${variant.name}: kiln bench, ${c1Requests} requests ${inputLen}/${outputLen}, concurrency 1`, () =>
         kilnBench(source, { numRequests: c1Requests, inputLen, outputLen, concurrency: 1 }),
       );
       logBench(out.concurrency1);
+      save();
     }
     // 3. The same at high concurrency over HTTP (reference variant).
     if (variant.reference && !cfg.skip.has('http')) {
@@ -152,6 +180,7 @@ async function main() {
         }),
       );
       logBench(out.http);
+      save();
     }
     // 4. TTFT of a long prompt at concurrency 1 (kiln bench warms up with one request of the same length first).
     if (!cfg.skip.has('ttft')) {
@@ -159,11 +188,11 @@ async function main() {
         kilnBench(source, { numRequests: cfg.ttft.numRequests, inputLen: cfg.ttft.promptTokens, outputLen: 1, concurrency: 1 }),
       );
       if (!out.ttft.error) log(`TTFT ${cfg.ttft.promptTokens} tokens: median ${out.ttft.median_ttft_ms.toFixed(2)} ms, p90 ${out.ttft.p90_ttft_ms.toFixed(2)} ms`);
+      save();
     }
   }
 
   // 5. transformers on the same weights, and the copy bandwidth.
-  let peer;
   if (cfg.skip.has('peer')) peer = { unavailable: 'skipped (KILN_BENCH_SKIP=peer)' };
   else {
     const why = await peerUnavailable(cfg);
@@ -173,9 +202,7 @@ async function main() {
     } else peer = await step('transformers (gpu_transformers.py)', () => runPeer(cfg, model.dir, workDir));
   }
 
-  const { json, md } = buildReport({ cfg, model, variants, peer, totalSeconds: elapsed() });
-  fs.writeFileSync(path.join(resultsDir, 'bench-gpu.json'), `${JSON.stringify(json, null, 2)}\n`);
-  fs.writeFileSync(path.join(resultsDir, 'bench-gpu.md'), `${md}\n`);
+  const { json, md } = save();
   console.log(md);
   log(`wrote ${path.join(resultsDir, 'bench-gpu.json')} and bench-gpu.md; total ${elapsed().toFixed(1)} s`);
   // A phase that failed fails the run (its error is in the report), after the report is written.

@@ -19,11 +19,15 @@ ms/step (the issue's table); end-to-end tok/s = batch x N / time of N (prefill i
 reports an "error" instead of its figures when it fails, and the others still run. Progress goes to stderr;
 the last line of stdout is one JSON object.
 
+With --partial FILE, the JSON object so far is also written to FILE after every phase, so that a caller
+that has to stop this script early still gets the phases that finished.
+
 Usage: python3 tools/bench/gpu_transformers.py MODEL_DIR PROMPT_IDS_JSON NEW_TOKENS
-           [--batch-prompts BATCH_PROMPT_IDS_JSON] [--no-compile] [--runs N]
+           [--batch-prompts BATCH_PROMPT_IDS_JSON] [--no-compile] [--runs N] [--partial FILE]
 """
 import argparse
 import json
+import os
 import sys
 import time
 import traceback
@@ -103,6 +107,17 @@ def measure(model, ids, new_tokens, warmups, runs):
     }
 
 
+PARTIAL_FILE = None
+
+
+def save_partial(result):
+    if PARTIAL_FILE:
+        tmp = f"{PARTIAL_FILE}.tmp"
+        with open(tmp, "w") as f:
+            json.dump(result, f)
+        os.replace(tmp, PARTIAL_FILE)
+
+
 def phase(result, key, label, fn):
     progress(f"{label} ...")
     t0 = time.perf_counter()
@@ -118,6 +133,7 @@ def phase(result, key, label, fn):
         traceback.print_exc()
         progress(f"{label} failed after {time.perf_counter() - t0:.1f} s: {error}")
         result[key] = {"error": f"{type(error).__name__}: {error}"}
+    save_partial(result)
 
 
 def main():
@@ -128,7 +144,10 @@ def main():
     parser.add_argument("--batch-prompts", help="JSON list of prompts (lists of ids, all of one length) for the large batch")
     parser.add_argument("--no-compile", action="store_true", help="leave out the static cache + torch.compile runs")
     parser.add_argument("--runs", type=int, default=3, help="measured runs of the compiled model (median); eager runs once")
+    parser.add_argument("--partial", help="also write the JSON object so far to this file after every phase")
     args = parser.parse_args()
+    global PARTIAL_FILE
+    PARTIAL_FILE = args.partial
 
     with open(args.prompt_file) as f:
         prompt = json.load(f)
@@ -145,6 +164,7 @@ def main():
     }
     result["copyBandwidthBytesPerSecond"] = copy_bandwidth()
     progress(f"copy bandwidth {result['copyBandwidthBytesPerSecond'] / 1e9:.0f} GB/s")
+    save_partial(result)
     model = AutoModelForCausalLM.from_pretrained(args.model_dir, dtype=torch.bfloat16).to("cuda").eval()
     progress(f"model loaded ({result['device']}, transformers {result['transformers']}, torch {result['torch']})")
     ids = torch.tensor([prompt], device="cuda")

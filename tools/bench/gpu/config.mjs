@@ -22,6 +22,7 @@
 //   KILN_BENCH_TTFT_REQUESTS   TTFT requests (median)                       (20 [5])
 //   KILN_BENCH_SKIP            comma-separated phases to leave out: diagnostics (graphs-off modes, profile,
 //                              step timing), serving, http, ttft, peer, compile (transformers' compiled runs)
+//   KILN_BENCH_PEER_TIMEOUT_S  gpu_transformers.py is stopped after this    (300; the phases it finished stay)
 //   KILN_BENCH_PYTHON          the Python that runs gpu_transformers.py     (python3)
 //   KILN_BENCH_DIR             work folder (models, engines)                (tools/bench/.out)
 //   KILN_RESULTS_DIR           where bench-gpu.json / bench-gpu.md go       (tools/bench/.out)
@@ -102,7 +103,7 @@ export function benchConfig() {
       // The batch-1 engine, as measured since the first CUDA run (docs/benchmarks.md).
       engine: { maxBatchSize: 1, maxSeqLen: Math.max(512, promptTokens + newTokens), maxNumTokens: Math.max(512, promptTokens) },
     },
-    peer: { batch: envInt('KILN_BENCH_PEER_BATCH', dry ? 4 : 64) },
+    peer: { batch: envInt('KILN_BENCH_PEER_BATCH', dry ? 4 : 64), timeoutS: envInt('KILN_BENCH_PEER_TIMEOUT_S', 300) },
     serving: {
       numRequests: envInt('KILN_BENCH_REQUESTS', dry ? 96 : 512),
       concurrency,

@@ -84,6 +84,7 @@ export function buildReport({ cfg, model, variants, peer, totalSeconds }) {
     for (const key of ['stepTiming', 'highConcurrency', 'concurrency1', 'http', 'ttft']) if (v[key]?.error) errors.push(`${v.name}: ${key}: ${firstLine(v[key].error)}`);
   }
   if (peer?.error) errors.push(`transformers: ${firstLine(peer.error)}`);
+  if (peerOk && peer.incomplete) errors.push(`transformers: ${peer.incomplete}`);
   if (peerOk) for (const key of ['eager', 'eagerBatch', 'compiled', 'compiledBatch']) if (peer[key]?.error) errors.push(`transformers ${key}: ${firstLine(peer[key].error)}`);
 
   const device = peerOk ? peer.device : (kiln?.device ?? cfg.target);
@@ -99,7 +100,7 @@ export function buildReport({ cfg, model, variants, peer, totalSeconds }) {
     hbm: { bytesPerToken, copyBandwidthGBs: bandwidth ? bandwidth / 1e9 : null, boundMsPerToken: boundMs ?? null },
     variants: variants.map((v) => ({ ...v, batch1: v.batch1?.map(strip) })),
     transformers: peerOk
-      ? { version: peer.transformers, torch: peer.torch, compileSetup: peer.compileSetup, ...Object.fromEntries(['eager', 'eagerBatch', 'compiled', 'compiledBatch'].map((k) => [k, peer[k] && strip(peer[k])])) }
+      ? { version: peer.transformers, torch: peer.torch, compileSetup: peer.compileSetup, incomplete: peer.incomplete, ...Object.fromEntries(['eager', 'eagerBatch', 'compiled', 'compiledBatch'].map((k) => [k, peer[k] && strip(peer[k])])) }
       : { unavailable: peer?.unavailable ?? peer?.error ?? 'not run' },
     greedyTokensEqualToTransformersPrefix: agree ?? null,
     targets: targets.map(({ digits, ...t }) => t),
@@ -120,12 +121,18 @@ export function buildReport({ cfg, model, variants, peer, totalSeconds }) {
     }
   }
   const peerLabel = peerOk ? `transformers ${peer.transformers} (torch ${peer.torch})` : 'transformers';
-  for (const [name, r] of [
-    ['eager', eager],
-    ['static cache + torch.compile', compiled],
+  // Why a transformers figure is missing.
+  const peerMissing = (key) => {
+    if (!peerOk) return `not run: ${firstLine(peer?.unavailable ?? peer?.error ?? '')}`;
+    if (peer[key]?.error) return `failed: ${firstLine(peer[key].error)}`;
+    return peer.incomplete ? 'not finished (stopped)' : 'not run';
+  };
+  for (const [name, r, key] of [
+    ['eager', eager, 'eager'],
+    ['static cache + torch.compile', compiled, 'compiled'],
   ]) {
     if (r) lines.push(`| ${peerLabel} ${name} | ${fixed(r.firstTokenMs, 2)} | ${fixed(r.msPerStep, 3)} | ${(1e3 / r.msPerStep).toFixed(0)} | ${boundShare(r.msPerStep)} |`);
-    else lines.push(`| ${peerLabel} ${name} | ${peerOk ? `failed: ${firstLine(peer[name === 'eager' ? 'eager' : 'compiled']?.error ?? 'not run')}` : `not run: ${firstLine(peer?.unavailable ?? peer?.error ?? '')}`} | | | |`);
+    else lines.push(`| ${peerLabel} ${name} | ${peerMissing(key)} | | | |`);
   }
   lines.push('');
   lines.push(
@@ -142,7 +149,7 @@ export function buildReport({ cfg, model, variants, peer, totalSeconds }) {
     ['static cache + torch.compile', compiledBatch, 'compiledBatch'],
   ]) {
     if (r) lines.push(`| ${name} | ${fixed(r.msPerStep, 2)} | ${thousands(r.decodeTokensPerSecond)} | ${thousands(r.endToEndTokensPerSecond)} |`);
-    else lines.push(`| ${name} | ${peerOk ? `failed: ${firstLine(peer[key]?.error ?? 'not run')}` : 'not run'} | | |`);
+    else lines.push(`| ${name} | ${peerMissing(key)} | | |`);
   }
   lines.push('');
 
@@ -168,6 +175,10 @@ export function buildReport({ cfg, model, variants, peer, totalSeconds }) {
     lines.push(`| ${t.figure} | ${value} | ${target} | ${t.met === null ? 'not measured' : t.met ? 'met' : 'NOT met'} |`);
   }
   if (variants.length === 1) lines.push('| Quantized modes (int4, int8, FP8) at batch 1 | not built yet: add them to VARIANTS in tools/bench/gpu/config.mjs | ≤ 0.40 / 0.55 / 0.55 ms | not measured |');
+  lines.push(
+    '',
+    `Ratios: batch 1 against transformers' decode ms/step at batch 1; concurrency ${cfg.serving.concurrency} (kiln bench's output tok/s, prefill and ramp included) against transformers + compile's tok/s of its decode steps at batch ${cfg.peer.batch} (batch / ms/step, the issue's table).`,
+  );
   if (errors.length) lines.push('', `Errors (${errors.length}):`, ...errors.map((e) => `- ${e}`));
   return { json, md: lines.join('\n') };
 }
