@@ -425,6 +425,32 @@ export interface NativeEngine {
   shutdown(options?: { cancel?: boolean }): Promise<void>;
   /** shutdown() without waiting, then frees the mapping, the KV cache and the activations once idle. Idempotent; later calls reject. */
   dispose(): void;
+  /** This engine file's rank in a tensor/pipeline-parallel engine (tpSize = ppSize = 1, rank 0 otherwise). */
+  readonly mapping: NativeParallelMapping;
+  /**
+   * Ranks other than 0 of a tp/pp engine: replays rank 0's steps on a native thread until rank 0's engine
+   * is disposed, then resolves. Rejects on rank 0 or a single-rank engine. A failure while following ends
+   * every rank of the job (MPI_Abort), naming this rank.
+   */
+  follow(): Promise<void>;
+}
+
+/** A rank of a tensor/pipeline-parallel engine: rank = ppRank * tpSize + tpRank. */
+export interface NativeParallelMapping {
+  tpSize: number;
+  ppSize: number;
+  rank: number;
+}
+
+/** Where mpirun put this process, read from its environment (no MPI call). */
+export interface WorldInfo {
+  /** 0 when not launched by mpirun. */
+  rank: number;
+  /** 1 when not launched by mpirun. */
+  size: number;
+  launchedByMpirun: boolean;
+  /** Whether this build has the MPI communicator (KILN_MPI). */
+  mpiCompiled: boolean;
 }
 
 export interface NativeAddon {
@@ -445,6 +471,8 @@ export interface NativeAddon {
    * device of its compute capability).
    */
   loadEngine(path: string, options?: LoadEngineOptions): Promise<NativeEngine>;
+  /** This process's rank and world size under mpirun (rank 0 of 1 otherwise). */
+  worldInfo(): WorldInfo;
   /**
    * For tests: opens a `.engine` file with every structural check the loader does (magic, format
    * version, header length, checksum, header JSON, weights table), on a native thread, and reports what

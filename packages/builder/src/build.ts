@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
-import { CHECKPOINT_CONFIG_FILE, TOKENIZER_FILES, createTempDirBeside, readKilnCheckpoint } from '@kiln/convert';
+import { CHECKPOINT_CONFIG_FILE, TOKENIZER_FILES, createTempDirBeside, parallelFacts, readKilnCheckpoint } from '@kiln/convert';
 import { getArchitecture } from '@kiln/models';
 import { loadNative } from '@kiln/native';
 import { resolveBuildConfig } from './build-config';
@@ -10,7 +10,8 @@ import { Graph } from './graph';
 import { lowerGraph } from './lower';
 import { activationDTypes } from './activation-dtypes';
 import { planMemory } from './memory-plan';
-import { runPasses } from './passes';
+import { runPasses, type PassReport } from './passes';
+import { partitionForRank } from './parallel';
 import type { BuildOptions, BuildResult } from './types';
 
 /** Bumped whenever the builder's output for the same inputs changes, so caches miss. */
@@ -18,67 +19,91 @@ export const BUILDER_VERSION = '0.3.0';
 export const ENGINE_DIR_FORMAT = 'kiln-engine-dir';
 export const ENGINE_FILE = 'rank0.engine';
 
+/** One rank's engine file, assembled and waiting to be written. */
+interface RankEngine {
+  file: string;
+  passes: PassReport[];
+  header: ReturnType<typeof assembleEngine>['header'];
+  weights: ReturnType<typeof assembleEngine>['weights'];
+}
+
 /**
  * Compiles a Kiln checkpoint into an engine directory for the CPU or a CUDA GPU (`config.target`):
  * network from the model zoo, graph passes, lowering to the engine's ops, memory planning, weight
- * packing in `config.dtype`. The directory appears whole or not at all.
+ * packing in `config.dtype`. A tensor/pipeline-parallel checkpoint gives one engine file per rank
+ * (rank<N>.engine, each with the header's `mapping`), built from that rank's part of the network
+ * (parallel.ts). The directory appears whole or not at all.
  * An existing engine built from the same checkpoint and config (same build hash) is reused.
  */
 export async function buildEngine(options: BuildOptions): Promise<BuildResult> {
   const report = options.onProgress ?? (() => {});
   report({ stage: 'load', message: `reading checkpoint ${options.checkpointDir}` });
-  const { config: checkpoint, weightsFile } = await readKilnCheckpoint(options.checkpointDir);
+  const { config: checkpoint, weightsFile, weightsFiles } = await readKilnCheckpoint(options.checkpointDir);
   const architecture = getArchitecture(checkpoint.architecture);
   const buildConfig = resolveBuildConfig(options.config, checkpoint.model as never, checkpoint.dtype);
   const outputDir = path.resolve(options.outputDir);
-  const buildHash = await computeBuildHash(options.checkpointDir, weightsFile, buildConfig);
+  const buildHash = await computeBuildHash(options.checkpointDir, weightsFile, buildConfig, weightsFiles.slice(1));
 
   if (!options.force && (await isSameEngine(outputDir, buildHash))) {
     return { engineDir: outputDir, cached: true, buildHash, config: buildConfig };
   }
 
-  const graph = new Graph(architecture.buildNetwork(checkpoint.model as never).toJSON());
-  const passes = runPasses(graph);
-  report({ stage: 'passes', message: passes.map((p) => `${p.pass}: ${p.changes}`).join(', ') });
+  const network = architecture.buildNetwork(checkpoint.model as never).toJSON();
+  const { worldSize, tpSize, ppSize } = checkpoint.mapping;
+  const facts = worldSize > 1 ? parallelFacts(network) : undefined;
+  const ranks: RankEngine[] = [];
+  for (let rank = 0; rank < worldSize; rank++) {
+    const graph = new Graph(network);
+    const mapping = facts ? { tpSize, ppSize, rank } : undefined;
+    if (facts && mapping) partitionForRank(graph, facts, mapping);
+    const where = worldSize > 1 ? `rank ${rank}: ` : '';
+    const passes = runPasses(graph);
+    report({ stage: 'passes', message: where + passes.map((p) => `${p.pass}: ${p.changes}`).join(', ') });
 
-  // The native writer casts each checkpoint tensor to the dtype its entry asks for.
-  const program = lowerGraph(graph, buildConfig.dtype);
-  report({ stage: 'lower', message: `${program.ops.length} ops, ${program.weights.length} weights` });
+    // The native writer casts each checkpoint tensor to the dtype its entry asks for.
+    const program = lowerGraph(graph, buildConfig.dtype);
+    report({ stage: 'lower', message: `${where}${program.ops.length} ops, ${program.weights.length} weights` });
 
-  const logits = graph.outputs.logits;
-  if (logits === undefined) throw new Error(`${checkpoint.architecture}: the network has no "logits" output`);
-  const dtypes = buildConfig.target === 'cuda' ? activationDTypes(graph, program, buildConfig.dtype) : new Map();
-  const plan = planMemory(
-    graph,
-    program,
-    {
-      tokens: buildConfig.maxNumTokens,
-      logitRows: buildConfig.gatherContextLogits ? buildConfig.maxNumTokens : buildConfig.maxBatchSize,
-    },
-    dtypes,
-  );
-  report({ stage: 'plan', message: `activation arena ${plan.arenaBytes} bytes (${plan.unsharedBytes} without reuse)` });
-
-  const { header, weights } = assembleEngine(program, plan, logits, buildConfig, checkpoint, weightsFile);
+    // Only rank 0 samples: other ranks of a pipeline may compute no logits (parallel.ts).
+    const logits = graph.outputs.logits;
+    if (logits === undefined && rank === 0) throw new Error(`${checkpoint.architecture}: the network has no "logits" output`);
+    const dtypes = buildConfig.target === 'cuda' ? activationDTypes(graph, program, buildConfig.dtype) : new Map();
+    const plan = planMemory(
+      graph,
+      program,
+      {
+        tokens: buildConfig.maxNumTokens,
+        logitRows: buildConfig.gatherContextLogits ? buildConfig.maxNumTokens : buildConfig.maxBatchSize,
+      },
+      dtypes,
+    );
+    report({ stage: 'plan', message: `${where}activation arena ${plan.arenaBytes} bytes (${plan.unsharedBytes} without reuse)` });
+    const assembled = assembleEngine(program, plan, logits, buildConfig, checkpoint, weightsFiles[rank], mapping);
+    ranks.push({ file: rank === 0 ? ENGINE_FILE : `rank${rank}.engine`, passes, ...assembled });
+  }
 
   // Removed if the process exits midway (the CLI turns SIGINT/SIGTERM into an exit); one left by a
   // killed build of the same output is removed here (see createTempDirBeside).
   const temp = await createTempDirBeside(outputDir);
   const tempDir = temp.dir;
   try {
-    report({ stage: 'write', message: `packing ${weights.length} weights into ${ENGINE_FILE}` });
-    const written = await loadNative().writeEngine({ path: path.join(tempDir, ENGINE_FILE), header: JSON.stringify(header), weights });
+    const checksums: Record<string, string> = {};
+    for (const { file, header, weights } of ranks) {
+      report({ stage: 'write', message: `packing ${weights.length} weights into ${file}` });
+      const written = await loadNative().writeEngine({ path: path.join(tempDir, file), header: JSON.stringify(header), weights });
+      checksums[file] = written.checksum;
+    }
     const engineConfig = {
       format: ENGINE_DIR_FORMAT,
       formatVersion: ENGINE_FORMAT_VERSION,
       builderVersion: BUILDER_VERSION,
-      target: header.target,
+      target: ranks[0].header.target,
       buildConfig,
       buildHash,
-      passes,
+      passes: ranks[0].passes,
       checkpoint,
-      engineFiles: [ENGINE_FILE],
-      checksums: { [ENGINE_FILE]: written.checksum },
+      engineFiles: ranks.map((r) => r.file),
+      checksums,
     };
     await fs.writeFile(path.join(tempDir, 'config.json'), `${JSON.stringify(engineConfig, null, 2)}\n`);
     for (const file of TOKENIZER_FILES) {
@@ -101,13 +126,18 @@ export async function buildEngine(options: BuildOptions): Promise<BuildResult> {
  * (size and modification time: hashing gigabytes of weights on every build would cost more than the
  * build) and the build config.
  */
-async function computeBuildHash(checkpointDir: string, weightsFile: string, buildConfig: object): Promise<string> {
+async function computeBuildHash(checkpointDir: string, weightsFile: string, buildConfig: object, otherRanks: string[]): Promise<string> {
   const [configText, weightsStat] = await Promise.all([
     fs.readFile(path.join(checkpointDir, CHECKPOINT_CONFIG_FILE), 'utf8'),
     fs.stat(weightsFile),
   ]);
+  // Other ranks' files (tp/pp checkpoints) count too; a single-rank key is what it always was.
+  const ranks = await Promise.all(otherRanks.map(async (file) => {
+    const stat = await fs.stat(file);
+    return { size: stat.size, mtime: stat.mtimeMs };
+  }));
   return createHash('sha256')
-    .update(JSON.stringify({ BUILDER_VERSION, ENGINE_FORMAT_VERSION, configText, size: weightsStat.size, mtime: weightsStat.mtimeMs, buildConfig }))
+    .update(JSON.stringify({ BUILDER_VERSION, ENGINE_FORMAT_VERSION, configText, size: weightsStat.size, mtime: weightsStat.mtimeMs, buildConfig, ...(ranks.length > 0 ? { ranks } : {}) }))
     .digest('hex');
 }
 

@@ -24,7 +24,10 @@ export interface EngineHeader {
   kvCache: { numLayers: number; numKvHeads: number; headDim: number; tokensPerBlock: number };
   arena: { bytes: number };
   values: MemoryPlan['values'];
-  outputs: { logits: number };
+  /** Absent on ranks other than 0 of a pipeline that compute no logits. */
+  outputs: { logits?: number };
+  /** Tensor/pipeline-parallel engines only: this file's rank (rank = ppRank * tpSize + tpRank). */
+  mapping?: { tpSize: number; ppSize: number; rank: number };
   weights: Array<{ name: string; dtype: string; shape: number[]; offset: number; byteLength: number }>;
   ops: Array<{ op: string; inputs: number[]; outputs: number[]; weights: Record<string, number>; attrs: Record<string, number | boolean | string> }>;
 }
@@ -32,10 +35,11 @@ export interface EngineHeader {
 export function assembleEngine(
   program: LoweredProgram,
   plan: MemoryPlan,
-  logitsValue: number,
+  logitsValue: number | undefined,
   buildConfig: BuildConfig,
   checkpoint: KilnCheckpointConfig,
   weightsFile: string,
+  mapping?: { tpSize: number; ppSize: number; rank: number },
 ): { header: EngineHeader; weights: EngineWeightSpec[] } {
   const attention = program.ops.filter((op) => op.op === 'attention');
   if (attention.length === 0) throw new Error('build: the network has no attention op, so no KV cache layout');
@@ -80,8 +84,9 @@ export function assembleEngine(
     kvCache: { numLayers: Math.max(...attention.map((op) => Number(op.attrs.layer))) + 1, numKvHeads, headDim, tokensPerBlock: buildConfig.tokensPerBlock },
     arena: { bytes: plan.arenaBytes },
     values: plan.values,
-    outputs: { logits: valueIndex(logitsValue) },
+    outputs: logitsValue === undefined ? {} : { logits: valueIndex(logitsValue) },
     weights,
+    ...(mapping ? { mapping } : {}),
     ops: program.ops.map((op) => ({
       op: op.op,
       inputs: op.inputs.map(valueIndex),

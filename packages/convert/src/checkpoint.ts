@@ -8,8 +8,13 @@ import { describeJson, isFile, readJsonObject } from './json-file';
 export const CHECKPOINT_FORMAT = 'kiln-checkpoint';
 export const CHECKPOINT_FORMAT_VERSION = 1;
 export const CHECKPOINT_CONFIG_FILE = 'config.json';
-/** The weights of rank 0; the only rank until tensor parallelism lands. */
+/** The weights of rank 0 (of a single-rank checkpoint: all of them). */
 export const CHECKPOINT_WEIGHTS_FILE = 'rank0.safetensors';
+
+/** The weights file of `rank` (tensor/pipeline-parallel checkpoints have one per rank: shard.ts). */
+export function rankWeightsFile(rank: number): string {
+  return `rank${rank}.safetensors`;
+}
 
 /** HF side files a Kiln checkpoint carries along for the runtime (tokenizer, chat template, defaults). */
 export const TOKENIZER_FILES = [
@@ -24,6 +29,8 @@ export interface KilnCheckpoint {
   config: KilnCheckpointConfig;
   /** Absolute path of rank0.safetensors. */
   weightsFile: string;
+  /** Absolute paths of every rank's weights, by rank (one for a single-rank checkpoint). */
+  weightsFiles: string[];
 }
 
 function isPositiveInteger(value: unknown): value is number {
@@ -88,9 +95,7 @@ export async function readKilnCheckpoint(dir: string): Promise<KilnCheckpoint> {
   if (worldSize !== tpSize * ppSize) {
     throw new ConfigError(file, 'mapping.worldSize', `${worldSize} is not tpSize * ppSize = ${tpSize * ppSize}`);
   }
-  if (worldSize !== 1) {
-    throw new ConfigError(file, 'mapping.worldSize', `${worldSize} ranks: only single-rank checkpoints are supported for now`);
-  }
+  if (worldSize > 4096) throw new ConfigError(file, 'mapping.worldSize', `${worldSize} ranks: at most 4096 are supported`);
 
   if (!isObject(json.model)) throw new ConfigError(file, 'model', `expected an object, got ${describeJson(json.model)}`);
 
@@ -107,7 +112,9 @@ export async function readKilnCheckpoint(dir: string): Promise<KilnCheckpoint> {
     throw new ConfigError(file, 'generation.eosTokenIds', `expected a list of token ids, got ${describeJson(generation.eosTokenIds)}`);
   }
 
-  const weightsFile = path.join(root, CHECKPOINT_WEIGHTS_FILE);
-  if (!(await isFile(weightsFile))) throw new ConvertError(weightsFile, 'file not found (the checkpoint is incomplete)');
-  return { config: json as unknown as KilnCheckpointConfig, weightsFile };
+  const weightsFiles = Array.from({ length: worldSize }, (_, rank) => path.join(root, rankWeightsFile(rank)));
+  for (const weightsFile of weightsFiles) {
+    if (!(await isFile(weightsFile))) throw new ConvertError(weightsFile, 'file not found (the checkpoint is incomplete)');
+  }
+  return { config: json as unknown as KilnCheckpointConfig, weightsFile: weightsFiles[0], weightsFiles };
 }

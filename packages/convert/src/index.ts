@@ -13,3 +13,20 @@ export { createTempDirBeside, removeStaleTempDirs } from './output-dir';
 export { CHECKPOINT_DTYPES, isCheckpointDType, defaultDType, readHfConfig, type HfConfigFile } from './hf-config';
 export { planConversion, type PlanInput } from './plan';
 export { readHfWeights, type HfTensor, type HfWeights } from './weights';
+export { rankWeightsFile } from './checkpoint';
+export { shardCheckpoint, LM_HEAD_WEIGHT, type ShardOptions } from './shard';
+export {
+  MappingError,
+  checkMapping,
+  parallelFacts,
+  splitRole,
+  splitsVocabulary,
+  stageLayers,
+  stageOf,
+  tensorShard,
+  type ParallelFacts,
+  type ParallelSizes,
+  type SplitRole,
+  type TensorRange,
+  type TensorShard,
+} from './parallel';

@@ -83,15 +83,19 @@ export async function readEngineDirConfig(engineDir: string): Promise<EngineDirC
       fail('engineFiles', `holds ${JSON.stringify(file)}, which is not a plain file name`);
     }
   }
-  if ((engineFiles as string[]).length !== 1) {
-    fail('engineFiles', `lists ${(engineFiles as string[]).length} ranks; this runtime runs single-rank engines only`);
-  }
 
   const checkpoint = config.checkpoint as Record<string, unknown>;
   if (typeof checkpoint.architecture !== 'string') fail('checkpoint.architecture', 'must be a string');
   if (typeof checkpoint.model !== 'object' || checkpoint.model === null) fail('checkpoint.model', 'must be an object');
   const generation = checkpoint.generation as Record<string, unknown> | undefined;
   if (typeof generation !== 'object' || generation === null) fail('checkpoint.generation', 'must be an object');
+  // A tensor/pipeline-parallel engine has one file per rank of its checkpoint's mapping.
+  const mapping = checkpoint.mapping as Record<string, unknown> | undefined;
+  const worldSize = mapping === undefined ? 1 : mapping.worldSize;
+  if (!Number.isSafeInteger(worldSize) || (worldSize as number) < 1) fail('checkpoint.mapping.worldSize', 'must be a positive integer');
+  if ((engineFiles as string[]).length !== worldSize) {
+    fail('engineFiles', `lists ${(engineFiles as string[]).length} files but checkpoint.mapping.worldSize is ${String(worldSize)}`);
+  }
   const eosTokenIds = (generation as Record<string, unknown>).eosTokenIds;
   if (!Array.isArray(eosTokenIds) || !eosTokenIds.every(isTokenId)) {
     fail('checkpoint.generation.eosTokenIds', 'must be an array of token ids');

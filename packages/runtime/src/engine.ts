@@ -133,6 +133,7 @@ export class Engine {
     this.engineDir = engineDir;
     this.config = config;
     this.info = native.info;
+    this.mapping = native.mapping;
     this.#native = native;
   }
 
@@ -150,7 +151,8 @@ export class Engine {
     checkFraction('kvCacheMemoryFraction', options.kvCacheMemoryFraction);
     checkPositiveInteger('maxBatchSize', options.maxBatchSize);
     checkPositiveInteger('maxNumTokens', options.maxNumTokens);
-    const native = await loadNative().loadEngine(path.join(directory, config.engineFiles[0]), {
+    const rank = rankToLoad(directory, config.engineFiles.length);
+    const native = await loadNative().loadEngine(path.join(directory, config.engineFiles[rank]), {
       numThreads: options.numThreads,
       kvCacheTokens: options.kvCacheTokens,
       kvCacheBytes: options.kvCacheBytes,
@@ -164,10 +166,32 @@ export class Engine {
     return new Engine(directory, config, native);
   }
 
+  /**
+   * This process's rank of a tensor/pipeline-parallel engine (`kiln convert --tp-size/--pp-size`, run
+   * under `mpirun -n <tpSize * ppSize>`): rank = ppRank * tpSize + tpRank; tpSize = ppSize = 1, rank 0
+   * for an ordinary engine. Rank 0 owns the executor; the other ranks call `follow()`.
+   */
+  readonly mapping: { tpSize: number; ppSize: number; rank: number };
+
+  /**
+   * Ranks other than 0 of a tp/pp engine: runs every step rank 0's executor schedules (rank 0 announces
+   * each one; sampling happens on rank 0 only) until rank 0's engine is disposed, then resolves. Runs on a
+   * native thread. Rejects on rank 0 and on single-rank engines, which have nothing to follow.
+   */
+  async follow(): Promise<void> {
+    const native = this.#native;
+    if (!native) throw new Error(`the engine of ${this.engineDir} has been disposed`);
+    if (this.mapping.rank === 0) throw new Error(`${this.engineDir}: rank 0 runs the executor; only the other ranks of a tp/pp engine follow it`);
+    await native.follow();
+  }
+
   /** The engine's in-flight batching executor (one per engine): enqueue, stream, cancel, stats. */
   get executor(): Executor {
     const native = this.#native;
     if (!native) throw new Error(`the engine of ${this.engineDir} has been disposed`);
+    if (this.mapping.rank !== 0) {
+      throw new Error(`${this.engineDir}: this process is rank ${this.mapping.rank}, which follows rank 0's executor (call follow())`);
+    }
     this.#executor ??= new Executor(native, this.#facts());
     return this.#executor;
   }
@@ -305,6 +329,29 @@ export class Engine {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.dispose();
   }
+}
+
+/**
+ * Which engine file this process loads: its mpirun rank for a tp/pp engine (whose files are listed by
+ * rank), file 0 for a single-rank engine. A world that does not match the engine is refused here with
+ * the command that runs it.
+ */
+function rankToLoad(engineDir: string, ranks: number): number {
+  const world = loadNative().worldInfo();
+  if (ranks > 1) {
+    if (!world.mpiCompiled) {
+      throw new Error(`${engineDir}: a tensor/pipeline-parallel engine of ${ranks} ranks, but this build of @kiln/native has no MPI: install Open MPI (Debian: openmpi-bin libopenmpi-dev) and rebuild it (npm run build:native)`);
+    }
+    if (world.size !== ranks) {
+      const where = world.launchedByMpirun ? `mpirun started ${world.size} ranks` : 'this process was not launched by mpirun';
+      throw new Error(`${engineDir}: a tensor/pipeline-parallel engine of ${ranks} ranks, but ${where}: run it with \`mpirun -n ${ranks} ...\``);
+    }
+    return world.rank;
+  }
+  if (world.size > 1) {
+    throw new Error(`${engineDir}: a single-rank engine, but mpirun started ${world.size} ranks: run it without mpirun, or convert the model with --tp-size/--pp-size`);
+  }
+  return 0;
 }
 
 function concatRows(parts: Float32Array[]): Float32Array {

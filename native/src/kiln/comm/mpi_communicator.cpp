@@ -3,6 +3,8 @@
 // peer died ends every rank rather than leaving one waiting.
 #include "kiln/comm/mpi_communicator.h"
 
+#include "kiln/comm/world.h"
+
 #include <dlfcn.h>
 #include <mpi.h>
 
@@ -95,7 +97,10 @@ void finalizeAtExit() {
   int initialized = 0, finalized = 0;
   MPI_Initialized(&initialized);
   MPI_Finalized(&finalized);
-  if (initialized && !finalized) MPI_Finalize();
+  if (initialized && !finalized) {
+    runExitHooks();
+    MPI_Finalize();
+  }
 }
 
 // Node loads the addon (and with it libmpi) with local symbol scope; Open MPI's plugins, which it

@@ -1,6 +1,8 @@
 #include "kiln/comm/world.h"
 
 #include <cstdio>
+#include <map>
+#include <mutex>
 #include <cstdlib>
 #include <stdexcept>
 
@@ -22,7 +24,31 @@ int envInt(const char* name) {
   return static_cast<int>(n);
 }
 
+std::mutex hooksMutex;
+std::map<int, std::function<void()>> hooks;
+int nextHookId = 1;
+
 }  // namespace
+
+int addExitHook(std::function<void()> hook) {
+  std::lock_guard<std::mutex> lock(hooksMutex);
+  hooks.emplace(nextHookId, std::move(hook));
+  return nextHookId++;
+}
+
+void removeExitHook(int id) {
+  std::lock_guard<std::mutex> lock(hooksMutex);
+  hooks.erase(id);
+}
+
+void runExitHooks() {
+  std::map<int, std::function<void()>> pending;
+  {
+    std::lock_guard<std::mutex> lock(hooksMutex);
+    pending.swap(hooks);
+  }
+  for (auto& entry : pending) entry.second();
+}
 
 WorldInfo worldInfo() {
   WorldInfo w;

@@ -59,16 +59,35 @@ Engine::Engine(const std::string& path, const EngineOptions& options) {
 }
 
 Engine::~Engine() {
-  if (parallel_ && parallel_->isLeader()) announceStop(parallel_->control());
+  if (exitHook_ != 0) comm::removeExitHook(exitHook_);
+  announceStopOnce();
+}
+
+void Engine::announceStopOnce() {
+  if (!parallel_ || !parallel_->isLeader()) return;
+  std::lock_guard<std::mutex> lock(announceMutex_);
+  if (stopAnnounced_) return;
+  stopAnnounced_ = true;
+  announceStop(parallel_->control());
 }
 
 void Engine::runStep(const StepContext& step) {
-  if (parallel_ && parallel_->isLeader()) announceStep(parallel_->control(), step, kvGeometry_.tokensPerBlock);
+  if (parallel_ && parallel_->isLeader()) {
+    std::lock_guard<std::mutex> lock(announceMutex_);
+    if (stopAnnounced_) throw std::runtime_error("the other ranks have been told to stop: this engine is shutting down");
+    announceStep(parallel_->control(), step, kvGeometry_.tokensPerBlock);
+    backend_->runStep(ops_, step);
+    return;
+  }
   backend_->runStep(ops_, step);
 }
 
 void Engine::copyKvBlock(int32_t src, int32_t dst) {
-  if (parallel_ && parallel_->isLeader()) announceKvCopy(parallel_->control(), src, dst);
+  if (parallel_ && parallel_->isLeader()) {
+    std::lock_guard<std::mutex> lock(announceMutex_);
+    if (stopAnnounced_) throw std::runtime_error("the other ranks have been told to stop: this engine is shutting down");
+    announceKvCopy(parallel_->control(), src, dst);
+  }
   backend_->copyKvBlock(src, dst);
 }
 
@@ -238,19 +257,22 @@ void Engine::configure(const EngineOptions& options) {
   // --- outputs ---
   const Json& outputs = h.at("outputs", "header");
   if (!outputs.isObject()) throw headerError("outputs must be an object");
-  const int32_t logitsIndex = indexIn(outputs.at("logits", "header.outputs"), "header.outputs.logits",
-                                      values.size(), "values");
-  const ValueRef& logits_ = values[logitsIndex];
-  if (logits_.rows != RowsKind::LogitRows) {
-    throw headerError("outputs.logits (value " + std::to_string(logitsIndex) + ") must have rows \"logitRows\"");
+  // Only rank 0 samples: the other ranks of a tp/pp engine may have no logits (a middle pipeline stage).
+  const bool logitsOptional = parallel_ && !parallel_->isLeader();
+  int32_t logitsIndex = -1;
+  if (!logitsOptional || outputs.find("logits")) {
+    logitsIndex = indexIn(outputs.at("logits", "header.outputs"), "header.outputs.logits", values.size(), "values");
+    const ValueRef& logits_ = values[logitsIndex];
+    if (logits_.rows != RowsKind::LogitRows) {
+      throw headerError("outputs.logits (value " + std::to_string(logitsIndex) + ") must have rows \"logitRows\"");
+    }
+    if (logits_.cols != info_.vocabSize) {
+      throw headerError("outputs.logits (value " + std::to_string(logitsIndex) + ") has " +
+                        std::to_string(logits_.cols) + " cols but model.vocabSize is " +
+                        std::to_string(info_.vocabSize));
+    }
+    backend_->setLogits(logits_);
   }
-  if (logits_.cols != info_.vocabSize) {
-    throw headerError("outputs.logits (value " + std::to_string(logitsIndex) + ") has " +
-                      std::to_string(logits_.cols) + " cols but model.vocabSize is " +
-                      std::to_string(info_.vocabSize));
-  }
-
-  backend_->setLogits(logits_);
 
   // --- ops: resolve references, pick the kernel, bind ---
   const Json& opsJson = h.at("ops", "header");
@@ -377,6 +399,8 @@ void Engine::configure(const EngineOptions& options) {
   const int64_t agreedBlocks = parallel_ ? parallel_->control().allReduceMin(numBlocks) : numBlocks;
   backend_->allocateKv(static_cast<int32_t>(agreedBlocks), kvGeometry_);
   kvNumBlocks_ = static_cast<int32_t>(agreedBlocks);
+  // A process that exits without disposing rank 0's engine still releases the other ranks.
+  if (parallel_ && parallel_->isLeader()) exitHook_ = comm::addExitHook([this] { announceStopOnce(); });
   info_.kvCacheBytes = backend_->kvBytes();
   info_.kvCacheTokens = agreedBlocks * tokensPerBlock;
 }

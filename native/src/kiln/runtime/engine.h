@@ -6,6 +6,7 @@
 // steps. Only one thread may run steps at a time (the executor's).
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -84,11 +85,15 @@ class Engine {
 
  private:
   void configure(const EngineOptions& options);
+  void announceStopOnce();
 
   std::unique_ptr<EngineFile> file_;
   EngineInfo info_;
   ModelFacts facts_;
   std::unique_ptr<ParallelGroups> parallel_;  // a tp/pp engine's communicators; declared before the ops using them
+  std::mutex announceMutex_;  // rank 0: the executor thread's announcements vs. the exit hook's stop
+  bool stopAnnounced_ = false;
+  int exitHook_ = 0;
   std::unique_ptr<Backend> backend_;
   KvGeometry kvGeometry_;
   int32_t kvNumBlocks_ = 0;

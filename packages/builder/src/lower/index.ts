@@ -1,6 +1,7 @@
 import type { Graph } from '../graph';
 import { lowerGelu, lowerSoftcap } from './activations';
 import { lowerAttention } from './attention';
+import { lowerCollective } from './collectives';
 import { lowerElementwise } from './elementwise';
 import { lowerEmbedding } from './embedding';
 import { lowerGatherRows } from './gather-rows';
@@ -35,6 +36,10 @@ const cpuLowerings = new Map<string, Lowering>([
   ['moe', lowerMoe],
   ['add_rms_norm', lowerAddRmsNorm],
   ['add_layer_norm', lowerAddLayerNorm],
+  ['all_reduce', lowerCollective],
+  ['all_gather', lowerCollective],
+  ['send', lowerCollective],
+  ['recv', lowerCollective],
 ]);
 
 export function registerCpuLowering(op: string, lowering: Lowering): void {
