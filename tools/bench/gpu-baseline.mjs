@@ -15,7 +15,7 @@
 // $KILN_RESULTS_DIR (or tools/bench/.out). Progress lines with timings go to stdout, the per-op profile to
 // stderr. Run by `bash tools/gpu/run.sh --bench` on the GPU machine; `KILN_BENCH_TARGET=cpu node
 // tools/bench/gpu-baseline.mjs` is a dry run of the whole flow on cpu engines of a tiny model (gpu/config.mjs).
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { createRequire } from 'node:module';
@@ -36,6 +36,9 @@ const START = process.hrtime.bigint();
 const elapsed = () => Number(process.hrtime.bigint() - START) / 1e9;
 const log = (message) => console.log(`[bench ${elapsed().toFixed(1).padStart(6)} s] ${message}`);
 
+/** Every step's duration, for the report. */
+const stepSeconds = [];
+
 /** Runs fn, logging its duration; on failure logs the error and returns { error } so that the run goes on. */
 async function step(label, fn) {
   const t0 = elapsed();
@@ -48,6 +51,8 @@ async function step(label, fn) {
     console.error(error);
     log(`${label}: FAILED after ${(elapsed() - t0).toFixed(1)} s: ${error.message.split('\n')[0]}`);
     return { error: error.message };
+  } finally {
+    stepSeconds.push({ step: label, seconds: Number((elapsed() - t0).toFixed(2)) });
   }
 }
 
@@ -101,8 +106,21 @@ function peerUnavailable(cfg) {
   });
 }
 
+/** The checkout's commit, when git and the repository are there (the GPU machine may have neither). */
+function commit() {
+  try {
+    const head = execFileSync('git', ['rev-parse', '--short=12', 'HEAD'], { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+    const dirty = execFileSync('git', ['status', '--porcelain', '--untracked-files=no'], { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+    return dirty ? `${head} (with local changes)` : head;
+  } catch {
+    return undefined;
+  }
+}
+
 async function main() {
   const cfg = benchConfig();
+  cfg.commit = commit();
+  cfg.command = [...Object.entries(process.env).filter(([k]) => k.startsWith('KILN_BENCH_')).map(([k, v]) => `${k}=${v}`), 'node tools/bench/gpu-baseline.mjs'].join(' ');
   const workDir = path.join(process.env.KILN_BENCH_DIR ?? path.join(here, '.out'), `gpu-bench-${cfg.shapeName}`);
   const resultsDir = process.env.KILN_RESULTS_DIR ?? path.join(here, '.out');
   fs.mkdirSync(workDir, { recursive: true });
@@ -120,7 +138,7 @@ async function main() {
   let peer = { unavailable: 'not run yet' };
   // The report is written again after every phase: if the device command is stopped, what was measured comes back.
   const save = () => {
-    const report = buildReport({ cfg, model, variants, peer, totalSeconds: elapsed() });
+    const report = buildReport({ cfg, model, variants, peer, totalSeconds: elapsed(), stepSeconds });
     fs.writeFileSync(path.join(resultsDir, 'bench-gpu.json'), `${JSON.stringify(report.json, null, 2)}\n`);
     fs.writeFileSync(path.join(resultsDir, 'bench-gpu.md'), `${report.md}\n`);
     return report;

@@ -10,7 +10,7 @@ const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..',
 export const kilnBin = path.join(root, 'packages', 'cli', 'dist', 'bin', 'kiln.js');
 
 /** Runs `node kiln.js ...args`; resolves with its stdout (stderr goes to ours), rejects on a non-zero exit. */
-function runKiln(args, { timeoutMs = 600_000 } = {}) {
+function runKiln(args, { timeoutMs = 240_000 } = {}) {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [kilnBin, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
     let stdout = '';
@@ -21,7 +21,7 @@ function runKiln(args, { timeoutMs = 600_000 } = {}) {
     child.on('close', (code, signal) => {
       clearTimeout(timer);
       if (code === 0) resolve(stdout);
-      else reject(new Error(`kiln ${args.join(' ')} exited ${code ?? signal}: ${stdout.slice(-2000)}`));
+      else reject(new Error(`kiln ${args.join(' ')} ${signal === 'SIGKILL' ? `was stopped after ${timeoutMs / 1000} s` : `exited ${code ?? signal}`}: ${stdout.slice(-2000)}`));
     });
   });
 }
@@ -59,7 +59,7 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
  * Starts `kiln serve --engine DIR` on 127.0.0.1:PORT (its log to logFile), waits until /health answers 200,
  * runs `fn(url)`, and always stops the server (SIGTERM, then SIGKILL after 20 s).
  */
-export async function withServer(engineDir, logFile, fn, { readyTimeoutMs = 300_000 } = {}) {
+export async function withServer(engineDir, logFile, fn, { readyTimeoutMs = 180_000 } = {}) {
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
   const log = fs.openSync(logFile, 'w');

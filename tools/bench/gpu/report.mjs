@@ -23,7 +23,7 @@ function benchRow(label, m) {
 
 const firstLine = (text) => String(text).split('\n')[0].slice(0, 200);
 
-export function buildReport({ cfg, model, variants, peer, totalSeconds }) {
+export function buildReport({ cfg, model, variants, peer, totalSeconds, stepSeconds = [] }) {
   const reference = variants.find((v) => v.reference) ?? variants[0];
   const shipped = (v) => v.batch1?.find((r) => r.mode === 'as shipped' && !r.error);
   const kiln = shipped(reference);
@@ -95,6 +95,8 @@ export function buildReport({ cfg, model, variants, peer, totalSeconds }) {
     device,
     target: cfg.target,
     dryRun: cfg.dry,
+    command: cfg.command,
+    commit: cfg.commit ?? null,
     model: { shape: cfg.shapeName, ...cfg.shape, dtype: 'bfloat16', parameters: model.parameters, weightBytes: model.weightBytes },
     workload: { batch1: cfg.batch1, peerBatch: cfg.peer.batch, serving: cfg.serving, ttft: cfg.ttft },
     hbm: { bytesPerToken, copyBandwidthGBs: bandwidth ? bandwidth / 1e9 : null, boundMsPerToken: boundMs ?? null },
@@ -106,11 +108,16 @@ export function buildReport({ cfg, model, variants, peer, totalSeconds }) {
     targets: targets.map(({ digits, ...t }) => t),
     errors,
     totalSeconds,
+    stepSeconds,
   };
 
   const lines = [];
   const b = cfg.batch1;
-  lines.push(`Issue 10 benchmark, ${date}, ${device}${cfg.dry ? ` — DRY RUN on ${cfg.target} engines of the ${cfg.shapeName} shape: the targets are the H200's` : ''}; total ${totalSeconds.toFixed(0)} s.`, '');
+  lines.push(
+    `Issue 10 benchmark, ${date}, ${device}${cfg.dry ? ` — DRY RUN on ${cfg.target} engines of the ${cfg.shapeName} shape: the targets are the H200's` : ''}; ` +
+      `\`${cfg.command}\`${cfg.commit ? ` at ${cfg.commit}` : ''}; total ${totalSeconds.toFixed(0)} s.`,
+    '',
+  );
   lines.push(`| run (${device}, batch 1, ${b.promptTokens}-token prompt, ${b.newTokens} new tokens) | first token ms | decode ms/token | tokens/s | of the HBM bound |`, '| --- | --- | --- | --- | --- |');
   const boundShare = (ms) => (boundMs && ms ? `${((boundMs / ms) * 100).toFixed(0)}%` : 'n/a');
   for (const v of variants) {
