@@ -67,6 +67,93 @@ export interface WriteSafetensorsOptions {
   rejectNonFinite?: boolean;
 }
 
+/** GGUF metadata value types (gguf.md `gguf_metadata_value_type`). */
+export type GgufValueType =
+  | 'UINT8' | 'INT8' | 'UINT16' | 'INT16' | 'UINT32' | 'INT32' | 'FLOAT32' | 'BOOL' | 'STRING' | 'UINT64' | 'INT64' | 'FLOAT64';
+
+/** One metadata entry of a GGUF file. 64-bit integers past 2^53 are refused by the reader. */
+export type GgufMetadataEntry =
+  | { key: string; type: Exclude<GgufValueType, 'STRING' | 'BOOL'>; value: number }
+  | { key: string; type: 'BOOL'; value: boolean }
+  | { key: string; type: 'STRING'; value: string }
+  | { key: string; type: 'ARRAY'; itemType: 'STRING'; value: string[] }
+  | { key: string; type: 'ARRAY'; itemType: 'BOOL'; value: boolean[] }
+  | { key: string; type: 'ARRAY'; itemType: Exclude<GgufValueType, 'STRING' | 'BOOL'>; value: number[] };
+
+/** ggml tensor types Kiln reads from GGUF files (all of them) and writes (F32, F16, BF16, Q8_0, Q4_0). */
+export type GgmlTypeName = 'F32' | 'F16' | 'BF16' | 'Q8_0' | 'Q4_0' | 'Q4_1' | 'Q4_K' | 'Q5_K' | 'Q6_K';
+
+export interface GgufTensorInfo {
+  name: string;
+  type: GgmlTypeName;
+  /** ggml's ne[]: the innermost (contiguous) dimension first. */
+  dims: number[];
+  /** Row-major shape (dims reversed), as safetensors writes it. */
+  shape: number[];
+  /** Absolute byte offset of the tensor's data in the file. */
+  byteOffset: number;
+  byteLength: number;
+}
+
+export interface GgufInfo {
+  path: string;
+  fileSize: number;
+  version: number;
+  alignment: number;
+  /** In file order; keys are untrusted and kept as plain strings. */
+  metadata: GgufMetadataEntry[];
+  /** In file order. */
+  tensors: GgufTensorInfo[];
+}
+
+export interface WriteSafetensorsFromGgufOptions {
+  /** The GGUF file to read. */
+  gguf: string;
+  /** The safetensors file to write (temporary file renamed into place: never half-written). */
+  path: string;
+  tensors: Array<{
+    /** Name in the output. */
+    name: string;
+    /** Name in the GGUF file. */
+    tensor: string;
+    dtype: WeightDType;
+    /** Undo llama.cpp's q/k rope row permutation for this many heads. Default 0: rows as stored. */
+    unpermuteHeads?: number;
+  }>;
+  /** Refuse NaN and infinite dequantized values, naming the tensor. Default false. */
+  rejectNonFinite?: boolean;
+}
+
+export interface WriteGgufOptions {
+  /** Output path; written to a temporary file then renamed. */
+  path: string;
+  metadata: GgufMetadataEntry[];
+  tensors: Array<{
+    name: string;
+    type: 'F32' | 'F16' | 'BF16' | 'Q8_0' | 'Q4_0';
+    /** The safetensors file and tensor the data comes from (F32, F16 or BF16). */
+    file: string;
+    tensor: string;
+    /** Apply llama.cpp's q/k rope row permutation for this many heads. Default 0. */
+    permuteHeads?: number;
+  }>;
+  /** general.alignment of the data; default 32 (ggml's). The caller writes the key when it differs. */
+  alignment?: number;
+}
+
+/** Per tensor, what quantizing cost: RMS of the weights, RMS and largest absolute error. */
+export interface GgufTensorError {
+  name: string;
+  rms: number;
+  rmsError: number;
+  maxAbsError: number;
+}
+
+export interface WriteGgufResult {
+  fileSize: number;
+  errors: GgufTensorError[];
+}
+
 /** A weight to pack into an engine: from checkpoint tensors, or a constant the builder computed. */
 export type EngineWeightSpec =
   | { name: string; dtype: WeightDType; shape: number[]; sources: TensorSource[] }
@@ -463,6 +550,12 @@ export interface NativeAddon {
   cudaInfo(): CudaInfo;
   readSafetensors(path: string): Promise<SafetensorsInfo>;
   writeSafetensors(options: WriteSafetensorsOptions): Promise<void>;
+  /** Validates a GGUF file's structure (bounded: docs/hardening.md) on a native thread and describes it. */
+  readGguf(path: string): Promise<GgufInfo>;
+  /** Dequantizes GGUF tensors into a safetensors file, on a native thread (the GGUF import). */
+  writeSafetensorsFromGguf(options: WriteSafetensorsFromGgufOptions): Promise<void>;
+  /** Writes a GGUF file from safetensors tensors, quantizing on a native thread (the GGUF export). */
+  writeGguf(options: WriteGgufOptions): Promise<WriteGgufResult>;
   writeEngine(options: WriteEngineOptions): Promise<WriteEngineResult>;
   /**
    * Validates and loads a `.engine` file on a native thread, placing its weights and KV cache on the

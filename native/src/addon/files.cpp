@@ -6,6 +6,7 @@
 #include <cmath>
 #include <exception>
 #include <map>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
@@ -13,6 +14,9 @@
 #include "kiln/dtype.h"
 #include "kiln/runtime/backend.h"
 #include "kiln/format/engine_file.h"
+#include "kiln/format/gguf.h"
+#include "kiln/format/gguf_import.h"
+#include "kiln/format/gguf_writer.h"
 #include "kiln/format/safetensors.h"
 #include "kiln/format/safetensors_writer.h"
 #include "kiln/backends/cpu/kernels/kernels.h"
@@ -489,6 +493,343 @@ Napi::Value InspectEngine(const Napi::CallbackInfo& info) {
   return promise;
 }
 
+// ---- GGUF: readGguf, writeSafetensorsFromGguf, writeGguf -----------------------------------------
+
+// gguf_type names as gguf.md spells them, indexed by id.
+const char* const kGgufValueTypeNames[] = {"UINT8", "INT8", "UINT16", "INT16", "UINT32", "INT32", "FLOAT32",
+                                           "BOOL", "STRING", "ARRAY", "UINT64", "INT64", "FLOAT64"};
+
+bool parseGgufValueType(const std::string& name, kiln::GgufValueType* out) {
+  for (uint32_t i = 0; i < 13; ++i) {
+    if (name == kGgufValueTypeNames[i]) {
+      *out = static_cast<kiln::GgufValueType>(i);
+      return true;
+    }
+  }
+  return false;
+}
+
+Napi::Value ggufScalar(Napi::Env env, kiln::GgufValueType type, double number) {
+  if (type == kiln::GgufValueType::BOOL) return Napi::Boolean::New(env, number != 0);
+  return Napi::Number::New(env, number);
+}
+
+class ReadGgufWorker : public PromiseWorker {
+ public:
+  ReadGgufWorker(Napi::Env env, std::string path) : PromiseWorker(env, "kiln.readGguf"), path_(std::move(path)) {}
+
+  void Execute() override {
+    try {
+      file_ = std::make_unique<kiln::GgufFile>(path_);
+    } catch (const std::exception& e) {
+      SetError(e.what());
+    }
+  }
+
+  void OnOK() override {
+    Napi::Env env = Env();
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("path", path_);
+    out.Set("fileSize", static_cast<double>(file_->fileSize()));
+    out.Set("version", file_->version());
+    out.Set("alignment", static_cast<double>(file_->alignment()));
+    // An array of entries, not an object: keys are untrusted ("__proto__" must stay a plain key).
+    const auto& metadata = file_->metadata();
+    Napi::Array entries = Napi::Array::New(env, metadata.size());
+    for (size_t i = 0; i < metadata.size(); ++i) {
+      const kiln::GgufValue& v = metadata[i].second;
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("key", metadata[i].first);
+      o.Set("type", kGgufValueTypeNames[static_cast<uint32_t>(v.type)]);
+      if (v.type == kiln::GgufValueType::STRING) {
+        o.Set("value", v.string);
+      } else if (v.type == kiln::GgufValueType::ARRAY) {
+        o.Set("itemType", kGgufValueTypeNames[static_cast<uint32_t>(v.itemType)]);
+        const bool strings = v.itemType == kiln::GgufValueType::STRING;
+        const size_t n = strings ? v.strings.size() : v.numbers.size();
+        Napi::Array items = Napi::Array::New(env, n);
+        for (size_t j = 0; j < n; ++j) {
+          items.Set(static_cast<uint32_t>(j), strings ? Napi::String::New(env, v.strings[j]) : ggufScalar(env, v.itemType, v.numbers[j]));
+        }
+        o.Set("value", items);
+      } else {
+        o.Set("value", ggufScalar(env, v.type, v.number));
+      }
+      entries.Set(static_cast<uint32_t>(i), o);
+    }
+    out.Set("metadata", entries);
+    const auto& list = file_->tensors();
+    Napi::Array tensors = Napi::Array::New(env, list.size());
+    for (size_t i = 0; i < list.size(); ++i) {
+      const auto& t = list[i];
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("name", t.name);
+      o.Set("type", kiln::ggmlTypeName(t.type));
+      o.Set("dims", shapeArray(env, t.dims));
+      o.Set("shape", shapeArray(env, t.shape()));
+      o.Set("byteOffset", static_cast<double>(t.byteOffset));
+      o.Set("byteLength", static_cast<double>(t.byteLength));
+      tensors.Set(static_cast<uint32_t>(i), o);
+    }
+    out.Set("tensors", tensors);
+    file_.reset();  // unmapped here, on the JS thread, once nothing points into it
+    deferred_.Resolve(out);
+  }
+
+ private:
+  std::string path_;
+  std::unique_ptr<kiln::GgufFile> file_;
+};
+
+Napi::Value ReadGguf(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  ArgReader args(env);
+  std::string path;
+  if (!args.nonEmptyString(info[0], "path", &path)) return rejectArgs(env, args, "readGguf");
+  auto* worker = new ReadGgufWorker(env, std::move(path));
+  Napi::Promise promise = worker->promise();
+  worker->Queue();
+  return promise;
+}
+
+class WriteSafetensorsFromGgufWorker : public PromiseWorker {
+ public:
+  WriteSafetensorsFromGgufWorker(Napi::Env env, std::string gguf, std::string path, std::map<std::string, std::string> metadata,
+                                 std::vector<kiln::GgufImportSpec> tensors, bool rejectNonFinite)
+      : PromiseWorker(env, "kiln.writeSafetensorsFromGguf"),
+        gguf_(std::move(gguf)),
+        path_(std::move(path)),
+        metadata_(std::move(metadata)),
+        tensors_(std::move(tensors)),
+        rejectNonFinite_(rejectNonFinite) {}
+
+  void Execute() override {
+    try {
+      kiln::writeSafetensorsFromGguf(gguf_, path_, metadata_, tensors_, rejectNonFinite_);
+    } catch (const std::exception& e) {
+      SetError(e.what());
+    }
+  }
+
+  void OnOK() override { deferred_.Resolve(Env().Undefined()); }
+
+ private:
+  std::string gguf_, path_;
+  std::map<std::string, std::string> metadata_;
+  std::vector<kiln::GgufImportSpec> tensors_;
+  bool rejectNonFinite_;
+};
+
+Napi::Value WriteSafetensorsFromGguf(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  ArgReader args(env);
+  Napi::Object options;
+  Napi::Value field;
+  std::string gguf, path;
+  std::map<std::string, std::string> metadata;
+  std::vector<kiln::GgufImportSpec> tensors;
+  bool rejectNonFinite = false;
+  auto read = [&]() -> bool {
+    if (!args.object(info[0], "options", &options)) return false;
+    if (!args.get(options, "gguf", &field) || !args.nonEmptyString(field, "options.gguf", &gguf)) return false;
+    if (!args.get(options, "path", &field) || !args.nonEmptyString(field, "options.path", &path)) return false;
+    if (!args.get(options, "rejectNonFinite", &field)) return false;
+    if (!field.IsUndefined()) {
+      if (!field.IsBoolean()) return args.fail("options.rejectNonFinite must be a boolean");
+      rejectNonFinite = field.As<Napi::Boolean>().Value();
+    }
+    Napi::Array list;
+    if (!args.get(options, "tensors", &field) || !args.array(field, "options.tensors", &list)) return false;
+    for (uint32_t i = 0; i < list.Length(); ++i) {
+      const std::string w = "options.tensors[" + std::to_string(i) + "]";
+      Napi::Value item;
+      Napi::Object obj;
+      kiln::GgufImportSpec spec;
+      int64_t heads = 0;
+      if (!args.element(list, i, &item) || !args.object(item, w, &obj)) return false;
+      if (!args.get(obj, "name", &field) || !args.nonEmptyString(field, w + ".name", &spec.name)) return false;
+      if (!args.get(obj, "tensor", &field) || !args.nonEmptyString(field, w + ".tensor", &spec.tensor)) return false;
+      if (!args.get(obj, "dtype", &field) || !args.dtype(field, w + ".dtype", &spec.dtype)) return false;
+      if (!args.get(obj, "unpermuteHeads", &field)) return false;
+      if (!field.IsUndefined() && !args.integer(field, w + ".unpermuteHeads", &heads)) return false;
+      if (heads > 1 << 20) return args.fail(w + ".unpermuteHeads is too large");
+      spec.unpermuteHeads = static_cast<uint32_t>(heads);
+      tensors.push_back(std::move(spec));
+    }
+    return true;
+  };
+  if (!read()) return rejectArgs(env, args, "writeSafetensorsFromGguf");
+  auto* worker = new WriteSafetensorsFromGgufWorker(env, std::move(gguf), std::move(path), std::move(metadata),
+                                                    std::move(tensors), rejectNonFinite);
+  Napi::Promise promise = worker->promise();
+  worker->Queue();
+  return promise;
+}
+
+class WriteGgufWorker : public PromiseWorker {
+ public:
+  WriteGgufWorker(Napi::Env env, std::string path, std::vector<std::pair<std::string, kiln::GgufValue>> metadata,
+                  std::vector<kiln::GgufTensorWriteSpec> tensors, uint32_t alignment)
+      : PromiseWorker(env, "kiln.writeGguf"),
+        path_(std::move(path)),
+        metadata_(std::move(metadata)),
+        tensors_(std::move(tensors)),
+        alignment_(alignment) {}
+
+  void Execute() override {
+    try {
+      result_ = kiln::writeGguf(path_, metadata_, tensors_, alignment_);
+    } catch (const std::exception& e) {
+      SetError(e.what());
+    }
+  }
+
+  void OnOK() override {
+    Napi::Env env = Env();
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("fileSize", static_cast<double>(result_.fileSize));
+    Napi::Array errors = Napi::Array::New(env, result_.errors.size());
+    for (size_t i = 0; i < result_.errors.size(); ++i) {
+      const auto& e = result_.errors[i];
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("name", e.name);
+      o.Set("rms", e.rms);
+      o.Set("rmsError", e.rmsError);
+      o.Set("maxAbsError", e.maxAbsError);
+      errors.Set(static_cast<uint32_t>(i), o);
+    }
+    out.Set("errors", errors);
+    deferred_.Resolve(out);
+  }
+
+ private:
+  std::string path_;
+  std::vector<std::pair<std::string, kiln::GgufValue>> metadata_;
+  std::vector<kiln::GgufTensorWriteSpec> tensors_;
+  uint32_t alignment_;
+  kiln::GgufWriteResult result_;
+};
+
+// A JS value as a GGUF number of `type`: integers in the type's range, finite floats, booleans for BOOL.
+bool ggufNumber(ArgReader& args, const Napi::Value& v, kiln::GgufValueType type, const std::string& what, double* out) {
+  using T = kiln::GgufValueType;
+  if (type == T::BOOL) {
+    if (!v.IsBoolean()) return args.fail(what + " must be a boolean");
+    *out = v.As<Napi::Boolean>().Value() ? 1 : 0;
+    return true;
+  }
+  if (!v.IsNumber()) return args.fail(what + " must be a number");
+  const double d = v.As<Napi::Number>().DoubleValue();
+  if (!std::isfinite(d)) return args.fail(what + " must be finite");
+  if (type == T::FLOAT32 || type == T::FLOAT64) {
+    *out = d;
+    return true;
+  }
+  double lo = 0, hi = kMaxSafeInteger;
+  switch (type) {
+    case T::UINT8: hi = 255; break;
+    case T::INT8: lo = -128; hi = 127; break;
+    case T::UINT16: hi = 65535; break;
+    case T::INT16: lo = -32768; hi = 32767; break;
+    case T::UINT32: hi = 4294967295.0; break;
+    case T::INT32: lo = -2147483648.0; hi = 2147483647.0; break;
+    case T::INT64: lo = -kMaxSafeInteger; break;
+    default: break;
+  }
+  if (d != std::floor(d) || d < lo || d > hi) return args.fail(what + " must be an integer in the range of " + kGgufValueTypeNames[static_cast<uint32_t>(type)]);
+  *out = d;
+  return true;
+}
+
+Napi::Value WriteGguf(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  ArgReader args(env);
+  Napi::Object options;
+  Napi::Value field;
+  std::string path;
+  std::vector<std::pair<std::string, kiln::GgufValue>> metadata;
+  std::vector<kiln::GgufTensorWriteSpec> tensors;
+  int64_t alignment = 32;
+  auto read = [&]() -> bool {
+    if (!args.object(info[0], "options", &options)) return false;
+    if (!args.get(options, "path", &field) || !args.nonEmptyString(field, "options.path", &path)) return false;
+    if (!args.get(options, "alignment", &field)) return false;
+    if (!field.IsUndefined() && !args.integer(field, "options.alignment", &alignment)) return false;
+    if (alignment == 0 || alignment > 65536 || (alignment & (alignment - 1)) != 0) return args.fail("options.alignment must be a power of two up to 65536");
+    Napi::Array list;
+    if (!args.get(options, "metadata", &field) || !args.array(field, "options.metadata", &list)) return false;
+    for (uint32_t i = 0; i < list.Length(); ++i) {
+      const std::string w = "options.metadata[" + std::to_string(i) + "]";
+      Napi::Value item, value;
+      Napi::Object obj;
+      std::string key, typeName;
+      kiln::GgufValue v;
+      if (!args.element(list, i, &item) || !args.object(item, w, &obj)) return false;
+      if (!args.get(obj, "key", &field) || !args.nonEmptyString(field, w + ".key", &key)) return false;
+      if (!args.get(obj, "type", &field) || !args.string(field, w + ".type", &typeName)) return false;
+      if (!parseGgufValueType(typeName, &v.type)) return args.fail(w + ".type \"" + typeName + "\" is not a GGUF value type");
+      if (!args.get(obj, "value", &value)) return false;
+      if (v.type == kiln::GgufValueType::STRING) {
+        if (!args.string(value, w + ".value", &v.string)) return false;
+      } else if (v.type == kiln::GgufValueType::ARRAY) {
+        if (!args.get(obj, "itemType", &field) || !args.string(field, w + ".itemType", &typeName)) return false;
+        if (!parseGgufValueType(typeName, &v.itemType) || v.itemType == kiln::GgufValueType::ARRAY) {
+          return args.fail(w + ".itemType \"" + typeName + "\" is not a GGUF scalar type");
+        }
+        Napi::Array items;
+        if (!args.array(value, w + ".value", &items)) return false;
+        for (uint32_t j = 0; j < items.Length(); ++j) {
+          Napi::Value x;
+          const std::string wj = w + ".value[" + std::to_string(j) + "]";
+          if (!args.element(items, j, &x)) return false;
+          if (v.itemType == kiln::GgufValueType::STRING) {
+            std::string s;
+            if (!args.string(x, wj, &s)) return false;
+            v.strings.push_back(std::move(s));
+          } else {
+            double d;
+            if (!ggufNumber(args, x, v.itemType, wj, &d)) return false;
+            v.numbers.push_back(d);
+          }
+        }
+      } else if (!ggufNumber(args, value, v.type, w + ".value", &v.number)) {
+        return false;
+      }
+      metadata.emplace_back(std::move(key), std::move(v));
+    }
+    if (!args.get(options, "tensors", &field) || !args.array(field, "options.tensors", &list)) return false;
+    for (uint32_t i = 0; i < list.Length(); ++i) {
+      const std::string w = "options.tensors[" + std::to_string(i) + "]";
+      Napi::Value item;
+      Napi::Object obj;
+      kiln::GgufTensorWriteSpec spec;
+      std::string typeName;
+      int64_t heads = 0;
+      if (!args.element(list, i, &item) || !args.object(item, w, &obj)) return false;
+      if (!args.get(obj, "name", &field) || !args.nonEmptyString(field, w + ".name", &spec.name)) return false;
+      if (!args.get(obj, "type", &field) || !args.string(field, w + ".type", &typeName)) return false;
+      if (!kiln::parseGgmlTypeName(typeName, &spec.type) ||
+          !(spec.type == kiln::GgmlType::F32 || spec.type == kiln::GgmlType::F16 || spec.type == kiln::GgmlType::BF16 ||
+            spec.type == kiln::GgmlType::Q8_0 || spec.type == kiln::GgmlType::Q4_0)) {
+        return args.fail(w + ".type must be F32, F16, BF16, Q8_0 or Q4_0, got \"" + typeName + "\"");
+      }
+      if (!args.get(obj, "file", &field) || !args.nonEmptyString(field, w + ".file", &spec.file)) return false;
+      if (!args.get(obj, "tensor", &field) || !args.nonEmptyString(field, w + ".tensor", &spec.tensor)) return false;
+      if (!args.get(obj, "permuteHeads", &field)) return false;
+      if (!field.IsUndefined() && !args.integer(field, w + ".permuteHeads", &heads)) return false;
+      if (heads > 1 << 20) return args.fail(w + ".permuteHeads is too large");
+      spec.permuteHeads = static_cast<uint32_t>(heads);
+      tensors.push_back(std::move(spec));
+    }
+    return true;
+  };
+  if (!read()) return rejectArgs(env, args, "writeGguf");
+  auto* worker = new WriteGgufWorker(env, std::move(path), std::move(metadata), std::move(tensors), static_cast<uint32_t>(alignment));
+  Napi::Promise promise = worker->promise();
+  worker->Queue();
+  return promise;
+}
+
 }  // namespace
 
 void InitFiles(Napi::Env env, Napi::Object exports) {
@@ -498,4 +839,7 @@ void InitFiles(Napi::Env env, Napi::Object exports) {
   exports.Set("writeSafetensors", Napi::Function::New(env, WriteSafetensors, "writeSafetensors"));
   exports.Set("writeEngine", Napi::Function::New(env, WriteEngine, "writeEngine"));
   exports.Set("inspectEngine", Napi::Function::New(env, InspectEngine, "inspectEngine"));
+  exports.Set("readGguf", Napi::Function::New(env, ReadGguf, "readGguf"));
+  exports.Set("writeSafetensorsFromGguf", Napi::Function::New(env, WriteSafetensorsFromGguf, "writeSafetensorsFromGguf"));
+  exports.Set("writeGguf", Napi::Function::New(env, WriteGguf, "writeGguf"));
 }
