@@ -3,6 +3,7 @@ import { registerBenchCommand } from './commands/bench';
 import { registerBuildCommand } from './commands/build';
 import { registerCacheCommand } from './commands/cache';
 import { registerConvertCommand } from './commands/convert';
+import { registerExportGgufCommand } from './commands/export-gguf';
 import { registerGenerateCommand } from './commands/generate';
 import { registerPullCommand } from './commands/pull';
 import { registerServeCommand } from './commands/serve';
@@ -23,6 +24,7 @@ export function createProgram(): Command {
     // Architectures from installed plugin packages, before any command reads a model.
     .hook('preAction', (_program, command) => loadPluginsForCommand(command.name()));
   registerConvertCommand(program);
+  registerExportGgufCommand(program);
   registerBuildCommand(program);
   registerGenerateCommand(program);
   registerBenchCommand(program);

@@ -13,6 +13,7 @@ import { ConvertError } from './errors';
 import { CHECKPOINT_DTYPES, defaultDType, isCheckpointDType, readGenerationIds, readHfConfig } from './hf-config';
 import { isFile } from './json-file';
 import { assertReplaceable, writeDirAtomically } from './output-dir';
+import { stageGgufAsHf } from './gguf/import';
 import { planConversion } from './plan';
 import { checkTokenizer } from './tokenizer-check';
 import { readHfWeights } from './weights';
@@ -26,8 +27,17 @@ export interface ConvertProgress {
 }
 
 export interface ConvertOptions {
-  /** A Hugging Face model folder: config.json, model.safetensors or a sharded index, tokenizer files. */
-  modelDir: string;
+  /**
+   * A Hugging Face model folder: config.json, model.safetensors or a sharded index, tokenizer files.
+   * Give exactly one of `modelDir` and `modelFile`.
+   */
+  modelDir?: string;
+  /**
+   * A GGUF file (llama.cpp's format; families in `GGUF_ARCHITECTURES`): its metadata becomes the config,
+   * its tokenizer a tokenizer.json, its tensors are renamed, un-permuted and dequantized (default dtype:
+   * `defaultGgufDType`). Give exactly one of `modelDir` and `modelFile`.
+   */
+  modelFile?: string;
   /** The Kiln checkpoint folder to create; replaced atomically when it already holds a checkpoint. */
   outputDir: string;
   /** Storage dtype. Default: the HF config's `dtype` / `torch_dtype` when Kiln supports it, else float32. */
@@ -52,6 +62,8 @@ export interface ConvertResult {
  * config.json and copies the tokenizer files. The output folder appears complete or not at all.
  */
 export async function convertCheckpoint(options: ConvertOptions): Promise<ConvertResult> {
+  if (options.modelFile !== undefined) return convertGgufFile(options, options.modelFile);
+  if (options.modelDir === undefined) throw new Error('convertCheckpoint: give modelDir or modelFile');
   const modelDir = path.resolve(options.modelDir);
   const outputDir = path.resolve(options.outputDir);
   if (options.dtype !== undefined && !isCheckpointDType(options.dtype)) {
@@ -105,4 +117,19 @@ export async function convertCheckpoint(options: ConvertOptions): Promise<Conver
     }
   });
   return { outputDir, config };
+}
+
+/** A GGUF file: staged as a Hugging Face folder beside the output, converted, the stage removed. */
+async function convertGgufFile(options: ConvertOptions, modelFile: string): Promise<ConvertResult> {
+  if (options.modelDir !== undefined) throw new Error('convertCheckpoint: give modelDir or modelFile, not both');
+  if (options.dtype !== undefined && !isCheckpointDType(options.dtype)) {
+    throw new Error(`dtype: expected one of ${CHECKPOINT_DTYPES.join(', ')}, got ${JSON.stringify(options.dtype)}`);
+  }
+  await assertReplaceable(path.resolve(options.outputDir));
+  const staged = await stageGgufAsHf(modelFile, options.outputDir, loadNative(), options);
+  try {
+    return await convertCheckpoint({ ...options, modelFile: undefined, modelDir: staged.dir, dtype: staged.dtype });
+  } finally {
+    await staged.dispose();
+  }
 }

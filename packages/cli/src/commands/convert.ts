@@ -19,10 +19,13 @@ interface ConvertFlags {
 export function registerConvertCommand(program: Command): void {
   program
     .command('convert')
-    .description('Convert a Hugging Face model folder (config.json + safetensors) into a Kiln checkpoint')
-    .option('--model <hf-dir>', 'Hugging Face model folder: config.json, model.safetensors or a sharded index, tokenizer files')
+    .description('Convert a Hugging Face model folder (config.json + safetensors) or a GGUF file into a Kiln checkpoint')
+    .option('--model <hf-dir|file.gguf>', 'Hugging Face model folder (config.json, model.safetensors or a sharded index, tokenizer files) or a GGUF file')
     .option('--output <checkpoint-dir>', 'Kiln checkpoint folder to create (an earlier checkpoint there is replaced)')
-    .option('--dtype <dtype>', `weight dtype: ${CHECKPOINT_DTYPES.join(', ')} (default: the model's dtype, else float32)`)
+    .option(
+      '--dtype <dtype>',
+      `weight dtype: ${CHECKPOINT_DTYPES.join(', ')} (default: the model's dtype, else float32; quantized GGUF tensors: float16)`,
+    )
     .option('--allow-non-finite', 'convert weights holding NaN or infinite values (refused by default: such a model generates garbage)')
     .option('--list-architectures', 'print the supported Hugging Face architectures and exit')
     .action(async (flags: ConvertFlags) => {
@@ -49,9 +52,11 @@ async function runConvert(flags: ConvertFlags, progress: ProgressLine): Promise<
 
   const started = process.hrtime.bigint();
   progress.update(`converting ${flags.model}: reading and checking the checkpoint`);
+  // A file is a GGUF model (the reader checks its magic); a folder a Hugging Face one.
+  const isFile = (await fs.stat(flags.model).catch(() => undefined))?.isFile() === true;
   const result = await exitCleanlyOnSignals(() =>
     convertCheckpoint({
-      modelDir: flags.model!,
+      ...(isFile ? { modelFile: flags.model! } : { modelDir: flags.model! }),
       outputDir: flags.output!,
       dtype: flags.dtype as (typeof CHECKPOINT_DTYPES)[number] | undefined,
       allowNonFinite: flags.allowNonFinite === true,

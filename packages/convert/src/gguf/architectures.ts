@@ -1,0 +1,162 @@
+// The model families Kiln moves between GGUF and Hugging Face layouts: llama.cpp's metadata keys and
+// tensor names (llama.cpp src/llama-arch.cpp, LLM_KV_* and LLM_TENSOR_*) against transformers' config
+// keys and tensor names. One table serves the import (GGUF -> HF folder -> Kiln checkpoint) and the
+// export (Kiln checkpoint -> HF names through the zoo's checkpoint plan -> GGUF).
+import { ConfigError } from '@kiln/models';
+import type { GgufModelFile } from './gguf-file';
+
+export interface GgufArchitecture {
+  /** `general.architecture` as llama.cpp writes it. */
+  gguf: string;
+  /** The Hugging Face class the zoo registers for it. */
+  hfClass: string;
+  modelType: string;
+  /**
+   * llama.cpp's converter permutes the q/k rows of this family (LlamaModel.permute: its rope rotates
+   * adjacent pairs, transformers' rotates halves); families on llama.cpp's NEOX rope keep HF's rows.
+   */
+  ropePermuted: boolean;
+}
+
+export const GGUF_ARCHITECTURES: readonly GgufArchitecture[] = [
+  // Mistral files are written as "llama" by llama.cpp's converter (MistralForCausalLM -> LlamaModel).
+  { gguf: 'llama', hfClass: 'LlamaForCausalLM', modelType: 'llama', ropePermuted: true },
+  { gguf: 'qwen2', hfClass: 'Qwen2ForCausalLM', modelType: 'qwen2', ropePermuted: false },
+  { gguf: 'qwen3', hfClass: 'Qwen3ForCausalLM', modelType: 'qwen3', ropePermuted: false },
+];
+
+export function ggufArchitectureByName(file: string, name: string): GgufArchitecture {
+  const arch = GGUF_ARCHITECTURES.find((a) => a.gguf === name);
+  if (!arch) {
+    throw new ConfigError(
+      file,
+      'general.architecture',
+      `"${name}" is not a GGUF architecture Kiln imports (supported: ${GGUF_ARCHITECTURES.map((a) => a.gguf).join(', ')})`,
+    );
+  }
+  return arch;
+}
+
+export function ggufArchitectureByHfClass(hfClass: string): GgufArchitecture | undefined {
+  return GGUF_ARCHITECTURES.find((a) => a.hfClass === hfClass);
+}
+
+// Per-layer tensors: llama.cpp's name (after `blk.N.`) and transformers' (after `model.layers.N.`).
+const LAYER_TENSORS: ReadonlyArray<readonly [string, string]> = [
+  ['attn_norm.weight', 'input_layernorm.weight'],
+  ['attn_q.weight', 'self_attn.q_proj.weight'],
+  ['attn_q.bias', 'self_attn.q_proj.bias'],
+  ['attn_k.weight', 'self_attn.k_proj.weight'],
+  ['attn_k.bias', 'self_attn.k_proj.bias'],
+  ['attn_v.weight', 'self_attn.v_proj.weight'],
+  ['attn_v.bias', 'self_attn.v_proj.bias'],
+  ['attn_output.weight', 'self_attn.o_proj.weight'],
+  ['attn_output.bias', 'self_attn.o_proj.bias'],
+  ['attn_q_norm.weight', 'self_attn.q_norm.weight'],
+  ['attn_k_norm.weight', 'self_attn.k_norm.weight'],
+  ['ffn_norm.weight', 'post_attention_layernorm.weight'],
+  ['ffn_gate.weight', 'mlp.gate_proj.weight'],
+  ['ffn_gate.bias', 'mlp.gate_proj.bias'],
+  ['ffn_up.weight', 'mlp.up_proj.weight'],
+  ['ffn_up.bias', 'mlp.up_proj.bias'],
+  ['ffn_down.weight', 'mlp.down_proj.weight'],
+  ['ffn_down.bias', 'mlp.down_proj.bias'],
+];
+const GLOBAL_TENSORS: ReadonlyArray<readonly [string, string]> = [
+  ['token_embd.weight', 'model.embed_tokens.weight'],
+  ['output_norm.weight', 'model.norm.weight'],
+  ['output.weight', 'lm_head.weight'],
+];
+const GGUF_TO_HF_LAYER = new Map(LAYER_TENSORS);
+const HF_TO_GGUF_LAYER = new Map(LAYER_TENSORS.map(([g, h]) => [h, g]));
+const GGUF_TO_HF_GLOBAL = new Map(GLOBAL_TENSORS);
+const HF_TO_GGUF_GLOBAL = new Map(GLOBAL_TENSORS.map(([g, h]) => [h, g]));
+
+/** transformers' name of a llama.cpp tensor, or undefined for one this family does not have. */
+export function hfTensorName(ggufName: string): string | undefined {
+  const global = GGUF_TO_HF_GLOBAL.get(ggufName);
+  if (global) return global;
+  const m = /^blk\.(0|[1-9][0-9]{0,5})\.(.+)$/.exec(ggufName);
+  const inner = m && GGUF_TO_HF_LAYER.get(m[2]);
+  return inner ? `model.layers.${m[1]}.${inner}` : undefined;
+}
+
+/** llama.cpp's name of a transformers tensor, or undefined. */
+export function ggufTensorName(hfName: string): string | undefined {
+  const global = HF_TO_GGUF_GLOBAL.get(hfName);
+  if (global) return global;
+  const m = /^model\.layers\.(0|[1-9][0-9]{0,5})\.(.+)$/.exec(hfName);
+  const inner = m && HF_TO_GGUF_LAYER.get(m[2]);
+  return inner ? `blk.${m[1]}.${inner}` : undefined;
+}
+
+/** Whether this (HF-named) tensor has llama.cpp's rope permutation in this family, and for how many heads. */
+export function ropePermutationHeads(
+  arch: GgufArchitecture,
+  hfName: string,
+  heads: { numHeads: number; numKvHeads: number },
+): number {
+  if (!arch.ropePermuted) return 0;
+  if (/\.self_attn\.q_proj\.(weight|bias)$/.test(hfName)) return heads.numHeads;
+  if (/\.self_attn\.k_proj\.(weight|bias)$/.test(hfName)) return heads.numKvHeads;
+  return 0;
+}
+
+/**
+ * transformers' config.json for a GGUF file of this family, from llama.cpp's hyperparameter keys
+ * (`<arch>.embedding_length`, ...). Everything the network depends on is read or refused: a file whose
+ * rope Kiln cannot reproduce (llama.cpp's rope_freqs tensor, YaRN) is an error naming the key.
+ */
+export function hfConfigFromGguf(file: GgufModelFile, arch: GgufArchitecture): Record<string, unknown> {
+  const k = (key: string) => `${arch.gguf}.${key}`;
+  const hidden = file.positiveInteger(k('embedding_length'));
+  const heads = file.positiveInteger(k('attention.head_count'));
+  const kvHeads = file.optionalInteger(k('attention.head_count_kv'), 1) ?? heads;
+  const headDim = file.optionalInteger(k('attention.key_length'), 1) ?? hidden / heads;
+  if (!Number.isInteger(headDim)) {
+    throw new ConfigError(file.path, k('embedding_length'), `${hidden} is not a multiple of ${k('attention.head_count')} ${heads}`);
+  }
+  const valueLength = file.optionalInteger(k('attention.value_length'), 1) ?? headDim;
+  if (valueLength !== headDim) {
+    throw new ConfigError(file.path, k('attention.value_length'), `${valueLength} differs from the key length ${headDim}; not supported`);
+  }
+  const ropeDims = file.optionalInteger(k('rope.dimension_count'), 1) ?? headDim;
+  if (ropeDims !== headDim) {
+    throw new ConfigError(file.path, k('rope.dimension_count'), `${ropeDims}: partial rotary embeddings are not supported in ${arch.gguf} (head size ${headDim})`);
+  }
+  const embedding = file.tensors.get('token_embd.weight');
+  if (!embedding || embedding.shape.length !== 2) {
+    throw new ConfigError(file.path, 'token_embd.weight', 'missing or not 2-D (the token embedding is required)');
+  }
+  const config: Record<string, unknown> = {
+    architectures: [arch.hfClass],
+    model_type: arch.modelType,
+    hidden_size: hidden,
+    intermediate_size: file.positiveInteger(k('feed_forward_length')),
+    num_hidden_layers: file.positiveInteger(k('block_count')),
+    num_attention_heads: heads,
+    num_key_value_heads: kvHeads,
+    head_dim: headDim,
+    hidden_act: 'silu',
+    max_position_embeddings: file.optionalInteger(k('context_length'), 1) ?? 2048,
+    rms_norm_eps: file.optionalPositive(k('attention.layer_norm_rms_epsilon')) ?? 1e-6,
+    rope_theta: file.optionalPositive(k('rope.freq_base')) ?? 10000,
+    vocab_size: embedding.shape[0],
+    tie_word_embeddings: !file.tensors.has('output.weight'),
+  };
+  if (arch.gguf === 'llama') {
+    config.attention_bias = file.tensors.has('blk.0.attn_q.bias');
+    config.mlp_bias = file.tensors.has('blk.0.ffn_up.bias');
+  }
+  if (file.tensors.has('rope_freqs.weight')) {
+    throw new ConfigError(file.path, 'rope_freqs.weight', "llama.cpp's rope frequency factors (Llama 3.1 rope scaling) are not supported yet");
+  }
+  const scaling = file.optionalString(k('rope.scaling.type'));
+  if (scaling !== undefined && scaling !== 'none') {
+    if (scaling !== 'linear') throw new ConfigError(file.path, k('rope.scaling.type'), `"${scaling}" is not supported (none or linear)`);
+    const factor = file.optionalPositive(k('rope.scaling.factor'));
+    if (factor === undefined) throw new ConfigError(file.path, k('rope.scaling.factor'), 'missing for linear rope scaling');
+    config.rope_scaling = { rope_type: 'linear', factor };
+  }
+  return config;
+}

@@ -1,0 +1,166 @@
+// GGUF export: a Kiln checkpoint becomes a GGUF file llama.cpp (and node-llama-cpp) runs: the metadata
+// and tensor names llama.cpp's convert_hf_to_gguf.py writes for the family, q/k rows permuted for its
+// rope where the family needs it, matrices cast or quantized (F16, BF16, Q8_0, Q4_0) natively, norms and
+// biases in F32 (what llama.cpp's CPU ops expect), and the tokenizer as `tokenizer.ggml.*`.
+import { promises as fs } from 'node:fs';
+import * as path from 'node:path';
+import { ConfigError, getArchitecture } from '@kiln/models';
+import { loadNative, type GgufMetadataEntry, type NativeAddon, type WriteGgufOptions, type WriteGgufResult } from '@kiln/native';
+import { readKilnCheckpoint } from '../checkpoint';
+import { ConvertError } from '../errors';
+import { isFile, readJsonObject } from '../json-file';
+import { ggufArchitectureByHfClass, GGUF_ARCHITECTURES, ggufTensorName, ropePermutationHeads } from './architectures';
+import { ggufTokenizerMetadata } from './tokenizer';
+
+/** Tensor types `exportGguf` writes for matrices. */
+export const GGUF_EXPORT_TYPES = ['f32', 'f16', 'bf16', 'q8_0', 'q4_0'] as const;
+export type GgufExportType = (typeof GGUF_EXPORT_TYPES)[number];
+
+// llama_ftype (llama.h): general.file_type of a file whose matrices are mostly of one type.
+const FILE_TYPE: Record<GgufExportType, number> = { f32: 0, f16: 1, q4_0: 2, q8_0: 7, bf16: 32 };
+
+export interface ExportGgufOptions {
+  /** A Kiln checkpoint folder (what `convertCheckpoint` writes). */
+  checkpointDir: string;
+  /** The GGUF file to write; written to a temporary file then renamed: never half-written. */
+  outputFile: string;
+  /**
+   * Type of the matrices. Default 'f16'. 1-D tensors are always F32; a matrix whose rows are not whole
+   * 32-element blocks is written F16 when a block type is asked for (as llama.cpp's converter does).
+   */
+  type?: GgufExportType;
+}
+
+export interface ExportGgufResult extends WriteGgufResult {
+  outputFile: string;
+  architecture: string;
+}
+
+interface DecoderModelConfig {
+  vocabSize: number;
+  hiddenSize: number;
+  intermediateSize: number;
+  numLayers: number;
+  numHeads: number;
+  numKvHeads: number;
+  headDim: number;
+  maxPositionEmbeddings: number;
+  rmsNormEps: number;
+  ropeTheta: number;
+  ropeScaling?: { type: string; factor?: number };
+  slidingWindows?: number[];
+}
+
+function hyperparameters(file: string, gguf: string, m: DecoderModelConfig): GgufMetadataEntry[] {
+  if (m.slidingWindows?.some((w) => w > 0)) {
+    throw new ConfigError(file, 'model.slidingWindows', `llama.cpp's ${gguf} has no sliding-window attention; this model uses it`);
+  }
+  const u32 = (key: string, value: number): GgufMetadataEntry => ({ key: `${gguf}.${key}`, type: 'UINT32', value });
+  const f32 = (key: string, value: number): GgufMetadataEntry => ({ key: `${gguf}.${key}`, type: 'FLOAT32', value });
+  const entries = [
+    u32('vocab_size', m.vocabSize),
+    u32('context_length', m.maxPositionEmbeddings),
+    u32('embedding_length', m.hiddenSize),
+    u32('block_count', m.numLayers),
+    u32('feed_forward_length', m.intermediateSize),
+    u32('rope.dimension_count', m.headDim),
+    u32('attention.head_count', m.numHeads),
+    u32('attention.head_count_kv', m.numKvHeads),
+    u32('attention.key_length', m.headDim),
+    u32('attention.value_length', m.headDim),
+    f32('attention.layer_norm_rms_epsilon', m.rmsNormEps),
+    f32('rope.freq_base', m.ropeTheta),
+  ];
+  const scaling = m.ropeScaling?.type ?? 'default';
+  if (scaling === 'linear') {
+    entries.push({ key: `${gguf}.rope.scaling.type`, type: 'STRING', value: 'linear' });
+    entries.push(f32('rope.scaling.factor', m.ropeScaling!.factor!));
+  } else if (scaling !== 'default') {
+    throw new ConfigError(file, 'model.ropeScaling', `"${scaling}" rope scaling is not exported to GGUF yet`);
+  }
+  return entries;
+}
+
+/** Whether the tokenizer's post-processor puts BOS first (transformers' add_bos_token). */
+function addsBos(tokenizer: Record<string, unknown>, bos: number | null): boolean {
+  const post = tokenizer.post_processor as { type?: string; single?: Array<Record<string, { id?: string }>>; special_tokens?: Record<string, { ids?: number[] }> } | null;
+  if (!post || post.type !== 'TemplateProcessing' || !Array.isArray(post.single) || bos === null) return false;
+  const first = post.single[0]?.SpecialToken?.id;
+  return first !== undefined && post.special_tokens?.[first]?.ids?.[0] === bos;
+}
+
+/** Writes a Kiln checkpoint as a GGUF file. Errors name the checkpoint file and key, or the tensor. */
+export async function exportGguf(
+  options: ExportGgufOptions,
+  native: Pick<NativeAddon, 'writeGguf'> = loadNative(),
+): Promise<ExportGgufResult> {
+  const type = options.type ?? 'f16';
+  if (!(GGUF_EXPORT_TYPES as readonly string[]).includes(type)) {
+    throw new Error(`type: expected one of ${GGUF_EXPORT_TYPES.join(', ')}, got ${JSON.stringify(type)}`);
+  }
+  const checkpoint = await readKilnCheckpoint(options.checkpointDir);
+  const configFile = path.join(path.resolve(options.checkpointDir), 'config.json');
+  const { config } = checkpoint;
+  const family = ggufArchitectureByHfClass(config.architecture);
+  if (!family) {
+    throw new ConfigError(
+      configFile,
+      'architecture',
+      `${config.architecture} has no GGUF export (supported: ${GGUF_ARCHITECTURES.map((a) => a.hfClass).join(', ')})`,
+    );
+  }
+  const arch = getArchitecture(config.architecture, configFile);
+  const model = config.model as unknown as DecoderModelConfig;
+  const plan = arch.checkpointTensors(config.model as never);
+
+  const matrixType = type.toUpperCase() as 'F32' | 'F16' | 'BF16' | 'Q8_0' | 'Q4_0';
+  const blockType = matrixType === 'Q8_0' || matrixType === 'Q4_0';
+  const tensors: WriteGgufOptions['tensors'] = plan.map((entry) => {
+    const source = entry.sources[0];
+    const gguf = entry.sources.length === 1 && !source.transpose && source.rowStart === undefined ? ggufTensorName(source.tensor) : undefined;
+    if (gguf === undefined) throw new ConvertError(checkpoint.weightsFile, `tensor ${entry.name} has no llama.cpp counterpart in ${family.gguf}`);
+    const rowLength = entry.shape[entry.shape.length - 1];
+    const tensorType = entry.shape.length === 1 ? 'F32' : blockType && rowLength % 32 !== 0 ? 'F16' : matrixType;
+    return {
+      name: gguf,
+      type: tensorType,
+      file: checkpoint.weightsFile,
+      tensor: entry.name,
+      permuteHeads: ropePermutationHeads(family, source.tensor, model),
+    };
+  });
+
+  const dir = path.resolve(options.checkpointDir);
+  const tokenizerPath = path.join(dir, 'tokenizer.json');
+  if (!(await isFile(tokenizerPath))) throw new ConvertError(tokenizerPath, 'missing (llama.cpp needs the vocabulary in the GGUF file)');
+  const tokenizer = await readJsonObject(tokenizerPath);
+  const tokenizerConfigPath = path.join(dir, 'tokenizer_config.json');
+  const tokenizerConfig = (await isFile(tokenizerConfigPath)) ? await readJsonObject(tokenizerConfigPath) : {};
+  const chatTemplatePath = path.join(dir, 'chat_template.jinja');
+  const chatTemplate =
+    typeof tokenizerConfig.chat_template === 'string'
+      ? tokenizerConfig.chat_template
+      : (await isFile(chatTemplatePath))
+        ? await fs.readFile(chatTemplatePath, 'utf8')
+        : undefined;
+  const { generation } = config;
+  const ids = {
+    bos: generation.bosTokenId,
+    eos: generation.eosTokenIds[0] ?? null,
+    pad: generation.padTokenId,
+    addBos: addsBos(tokenizer, generation.bosTokenId),
+  };
+
+  const metadata: GgufMetadataEntry[] = [
+    { key: 'general.architecture', type: 'STRING', value: family.gguf },
+    { key: 'general.name', type: 'STRING', value: path.basename(dir) },
+    { key: 'general.file_type', type: 'UINT32', value: FILE_TYPE[type] },
+    ...(blockType ? [{ key: 'general.quantization_version', type: 'UINT32', value: 2 } as GgufMetadataEntry] : []),
+    ...hyperparameters(configFile, family.gguf, model),
+    ...ggufTokenizerMetadata(tokenizerPath, tokenizer, model.vocabSize, ids, chatTemplate),
+  ];
+  const outputFile = path.resolve(options.outputFile);
+  await fs.mkdir(path.dirname(outputFile), { recursive: true });
+  const result = await native.writeGguf({ path: outputFile, metadata, tensors });
+  return { ...result, outputFile, architecture: family.gguf };
+}
