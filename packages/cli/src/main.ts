@@ -8,6 +8,7 @@ import { registerGenerateCommand } from './commands/generate';
 import { registerPullCommand } from './commands/pull';
 import { registerServeCommand } from './commands/serve';
 import { reportCommandError } from './errors';
+import { followRankZero } from './follow-rank';
 import { PluginLoadError, loadPluginsForCommand } from './plugins';
 
 // Read at run time, not imported: package.json sits outside the compiled `src/` tree.
@@ -36,6 +37,13 @@ export function createProgram(): Command {
 
 /** Runs the command line `argv` (as process.argv: node, script, arguments...). */
 export async function main(argv: readonly string[] = process.argv): Promise<void> {
+  // Under mpirun, ranks other than 0 of a tensor/pipeline-parallel engine follow rank 0 silently.
+  try {
+    if (await followRankZero(argv)) return;
+  } catch (error) {
+    reportCommandError(argv[2] ?? 'kiln', error);
+    return;
+  }
   try {
     await createProgram().parseAsync(argv as string[]);
   } catch (error) {

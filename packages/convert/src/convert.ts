@@ -12,7 +12,9 @@ import {
 import { ConvertError } from './errors';
 import { CHECKPOINT_DTYPES, defaultDType, isCheckpointDType, readGenerationIds, readHfConfig } from './hf-config';
 import { isFile } from './json-file';
-import { assertReplaceable, writeDirAtomically } from './output-dir';
+import { assertReplaceable, createTempDirBeside, writeDirAtomically } from './output-dir';
+import { MappingError, checkMapping, parallelFacts } from './parallel';
+import { shardCheckpoint } from './shard';
 import { stageGgufAsHf } from './gguf/import';
 import { planConversion } from './plan';
 import { checkTokenizer } from './tokenizer-check';
@@ -47,6 +49,14 @@ export interface ConvertOptions {
    * tensor (a model with them generates garbage, e.g. token 0 forever).
    */
   allowNonFinite?: boolean;
+  /**
+   * Tensor parallelism: ranks per pipeline stage, each holding its split of the weights (shard.ts). The
+   * model's heads (and MLP width) must divide by it; KV heads are split when they divide, else each
+   * rank keeps the one its query heads read. Default 1.
+   */
+  tpSize?: number;
+  /** Pipeline parallelism: stages, each holding consecutive layers. At most the number of layers. Default 1. */
+  ppSize?: number;
   onProgress?: (progress: ConvertProgress) => void;
 }
 
@@ -62,6 +72,7 @@ export interface ConvertResult {
  * config.json and copies the tokenizer files. The output folder appears complete or not at all.
  */
 export async function convertCheckpoint(options: ConvertOptions): Promise<ConvertResult> {
+  if ((options.tpSize ?? 1) !== 1 || (options.ppSize ?? 1) !== 1) return convertSharded(options);
   if (options.modelFile !== undefined) return convertGgufFile(options, options.modelFile);
   if (options.modelDir === undefined) throw new Error('convertCheckpoint: give modelDir or modelFile');
   const modelDir = path.resolve(options.modelDir);
@@ -131,5 +142,37 @@ async function convertGgufFile(options: ConvertOptions, modelFile: string): Prom
     return await convertCheckpoint({ ...options, modelFile: undefined, modelDir: staged.dir, dtype: staged.dtype });
   } finally {
     await staged.dispose();
+  }
+}
+
+/**
+ * A tensor/pipeline-parallel conversion: the whole checkpoint into a temporary folder beside the output,
+ * the mapping checked against the model (an error names the model's config and the size that does not
+ * fit), then one weights file per rank into the output (shard.ts); the temporary folder is removed.
+ */
+async function convertSharded(options: ConvertOptions): Promise<ConvertResult> {
+  const tpSize = options.tpSize ?? 1;
+  const ppSize = options.ppSize ?? 1;
+  for (const [key, value] of [['tpSize', tpSize], ['ppSize', ppSize]] as const) {
+    if (!Number.isSafeInteger(value) || value < 1 || value > 4096) throw new Error(`${key}: expected an integer in [1, 4096], got ${JSON.stringify(value)}`);
+  }
+  const outputDir = path.resolve(options.outputDir);
+  await assertReplaceable(outputDir);
+  const temp = await createTempDirBeside(outputDir);
+  try {
+    const whole = await convertCheckpoint({ ...options, tpSize: 1, ppSize: 1, outputDir: path.join(temp.dir, 'whole') });
+    const network = getArchitecture(whole.config.architecture).buildNetwork(whole.config.model as never).toJSON();
+    try {
+      checkMapping({ tpSize, ppSize }, parallelFacts(network), network);
+    } catch (error) {
+      if (!(error instanceof MappingError)) throw error;
+      const source = options.modelFile ?? path.join(path.resolve(options.modelDir ?? '.'), 'config.json');
+      throw new ConvertError(source, `tp ${tpSize} x pp ${ppSize} does not fit this model: ${error.message}`);
+    }
+    await shardCheckpoint({ checkpointDir: whole.outputDir, outputDir, tpSize, ppSize });
+    return { outputDir, config: { ...whole.config, mapping: { worldSize: tpSize * ppSize, tpSize, ppSize } } };
+  } finally {
+    await fs.rm(temp.dir, { recursive: true, force: true });
+    temp.release();
   }
 }

@@ -1,10 +1,11 @@
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import type { Command } from 'commander';
-import { CHECKPOINT_DTYPES, CHECKPOINT_WEIGHTS_FILE, convertCheckpoint, isCheckpointDType } from '@kiln/convert';
+import { CHECKPOINT_DTYPES, convertCheckpoint, isCheckpointDType, rankWeightsFile } from '@kiln/convert';
 // Importing @kiln/models registers its architectures.
 import { listArchitectures } from '@kiln/models';
 import { CliError, reportCommandError } from '../errors';
+import { parsePositiveInteger } from './build';
 import { exitCleanlyOnSignals, formatBytes, ProgressLine } from '../progress-line';
 
 interface ConvertFlags {
@@ -12,6 +13,8 @@ interface ConvertFlags {
   output?: string;
   dtype?: string;
   allowNonFinite?: boolean;
+  tpSize?: string;
+  ppSize?: string;
   listArchitectures?: boolean;
 }
 
@@ -27,6 +30,8 @@ export function registerConvertCommand(program: Command): void {
       `weight dtype: ${CHECKPOINT_DTYPES.join(', ')} (default: the model's dtype, else float32; quantized GGUF tensors: float16)`,
     )
     .option('--allow-non-finite', 'convert weights holding NaN or infinite values (refused by default: such a model generates garbage)')
+    .option('--tp-size <n>', 'tensor parallelism: split each layer across n ranks (heads and MLP width must divide by n; default 1)')
+    .option('--pp-size <n>', 'pipeline parallelism: split the layers into n stages (default 1); run the engine with `mpirun -n <tp x pp>`')
     .option('--list-architectures', 'print the supported Hugging Face architectures and exit')
     .action(async (flags: ConvertFlags) => {
       const progress = new ProgressLine();
@@ -60,6 +65,8 @@ async function runConvert(flags: ConvertFlags, progress: ProgressLine): Promise<
       outputDir: flags.output!,
       dtype: flags.dtype as (typeof CHECKPOINT_DTYPES)[number] | undefined,
       allowNonFinite: flags.allowNonFinite === true,
+      tpSize: flags.tpSize === undefined ? undefined : parsePositiveInteger('--tp-size', flags.tpSize),
+      ppSize: flags.ppSize === undefined ? undefined : parsePositiveInteger('--pp-size', flags.ppSize),
       // The native writer reports the start and the end of the write, not each tensor.
       onProgress: ({ done, total }) =>
         progress.update(done < total ? `converting: writing ${total} tensors` : `converting: ${total} tensors written`),
@@ -67,9 +74,12 @@ async function runConvert(flags: ConvertFlags, progress: ProgressLine): Promise<
   );
   progress.clear();
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-  const { size } = await fs.stat(path.join(result.outputDir, CHECKPOINT_WEIGHTS_FILE));
+  const { worldSize, tpSize, ppSize } = result.config.mapping;
+  let size = 0;
+  for (let rank = 0; rank < worldSize; rank++) size += (await fs.stat(path.join(result.outputDir, rankWeightsFile(rank)))).size;
+  const ranks = worldSize > 1 ? `, tp ${tpSize} x pp ${ppSize}: ${worldSize} ranks` : '';
   process.stdout.write(
-    `Converted ${result.config.architecture} (${result.config.dtype}, ${formatBytes(size)}) to ${result.outputDir} ` +
+    `Converted ${result.config.architecture} (${result.config.dtype}, ${formatBytes(size)}${ranks}) to ${result.outputDir} ` +
       `in ${seconds.toFixed(1)} s\n`,
   );
 }
