@@ -36,7 +36,8 @@ export interface ExportGgufResult extends WriteGgufResult {
   architecture: string;
 }
 
-interface DecoderModelConfig {
+/** The hyperparameters llama.cpp reads, from either of the zoo's config shapes for these families. */
+interface Hyperparameters {
   vocabSize: number;
   hiddenSize: number;
   intermediateSize: number;
@@ -47,12 +48,47 @@ interface DecoderModelConfig {
   maxPositionEmbeddings: number;
   rmsNormEps: number;
   ropeTheta: number;
-  ropeScaling?: { type: string; factor?: number };
-  slidingWindows?: number[];
+  ropeScaling: { type: string; factor?: number };
+  slidingWindows: number[];
 }
 
-function hyperparameters(file: string, gguf: string, m: DecoderModelConfig): GgufMetadataEntry[] {
-  if (m.slidingWindows?.some((w) => w > 0)) {
+type ModelConfig = Record<string, unknown> & {
+  // LlamaConfig (llama, mistral, qwen2)
+  intermediateSize?: number;
+  rmsNormEps?: number;
+  ropeTheta?: number;
+  ropeScaling?: { type: string; factor?: number };
+  slidingWindows?: number[];
+  // DecoderConfig (qwen3)
+  mlp?: { intermediateSize: number };
+  norm?: { eps: number };
+  attention?: { slidingWindows: number[]; rotary: { theta: number; scaling: { type: string; factor?: number } } | null };
+};
+
+function readHyperparameters(file: string, m: ModelConfig): Hyperparameters {
+  const rotary = m.attention?.rotary;
+  const value = <T>(key: string, v: T | undefined): T => {
+    if (v === undefined || v === null) throw new ConfigError(file, `model.${key}`, 'missing');
+    return v;
+  };
+  return {
+    vocabSize: value('vocabSize', m.vocabSize as number),
+    hiddenSize: value('hiddenSize', m.hiddenSize as number),
+    intermediateSize: value('intermediateSize', m.intermediateSize ?? m.mlp?.intermediateSize),
+    numLayers: value('numLayers', m.numLayers as number),
+    numHeads: value('numHeads', m.numHeads as number),
+    numKvHeads: value('numKvHeads', m.numKvHeads as number),
+    headDim: value('headDim', m.headDim as number),
+    maxPositionEmbeddings: value('maxPositionEmbeddings', m.maxPositionEmbeddings as number),
+    rmsNormEps: value('rmsNormEps', m.rmsNormEps ?? m.norm?.eps),
+    ropeTheta: value('ropeTheta', m.ropeTheta ?? rotary?.theta),
+    ropeScaling: m.ropeScaling ?? rotary?.scaling ?? { type: 'default' },
+    slidingWindows: m.slidingWindows ?? m.attention?.slidingWindows ?? [],
+  };
+}
+
+function hyperparameters(file: string, gguf: string, m: Hyperparameters): GgufMetadataEntry[] {
+  if (m.slidingWindows.some((w) => w > 0)) {
     throw new ConfigError(file, 'model.slidingWindows', `llama.cpp's ${gguf} has no sliding-window attention; this model uses it`);
   }
   const u32 = (key: string, value: number): GgufMetadataEntry => ({ key: `${gguf}.${key}`, type: 'UINT32', value });
@@ -71,10 +107,10 @@ function hyperparameters(file: string, gguf: string, m: DecoderModelConfig): Ggu
     f32('attention.layer_norm_rms_epsilon', m.rmsNormEps),
     f32('rope.freq_base', m.ropeTheta),
   ];
-  const scaling = m.ropeScaling?.type ?? 'default';
+  const scaling = m.ropeScaling.type;
   if (scaling === 'linear') {
     entries.push({ key: `${gguf}.rope.scaling.type`, type: 'STRING', value: 'linear' });
-    entries.push(f32('rope.scaling.factor', m.ropeScaling!.factor!));
+    entries.push(f32('rope.scaling.factor', m.ropeScaling.factor!));
   } else if (scaling !== 'default') {
     throw new ConfigError(file, 'model.ropeScaling', `"${scaling}" rope scaling is not exported to GGUF yet`);
   }
@@ -110,7 +146,7 @@ export async function exportGguf(
     );
   }
   const arch = getArchitecture(config.architecture, configFile);
-  const model = config.model as unknown as DecoderModelConfig;
+  const model = readHyperparameters(configFile, config.model as ModelConfig);
   const plan = arch.checkpointTensors(config.model as never);
 
   const matrixType = type.toUpperCase() as 'F32' | 'F16' | 'BF16' | 'Q8_0' | 'Q4_0';

@@ -72,7 +72,9 @@ export class GgufModelFile {
     if (e.type === 'STRING' || e.type === 'ARRAY' || e.type === 'BOOL') {
       throw new ConfigError(this.path, key, `expected a number, got a ${e.type}`);
     }
-    return e.value;
+    // A FLOAT32 holds the decimal its writer meant (1e-5 from a config.json) only approximately: give
+    // back the shortest decimal that rounds to the same float32, as transformers' config would hold it.
+    return e.type === 'FLOAT32' ? shortestFloat32Decimal(e.value) : e.value;
   }
 
   optionalBoolean(key: string): boolean | undefined {
@@ -97,4 +99,14 @@ export class GgufModelFile {
     }
     return e.value;
   }
+}
+
+/** The shortest decimal (up to 9 significant digits, always enough) that rounds to the float32 `value`. */
+export function shortestFloat32Decimal(value: number): number {
+  if (!Number.isFinite(value) || value === 0) return value;
+  for (let digits = 1; digits <= 9; digits++) {
+    const candidate = Number(value.toPrecision(digits));
+    if (Math.fround(candidate) === Math.fround(value)) return candidate;
+  }
+  return value;
 }
