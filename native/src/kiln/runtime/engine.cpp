@@ -46,14 +46,19 @@ int32_t indexIn(const Json& item, const std::string& what, size_t count, const s
 }  // namespace
 
 Engine::Engine(const std::string& path, const EngineOptions& options) {
-  file_ = std::make_unique<EngineFile>(path);  // its errors already name the path
+  // Under mpirun, the other ranks wait for this one in a collective: a rank that cannot load its engine
+  // ends them all (MPI_Abort), naming itself, rather than leaving them waiting.
+  const bool multiRank = comm::worldInfo().size > 1;
+  try {
+    file_ = std::make_unique<EngineFile>(path);  // its errors already name the path
+  } catch (const std::exception& e) {
+    if (multiRank) comm::abortWorld(std::string("cannot load ") + e.what());
+    throw;
+  }
   try {
     configure(options);
   } catch (const std::exception& e) {
-    // The other ranks of a tp/pp job wait for this one in a collective: end them all, naming this rank.
-    if (comm::worldInfo().size > 1 && readMapping(file_->header()).worldSize() > 1) {
-      comm::abortWorld("cannot load " + path + ": " + e.what());
-    }
+    if (multiRank) comm::abortWorld("cannot load " + path + ": " + e.what());
     throw std::runtime_error(path + ": " + e.what());
   }
 }
