@@ -7,9 +7,8 @@ same prompt ids and the same number of new tokens:
   bounds decode;
 - transformers' eager `generate` at batch 1 and at a large batch (--batch-prompts: one prompt per row, all
   of one length, so no padding);
-- the same with a static cache plus torch.compile, as transformers' "Optimizing inference" guide sets it
-  up (`generation_config.cache_implementation = "static"`, `model.forward = torch.compile(model.forward,
-  mode="reduce-overhead", fullgraph=True)`; generate then also compiles its decoding step), warmed up on
+- the same with a static cache plus torch.compile: `generation_config.cache_implementation = "static"`,
+  with which generate() compiles its decoding step (compile_config: inductor, "reduce-overhead"), warmed up on
   the same shapes first (two full generations per batch size), so that compile time is excluded. Batch 1
   runs before the large batch: a new batch size makes a new cache and a new compilation, and the cache
   made for N new tokens is reused (reset) for the 1-token runs.
@@ -183,14 +182,16 @@ def main():
         phase(result, "eagerBatch", f"eager, batch {batch_ids.shape[0]}", lambda: eager(batch_ids))
 
     if not args.no_compile:
-        # As the guide shows it: generate() itself runs under no_grad.
+        # With a static cache, generate() compiles the decoding step itself (generation_config.compile_config:
+        # inductor, fullgraph, "reduce-overhead", i.e. CUDA graphs) and marks each step for cudagraph trees.
+        # Wrapping model.forward in torch.compile as well (the older recipe) made the second step read a
+        # CUDA-graph output that the next replay had overwritten (measured 2026-11-30 with transformers 5.17).
         def setup_compile():
             model.generation_config.cache_implementation = "static"
-            model.forward = torch.compile(model.forward, mode="reduce-overhead", fullgraph=True)
             compile_config = getattr(model.generation_config, "compile_config", None)
             return {
                 "cacheImplementation": "static",
-                "forward": 'torch.compile(model.forward, mode="reduce-overhead", fullgraph=True)',
+                "forward": "compiled by generate() (generation_config.compile_config)",
                 "generationCompileConfig": repr(compile_config) if compile_config is not None else None,
             }
 
