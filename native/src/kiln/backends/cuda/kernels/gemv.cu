@@ -67,60 +67,113 @@ __device__ __forceinline__ void accumulate(const uint4& wv, const T* __restrict_
   }
 }
 
-template <typename T, int R>
+// kRows output features per warp (consecutive), each with a float32 accumulator per row of x.
+// kRows = 2 keeps 8 KB of loads in flight per warp when a row is only one round of loads (K <= 2048):
+// the wide layers (gate/up, the LM head) then run fewer, fuller waves. kRows = 1 double-buffers instead:
+// the next round of the row is loaded while the current one is used (K > 2048, e.g. the down projection).
+template <typename T, int R, int kRows>
 __global__ void __launch_bounds__(kThreads) gemvKernel(const T* __restrict__ x, int64_t xStride, const T* __restrict__ w,
                                                        int64_t N, int64_t K, const float* __restrict__ bias, Matrix y) {
   const int lane = threadIdx.x & 31;
-  const int64_t n = static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
-  const bool active = n < N;  // the last block's spare warps still take part in the launch protocol
-  const uint4* wRow = reinterpret_cast<const uint4*>(w + (active ? n : 0) * K);
-  const int64_t vectors = active ? K / 8 : 0;
-  float acc[R];
+  const int64_t first = (static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5)) * kRows;
+  const int64_t vectors = K / 8;
+  const uint4* wRow[kRows];
+  int64_t rowVectors[kRows];  // 0 for a feature past N: the last block's spare warps load nothing
 #pragma unroll
-  for (int r = 0; r < R; ++r) acc[r] = 0.0f;
+  for (int j = 0; j < kRows; ++j) {
+    const bool active = first + j < N;
+    wRow[j] = reinterpret_cast<const uint4*>(w + (active ? first + j : 0) * K);
+    rowVectors[j] = active ? vectors : 0;
+  }
+  float acc[kRows][R];
+#pragma unroll
+  for (int j = 0; j < kRows; ++j)
+#pragma unroll
+    for (int r = 0; r < R; ++r) acc[j][r] = 0.0f;
 
-  // The first kInFlight vectors of each lane, before waiting for x to be written.
-  uint4 wv[kInFlight];
+  // The first round of each row, before waiting for x to be written.
+  uint4 wv[kRows][kInFlight];
 #pragma unroll
-  for (int u = 0; u < kInFlight; ++u) {
-    const int64_t i = lane + 32 * u;
-    if (i < vectors) wv[u] = loadStreaming(wRow + i);
-  }
+  for (int j = 0; j < kRows; ++j)
+#pragma unroll
+    for (int u = 0; u < kInFlight; ++u) {
+      const int64_t i = lane + 32 * u;
+      if (i < rowVectors[j]) wv[j][u] = loadStreaming(wRow[j] + i);
+    }
   startAfterPriorKernels();
-  for (int64_t base = 0;; base += 32 * kInFlight) {
+  constexpr int64_t kRound = 32 * kInFlight;
+  if constexpr (kRows == 1) {
+    uint4 next[kInFlight];
+    for (int64_t base = 0; base < rowVectors[0]; base += kRound) {
 #pragma unroll
-    for (int u = 0; u < kInFlight; ++u) {
-      const int64_t i = base + lane + 32 * u;
-      if (i < vectors) accumulate<T, R>(wv[u], x, xStride, i, acc);
+      for (int u = 0; u < kInFlight; ++u) {
+        const int64_t i = base + kRound + lane + 32 * u;
+        if (i < rowVectors[0]) next[u] = loadStreaming(wRow[0] + i);
+      }
+#pragma unroll
+      for (int u = 0; u < kInFlight; ++u) {
+        const int64_t i = base + lane + 32 * u;
+        if (i < rowVectors[0]) accumulate<T, R>(wv[0][u], x, xStride, i, acc[0]);
+      }
+#pragma unroll
+      for (int u = 0; u < kInFlight; ++u) wv[0][u] = next[u];
     }
-    const int64_t next = base + 32 * kInFlight;
-    if (next >= vectors) break;
+  } else {
+    for (int64_t base = 0;; base += kRound) {
 #pragma unroll
-    for (int u = 0; u < kInFlight; ++u) {
-      const int64_t i = next + lane + 32 * u;
-      if (i < vectors) wv[u] = loadStreaming(wRow + i);
+      for (int j = 0; j < kRows; ++j)
+#pragma unroll
+        for (int u = 0; u < kInFlight; ++u) {
+          const int64_t i = base + lane + 32 * u;
+          if (i < rowVectors[j]) accumulate<T, R>(wv[j][u], x, xStride, i, acc[j]);
+        }
+      if (base + kRound >= vectors) break;
+#pragma unroll
+      for (int j = 0; j < kRows; ++j)
+#pragma unroll
+        for (int u = 0; u < kInFlight; ++u) {
+          const int64_t i = base + kRound + lane + 32 * u;
+          if (i < rowVectors[j]) wv[j][u] = loadStreaming(wRow[j] + i);
+        }
     }
   }
 #pragma unroll
-  for (int r = 0; r < R; ++r) acc[r] = warpSum(acc[r]);
-  if (active && lane < R) {
-    // Lane r stores row r (acc is indexed by a compile-time r, so pick it out with a loop).
-    float s = 0.0f;
+  for (int j = 0; j < kRows; ++j) {
 #pragma unroll
-    for (int r = 0; r < R; ++r) if (r == lane) s = acc[r];
-    store(y.data, y.dtype, lane * y.stride + n, bias ? s + bias[n] : s);
+    for (int r = 0; r < R; ++r) acc[j][r] = warpSum(acc[j][r]);
+    const int64_t n = first + j;
+    if (n < N && lane < R) {
+      // Lane r stores row r (acc is indexed by compile-time r, so pick it out with a loop).
+      float s = 0.0f;
+#pragma unroll
+      for (int r = 0; r < R; ++r)
+        if (r == lane) s = acc[j][r];
+      store(y.data, y.dtype, lane * y.stride + n, bias ? s + bias[n] : s);
+    }
+  }
+}
+
+template <typename T, int R>
+void launchRows(cudaStream_t stream, const T* x, int64_t xStride, const T* w, int64_t N, int64_t K, const float* bias,
+                Matrix y) {
+  // Two features per warp where a row is one round and there are features enough for several waves.
+  if (R <= 2 && K <= 32 * 8 * kInFlight && N >= 4096) {
+    const unsigned blocks = static_cast<unsigned>((N + 2 * kWarps - 1) / (2 * kWarps));
+    launch(gemvKernel<T, R, 2>, dim3(blocks), dim3(kThreads), 0, stream, x, xStride, w, N, K, bias, y);
+  } else {
+    const unsigned blocks = static_cast<unsigned>((N + kWarps - 1) / kWarps);
+    launch(gemvKernel<T, R, 1>, dim3(blocks), dim3(kThreads), 0, stream, x, xStride, w, N, K, bias, y);
   }
 }
 
 template <typename T>
 void launchGemv(cudaStream_t stream, const void* x, int64_t rows, int64_t xStride, const void* w, int64_t N, int64_t K,
                 const float* bias, Matrix y) {
-  const unsigned blocks = static_cast<unsigned>((N + kWarps - 1) / kWarps);
   const T* xt = static_cast<const T*>(x);
   const T* wt = static_cast<const T*>(w);
   switch (rows) {
 #define KILN_ROWS(R) \
-  case R: launch(gemvKernel<T, R>, dim3(blocks), dim3(kThreads), 0, stream, xt, xStride, wt, N, K, bias, y); return;
+  case R: return launchRows<T, R>(stream, xt, xStride, wt, N, K, bias, y);
     KILN_ROWS(1) KILN_ROWS(2) KILN_ROWS(3) KILN_ROWS(4) KILN_ROWS(5) KILN_ROWS(6) KILN_ROWS(7) KILN_ROWS(8)
 #undef KILN_ROWS
   }

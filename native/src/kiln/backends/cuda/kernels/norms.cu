@@ -85,6 +85,13 @@ __device__ __forceinline__ void addRowToRegisters(ConstMatrix a, ConstMatrix b, 
 template <int kPerThread>
 __global__ void addRmsNormKernel(ConstMatrix a, ConstMatrix b, int64_t H, const void* w, DType wDType, float eps,
                                  float weightOffset, Matrix sum, Matrix y) {
+  // The norm's weights depend on no kernel: read them while the previous kernel finishes.
+  float wv[kPerThread];
+#pragma unroll
+  for (int k = 0; k < kPerThread; ++k) {
+    const int64_t i = threadIdx.x + static_cast<int64_t>(k) * blockDim.x;
+    wv[k] = i < H ? weightOffset + load(w, wDType, i) : 0.0f;
+  }
   startAfterPriorKernels();
   __shared__ float shared[32];
   const int64_t r = blockIdx.x;
@@ -97,7 +104,7 @@ __global__ void addRmsNormKernel(ConstMatrix a, ConstMatrix b, int64_t H, const 
 #pragma unroll
   for (int k = 0; k < kPerThread; ++k) {
     const int64_t i = threadIdx.x + static_cast<int64_t>(k) * blockDim.x;
-    if (i < H) store(y.data, y.dtype, r * y.stride + i, (v[k] * inv) * (weightOffset + load(w, wDType, i)));
+    if (i < H) store(y.data, y.dtype, r * y.stride + i, (v[k] * inv) * wv[k]);
   }
 }
 
