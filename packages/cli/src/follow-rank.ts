@@ -36,6 +36,11 @@ export async function followRankZero(argv: readonly string[]): Promise<boolean> 
   if (engineDir === undefined) {
     throw new CliError(`rank ${world.rank}: under mpirun, give --engine <engine-dir> of a tensor/pipeline-parallel engine (kiln convert --tp-size/--pp-size, kiln build)`);
   }
+  // mpirun forwards SIGINT/SIGTERM to every rank; rank 0 decides how to stop (kiln serve lets requests
+  // in flight finish), and its engine's disposal tells this rank. Ending here first would cut its steps.
+  const ignore = () => {};
+  process.on('SIGINT', ignore);
+  process.on('SIGTERM', ignore);
   const threads = flagValue(argv, '--threads');
   const engine = await Engine.load(engineDir, threads === undefined ? {} : { numThreads: parsePositiveInteger('--threads', threads) });
   try {
