@@ -5,7 +5,7 @@
 # sanitizer report fails the run; its input is in native/build-fuzz/artifacts/ (add it to a regression
 # test). Longer runs: `tools/fuzz/run.sh 600 fuzz_engine`. Each run prints its exec count.
 #
-#   tools/fuzz/run.sh [SECONDS] [TARGET...]      TARGET: fuzz_json fuzz_safetensors fuzz_engine
+#   tools/fuzz/run.sh [SECONDS] [TARGET...]      TARGET: fuzz_json fuzz_safetensors fuzz_engine fuzz_gguf
 #
 # Corpora grow in native/build-fuzz/corpus/<target> across runs (ignored by git).
 set -euo pipefail
@@ -13,7 +13,7 @@ cd "$(dirname "$0")/../.."
 seconds=${1:-60}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(fuzz_json fuzz_safetensors fuzz_engine)
+[ ${#targets[@]} -gt 0 ] || targets=(fuzz_json fuzz_safetensors fuzz_engine fuzz_gguf)
 build=native/build-fuzz
 command -v clang++ >/dev/null || { echo "tools/fuzz/run.sh: clang++ is missing (Debian: apt-get install -y clang)" >&2; exit 1; }
 
@@ -25,7 +25,7 @@ fi
 cmake --build "$build" --target "${targets[@]}" --parallel "${KILN_FUZZ_JOBS:-2}" >/dev/null
 
 seeds=$build/seeds
-[ -d "$seeds/engine" ] || node tools/fuzz/seeds.mjs "$seeds" >/dev/null
+[ -d "$seeds/engine" ] && [ -d "$seeds/gguf" ] || node tools/fuzz/seeds.mjs "$seeds" >/dev/null
 mkdir -p "$build/artifacts"
 status=0
 for target in "${targets[@]}"; do
@@ -33,6 +33,7 @@ for target in "${targets[@]}"; do
     fuzz_json) seed=$seeds/json; max_len=65536 ;;
     fuzz_safetensors) seed=$seeds/safetensors; max_len=65536 ;;
     fuzz_engine) seed=$seeds/engine; max_len=131072 ;;
+    fuzz_gguf) seed=$seeds/gguf; max_len=65536 ;;
     *) echo "unknown target $target" >&2; exit 2 ;;
   esac
   corpus=$build/corpus/$target

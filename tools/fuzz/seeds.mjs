@@ -2,7 +2,8 @@
 // after `npm run build`. Writes <dir>/json (config, generation and tokenizer configs, engine headers),
 // <dir>/safetensors (small files keeping the fixtures' headers: their tensor names, dtypes and
 // metadata, with shapes shrunk so each seed stays a few KiB) and <dir>/engine (the headers of engines
-// built from a few fixtures, which fuzz_engine wraps in a container).
+// built from a few fixtures, which fuzz_engine wraps in a container) and <dir>/gguf (small GGUF files of
+// every tensor type Kiln reads, with llama.cpp's metadata and a tokenizer).
 import { createRequire } from 'node:module';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import * as os from 'node:os';
@@ -12,7 +13,7 @@ const require = createRequire(import.meta.url);
 const repo = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..', '..');
 const out = path.resolve(process.argv[2] ?? path.join(repo, 'native/build-fuzz/seeds'));
 const fixtures = path.join(repo, 'fixtures/hf-tiny');
-for (const kind of ['json', 'safetensors', 'engine']) mkdirSync(path.join(out, kind), { recursive: true });
+for (const kind of ['json', 'safetensors', 'engine', 'gguf']) mkdirSync(path.join(out, kind), { recursive: true });
 
 const ELEMENT = { F32: 4, F16: 2, BF16: 2, I32: 4, I64: 8, U8: 1 };
 function smallSafetensors(file) {
@@ -64,7 +65,36 @@ try {
     writeFileSync(path.join(out, 'engine', `${name}.json`), header);
     writeFileSync(path.join(out, 'json', `${name}-engine-header.json`), header);
   }
+  // GGUF seeds: the llama fixture exported as Q4_0 (under the 64 KiB max_len), Q8_0 and F16 (libFuzzer
+  // keeps their first 64 KiB: the metadata, tokenizer and first tensors), and one row of each block type.
+  const { exportGguf } = require(path.join(repo, 'packages/convert'));
+  const llamaCheckpoint = path.join(work, 'llama-checkpoint');
+  for (const type of ['q4_0', 'q8_0', 'f16']) {
+    const file = path.join(out, 'gguf', `llama-${type}.gguf`);
+    await exportGguf({ checkpointDir: llamaCheckpoint, outputFile: file, type });
+  }
+  writeFileSync(path.join(out, 'gguf', 'k-quants.gguf'), kQuantSeed());
 } finally {
   rmSync(work, { recursive: true, force: true });
 }
+
+/** A GGUF file with one 256-wide row of each block type Kiln reads (bytes patterned, scales finite). */
+function kQuantSeed() {
+  const types = [[2, 'q4_0', 18, 32], [3, 'q4_1', 20, 32], [8, 'q8_0', 34, 32], [12, 'q4_k', 144, 256], [13, 'q5_k', 176, 256], [14, 'q6_k', 210, 256]];
+  const u32 = (v) => { const b = Buffer.alloc(4); b.writeUInt32LE(v); return b; };
+  const u64 = (v) => { const b = Buffer.alloc(8); b.writeBigUInt64LE(BigInt(v)); return b; };
+  const str = (s) => Buffer.concat([u64(Buffer.byteLength(s)), Buffer.from(s)]);
+  const parts = [u32(0x46554747), u32(3), u64(types.length), u64(1), str('general.architecture'), u32(8), str('llama')];
+  const datas = [];
+  let offset = 0;
+  for (const [id, name, blockBytes, blockElements] of types) {
+    const data = Buffer.alloc((256 / blockElements) * blockBytes, 0x5a);
+    parts.push(str(name), u32(1), u64(256), u32(id), u64(offset));
+    datas.push(data, Buffer.alloc((32 - (data.length % 32)) % 32));
+    offset += Math.ceil(data.length / 32) * 32;
+  }
+  const header = Buffer.concat(parts);
+  return Buffer.concat([header, Buffer.alloc((32 - (header.length % 32)) % 32), ...datas]);
+}
+
 process.stdout.write(`seeds written to ${out}\n`);
