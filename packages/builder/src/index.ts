@@ -7,3 +7,4 @@ export { fusedName } from './passes/fuse-sibling-linears';
 export { lowerGraph, registerCpuLowering, type LoweredProgram, type LoweredOp, type Lowering, type WeightEntry } from './lower';
 export { planMemory, type MemoryPlan, type PlannedValue } from './memory-plan';
 export { assembleEngine, engineTarget, ENGINE_FORMAT_VERSION, type EngineHeader, type EngineTarget } from './engine-header';
+export { partitionForRank, type RankMapping } from './parallel';
