@@ -6,7 +6,7 @@
 // (`deviceBuffers`); callers never mix the two. Every call is blocking for the caller's thread on MPI
 // and ordered on the stream for NCCL, and all ranks of the communicator must make the same calls in the
 // same order (the runtime guarantees it: rank 0 broadcasts each step, the others follow it).
-// Design: docs/decisions/0009-tensor-and-pipeline-parallelism.md.
+// Design: docs/decisions/0010-tensor-and-pipeline-parallelism.md.
 #include <cstddef>
 #include <cstdint>
 #include <memory>

@@ -3,7 +3,7 @@
 // the communicators its ops use, and the schedule rank 0 broadcasts so that every other rank runs the
 // same steps in the same order. Rank 0 owns the executor; the other ranks run Engine::follow(), which
 // replays each step (and each KV block copy) rank 0 announces, until rank 0 announces the end.
-// Design: docs/decisions/0009-tensor-and-pipeline-parallelism.md.
+// Design: docs/decisions/0010-tensor-and-pipeline-parallelism.md.
 #include <cstdint>
 #include <memory>
 #include <vector>
