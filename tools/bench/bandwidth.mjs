@@ -125,7 +125,7 @@ async function main() {
   const modelDir = path.join(outDir, 'random-llama');
   const made = makeRandomLlama(modelDir, { layers: args.layers });
   const ggufFile = path.join(outDir, 'random-llama-bf16.gguf');
-  const gguf = convertHfToGguf(modelDir, ggufFile);
+  const gguf = await convertHfToGguf(modelDir, ggufFile);
   const checkpointDir = path.join(outDir, 'random-llama-kiln-checkpoint');
   const engineDir = path.join(outDir, 'random-llama-kiln-engine');
   await convertCheckpoint({ modelDir, outputDir: checkpointDir, dtype: 'bfloat16' });

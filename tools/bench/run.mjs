@@ -255,7 +255,7 @@ async function main() {
   // and never stale. The builder reuses an engine with the same build hash.
   const ggufFile = path.join(outDir, 'scribe-7m-bf16.gguf');
   progress('converting scribe-7m to GGUF and building the Kiln engine');
-  const gguf = convertHfToGguf(scribe7mPath, ggufFile);
+  const gguf = await convertHfToGguf(scribe7mPath, ggufFile);
   const checkpointDir = path.join(outDir, 'kiln-checkpoint');
   const engineDir = path.join(outDir, 'kiln-engine');
   await convertCheckpoint({ modelDir: scribe7mPath, outputDir: checkpointDir, dtype: 'bfloat16' });

@@ -1,0 +1,84 @@
+#!/usr/bin/env node
+// GGUF export agreement (issue 13): a Hugging Face model converted to a Kiln checkpoint, exported by
+// `exportGguf` as each GGUF type, then run greedily by Kiln (the GGUF imported back) and by llama.cpp
+// (node-llama-cpp's prebuilt CPU binary, on the same file). Agreement is teacher-forced: llama.cpp is fed
+// Kiln's tokens and its greedy choice at each position is compared with Kiln's, so one early difference
+// does not derail the rest. Prints one line per type and a JSON summary; docs/benchmarks.md records runs.
+//
+// Usage: node tools/bench/gguf-agreement.mjs [hf-model-dir] [--types q8_0,q4_0] [--tokens 24]
+//   default model: tools/bench/.out/random-llama-22 (22 layers, 32 heads: the
+//   TinyLlama-1.1B shape of the GPU benchmark, vocab 4096). Needs `npm run build` and node-llama-cpp
+//   (a dev dependency of @kiln/convert).
+import { spawn } from 'node:child_process';
+import { promises as fs } from 'node:fs';
+import { createRequire } from 'node:module';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { makeRandomLlama } from './make-random-llama.mjs';
+
+const require = createRequire(import.meta.url);
+const here = path.dirname(fileURLToPath(import.meta.url));
+const repo = path.join(here, '..', '..');
+const { convertCheckpoint, exportGguf } = require(path.join(repo, 'packages/convert'));
+const { buildEngine } = require(path.join(repo, 'packages/builder'));
+const { LLM } = require(path.join(repo, 'packages/runtime'));
+const PROMPTS = ['And the LORD said unto Moses,', 'In the beginning God', 'And it came to pass, when', 'Blessed are they that'];
+
+const argv = process.argv.slice(2);
+let modelDir;
+let types = ['q8_0', 'q4_0'];
+let maxTokens = 24;
+for (let i = 0; i < argv.length; i++) {
+  if (argv[i] === '--types') types = argv[++i].split(',');
+  else if (argv[i] === '--tokens') maxTokens = Number(argv[++i]);
+  else modelDir = argv[i];
+}
+if (!modelDir) {
+  modelDir = path.join(here, '.out', 'random-llama-22');
+  makeRandomLlama(modelDir, { layers: 22, heads: 32 }); // TinyLlama-1.1B's layers and heads
+}
+
+function llamaCpp(gguf, request) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [path.join(repo, 'packages/cli/test/llama-cpp-greedy.mjs'), gguf, JSON.stringify(request)]);
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    child.on('close', (code) => (code === 0 ? resolve(JSON.parse(stdout)) : reject(new Error(`node-llama-cpp exited ${code}: ${stderr}`))));
+  });
+}
+
+const work = await fs.mkdtemp(path.join(os.tmpdir(), 'kiln-gguf-agreement-'));
+try {
+  const checkpoint = path.join(work, 'checkpoint');
+  await convertCheckpoint({ modelDir, outputDir: checkpoint });
+  const summary = {};
+  for (const type of types) {
+    const gguf = path.join(work, `model-${type}.gguf`);
+    const exported = await exportGguf({ checkpointDir: checkpoint, outputFile: gguf, type });
+    const imported = path.join(work, `imported-${type}`);
+    await convertCheckpoint({ modelFile: gguf, outputDir: imported });
+    const engine = path.join(work, `engine-${type}`);
+    await buildEngine({ checkpointDir: imported, outputDir: engine, config: { maxBatchSize: 1, maxSeqLen: 128, maxNumTokens: 128 } });
+    const llm = await LLM.load(engine, { numThreads: os.availableParallelism() });
+    const kilnTokens = [];
+    const promptIds = [];
+    for (const prompt of PROMPTS) {
+      promptIds.push(llm.tokenizer.encode(prompt));
+      kilnTokens.push((await llm.generate(prompt, { maxTokens, ignoreEos: true })).outputIds);
+    }
+    await llm.dispose();
+    const { predicted } = await llamaCpp(gguf, { prompts: promptIds, maxTokens, forced: kilnTokens });
+    let same = 0;
+    kilnTokens.forEach((tokens, i) => tokens.forEach((t, j) => (same += predicted[i][j] === t ? 1 : 0)));
+    const total = kilnTokens.length * maxTokens;
+    const worst = exported.errors.reduce((a, b) => (b.rmsError / (b.rms || 1) > a.rmsError / (a.rms || 1) ? b : a));
+    summary[type] = { agreement: same / total, same, total, fileBytes: exported.fileSize, worstRelativeRmsError: worst.rmsError / worst.rms, worstTensor: worst.name };
+    console.log(`${type}: ${same}/${total} greedy tokens agree (${((100 * same) / total).toFixed(1)}%), file ${(exported.fileSize / 1e6).toFixed(1)} MB, worst tensor relative RMS error ${(worst.rmsError / worst.rms).toExponential(2)} (${worst.name})`);
+  }
+  console.log(JSON.stringify({ model: modelDir, maxTokens, prompts: PROMPTS.length, summary }));
+} finally {
+  await fs.rm(work, { recursive: true, force: true });
+}
