@@ -23,6 +23,9 @@ class Gemm {
   Gemm(const Gemm&) = delete;
   Gemm& operator=(const Gemm&) = delete;
 
+  // Whether small-batch linears go to Kiln's GEMV (KILN_CUDA_GEMV=0: no).
+  bool gemvEnabled() const { return gemvEnabled_; }
+
   void linear(DType abType, const void* x, int64_t rows, int64_t xStride, const void* w, int64_t N, int64_t K,
               const float* bias, DType yType, void* y, int64_t yStride);
 

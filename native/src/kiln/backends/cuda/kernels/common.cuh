@@ -32,6 +32,15 @@ __device__ __forceinline__ void store(void* p, DType t, int64_t i, float v) {
   }
 }
 
+// v rounded to dtype t and back (what a store then a load would give).
+__device__ __forceinline__ float roundTo(DType t, float v) {
+  switch (t) {
+    case DType::F16: return __half2float(__float2half_rn(v));
+    case DType::BF16: return __bfloat162float(__float2bfloat16_rn(v));
+    default: return v;
+  }
+}
+
 __device__ __forceinline__ float toF(float x) { return x; }
 __device__ __forceinline__ float toF(__half x) { return __half2float(x); }
 __device__ __forceinline__ float toF(__nv_bfloat16 x) { return __bfloat162float(x); }

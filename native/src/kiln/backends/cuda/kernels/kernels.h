@@ -61,6 +61,22 @@ bool gemvApplies(DType t, const void* x, int64_t rows, int64_t xStride, const vo
 void gemv(cudaStream_t stream, DType t, const void* x, int64_t rows, int64_t xStride, const void* w, int64_t N,
           int64_t K, const float* bias, Matrix y);
 
+// The add_rms_norm that feeds a linear, done inside the GEMV (decode rows): sum = a + b and y =
+// RMSNorm(sum) (H = the linear's K, one group) are computed by every block of the GEMV for its own use,
+// and stored once (sum and y keep their meaning for any later op). gemvAddRmsNormApplies says whether it
+// takes these operands: 16-bit weights, at most kMaxGemvRows rows, the rows' y in 48 KB of shared memory.
+struct NormPrologue {
+  ConstMatrix a, b;
+  Matrix sum, y;
+  const void* w;
+  DType wDType;
+  float eps, weightOffset;
+};
+constexpr size_t kMaxNormPrologueBytes = 48 * 1024;
+bool gemvAddRmsNormApplies(DType t, int64_t rows, const void* w, int64_t K);
+void gemvAddRmsNorm(cudaStream_t stream, DType t, const NormPrologue& norm, int64_t rows, const void* w, int64_t N,
+                    int64_t K, const float* bias, Matrix y);
+
 // y[r, n] += bias[n] (float32 bias).
 void addBias(cudaStream_t stream, Matrix y, int64_t rows, const float* bias, int64_t N);
 

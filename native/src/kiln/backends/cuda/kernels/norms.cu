@@ -55,14 +55,8 @@ __global__ void layerNormKernel(ConstMatrix x, const void* w, DType wDType, cons
 // The fused residual + norm kernels keep their row in registers: each thread loads its (at most
 // kPerThread) elements once, up front, so the loads are all in flight together; a loop that stored and
 // re-read global memory would wait on every element in turn (sum may alias nothing, but the compiler
-// cannot know). The sum is rounded to its stored dtype before the norm reads it, as the unfused ops do.
-__device__ __forceinline__ float roundTo(DType t, float v) {
-  switch (t) {
-    case DType::F16: return __half2float(__float2half_rn(v));
-    case DType::BF16: return __bfloat162float(__float2bfloat16_rn(v));
-    default: return v;
-  }
-}
+// cannot know). The sum is rounded to its stored dtype (roundTo) before the norm reads it, as the
+// unfused ops do.
 
 template <int kPerThread>
 __device__ __forceinline__ void addRowToRegisters(ConstMatrix a, ConstMatrix b, int64_t r, int64_t H, Matrix sum,

@@ -1,11 +1,50 @@
-// linear: a cuBLASLt GEMM with a float32 bias epilogue, over token rows or logit rows. Its input is of
-// the weight's dtype in the engines Kiln builds (activation-dtypes.ts); any other input is converted
-// into scratch first, so every well-formed header runs.
+// linear: a cuBLASLt GEMM with a float32 bias epilogue, over token rows or logit rows, or Kiln's GEMV for
+// decode rows (gemm.cpp). Its input is of the weight's dtype in the engines Kiln builds
+// (activation-dtypes.ts); any other input is converted into scratch first, so every well-formed header
+// runs. When the op bound just before is the add_rms_norm that makes this linear's input, decode rows
+// run both in one kernel (gemvAddRmsNorm): the norm is then skipped by its own op for those rows.
 #include "kiln/backends/cuda/ops/ops.h"
 
 namespace kiln {
 namespace cuda {
 namespace ops {
+
+namespace {
+
+// The bytes a value's first `rows` rows span in the arena.
+struct Span {
+  int64_t begin, end;
+};
+Span spanOf(const ValueRef& v, int64_t rows) {
+  const int64_t element = static_cast<int64_t>(dtypeSize(v.dtype));
+  return {v.byteOffset, v.byteOffset + ((rows - 1) * v.rowStride + v.cols) * element};
+}
+bool overlap(Span x, Span y) { return x.begin < y.end && y.begin < x.end; }
+
+// How many decode rows this linear can take over from the norm before it (0: none). The fused kernel
+// reads a and b in every block while block 0 writes sum and y and every block writes the output, so
+// nothing it writes may share bytes with what it reads.
+int64_t rowsFusedWithNorm(CudaBackend& be, const CudaBackend::NormForLinear& n, const spec::Linear& s) {
+  if (!be.gemm().gemvEnabled()) return 0;
+  if (n.y.byteOffset != s.x.byteOffset || n.y.dtype != s.x.dtype || n.y.rowStride != s.x.rowStride) return 0;
+  if (s.x.dtype != s.dtype || n.H != s.K || n.y.cols != s.K) return 0;
+  int64_t rows = 0;
+  for (int64_t r = kMaxGemvRows; r >= 1 && rows == 0; --r) {
+    if (gemvAddRmsNormApplies(s.dtype, r, s.weight, s.K)) rows = r;
+  }
+  if (rows == 0) return 0;
+  const Span reads[] = {spanOf(n.a, rows), spanOf(n.b, rows)};
+  const Span writes[] = {spanOf(n.sum, rows), spanOf(n.y, rows), spanOf(s.y, rows)};
+  for (const Span& w : writes) {
+    for (const Span& r : reads) {
+      if (overlap(w, r)) return 0;
+    }
+  }
+  if (overlap(writes[2], writes[0]) || overlap(writes[2], writes[1])) return 0;
+  return rows;
+}
+
+}  // namespace
 
 BoundOp bindLinear(OpBinding& b) {
   const spec::Linear s = spec::linear(b);
@@ -17,8 +56,24 @@ BoundOp bindLinear(OpBinding& b) {
   }
   const bool convert = x.dtype != s.dtype;
   if (convert) be->reserveScratch(static_cast<size_t>(maxRowsOf(b, s.x) * s.K) * dtypeSize(s.dtype));
+
+  int64_t fusedRows = 0;
+  NormPrologue norm{ConstMatrix(nullptr, DType::F32, 0), ConstMatrix(nullptr, DType::F32, 0), Matrix{}, Matrix{},
+                    nullptr, DType::F32, 0.0f, 0.0f};
+  if (const CudaBackend::NormForLinear* n = be->normForLinear(); n && !convert) {
+    fusedRows = rowsFusedWithNorm(*be, *n, s);
+    if (fusedRows > 0) {
+      *n->linearTakesRows = fusedRows;
+      norm = NormPrologue{be->value(n->a), be->value(n->b), be->value(n->sum), be->value(n->y), n->w, n->wDType, n->eps,
+                          n->weightOffset};
+    }
+  }
   return [=](const StepRuntime& rt) {
     const int64_t rows = s.x.numRows(*rt.step);
+    if (rows <= fusedRows) {
+      if (rows > 0) gemvAddRmsNorm(be->stream(), s.dtype, norm, rows, s.weight, s.N, s.K, s.bias, y);
+      return;
+    }
     Matrix in = x;
     if (convert) {
       in = Matrix{be->scratch(), s.dtype, s.K};

@@ -1,3 +1,5 @@
+#include <string>
+
 #include "kiln/backends/cuda/ops/ops.h"
 
 namespace kiln {
@@ -19,7 +21,15 @@ void registerCudaOps(KernelRegistry& r) {
       {"add_layer_norm", ops::bindAddLayerNorm},
   };
   for (const auto& e : table) {
-    for (DType dt : {DType::F32, DType::F16, DType::BF16}) r.registerOp(e.first, "cuda", dt, e.second);
+    // After binding any op but add_rms_norm, no norm is pending for the next op (CudaBackend::normForLinear).
+    const bool isAddRmsNorm = std::string(e.first) == "add_rms_norm";
+    BoundOp (*bind)(OpBinding&) = e.second;
+    const OpFactory factory = [bind, isAddRmsNorm](OpBinding& b) {
+      BoundOp op = bind(b);
+      if (!isAddRmsNorm) ops::backendOf(b).clearNormForLinear();
+      return op;
+    };
+    for (DType dt : {DType::F32, DType::F16, DType::BF16}) r.registerOp(e.first, "cuda", dt, factory);
   }
 }
 
