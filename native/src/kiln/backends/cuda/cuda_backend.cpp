@@ -109,10 +109,17 @@ CudaBackend::CudaBackend(const BackendTarget& target, const ModelFacts& facts) :
 CudaBackend::~CudaBackend() {
   if (stream_) cudaStreamSynchronize(stream_);
   if (profile_) printProfile();
-  if (stepTiming_ && timedSteps_ > 0) {
-    std::fprintf(stderr, "kiln cuda step timing: %lld decode steps, host %.1f us in runStep, device %.1f us per step\n",
-                 static_cast<long long>(timedSteps_), 1e3 * stepHostMs_ / static_cast<double>(timedSteps_),
-                 1e3 * stepDeviceMs_ / static_cast<double>(timedSteps_));
+  if (stepTiming_) {
+    const std::pair<const char*, const StepTotals*> kinds[] = {{"decode", &decodeTiming_}, {"other", &otherTiming_}};
+    for (const auto& [kind, t] : kinds) {
+      if (t->steps == 0) continue;
+      const double n = static_cast<double>(t->steps);
+      std::fprintf(stderr,
+                   "kiln cuda step timing: %lld %s steps (%.1f tokens per step), host %.1f us in runStep, device %.1f us "
+                   "per step\n",
+                   static_cast<long long>(t->steps), kind, static_cast<double>(t->tokens) / n, 1e3 * t->hostMs / n,
+                   1e3 * t->deviceMs / n);
+    }
   }
   if (stepStart_) cudaEventDestroy(stepStart_);
   if (stepEnd_) cudaEventDestroy(stepEnd_);
@@ -328,12 +335,14 @@ void CudaBackend::runStep(const std::vector<BoundOp>& ops, const StepContext& st
   check(cudaGetLastError(), "a kernel launch of the step");
   if (stepTiming_) check(cudaEventRecord(stepEnd_, stream_), "cudaEventRecord");
   check(cudaStreamSynchronize(stream_), "the step");
-  if (stepTiming_ && decode) {
+  if (stepTiming_) {
     float ms = 0.0f;
     check(cudaEventElapsedTime(&ms, stepStart_, stepEnd_), "cudaEventElapsedTime");
-    stepDeviceMs_ += ms;
-    stepHostMs_ += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - hostStart).count();
-    ++timedSteps_;
+    StepTotals& totals = decode ? decodeTiming_ : otherTiming_;
+    totals.deviceMs += ms;
+    totals.hostMs += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - hostStart).count();
+    totals.tokens += step.numTokens;
+    ++totals.steps;
   }
   if (profile_ && step.numTokens == step.numSeqs && !ops.empty()) {
     for (size_t i = 0; i < ops.size(); ++i) {

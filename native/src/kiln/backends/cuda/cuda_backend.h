@@ -132,12 +132,16 @@ class CudaBackend final : public Backend {
   std::vector<double> profileMs_;  // per op index
   int64_t profileSteps_ = 0;
   void printProfile() const;
-  // KILN_CUDA_STEP_TIMING=1: for decode steps, the host time of runStep and the device time of the
-  // step (events around it; graphs stay on), averaged and printed to stderr on dispose.
+  // KILN_CUDA_STEP_TIMING=1: the host time of runStep and the device time of the step (events around
+  // it; graphs stay on), averaged and printed to stderr on dispose.
+  // Decode steps (replayed graphs) and the others (prefill, mixed) apart.
   bool stepTiming_ = false;
   cudaEvent_t stepStart_ = nullptr, stepEnd_ = nullptr;
-  double stepHostMs_ = 0.0, stepDeviceMs_ = 0.0;
-  int64_t timedSteps_ = 0;
+  struct StepTotals {
+    double hostMs = 0.0, deviceMs = 0.0;
+    int64_t steps = 0, tokens = 0;
+  };
+  StepTotals decodeTiming_, otherTiming_;
   std::vector<cudaGraphExec_t> decodeGraphs_;  // by batch size; null until captured
 
   ValueRef logits_;
