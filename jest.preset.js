@@ -11,7 +11,7 @@ module.exports = {
   transform: { '^.+\\.ts$': ['@swc/jest', { jsc: { target: 'es2022', parser: { syntax: 'typescript' } }, module: { type: 'commonjs' } }] },
   moduleNameMapper: {
     '^@kiln/native$': path.join(root, 'native/lib/index.ts'),
-    '^@kiln/(core|models|convert|builder|runtime|sampling|cli|scribe-7m|server|hub)$': path.join(root, 'packages/$1/src/index.ts'),
+    '^@kiln/(core|models|convert|builder|runtime|sampling|cli|scribe-7m|server|hub|chat)$': path.join(root, 'packages/$1/src/index.ts'),
   },
   testTimeout: 120000,
 };
