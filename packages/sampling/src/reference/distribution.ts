@@ -11,6 +11,7 @@ import { argmax, logSoftmax, softmax } from './softmax';
 import { applyTemperature } from './temperature';
 import { applyTopK } from './top-k';
 import { applyTopP } from './top-p';
+import { applyTokenMask } from './token-mask';
 
 /**
  * The tokens a step is conditioned on: an array is a prompt with nothing generated yet; otherwise the
@@ -22,9 +23,11 @@ export type TokenContext = readonly number[] | { prompt: readonly number[]; gene
  * The order of the controls, transformers' generate() order (GenerationMixin._get_logits_processor:
  * sequence bias, repetition penalty, no-repeat-ngram, bad words, min new tokens, then the warpers
  * temperature, top-k, top-p, min-p). The presence/frequency penalties, which transformers lacks, come
- * right after the repetition penalty as in vLLM. The native samplers apply the same order.
+ * right after the repetition penalty as in vLLM. A constrained request's token mask (a grammar's) comes
+ * first of all. The native samplers apply the same order.
  */
 export const PROCESSOR_ORDER = [
+  'tokenMask',
   'embeddingBias',
   'repetitionPenalty',
   'presenceFrequencyPenalty',
@@ -47,14 +50,21 @@ function split(context: TokenContext): { all: number[]; generated: readonly numb
  * Applies every control of `config` to a copy of `logits`, in PROCESSOR_ORDER, and returns the processed
  * scores in float64 (-Infinity where masked). With temperature 0 (greedy) the warpers are skipped.
  * String stop/bad words must have been tokenized by the caller: only token-id bad words apply here.
+ * `allowed`: a constrained step's token mask (applyTokenMask); default: every token.
  */
-export function referenceProcessLogits(logits: ArrayLike<number>, context: TokenContext, config: SamplingConfig): Float64Array {
+export function referenceProcessLogits(
+  logits: ArrayLike<number>,
+  context: TokenContext,
+  config: SamplingConfig,
+  allowed?: Uint32Array,
+): Float64Array {
   const c = validateSamplingConfig(config, { vocabSize: logits.length });
   const { all, generated } = split(context);
   for (const id of all) {
     if (!Number.isInteger(id) || id < 0 || id >= logits.length) throw new RangeError(`context token ${id} is outside the vocabulary`);
   }
   const scores = Float64Array.from(logits as ArrayLike<number>);
+  if (allowed !== undefined) applyTokenMask(scores, allowed);
   applyEmbeddingBias(scores, c.embeddingBias);
   applyRepetitionPenalty(scores, all, c.repetitionPenalty);
   applyPresenceFrequencyPenalty(scores, generated, c.presencePenalty, c.frequencyPenalty);
@@ -73,8 +83,13 @@ export function referenceProcessLogits(logits: ArrayLike<number>, context: Token
  * The probabilities the next token is drawn from: softmax of the processed scores (0 where masked), or,
  * with temperature 0, 1 at the greedy token (the first highest score) and 0 elsewhere.
  */
-export function referenceDistribution(logits: ArrayLike<number>, context: TokenContext, config: SamplingConfig): Float64Array {
-  const scores = referenceProcessLogits(logits, context, config);
+export function referenceDistribution(
+  logits: ArrayLike<number>,
+  context: TokenContext,
+  config: SamplingConfig,
+  allowed?: Uint32Array,
+): Float64Array {
+  const scores = referenceProcessLogits(logits, context, config, allowed);
   if ((config.temperature ?? 0) !== 0) return softmax(scores);
   const oneHot = new Float64Array(scores.length);
   oneHot[argmax(scores)] = 1;

@@ -9,6 +9,7 @@ export { argmax, logSoftmax, softmax } from './softmax';
 export { applyTemperature } from './temperature';
 export { applyTopK } from './top-k';
 export { applyTopP } from './top-p';
+export { applyTokenMask, tokenMaskOf, tokenMaskWords } from './token-mask';
 export { PROCESSOR_ORDER, referenceDistribution, referenceLogprobs, referenceProcessLogits } from './distribution';
 export type { TokenContext, TokenLogprobs } from './distribution';
 export { matchStopTokens, referenceStopText, StopTextMatcher } from './stop-words';

@@ -1,0 +1,241 @@
+// Grammar-constrained decoding: a ResponseFormat compiled by xgrammar for one tokenizer, and the
+// per-request source of allowed-token masks that the runtime's executor hands to the native sampler
+// before each token (docs/decisions/0009-*.md).
+import type { ResponseFormat } from './response-format';
+import { ResponseFormatError } from './response-format';
+import { loadXgrammar, withXgrammarErrors, type XgCompiledGrammar, type XgGrammarCompiler, type XgGrammarMatcher, type XgTokenizerInfo } from './xgrammar';
+
+/** The token strings of a vocabulary, as xgrammar reads them, and how they encode bytes. */
+export interface GrammarVocabulary {
+  /** tokens[id]: the token's string in tokenizer.json (byte-level "Ġthe", SentencePiece "▁the", "<0x0A>"); "" for an unused id. */
+  tokens: string[];
+  /** tokenizer.json's decoder: ByteLevel (GPT-2, Llama 3, Qwen), ByteFallback (Llama 2, Mistral) or raw strings. */
+  kind: 'byte_level' | 'byte_fallback' | 'raw';
+  /** SentencePiece's dummy prefix ("▁" before the first word). */
+  prependSpace: boolean;
+}
+
+/** Bounds a tokenizer.json from an untrusted folder: vocabularies beyond 2^22 tokens do not exist. */
+const MAX_VOCABULARY = 1 << 22;
+
+/**
+ * Reads a GrammarVocabulary from a parsed tokenizer.json (its model.vocab and added_tokens). Throws
+ * naming the field when the file does not have the shape of a Hugging Face tokenizer.
+ */
+export function grammarVocabularyOf(tokenizerJson: Record<string, unknown>, vocabSize: number): GrammarVocabulary {
+  if (!Number.isSafeInteger(vocabSize) || vocabSize < 1 || vocabSize > MAX_VOCABULARY) throw new RangeError(`vocabSize ${vocabSize} is outside [1, ${MAX_VOCABULARY}]`);
+  const model = tokenizerJson.model as { vocab?: unknown } | undefined;
+  const tokens: string[] = new Array<string>(vocabSize).fill('');
+  const put = (text: unknown, id: unknown): void => {
+    if (typeof text === 'string' && Number.isSafeInteger(id) && (id as number) >= 0 && (id as number) < vocabSize) tokens[id as number] = text;
+  };
+  const vocab = model?.vocab;
+  if (Array.isArray(vocab)) {
+    vocab.forEach((entry, id) => put(Array.isArray(entry) ? entry[0] : undefined, id)); // Unigram: [piece, score]
+  } else if (typeof vocab === 'object' && vocab !== null) {
+    for (const [text, id] of Object.entries(vocab)) put(text, id);
+  } else {
+    throw new Error('tokenizer.json: model.vocab is missing: cannot build grammars for this tokenizer');
+  }
+  if (Array.isArray(tokenizerJson.added_tokens)) {
+    for (const added of tokenizerJson.added_tokens as Array<{ id?: unknown; content?: unknown }>) put(added?.content, added?.id);
+  }
+  const decoder = JSON.stringify(tokenizerJson.decoder ?? null);
+  const kind = decoder.includes('"ByteLevel"') ? 'byte_level' : decoder.includes('"ByteFallback"') ? 'byte_fallback' : 'raw';
+  const prependSpace = decoder.includes('"Metaspace"') && !decoder.includes('"prepend_scheme":"never"');
+  return { tokens, kind, prependSpace };
+}
+
+/**
+ * Allowed-token masks for one request, as the runtime's executor asks for them: one sequence, or the
+ * beams of a beam search (whose parents are found among the previous step's beams).
+ */
+export interface TokenMaskSource {
+  /** The mask of the next token of a sequence whose output so far is `generated` ([] for the first). */
+  nextMask(generated: readonly number[]): Promise<Uint32Array>;
+  /** Beam search: the masks of each running beam, from each beam's output so far. */
+  beamMasks(beams: readonly (readonly number[])[]): Promise<Uint32Array[]>;
+  /** Frees the grammar state (WebAssembly memory). */
+  dispose(): void;
+}
+
+/** One compiled ResponseFormat: masks for as many requests as use it. */
+export class CompiledFormat {
+  readonly #compiled: XgCompiledGrammar;
+  readonly #stopTokenIds: number[];
+  #disposed = false;
+
+  /** @internal made by GuidedDecoding.compile */
+  constructor(compiled: XgCompiledGrammar, stopTokenIds: number[]) {
+    this.#compiled = compiled;
+    this.#stopTokenIds = stopTokenIds;
+  }
+
+  /** A fresh mask source (one per request). */
+  maskSource(): TokenMaskSource {
+    if (this.#disposed) throw new Error('this compiled format is disposed');
+    return new GrammarMaskSource(this.#compiled, this.#stopTokenIds);
+  }
+
+  dispose(): void {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    this.#compiled.dispose();
+  }
+}
+
+/**
+ * xgrammar for one tokenizer: its TokenizerInfo (the token trie, 0.5 s at 32k tokens) and a grammar
+ * compiler with its cache, made once per model and shared by its requests.
+ */
+export class GuidedDecoding {
+  readonly #info: XgTokenizerInfo;
+  readonly #compiler: XgGrammarCompiler;
+  readonly #stopTokenIds: number[];
+  readonly vocabSize: number;
+  #disposed = false;
+
+  private constructor(info: XgTokenizerInfo, compiler: XgGrammarCompiler, stopTokenIds: number[], vocabSize: number) {
+    this.#info = info;
+    this.#compiler = compiler;
+    this.#stopTokenIds = stopTokenIds;
+    this.vocabSize = vocabSize;
+  }
+
+  /**
+   * `vocabSize`: the engine's (masks have ceil(vocabSize / 32) words; ids past the tokenizer's are never
+   * allowed). `stopTokenIds`: the tokens that end a complete output (the model's end of sequence).
+   */
+  static async create(vocabulary: GrammarVocabulary, vocabSize: number, stopTokenIds: readonly number[]): Promise<GuidedDecoding> {
+    if (stopTokenIds.length === 0) throw new Error('guided decoding needs the model\'s end-of-sequence token to end a complete output');
+    const xgrammar = await loadXgrammar();
+    const stops = [...stopTokenIds];
+    const info = await withXgrammarErrors(() =>
+      xgrammar.TokenizerInfo.createTokenizerInfo(vocabulary.tokens, vocabulary.kind, vocabulary.prependSpace, vocabSize, stops),
+    );
+    const compiler = await xgrammar.GrammarCompiler.createGrammarCompiler(info, true);
+    return new GuidedDecoding(info, compiler, stops, vocabSize);
+  }
+
+  /**
+   * Compiles a (validated: validateResponseFormat) format; undefined for `text`. A grammar xgrammar
+   * refuses throws a ResponseFormatError naming `field` and xgrammar's reason.
+   */
+  async compile(format: ResponseFormat, field = 'responseFormat'): Promise<CompiledFormat | undefined> {
+    if (this.#disposed) throw new Error('guided decoding is disposed');
+    const compiler = this.#compiler;
+    let what = field;
+    let compile: () => Promise<XgCompiledGrammar>;
+    switch (format.type) {
+      case 'text':
+        return undefined;
+      case 'json_object':
+        // Any object: a schema without strict mode leaves additional properties open.
+        compile = () => compiler.compileJSONSchema('{"type":"object"}', false, undefined, undefined, false);
+        break;
+      case 'json_schema':
+        what = `${field}.schema`;
+        // Compact JSON (no free whitespace: a sampled model could otherwise emit it forever); strict
+        // mode closes objects to their declared properties unless additionalProperties opens them.
+        compile = () => compiler.compileJSONSchema(JSON.stringify(format.schema), false, undefined, undefined, true);
+        break;
+      case 'regex':
+        what = `${field}.pattern`;
+        compile = () =>
+          (compiler as unknown as { compileStructuralTag(tag: object): Promise<XgCompiledGrammar> }).compileStructuralTag({
+            type: 'structural_tag',
+            format: { type: 'regex', pattern: format.pattern },
+          });
+        break;
+      case 'grammar':
+        what = `${field}.grammar`;
+        compile = () => compiler.compileGrammar(format.grammar, 'root');
+        break;
+    }
+    try {
+      return new CompiledFormat(await withXgrammarErrors(compile), this.#stopTokenIds);
+    } catch (error) {
+      throw new ResponseFormatError(what, `cannot be compiled into a grammar: ${(error as Error).message}`);
+    }
+  }
+
+  dispose(): void {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    this.#compiler.dispose();
+    this.#info.dispose();
+  }
+}
+
+function toUint32(mask: Int32Array): Uint32Array {
+  return new Uint32Array(mask.buffer, mask.byteOffset, mask.length);
+}
+
+/** Matchers for one request: one per running sequence, each knowing the output it has accepted. */
+class GrammarMaskSource implements TokenMaskSource {
+  readonly #compiled: XgCompiledGrammar;
+  readonly #stopTokenIds: number[];
+  // Key: the accepted tokens joined by ",". Beam search replaces the set each step.
+  #matchers = new Map<string, XgGrammarMatcher>();
+  #disposed = false;
+
+  constructor(compiled: XgCompiledGrammar, stopTokenIds: number[]) {
+    this.#compiled = compiled;
+    this.#stopTokenIds = stopTokenIds;
+  }
+
+  async nextMask(generated: readonly number[]): Promise<Uint32Array> {
+    const [mask] = await this.beamMasks([generated]);
+    return mask;
+  }
+
+  async beamMasks(beams: readonly (readonly number[])[]): Promise<Uint32Array[]> {
+    if (this.#disposed) throw new Error('this token mask source is disposed');
+    const previous = this.#matchers;
+    const next = new Map<string, XgGrammarMatcher>();
+    const masks: Uint32Array[] = [];
+    try {
+      for (const tokens of beams) {
+        // The usual case: the sequence is a known one plus its new token. A beam forked from a parent
+        // another beam already took replays its tokens on a fresh matcher.
+        const parentKey = tokens.slice(0, -1).join(',');
+        let matcher = tokens.length > 0 ? previous.get(parentKey) : undefined;
+        let fromToken = tokens.length - 1;
+        if (matcher) {
+          previous.delete(parentKey);
+        } else {
+          matcher = await this.#xgrammarMatcher();
+          fromToken = 0;
+        }
+        for (let i = fromToken; i < tokens.length; i++) {
+          if (!matcher.acceptToken(tokens[i])) {
+            matcher.dispose();
+            throw new Error(`the grammar refused token ${tokens[i]} at output position ${i}, which its own mask allowed`);
+          }
+        }
+        next.set(tokens.join(','), matcher);
+        masks.push(toUint32(await matcher.getNextTokenBitmask()));
+      }
+    } catch (error) {
+      for (const matcher of next.values()) matcher.dispose();
+      this.#matchers = new Map();
+      throw error;
+    } finally {
+      for (const matcher of previous.values()) matcher.dispose();
+    }
+    this.#matchers = next;
+    return masks;
+  }
+
+  async #xgrammarMatcher(): Promise<XgGrammarMatcher> {
+    const xgrammar = await loadXgrammar();
+    return xgrammar.GrammarMatcher.createGrammarMatcher(this.#compiled, this.#stopTokenIds);
+  }
+
+  dispose(): void {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    for (const matcher of this.#matchers.values()) matcher.dispose();
+    this.#matchers.clear();
+  }
+}

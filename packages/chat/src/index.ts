@@ -1,0 +1,12 @@
+export { CompiledFormat, grammarVocabularyOf, GuidedDecoding } from './guided-decoding';
+export type { GrammarVocabulary, TokenMaskSource } from './guided-decoding';
+export {
+  MAX_GRAMMAR_BYTES,
+  MAX_SCHEMA_BYTES,
+  MAX_SCHEMA_DEPTH,
+  ResponseFormatError,
+  SUPPORTED_SCHEMA_KEYWORDS,
+  SUPPORTED_STRING_FORMATS,
+  validateResponseFormat,
+} from './response-format';
+export type { ResponseFormat } from './response-format';
