@@ -247,6 +247,8 @@ export interface SamplingSequenceArgs {
   /** How many of `tokens` are the prompt (default: all of them). */
   numPromptTokens?: number;
   params: NativeSamplingParams;
+  /** Allowed-token bitmask applied before the processors (ceil(vocab / 32) words; default: every token). */
+  allowed?: Uint32Array;
 }
 
 export interface ProcessLogitsArgs extends SamplingSequenceArgs {

@@ -346,6 +346,12 @@ export interface NativeSamplingFields {
   lengthPenalty?: number;
   /** Beam search: transformers' early_stopping. Default false. */
   earlyStopping?: boolean | 'never';
+  /**
+   * Constrained decoding (enqueue only): the allowed-token bitmask of the first generated token, bit i
+   * of word i >> 5 set when token i may be chosen, ceil(vocabSize / 32) words (xgrammar's layout). The
+   * request then waits, after each token, for the next mask from setTokenMasks. Default: unconstrained.
+   */
+  tokenMask?: Uint32Array;
 }
 
 export type NativeFinishReason = 'length' | 'stop';
@@ -437,6 +443,8 @@ export interface NativeRequestEvent {
   stopLength?: number;
   /** Beam search, on the last event: the best numReturnSequences sequences (outputIds is the first's). */
   sequences?: NativeSequence[];
+  /** Beam search with a tokenMask, while it goes on: each running beam's generated ids; setTokenMasks takes one mask per beam in this order. */
+  beams?: Int32Array[];
   /** Set with finishReason. */
   stats?: NativeRequestStats;
 }
@@ -498,6 +506,12 @@ export interface NativeEngine {
    * (`paused` false). Unknown or finished ids are ignored.
    */
   setPaused(id: number, paused: boolean): void;
+  /**
+   * Constrained decoding: the allowed-token masks of a tokenMask request's next step, one (or one per
+   * beam of its last event's `beams`), each ceil(vocabSize / 32) words. A wrong size or count, or a mask
+   * that allows nothing, ends the request with finishReason "error". Unknown or finished ids are ignored.
+   */
+  setTokenMasks(id: number, masks: Uint32Array[]): void;
   /**
    * The listener of enqueue()d requests' events: called on the JavaScript thread at most once per
    * executor iteration, with all that iteration's events. `undefined` removes it (events are dropped).

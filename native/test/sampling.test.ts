@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadNative, type NativeTesting } from '@kiln/native';
 import type { NativeSamplingParams } from '../lib/testing-types';
-import { logSoftmax, referenceDistribution, referenceProcessLogits, type SamplingConfig } from '@kiln/sampling';
+import { logSoftmax, referenceDistribution, referenceProcessLogits, tokenMaskOf, type SamplingConfig } from '@kiln/sampling';
 import { rng } from './test-utils';
 
 const testing: NativeTesting = loadNative().testing;
@@ -334,5 +334,61 @@ describe('argument errors name the field', () => {
   it('rejects a logits size that does not match the rows', () => {
     expect(() => testing.sampleRows({ logits, vocab: 3, rows: [{ step: 0, params: {} }] })).toThrow(/'logits' must hold rows.length \* vocab = 3/);
     expect(() => testing.sampleRows({ logits, vocab: 8, rows: [{ step: 0, tokens: Int32Array.from([9]), params: {} }] })).toThrow(/rows\[0\]\.tokens/);
+  });
+});
+
+describe('token mask (constrained decoding) against the TS reference', () => {
+  const vocab = 70; // not a multiple of 32: the last word is partial
+  const random = rng(17);
+  const logits = Float32Array.from({ length: vocab }, () => 4 * (random() - 0.5));
+  const prompt = [3, 4, 5];
+  const generated = [7, 12, 7];
+  const tokens = Int32Array.from([...prompt, ...generated]);
+  const allowedIds = [1, 2, 5, 7, 12, 31, 32, 33, 40, 64, 69];
+  const allowed = tokenMaskOf(vocab, allowedIds);
+  const cases: Array<[string, SamplingConfig]> = [
+    ['greedy', { temperature: 0 }],
+    ['plain sampling', { temperature: 1 }],
+    ['top-k smaller than the allowed set', { temperature: 0.8, topK: 3 }],
+    ['top-p and min-p', { temperature: 1.3, topP: 0.7, minP: 0.05 }],
+    ['penalties, bias and bad words', {
+      temperature: 1, repetitionPenalty: 1.3, presencePenalty: 0.5, frequencyPenalty: 0.4, embeddingBias: { 3: 5, 7: -1 },
+      badWords: [[12], [7, 40]], minTokens: 5, endId: 1,
+    }],
+  ];
+  it.each(cases)('%s: the same distribution, 0 outside the mask', (_, config) => {
+    const native = testing.processLogits({ logits, tokens, numPromptTokens: prompt.length, params: nativeParams(config), allowed });
+    const reference = referenceDistribution(logits, { prompt, generated }, config, allowed);
+    expectClose(native.probs, reference, 1e-5);
+    for (let i = 0; i < vocab; i++) {
+      if (!allowedIds.includes(i)) expect(native.probs[i]).toBe(0);
+    }
+  });
+
+  it('a masked row draws only allowed tokens, the same ones as the reference distribution says', () => {
+    const counts = new Map<number, number>();
+    const rows = Array.from({ length: 400 }, (_, step) => ({ step, tokens, numPromptTokens: 3, params: nativeParams({ temperature: 2, seed: 9 }), allowed }));
+    const batch = new Float32Array(rows.length * vocab);
+    for (let r = 0; r < rows.length; r++) batch.set(logits, r * vocab);
+    const drawn = testing.sampleRows({ logits: batch, vocab, rows, threads: 2 }).tokens;
+    for (const token of drawn) counts.set(token, (counts.get(token) ?? 0) + 1);
+    for (const token of counts.keys()) expect(allowedIds).toContain(token);
+    const reference = referenceDistribution(logits, { prompt, generated }, { temperature: 2 }, allowed);
+    // Every token the reference gives >= 5% shows up in 400 draws (each misses with p < 1e-8).
+    for (const id of allowedIds) if (reference[id] >= 0.05) expect(counts.get(id) ?? 0).toBeGreaterThan(0);
+  });
+
+  it('greedy picks the best allowed token, not the best token', () => {
+    const peaked = Float32Array.from(logits);
+    peaked[0] = 100; // the unconstrained argmax, not allowed
+    const result = testing.sampleRows({ logits: peaked, vocab, rows: [{ step: 0, params: { temperature: 0 }, allowed }] });
+    const reference = referenceProcessLogits(peaked, [], { temperature: 0 }, allowed);
+    let best = allowedIds[0];
+    for (const id of allowedIds) if (reference[id] > reference[best]) best = id;
+    expect(result.tokens[0]).toBe(best);
+  });
+
+  it('refuses a mask of the wrong size, naming it', () => {
+    expect(() => testing.sampleRows({ logits, vocab, rows: [{ step: 0, params: {}, allowed: new Uint32Array(2) }] })).toThrow(/rows\[0\]\.allowed/);
   });
 });

@@ -298,6 +298,16 @@ Napi::Array SequencesArray(Napi::Env env, const std::vector<kiln::SequenceResult
   return a;
 }
 
+// An allowed-token bitmask: a non-empty Uint32Array of at most 2^22 words (a vocabulary of 2^27 tokens;
+// the bound keeps a bad argument from allocating without limit before the executor checks its length).
+bool ReadTokenMask(Napi::Value v, std::vector<uint32_t>* out) {
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array) return false;
+  Napi::Uint32Array words = v.As<Napi::Uint32Array>();
+  if (words.ElementLength() == 0 || words.ElementLength() > (size_t(1) << 22)) return false;
+  out->assign(words.Data(), words.Data() + words.ElementLength());
+  return true;
+}
+
 // Reads a request object (NativeGenerateRequest / NativeExecutorRequest). On failure returns false with
 // *thrown set (a getter threw) or *typeError set.
 bool ParseRequest(Napi::Object req, kiln::Request* request, Napi::Value* thrown, std::string* typeError) {
@@ -351,6 +361,15 @@ bool ParseRequest(Napi::Object req, kiln::Request* request, Napi::Value* thrown,
       return false;
     }
     request->seed = static_cast<uint64_t>(seedValue);
+  }
+  Napi::Value mask = GetProperty(req, "tokenMask", thrown);
+  if (!thrown->IsEmpty()) return false;
+  if (!mask.IsUndefined()) {
+    // The executor checks its length against the vocabulary (Executor::validate).
+    if (!ReadTokenMask(mask, &request->tokenMask)) {
+      *typeError = "request.tokenMask must be a Uint32Array of ceil(vocabSize / 32) words";
+      return false;
+    }
   }
   return ParseSampling(req, request, thrown, typeError);
 }
@@ -474,6 +493,11 @@ void DeliverReport(Napi::Env env, Napi::Function, std::shared_ptr<Session>* sess
     if (!e.logprobs.empty()) o.Set("logprobs", LogprobsArray(env, e.logprobs));
     if (e.stopLength > 0) o.Set("stopLength", Num(env, double(e.stopLength)));
     if (!e.sequences.empty()) o.Set("sequences", SequencesArray(env, e.sequences));
+    if (!e.beams.empty()) {
+      Napi::Array beams = Napi::Array::New(env, e.beams.size());
+      for (size_t b = 0; b < e.beams.size(); ++b) beams.Set(uint32_t(b), ToInt32Array(env, e.beams[b]));
+      o.Set("beams", beams);
+    }
     forListener.Set(listed++, o);
   }
   if (listed > 0 && !session.listener.IsEmpty()) {
@@ -558,6 +582,7 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
                         InstanceMethod<&EngineWrap::Enqueue>("enqueue"),
                         InstanceMethod<&EngineWrap::Cancel>("cancel"),
                         InstanceMethod<&EngineWrap::SetPaused>("setPaused"),
+                        InstanceMethod<&EngineWrap::SetTokenMasks>("setTokenMasks"),
                         InstanceMethod<&EngineWrap::Stats>("stats"),
                         InstanceMethod<&EngineWrap::SetEventListener>("setEventListener"),
                         InstanceMethod<&EngineWrap::Shutdown>("shutdown"),
@@ -629,6 +654,9 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
     std::string typeError;
     if (!ParseRequest(info[0].As<Napi::Object>(), &request, &thrown, &typeError)) {
       return thrown.IsEmpty() ? RejectedTypeError(env, typeError) : Rejected(env, thrown);
+    }
+    if (!request.tokenMask.empty()) {
+      return RejectedTypeError(env, "generate(): request.tokenMask needs enqueue(), whose events tell when to call setTokenMasks()");
     }
     const bool hasOnToken = info.Length() >= 2 && !info[1].IsUndefined() && !info[1].IsNull();
     if (hasOnToken && !info[1].IsFunction()) return RejectedTypeError(env, "generate(request, onToken?): onToken must be a function");
@@ -703,6 +731,32 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
       return env.Undefined();
     }
     if (session_ && session_->executor) session_->executor->setPaused(static_cast<kiln::RequestId>(id), info[1].As<Napi::Boolean>().Value());
+    return env.Undefined();
+  }
+
+  Napi::Value SetTokenMasks(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    int64_t id = 0;
+    const char* usage = "setTokenMasks(id, masks): id must be a request id returned by enqueue() and masks an array of 1 to 65536 Uint32Arrays";
+    if (info.Length() < 2 || info[0].IsUndefined() || !ReadInteger(info[0], 1, 9007199254740991.0, &id) || !info[1].IsArray()) {
+      Napi::TypeError::New(env, usage).ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    Napi::Array array = info[1].As<Napi::Array>();
+    if (array.Length() == 0 || array.Length() > 65536) {
+      Napi::TypeError::New(env, usage).ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    std::vector<std::vector<uint32_t>> masks(array.Length());
+    for (uint32_t i = 0; i < array.Length(); ++i) {
+      Napi::Value item = array.Get(i);
+      if (env.IsExceptionPending()) return env.Undefined();
+      if (!ReadTokenMask(item, &masks[i])) {
+        Napi::TypeError::New(env, "setTokenMasks: masks[" + std::to_string(i) + "] must be a non-empty Uint32Array").ThrowAsJavaScriptException();
+        return env.Undefined();
+      }
+    }
+    if (session_ && session_->executor) session_->executor->setTokenMasks(static_cast<kiln::RequestId>(id), std::move(masks));
     return env.Undefined();
   }
 

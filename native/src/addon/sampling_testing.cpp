@@ -152,6 +152,18 @@ struct Reader {
     return true;
   }
 
+  // An optional allowed-token bitmask (`allowed`, Uint32Array of ceil(vocab / 32) words).
+  bool mask(Napi::Object o, const std::string& where, int64_t vocab, std::vector<uint32_t>* out) {
+    Napi::Value v = o.Get("allowed");
+    out->clear();
+    if (v.IsUndefined()) return true;
+    if (!typed(v, where + "allowed", napi_uint32_array, "Uint32Array", out)) return false;
+    if (static_cast<int64_t>(out->size()) != ks::tokenMaskWords(vocab)) {
+      return fail(where + "allowed", "must hold ceil(vocab / 32) = " + std::to_string(ks::tokenMaskWords(vocab)) + " words", true);
+    }
+    return true;
+  }
+
   // The sequence's tokens (optional Int32Array, default empty) and numPromptTokens (default: all of them).
   bool tokens(Napi::Object o, const std::string& where, int64_t vocab, std::vector<int32_t>* ids, int64_t* numPrompt) {
     Napi::Value v = o.Get("tokens");
@@ -223,8 +235,11 @@ Napi::Value ProcessLogits(const Napi::CallbackInfo& info) {
   const int64_t vocab = static_cast<int64_t>(logits.size());
   if (!r.failed) r.tokens(o, "", vocab, &ids, &numPrompt);
   if (!r.failed) r.params(o.Get("params"), "params", vocab, &params);
+  std::vector<uint32_t> allowed;
+  if (!r.failed) r.mask(o, "", vocab, &allowed);
   if (r.failed) return r.raise();
   ks::SequenceTokens tokens{ids.data(), static_cast<int64_t>(ids.size()), numPrompt};
+  if (!allowed.empty()) ks::applyTokenMask(logits.data(), vocab, allowed.data());
   ks::processLogits(logits.data(), vocab, tokens, params);
   Napi::Env env = info.Env();
   Napi::Float32Array scores = Napi::Float32Array::New(env, logits.size());
@@ -262,6 +277,7 @@ Napi::Value SampleRows(const Napi::CallbackInfo& info) {
   }
   std::vector<ks::SamplingParams> params(numRows);
   std::vector<std::vector<int32_t>> ids(numRows);
+  std::vector<std::vector<uint32_t>> masks(numRows);
   std::vector<ks::SampleRow> rows(numRows);
   for (int64_t i = 0; i < numRows && !r.failed; ++i) {
     const std::string where = "rows[" + std::to_string(i) + "]";
@@ -276,6 +292,8 @@ Napi::Value SampleRows(const Napi::CallbackInfo& info) {
     if (!r.integer(row, "step", &step, where + ".", false, 0, 0, 9007199254740991.0)) break;
     if (!r.integer(row, "sequenceIndex", &index, where + ".", true, 0, 0, 4294967295.0)) break;
     if (!r.params(row.Get("params"), where + ".params", vocab, &params[i])) break;
+    if (!r.mask(row, where + ".", vocab, &masks[i])) break;
+    rows[i].allowed = masks[i].empty() ? nullptr : masks[i].data();
     rows[i].logits = logits.data() + i * vocab;
     rows[i].tokens = ks::SequenceTokens{ids[i].data(), static_cast<int64_t>(ids[i].size()), numPrompt};
     rows[i].params = &params[i];

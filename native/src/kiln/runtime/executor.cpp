@@ -15,6 +15,14 @@ double msBetween(Clock::time_point a, Clock::time_point b) {
 }
 }  // namespace
 
+// Whether a token mask allows at least one token of the vocabulary.
+bool allowsAnyToken(const std::vector<uint32_t>& mask, int64_t vocab) {
+  for (int64_t i = 0; i < vocab; ++i) {
+    if ((mask[static_cast<size_t>(i >> 5)] >> (i & 31)) & 1u) return true;
+  }
+  return false;
+}
+
 int32_t greedyToken(const float* row, int64_t n) {
   int64_t best = 0;
   for (int64_t i = 1; i < n; ++i) {
@@ -69,6 +77,12 @@ struct Executor::Seq {
   std::vector<SequenceResult> hypotheses;  // finished, best first, at most beamWidth
   bool improvable = true;                  // transformers' is_early_stop_heuristic_unsatisfied
   std::vector<int32_t> reserve;            // blocks set aside at admission for the beams' growth
+  // Constrained decoding: the allowed-token masks of the next token (one, or one per beam), and
+  // whether the request waits for them (setTokenMasks) after its last token.
+  std::vector<std::vector<uint32_t>> masks;
+  bool awaitingMasks = false;
+
+  bool isMasked() const { return !request.tokenMask.empty(); }
 
   bool isBeam() const { return request.beamWidth > 1; }
 
@@ -159,6 +173,14 @@ void Executor::validate(const Request& r) const {
       }
     }
   }
+  if (!r.tokenMask.empty()) {
+    if (static_cast<int64_t>(r.tokenMask.size()) != sampling::tokenMaskWords(vocab_)) {
+      throw std::invalid_argument("tokenMask holds " + std::to_string(r.tokenMask.size()) + " words; a vocabulary of " +
+                                  std::to_string(vocab_) + " tokens needs " + std::to_string(sampling::tokenMaskWords(vocab_)));
+    }
+    if (r.sampler) throw std::invalid_argument("tokenMask cannot be combined with a custom Sampler");
+    if (!allowsAnyToken(r.tokenMask, vocab_)) throw std::invalid_argument("tokenMask allows no token of the vocabulary");
+  }
   const std::string problem = sampling::checkParams(r.sampling, vocab_);
   if (!problem.empty()) throw std::invalid_argument(problem);
   // The last generated token is never fed back, so the cache holds P + maxNew - 1 positions at most.
@@ -186,6 +208,7 @@ RequestId Executor::enqueue(Request request) {
   s->tokens = request.inputIds;
   s->tokens.reserve(static_cast<size_t>(s->promptLen + s->maxNew));
   s->rng.seed(request.seed);
+  if (!request.tokenMask.empty()) s->masks.push_back(request.tokenMask);
   s->request = std::move(request);
   s->enqueued = Clock::now();
   s->stats.numPromptTokens = s->promptLen;
@@ -212,6 +235,13 @@ void Executor::setPaused(RequestId id, bool paused) {
     resumed_ = true;
     wake_.notify_one();  // it may be the only request with work to do
   }
+}
+
+void Executor::setTokenMasks(RequestId id, std::vector<std::vector<uint32_t>> masks) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  incomingMasks_[id] = std::move(masks);
+  resumed_ = true;
+  wake_.notify_one();
 }
 
 void Executor::shutdown(bool cancelInFlight) {
@@ -474,7 +504,16 @@ void Executor::beamStep(Seq& s, const float* scores, IterationReport& report) {
   }
   const bool done = !s.improvable || allEnd || s.beams.empty() ||
                     (r.earlyStopping == EarlyStopping::True && static_cast<int64_t>(s.hypotheses.size()) == width);
-  if (!done) return;
+  if (!done) {
+    if (s.isMasked()) {  // the grammar side needs each beam's tokens to give their masks
+      report.events.emplace_back();
+      RequestEvent& ev = report.events.back();
+      ev.id = s.id;
+      for (const Beam& b : s.beams) ev.beams.emplace_back(b.tokens.begin() + s.promptLen, b.tokens.end());
+      s.awaitingMasks = true;
+    }
+    return;
+  }
 
   // Fewer hypotheses than asked for can only come from a vocabulary smaller than the beams: complete
   // them with the running beams, scored the same way.
@@ -556,6 +595,8 @@ bool Executor::iterate(IterationReport& report) {
   // 1. Intake and cancellations.
   std::unordered_set<RequestId> cancels;
   std::unordered_set<RequestId> paused;
+  std::unordered_map<RequestId, std::vector<std::vector<uint32_t>>> masks;
+  std::vector<std::pair<RequestId, std::string>> maskErrors;
   bool cancelAll = false;
   {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -570,6 +611,44 @@ bool Executor::iterate(IterationReport& report) {
     }
     cancels.swap(cancels_);
     cancelAll = cancelAll_;
+    masks.swap(incomingMasks_);
+  }
+  // Token masks for requests waiting for them; wrong ones end the request (a bug of the grammar side).
+  auto takeMasks = [&](Seq& s) {
+    auto found = masks.find(s.id);
+    if (found == masks.end()) return;
+    std::vector<std::vector<uint32_t>>& given = found->second;
+    const size_t expected = s.beams.empty() ? 1 : s.beams.size();
+    std::string problem;
+    if (!s.isMasked() || !s.awaitingMasks) {
+      problem = "setTokenMasks was called for a request that does not wait for token masks";
+    } else if (given.size() != expected) {
+      problem = "setTokenMasks gave " + std::to_string(given.size()) + " masks for " + std::to_string(expected) + " sequence(s)";
+    } else {
+      for (const std::vector<uint32_t>& m : given) {
+        if (static_cast<int64_t>(m.size()) != sampling::tokenMaskWords(vocab_)) {
+          problem = "a token mask holds " + std::to_string(m.size()) + " words instead of " + std::to_string(sampling::tokenMaskWords(vocab_));
+        } else if (!allowsAnyToken(m, vocab_)) {
+          problem = "a token mask allows no token: the grammar cannot continue";
+        }
+      }
+    }
+    if (problem.empty()) {
+      s.masks = std::move(given);
+      s.awaitingMasks = false;
+    } else {
+      maskErrors.emplace_back(s.id, problem);
+    }
+    masks.erase(found);
+  };
+  for (auto& s : running_) takeMasks(*s);
+  for (auto& s : waiting_) takeMasks(*s);
+  for (const auto& [id, problem] : maskErrors) {
+    auto failed = [&](const std::unique_ptr<Seq>& s) { return s->id == id; };
+    for (auto& s : running_) if (failed(s)) finish(*s, FinishReason::Error, report, problem);
+    for (auto& s : waiting_) if (failed(s)) finish(*s, FinishReason::Error, report, problem);
+    running_.erase(std::remove_if(running_.begin(), running_.end(), failed), running_.end());
+    waiting_.erase(std::remove_if(waiting_.begin(), waiting_.end(), failed), waiting_.end());
   }
   if (cancelAll || !cancels.empty()) {
     auto cancelled = [&](const Seq& s) { return cancelAll || cancels.count(s.id) > 0; };
@@ -632,6 +711,7 @@ bool Executor::iterate(IterationReport& report) {
     if (static_cast<int64_t>(batch.size()) >= maxBatchSize_ || tokenBudget <= 0) break;
     Seq& s = *running_[i];
     if (!paused.empty() && paused.count(s.id) > 0) continue;  // holds its blocks, takes no step
+    if (s.awaitingMasks) continue;  // its grammar has not given the next token's mask yet
     if (!s.beams.empty()) {
       if (!planBeams(s)) continue;
       if (!prepareBeamBlocks(s)) {  // cannot happen: the reserve covers every beam (see beamBlockBound)
@@ -686,6 +766,7 @@ bool Executor::iterate(IterationReport& report) {
   const bool preemptedNow = it.preempted > 0;
   while (!preemptedNow && !waiting_.empty() && static_cast<int64_t>(batch.size()) < maxBatchSize_ && tokenBudget > 0) {
     Seq& s = *waiting_.front();
+    if (s.awaitingMasks) break;  // preempted while its next mask was computed: it comes in the next iteration
     if (!admit(s)) break;  // first come, first served: later requests wait behind it
     running_.push_back(std::move(waiting_.front()));
     waiting_.pop_front();
@@ -797,6 +878,7 @@ bool Executor::iterate(IterationReport& report) {
     rows[i].step = static_cast<uint64_t>(s.generated());
     rows[i].sequenceIndex = s.request.sequenceIndex;
     rows[i].wantLogprob = s.request.sampling.logprobs > 0;  // accept() reads out.logprob only then
+    rows[i].allowed = s.isMasked() ? s.masks[0].data() : nullptr;
   }
   for (size_t i = 0; i < beamRows.size(); ++i) beamRows[i].row = static_cast<int64_t>(sampled.size() + i);
   ThreadPool* pool = engine_->threadPool();
@@ -807,6 +889,8 @@ bool Executor::iterate(IterationReport& report) {
       const Beam& b = sc.seq->beams[sc.beam < 0 ? 0 : sc.beam];
       float* dst = sampleLogits_.data() + beamRows[i].row * vocab_;
       sampling::logSoftmaxRow(engine_->logitsRow(sc.rowStart + sc.rows - 1), vocab_, dst);
+      // The grammar's mask comes first among the processors, as in sampleRows.
+      if (sc.seq->isMasked()) sampling::applyTokenMask(dst, vocab_, sc.seq->masks[sc.beam < 0 ? 0 : sc.beam].data());
       const sampling::SequenceTokens tokens{b.tokens.data(), static_cast<int64_t>(b.tokens.size()), sc.seq->promptLen};
       sampling::processLogits(dst, vocab_, tokens, sc.seq->request.sampling);
     }
@@ -840,6 +924,8 @@ bool Executor::iterate(IterationReport& report) {
       lp.topLogprobs.assign(out->topLogprobs, out->topLogprobs + out->numTop);
       ev->logprobs.push_back(std::move(lp));
     }
+    // Its grammar gives the next mask (setTokenMasks) before its next step; a finished request is gone.
+    if (s.isMasked()) s.awaitingMasks = true;
     // In sampling.h's order: end id, token-id stop sequences, then the length.
     if (s.request.endId >= 0 && token == s.request.endId) {
       finish(s, FinishReason::Stop, report);

@@ -21,6 +21,7 @@
 #include <random>
 #include <string>
 #include <thread>
+#include <unordered_map>
 #include <unordered_set>
 #include <vector>
 
@@ -91,6 +92,13 @@ struct Request {
   int64_t numReturnSequences = 1;  // <= beamWidth with beams
   double lengthPenalty = 1.0;
   EarlyStopping earlyStopping = EarlyStopping::Heuristic;
+  // Constrained decoding: the allowed-token bitmask of the first generated token (tokenMaskWords(vocab)
+  // words; see sampling.h); empty: unconstrained. The mask of every later token comes from
+  // Executor::setTokenMasks, which the request waits for after each token it generates: the grammar
+  // that computes masks runs outside the executor (in JavaScript: xgrammar), and the other requests
+  // take their steps meanwhile. With beam search, one mask per beam, in the order of the beams that
+  // the request's last event listed in RequestEvent::beams.
+  std::vector<uint32_t> tokenMask;
 };
 
 enum class FinishReason { None, Length, Stop, Cancelled, Error };
@@ -132,6 +140,9 @@ struct RequestEvent {
   std::vector<TokenLogprobs> logprobs;  // one per new token, when sampling.logprobs > 0
   int64_t stopLength = 0;  // finished by a stop token sequence: how many trailing output tokens matched it
   std::vector<SequenceResult> sequences;  // beam search, when finished: the best numReturnSequences
+  // Beam search with a token mask, while it goes on: each running beam's generated tokens after this
+  // step; setTokenMasks takes one mask per beam, in this order.
+  std::vector<std::vector<int32_t>> beams;
   RequestStats stats;                   // set when finished
 };
 
@@ -192,6 +203,11 @@ class Executor {
   // it is resumed (a server pauses the request of a client that stopped reading, so that its output does
   // not pile up in memory). Unknown or finished ids are ignored.
   void setPaused(RequestId id, bool paused);
+  // Constrained decoding: the allowed-token bitmasks of a request's next step (one, or one per beam in
+  // the order of its last event's `beams`), each tokenMaskWords(vocab) words. A request with a
+  // Request::tokenMask takes no step until they arrive; a mask of the wrong size or count, or one that
+  // allows no token, ends it with FinishReason::Error. Unknown or finished ids are ignored.
+  void setTokenMasks(RequestId id, std::vector<std::vector<uint32_t>> masks);
   // Stops accepting requests; finishes the queued and running ones (or cancels them when
   // cancelInFlight), then joins the thread. Idempotent; safe from any thread but the executor's.
   void shutdown(bool cancelInFlight);
@@ -233,7 +249,8 @@ class Executor {
   std::deque<std::unique_ptr<Seq>> incoming_;
   std::unordered_set<RequestId> cancels_;
   std::unordered_set<RequestId> paused_;
-  bool resumed_ = false;  // a request left paused_: the executor thread has work again
+  bool resumed_ = false;  // a request left paused_ or got its token masks: the executor thread has work again
+  std::unordered_map<RequestId, std::vector<std::vector<uint32_t>>> incomingMasks_;
   RequestId nextId_ = 1;
   bool stopping_ = false;
   bool cancelAll_ = false;

@@ -56,6 +56,19 @@ void topLogprobs(const float* processed, int64_t vocab, double logZ, int32_t n, 
 
 }  // namespace
 
+int64_t applyTokenMask(float* logits, int64_t vocab, const uint32_t* allowed) {
+  constexpr float kMasked = -std::numeric_limits<float>::infinity();
+  int64_t live = 0;
+  for (int64_t i = 0; i < vocab; ++i) {
+    if ((allowed[i >> 5] >> (i & 31)) & 1u) {
+      ++live;
+    } else {
+      logits[i] = kMasked;
+    }
+  }
+  return live;
+}
+
 void distributionRow(const float* processed, int64_t vocab, const SamplingParams& params, float* probs) {
   if (params.temperature == 0.0f) {
     std::fill(probs, probs + vocab, 0.0f);
@@ -108,6 +121,7 @@ void sampleRows(const SampleRow* rows, int64_t numRows, int64_t vocab, SampleOut
   auto run = [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       const SampleRow& row = rows[r];
+      if (row.allowed != nullptr) applyTokenMask(row.logits, vocab, row.allowed);
       processLogits(row.logits, vocab, row.tokens, *row.params);
       out[r] = sampleProcessed(row.logits, vocab, *row.params, row.step, row.sequenceIndex, row.wantLogprob);
     }

@@ -29,6 +29,11 @@
 //   out[r].top* hold the logprobs when params.logprobs > 0 (the chosen token's unless
 //   the row's wantLogprob is false).
 //
+// Constrained decoding (a grammar, a JSON schema): a row may carry an allowed-token bitmask (bit i of
+// word i / 32 set: token i may be chosen). applyTokenMask sets every other score to -inf BEFORE the
+// processors, so that every sampling mode (greedy, the warpers, beam search's log-softmax) only ever
+// sees allowed tokens; xgrammar's bitmask layout (the mask TensorRT-LLM's and vLLM's guided decoding apply).
+//
 // Beam search is not here: it needs per-beam cumulative scores across steps; logSoftmaxRow gives it the
 // per-step log-probabilities after processLogits.
 #include <cstdint>
@@ -79,6 +84,7 @@ struct SampleRow {
   // false: a greedy row skips the log-sum-exp over the vocabulary that only the logprob needs and leaves
   // out.logprob at 0 (the executor passes params.logprobs > 0; argmax alone costs a fraction of it).
   bool wantLogprob = true;
+  const uint32_t* allowed = nullptr;  // null: every token; else a bitmask of tokenMaskWords(vocab) words
 };
 
 struct SampleOutput {
@@ -88,6 +94,13 @@ struct SampleOutput {
   int32_t topIds[kMaxLogprobs] = {};       // most likely first, lowest id first on ties
   float topLogprobs[kMaxLogprobs] = {};
 };
+
+// Words of an allowed-token bitmask over `vocab` tokens: ceil(vocab / 32).
+inline int64_t tokenMaskWords(int64_t vocab) { return (vocab + 31) / 32; }
+
+// Sets logits[i] = -inf for every token whose bit in `allowed` is clear. Returns how many stay allowed
+// (0: the mask leaves nothing to choose, which the caller must treat as an error).
+int64_t applyTokenMask(float* logits, int64_t vocab, const uint32_t* allowed);
 
 // An empty string when `params` is usable with a vocabulary of `vocab` tokens, else a message naming
 // the field at fault (with the @kiln/sampling option name).
@@ -112,7 +125,7 @@ void logSoftmaxRow(const float* processed, int64_t vocab, float* logprobs);
 SampleOutput sampleProcessed(const float* processed, int64_t vocab, const SamplingParams& params, uint64_t step,
                              uint32_t sequenceIndex, bool wantLogprob = true);
 
-// processLogits then sampleProcessed, for each of `numRows` rows, in parallel on `pool` (null: inline).
+// applyTokenMask (rows with `allowed`), processLogits then sampleProcessed, for each of `numRows` rows, in parallel on `pool` (null: inline).
 void sampleRows(const SampleRow* rows, int64_t numRows, int64_t vocab, SampleOutput* out, ThreadPool* pool);
 
 // The counter-based generator: Philox4x32-10 (Salmon et al., "Parallel random numbers: as easy as 1, 2,
