@@ -10,7 +10,7 @@
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import { fmt, makeTmpDir, onCuda, requirePackage, target } from './helpers.mjs';
-import { PROGRAMS, TOLERANCE, compareRuns, denseProgram, runRequests } from './program.mjs';
+import { PROGRAMS, REQUESTS, TOLERANCE, compareRuns, denseProgram, runRequests } from './program.mjs';
 
 const native = requirePackage('@kiln/native').loadNative();
 const work = makeTmpDir('ops');
@@ -35,6 +35,7 @@ describe(`ops: ${target} kernels against the cpu kernels`, () => {
     describe(name, () => {
       const built = make();
       const { program, vocabSize, logits, kvCache } = built;
+      const requests = built.requests ?? REQUESTS;
       const engines = new Map();
       const load = (key, header, options) => {
         if (!engines.has(key)) {
@@ -67,7 +68,7 @@ describe(`ops: ${target} kernels against the cpu kernels`, () => {
             assert.equal(dev.info.backend, 'cuda');
             assert.equal(dev.info.activationDType, dtype);
           }
-          const { worst, failures } = compareRuns(await runRequests(dev), await runRequests(ref), vocabSize, dtype);
+          const { worst, failures } = compareRuns(await runRequests(dev, requests), await runRequests(ref, requests), vocabSize, dtype, requests);
           process.stdout.write(`# ${name} ${dtype}: worst row error ${fmt(worst)}\n`);
           assert.deepEqual(failures, []);
         });
@@ -75,7 +76,7 @@ describe(`ops: ${target} kernels against the cpu kernels`, () => {
 
       it('float32, chunked prefill (maxNumTokens 7): the same logits as whole-prompt prefill', async () => {
         const [dev, ref] = await Promise.all([device('float32', { maxNumTokens: 7 }), cpu('float32')]);
-        const { failures } = compareRuns(await runRequests(dev), await runRequests(ref), vocabSize, 'float32');
+        const { failures } = compareRuns(await runRequests(dev, requests), await runRequests(ref, requests), vocabSize, 'float32', requests);
         assert.deepEqual(failures, []);
       });
     });

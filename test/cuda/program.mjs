@@ -224,7 +224,7 @@ export function attentionProgram(v) {
   const random = rng(v.seed);
   const qCols = numHeads * headDim;
   const kvCols = numKvHeads * headDim;
-  const p = new Program(LIMITS);
+  const p = new Program(v.limits ?? LIMITS);
   let x = p.value('x0', 'tokens', H);
   p.op('embedding', [], [x], { table: p.weight('wte', [V, H], randomArray(random, V * H, 1)) }, { scale: 1 });
   let invFreq;
@@ -275,7 +275,7 @@ export function attentionProgram(v) {
   p.op('gather_rows', [hn], [gathered]);
   const logits = p.value('logits', 'logitRows', V);
   p.op('linear', [gathered], [logits], { weight: p.weight('head', [V, H], randomArray(random, V * H, 1)) });
-  return { program: p, vocabSize: V, logits, kvCache: { numLayers: layers, numKvHeads, headDim, tokensPerBlock: 4 } };
+  return { program: p, vocabSize: V, logits, kvCache: { numLayers: layers, numKvHeads, headDim, tokensPerBlock: 4 }, requests: v.requests };
 }
 
 export const PROGRAMS = [
@@ -285,6 +285,12 @@ export const PROGRAMS = [
   ['attention: interleaved partial rope, attentionScaling 1.25, sliding window 6, softcap 3', () =>
     attentionProgram({ seed: 13, numHeads: 4, numKvHeads: 2, headDim: 16, rotaryDim: 8, interleaved: true, attentionScaling: 1.25, slidingWindow: 6, softcap: 3 })],
   ['attention: ALiBi, no rope, MHA', () => attentionProgram({ seed: 14, numHeads: 4, numKvHeads: 4, headDim: 8, alibi: true })],
+  // The head dims of real models, with prompts longer than a 64-token query tile and a 64-key tile: the
+  // cuda backend's tiled (tensor-core) prefill attention and its vectorized decode attention.
+  ['attention: head dim 64, GQA (8 heads, 2 kv), rope, long prompts', () =>
+    attentionProgram({ seed: 15, numHeads: 8, numKvHeads: 2, headDim: 64, rotaryDim: 64, limits: LONG_LIMITS, requests: LONG_REQUESTS })],
+  ['attention: head dim 128, MQA, sliding window 50, softcap 20, ALiBi, long prompts', () =>
+    attentionProgram({ seed: 16, numHeads: 4, numKvHeads: 1, headDim: 128, slidingWindow: 50, softcap: 20, alibi: true, limits: LONG_LIMITS, requests: LONG_REQUESTS })],
 ];
 
 // ---------------------------------------------------------------------------------------------------
@@ -302,19 +308,28 @@ export const REQUESTS = [
   { prompt: Array.from({ length: 29 }, (_, i) => (i * 7 + 3) % 37), maxTokens: 4 },
 ];
 
-export async function runRequests(engine) {
+// Prompts past one 64-token tile (and one 64-key tile), with a short one and a decode-only one beside.
+export const LONG_LIMITS = { maxBatchSize: 4, maxSeqLen: 256, maxNumTokens: 256, maxLogitRows: 256 };
+export const LONG_REQUESTS = [
+  { prompt: Array.from({ length: 150 }, (_, i) => (i * 11 + 5) % 41), maxTokens: 6 },
+  { prompt: Array.from({ length: 70 }, (_, i) => (i * 13 + 1) % 41), maxTokens: 8 },
+  { prompt: [7], maxTokens: 10 },
+  { prompt: Array.from({ length: 20 }, (_, i) => (i * 3 + 2) % 41), maxTokens: 5 },
+];
+
+export async function runRequests(engine, requests = REQUESTS) {
   return Promise.all(
-    REQUESTS.map(({ prompt, maxTokens }) =>
+    requests.map(({ prompt, maxTokens }) =>
       engine.generate({ inputIds: Int32Array.from(prompt), maxTokens, endId: -1, returnContextLogits: true, returnGenerationLogits: true }),
     ),
   );
 }
 
 /** Compares the device's results with the cpu's; returns the worst row error and the failures. */
-export function compareRuns(device, reference, vocab, dtype) {
+export function compareRuns(device, reference, vocab, dtype, requests = REQUESTS) {
   const failures = [];
   let worst = 0;
-  REQUESTS.forEach(({ prompt }, r) => {
+  requests.forEach(({ prompt }, r) => {
     const out = device[r];
     const ref = reference[r];
     const P = prompt.length;

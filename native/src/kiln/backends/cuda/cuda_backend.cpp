@@ -89,7 +89,9 @@ CudaBackend::CudaBackend(const BackendTarget& target, const ModelFacts& facts) :
   maxLogitRows_ = facts.maxLogitRows;
   maxNumTokens_ = facts.maxNumTokens;
   maxBlocksPerSeq_ = (facts.maxSeqLen + facts.kvTokensPerBlock - 1) / facts.kvTokensPerBlock;
-  const size_t stage = static_cast<size_t>(3 * maxNumTokens_ + maxLogitRows_ + facts.maxBatchSize * maxBlocksPerSeq_);
+  // Token ids, positions, sequences, logit rows, block tables, then the query tiles (at most one per token).
+  const size_t stage = static_cast<size_t>(3 * maxNumTokens_ + maxLogitRows_ + facts.maxBatchSize * maxBlocksPerSeq_ +
+                                           2 * maxNumTokens_);
   check(cudaMallocHost(&hostStage_, stage * sizeof(int32_t)), "cudaMallocHost (step)");
   check(cudaMalloc(&deviceStage_, stage * sizeof(int32_t)), "cudaMalloc (step)");
   const char* graphs = std::getenv("KILN_CUDA_GRAPHS");
@@ -259,6 +261,27 @@ void CudaBackend::stageStep(const StepContext& step, DeviceStep* out) {
   upload(2 * maxT, T);
   upload(3 * maxT, R);
   upload(tablesAt, static_cast<size_t>(step.numSeqs) * stride);
+  // Query tiles, for prefill and mixed steps only (a decode step is replayed from a graph and attends per
+  // token).
+  const size_t tilesAt = tablesAt + static_cast<size_t>(decodeGraphs_.size() - 1) * stride;
+  int32_t numTiles = 0;
+  if (step.numTokens != step.numSeqs) {
+    int32_t* tiles = h + tilesAt;
+    for (int32_t t = 0; t < step.numTokens; ++t) {
+      const bool extends = numTiles > 0 && tiles[2 * (numTiles - 1) + 1] < kQueryTile &&
+                           step.tokenSeq[t] == step.tokenSeq[t - 1] && step.positions[t] == step.positions[t - 1] + 1;
+      if (extends) {
+        ++tiles[2 * (numTiles - 1) + 1];
+      } else {
+        tiles[2 * numTiles] = t;
+        tiles[2 * numTiles + 1] = 1;
+        ++numTiles;
+      }
+    }
+    upload(tilesAt, static_cast<size_t>(numTiles) * 2);
+  }
+  out->numTiles = numTiles;
+  out->tiles = deviceStage_ + tilesAt;
   out->numTokens = step.numTokens;
   out->numSeqs = step.numSeqs;
   out->numLogitRows = step.numLogitRows;

@@ -16,7 +16,14 @@ struct DeviceStep {
   const int32_t* tokenSeq = nullptr;   // [numTokens]
   const int32_t* logitRows = nullptr;  // [numLogitRows]
   const int32_t* blockTables = nullptr;  // [numSeqs, blockTableStride]
+  // Prefill and mixed steps: the tokens cut into query tiles of at most kQueryTile consecutive tokens
+  // of one sequence at consecutive positions, as (first token, count) pairs (tiled attention). 0 tiles
+  // in decode steps.
+  int32_t numTiles = 0;
+  const int32_t* tiles = nullptr;  // [numTiles, 2]
 };
+
+constexpr int32_t kQueryTile = 64;
 
 // Same layout as the CPU's KvCacheView (runtime/step.h), elements of the activation dtype: block b,
 // layer l, K (0) or V (1), slot s at pool + ((b * numLayers + l) * 2 + kv) * blockStride + s * rowSize.

@@ -6,6 +6,10 @@
 // then takes several keys at once, each key a group of lanes; otherwise attend, a key per warp.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <mma.h>
+
+#include <string>
+#include <type_traits>
 
 #include "kiln/backends/cuda/kernels/common.cuh"
 #include "kiln/backends/cuda/kernels/kernels.h"
@@ -275,6 +279,190 @@ __global__ void __launch_bounds__(kThreads) attendVectorized(DeviceStep step, co
   }
 }
 
+// Prefill and mixed steps, 16-bit caches, head dims 64 and 128: flash attention on tensor cores (WMMA,
+// FlashAttention-2's loop). One block of 4 warps per (query tile, query head): the tile's queries (up to
+// kQueryTile tokens of one sequence at consecutive positions, cut by stageStep) go to shared memory in the
+// cache's type; for each tile of kKeyTile cached keys, K and V are staged in shared memory, each warp
+// computes its 16 rows of S = Q K^T, takes the online softmax of them (running max and sum per row, the
+// masks of causality and the sliding window, softcap, ALiBi), and adds P V to its rows of O (float32).
+// Where attend reads every key once per (token, head), this reads it once per (tile, head): 64 times
+// fewer, and as matrix products. Q and P are rounded to the cache's type for the tensor cores, as
+// flash attention does; scores, softmax and O stay float32.
+constexpr int kKeyTile = 64;
+constexpr int kTiledThreads = 128;
+// Row pitches of S (float) and P in shared memory, padded so that the softmax's lanes (two per row)
+// do not all hit one bank.
+constexpr int kSPitch = kKeyTile + 4;
+constexpr int kPPitch = kKeyTile + 8;
+
+template <typename T, int D>
+struct TiledShared {
+  static constexpr size_t q = 0;
+  static constexpr size_t k = q + kQueryTile * D * sizeof(T);
+  static constexpr size_t v = k + kKeyTile * D * sizeof(T);
+  static constexpr size_t s = v + kKeyTile * D * sizeof(T);
+  static constexpr size_t p = s + kQueryTile * kSPitch * sizeof(float);
+  static constexpr size_t o = p + kQueryTile * kPPitch * sizeof(T);
+  static constexpr size_t rows = o + kQueryTile * D * sizeof(float);
+  static constexpr size_t bytes = rows + 4 * kQueryTile * sizeof(float);
+};
+
+template <typename T, int D>
+__global__ void __launch_bounds__(kTiledThreads) attendTiled(DeviceStep step, const T* pool, Cache cache, int64_t layer,
+                                                              ConstMatrix q, int64_t group, float scale,
+                                                              int64_t slidingWindow, float softcap,
+                                                              const float* alibiSlopes, Matrix out) {
+  namespace wmma = nvcuda::wmma;
+  using Layout = TiledShared<T, D>;
+  startAfterPriorKernels();
+  extern __shared__ __align__(128) unsigned char shared[];
+  T* qs = reinterpret_cast<T*>(shared + Layout::q);
+  T* ks = reinterpret_cast<T*>(shared + Layout::k);
+  T* vs = reinterpret_cast<T*>(shared + Layout::v);
+  float* ss = reinterpret_cast<float*>(shared + Layout::s);
+  T* ps = reinterpret_cast<T*>(shared + Layout::p);
+  float* os = reinterpret_cast<float*>(shared + Layout::o);
+  float* rowMax = reinterpret_cast<float*>(shared + Layout::rows);
+  float* rowSum = rowMax + kQueryTile;
+  float* rowCorrection = rowSum + kQueryTile;
+  int* rowPos = reinterpret_cast<int*>(rowCorrection + kQueryTile);
+
+  const int first = step.tiles[2 * blockIdx.x], count = step.tiles[2 * blockIdx.x + 1];
+  const int64_t h = blockIdx.y;
+  const int32_t* table = step.blockTables + static_cast<int64_t>(step.tokenSeq[first]) * step.blockTableStride;
+  const int64_t kvOffset = (h / group) * D;
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const float slope = alibiSlopes ? alibiSlopes[h] : 0.0f;
+
+  for (int i = tid; i < kQueryTile; i += kTiledThreads) {
+    rowPos[i] = i < count ? step.positions[first + i] : -1;
+    rowMax[i] = -INFINITY;
+    rowSum[i] = 0.0f;
+  }
+  for (int e = tid; e < kQueryTile * D; e += kTiledThreads) {
+    const int i = e / D, d = e % D;
+    qs[e] = fromF<T>(i < count ? load(q.data, q.dtype, (first + i) * q.stride + h * D + d) : 0.0f);
+    os[e] = 0.0f;
+  }
+  __syncthreads();
+  const int lastPos = rowPos[count - 1];
+  const int lo = slidingWindow > 0 ? max(0, rowPos[0] - static_cast<int>(slidingWindow) + 1) : 0;
+  constexpr int kVec = 16 / static_cast<int>(sizeof(T));  // elements per 16-byte vector
+  for (int k0 = lo; k0 <= lastPos; k0 += kKeyTile) {
+    for (int e = tid; e < kKeyTile * (D / kVec); e += kTiledThreads) {
+      const int j = e / (D / kVec), c = e % (D / kVec);
+      const int key = k0 + j;
+      uint4 kv = make_uint4(0, 0, 0, 0), vv = make_uint4(0, 0, 0, 0);
+      if (key <= lastPos) {
+        kv = *reinterpret_cast<const uint4*>(cache.row(pool, table, layer, key, 0) + kvOffset + c * kVec);
+        vv = *reinterpret_cast<const uint4*>(cache.row(pool, table, layer, key, 1) + kvOffset + c * kVec);
+      }
+      reinterpret_cast<uint4*>(ks)[e] = kv;
+      reinterpret_cast<uint4*>(vs)[e] = vv;
+    }
+    __syncthreads();
+    // S rows of this warp: Q[16, D] . K^T[D, 64] (K row-major [key][d] is K^T column-major).
+    {
+      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[kKeyTile / 16];
+#pragma unroll
+      for (int n = 0; n < kKeyTile / 16; ++n) wmma::fill_fragment(acc[n], 0.0f);
+#pragma unroll
+      for (int kk = 0; kk < D; kk += 16) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a;
+        wmma::load_matrix_sync(a, qs + warp * 16 * D + kk, D);
+#pragma unroll
+        for (int n = 0; n < kKeyTile / 16; ++n) {
+          wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> b;
+          wmma::load_matrix_sync(b, ks + n * 16 * D + kk, D);
+          wmma::mma_sync(acc[n], a, b, acc[n]);
+        }
+      }
+#pragma unroll
+      for (int n = 0; n < kKeyTile / 16; ++n)
+        wmma::store_matrix_sync(ss + warp * 16 * kSPitch + n * 16, acc[n], kSPitch, wmma::mem_row_major);
+    }
+    __syncwarp();
+    // Online softmax of the warp's 16 rows: two lanes per row, 32 keys each.
+    {
+      const int r = warp * 16 + (lane >> 1), half = lane & 1;
+      const int pos = rowPos[r];
+      const int lowest = slidingWindow > 0 ? pos - static_cast<int>(slidingWindow) + 1 : 0;
+      float scores[kKeyTile / 2];
+      float tileMax = -INFINITY;
+#pragma unroll
+      for (int c = 0; c < kKeyTile / 2; ++c) {
+        const int col = half * (kKeyTile / 2) + c, key = k0 + col;
+        float sc = ss[r * kSPitch + col] * scale;
+        if (softcap > 0.0f) sc = softcap * tanhf(sc / softcap);
+        if (alibiSlopes) sc += slope * static_cast<float>(key);
+        const bool valid = pos >= 0 && key <= pos && key >= lowest;
+        scores[c] = valid ? sc : -INFINITY;
+        tileMax = fmaxf(tileMax, scores[c]);
+      }
+      tileMax = fmaxf(tileMax, __shfl_xor_sync(0xffffffffu, tileMax, 1));
+      const float oldMax = rowMax[r];
+      const float newMax = fmaxf(oldMax, tileMax);
+      const float correction = oldMax == -INFINITY ? 0.0f : expf(oldMax - newMax);
+      float sum = 0.0f;
+#pragma unroll
+      for (int c = 0; c < kKeyTile / 2; ++c) {
+        const float pr = scores[c] == -INFINITY ? 0.0f : expf(scores[c] - newMax);
+        sum += pr;
+        ps[r * kPPitch + half * (kKeyTile / 2) + c] = fromF<T>(pr);
+      }
+      sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+      __syncwarp();  // both lanes of the row have read rowMax
+      if (half == 0) {
+        rowMax[r] = newMax;
+        rowSum[r] = rowSum[r] * correction + sum;
+        rowCorrection[r] = correction;
+      }
+    }
+    __syncwarp();
+    for (int e = lane; e < 16 * D; e += 32) {
+      const int r = warp * 16 + e / D;
+      os[r * D + e % D] *= rowCorrection[r];
+    }
+    __syncwarp();
+    // O rows of this warp += P[16, 64] . V[64, D].
+#pragma unroll
+    for (int n = 0; n < D / 16; ++n) {
+      wmma::fragment<wmma::accumulator, 16, 16, 16, float> o;
+      wmma::load_matrix_sync(o, os + warp * 16 * D + n * 16, D, wmma::mem_row_major);
+#pragma unroll
+      for (int kk = 0; kk < kKeyTile; kk += 16) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a;
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> b;
+        wmma::load_matrix_sync(a, ps + warp * 16 * kPPitch + kk, kPPitch);
+        wmma::load_matrix_sync(b, vs + kk * D + n * 16, D);
+        wmma::mma_sync(o, a, b, o);
+      }
+      wmma::store_matrix_sync(os + warp * 16 * D + n * 16, o, D, wmma::mem_row_major);
+    }
+    __syncthreads();  // the next key tile overwrites ks and vs
+  }
+  for (int e = tid; e < kQueryTile * D; e += kTiledThreads) {
+    const int i = e / D, d = e % D;
+    if (i < count) {
+      const float total = rowSum[i];
+      store(out.data, out.dtype, (first + i) * out.stride + h * D + d, total > 0.0f ? os[e] / total : 0.0f);
+    }
+  }
+}
+
+template <typename T, int D>
+void launchTiled(cudaStream_t stream, const DeviceStep& step, const T* pool, Cache cache, int64_t layer, ConstMatrix q,
+                 int64_t numHeads, int64_t group, float scale, int64_t slidingWindow, float softcap,
+                 const float* alibiSlopes, Matrix out) {
+  constexpr size_t bytes = TiledShared<T, D>::bytes;
+  static const cudaError_t opted =
+      cudaFuncSetAttribute(attendTiled<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
+  if (opted != cudaSuccess) throw std::runtime_error(std::string("cuda attention: ") + cudaGetErrorString(opted));
+  launch(attendTiled<T, D>, dim3(static_cast<unsigned>(step.numTiles), static_cast<unsigned>(numHeads)),
+         dim3(kTiledThreads), bytes, stream, step, pool, cache, layer, q, group, scale, slidingWindow, softcap,
+         alibiSlopes, out);
+}
+
 }  // namespace
 
 void attention(cudaStream_t stream, DType cacheDType, const DeviceStep& step, const DeviceKv& kv, int32_t layer,
@@ -293,6 +481,18 @@ void attention(cudaStream_t stream, DType cacheDType, const DeviceStep& step, co
     const dim3 grid(static_cast<unsigned>(step.numTokens), static_cast<unsigned>(numHeads));
     const int64_t group = numHeads / numKvHeads;
     const T* pool = static_cast<const T*>(kv.pool);
+    if constexpr (!std::is_same_v<T, float>) {
+      if (step.numTiles > 0 && (headDim == 64 || headDim == 128)) {
+        if (headDim == 64) {
+          launchTiled<T, 64>(stream, step, pool, cache, layer, q, numHeads, group, scale, slidingWindow, softcap,
+                             alibiSlopes, out);
+        } else {
+          launchTiled<T, 128>(stream, step, pool, cache, layer, q, numHeads, group, scale, slidingWindow, softcap,
+                              alibiSlopes, out);
+        }
+        return;
+      }
+    }
     const int64_t lanes = headDim / vectorElements<T>();
     const bool vectorized = headDim % vectorElements<T>() == 0 && (lanes == 4 || lanes == 8 || lanes == 16 || lanes == 32);
 #define KILN_ATTEND_VECTORIZED(LANES)                                                                           \
