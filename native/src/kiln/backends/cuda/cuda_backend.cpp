@@ -261,11 +261,11 @@ void CudaBackend::stageStep(const StepContext& step, DeviceStep* out) {
   upload(2 * maxT, T);
   upload(3 * maxT, R);
   upload(tablesAt, static_cast<size_t>(step.numSeqs) * stride);
-  // Query tiles, for prefill and mixed steps only (a decode step is replayed from a graph and attends per
-  // token).
+  // Query tiles (tiled attention). A decode step's are its tokens one by one, the same for every step of
+  // a batch size, as its captured graph expects.
   const size_t tilesAt = tablesAt + static_cast<size_t>(decodeGraphs_.size() - 1) * stride;
   int32_t numTiles = 0;
-  if (step.numTokens != step.numSeqs) {
+  {
     int32_t* tiles = h + tilesAt;
     for (int32_t t = 0; t < step.numTokens; ++t) {
       const bool extends = numTiles > 0 && tiles[2 * (numTiles - 1) + 1] < kQueryTile &&

@@ -16,9 +16,8 @@ struct DeviceStep {
   const int32_t* tokenSeq = nullptr;   // [numTokens]
   const int32_t* logitRows = nullptr;  // [numLogitRows]
   const int32_t* blockTables = nullptr;  // [numSeqs, blockTableStride]
-  // Prefill and mixed steps: the tokens cut into query tiles of at most kQueryTile consecutive tokens
-  // of one sequence at consecutive positions, as (first token, count) pairs (tiled attention). 0 tiles
-  // in decode steps.
+  // The tokens cut into query tiles of at most kQueryTile consecutive tokens of one sequence at
+  // consecutive positions, as (first token, count) pairs (tiled attention).
   int32_t numTiles = 0;
   const int32_t* tiles = nullptr;  // [numTiles, 2]
 };

@@ -279,17 +279,20 @@ __global__ void __launch_bounds__(kThreads) attendVectorized(DeviceStep step, co
   }
 }
 
-// Prefill and mixed steps, 16-bit caches, head dims 64 and 128: flash attention on tensor cores (WMMA,
-// FlashAttention-2's loop). One block of 4 warps per (query tile, query head): the tile's queries (up to
-// kQueryTile tokens of one sequence at consecutive positions, cut by stageStep) go to shared memory in the
-// cache's type; for each tile of kKeyTile cached keys, K and V are staged in shared memory, each warp
-// computes its 16 rows of S = Q K^T, takes the online softmax of them (running max and sum per row, the
-// masks of causality and the sliding window, softcap, ALiBi), and adds P V to its rows of O (float32).
-// Where attend reads every key once per (token, head), this reads it once per (tile, head): 64 times
-// fewer, and as matrix products. Q and P are rounded to the cache's type for the tensor cores, as
-// flash attention does; scores, softmax and O stay float32.
+// 16-bit caches, head dims 64 and 128, prefill, mixed and large-batch decode steps: flash attention on
+// tensor cores (WMMA, FlashAttention-2's loop). The query tiles (up to kQueryTile tokens of one sequence
+// at consecutive positions, cut by stageStep; a decode token is a tile of its own) are split into blocks
+// of `tokens` tokens times the `group` query heads that share a KV head: one block of 4 warps per
+// (tile, KV head, part of the tile), its 64 rows the (token, head) pairs, as FlashInfer lays out GQA.
+// The rows' queries go to shared memory in the cache's type; for each tile of kKeyTile cached keys, K
+// and V are staged in shared memory once for all the rows, each warp computes its 16 rows of S = Q K^T,
+// takes their online softmax (running max and sum per row; causality, sliding window, softcap, ALiBi),
+// and adds P V to its rows of O (float32). Where attend reads every key once per (token, query head),
+// this reads it once per (tokens, KV head), and as matrix products. Q and P are rounded to the cache's
+// type for the tensor cores, as flash attention does; scores, softmax and O stay float32.
 constexpr int kKeyTile = 64;
 constexpr int kTiledThreads = 128;
+constexpr int kTiledDecodeBatch = 4;  // decode steps of at least this many sequences use attendTiled
 // Row pitches of S (float) and P in shared memory, padded so that the softmax's lanes (two per row)
 // do not all hit one bank.
 constexpr int kSPitch = kKeyTile + 4;
@@ -304,12 +307,12 @@ struct TiledShared {
   static constexpr size_t p = s + kQueryTile * kSPitch * sizeof(float);
   static constexpr size_t o = p + kQueryTile * kPPitch * sizeof(T);
   static constexpr size_t rows = o + kQueryTile * D * sizeof(float);
-  static constexpr size_t bytes = rows + 4 * kQueryTile * sizeof(float);
+  static constexpr size_t bytes = rows + 5 * kQueryTile * sizeof(float);
 };
 
 template <typename T, int D>
 __global__ void __launch_bounds__(kTiledThreads) attendTiled(DeviceStep step, const T* pool, Cache cache, int64_t layer,
-                                                              ConstMatrix q, int64_t group, float scale,
+                                                              ConstMatrix q, int group, int tokens, float scale,
                                                               int64_t slidingWindow, float softcap,
                                                               const float* alibiSlopes, Matrix out) {
   namespace wmma = nvcuda::wmma;
@@ -326,26 +329,33 @@ __global__ void __launch_bounds__(kTiledThreads) attendTiled(DeviceStep step, co
   float* rowSum = rowMax + kQueryTile;
   float* rowCorrection = rowSum + kQueryTile;
   int* rowPos = reinterpret_cast<int*>(rowCorrection + kQueryTile);
+  int* rowHead = rowPos + kQueryTile;
 
-  const int first = step.tiles[2 * blockIdx.x], count = step.tiles[2 * blockIdx.x + 1];
-  const int64_t h = blockIdx.y;
+  // This block's tokens: part blockIdx.z of the tile, `tokens` of them at most.
+  const int tileFirst = step.tiles[2 * blockIdx.x], tileCount = step.tiles[2 * blockIdx.x + 1];
+  const int first = tileFirst + static_cast<int>(blockIdx.z) * tokens;
+  const int count = min(tokens, tileFirst + tileCount - first);
+  if (count <= 0) return;
+  const int rows = count * group;  // row r: token first + r / group, query head kvHead * group + r % group
+  const int64_t kvHead = blockIdx.y;
   const int32_t* table = step.blockTables + static_cast<int64_t>(step.tokenSeq[first]) * step.blockTableStride;
-  const int64_t kvOffset = (h / group) * D;
+  const int64_t kvOffset = kvHead * D;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-  const float slope = alibiSlopes ? alibiSlopes[h] : 0.0f;
 
   for (int i = tid; i < kQueryTile; i += kTiledThreads) {
-    rowPos[i] = i < count ? step.positions[first + i] : -1;
+    rowPos[i] = i < rows ? step.positions[first + i / group] : -1;
+    rowHead[i] = static_cast<int>(kvHead) * group + i % group;
     rowMax[i] = -INFINITY;
     rowSum[i] = 0.0f;
   }
   for (int e = tid; e < kQueryTile * D; e += kTiledThreads) {
     const int i = e / D, d = e % D;
-    qs[e] = fromF<T>(i < count ? load(q.data, q.dtype, (first + i) * q.stride + h * D + d) : 0.0f);
+    const int64_t at = static_cast<int64_t>(first + i / group) * q.stride + static_cast<int64_t>(kvHead * group + i % group) * D + d;
+    qs[e] = fromF<T>(i < rows ? load(q.data, q.dtype, at) : 0.0f);
     os[e] = 0.0f;
   }
   __syncthreads();
-  const int lastPos = rowPos[count - 1];
+  const int lastPos = rowPos[rows - 1];
   const int lo = slidingWindow > 0 ? max(0, rowPos[0] - static_cast<int>(slidingWindow) + 1) : 0;
   constexpr int kVec = 16 / static_cast<int>(sizeof(T));  // elements per 16-byte vector
   for (int k0 = lo; k0 <= lastPos; k0 += kKeyTile) {
@@ -386,6 +396,7 @@ __global__ void __launch_bounds__(kTiledThreads) attendTiled(DeviceStep step, co
     {
       const int r = warp * 16 + (lane >> 1), half = lane & 1;
       const int pos = rowPos[r];
+      const float slope = alibiSlopes && pos >= 0 ? alibiSlopes[rowHead[r]] : 0.0f;
       const int lowest = slidingWindow > 0 ? pos - static_cast<int>(slidingWindow) + 1 : 0;
       float scores[kKeyTile / 2];
       float tileMax = -INFINITY;
@@ -443,24 +454,29 @@ __global__ void __launch_bounds__(kTiledThreads) attendTiled(DeviceStep step, co
   }
   for (int e = tid; e < kQueryTile * D; e += kTiledThreads) {
     const int i = e / D, d = e % D;
-    if (i < count) {
+    if (i < rows) {
       const float total = rowSum[i];
-      store(out.data, out.dtype, (first + i) * out.stride + h * D + d, total > 0.0f ? os[e] / total : 0.0f);
+      const int64_t at = static_cast<int64_t>(first + i / group) * out.stride + static_cast<int64_t>(rowHead[i]) * D + d;
+      store(out.data, out.dtype, at, total > 0.0f ? os[e] / total : 0.0f);
     }
   }
 }
 
 template <typename T, int D>
 void launchTiled(cudaStream_t stream, const DeviceStep& step, const T* pool, Cache cache, int64_t layer, ConstMatrix q,
-                 int64_t numHeads, int64_t group, float scale, int64_t slidingWindow, float softcap,
+                 int64_t numKvHeads, int64_t group, float scale, int64_t slidingWindow, float softcap,
                  const float* alibiSlopes, Matrix out) {
   constexpr size_t bytes = TiledShared<T, D>::bytes;
+  // Tokens per block: as many as fill 64 rows with their group of query heads. Decode tiles hold one.
+  const int tokens = static_cast<int>(kQueryTile / group);
+  const bool decode = step.numTokens == step.numSeqs;
+  const unsigned parts = decode ? 1u : static_cast<unsigned>((kQueryTile + tokens - 1) / tokens);
   static const cudaError_t opted =
       cudaFuncSetAttribute(attendTiled<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
   if (opted != cudaSuccess) throw std::runtime_error(std::string("cuda attention: ") + cudaGetErrorString(opted));
-  launch(attendTiled<T, D>, dim3(static_cast<unsigned>(step.numTiles), static_cast<unsigned>(numHeads)),
-         dim3(kTiledThreads), bytes, stream, step, pool, cache, layer, q, group, scale, slidingWindow, softcap,
-         alibiSlopes, out);
+  launch(attendTiled<T, D>, dim3(static_cast<unsigned>(step.numTiles), static_cast<unsigned>(numKvHeads), parts),
+         dim3(kTiledThreads), bytes, stream, step, pool, cache, layer, q, static_cast<int>(group), tokens, scale,
+         slidingWindow, softcap, alibiSlopes, out);
 }
 
 }  // namespace
@@ -482,12 +498,15 @@ void attention(cudaStream_t stream, DType cacheDType, const DeviceStep& step, co
     const int64_t group = numHeads / numKvHeads;
     const T* pool = static_cast<const T*>(kv.pool);
     if constexpr (!std::is_same_v<T, float>) {
-      if (step.numTiles > 0 && (headDim == 64 || headDim == 128)) {
+      // Decode steps of a few sequences keep attendVectorized: a block per query head spreads them wider.
+      const bool decode = step.numTokens == step.numSeqs;
+      if (step.numTiles > 0 && (headDim == 64 || headDim == 128) && group <= kQueryTile &&
+          (!decode || step.numSeqs >= kTiledDecodeBatch)) {
         if (headDim == 64) {
-          launchTiled<T, 64>(stream, step, pool, cache, layer, q, numHeads, group, scale, slidingWindow, softcap,
+          launchTiled<T, 64>(stream, step, pool, cache, layer, q, numKvHeads, group, scale, slidingWindow, softcap,
                              alibiSlopes, out);
         } else {
-          launchTiled<T, 128>(stream, step, pool, cache, layer, q, numHeads, group, scale, slidingWindow, softcap,
+          launchTiled<T, 128>(stream, step, pool, cache, layer, q, numKvHeads, group, scale, slidingWindow, softcap,
                               alibiSlopes, out);
         }
         return;
