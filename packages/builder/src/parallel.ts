@@ -4,8 +4,8 @@
 //   (from the same tp rank of the previous stage), the one leaving it goes out by `send`; rank 0 gets
 //   the logits from the last stage by `recv`, and only rank 0 keeps a logits output;
 // - tensor: parameters take their shard's shape, activations follow, attention and rope take their
-//   local head counts, row-parallel linears and MoE blocks are followed by `all_reduce`, and a
-//   vocabulary-split LM head by `all_gather`.
+//   local head counts, row-parallel linears, MoE blocks and the vocabulary-split embedding are followed
+//   by `all_reduce`, and a vocabulary-split LM head by `all_gather`.
 // Architecture-agnostic: stages are found from the parameters' layer numbers and the graph's dataflow,
 // and an activation that would cross stages anywhere but at one hidden state is an error.
 import { LM_HEAD_WEIGHT, MappingError, splitRole, splitsVocabulary, stageLayers, tensorShard, type ParallelFacts } from '@kiln/convert';
@@ -199,7 +199,19 @@ function splitTensors(graph: Graph, facts: ParallelFacts, mapping: RankMapping):
         node.attrs = { ...node.attrs, numHeads: features(graph, x) / Number(node.attrs.headDim) };
         setFeatures(graph, node.outputs[0], features(graph, x));
         break;
-      case 'embedding':
+      case 'embedding': {
+        const table = graph.value(node.inputs[1]);
+        setFeatures(graph, node.outputs[0], table.shape[1] as number);
+        if (splitRole(table.name ?? '') === 'vocab' && splitsVocabulary(facts, tpSize)) {
+          // This rank's rows of the table: ids outside them look up zeros, and the sum over the ranks
+          // is the full lookup.
+          const rows = table.shape[0] as number;
+          node.op = 'vocab_parallel_embedding';
+          node.attrs = { ...node.attrs, vocabStart: tpRank * rows };
+          follow(graph, node, 'all_reduce');
+        }
+        break;
+      }
       case 'position_embedding':
         setFeatures(graph, node.outputs[0], graph.value(node.inputs[1]).shape[1] as number);
         break;

@@ -37,13 +37,17 @@ describe('tensor parallelism (llama fixture: 4 heads, 2 KV heads of 16, MLP 128,
     expect(parameter(graph, 'transformer.layers.0.mlp.gate.weight')?.shape).toEqual([64, 64]);
     expect(parameter(graph, 'transformer.layers.0.mlp.proj.weight')?.shape).toEqual([64, 64]);
     expect(parameter(graph, 'lm_head.weight')?.shape).toEqual([256, 64]);
-    expect(opsOf(graph, 'all_reduce')).toHaveLength(4);  // dense and proj of 2 layers
+    expect(opsOf(graph, 'all_reduce')).toHaveLength(5);  // the embedding, dense and proj of 2 layers
+    const embedding = opsOf(graph, 'vocab_parallel_embedding');
+    expect(embedding.map((n) => n.attrs.vocabStart)).toEqual([256]);
+    expect(parameter(graph, 'transformer.vocab_embedding.weight')?.shape).toEqual([256, 64]);
+    expect(graph.consumers(embedding[0].outputs[0]).map((n) => n.op)).toEqual(['all_reduce']);
     const gather = opsOf(graph, 'all_gather');
     expect(gather).toHaveLength(1);
     expect(gather[0].outputs[0]).toBe(graph.outputs.logits);
     expect(graph.value(graph.outputs.logits).shape).toEqual(['logitRows', 512]);
-    // Every all-reduce reads a row-parallel linear's partial sum, full width.
-    for (const node of opsOf(graph, 'all_reduce')) {
+    // Every other all-reduce reads a row-parallel linear's partial sum, full width.
+    for (const node of opsOf(graph, 'all_reduce').slice(1)) {
       expect(graph.producer(node.inputs[0])?.op).toBe('linear');
       expect(graph.features(node.inputs[0])).toBe(64);
     }
@@ -66,7 +70,7 @@ describe('tensor parallelism (llama fixture: 4 heads, 2 KV heads of 16, MLP 128,
 describe('pipeline parallelism (llama fixture, 2 stages of 1 layer)', () => {
   test('stage 0: embedding and layer 0, sends the hidden state, receives the logits', () => {
     const graph = rankGraph('llama', 1, 2, 0);
-    expect(graph.nodes[0].op).toBe('embedding');
+    expect(graph.nodes[0].op).toBe('embedding');  // tp 1: the whole table
     expect(opsOf(graph, 'attention').map((n) => n.attrs.layer)).toEqual([0]);
     const send = opsOf(graph, 'send');
     expect(send.map((n) => n.attrs.peer)).toEqual([1]);

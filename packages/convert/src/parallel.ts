@@ -9,7 +9,9 @@
 // - row-parallel (dimension 1, input features): attention dense (output) and the MLP's proj (down), and
 //   each MoE expert's proj; their outputs are partial sums that the builder all-reduces, so their bias
 //   is kept by tp rank 0 only (added once to the sum);
-// - everything else is replicated (norms, the router, the embedding).
+// - the token embedding by vocabulary (rows), when tp divides it: each rank looks up the ids in its
+//   range and zeros for the others, and the builder all-reduces the rows;
+// - everything else is replicated (norms, the router, learned position tables).
 // Pipeline parallelism gives stage s the layers [s * L / pp, (s + 1) * L / pp) (the first stages take one
 // more when L does not divide), the embeddings to the first stage and the final norm and LM head to the
 // last.
@@ -46,6 +48,9 @@ export interface TensorShard {
 
 export type SplitRole = 'heads-q' | 'heads-kv' | 'column' | 'row' | 'row-bias' | 'experts-column' | 'experts-row' | 'vocab' | 'replicated';
 
+/** The token embedding's canonical name: split by vocabulary like the LM head. */
+export const VOCAB_EMBEDDING_WEIGHT = 'transformer.vocab_embedding.weight';
+
 const ROLE_RULES: Array<[RegExp, SplitRole]> = [
   [/\.attention\.q\.(weight|bias)$/, 'heads-q'],
   [/\.attention\.[kv]\.(weight|bias)$/, 'heads-kv'],
@@ -55,6 +60,7 @@ const ROLE_RULES: Array<[RegExp, SplitRole]> = [
   [/\.mlp\.experts\.(gate|fc)\.weight$/, 'experts-column'],
   [/\.mlp\.experts\.proj\.weight$/, 'experts-row'],
   [/^lm_head\.(weight|bias)$/, 'vocab'],
+  [/^transformer\.vocab_embedding\.weight$/, 'vocab'],
 ];
 
 /** How tensor parallelism splits a canonical tensor. */
@@ -139,7 +145,10 @@ export function stageOf(name: string, numLayers: number, ppSize: number): number
   return 0;
 }
 
-/** Whether the LM head is split by vocabulary (otherwise every tp rank computes all logits). */
+/**
+ * Whether the LM head and the token embedding are split by vocabulary (otherwise every tp rank holds
+ * all of them and computes all logits).
+ */
 export function splitsVocabulary(facts: ParallelFacts, tpSize: number): boolean {
   return tpSize > 1 && facts.vocabSize % tpSize === 0;
 }

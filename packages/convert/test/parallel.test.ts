@@ -18,7 +18,8 @@ test('roles by canonical name', () => {
   expect(splitRole('transformer.layers.3.mlp.experts.proj.weight')).toBe('experts-row');
   expect(splitRole('lm_head.weight')).toBe('vocab');
   expect(splitRole('transformer.layers.3.input_layernorm.weight')).toBe('replicated');
-  expect(splitRole('transformer.vocab_embedding.weight')).toBe('replicated');
+  expect(splitRole('transformer.vocab_embedding.weight')).toBe('vocab');
+  expect(splitRole('transformer.position_embedding.weight')).toBe('replicated');
 });
 
 test('shards: heads, KV heads kept whole below tp, row-parallel columns, biases added once, experts', () => {
@@ -60,7 +61,7 @@ describe('convertCheckpoint with tpSize / ppSize', () => {
     const tensors = async (rank: number) =>
       Object.fromEntries((await loadNative().readSafetensors(checkpoint.weightsFiles[rank])).tensors.map((t) => [t.name, t.shape]));
     const rank1 = await tensors(1);
-    expect(rank1['transformer.vocab_embedding.weight']).toEqual([512, 64]);
+    expect(rank1['transformer.vocab_embedding.weight']).toEqual([256, 64]);
     expect(rank1['transformer.layers.0.attention.q.weight']).toEqual([32, 64]);
     expect(rank1['transformer.layers.0.mlp.proj.weight']).toEqual([64, 64]);
     expect(rank1['transformer.layers.1.attention.q.weight']).toBeUndefined();

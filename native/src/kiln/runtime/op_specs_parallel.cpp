@@ -39,6 +39,24 @@ AllGather allGather(OpBinding& b) {
   return {x, y, maxRowsOf(b, x), &groups.tensorParallel()};
 }
 
+VocabParallelEmbedding vocabParallelEmbedding(OpBinding& b) {
+  b.expectArity(0, 1);
+  groupsOf(b);
+  const WeightRef& table = b.weight("table");
+  if (table.shape.size() != 2) b.fail("weight \"table\" (\"" + table.name + "\") must be 2-D [rows, hidden]");
+  const int64_t rows = table.shape[0];
+  const int64_t hidden = table.shape[1];
+  const int64_t vocabStart = b.attrInt("vocabStart", 0, b.facts().vocabSize - 1);
+  if (vocabStart + rows > b.facts().vocabSize) {
+    b.fail("rows [" + std::to_string(vocabStart) + ", " + std::to_string(vocabStart + rows) + ") of weight \"table\" (\"" +
+           table.name + "\") pass model.vocabSize " + std::to_string(b.facts().vocabSize));
+  }
+  const ValueRef& out = b.output(0);
+  b.expectRows(out, RowsKind::Tokens, "output 0");
+  b.expectCols(out, hidden, "output 0");
+  return {out, table.data, table.dtype, rows, hidden, vocabStart, static_cast<float>(b.attrNumber("scale", 1.0))};
+}
+
 namespace {
 
 PeerTransfer peerTransfer(OpBinding& b, const ValueRef& value) {

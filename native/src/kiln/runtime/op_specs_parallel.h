@@ -28,6 +28,18 @@ struct AllGather {
 };
 AllGather allGather(OpBinding& b);
 
+// vocab_parallel_embedding: out[t] = table[id - vocabStart] * scale for the ids of this rank's rows
+// [vocabStart, vocabStart + rows), zeros for the others (an all_reduce follows: the token embedding split
+// by vocabulary).
+struct VocabParallelEmbedding {
+  ValueRef out;
+  const void* table;
+  DType dtype;
+  int64_t rows, hidden, vocabStart;
+  float scale;
+};
+VocabParallelEmbedding vocabParallelEmbedding(OpBinding& b);
+
 // send / recv: a pipeline stage's activations to / from global rank `peer`.
 struct PeerTransfer {
   ValueRef value;

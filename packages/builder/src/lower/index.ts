@@ -2,6 +2,7 @@ import type { Graph } from '../graph';
 import { lowerGelu, lowerSoftcap } from './activations';
 import { lowerAttention } from './attention';
 import { lowerCollective } from './collectives';
+import { lowerVocabParallelEmbedding } from './vocab-parallel-embedding';
 import { lowerElementwise } from './elementwise';
 import { lowerEmbedding } from './embedding';
 import { lowerGatherRows } from './gather-rows';
@@ -40,6 +41,7 @@ const cpuLowerings = new Map<string, Lowering>([
   ['all_gather', lowerCollective],
   ['send', lowerCollective],
   ['recv', lowerCollective],
+  ['vocab_parallel_embedding', lowerVocabParallelEmbedding],
 ]);
 
 export function registerCpuLowering(op: string, lowering: Lowering): void {

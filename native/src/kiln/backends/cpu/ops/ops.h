@@ -33,6 +33,7 @@ BoundOp bindAllReduce(OpBinding& b);
 BoundOp bindAllGather(OpBinding& b);
 BoundOp bindSend(OpBinding& b);
 BoundOp bindRecv(OpBinding& b);
+BoundOp bindVocabParallelEmbedding(OpBinding& b);  // vocab_parallel_embedding.cpp
 
 // Registers every adapter above under backend "cpu".
 void registerCpuOps(KernelRegistry& registry);

@@ -24,6 +24,7 @@ void registerCpuOps(KernelRegistry& r) {
       {"add_layer_norm", bindAddLayerNorm, true},
       {"all_reduce", bindAllReduce, false}, {"all_gather", bindAllGather, false},
       {"send", bindSend, false},            {"recv", bindRecv, false},
+      {"vocab_parallel_embedding", bindVocabParallelEmbedding, true},
   };
   for (const Entry& e : table) {
     for (DType dt : {DType::F32, DType::F16, DType::BF16}) {
