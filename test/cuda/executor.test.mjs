@@ -145,10 +145,14 @@ describe(`executor on ${target} engines`, () => {
       const finishes = await Promise.all(
         prompts(29, 12, 512, 5, 60).map(async (inputIds, index) => {
           const abort = new AbortController();
-          const cancelAfter = index % 2 === 0 ? 1 + Math.floor(random() * 20) : Infinity;
+          const cancelled = index % 2 === 0;
+          const cancelAfter = cancelled ? 1 + Math.floor(random() * 20) : Infinity;
+          // Room to spare (190 tokens, within maxSeqLen 256) so that a fast device cannot finish a request
+          // before its abort lands; the others stop at 40.
+          const maxTokens = cancelled ? 190 : 40;
           let n = 0;
           let finish;
-          for await (const event of engine.executor.stream({ inputIds, maxTokens: 40, ignoreEos: true }, { signal: abort.signal })) {
+          for await (const event of engine.executor.stream({ inputIds, maxTokens, ignoreEos: true }, { signal: abort.signal })) {
             n += event.outputIds.length;
             if (n >= cancelAfter) abort.abort();
             finish = event.finishReason;
