@@ -5,7 +5,8 @@
 // Kiln's tokens and its greedy choice at each position is compared with Kiln's, so one early difference
 // does not derail the rest. Prints one line per type and a JSON summary; docs/benchmarks.md records runs.
 //
-// Usage: node tools/bench/gguf-agreement.mjs [hf-model-dir] [--types q8_0,q4_0] [--tokens 24]
+// Usage: node tools/bench/gguf-agreement.mjs [hf-model-dir] [--types q8_0,q4_0] [--tokens 24] [--dtype float32]
+//   --dtype: the dtype Kiln imports the GGUF as (default: the import's default, float16)
 //   default model: tools/bench/.out/random-llama-22 (22 layers, 32 heads: the
 //   TinyLlama-1.1B shape of the GPU benchmark, vocab 4096). Needs `npm run build` and node-llama-cpp
 //   (a dev dependency of @kiln/convert).
@@ -29,9 +30,11 @@ const argv = process.argv.slice(2);
 let modelDir;
 let types = ['q8_0', 'q4_0'];
 let maxTokens = 24;
+let dtype;
 for (let i = 0; i < argv.length; i++) {
   if (argv[i] === '--types') types = argv[++i].split(',');
   else if (argv[i] === '--tokens') maxTokens = Number(argv[++i]);
+  else if (argv[i] === '--dtype') dtype = argv[++i];
   else modelDir = argv[i];
 }
 if (!modelDir) {
@@ -59,7 +62,7 @@ try {
     const gguf = path.join(work, `model-${type}.gguf`);
     const exported = await exportGguf({ checkpointDir: checkpoint, outputFile: gguf, type });
     const imported = path.join(work, `imported-${type}`);
-    await convertCheckpoint({ modelFile: gguf, outputDir: imported });
+    await convertCheckpoint({ modelFile: gguf, outputDir: imported, dtype });
     const engine = path.join(work, `engine-${type}`);
     await buildEngine({ checkpointDir: imported, outputDir: engine, config: { maxBatchSize: 1, maxSeqLen: 128, maxNumTokens: 128 } });
     const llm = await LLM.load(engine, { numThreads: os.availableParallelism() });
@@ -78,7 +81,7 @@ try {
     summary[type] = { agreement: same / total, same, total, fileBytes: exported.fileSize, worstRelativeRmsError: worst.rmsError / worst.rms, worstTensor: worst.name };
     console.log(`${type}: ${same}/${total} greedy tokens agree (${((100 * same) / total).toFixed(1)}%), file ${(exported.fileSize / 1e6).toFixed(1)} MB, worst tensor relative RMS error ${(worst.rmsError / worst.rms).toExponential(2)} (${worst.name})`);
   }
-  console.log(JSON.stringify({ model: modelDir, maxTokens, prompts: PROMPTS.length, summary }));
+  console.log(JSON.stringify({ model: modelDir, importDtype: dtype ?? 'default', maxTokens, prompts: PROMPTS.length, summary }));
 } finally {
   await fs.rm(work, { recursive: true, force: true });
 }
