@@ -15,7 +15,7 @@ import { partitionForRank } from './parallel';
 import type { BuildOptions, BuildResult } from './types';
 
 /** Bumped whenever the builder's output for the same inputs changes, so caches miss. */
-export const BUILDER_VERSION = '0.3.0';
+export const BUILDER_VERSION = '0.4.0';
 export const ENGINE_DIR_FORMAT = 'kiln-engine-dir';
 export const ENGINE_FILE = 'rank0.engine';
 
@@ -76,6 +76,7 @@ export async function buildEngine(options: BuildOptions): Promise<BuildResult> {
         logitRows: buildConfig.gatherContextLogits ? buildConfig.maxNumTokens : buildConfig.maxBatchSize,
       },
       dtypes,
+      { normInputsLiveThroughNextLinear: buildConfig.target === 'cuda' },
     );
     report({ stage: 'plan', message: `${where}activation arena ${plan.arenaBytes} bytes (${plan.unsharedBytes} without reuse)` });
     const assembled = assembleEngine(program, plan, logits, buildConfig, checkpoint, weightsFiles[rank], mapping);

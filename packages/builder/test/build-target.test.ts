@@ -163,3 +163,35 @@ describe('activation dtypes of a 16-bit cuda engine', () => {
     expect((cpu.header.values as Value[]).every((v) => v.dtype === undefined)).toBe(true);
   });
 });
+
+describe('memory plan of a cuda engine', () => {
+  type Value = { rows: string; cols: number; offset: number; rowStride: number; dtype?: string };
+  type Op = { op: string; inputs: number[]; outputs: number[] };
+  const span = (v: Value, rows: number) => [v.offset, v.offset + (v.dtype ? 2 : 4) * ((rows - 1) * v.rowStride + v.cols)];
+  const overlap = (a: number[], b: number[]) => a[0] < b[1] && b[0] < a[1];
+  /** For each add_rms_norm followed by the linear that reads its output: does that linear's output share bytes with the norm's inputs? */
+  async function normLinearOverlaps(target: 'cuda' | 'cpu') {
+    const engineDir = path.join(root, `llama-${target}-norm-linear`);
+    await buildEngine({ checkpointDir: llama, outputDir: engineDir, config: { ...LIMITS, target, dtype: target === 'cuda' ? 'bfloat16' : undefined } });
+    const { header } = await inspect(engineDir);
+    const values = header.values as Value[];
+    const ops = header.ops as Op[];
+    const rows = header.limits.maxNumTokens;
+    const found: boolean[] = [];
+    ops.forEach((op, i) => {
+      const next = ops[i + 1];
+      if (op.op !== 'add_rms_norm' || next?.op !== 'linear' || next.inputs[0] !== op.outputs[1]) return;
+      const out = span(values[next.outputs[0]], rows);
+      found.push(op.inputs.some((input) => overlap(out, span(values[input], rows))));
+    });
+    return found;
+  }
+
+  it('keeps an add_rms_norm\'s inputs apart from the output of the linear after it (the CUDA backend fuses the two)', async () => {
+    const cuda = await normLinearOverlaps('cuda');
+    expect(cuda.length).toBeGreaterThan(0);
+    expect(cuda.every((o) => !o)).toBe(true);
+    // The cpu plan may reuse those bytes (the two ops run one after the other there), and does.
+    expect((await normLinearOverlaps('cpu')).some((o) => o)).toBe(true);
+  });
+});
