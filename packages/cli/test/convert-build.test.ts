@@ -61,7 +61,7 @@ describe('kiln convert', () => {
   it('documents its flags', async () => {
     const { stdout, exitCode } = await kiln('convert', '--help');
     expect(exitCode).toBe(0);
-    for (const flag of ['--model <hf-dir>', '--output <checkpoint-dir>', '--dtype <dtype>', '--list-architectures']) {
+    for (const flag of ['--model <hf-dir|file.gguf>', '--output <checkpoint-dir>', '--dtype <dtype>', '--list-architectures']) {
       expect(stdout).toContain(flag);
     }
     expect(stdout).toContain('float32, float16, bfloat16');

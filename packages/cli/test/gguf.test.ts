@@ -204,3 +204,15 @@ test('`kiln convert` on a broken GGUF file exits non-zero, names the file and th
   expect(run.stderr).toContain(`${bad}: metadata key 0: string length 9223372036854775808 is above the`);
   expect((await fs.readdir(root)).filter((f) => f.startsWith('broken-out'))).toEqual([]);
 });
+
+test('`kiln export-gguf` documents its flags and refuses a type it does not write', async () => {
+  const help = kilnOk(['export-gguf', '--help']);
+  for (const flag of ['--checkpoint <checkpoint-dir>', '--output <file.gguf>', '--type <type>', 'f32, f16, bf16, q8_0, q4_0']) {
+    expect(help.stdout).toContain(flag);
+  }
+  const out = path.join(root, 'refused.gguf');
+  const run = kiln(['export-gguf', '--checkpoint', scribeCheckpoint, '--output', out, '--type', 'q4_k']);
+  expect(run.status).not.toBe(0);
+  expect(run.stderr).toContain('--type: expected one of f32, f16, bf16, q8_0, q4_0, got "q4_k"');
+  await expect(fs.stat(out)).rejects.toThrow();
+});
