@@ -216,3 +216,25 @@ test('`kiln export-gguf` documents its flags and refuses a type it does not writ
   expect(run.stderr).toContain('--type: expected one of f32, f16, bf16, q8_0, q4_0, got "q4_k"');
   await expect(fs.stat(out)).rejects.toThrow();
 });
+
+describe.each(['llama', 'qwen2', 'qwen3', 'starcoder2'])('the %s fixture exported to F32 GGUF', (fixture) => {
+  test('node-llama-cpp gives the greedy tokens Kiln gives (teacher-forced, 3 prompts x 16 tokens)', async () => {
+    const checkpoint = path.join(root, `${fixture}-f32-ckpt`);
+    await convertCheckpoint({ modelDir: path.join(repoRoot, 'fixtures/hf-tiny', fixture), outputDir: checkpoint, dtype: 'float32' });
+    const gguf = path.join(root, `${fixture}-f32.gguf`);
+    kilnOk(['export-gguf', '--checkpoint', checkpoint, '--output', gguf, '--type', 'f32']);
+    const engineDir = path.join(root, `${fixture}-f32-engine`);
+    await buildEngine({ checkpointDir: checkpoint, outputDir: engineDir, config: { maxBatchSize: 1, maxSeqLen: 64, maxNumTokens: 64 } });
+    const llm = await LLM.load(engineDir, { numThreads: 2 });
+    const prompts = [[5, 17, 42, 99], [300, 7, 250, 11, 64, 128], [1, 2, 3]];
+    const kilnTokens: number[][] = [];
+    try {
+      for (const prompt of prompts) kilnTokens.push((await llm.generate(prompt, { maxTokens: 16, ignoreEos: true })).outputIds);
+    } finally {
+      await llm.dispose();
+    }
+    const forced = await llamaCpp(gguf, { prompts, maxTokens: 16, forced: kilnTokens });
+    // Both engines in float32 on the same weights: every choice equal.
+    expect(forced.predicted).toEqual(kilnTokens);
+  });
+});

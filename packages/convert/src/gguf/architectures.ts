@@ -16,13 +16,35 @@ export interface GgufArchitecture {
    * adjacent pairs, transformers' rotates halves); families on llama.cpp's NEOX rope keep HF's rows.
    */
   ropePermuted: boolean;
+  /** The norm's epsilon key: `attention.layer_norm_rms_epsilon` (RMSNorm) or `attention.layer_norm_epsilon`. */
+  norm: 'rms' | 'layer';
+  /** Per-layer tensors named differently from the llama family (llama.cpp name after `blk.N.`, HF after `model.layers.N.`). */
+  layerTensors?: ReadonlyArray<readonly [string, string]>;
+  globalTensors?: ReadonlyArray<readonly [string, string]>;
 }
 
 export const GGUF_ARCHITECTURES: readonly GgufArchitecture[] = [
   // Mistral files are written as "llama" by llama.cpp's converter (MistralForCausalLM -> LlamaModel).
-  { gguf: 'llama', hfClass: 'LlamaForCausalLM', modelType: 'llama', ropePermuted: true },
-  { gguf: 'qwen2', hfClass: 'Qwen2ForCausalLM', modelType: 'qwen2', ropePermuted: false },
-  { gguf: 'qwen3', hfClass: 'Qwen3ForCausalLM', modelType: 'qwen3', ropePermuted: false },
+  { gguf: 'llama', hfClass: 'LlamaForCausalLM', modelType: 'llama', ropePermuted: true, norm: 'rms' },
+  { gguf: 'qwen2', hfClass: 'Qwen2ForCausalLM', modelType: 'qwen2', ropePermuted: false, norm: 'rms' },
+  { gguf: 'qwen3', hfClass: 'Qwen3ForCausalLM', modelType: 'qwen3', ropePermuted: false, norm: 'rms' },
+  // LayerNorms with biases, a plain GELU MLP (c_fc -> ffn_up, c_proj -> ffn_down).
+  {
+    gguf: 'starcoder2',
+    hfClass: 'Starcoder2ForCausalLM',
+    modelType: 'starcoder2',
+    ropePermuted: false,
+    norm: 'layer',
+    layerTensors: [
+      ['attn_norm.bias', 'input_layernorm.bias'],
+      ['ffn_norm.bias', 'post_attention_layernorm.bias'],
+      ['ffn_up.weight', 'mlp.c_fc.weight'],
+      ['ffn_up.bias', 'mlp.c_fc.bias'],
+      ['ffn_down.weight', 'mlp.c_proj.weight'],
+      ['ffn_down.bias', 'mlp.c_proj.bias'],
+    ],
+    globalTensors: [['output_norm.bias', 'model.norm.bias']],
+  },
 ];
 
 export function ggufArchitectureByName(file: string, name: string): GgufArchitecture {
@@ -67,26 +89,52 @@ const GLOBAL_TENSORS: ReadonlyArray<readonly [string, string]> = [
   ['output_norm.weight', 'model.norm.weight'],
   ['output.weight', 'lm_head.weight'],
 ];
-const GGUF_TO_HF_LAYER = new Map(LAYER_TENSORS);
-const HF_TO_GGUF_LAYER = new Map(LAYER_TENSORS.map(([g, h]) => [h, g]));
-const GGUF_TO_HF_GLOBAL = new Map(GLOBAL_TENSORS);
-const HF_TO_GGUF_GLOBAL = new Map(GLOBAL_TENSORS.map(([g, h]) => [h, g]));
 
-/** transformers' name of a llama.cpp tensor, or undefined for one this family does not have. */
-export function hfTensorName(ggufName: string): string | undefined {
-  const global = GGUF_TO_HF_GLOBAL.get(ggufName);
+interface NameTables {
+  ggufToHfLayer: Map<string, string>;
+  hfToGgufLayer: Map<string, string>;
+  ggufToHfGlobal: Map<string, string>;
+  hfToGgufGlobal: Map<string, string>;
+}
+const tables = new Map<GgufArchitecture, NameTables>();
+
+/** The family's name maps: the llama family's, with its own entries replacing those of the same names. */
+function namesOf(arch: GgufArchitecture): NameTables {
+  let t = tables.get(arch);
+  if (!t) {
+    const layer = new Map(LAYER_TENSORS);
+    const hfLayer = new Set((arch.layerTensors ?? []).map(([, h]) => h));
+    for (const [g, h] of layer) if (hfLayer.has(h)) layer.delete(g);
+    for (const [g, h] of arch.layerTensors ?? []) layer.set(g, h);
+    const global = new Map([...GLOBAL_TENSORS, ...(arch.globalTensors ?? [])]);
+    t = {
+      ggufToHfLayer: layer,
+      hfToGgufLayer: new Map([...layer].map(([g, h]) => [h, g])),
+      ggufToHfGlobal: global,
+      hfToGgufGlobal: new Map([...global].map(([g, h]) => [h, g])),
+    };
+    tables.set(arch, t);
+  }
+  return t;
+}
+
+/** transformers' name of a llama.cpp tensor of this family, or undefined for one it does not have. */
+export function hfTensorName(arch: GgufArchitecture, ggufName: string): string | undefined {
+  const names = namesOf(arch);
+  const global = names.ggufToHfGlobal.get(ggufName);
   if (global) return global;
   const m = /^blk\.(0|[1-9][0-9]{0,5})\.(.+)$/.exec(ggufName);
-  const inner = m && GGUF_TO_HF_LAYER.get(m[2]);
+  const inner = m && names.ggufToHfLayer.get(m[2]);
   return inner ? `model.layers.${m[1]}.${inner}` : undefined;
 }
 
-/** llama.cpp's name of a transformers tensor, or undefined. */
-export function ggufTensorName(hfName: string): string | undefined {
-  const global = HF_TO_GGUF_GLOBAL.get(hfName);
+/** llama.cpp's name of a transformers tensor of this family, or undefined. */
+export function ggufTensorName(arch: GgufArchitecture, hfName: string): string | undefined {
+  const names = namesOf(arch);
+  const global = names.hfToGgufGlobal.get(hfName);
   if (global) return global;
   const m = /^model\.layers\.(0|[1-9][0-9]{0,5})\.(.+)$/.exec(hfName);
-  const inner = m && HF_TO_GGUF_LAYER.get(m[2]);
+  const inner = m && names.hfToGgufLayer.get(m[2]);
   return inner ? `blk.${m[1]}.${inner}` : undefined;
 }
 
@@ -139,7 +187,9 @@ export function hfConfigFromGguf(file: GgufModelFile, arch: GgufArchitecture): R
     head_dim: headDim,
     hidden_act: 'silu',
     max_position_embeddings: file.optionalInteger(k('context_length'), 1) ?? 2048,
-    rms_norm_eps: file.optionalPositive(k('attention.layer_norm_rms_epsilon')) ?? 1e-6,
+    ...(arch.norm === 'rms'
+      ? { rms_norm_eps: file.optionalPositive(k('attention.layer_norm_rms_epsilon')) ?? 1e-6 }
+      : { norm_epsilon: file.optionalPositive(k('attention.layer_norm_epsilon')) ?? 1e-5 }),
     rope_theta: file.optionalPositive(k('rope.freq_base')) ?? 10000,
     vocab_size: embedding.shape[0],
     tie_word_embeddings: !file.tensors.has('output.weight'),
@@ -147,6 +197,11 @@ export function hfConfigFromGguf(file: GgufModelFile, arch: GgufArchitecture): R
   if (arch.gguf === 'llama') {
     config.attention_bias = file.tensors.has('blk.0.attn_q.bias');
     config.mlp_bias = file.tensors.has('blk.0.ffn_up.bias');
+  }
+  if (arch.gguf === 'starcoder2') {
+    // llama.cpp's starcoder2 graph: GELU (tanh approximation), biases everywhere or nowhere.
+    config.hidden_act = 'gelu_pytorch_tanh';
+    config.use_bias = file.tensors.has('blk.0.attn_q.bias');
   }
   if (file.tensors.has('rope_freqs.weight')) {
     throw new ConfigError(file.path, 'rope_freqs.weight', "llama.cpp's rope frequency factors (Llama 3.1 rope scaling) are not supported yet");

@@ -9,7 +9,7 @@ import { loadNative, type GgufMetadataEntry, type NativeAddon, type WriteGgufOpt
 import { readKilnCheckpoint } from '../checkpoint';
 import { ConvertError } from '../errors';
 import { isFile, readJsonObject } from '../json-file';
-import { ggufArchitectureByHfClass, GGUF_ARCHITECTURES, ggufTensorName, ropePermutationHeads } from './architectures';
+import { ggufArchitectureByHfClass, GGUF_ARCHITECTURES, ggufTensorName, ropePermutationHeads, type GgufArchitecture } from './architectures';
 import { ggufTokenizerMetadata } from './tokenizer';
 
 /** Tensor types `exportGguf` writes for matrices. */
@@ -46,8 +46,9 @@ interface Hyperparameters {
   numKvHeads: number;
   headDim: number;
   maxPositionEmbeddings: number;
-  rmsNormEps: number;
+  normEps: number;
   ropeTheta: number;
+  rotaryDim: number;
   ropeScaling: { type: string; factor?: number };
   slidingWindows: number[];
 }
@@ -61,8 +62,8 @@ type ModelConfig = Record<string, unknown> & {
   slidingWindows?: number[];
   // DecoderConfig (qwen3)
   mlp?: { intermediateSize: number };
-  norm?: { eps: number };
-  attention?: { slidingWindows: number[]; rotary: { theta: number; scaling: { type: string; factor?: number } } | null };
+  norm?: { kind: string; eps: number };
+  attention?: { slidingWindows: number[]; rotary: { theta: number; rotaryDim: number; scaling: { type: string; factor?: number } } | null };
 };
 
 function readHyperparameters(file: string, m: ModelConfig): Hyperparameters {
@@ -80,14 +81,16 @@ function readHyperparameters(file: string, m: ModelConfig): Hyperparameters {
     numKvHeads: value('numKvHeads', m.numKvHeads as number),
     headDim: value('headDim', m.headDim as number),
     maxPositionEmbeddings: value('maxPositionEmbeddings', m.maxPositionEmbeddings as number),
-    rmsNormEps: value('rmsNormEps', m.rmsNormEps ?? m.norm?.eps),
+    normEps: value('rmsNormEps', m.rmsNormEps ?? m.norm?.eps),
     ropeTheta: value('ropeTheta', m.ropeTheta ?? rotary?.theta),
+    rotaryDim: rotary?.rotaryDim ?? (m.headDim as number),
     ropeScaling: m.ropeScaling ?? rotary?.scaling ?? { type: 'default' },
     slidingWindows: m.slidingWindows ?? m.attention?.slidingWindows ?? [],
   };
 }
 
-function hyperparameters(file: string, gguf: string, m: Hyperparameters): GgufMetadataEntry[] {
+function hyperparameters(file: string, family: GgufArchitecture, m: Hyperparameters): GgufMetadataEntry[] {
+  const gguf = family.gguf;
   if (m.slidingWindows.some((w) => w > 0)) {
     throw new ConfigError(file, 'model.slidingWindows', `llama.cpp's ${gguf} has no sliding-window attention; this model uses it`);
   }
@@ -99,12 +102,12 @@ function hyperparameters(file: string, gguf: string, m: Hyperparameters): GgufMe
     u32('embedding_length', m.hiddenSize),
     u32('block_count', m.numLayers),
     u32('feed_forward_length', m.intermediateSize),
-    u32('rope.dimension_count', m.headDim),
+    u32('rope.dimension_count', m.rotaryDim),
     u32('attention.head_count', m.numHeads),
     u32('attention.head_count_kv', m.numKvHeads),
     u32('attention.key_length', m.headDim),
     u32('attention.value_length', m.headDim),
-    f32('attention.layer_norm_rms_epsilon', m.rmsNormEps),
+    f32(family.norm === 'rms' ? 'attention.layer_norm_rms_epsilon' : 'attention.layer_norm_epsilon', m.normEps),
     f32('rope.freq_base', m.ropeTheta),
   ];
   const scaling = m.ropeScaling.type;
@@ -153,7 +156,7 @@ export async function exportGguf(
   const blockType = matrixType === 'Q8_0' || matrixType === 'Q4_0';
   const tensors: WriteGgufOptions['tensors'] = plan.map((entry) => {
     const source = entry.sources[0];
-    const gguf = entry.sources.length === 1 && !source.transpose && source.rowStart === undefined ? ggufTensorName(source.tensor) : undefined;
+    const gguf = entry.sources.length === 1 && !source.transpose && source.rowStart === undefined ? ggufTensorName(family, source.tensor) : undefined;
     if (gguf === undefined) throw new ConvertError(checkpoint.weightsFile, `tensor ${entry.name} has no llama.cpp counterpart in ${family.gguf}`);
     const rowLength = entry.shape[entry.shape.length - 1];
     const tensorType = entry.shape.length === 1 ? 'F32' : blockType && rowLength % 32 !== 0 ? 'F16' : matrixType;
@@ -180,10 +183,13 @@ export async function exportGguf(
         ? await fs.readFile(chatTemplatePath, 'utf8')
         : undefined;
   const { generation } = config;
+  // An id outside the vocabulary (tiny test models borrow GPT-2's 50256) can never be generated or
+  // embedded; llama.cpp refuses such a file, so it is left out.
+  const inVocab = (id: number | null | undefined) => (id !== null && id !== undefined && id < model.vocabSize ? id : null);
   const ids = {
-    bos: generation.bosTokenId,
-    eos: generation.eosTokenIds[0] ?? null,
-    pad: generation.padTokenId,
+    bos: inVocab(generation.bosTokenId),
+    eos: inVocab(generation.eosTokenIds[0]),
+    pad: inVocab(generation.padTokenId),
     addBos: addsBos(tokenizer, generation.bosTokenId),
   };
 
@@ -192,7 +198,7 @@ export async function exportGguf(
     { key: 'general.name', type: 'STRING', value: path.basename(dir) },
     { key: 'general.file_type', type: 'UINT32', value: FILE_TYPE[type] },
     ...(blockType ? [{ key: 'general.quantization_version', type: 'UINT32', value: 2 } as GgufMetadataEntry] : []),
-    ...hyperparameters(configFile, family.gguf, model),
+    ...hyperparameters(configFile, family, model),
     ...ggufTokenizerMetadata(tokenizerPath, tokenizer, model.vocabSize, ids, chatTemplate),
   ];
   const outputFile = path.resolve(options.outputFile);

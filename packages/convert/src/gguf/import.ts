@@ -52,7 +52,7 @@ export async function stageGgufAsHf(
   const heads = { numHeads: config.num_attention_heads as number, numKvHeads: config.num_key_value_heads as number };
   const matrixTypes: GgmlTypeName[] = [];
   const tensors = file.info.tensors.map((t) => {
-    const name = hfTensorName(t.name);
+    const name = hfTensorName(arch, t.name);
     if (name === undefined) {
       throw new ConfigError(file.path, t.name, `a tensor the ${arch.gguf} import does not know (it would be dropped)`);
     }
