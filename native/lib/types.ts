@@ -119,6 +119,8 @@ export interface WriteSafetensorsFromGgufOptions {
     dtype: WeightDType;
     /** Undo llama.cpp's q/k rope row permutation for this many heads. Default 0: rows as stored. */
     unpermuteHeads?: number;
+    /** Added to every dequantized value (Gemma's norm weights: -1). Default 0. */
+    valueOffset?: number;
   }>;
   /** Refuse NaN and infinite dequantized values, naming the tensor. Default false. */
   rejectNonFinite?: boolean;
@@ -136,6 +138,8 @@ export interface WriteGgufOptions {
     tensor: string;
     /** Apply llama.cpp's q/k rope row permutation for this many heads. Default 0. */
     permuteHeads?: number;
+    /** Added to every value before the cast or quantization (Gemma's norm weights: +1). Default 0. */
+    valueOffset?: number;
   }>;
   /** general.alignment of the data; default 32 (ggml's). The caller writes the key when it differs. */
   alignment?: number;

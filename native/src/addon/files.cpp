@@ -654,6 +654,11 @@ Napi::Value WriteSafetensorsFromGguf(const Napi::CallbackInfo& info) {
       if (!field.IsUndefined() && !args.integer(field, w + ".unpermuteHeads", &heads)) return false;
       if (heads > 1 << 20) return args.fail(w + ".unpermuteHeads is too large");
       spec.unpermuteHeads = static_cast<uint32_t>(heads);
+      if (!args.get(obj, "valueOffset", &field)) return false;
+      if (!field.IsUndefined()) {
+        if (!field.IsNumber() || !std::isfinite(field.As<Napi::Number>().DoubleValue())) return args.fail(w + ".valueOffset must be a finite number");
+        spec.valueOffset = field.As<Napi::Number>().FloatValue();
+      }
       tensors.push_back(std::move(spec));
     }
     return true;
@@ -819,6 +824,11 @@ Napi::Value WriteGguf(const Napi::CallbackInfo& info) {
       if (!field.IsUndefined() && !args.integer(field, w + ".permuteHeads", &heads)) return false;
       if (heads > 1 << 20) return args.fail(w + ".permuteHeads is too large");
       spec.permuteHeads = static_cast<uint32_t>(heads);
+      if (!args.get(obj, "valueOffset", &field)) return false;
+      if (!field.IsUndefined()) {
+        if (!field.IsNumber() || !std::isfinite(field.As<Napi::Number>().DoubleValue())) return args.fail(w + ".valueOffset must be a finite number");
+        spec.valueOffset = field.As<Napi::Number>().FloatValue();
+      }
       tensors.push_back(std::move(spec));
     }
     return true;

@@ -88,6 +88,9 @@ void writeSafetensorsFromGguf(const std::string& ggufPath, const std::string& ou
     for (uint64_t r = 0; r < rows; ++r) {
       const uint64_t from = spec.unpermuteHeads ? ropePermutedRow(r, rows, spec.unpermuteHeads, true) : r;
       dequantizeRow(static_cast<GgmlType>(t.type), t.data + from * rowBytes, rowElements, row.data());
+      if (spec.valueOffset != 0.0f) {
+        for (float& v : row) v += spec.valueOffset;
+      }
       if (rejectNonFinite) {
         for (uint64_t j = 0; j < rowElements; ++j) {
           if (!std::isfinite(row[j])) {

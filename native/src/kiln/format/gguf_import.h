@@ -16,6 +16,8 @@ struct GgufImportSpec {
   std::string tensor;            // the GGUF tensor name
   DType dtype = DType::F32;      // F32, F16 or BF16
   uint32_t unpermuteHeads = 0;   // > 0: undo llama.cpp's rope permutation for this many heads
+  // Added to every dequantized value: -1 for Gemma's norm weights, which llama.cpp stores as 1 + w.
+  float valueOffset = 0.0f;
 };
 
 // Writes `outPath` atomically. With rejectNonFinite, a NaN or infinite dequantized value is refused,

@@ -157,7 +157,7 @@ GgufWriteResult writeGguf(const std::string& path, const std::vector<std::pair<s
     double sumSquares = 0, sumErrorSquares = 0, maxError = 0;
     for (uint64_t r = 0; r < s.rows; ++r) {
       const uint64_t from = spec.permuteHeads ? ropePermutedRow(r, s.rows, spec.permuteHeads, false) : r;
-      for (uint64_t j = 0; j < s.rowElements; ++j) row[j] = loadAsF32(s.tensor->data, s.dtype, from * s.rowElements + j);
+      for (uint64_t j = 0; j < s.rowElements; ++j) row[j] = loadAsF32(s.tensor->data, s.dtype, from * s.rowElements + j) + spec.valueOffset;
       quantizeRow(spec.type, row.data(), row.size(), packed.data());
       dequantizeRow(spec.type, packed.data(), row.size(), back.data());
       for (uint64_t j = 0; j < s.rowElements; ++j) {

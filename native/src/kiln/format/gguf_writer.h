@@ -20,6 +20,9 @@ struct GgufTensorWriteSpec {
   // > 0: the q/k rows are permuted as llama.cpp's convert_hf_to_gguf.py LlamaModel.permute does for this
   // many heads (HF's rotate-half rope rows to llama.cpp's adjacent-pair rope rows).
   uint32_t permuteHeads = 0;
+  // Added to every value before it is cast or quantized: +1 for Gemma's norm weights (llama.cpp's
+  // converter stores 1 + w, the factor its RMSNorm multiplies by).
+  float valueOffset = 0.0f;
 };
 
 // What quantizing one tensor cost: root-mean-square of the weights and of the error, and the largest error.

@@ -21,6 +21,13 @@ export interface GgufArchitecture {
   /** Per-layer tensors named differently from the llama family (llama.cpp name after `blk.N.`, HF after `model.layers.N.`). */
   layerTensors?: ReadonlyArray<readonly [string, string]>;
   globalTensors?: ReadonlyArray<readonly [string, string]>;
+  /**
+   * Gemma: llama.cpp's converter stores its RMSNorm weights as 1 + w (transformers' GemmaRMSNorm
+   * multiplies by 1 + w, llama.cpp's by the weight): the import subtracts it, the export adds it.
+   */
+  normWeightOffset?: number;
+  /** transformers' `hidden_act` of llama.cpp's graph for this family. Default silu. */
+  activation?: string;
 }
 
 export const GGUF_ARCHITECTURES: readonly GgufArchitecture[] = [
@@ -28,6 +35,16 @@ export const GGUF_ARCHITECTURES: readonly GgufArchitecture[] = [
   { gguf: 'llama', hfClass: 'LlamaForCausalLM', modelType: 'llama', ropePermuted: true, norm: 'rms' },
   { gguf: 'qwen2', hfClass: 'Qwen2ForCausalLM', modelType: 'qwen2', ropePermuted: false, norm: 'rms' },
   { gguf: 'qwen3', hfClass: 'Qwen3ForCausalLM', modelType: 'qwen3', ropePermuted: false, norm: 'rms' },
+  // GeGLU (tanh GELU), tied embeddings scaled by sqrt(hidden) in both graphs, norms stored as 1 + w.
+  {
+    gguf: 'gemma',
+    hfClass: 'GemmaForCausalLM',
+    modelType: 'gemma',
+    ropePermuted: false,
+    norm: 'rms',
+    normWeightOffset: 1,
+    activation: 'gelu_pytorch_tanh',
+  },
   // LayerNorms with biases, a plain GELU MLP (c_fc -> ffn_up, c_proj -> ffn_down).
   {
     gguf: 'starcoder2',
@@ -35,6 +52,7 @@ export const GGUF_ARCHITECTURES: readonly GgufArchitecture[] = [
     modelType: 'starcoder2',
     ropePermuted: false,
     norm: 'layer',
+    activation: 'gelu_pytorch_tanh',
     layerTensors: [
       ['attn_norm.bias', 'input_layernorm.bias'],
       ['ffn_norm.bias', 'post_attention_layernorm.bias'],
@@ -138,6 +156,11 @@ export function ggufTensorName(arch: GgufArchitecture, hfName: string): string |
   return inner ? `blk.${m[1]}.${inner}` : undefined;
 }
 
+/** What the family adds to this (HF-named) tensor's values in GGUF (Gemma's norm weights: 1), or 0. */
+export function ggufValueOffset(arch: GgufArchitecture, hfName: string): number {
+  return arch.normWeightOffset !== undefined && /(layernorm|^model\.norm)\.weight$/.test(hfName) ? arch.normWeightOffset : 0;
+}
+
 /** Whether this (HF-named) tensor has llama.cpp's rope permutation in this family, and for how many heads. */
 export function ropePermutationHeads(
   arch: GgufArchitecture,
@@ -185,7 +208,7 @@ export function hfConfigFromGguf(file: GgufModelFile, arch: GgufArchitecture): R
     num_attention_heads: heads,
     num_key_value_heads: kvHeads,
     head_dim: headDim,
-    hidden_act: 'silu',
+    hidden_act: arch.activation ?? 'silu',
     max_position_embeddings: file.optionalInteger(k('context_length'), 1) ?? 2048,
     ...(arch.norm === 'rms'
       ? { rms_norm_eps: file.optionalPositive(k('attention.layer_norm_rms_epsilon')) ?? 1e-6 }
@@ -199,8 +222,7 @@ export function hfConfigFromGguf(file: GgufModelFile, arch: GgufArchitecture): R
     config.mlp_bias = file.tensors.has('blk.0.ffn_up.bias');
   }
   if (arch.gguf === 'starcoder2') {
-    // llama.cpp's starcoder2 graph: GELU (tanh approximation), biases everywhere or nowhere.
-    config.hidden_act = 'gelu_pytorch_tanh';
+    // llama.cpp's starcoder2 graph: biases everywhere or nowhere.
     config.use_bias = file.tensors.has('blk.0.attn_q.bias');
   }
   if (file.tensors.has('rope_freqs.weight')) {

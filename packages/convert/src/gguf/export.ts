@@ -9,7 +9,14 @@ import { loadNative, type GgufMetadataEntry, type NativeAddon, type WriteGgufOpt
 import { readKilnCheckpoint } from '../checkpoint';
 import { ConvertError } from '../errors';
 import { isFile, readJsonObject } from '../json-file';
-import { ggufArchitectureByHfClass, GGUF_ARCHITECTURES, ggufTensorName, ropePermutationHeads, type GgufArchitecture } from './architectures';
+import {
+  ggufArchitectureByHfClass,
+  GGUF_ARCHITECTURES,
+  ggufTensorName,
+  ggufValueOffset,
+  ropePermutationHeads,
+  type GgufArchitecture,
+} from './architectures';
 import { ggufTokenizerMetadata } from './tokenizer';
 
 /** Tensor types `exportGguf` writes for matrices. */
@@ -166,6 +173,7 @@ export async function exportGguf(
       file: checkpoint.weightsFile,
       tensor: entry.name,
       permuteHeads: ropePermutationHeads(family, source.tensor, model),
+      valueOffset: ggufValueOffset(family, source.tensor),
     };
   });
 

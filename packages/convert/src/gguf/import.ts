@@ -8,7 +8,7 @@ import { ConfigError, type CheckpointDType } from '@kiln/models';
 import type { GgmlTypeName, NativeAddon } from '@kiln/native';
 import { ConvertError } from '../errors';
 import { createTempDirBeside } from '../output-dir';
-import { ggufArchitectureByName, hfConfigFromGguf, hfTensorName, ropePermutationHeads } from './architectures';
+import { ggufArchitectureByName, ggufValueOffset, hfConfigFromGguf, hfTensorName, ropePermutationHeads } from './architectures';
 import { GgufModelFile } from './gguf-file';
 import { tokenizerFromGguf } from './tokenizer';
 
@@ -57,7 +57,7 @@ export async function stageGgufAsHf(
       throw new ConfigError(file.path, t.name, `a tensor the ${arch.gguf} import does not know (it would be dropped)`);
     }
     if (t.shape.length > 1) matrixTypes.push(t.type);
-    return { name, tensor: t.name, unpermuteHeads: ropePermutationHeads(arch, name, heads) };
+    return { name, tensor: t.name, unpermuteHeads: ropePermutationHeads(arch, name, heads), valueOffset: -ggufValueOffset(arch, name) };
   });
   const dtype = options.dtype ?? defaultGgufDType(matrixTypes);
   config.dtype = dtype;
