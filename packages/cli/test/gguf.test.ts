@@ -217,7 +217,7 @@ test('`kiln export-gguf` documents its flags and refuses a type it does not writ
   await expect(fs.stat(out)).rejects.toThrow();
 });
 
-describe.each(['llama', 'qwen2', 'qwen3', 'gemma', 'starcoder2'])('the %s fixture exported to F32 GGUF', (fixture) => {
+describe.each(['llama', 'qwen2', 'qwen3', 'gemma', 'gemma2', 'starcoder2'])('the %s fixture exported to F32 GGUF', (fixture) => {
   test('node-llama-cpp gives the greedy tokens Kiln gives (teacher-forced, 3 prompts x 16 tokens)', async () => {
     const checkpoint = path.join(root, `${fixture}-f32-ckpt`);
     await convertCheckpoint({ modelDir: path.join(repoRoot, 'fixtures/hf-tiny', fixture), outputDir: checkpoint, dtype: 'float32' });

@@ -45,6 +45,22 @@ export const GGUF_ARCHITECTURES: readonly GgufArchitecture[] = [
     normWeightOffset: 1,
     activation: 'gelu_pytorch_tanh',
   },
+  // Gemma 2: Gemma's layout plus norms after attention and around the MLP, soft-capping, and a sliding
+  // window on every even layer (llama.cpp's swa pattern 2, transformers' default layer_types).
+  {
+    gguf: 'gemma2',
+    hfClass: 'Gemma2ForCausalLM',
+    modelType: 'gemma2',
+    ropePermuted: false,
+    norm: 'rms',
+    normWeightOffset: 1,
+    activation: 'gelu_pytorch_tanh',
+    layerTensors: [
+      ['post_attention_norm.weight', 'post_attention_layernorm.weight'],
+      ['ffn_norm.weight', 'pre_feedforward_layernorm.weight'],
+      ['post_ffw_norm.weight', 'post_feedforward_layernorm.weight'],
+    ],
+  },
   // LayerNorms with biases, a plain GELU MLP (c_fc -> ffn_up, c_proj -> ffn_down).
   {
     gguf: 'starcoder2',
@@ -220,6 +236,17 @@ export function hfConfigFromGguf(file: GgufModelFile, arch: GgufArchitecture): R
   if (arch.gguf === 'llama') {
     config.attention_bias = file.tensors.has('blk.0.attn_q.bias');
     config.mlp_bias = file.tensors.has('blk.0.ffn_up.bias');
+  }
+  if (arch.gguf === 'gemma2') {
+    const window = file.optionalInteger(k('attention.sliding_window'), 1);
+    if (window !== undefined) config.sliding_window = window;
+    for (const key of ['attn_logit_softcapping', 'final_logit_softcapping']) {
+      const cap = file.optionalPositive(k(key));
+      if (cap !== undefined) config[key] = cap;
+    }
+    // llama.cpp scales queries by 1 / sqrt(head size) for Gemma 2 (2B, 9B; 27B differs and is refused
+    // at export): transformers' query_pre_attn_scalar.
+    config.query_pre_attn_scalar = headDim;
   }
   if (arch.gguf === 'starcoder2') {
     // llama.cpp's starcoder2 graph: biases everywhere or nowhere.

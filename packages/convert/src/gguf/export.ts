@@ -58,6 +58,10 @@ interface Hyperparameters {
   rotaryDim: number;
   ropeScaling: { type: string; factor?: number };
   slidingWindows: number[];
+  /** Gemma 2: the softmax scale (query_pre_attn_scalar^-0.5) and the soft-caps, when set. */
+  attentionScale?: number;
+  attentionSoftcap?: number;
+  finalLogitSoftcap?: number;
 }
 
 type ModelConfig = Record<string, unknown> & {
@@ -70,7 +74,13 @@ type ModelConfig = Record<string, unknown> & {
   // DecoderConfig (qwen3)
   mlp?: { intermediateSize: number };
   norm?: { kind: string; eps: number };
-  attention?: { slidingWindows: number[]; rotary: { theta: number; rotaryDim: number; scaling: { type: string; factor?: number } } | null };
+  attention?: {
+    slidingWindows: number[];
+    rotary: { theta: number; rotaryDim: number; scaling: { type: string; factor?: number } } | null;
+    scale?: number;
+    softcap?: number;
+  };
+  finalLogitSoftcap?: number;
 };
 
 function readHyperparameters(file: string, m: ModelConfig): Hyperparameters {
@@ -93,16 +103,34 @@ function readHyperparameters(file: string, m: ModelConfig): Hyperparameters {
     rotaryDim: rotary?.rotaryDim ?? (m.headDim as number),
     ropeScaling: m.ropeScaling ?? rotary?.scaling ?? { type: 'default' },
     slidingWindows: m.slidingWindows ?? m.attention?.slidingWindows ?? [],
+    attentionScale: m.attention?.scale,
+    attentionSoftcap: m.attention?.softcap,
+    finalLogitSoftcap: m.finalLogitSoftcap,
   };
 }
 
 function hyperparameters(file: string, family: GgufArchitecture, m: Hyperparameters): GgufMetadataEntry[] {
   const gguf = family.gguf;
-  if (m.slidingWindows.some((w) => w > 0)) {
-    throw new ConfigError(file, 'model.slidingWindows', `llama.cpp's ${gguf} has no sliding-window attention; this model uses it`);
-  }
   const u32 = (key: string, value: number): GgufMetadataEntry => ({ key: `${gguf}.${key}`, type: 'UINT32', value });
   const f32 = (key: string, value: number): GgufMetadataEntry => ({ key: `${gguf}.${key}`, type: 'FLOAT32', value });
+  const gemma2: GgufMetadataEntry[] = [];
+  if (gguf === 'gemma2') {
+    // llama.cpp's Gemma 2: a window on the even layers only, queries scaled by 1 / sqrt(head size).
+    const window = m.slidingWindows[0] ?? 0;
+    if (!m.slidingWindows.every((w, layer) => w === (layer % 2 === 0 ? window : 0))) {
+      throw new ConfigError(file, 'model.attention.slidingWindows', "llama.cpp's gemma2 slides on the even layers only; this model's windows differ");
+    }
+    if (window > 0) gemma2.push(u32('attention.sliding_window', window));
+    if (m.attentionScale !== undefined && Math.abs(m.attentionScale * Math.sqrt(m.headDim) - 1) > 1e-6) {
+      throw new ConfigError(file, 'model.attention.scale', `${m.attentionScale} is not 1 / sqrt(head size), the only scale llama.cpp's gemma2 applies`);
+    }
+    if (m.attentionSoftcap) gemma2.push(f32('attn_logit_softcapping', m.attentionSoftcap));
+    if (m.finalLogitSoftcap) gemma2.push(f32('final_logit_softcapping', m.finalLogitSoftcap));
+  } else if (m.slidingWindows.some((w) => w > 0)) {
+    throw new ConfigError(file, 'model.slidingWindows', `llama.cpp's ${gguf} has no sliding-window attention; this model uses it`);
+  } else if (m.attentionSoftcap || m.finalLogitSoftcap) {
+    throw new ConfigError(file, 'model', `llama.cpp's ${gguf} has no soft-capping; this model uses it`);
+  }
   const entries = [
     u32('vocab_size', m.vocabSize),
     u32('context_length', m.maxPositionEmbeddings),
@@ -116,6 +144,7 @@ function hyperparameters(file: string, family: GgufArchitecture, m: Hyperparamet
     u32('attention.value_length', m.headDim),
     f32(family.norm === 'rms' ? 'attention.layer_norm_rms_epsilon' : 'attention.layer_norm_epsilon', m.normEps),
     f32('rope.freq_base', m.ropeTheta),
+    ...gemma2,
   ];
   const scaling = m.ropeScaling.type;
   if (scaling === 'linear') {
