@@ -8,6 +8,8 @@
 // (waitForPriorKernels, common.cuh): weights depend on nothing, so their first loads overlap the end of
 // the kernel before (typically a norm or attention).
 #include <cuda_bf16.h>
+#include <cstdlib>
+#include <cstring>
 #include <cuda_fp16.h>
 
 #include "kiln/backends/cuda/kernels/common.cuh"
@@ -272,6 +274,12 @@ bool twoFeaturesPerWarp(int64_t N, int64_t K) {
 // Warps per row for the narrow layers: enough warps in all (about 4,096: 32 per SM) and, where that
 // takes no more than 8, at most one round of loads per warp.
 int splitFor(int64_t N, int64_t K) {
+  // KILN_CUDA_GEMV_SPLIT=0: one warp per feature (for comparisons).
+  static const bool enabled = [] {
+    const char* setting = std::getenv("KILN_CUDA_GEMV_SPLIT");
+    return !(setting && std::strcmp(setting, "0") == 0);
+  }();
+  if (!enabled) return 1;
   const int64_t vectors = K / 8;
   int split = 1;
   while (split < 8 && (N * split < 4096 || vectors > split * 32 * kInFlight)) split *= 2;

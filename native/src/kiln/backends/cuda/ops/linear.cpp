@@ -3,6 +3,9 @@
 // (activation-dtypes.ts); any other input is converted into scratch first, so every well-formed header
 // runs. When the op bound just before is the add_rms_norm that makes this linear's input, decode rows
 // run both in one kernel (gemvAddRmsNorm): the norm is then skipped by its own op for those rows.
+#include <cstdlib>
+#include <string>
+
 #include "kiln/backends/cuda/ops/ops.h"
 
 namespace kiln {
@@ -25,7 +28,12 @@ bool overlap(Span x, Span y) { return x.begin < y.end && y.begin < x.end; }
 // reads a and b in every block while block 0 writes sum and y and every block writes the output, so
 // nothing it writes may share bytes with what it reads.
 int64_t rowsFusedWithNorm(CudaBackend& be, const CudaBackend::NormForLinear& n, const spec::Linear& s) {
-  if (!be.gemm().gemvEnabled()) return 0;
+  // KILN_CUDA_FUSE_NORM=0: the norm and the linear as two kernels (for comparisons).
+  static const bool enabled = [] {
+    const char* setting = std::getenv("KILN_CUDA_FUSE_NORM");
+    return !(setting && std::string(setting) == "0");
+  }();
+  if (!enabled || !be.gemm().gemvEnabled()) return 0;
   if (n.y.byteOffset != s.x.byteOffset || n.y.dtype != s.x.dtype || n.y.rowStride != s.x.rowStride) return 0;
   if (s.x.dtype != s.dtype || n.H != s.K || n.y.cols != s.K) return 0;
   int64_t rows = 0;
