@@ -133,9 +133,11 @@ export interface WriteGgufOptions {
   tensors: Array<{
     name: string;
     type: 'F32' | 'F16' | 'BF16' | 'Q8_0' | 'Q4_0';
-    /** The safetensors file and tensor the data comes from (F32, F16 or BF16). */
-    file: string;
-    tensor: string;
+    /**
+     * The safetensors tensors (F32, F16 or BF16) the data comes from, concatenated along dimension 0
+     * (llama.cpp fuses what Kiln keeps apart: Phi-3's q/k/v); the same trailing dimensions each.
+     */
+    sources: Array<{ file: string; tensor: string }>;
     /** Apply llama.cpp's q/k rope row permutation for this many heads. Default 0. */
     permuteHeads?: number;
     /** Added to every value before the cast or quantization (Gemma's norm weights: +1). Default 0. */

@@ -818,8 +818,19 @@ Napi::Value WriteGguf(const Napi::CallbackInfo& info) {
             spec.type == kiln::GgmlType::Q8_0 || spec.type == kiln::GgmlType::Q4_0)) {
         return args.fail(w + ".type must be F32, F16, BF16, Q8_0 or Q4_0, got \"" + typeName + "\"");
       }
-      if (!args.get(obj, "file", &field) || !args.nonEmptyString(field, w + ".file", &spec.file)) return false;
-      if (!args.get(obj, "tensor", &field) || !args.nonEmptyString(field, w + ".tensor", &spec.tensor)) return false;
+      Napi::Array sources;
+      if (!args.get(obj, "sources", &field) || !args.array(field, w + ".sources", &sources)) return false;
+      if (sources.Length() == 0) return args.fail(w + ".sources must not be empty");
+      for (uint32_t j = 0; j < sources.Length(); ++j) {
+        const std::string ws = w + ".sources[" + std::to_string(j) + "]";
+        Napi::Value src;
+        Napi::Object srcObj;
+        kiln::GgufTensorSource source;
+        if (!args.element(sources, j, &src) || !args.object(src, ws, &srcObj)) return false;
+        if (!args.get(srcObj, "file", &field) || !args.nonEmptyString(field, ws + ".file", &source.file)) return false;
+        if (!args.get(srcObj, "tensor", &field) || !args.nonEmptyString(field, ws + ".tensor", &source.tensor)) return false;
+        spec.sources.push_back(std::move(source));
+      }
       if (!args.get(obj, "permuteHeads", &field)) return false;
       if (!field.IsUndefined() && !args.integer(field, w + ".permuteHeads", &heads)) return false;
       if (heads > 1 << 20) return args.fail(w + ".permuteHeads is too large");

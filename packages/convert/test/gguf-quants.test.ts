@@ -124,7 +124,7 @@ describe('export quantizers', () => {
     await writeTensors(source, new Map([['w', { dtype: 'F32', shape: [rows, values.length / rows], data: Buffer.from(values.buffer) }]]));
     const out = path.join(root, `${type}.gguf`);
     const native = loadNative();
-    const result = await native.writeGguf({ path: out, metadata: [], tensors: [{ name: 'w', type, file: source, tensor: 'w' }] });
+    const result = await native.writeGguf({ path: out, metadata: [], tensors: [{ name: 'w', type, sources: [{ file: source, tensor: 'w' }] }] });
     expect(result.errors).toHaveLength(1);
     const info = await native.readGguf(out);
     const t = info.tensors[0];
@@ -167,7 +167,7 @@ describe("llama.cpp's q/k rope permutation", () => {
     await writeTensors(source, new Map([['q', { dtype: 'F32', shape: [rows, cols], data: Buffer.from(values.buffer) }]]));
     const gguf = path.join(root, 'rope.gguf');
     const native = loadNative();
-    await native.writeGguf({ path: gguf, metadata: [], tensors: [{ name: 'q', type: 'F32', file: source, tensor: 'q', permuteHeads: heads }] });
+    await native.writeGguf({ path: gguf, metadata: [], tensors: [{ name: 'q', type: 'F32', sources: [{ file: source, tensor: 'q' }], permuteHeads: heads }] });
     const info = await native.readGguf(gguf);
     const stored = new Float32Array(new Uint8Array((await fs.readFile(gguf)).subarray(info.tensors[0].byteOffset, info.tensors[0].byteOffset + info.tensors[0].byteLength)).buffer);
     const half = headDim / 2;

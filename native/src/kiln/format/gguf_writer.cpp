@@ -50,10 +50,15 @@ void putNumber(HeaderBytes& h, GgufValueType t, double v, const std::string& wha
   }
 }
 
-// Source of one tensor: the mapped file, the tensor, its rows and row length.
+// What one output tensor reads: its sources (mapped), their rows in order, the shape they make.
 struct Source {
-  const SafetensorsTensor* tensor = nullptr;
-  DType dtype = DType::F32;
+  struct Part {
+    const SafetensorsTensor* tensor = nullptr;
+    DType dtype = DType::F32;
+    uint64_t elements = 0;
+  };
+  std::vector<Part> parts;
+  std::vector<int64_t> shape;  // row-major: dimension 0 the sum of the parts'
   uint64_t rows = 0;
   uint64_t rowElements = 0;
   uint64_t outBytes = 0;
@@ -76,23 +81,42 @@ GgufWriteResult writeGguf(const std::string& path, const std::vector<std::pair<s
   std::map<std::string, std::unique_ptr<SafetensorsFile>> files;
   std::vector<Source> sources;
   for (const GgufTensorWriteSpec& spec : tensors) {
-    const std::string what = path + ": tensor \"" + spec.name + "\" (from " + spec.file + " \"" + spec.tensor + "\")";
-    auto& file = files[spec.file];
-    if (!file) file = std::make_unique<SafetensorsFile>(spec.file);
+    std::string what = path + ": tensor \"" + spec.name + "\"";
+    if (spec.sources.empty()) throw std::runtime_error(what + ": no sources");
     Source s;
-    s.tensor = file->find(spec.tensor);
-    if (!s.tensor) throw std::runtime_error(what + ": no such tensor in the source");
-    if (s.tensor->dtype == "F32") s.dtype = DType::F32;
-    else if (s.tensor->dtype == "F16") s.dtype = DType::F16;
-    else if (s.tensor->dtype == "BF16") s.dtype = DType::BF16;
-    else throw std::runtime_error(what + ": source dtype " + s.tensor->dtype + " is not F32, F16 or BF16");
-    const auto& shape = s.tensor->shape;
-    if (shape.empty() || shape.size() > 4) throw std::runtime_error(what + ": " + std::to_string(shape.size()) + " dimensions (1 to 4 supported)");
+    for (const GgufTensorSource& src : spec.sources) {
+      const std::string from = what + " (from " + src.file + " \"" + src.tensor + "\")";
+      auto& file = files[src.file];
+      if (!file) file = std::make_unique<SafetensorsFile>(src.file);
+      Source::Part part;
+      part.tensor = file->find(src.tensor);
+      if (!part.tensor) throw std::runtime_error(from + ": no such tensor in the source");
+      if (part.tensor->dtype == "F32") part.dtype = DType::F32;
+      else if (part.tensor->dtype == "F16") part.dtype = DType::F16;
+      else if (part.tensor->dtype == "BF16") part.dtype = DType::BF16;
+      else throw std::runtime_error(from + ": source dtype " + part.tensor->dtype + " is not F32, F16 or BF16");
+      const auto& shape = part.tensor->shape;
+      if (shape.empty() || shape.size() > 4) throw std::runtime_error(from + ": " + std::to_string(shape.size()) + " dimensions (1 to 4 supported)");
+      uint64_t elements = 0;
+      shapeElements(shape, &elements);
+      if (elements == 0) throw std::runtime_error(from + ": empty tensor");
+      part.elements = elements;
+      if (s.parts.empty()) {
+        s.shape = shape;
+      } else {
+        if (shape.size() != s.shape.size() || !std::equal(shape.begin() + 1, shape.end(), s.shape.begin() + 1)) {
+          throw std::runtime_error(from + ": shape " + shapeString(shape) + " does not continue " + shapeString(s.shape) + " along dimension 0");
+        }
+        s.shape[0] += shape[0];
+      }
+      s.parts.push_back(part);
+    }
     uint64_t elements = 0;
-    shapeElements(shape, &elements);
-    s.rowElements = static_cast<uint64_t>(shape.back());
-    if (elements == 0 || s.rowElements == 0) throw std::runtime_error(what + ": empty tensor");
+    shapeElements(s.shape, &elements);
+    s.rowElements = static_cast<uint64_t>(s.shape.back());
     s.rows = elements / s.rowElements;
+    const auto& shape = s.shape;
+    if (spec.permuteHeads > 0 && s.parts.size() > 1) throw std::runtime_error(what + ": the rope permutation takes one source");
     const GgmlTypeTraits& traits = *ggmlTypeTraits(static_cast<uint32_t>(spec.type));
     if (s.rowElements % traits.blockElements != 0) {
       throw std::runtime_error(what + ": rows of " + std::to_string(s.rowElements) + " elements are not whole " +
@@ -133,7 +157,7 @@ GgufWriteResult writeGguf(const std::string& path, const std::vector<std::pair<s
   uint64_t offset = 0;
   for (size_t i = 0; i < tensors.size(); ++i) {
     h.string(tensors[i].name);
-    const auto& shape = sources[i].tensor->shape;
+    const auto& shape = sources[i].shape;
     h.put<uint32_t>(static_cast<uint32_t>(shape.size()));
     for (auto it = shape.rbegin(); it != shape.rend(); ++it) h.put<uint64_t>(static_cast<uint64_t>(*it));  // ne[]: innermost first
     h.put<uint32_t>(static_cast<uint32_t>(tensors[i].type));
@@ -155,9 +179,17 @@ GgufWriteResult writeGguf(const std::string& path, const std::vector<std::pair<s
     back.resize(s.rowElements);
     packed.resize(s.rowElements / traits.blockElements * traits.blockBytes);
     double sumSquares = 0, sumErrorSquares = 0, maxError = 0;
+    // Rows in order across the parts: dimension 0 of a row-major tensor is its outermost.
+    std::vector<std::pair<const Source::Part*, uint64_t>> rowsOf;
+    for (const Source::Part& part : s.parts) {
+      // Rows of the innermost dimension (a 1-D tensor is one row).
+      for (uint64_t r = 0; r < part.elements / s.rowElements; ++r) rowsOf.emplace_back(&part, r);
+    }
     for (uint64_t r = 0; r < s.rows; ++r) {
-      const uint64_t from = spec.permuteHeads ? ropePermutedRow(r, s.rows, spec.permuteHeads, false) : r;
-      for (uint64_t j = 0; j < s.rowElements; ++j) row[j] = loadAsF32(s.tensor->data, s.dtype, from * s.rowElements + j) + spec.valueOffset;
+      const uint64_t index = spec.permuteHeads ? ropePermutedRow(r, s.rows, spec.permuteHeads, false) : r;
+      const Source::Part& part = *rowsOf[index].first;
+      const uint64_t from = rowsOf[index].second;
+      for (uint64_t j = 0; j < s.rowElements; ++j) row[j] = loadAsF32(part.tensor->data, part.dtype, from * s.rowElements + j) + spec.valueOffset;
       quantizeRow(spec.type, row.data(), row.size(), packed.data());
       dequantizeRow(spec.type, packed.data(), row.size(), back.data());
       for (uint64_t j = 0; j < s.rowElements; ++j) {

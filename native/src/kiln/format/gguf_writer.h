@@ -12,11 +12,17 @@
 
 namespace kiln {
 
+struct GgufTensorSource {
+  std::string file;            // a safetensors file (F32, F16 or BF16 tensors)
+  std::string tensor;          // the tensor's name there
+};
+
 struct GgufTensorWriteSpec {
   std::string name;            // the GGUF tensor name
   GgmlType type = GgmlType::F32;
-  std::string file;            // the safetensors file holding the source (F32, F16 or BF16)
-  std::string tensor;          // its name there
+  // Concatenated along dimension 0 (llama.cpp fuses what Kiln keeps apart, e.g. Phi-3's q/k/v); every
+  // source has the same trailing dimensions.
+  std::vector<GgufTensorSource> sources;
   // > 0: the q/k rows are permuted as llama.cpp's convert_hf_to_gguf.py LlamaModel.permute does for this
   // many heads (HF's rotate-half rope rows to llama.cpp's adjacent-pair rope rows).
   uint32_t permuteHeads = 0;

@@ -45,6 +45,19 @@ export const GGUF_ARCHITECTURES: readonly GgufArchitecture[] = [
     normWeightOffset: 1,
     activation: 'gelu_pytorch_tanh',
   },
+  // Phi-3: q/k/v and gate/up fused in one tensor each (in transformers' checkpoint too); partial rope and a
+  // sliding window on every layer.
+  {
+    gguf: 'phi3',
+    hfClass: 'Phi3ForCausalLM',
+    modelType: 'phi3',
+    ropePermuted: false,
+    norm: 'rms',
+    layerTensors: [
+      ['attn_qkv.weight', 'self_attn.qkv_proj.weight'],
+      ['ffn_up.weight', 'mlp.gate_up_proj.weight'],
+    ],
+  },
   // Gemma 2: Gemma's layout plus norms after attention and around the MLP, soft-capping, and a sliding
   // window on every even layer (llama.cpp's swa pattern 2, transformers' default layer_types).
   {
@@ -208,7 +221,7 @@ export function hfConfigFromGguf(file: GgufModelFile, arch: GgufArchitecture): R
     throw new ConfigError(file.path, k('attention.value_length'), `${valueLength} differs from the key length ${headDim}; not supported`);
   }
   const ropeDims = file.optionalInteger(k('rope.dimension_count'), 1) ?? headDim;
-  if (ropeDims !== headDim) {
+  if (ropeDims !== headDim && !(arch.gguf === 'phi3' && ropeDims < headDim && ropeDims % 2 === 0)) {
     throw new ConfigError(file.path, k('rope.dimension_count'), `${ropeDims}: partial rotary embeddings are not supported in ${arch.gguf} (head size ${headDim})`);
   }
   const embedding = file.tensors.get('token_embd.weight');
@@ -236,6 +249,14 @@ export function hfConfigFromGguf(file: GgufModelFile, arch: GgufArchitecture): R
   if (arch.gguf === 'llama') {
     config.attention_bias = file.tensors.has('blk.0.attn_q.bias');
     config.mlp_bias = file.tensors.has('blk.0.ffn_up.bias');
+  }
+  if (arch.gguf === 'phi3') {
+    if (ropeDims !== headDim) config.partial_rotary_factor = ropeDims / headDim;
+    const window = file.optionalInteger(k('attention.sliding_window'), 1);
+    config.sliding_window = window ?? null;
+    if (file.tensors.has('rope_factors_long.weight')) {
+      throw new ConfigError(file.path, 'rope_factors_long.weight', "Phi-3's LongRoPE factors are not supported yet");
+    }
   }
   if (arch.gguf === 'gemma2') {
     const window = file.optionalInteger(k('attention.sliding_window'), 1);

@@ -126,6 +126,8 @@ function hyperparameters(file: string, family: GgufArchitecture, m: Hyperparamet
     }
     if (m.attentionSoftcap) gemma2.push(f32('attn_logit_softcapping', m.attentionSoftcap));
     if (m.finalLogitSoftcap) gemma2.push(f32('final_logit_softcapping', m.finalLogitSoftcap));
+  } else if (gguf === 'phi3' && m.slidingWindows.length > 0 && m.slidingWindows.every((w) => w > 0 && w === m.slidingWindows[0])) {
+    gemma2.push(u32('attention.sliding_window', m.slidingWindows[0])); // llama.cpp's phi3: one window, every layer
   } else if (m.slidingWindows.some((w) => w > 0)) {
     throw new ConfigError(file, 'model.slidingWindows', `llama.cpp's ${gguf} has no sliding-window attention; this model uses it`);
   } else if (m.attentionSoftcap || m.finalLogitSoftcap) {
@@ -190,19 +192,37 @@ export async function exportGguf(
 
   const matrixType = type.toUpperCase() as 'F32' | 'F16' | 'BF16' | 'Q8_0' | 'Q4_0';
   const blockType = matrixType === 'Q8_0' || matrixType === 'Q4_0';
-  const tensors: WriteGgufOptions['tensors'] = plan.map((entry) => {
+  // Each GGUF tensor is one transformers tensor: a Kiln tensor copied from it, or the Kiln tensors cut
+  // from its rows (Phi-3's q/k/v from qkv_proj), put back together in row order.
+  const groups = new Map<string, Array<{ name: string; rowStart: number; rows: number; shape: number[] }>>();
+  for (const entry of plan) {
     const source = entry.sources[0];
-    const gguf = entry.sources.length === 1 && !source.transpose && source.rowStart === undefined ? ggufTensorName(family, source.tensor) : undefined;
-    if (gguf === undefined) throw new ConvertError(checkpoint.weightsFile, `tensor ${entry.name} has no llama.cpp counterpart in ${family.gguf}`);
-    const rowLength = entry.shape[entry.shape.length - 1];
-    const tensorType = entry.shape.length === 1 ? 'F32' : blockType && rowLength % 32 !== 0 ? 'F16' : matrixType;
+    if (entry.sources.length !== 1 || source.transpose) {
+      throw new ConvertError(checkpoint.weightsFile, `tensor ${entry.name} has no llama.cpp counterpart in ${family.gguf}`);
+    }
+    const parts = groups.get(source.tensor) ?? [];
+    parts.push({ name: entry.name, rowStart: source.rowStart ?? 0, rows: source.rowCount ?? source.shape[0], shape: source.shape });
+    groups.set(source.tensor, parts);
+  }
+  const tensors: WriteGgufOptions['tensors'] = [...groups].map(([hfName, parts]) => {
+    const gguf = ggufTensorName(family, hfName);
+    if (gguf === undefined) throw new ConvertError(checkpoint.weightsFile, `tensor ${parts[0].name} has no llama.cpp counterpart in ${family.gguf}`);
+    parts.sort((a, b) => a.rowStart - b.rowStart);
+    let next = 0;
+    for (const part of parts) {
+      if (part.rowStart !== next) throw new ConvertError(checkpoint.weightsFile, `the tensors cut from ${hfName} do not cover its rows in order`);
+      next += part.rows;
+    }
+    const shape = parts[0].shape;
+    if (next !== shape[0]) throw new ConvertError(checkpoint.weightsFile, `the tensors cut from ${hfName} do not cover its ${shape[0]} rows`);
+    const rowLength = shape[shape.length - 1];
+    const tensorType = shape.length === 1 ? 'F32' : blockType && rowLength % 32 !== 0 ? 'F16' : matrixType;
     return {
       name: gguf,
       type: tensorType,
-      file: checkpoint.weightsFile,
-      tensor: entry.name,
-      permuteHeads: ropePermutationHeads(family, source.tensor, model),
-      valueOffset: ggufValueOffset(family, source.tensor),
+      sources: parts.map((part) => ({ file: checkpoint.weightsFile, tensor: part.name })),
+      permuteHeads: ropePermutationHeads(family, hfName, model),
+      valueOffset: ggufValueOffset(family, hfName),
     };
   });
 
