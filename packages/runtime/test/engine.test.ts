@@ -14,9 +14,12 @@ const nativeCalls: { loads: { file: string; options: unknown }[]; requests: Nati
 
 jest.mock('@kiln/native', () => ({
   loadNative: () => ({
+    // Not launched by mpirun: one rank (tensor/pipeline-parallel engines are tested in parallel.test.ts).
+    worldInfo: () => ({ rank: 0, size: 1, launchedByMpirun: false, mpiCompiled: true }),
     loadEngine: async (file: string, options: unknown) => {
       nativeCalls.loads.push({ file, options });
       return {
+        mapping: { tpSize: 1, ppSize: 1, rank: 0 },
         info: {
           formatVersion: 1,
           backend: 'cpu',
