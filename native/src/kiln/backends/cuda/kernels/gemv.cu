@@ -274,10 +274,12 @@ bool twoFeaturesPerWarp(int64_t N, int64_t K) {
 // Warps per row for the narrow layers: enough warps in all (about 4,096: 32 per SM) and, where that
 // takes no more than 8, at most one round of loads per warp.
 int splitFor(int64_t N, int64_t K) {
-  // KILN_CUDA_GEMV_SPLIT=0: one warp per feature (for comparisons).
+  // Off unless KILN_CUDA_GEMV_SPLIT=1: on an H200 (TinyLlama shape, batch 1) it measured 1.48 against
+  // 1.44 ms/token without it, within the run-to-run noise, though ncu showed the narrow layers at
+  // 1.0-1.4 TB/s with a warp per row (docs/benchmarks.md).
   static const bool enabled = [] {
     const char* setting = std::getenv("KILN_CUDA_GEMV_SPLIT");
-    return !(setting && std::strcmp(setting, "0") == 0);
+    return setting && std::strcmp(setting, "1") == 0;
   }();
   if (!enabled) return 1;
   const int64_t vectors = K / 8;
