@@ -131,13 +131,12 @@ export class GuidedDecoding {
         return undefined;
       case 'json_object':
         // Any object: a schema without strict mode leaves additional properties open.
-        compile = () => compiler.compileJSONSchema('{"type":"object"}', false, undefined, undefined, false);
+        compile = async () => compiler.compileGrammar(await jsonSchemaGrammar('{"type":"object"}', false), 'root');
         break;
       case 'json_schema':
         what = `${field}.schema`;
-        // Compact JSON (no free whitespace: a sampled model could otherwise emit it forever); strict
-        // mode closes objects to their declared properties unless additionalProperties opens them.
-        compile = () => compiler.compileJSONSchema(JSON.stringify(format.schema), false, undefined, undefined, true);
+        // Strict mode closes objects to their declared properties unless additionalProperties opens them.
+        compile = async () => compiler.compileGrammar(await jsonSchemaGrammar(JSON.stringify(format.schema), true), 'root');
         break;
       case 'regex':
         what = `${field}.pattern`;
@@ -165,6 +164,36 @@ export class GuidedDecoding {
     this.#compiler.dispose();
     this.#info.dispose();
   }
+}
+
+/**
+ * xgrammar's EBNF for a JSON schema, with two of its rules corrected (xgrammar 0.1.27's
+ * json_schema_converter.cc; the structured-output suite found both with ajv):
+ * - length-bounded strings allow raw control characters (`[^"\\\r\n]{0,n}`), which
+ *   makes invalid JSON: they get the character class of its unbounded strings;
+ * - date-time allows minute 60 instead of second 60 (a leap second).
+ * Compact JSON: no free whitespace, which a sampled model could otherwise emit forever.
+ */
+async function jsonSchemaGrammar(schema: string, strict: boolean): Promise<string> {
+  const xgrammar = await loadXgrammar();
+  // Called inside GuidedDecoding.compile's withXgrammarErrors, which reports its failures.
+  const ebnf = await xgrammar.Testings._jsonSchemaToEBNF(schema, false, undefined, undefined, strict);
+  return ebnf
+    .replace(/\[\^"\\\\\\r\\n\]\{(\d+),(\d+)\}/g, (_, min: string, max: string) => boundedCharacters(Number(min), Number(max)))
+    .split('":" ( [0-5] [0-9] | "6" "0" ) ":" [0-5] [0-9]')
+    .join('":" [0-5] [0-9] ":" ( [0-5] [0-9] | "6" "0" )');
+}
+
+/**
+ * `min` to `max` JSON string characters (no control character, quote or backslash), spelled out as
+ * nested optionals: xgrammar's `{min,max}` repetition of a character class let byte-level tokens end
+ * a string in the middle of a multi-byte character (invalid UTF-8, found on the llama fixture).
+ */
+function boundedCharacters(min: number, max: number): string {
+  const character = '[^\\0-\\x1f"\\\\]';
+  let optional = '';
+  for (let i = min; i < max; i++) optional = optional === '' ? `(${character})?` : `(${character} ${optional})?`;
+  return [...Array<string>(min).fill(character), optional === '' ? '""' : optional].join(' ');
 }
 
 function toUint32(mask: Int32Array): Uint32Array {

@@ -33,6 +33,7 @@ export class ResponseFormatError extends Error {
 export const MAX_SCHEMA_BYTES = 256 * 1024;
 export const MAX_SCHEMA_DEPTH = 64;
 export const MAX_GRAMMAR_BYTES = 64 * 1024;
+export const MAX_STRING_LENGTH_BOUND = 4096;
 
 /** The keywords xgrammar turns into grammar rules (json_schema_converter.cc), or that only annotate. */
 export const SUPPORTED_SCHEMA_KEYWORDS: ReadonlySet<string> = new Set([
@@ -43,11 +44,12 @@ export const SUPPORTED_SCHEMA_KEYWORDS: ReadonlySet<string> = new Set([
   'title', 'description', 'default', 'examples', '$schema', '$id', '$comment',
 ]);
 
-/** The string formats xgrammar has grammars for; any other is refused (xgrammar would ignore it). */
-export const SUPPORTED_STRING_FORMATS: ReadonlySet<string> = new Set([
-  'email', 'date', 'time', 'date-time', 'duration', 'ipv4', 'ipv6', 'hostname', 'uuid', 'uri', 'uri-reference',
-  'uri-template', 'json-pointer', 'relative-json-pointer',
-]);
+/**
+ * The string formats whose xgrammar grammars the structured-output suite verified against ajv-formats.
+ * Others are refused rather than trusted: xgrammar's ipv4 accepts leading zeros ("45.071.0.1") that
+ * the format forbids, and it silently treats unknown formats as any string.
+ */
+export const SUPPORTED_STRING_FORMATS: ReadonlySet<string> = new Set(['date', 'time', 'date-time', 'uuid']);
 
 const SCHEMA_TYPES = new Set(['object', 'array', 'string', 'number', 'integer', 'boolean', 'null']);
 
@@ -147,6 +149,10 @@ function checkSchema(schema: unknown, at: string, root: unknown, depth: number):
       case 'minLength':
       case 'maxLength':
         if (!Number.isSafeInteger(value) || (value as number) < 0) throw new ResponseFormatError(here, 'must be a non-negative integer');
+        // Length bounds become grammar rules of that many characters (guided-decoding.ts: boundedCharacters).
+        if ((key === 'minLength' || key === 'maxLength') && (value as number) > MAX_STRING_LENGTH_BOUND) {
+          throw new ResponseFormatError(here, `must be at most ${MAX_STRING_LENGTH_BOUND}`);
+        }
         break;
       case 'minimum':
       case 'maximum':

@@ -29,6 +29,9 @@ export interface XgGrammarMatcher {
   dispose(): void;
 }
 export interface Xgrammar {
+  Testings: {
+    _jsonSchemaToEBNF(schema: string, anyWhitespace?: boolean, indent?: number, separators?: [string, string], strictMode?: boolean): Promise<string>;
+  };
   TokenizerInfo: {
     createTokenizerInfo(encodedVocab: string[], vocabType: string, prependSpace: boolean, vocabSize: number, stopTokenIds: number[]): Promise<XgTokenizerInfo>;
   };

@@ -18,6 +18,7 @@ import {
   type SamplingConfig,
   type TokenLogprobs,
 } from '@kiln/sampling';
+import type { TokenMaskSource } from '@kiln/chat';
 
 /**
  * How a request ended (one rule for every entry point, docs/cancellation.md):
@@ -45,6 +46,15 @@ export interface ExecutorRequest extends SamplingConfig {
   returnContextLogits?: boolean;
   /** Return, with each event, the logits that chose its tokens, `[outputIds.length, vocabSize]`. Default false. */
   returnGenerationLogits?: boolean;
+  /**
+   * Constrained decoding: the allowed tokens of every step, from a grammar (@kiln/chat's
+   * CompiledFormat.maskSource(); LLM's `responseFormat` makes one). The native sampler masks every other
+   * token before all other controls, in every sampling mode, beam search included. The request waits
+   * for each mask (computed on this thread, well under a millisecond) while the others take their
+   * steps. Only with `stream` and `generate`, one sequence or beam search. It is disposed when the
+   * request ends. Default: none.
+   */
+  tokenMask?: TokenMaskSource;
 }
 
 /** Log-probabilities of one output token: the chosen token's and the `logprobs` most likely at its step. */
@@ -123,6 +133,7 @@ export interface ExecutorEngineFacts {
 /** A request checked and resolved for the native executor, with what the TypeScript side keeps of it. */
 export interface CheckedRequest {
   native: NativeExecutorRequest;
+  tokenMask?: TokenMaskSource;
   resolved: ResolvedSamplingConfig;
   stopSequences: number[][];
 }
@@ -179,6 +190,7 @@ export class Executor {
         'numReturnSequences > 1 without beam search runs one request per sample: use generate(), or enqueue each sample',
       );
     }
+    if (checked.tokenMask) throw new Error('a request with a tokenMask runs through stream() or generate(), which feed it its masks');
     return this.#enqueueChecked(checked, onEvent);
   }
 
@@ -225,9 +237,32 @@ export class Executor {
     const queue: [NativeRequestEvent, number][] = [];
     let wake: (() => void) | undefined;
     const holdBack = new StopHoldBack(checked.stopSequences, checked.resolved.includeStopText);
-    const id = this.#enqueueChecked(checked);
-    // Replace the handler enqueue installed: this one buffers raw events for the loop below.
+    const source = checked.tokenMask;
+    let maskError: Error | undefined;
+    let id: number;
+    try {
+      if (source) checked = { ...checked, native: { ...checked.native, tokenMask: await source.nextMask([]) } };
+      id = this.#enqueueChecked(checked);
+    } catch (error) {
+      source?.dispose();
+      throw error;
+    }
+    const generated: number[] = [];
+    // Replace the handler enqueue installed: this one buffers raw events for the loop below, and gives a
+    // constrained request the mask of its next token (it takes no step until then).
     this.#handlers.set(id, (event, iteration) => {
+      if (source && event.finishReason === undefined && maskError === undefined) {
+        const beams = event.beams?.map((beam) => Array.from(beam));
+        if (!beams) generated.push(...event.outputIds);
+        (beams ? source.beamMasks(beams) : source.nextMask(generated).then((mask) => [mask])).then(
+          (masks) => this.#native.setTokenMasks(id, masks),
+          (error: Error) => {
+            maskError = error;
+            this.cancel(id);
+          },
+        );
+      }
+      if (event.beams && event.finishReason === undefined) return;  // internal to constrained beam search
       queue.push([event, iteration]);
       wake?.();
     });
@@ -239,6 +274,10 @@ export class Executor {
         while (queue.length === 0) await new Promise<void>((resolve) => (wake = resolve));
         wake = undefined;
         const [event, iteration] = queue.shift() as [NativeRequestEvent, number];
+        if (event.finishReason !== undefined && maskError !== undefined) {
+          finished = true;
+          throw new Error(`request ${id} failed: its token mask could not be computed: ${maskError.message}`);
+        }
         if (event.finishReason === 'error') {
           finished = true;
           throw new Error(`request ${id} failed: ${event.error ?? 'unknown error'} (engine ${this.#facts.engineDir})`);
@@ -251,6 +290,7 @@ export class Executor {
     } finally {
       signal?.removeEventListener('abort', onAbort);
       if (!finished) this.cancel(id);  // the consumer left early
+      source?.dispose();
     }
   }
 
@@ -258,6 +298,10 @@ export class Executor {
   async generate(request: ExecutorRequest, options: ExecutorStreamOptions = {}): Promise<ExecutorResult> {
     const checked = this.#checked(request);
     const { beamWidth, numReturnSequences } = checked.resolved;
+    if (checked.tokenMask && beamWidth === 1 && numReturnSequences > 1) {
+      checked.tokenMask.dispose();
+      throw new SamplingConfigError('numReturnSequences', 'independent samples (numReturnSequences > 1 without beam search) cannot share one tokenMask: run one request per sample');
+    }
     if (beamWidth > 1 || numReturnSequences === 1) return this.#collect(this.#stream(checked, options.signal, false), request);
     // Independent samples: one request each, same seed, Philox stream i (their prompts share KV blocks
     // through the prefix cache). Each sample's score is the sum of its tokens' log-probabilities.
@@ -371,7 +415,7 @@ export function checkPromptIds(
  */
 export function checkExecutorRequest(request: ExecutorRequest, facts: ExecutorEngineFacts): CheckedRequest {
   if (typeof request !== 'object' || request === null) throw new Error('the request must be an object');
-  const { inputIds: ids, maxTokens: rawMaxTokens, returnContextLogits, returnGenerationLogits, ...sampling } = request;
+  const { inputIds: ids, maxTokens: rawMaxTokens, returnContextLogits, returnGenerationLogits, tokenMask, ...sampling } = request;
   const maxTokens = validateMaxTokens(rawMaxTokens);
   const endId = resolveEndId(request, facts.defaultEndId, facts.vocabSize);
   const resolved = validateSamplingConfig(stripUndefined(sampling), { vocabSize: facts.vocabSize, maxBeamWidth: facts.maxBeamWidth });
@@ -416,7 +460,10 @@ export function checkExecutorRequest(request: ExecutorRequest, facts: ExecutorEn
     lengthPenalty: resolved.lengthPenalty,
     earlyStopping: resolved.earlyStopping,
   };
-  return { native, resolved, stopSequences: stopTokenSequences.map((sequence) => Array.from(sequence)) };
+  if (tokenMask !== undefined && (typeof tokenMask !== 'object' || tokenMask === null || typeof tokenMask.nextMask !== 'function')) {
+    throw new Error('tokenMask must be a TokenMaskSource (from @kiln/chat)');
+  }
+  return { native, resolved, stopSequences: stopTokenSequences.map((sequence) => Array.from(sequence)), tokenMask };
 }
 
 /** Options given as `undefined` count as not given (callers spread optional fields). */

@@ -1,6 +1,7 @@
 import * as path from 'node:path';
 import { Engine, type EngineGenerateOptions, type EngineGenerateResult, type EngineInfo, type EngineLoadOptions, type FinishReason } from './engine';
 import { SamplingConfigError, StopTextMatcher, validateSamplingConfig, type TokenSequence } from '@kiln/sampling';
+import { GuidedDecoding, validateResponseFormat, type CompiledFormat, type ResponseFormat } from '@kiln/chat';
 import type { ExecutorRequest, ExecutorSequence, ExecutorTokenLogprobs, RequestStats } from './executor';
 import { resolveModel, type ResolveModelOptions } from './model-cache';
 import { Tokenizer } from './tokenizer';
@@ -22,6 +23,15 @@ export interface LLMGenerateOptions extends Omit<EngineGenerateOptions, 'onToken
    * KV blocks are free by then. The rule of every entry point: docs/cancellation.md. Default: none.
    */
   signal?: AbortSignal;
+  /**
+   * Structured output: the text must be a JSON object (`json_object`), JSON valid against a schema
+   * (`json_schema`), match a regular expression (`regex`) or an EBNF grammar (`grammar`). Enforced by
+   * a token mask at every step (xgrammar), in every sampling mode, beam search included; the output
+   * ends with the model's end token once complete, so a `maxTokens` too small cuts it short (finish
+   * reason "length"). Needs the model's end token (not with ignoreEos). Default: `{ type: 'text' }`.
+   * A bad one throws a ResponseFormatError naming the field (`responseFormat.schema.properties.x...`).
+   */
+  responseFormat?: ResponseFormat;
 }
 
 /** One returned sequence (numReturnSequences > 1 or beam search) with its text. */
@@ -67,6 +77,8 @@ export interface LLMStreamChunk {
 export class LLM {
   readonly engine: Engine;
   readonly tokenizer: Tokenizer;
+  // xgrammar's tokenizer tables, made on the first request with a responseFormat.
+  #guided: Promise<GuidedDecoding> | undefined;
 
   private constructor(engine: Engine, tokenizer: Tokenizer) {
     this.engine = engine;
@@ -107,7 +119,7 @@ export class LLM {
    * ids go to the executor. Throws a SamplingConfigError naming the option at fault.
    */
   #prepare(options: LLMStreamOptions, inputIds: readonly number[]): { request: ExecutorRequest; stopTexts: string[] } {
-    const { signal: _signal, stopWords, badWords, ...rest } = options;
+    const { signal: _signal, stopWords, badWords, responseFormat: _responseFormat, ...rest } = options;
     validateSamplingConfig(Object.fromEntries(Object.entries({ stopWords, badWords }).filter(([, v]) => v !== undefined)), {
       vocabSize: this.engine.vocabSize,
     });
@@ -152,7 +164,6 @@ export class LLM {
    */
   async *generateStream(prompt: string | readonly number[], options: LLMStreamOptions): AsyncGenerator<LLMStreamChunk, void, undefined> {
     const inputIds = typeof prompt === 'string' ? this.tokenizer.encode(prompt) : prompt;
-    const { signal } = options;
     if (options.returnContextLogits && !this.engine.gathersContextLogits) {
       throw new Error(
         `returnContextLogits needs an engine built with gatherContextLogits, and ${path.join(this.engine.engineDir, 'config.json')} ` +
@@ -160,6 +171,30 @@ export class LLM {
       );
     }
     const { request, stopTexts } = this.#prepare(options, inputIds);
+    const compiled = await this.#compileResponseFormat(options);
+    if (compiled) request.tokenMask = compiled.maskSource();
+    try {
+      yield* this.#streamRequest(request, stopTexts, options);
+    } finally {
+      compiled?.dispose();
+    }
+  }
+
+  /** The responseFormat's grammar, undefined for none or text. */
+  async #compileResponseFormat(options: LLMStreamOptions): Promise<CompiledFormat | undefined> {
+    if (options.responseFormat === undefined) return undefined;
+    const format = validateResponseFormat(options.responseFormat);
+    if (format.type === 'text') return undefined;
+    if (options.ignoreEos === true) throw new SamplingConfigError('ignoreEos', 'ignoreEos cannot be combined with a responseFormat: a complete output ends with the end token');
+    const endId = options.endId ?? this.engine.defaultEndId;
+    if (endId === undefined) throw new Error('a responseFormat needs the model\'s end token, and this engine has none: give endId');
+    this.#guided ??= GuidedDecoding.create(this.tokenizer.grammarVocabulary(this.engine.vocabSize), this.engine.vocabSize, [endId]);
+    const guided = await this.#guided;
+    return guided.compile(format);
+  }
+
+  async *#streamRequest(request: ExecutorRequest, stopTexts: string[], options: LLMStreamOptions): AsyncGenerator<LLMStreamChunk, void, undefined> {
+    const { signal } = options;
     const matcher = stopTexts.length > 0 ? new StopTextMatcher(stopTexts, options.includeStopText === true) : undefined;
     const decoder = this.tokenizer.createStreamDecoder({ skipSpecialTokens: true });
     let generated = 0;
@@ -216,6 +251,9 @@ export class LLM {
       // Independent samples: the executor runs one request per sample; stop strings are applied to each.
       const inputIds = typeof prompt === 'string' ? this.tokenizer.encode(prompt) : prompt;
       const { request, stopTexts } = this.#prepare(streamOptions, inputIds);
+      if (options.responseFormat !== undefined && options.responseFormat.type !== 'text') {
+        throw new SamplingConfigError('numReturnSequences', 'responseFormat with independent samples (numReturnSequences > 1 without beam search) is not supported: run one request per sample');
+      }
       const result = await this.engine.executor.generate(request, { signal: options.signal });
       const sequences = (result.sequences ?? []).map((sequence) => {
         const finished = this.#finishSequence(sequence.outputIds, stopTexts, includeStopText);
@@ -291,8 +329,11 @@ export class LLM {
    * Cancels the requests in flight (they end with finish reason "cancelled"), waits until they have
    * freed their KV blocks, then frees the engine (Engine.dispose). Idempotent; never rejects.
    */
-  dispose(): Promise<void> {
-    return this.engine.dispose();
+  async dispose(): Promise<void> {
+    await this.engine.dispose();
+    const guided = this.#guided;
+    this.#guided = undefined;
+    if (guided) (await guided.catch(() => undefined))?.dispose();
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

@@ -1,4 +1,5 @@
 import * as path from 'node:path';
+import { grammarVocabularyOf, type GrammarVocabulary } from '@kiln/chat';
 import { readJsonObject } from './json-file';
 
 /**
@@ -24,10 +25,17 @@ export interface DecodeOptions {
 export class Tokenizer {
   readonly #tokenizer: HfTokenizer;
   readonly #cleanUpTokenizationSpaces: boolean;
+  readonly #json: Record<string, unknown>;
 
-  private constructor(tokenizer: HfTokenizer, cleanUpTokenizationSpaces: boolean) {
+  private constructor(tokenizer: HfTokenizer, cleanUpTokenizationSpaces: boolean, json: Record<string, unknown>) {
     this.#tokenizer = tokenizer;
     this.#cleanUpTokenizationSpaces = cleanUpTokenizationSpaces;
+    this.#json = json;
+  }
+
+  /** The token strings and byte encoding that grammars (structured output) are compiled against, for a vocabulary of `vocabSize` ids. */
+  grammarVocabulary(vocabSize: number): GrammarVocabulary {
+    return grammarVocabularyOf(this.#json, vocabSize);
   }
 
   /**
@@ -56,7 +64,7 @@ export class Tokenizer {
     // transformers 5 defaults clean_up_tokenization_spaces to false (tokenizers.js to true): follow
     // transformers, whose decode gives back the text the model produced, " ." included.
     const cleanUp = tokenizerConfig.clean_up_tokenization_spaces === true;
-    return new Tokenizer(tokenizer, cleanUp);
+    return new Tokenizer(tokenizer, cleanUp, tokenizerJson);
   }
 
   /**

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <limits>
 #include <stdexcept>
 
 namespace kiln {
@@ -435,10 +436,14 @@ void Executor::beamStep(Seq& s, const float* scores, IterationReport& report) {
     if (a.score != b.score) return a.score > b.score;
     return a.beam != b.beam ? a.beam < b.beam : a.token < b.token;
   };
+  const bool masked = s.isMasked();
   for (int64_t b = 0; b < numBeams; ++b) {
     const float* row = scores + b * vocab_;
     for (int64_t v = 0; v < vocab_; ++v) {
       if (std::isnan(row[v])) continue;
+      // A token its grammar forbids never becomes a beam (transformers would keep -inf candidates to
+      // fill 2 * beamWidth; a constrained beam must stay inside its grammar, so it has fewer beams).
+      if (masked && row[v] == -std::numeric_limits<float>::infinity()) continue;
       const Candidate c{s.beams[b].score + static_cast<double>(row[v]), b, static_cast<int32_t>(v), false};
       if (static_cast<int64_t>(top.size()) == keep && !better(c, top.back())) continue;
       top.insert(std::upper_bound(top.begin(), top.end(), c, better), c);
@@ -477,6 +482,8 @@ void Executor::beamStep(Seq& s, const float* scores, IterationReport& report) {
   for (Candidate& c : next) {
     if (c.ends) c.score += -1.0e9;
   }
+  // A constrained beam that ended is complete: its grammar has nothing more to allow.
+  if (masked) next.erase(std::remove_if(next.begin(), next.end(), [](const Candidate& c) { return c.ends; }), next.end());
   std::stable_sort(next.begin(), next.end(), [](const Candidate& a, const Candidate& b) { return a.score > b.score; });
   if (static_cast<int64_t>(next.size()) > width) next.resize(static_cast<size_t>(width));
   std::vector<Beam> beams;
