@@ -194,6 +194,63 @@ export class Executor {
     return this.#enqueueChecked(checked, onEvent);
   }
 
+  /**
+   * As `enqueue`, for a request with a `tokenMask` too: its first mask is computed before it is queued,
+   * and each later one between its steps. A mask that cannot be computed ends the request with finish
+   * reason "error". Resolves to the request's id.
+   */
+  async enqueueAsync(request: ExecutorRequest, onEvent?: (event: ExecutorEvent) => void): Promise<number> {
+    const checked = this.#checked(request);
+    if (checked.resolved.beamWidth === 1 && checked.resolved.numReturnSequences > 1) {
+      checked.tokenMask?.dispose();
+      throw new SamplingConfigError('numReturnSequences', 'numReturnSequences > 1 without beam search runs one request per sample: enqueue each sample');
+    }
+    const source = checked.tokenMask;
+    if (!source) return this.#enqueueChecked(checked, onEvent);
+    let id: number;
+    try {
+      id = this.#enqueueChecked({ ...checked, native: { ...checked.native, tokenMask: await source.nextMask([]) } });
+    } catch (error) {
+      source.dispose();
+      throw error;
+    }
+    const holdBack = new StopHoldBack(checked.stopSequences, checked.resolved.includeStopText);
+    this.#handlers.set(
+      id,
+      this.#feedMasks(id, source, (event, iteration, maskError) => {
+        const converted = holdBack.apply(toEvent(event, iteration), event.stopLength ?? 0);
+        onEvent?.(maskError ? { ...converted, finishReason: 'error' } : converted);
+      }),
+    );
+    return id;
+  }
+
+  /**
+   * Wraps a handler of a constrained request: after each event that does not end it, its source gives
+   * the next masks (one, or one per beam) and the request takes its next step. Beam events that only
+   * carry the beams are not passed on; the source is disposed with the last event.
+   */
+  #feedMasks(id: number, source: TokenMaskSource, deliver: (event: NativeRequestEvent, iteration: number, maskError?: Error) => void): Handler {
+    const generated: number[] = [];
+    let maskError: Error | undefined;
+    return (event, iteration) => {
+      if (event.finishReason === undefined && maskError === undefined) {
+        const beams = event.beams?.map((beam) => Array.from(beam));
+        if (!beams) generated.push(...event.outputIds);
+        (beams ? source.beamMasks(beams) : source.nextMask(generated).then((mask) => [mask])).then(
+          (masks) => this.#native.setTokenMasks(id, masks),
+          (error: Error) => {
+            maskError = error;
+            this.cancel(id);
+          },
+        );
+      }
+      if (event.finishReason !== undefined) source.dispose();
+      if (event.beams && event.finishReason === undefined) return;  // internal to constrained beam search
+      deliver(event, iteration, event.finishReason !== undefined ? maskError : undefined);
+    };
+  }
+
   #enqueueChecked(checked: CheckedRequest, onEvent?: (event: ExecutorEvent) => void): number {
     if (this.#shutdown) throw new Error(`the executor of ${this.#facts.engineDir} is shut down`);
     const id = this.#native.enqueue(checked.native);
@@ -247,25 +304,14 @@ export class Executor {
       source?.dispose();
       throw error;
     }
-    const generated: number[] = [];
     // Replace the handler enqueue installed: this one buffers raw events for the loop below, and gives a
     // constrained request the mask of its next token (it takes no step until then).
-    this.#handlers.set(id, (event, iteration) => {
-      if (source && event.finishReason === undefined && maskError === undefined) {
-        const beams = event.beams?.map((beam) => Array.from(beam));
-        if (!beams) generated.push(...event.outputIds);
-        (beams ? source.beamMasks(beams) : source.nextMask(generated).then((mask) => [mask])).then(
-          (masks) => this.#native.setTokenMasks(id, masks),
-          (error: Error) => {
-            maskError = error;
-            this.cancel(id);
-          },
-        );
-      }
-      if (event.beams && event.finishReason === undefined) return;  // internal to constrained beam search
+    const buffer = (event: NativeRequestEvent, iteration: number, error?: Error): void => {
+      if (error) maskError = error;
       queue.push([event, iteration]);
       wake?.();
-    });
+    };
+    this.#handlers.set(id, source ? this.#feedMasks(id, source, buffer) : buffer);
     const onAbort = (): void => this.cancel(id);
     signal?.addEventListener('abort', onAbort, { once: true });
     let finished = false;

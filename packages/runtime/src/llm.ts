@@ -171,7 +171,7 @@ export class LLM {
       );
     }
     const { request, stopTexts } = this.#prepare(options, inputIds);
-    const compiled = await this.#compileResponseFormat(options);
+    const compiled = options.responseFormat === undefined ? undefined : await this.compileResponseFormat(options.responseFormat, options);
     if (compiled) request.tokenMask = compiled.maskSource();
     try {
       yield* this.#streamRequest(request, stopTexts, options);
@@ -180,17 +180,24 @@ export class LLM {
     }
   }
 
-  /** The responseFormat's grammar, undefined for none or text. */
-  async #compileResponseFormat(options: LLMStreamOptions): Promise<CompiledFormat | undefined> {
-    if (options.responseFormat === undefined) return undefined;
-    const format = validateResponseFormat(options.responseFormat);
+  /**
+   * Compiles a responseFormat (untrusted: checked first, a ResponseFormatError names the field at fault
+   * under the name `field`) into a grammar for this model's tokenizer; undefined for `text`. Each of its
+   * `maskSource()`s is a request's `tokenMask`. Dispose it once its requests have ended.
+   */
+  async compileResponseFormat(
+    responseFormat: unknown,
+    options: { endId?: number; ignoreEos?: boolean; field?: string } = {},
+  ): Promise<CompiledFormat | undefined> {
+    const field = options.field ?? 'responseFormat';
+    const format = validateResponseFormat(responseFormat, field);
     if (format.type === 'text') return undefined;
     if (options.ignoreEos === true) throw new SamplingConfigError('ignoreEos', 'ignoreEos cannot be combined with a responseFormat: a complete output ends with the end token');
     const endId = options.endId ?? this.engine.defaultEndId;
     if (endId === undefined) throw new Error('a responseFormat needs the model\'s end token, and this engine has none: give endId');
     this.#guided ??= GuidedDecoding.create(this.tokenizer.grammarVocabulary(this.engine.vocabSize), this.engine.vocabSize, [endId]);
     const guided = await this.#guided;
-    return guided.compile(format);
+    return guided.compile(format, field);
   }
 
   async *#streamRequest(request: ExecutorRequest, stopTexts: string[], options: LLMStreamOptions): AsyncGenerator<LLMStreamChunk, void, undefined> {

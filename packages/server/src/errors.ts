@@ -1,6 +1,7 @@
 // Errors in each protocol's own shape. The OpenAI routes answer `{"error": {"message", "type", "param",
 // "code"}}` (as api.openai.com and vLLM do); the KServe v2 / Triton routes answer `{"error": "message"}`
 // (as Triton's HTTP endpoint does). Every error a client can cause is an ApiError with a 4xx status.
+import { ResponseFormatError } from '@kiln/chat';
 import { SamplingConfigError } from '@kiln/sampling';
 
 export type Protocol = 'openai' | 'triton';
@@ -48,6 +49,10 @@ const TRITON_NAMES: Record<string, string> = {
  */
 export function toApiError(error: unknown, protocol: Protocol): ApiError {
   if (error instanceof ApiError) return error;
+  if (error instanceof ResponseFormatError) {
+    // The path names the field in the request body (response_format.json_schema.schema.properties.x.y).
+    return new ApiError(400, error.message, 'invalid_request_error', error.path);
+  }
   if (error instanceof SamplingConfigError) {
     const names = protocol === 'triton' ? TRITON_NAMES : OPENAI_NAMES;
     const param = names[error.option] ?? error.option;

@@ -108,19 +108,37 @@ export function startChoice(llm: LLM, metrics: ServerMetrics, request: ChoiceReq
   const wantLogprobs = logprobs !== undefined;
   const queue: ExecutorEvent[] = [];
   let wake: (() => void) | undefined;
-  const id = executor.enqueue(
-    {
-      ...sampling,
-      logprobs: wantLogprobs ? Math.max(logprobs, 1) : undefined,
-      returnGenerationLogits: wantLogprobs && !executorReturnsLogprobs,
-    },
-    (event) => {
-      queue.push(event);
-      wake?.();
-    },
-  );
+  const push = (event: ExecutorEvent): void => {
+    queue.push(event);
+    wake?.();
+  };
+  const executorRequest = {
+    ...sampling,
+    logprobs: wantLogprobs ? Math.max(logprobs, 1) : undefined,
+    returnGenerationLogits: wantLogprobs && !executorReturnsLogprobs,
+  };
+  // A constrained choice (response_format, a required tool call) is queued once its first token mask
+  // is computed; cancelling and pausing wait for its id.
+  let id: number | undefined;
+  let cancelled = false;
+  let pausedNow = false;
+  if (request.tokenMask) {
+    void executor.enqueueAsync(executorRequest, push).then(
+      (assigned) => {
+        id = assigned;
+        if (cancelled) executor.cancel(assigned);
+        else if (pausedNow) executor.setPaused(assigned, true);
+      },
+      (error: unknown) => push({ requestId: 0, iteration: 0, outputIds: [], finishReason: 'error', failure: error } as ExecutorEvent),
+    );
+  } else {
+    id = executor.enqueue(executorRequest, push);
+  }
   metrics.promptTokens.inc(request.inputIds.length);
-  const cancel = (): void => executor.cancel(id);
+  const cancel = (): void => {
+    cancelled = true;
+    if (id !== undefined) executor.cancel(id);
+  };
   if (signal.aborted) cancel();
   else signal.addEventListener('abort', cancel, { once: true });
 
@@ -138,6 +156,8 @@ export function startChoice(llm: LLM, metrics: ServerMetrics, request: ChoiceReq
         const event = queue.shift() as ExecutorEvent;
         if (event.finishReason === 'error') {
           executorDone = true;
+          const failure = (event as { failure?: unknown }).failure;
+          if (failure !== undefined) throw failure;
           throw new Error(`the executor failed request ${id}`);
         }
         numOutputTokens += event.outputIds.length;
@@ -187,7 +207,8 @@ export function startChoice(llm: LLM, metrics: ServerMetrics, request: ChoiceReq
     setPaused(value: boolean): void {
       if (value === paused) return;
       paused = value;
-      executor.setPaused(id, value);
+      pausedNow = value;
+      if (id !== undefined) executor.setPaused(id, value);
     },
   };
 }

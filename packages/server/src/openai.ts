@@ -4,6 +4,7 @@
 import { randomUUID } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
 import { MAX_STOP_TEXT } from '@kiln/sampling';
+import type { CompiledFormat } from '@kiln/chat';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { ChatMessage } from './chat-template';
 import { abortedByShutdown, ShutdownAbort, SseWriter, type ServerContext } from './context';
@@ -61,6 +62,8 @@ interface Plan {
   continuousUsage: boolean;
   /** Top alternatives per token in the response, or undefined for no logprobs. */
   topLogprobs?: number;
+  /** response_format's grammar: each choice gets its own mask source; disposed after the response. */
+  format?: CompiledFormat;
 }
 
 /**
@@ -80,8 +83,38 @@ function refuseUnsupported(body: Record<string, unknown>): void {
   for (const param of ['tool_choice', 'function_call']) {
     if (body[param] != null && body[param] !== 'none' && body[param] !== 'auto') refuse(param, 'tool calling is not implemented');
   }
-  const format = body.response_format as { type?: unknown } | null | undefined;
-  if (format != null && format.type !== 'text') refuse('response_format', 'only {"type": "text"} is supported (no JSON mode or schema)');
+}
+
+/**
+ * OpenAI's response_format ({"type": "text" | "json_object"}, or {"type": "json_schema", "json_schema":
+ * {"name", "schema", "strict", "description"}}) compiled into a grammar; undefined for none or text.
+ * A bad or unsupported schema is a 400 naming its path (response_format.json_schema.schema...).
+ */
+async function responseFormat(ctx: ServerContext, body: SamplingBody & { response_format?: unknown }): Promise<CompiledFormat | undefined> {
+  const format = body.response_format;
+  if (format == null) return undefined;
+  const bad = (param: string, message: string): never => {
+    throw new ApiError(400, `${param}: ${message}`, 'invalid_request_error', param);
+  };
+  if (typeof format !== 'object' || Array.isArray(format)) bad('response_format', 'must be an object with a type');
+  const { type, json_schema: jsonSchema, ...rest } = format as { type?: unknown; json_schema?: unknown };
+  for (const key of Object.keys(rest)) bad(`response_format.${key}`, 'is not a field of response_format');
+  const options = { endId: undefined, ignoreEos: body.ignore_eos };
+  if (type === 'text' || type === 'json_object') {
+    if (jsonSchema !== undefined) bad('response_format.json_schema', `is not a field of a ${type} response_format`);
+    return ctx.llm.compileResponseFormat({ type }, { ...options, field: 'response_format' });
+  }
+  if (type !== 'json_schema') return bad('response_format.type', 'must be "text", "json_object" or "json_schema"');
+  if (typeof jsonSchema !== 'object' || jsonSchema === null || Array.isArray(jsonSchema)) return bad('response_format.json_schema', 'must be an object with a name and a schema');
+  const { name, schema, strict, description, ...others } = jsonSchema as Record<string, unknown>;
+  for (const key of Object.keys(others)) bad(`response_format.json_schema.${key}`, 'is not a field of json_schema');
+  if (typeof name !== 'string' || !/^[a-zA-Z0-9_-]{1,64}$/.test(name)) bad('response_format.json_schema.name', 'must be 1 to 64 letters, digits, _ or -');
+  if (description !== undefined && typeof description !== 'string') bad('response_format.json_schema.description', 'must be a string');
+  if (schema === undefined) bad('response_format.json_schema.schema', 'is required: structured output needs the schema to enforce');
+  return ctx.llm.compileResponseFormat(
+    { type: 'json_schema', schema, ...(strict === undefined || strict === null ? {} : { strict }) },
+    { ...options, field: 'response_format.json_schema' },
+  );
 }
 
 /** The sampling part of a body, as the runtime's SamplingConfig; bad words as token ids from `badWords`. */
@@ -161,7 +194,9 @@ async function planCompletion(ctx: ServerContext, body: CompletionsBody): Promis
   const { inputIds, badWords } = await tokenizeInputs(ctx, typeof prompt === 'string' ? { text: prompt, param: 'prompt', addSpecialTokens: true } : prompt, body);
   // OpenAI's default max_tokens for completions is 16.
   const maxTokens = ctx.checkLengths(inputIds.length, body.max_tokens ?? 16, 'prompt', 'max_tokens');
+  const format = await responseFormat(ctx, body as CompletionsBody & { response_format?: unknown });
   return {
+    format,
     kind: 'completion',
     n: body.n ?? 1,
     choice: { ...sampling(body, badWords), inputIds, maxTokens, logprobs: body.logprobs ?? undefined },
@@ -189,7 +224,9 @@ async function planChat(ctx: ServerContext, body: ChatBody): Promise<Plan> {
     throw new ApiError(400, 'top_logprobs needs logprobs: true', 'invalid_request_error', 'top_logprobs');
   }
   const topLogprobs = body.logprobs === true ? (body.top_logprobs ?? 0) : undefined;
+  const format = await responseFormat(ctx, body as ChatBody & { response_format?: unknown });
   return {
+    format,
     kind: 'chat',
     n: body.n ?? 1,
     choice: { ...sampling(body, badWords), inputIds, maxTokens, logprobs: topLogprobs },
@@ -255,7 +292,12 @@ function startChoices(ctx: ServerContext, plan: Plan, signal: AbortSignal): Choi
   try {
     for (let index = 0; index < plan.n; index++) {
       const seed = plan.choice.seed === undefined ? undefined : BigInt(plan.choice.seed) + BigInt(index);
-      choices.push(startChoice(ctx.llm, ctx.metrics, { ...plan.choice, seed: index === 0 ? plan.choice.seed : seed, signal: aborter.signal }));
+      choices.push(startChoice(ctx.llm, ctx.metrics, {
+        ...plan.choice,
+        seed: index === 0 ? plan.choice.seed : seed,
+        signal: aborter.signal,
+        tokenMask: plan.format?.maskSource(),
+      }));
     }
   } catch (error) {
     aborter.abort();  // the choices already queued
@@ -266,6 +308,14 @@ function startChoices(ctx: ServerContext, plan: Plan, signal: AbortSignal): Choi
 }
 
 async function respond(ctx: ServerContext, plan: Plan, request: FastifyRequest, reply: FastifyReply): Promise<unknown> {
+  try {
+    return await respondWith(ctx, plan, request, reply);
+  } finally {
+    plan.format?.dispose();  // its choices have ended (or never started)
+  }
+}
+
+async function respondWith(ctx: ServerContext, plan: Plan, request: FastifyRequest, reply: FastifyReply): Promise<unknown> {
   const { signal } = ctx.admit(reply);
   const choices = startChoices(ctx, plan, signal);
   const id = `${plan.kind === 'chat' ? 'chatcmpl' : 'cmpl'}-${randomUUID().replace(/-/g, '')}`;

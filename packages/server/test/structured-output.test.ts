@@ -1,0 +1,121 @@
+// Structured output through the official `openai` client (issue 14): response_format json_schema and
+// json_object on /v1/chat/completions and /v1/completions, streamed and not, sampled at temperature 1;
+// every answer parses and validates with ajv. Schemas the grammar cannot enforce get a 400 naming the
+// path at fault.
+import Ajv2020 from 'ajv/dist/2020';
+import addFormats from 'ajv-formats';
+import OpenAI from 'openai';
+import { LLM } from '@kiln/runtime';
+import { KilnServer } from '@kiln/server';
+import { buildTestEngines, type TestEngines } from './helpers';
+
+const SCHEMA = {
+  type: 'object',
+  properties: {
+    name: { type: 'string', maxLength: 16 },
+    age: { type: 'integer', minimum: 0, maximum: 120 },
+    tribe: { enum: ['Judah', 'Levi', 'Dan'] },
+    born: { type: 'string', format: 'date' },
+    children: { type: 'array', items: { type: 'string', maxLength: 10 }, minItems: 1, maxItems: 3 },
+  },
+  required: ['name', 'age', 'tribe', 'born', 'children'],
+  additionalProperties: false,
+};
+
+function validate(schema: object, value: unknown): boolean {
+  const ajv = new Ajv2020({ strict: false });
+  addFormats(ajv);
+  return ajv.validate(schema, value);
+}
+
+describe('response_format through the openai client', () => {
+  let engines: TestEngines;
+  let server: KilnServer;
+  let client: OpenAI;
+
+  beforeAll(async () => {
+    engines = await buildTestEngines();
+    server = await KilnServer.create({ llm: await LLM.load(engines.chatEngineDir), ownsLlm: true, modelName: 'scribe-7m', logger: false });
+    const url = await server.listen({ port: 0 });
+    client = new OpenAI({ baseURL: `${url}/v1`, apiKey: 'none', maxRetries: 0 });
+  });
+  afterAll(async () => {
+    await server?.close({ graceMs: 1000 });
+    await engines?.cleanup();
+  });
+
+  const messages = [{ role: 'user' as const, content: 'Describe a person of Israel as JSON.' }];
+
+  test('json_schema (strict) gives valid JSON, for each of n choices at temperature 1', async () => {
+    const completion = await client.chat.completions.create({
+      model: 'scribe-7m',
+      messages,
+      max_tokens: 200,
+      temperature: 1,
+      seed: 7,
+      n: 4,
+      response_format: { type: 'json_schema', json_schema: { name: 'person', schema: SCHEMA, strict: true } },
+    });
+    expect(completion.choices).toHaveLength(4);
+    for (const choice of completion.choices) {
+      expect(choice.finish_reason).toBe('stop');
+      expect(validate(SCHEMA, JSON.parse(choice.message.content ?? ''))).toBe(true);
+    }
+  });
+
+  test('streamed json_schema assembles to valid JSON', async () => {
+    const stream = await client.chat.completions.create({
+      model: 'scribe-7m',
+      messages,
+      max_tokens: 200,
+      temperature: 1,
+      seed: 11,
+      stream: true,
+      response_format: { type: 'json_schema', json_schema: { name: 'person', schema: SCHEMA } },
+    });
+    let content = '';
+    let finish: string | null = null;
+    for await (const chunk of stream) {
+      content += chunk.choices[0]?.delta?.content ?? '';
+      finish = chunk.choices[0]?.finish_reason ?? finish;
+    }
+    expect(finish).toBe('stop');
+    expect(validate(SCHEMA, JSON.parse(content))).toBe(true);
+  });
+
+  test('json_object on completions and chat gives a JSON object', async () => {
+    const completion = await client.completions.create({ model: 'scribe-7m', prompt: 'And the LORD said', max_tokens: 120, temperature: 0.7, seed: 3, response_format: { type: 'json_object' } } as never);
+    const text = (completion as unknown as { choices: { text: string }[] }).choices[0].text;
+    const value = JSON.parse(text);
+    expect(typeof value === 'object' && value !== null && !Array.isArray(value)).toBe(true);
+    const chat = await client.chat.completions.create({ model: 'scribe-7m', messages, max_tokens: 120, temperature: 0.7, seed: 4, response_format: { type: 'json_object' } });
+    expect(typeof JSON.parse(chat.choices[0].message.content ?? '')).toBe('object');
+  });
+
+  test.each<[object, string]>([
+    [{ type: 'object', properties: { n: { type: 'integer', multipleOf: 3 } } }, 'response_format.json_schema.schema.properties.n.multipleOf'],
+    [{ type: 'object', properties: { tags: { type: 'array', uniqueItems: true } } }, 'response_format.json_schema.schema.properties.tags.uniqueItems'],
+    [{ type: 'object', properties: { a: { $ref: '#/$defs/missing' } } }, 'response_format.json_schema.schema.properties.a.$ref'],
+    [{ type: 'object', properties: { s: { type: 'string', pattern: '([a-z' } } }, 'response_format.json_schema.schema.properties.s.pattern'],
+    [{ type: 'objekt' }, 'response_format.json_schema.schema.type'],
+  ])('an unsupported or invalid schema gets 400 naming its path (%j)', async (schema, param) => {
+    const error = await client.chat.completions
+      .create({ model: 'scribe-7m', messages, max_tokens: 10, response_format: { type: 'json_schema', json_schema: { name: 'x', schema: schema as Record<string, unknown> } } })
+      .catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(OpenAI.APIError);
+    expect((error as InstanceType<typeof OpenAI.APIError>).status).toBe(400);
+    expect((error as { param?: string }).param).toBe(param);
+  });
+
+  test('an unknown response_format type or field is refused by name', async () => {
+    for (const [format, param] of [
+      [{ type: 'xml' }, 'response_format.type'],
+      [{ type: 'json_schema', json_schema: { name: 'x', schema: {}, extra: 1 } }, 'response_format.json_schema.extra'],
+      [{ type: 'json_schema' }, 'response_format.json_schema'],
+    ] as const) {
+      const error = await client.chat.completions.create({ model: 'scribe-7m', messages, max_tokens: 4, response_format: format as never }).catch((e: unknown) => e);
+      expect((error as InstanceType<typeof OpenAI.APIError>).status).toBe(400);
+      expect((error as { param?: string }).param).toBe(param);
+    }
+  });
+});
