@@ -1,6 +1,6 @@
 // Grammar-constrained decoding: a ResponseFormat compiled by xgrammar for one tokenizer, and the
 // per-request source of allowed-token masks that the runtime's executor hands to the native sampler
-// before each token (docs/decisions/0009-*.md).
+// before each token (docs/decisions/0011-structured-output-with-xgrammar.md).
 import type { ResponseFormat } from './response-format';
 import { ResponseFormatError } from './response-format';
 import { loadXgrammar, withXgrammarErrors, type XgCompiledGrammar, type XgGrammarCompiler, type XgGrammarMatcher, type XgTokenizerInfo } from './xgrammar';

@@ -1,5 +1,5 @@
 // The one place xgrammar's WebAssembly build (@mlc-ai/web-xgrammar, Apache-2.0; the engine behind
-// TensorRT-LLM's, vLLM's and SGLang's guided decoding) is loaded. See docs/decisions/0009-*.md.
+// TensorRT-LLM's, vLLM's and SGLang's guided decoding) is loaded. See docs/decisions/0011-structured-output-with-xgrammar.md.
 //
 // Its package says "type": "module" but its lib/index.js is a UMD bundle that needs CommonJS's
 // `require` and `__filename` (to find nothing: the .wasm is inlined as base64, so it loads with no
@@ -94,6 +94,17 @@ export async function withXgrammarErrors<T>(call: () => Promise<T>): Promise<T> 
   const run = queue.then(async () => {
     const lines: string[] = [];
     capture = lines;
+    // Where console.error is not the one the module bound (a test runner's sandbox), its lines still
+    // reach process.stderr.
+    const write = process.stderr.write;
+    process.stderr.write = ((chunk: string | Uint8Array, ...rest: unknown[]): boolean => {
+      const text = typeof chunk === 'string' ? chunk : Buffer.from(chunk).toString('utf8');
+      if (text.includes('[FATAL]') || text.startsWith('Aborted(')) {
+        lines.push(text);
+        return true;
+      }
+      return (write as (...args: unknown[]) => boolean).call(process.stderr, chunk, ...rest);
+    }) as typeof process.stderr.write;
     try {
       return await call();
     } catch (error) {
@@ -102,6 +113,7 @@ export async function withXgrammarErrors<T>(call: () => Promise<T>): Promise<T> 
       throw new Error(detail);
     } finally {
       capture = undefined;
+      process.stderr.write = write;
     }
   });
   queue = run.catch(() => undefined);

@@ -2,7 +2,7 @@
 // seed on the built-in scribe-7m, through LLM.generate's responseFormat. Every output must parse and
 // validate with ajv (formats included). Beam search and greedy too, and the errors that name the field
 // at fault. (The random-weight llama fixture is not in the suite: 3 of its 50 outputs hold invalid UTF-8
-// inside strings, which xgrammar 0.1.27 lets byte-level tokens produce; see docs/decisions/0009.)
+// inside strings, which xgrammar 0.1.27 lets byte-level tokens produce; see docs/decisions/0011.)
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';

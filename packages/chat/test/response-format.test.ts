@@ -1,0 +1,110 @@
+// @kiln/chat without a model: responseFormat checks (every refusal names its path), and grammars
+// compiled for scribe-7m's tokenizer driven by random draws among the allowed tokens, whose text must
+// be what the format asks for.
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import Ajv2020 from 'ajv/dist/2020';
+import addFormats from 'ajv-formats';
+import { scribe7mPath } from '@kiln/scribe-7m';
+import { grammarVocabularyOf, GuidedDecoding, ResponseFormatError, validateResponseFormat, type ResponseFormat } from '@kiln/chat';
+
+const tokenizerJson = JSON.parse(readFileSync(join(scribe7mPath, 'tokenizer.json'), 'utf8')) as Record<string, unknown>;
+const VOCAB = 4096;
+let guided: GuidedDecoding;
+
+beforeAll(async () => {
+  guided = await GuidedDecoding.create(grammarVocabularyOf(tokenizerJson, VOCAB), VOCAB, [0]);
+});
+afterAll(() => guided?.dispose());
+
+describe('validateResponseFormat', () => {
+  it.each<[unknown, string]>([
+    [null, 'responseFormat'],
+    [{ type: 'yaml' }, 'responseFormat.type'],
+    [{ type: 'json_object', strict: true }, 'responseFormat.strict'],
+    [{ type: 'json_schema' }, 'responseFormat.schema'],
+    [{ type: 'json_schema', schema: { type: 'object', properties: { a: { not: {} } } } }, 'responseFormat.schema.properties.a.not'],
+    [{ type: 'json_schema', schema: { oneOf: [{ type: 'integer' }] } }, 'responseFormat.schema.oneOf'],
+    [{ type: 'json_schema', schema: { allOf: [{ type: 'integer' }, { type: 'integer' }] } }, 'responseFormat.schema.allOf'],
+    [{ type: 'json_schema', schema: { type: 'number', minimum: 1.5 } }, 'responseFormat.schema.minimum'],
+    [{ type: 'json_schema', schema: { type: 'string', format: 'email' } }, 'responseFormat.schema.format'],
+    [{ type: 'json_schema', schema: { type: 'string', format: 'date', maxLength: 3 } }, 'responseFormat.schema.maxLength'],
+    [{ type: 'json_schema', schema: { type: 'string', maxLength: 5000 } }, 'responseFormat.schema.maxLength'],
+    [{ type: 'json_schema', schema: { type: 'array', minItems: 3, maxItems: 2 } }, 'responseFormat.schema.minItems'],
+    [{ type: 'regex', pattern: '' }, 'responseFormat.pattern'],
+    [{ type: 'grammar', grammar: 'x'.repeat(70000) }, 'responseFormat.grammar'],
+  ])('case %#, refused at the path given', (format, path) => {
+    expect(() => validateResponseFormat(format)).toThrow(ResponseFormatError);
+    try {
+      validateResponseFormat(format);
+    } catch (error) {
+      expect((error as ResponseFormatError).path).toBe(path);
+    }
+  });
+
+  it('bounds the depth of a schema', () => {
+    let schema: Record<string, unknown> = { type: 'integer' };
+    for (let i = 0; i < 100; i++) schema = { type: 'array', items: schema };
+    expect(() => validateResponseFormat({ type: 'json_schema', schema })).toThrow(/nests deeper than 64/);
+  });
+});
+
+/** Draws tokens uniformly among the allowed ones until the end token; returns the text. */
+async function walk(format: ResponseFormat, seed: number): Promise<string> {
+  const compiled = await guided.compile(format);
+  const source = compiled!.maskSource();
+  let state = seed;
+  const next = (): number => ((state = (Math.imul(state, 1103515245) + 12345) >>> 0) / 4294967296);
+  const tokens = tokenizerJson.model as { vocab: Record<string, number> };
+  const text: string[] = [];
+  const byId = Object.entries(tokens.vocab).sort((a, b) => a[1] - b[1]).map(([t]) => t);
+  const generated: number[] = [];
+  try {
+    for (let step = 0; step < 400; step++) {
+      const mask = await source.nextMask(generated);
+      const allowed: number[] = [];
+      for (let id = 0; id < VOCAB; id++) if ((mask[id >>> 5] >>> (id & 31)) & 1) allowed.push(id);
+      const id = allowed[Math.floor(next() * allowed.length)];
+      if (id === 0) break;
+      generated.push(id);
+      text.push(byId[id]);
+    }
+  } finally {
+    source.dispose();
+    compiled!.dispose();
+  }
+  // Byte-level tokens: map the GPT-2 byte alphabet back to bytes.
+  const bytes: number[] = [];
+  const alphabet = byteAlphabet();
+  for (const ch of text.join('')) bytes.push(alphabet.get(ch) as number);
+  return Buffer.from(bytes).toString('utf8');
+}
+
+function byteAlphabet(): Map<string, number> {
+  const printable = [...Array(256).keys()].filter((b) => (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255));
+  const map = new Map<string, number>();
+  let extra = 0;
+  for (let b = 0; b < 256; b++) map.set(String.fromCodePoint(printable.includes(b) ? b : 256 + extra++), b);
+  return map;
+}
+
+describe('grammars for scribe-7m\'s tokenizer', () => {
+  it('json_schema: random walks end in valid JSON', async () => {
+    const schema = { type: 'object', properties: { id: { type: 'string', format: 'uuid' }, n: { type: 'integer', minimum: -5, maximum: 5 }, c: { enum: ['a', 'b'] } }, required: ['id', 'n', 'c'] };
+    const ajv = new Ajv2020();
+    addFormats(ajv);
+    for (let seed = 1; seed <= 5; seed++) expect(ajv.validate(schema, JSON.parse(await walk({ type: 'json_schema', schema }, seed)))).toBe(true);
+  });
+
+  it('regex and grammar', async () => {
+    expect(await walk({ type: 'regex', pattern: '(yes|no)-[0-9]{3}' }, 3)).toMatch(/^(yes|no)-[0-9]{3}$/);
+    expect(await walk({ type: 'grammar', grammar: 'root ::= "[" [a-c]{2} "]"' }, 4)).toMatch(/^\[[a-c]{2}\]$/);
+  });
+
+  it('a grammar xgrammar cannot parse is a ResponseFormatError with its reason', async () => {
+    const error = await guided.compile({ type: 'grammar', grammar: 'root ::= ( "a"' }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(ResponseFormatError);
+    expect((error as ResponseFormatError).path).toBe('responseFormat.grammar');
+    expect((error as Error).message).toMatch(/EBNF parser error/);
+  });
+});
