@@ -14,8 +14,10 @@ export const TEST_CHAT_TEMPLATE =
 
 export interface TestEngines {
   workDir: string;
-  /** scribe-7m as built, without a chat template. */
+  /** scribe-7m as built, its chat template (chat_template.jinja) removed: a model without one. */
   engineDir: string;
+  /** scribe-7m as built, with its own chat template. */
+  defaultEngineDir: string;
   /** The same engine with TEST_CHAT_TEMPLATE in its tokenizer_config.json. */
   chatEngineDir: string;
   cleanup(): Promise<void>;
@@ -25,14 +27,17 @@ export async function buildTestEngines(buildConfig: Partial<BuildConfig> = { max
   const workDir = await fs.mkdtemp(path.join(os.tmpdir(), 'kiln-server-'));
   const checkpointDir = path.join(workDir, 'checkpoint');
   const engineDir = path.join(workDir, 'scribe-7m');
+  const defaultEngineDir = path.join(workDir, 'scribe-7m-default');
   const chatEngineDir = path.join(workDir, 'scribe-7m-chat');
   await convertCheckpoint({ modelDir: scribe7mPath, outputDir: checkpointDir });
-  await buildEngine({ checkpointDir, outputDir: engineDir, config: buildConfig });
-  await fs.cp(engineDir, chatEngineDir, { recursive: true });
+  await buildEngine({ checkpointDir, outputDir: defaultEngineDir, config: buildConfig });
+  await fs.cp(defaultEngineDir, chatEngineDir, { recursive: true });
+  await fs.cp(defaultEngineDir, engineDir, { recursive: true });
+  await fs.rm(path.join(engineDir, 'chat_template.jinja'));
   const configPath = path.join(chatEngineDir, 'tokenizer_config.json');
   const config = JSON.parse(await fs.readFile(configPath, 'utf8')) as Record<string, unknown>;
   await fs.writeFile(configPath, JSON.stringify({ ...config, chat_template: TEST_CHAT_TEMPLATE }, null, 2));
-  return { workDir, engineDir, chatEngineDir, cleanup: () => fs.rm(workDir, { recursive: true, force: true }) };
+  return { workDir, engineDir, defaultEngineDir, chatEngineDir, cleanup: () => fs.rm(workDir, { recursive: true, force: true }) };
 }
 
 /** The `data:` payloads of an SSE body, in order. */

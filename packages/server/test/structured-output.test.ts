@@ -1,7 +1,7 @@
 // Structured output through the official `openai` client (issue 14): response_format json_schema and
 // json_object on /v1/chat/completions and /v1/completions, streamed and not, sampled at temperature 1;
 // every answer parses and validates with ajv. Schemas the grammar cannot enforce get a 400 naming the
-// path at fault.
+// path at fault. And chat on the default model, scribe-7m with its own chat template.
 import Ajv2020 from 'ajv/dist/2020';
 import addFormats from 'ajv-formats';
 import OpenAI from 'openai';
@@ -117,5 +117,39 @@ describe('response_format through the openai client', () => {
       expect((error as InstanceType<typeof OpenAI.APIError>).status).toBe(400);
       expect((error as { param?: string }).param).toBe(param);
     }
+  });
+});
+
+describe('the default model chats', () => {
+  let engines: TestEngines;
+  let server: KilnServer;
+  let client: OpenAI;
+
+  beforeAll(async () => {
+    engines = await buildTestEngines();
+    server = await KilnServer.create({ llm: await LLM.load(engines.defaultEngineDir), ownsLlm: true, modelName: 'scribe-7m', logger: false });
+    const url = await server.listen({ port: 0 });
+    client = new OpenAI({ baseURL: `${url}/v1`, apiKey: 'none', maxRetries: 0 });
+  });
+  afterAll(async () => {
+    await server?.close({ graceMs: 1000 });
+    await engines?.cleanup();
+  });
+
+  test('/v1/chat/completions answers 200 with scribe-7m\'s template, streamed too', async () => {
+    const messages = [
+      { role: 'system' as const, content: 'The words of the preacher.' },
+      { role: 'user' as const, content: 'Who led the people out of Egypt?' },
+    ];
+    const completion = await client.chat.completions.create({ model: 'scribe-7m', messages, max_tokens: 24, temperature: 0 });
+    const prompt = 'The words of the preacher.\n\nQuestion: Who led the people out of Egypt?\nAnswer:';
+    const reference = await server.llm.generate(prompt, { maxTokens: 24 });
+    expect(completion.choices[0].message.content).toBe(reference.text);
+    expect(completion.usage?.prompt_tokens).toBe(server.llm.tokenizer.encode(prompt, { addSpecialTokens: false }).length);
+    let streamed = '';
+    for await (const chunk of await client.chat.completions.create({ model: 'scribe-7m', messages, max_tokens: 24, temperature: 0, stream: true })) {
+      streamed += chunk.choices[0]?.delta?.content ?? '';
+    }
+    expect(streamed).toBe(reference.text);
   });
 });
