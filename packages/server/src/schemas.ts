@@ -115,5 +115,8 @@ export const tritonGenerateBody = {
     exclude_input_in_output: { type: 'boolean' },
     beam_width: { type: 'integer', minimum: 1 },
     stream: { type: 'boolean' },
+    // TensorRT-LLM's guided decoding; the guide's size is bounded again by @kiln/chat.
+    guided_decoding_guide_type: { type: 'string', maxLength: 32 },
+    guided_decoding_guide: { type: 'string', maxLength: 512 * 1024 },
   },
 } as const;

@@ -3,8 +3,9 @@
 // TensorRT-LLM's Triton ensemble (tensorrtllm_backend all_models/inflight_batcher_llm/ensemble):
 // text_input, max_tokens, bad_words, stop_words, end_id, pad_id, top_k, top_p, temperature,
 // length_penalty, repetition_penalty, min_length, presence_penalty, frequency_penalty, random_seed,
-// return_log_probs, beam_width, stream, exclude_input_in_output -> text_output, cum_log_probs,
-// output_log_probs, batch_index, sequence_index.
+// return_log_probs, beam_width, stream, exclude_input_in_output, guided_decoding_guide_type,
+// guided_decoding_guide -> text_output, cum_log_probs, output_log_probs, batch_index, sequence_index.
+import { ResponseFormatError, type CompiledFormat } from '@kiln/chat';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { MAX_BAD_WORDS, MAX_STOP_TEXT, MAX_STOP_WORDS } from '@kiln/sampling';
 import { abortedByShutdown, ShutdownAbort, SseWriter, type ServerContext } from './context';
@@ -37,6 +38,59 @@ interface GenerateBody {
   exclude_input_in_output?: boolean;
   beam_width?: number;
   stream?: boolean;
+  guided_decoding_guide_type?: string;
+  guided_decoding_guide?: string;
+}
+
+/**
+ * TensorRT-LLM's guided decoding inputs (GuidedDecodingParams: guide types json, json_schema, regex,
+ * ebnf_grammar, structural_tag) compiled into a grammar; undefined without them. Errors name the
+ * input at fault (a schema's own path follows, as in guided_decoding_guide.properties.age.multipleOf).
+ */
+async function guidedDecoding(ctx: ServerContext, body: GenerateBody): Promise<CompiledFormat | undefined> {
+  const type = body.guided_decoding_guide_type;
+  const guide = body.guided_decoding_guide;
+  if (type === undefined || type === '') {
+    if (guide !== undefined && guide !== '') throw new ApiError(400, 'guided_decoding_guide needs guided_decoding_guide_type', 'invalid_request_error', 'guided_decoding_guide_type');
+    return undefined;
+  }
+  const needGuide = (): string => {
+    if (guide === undefined || guide === '') throw new ApiError(400, `guided_decoding_guide is required with guided_decoding_guide_type ${type}`, 'invalid_request_error', 'guided_decoding_guide');
+    return guide;
+  };
+  let format: unknown;
+  switch (type) {
+    case 'json':
+      if (guide !== undefined && guide !== '') throw new ApiError(400, 'guided_decoding_guide must be empty with guided_decoding_guide_type json (any JSON object)', 'invalid_request_error', 'guided_decoding_guide');
+      format = { type: 'json_object' };
+      break;
+    case 'json_schema': {
+      let schema: unknown;
+      try {
+        schema = JSON.parse(needGuide());
+      } catch (error) {
+        throw new ApiError(400, `guided_decoding_guide: not JSON: ${(error as Error).message}`, 'invalid_request_error', 'guided_decoding_guide');
+      }
+      format = { type: 'json_schema', schema };
+      break;
+    }
+    case 'regex':
+      format = { type: 'regex', pattern: needGuide() };
+      break;
+    case 'ebnf_grammar':
+      format = { type: 'grammar', grammar: needGuide() };
+      break;
+    default:
+      throw new ApiError(400, `guided_decoding_guide_type ${JSON.stringify(type)} is not supported: json, json_schema, regex or ebnf_grammar`, 'invalid_request_error', 'guided_decoding_guide_type');
+  }
+  try {
+    return await ctx.llm.compileResponseFormat(format, { field: 'guided_decoding_guide', ignoreEos: false, endId: body.end_id });
+  } catch (error) {
+    if (!(error instanceof ResponseFormatError)) throw error;
+    // Our format's own field names (schema, pattern, grammar) are the guide itself here.
+    const path = error.path.replace(/^guided_decoding_guide\.(schema|pattern|grammar)/, 'guided_decoding_guide');
+    throw new ApiError(400, `${path}: ${error.message.slice(error.path.length + 2)}`, 'invalid_request_error', path);
+  }
 }
 
 /**
@@ -153,6 +207,22 @@ async function generate(
     throw new ApiError(400, 'stream: true needs the generate_stream endpoint', 'invalid_request_error', 'stream');
   }
   const choice = await plan(ctx, request.params.model, body);
+  const format = await guidedDecoding(ctx, body);
+  try {
+    return await respond(ctx, request, reply, stream, { ...choice, tokenMask: format?.maskSource() });
+  } finally {
+    format?.dispose();
+  }
+}
+
+async function respond(
+  ctx: ServerContext,
+  request: FastifyRequest<{ Params: { model: string }; Body: GenerateBody }>,
+  reply: FastifyReply,
+  stream: boolean,
+  choice: Omit<ChoiceRequest, 'signal'>,
+): Promise<unknown> {
+  const body = request.body;
   const { signal } = ctx.admit(reply);
   const deltas = startChoice(ctx.llm, ctx.metrics, { ...choice, signal });
   const prefix = body.exclude_input_in_output === false ? body.text_input : '';

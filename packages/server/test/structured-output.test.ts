@@ -107,6 +107,33 @@ describe('response_format through the openai client', () => {
     expect((error as { param?: string }).param).toBe(param);
   });
 
+  test('Triton generate: TensorRT-LLM\'s guided_decoding_guide_type / guided_decoding_guide', async () => {
+    const url = `${client.baseURL.replace(/\/v1$/, '')}/v2/models/scribe-7m/generate`;
+    const post = (body: object) => fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    const base = { text_input: 'And the LORD said', max_tokens: 200, temperature: 1, random_seed: 5 };
+    const schema = await post({ ...base, guided_decoding_guide_type: 'json_schema', guided_decoding_guide: JSON.stringify(SCHEMA) });
+    expect(schema.status).toBe(200);
+    const result = await schema.json();
+    expect(result.finish_reason).toBe('end_id');
+    expect(validate(SCHEMA, JSON.parse(result.text_output))).toBe(true);
+    const json = await (await post({ ...base, guided_decoding_guide_type: 'json' })).json();
+    expect(typeof JSON.parse(json.text_output)).toBe('object');
+    const regex = await (await post({ ...base, max_tokens: 30, guided_decoding_guide_type: 'regex', guided_decoding_guide: '[0-9]{3}-[a-z]{2}' })).json();
+    expect(regex.text_output).toMatch(/^[0-9]{3}-[a-z]{2}$/);
+    const grammar = await (await post({ ...base, max_tokens: 30, guided_decoding_guide_type: 'ebnf_grammar', guided_decoding_guide: 'root ::= "amen" | "selah"' })).json();
+    expect(['amen', 'selah']).toContain(grammar.text_output);
+    for (const [body, message] of [
+      [{ guided_decoding_guide_type: 'json_schema', guided_decoding_guide: '{"type": "object", "properties": {"n": {"type": "integer", "multipleOf": 2}}}' }, /^guided_decoding_guide\.properties\.n\.multipleOf: /],
+      [{ guided_decoding_guide_type: 'json_schema', guided_decoding_guide: '{not json' }, /^guided_decoding_guide: not JSON/],
+      [{ guided_decoding_guide_type: 'structural_tag', guided_decoding_guide: '{}' }, /^guided_decoding_guide_type "structural_tag" is not supported/],
+      [{ guided_decoding_guide: '{}' }, /needs guided_decoding_guide_type/],
+    ] as const) {
+      const response = await post({ ...base, ...body });
+      expect(response.status).toBe(400);
+      expect((await response.json()).error).toMatch(message);
+    }
+  });
+
   test('an unknown response_format type or field is refused by name', async () => {
     for (const [format, param] of [
       [{ type: 'xml' }, 'response_format.type'],
