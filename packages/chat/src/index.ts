@@ -1,3 +1,5 @@
+export { ChatTemplate, ChatTemplateError, loadChatTemplate, loadChatTemplateFile } from './chat-template';
+export type { ChatMessage } from './chat-template';
 export { CompiledFormat, grammarVocabularyOf, GuidedDecoding } from './guided-decoding';
 export type { GrammarVocabulary, TokenMaskSource } from './guided-decoding';
 export {

@@ -2,6 +2,8 @@ export { Engine } from './engine';
 export type { EngineGenerateOptions, EngineGenerateResult, EngineInfo, EngineLoadOptions, FinishReason } from './engine';
 export { ENGINE_DIR_FORMAT, ENGINE_DIR_FORMAT_VERSION, readEngineDirConfig } from './engine-config';
 export type { EngineCheckpointInfo, EngineDirConfig } from './engine-config';
+export { ChatSession } from './chat-session';
+export type { ChatPromptOptions, ChatSessionOptions } from './chat-session';
 export { LLM } from './llm';
 export type { LLMGenerateOptions, LLMGenerateResult, LLMLoadOptions, LLMSequence, LLMStreamChunk, LLMStreamOptions } from './llm';
 export { cleanEngineCache, defaultCacheDir, listEngineCache, resolveModel } from './model-cache';

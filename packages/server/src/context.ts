@@ -2,7 +2,7 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { LLM } from '@kiln/runtime';
 import { MAX_SEQUENCE_TOKENS } from '@kiln/sampling';
-import type { ChatTemplate } from './chat-template';
+import type { ChatTemplate } from '@kiln/chat';
 import { ApiError, type Protocol } from './errors';
 import type { ServerMetrics } from './metrics';
 import { TokenizePool, type TokenizeItem } from './tokenize-pool';

@@ -6,7 +6,7 @@ import { setMaxListeners } from 'node:events';
 import { MAX_STOP_TEXT } from '@kiln/sampling';
 import type { CompiledFormat } from '@kiln/chat';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import type { ChatMessage } from './chat-template';
+import { ChatTemplateError, type ChatMessage } from '@kiln/chat';
 import { abortedByShutdown, ShutdownAbort, SseWriter, type ServerContext } from './context';
 import { ApiError, errorBody, toApiError } from './errors';
 import { collectChoice, startChoice, type Choice, type ChoiceFinishReason, type ChoiceRequest, type TokenLogprob } from './generation';
@@ -217,7 +217,13 @@ async function planChat(ctx: ServerContext, body: ChatBody): Promise<Plan> {
       'invalid_request_error', 'messages', 'chat_template_missing',
     );
   }
-  const prompt = ctx.chatTemplate.render(chatMessages(body));
+  let prompt: string;
+  try {
+    prompt = ctx.chatTemplate.render(chatMessages(body));
+  } catch (error) {
+    if (error instanceof ChatTemplateError) throw new ApiError(400, error.message, 'invalid_request_error', 'messages');
+    throw error;
+  }
   const { inputIds, badWords } = await tokenizeInputs(ctx, { text: prompt, param: 'messages', addSpecialTokens: false }, body, body.max_completion_tokens != null ? 'max_completion_tokens' : 'max_tokens');
   const maxTokens = ctx.checkLengths(inputIds.length, body.max_completion_tokens ?? body.max_tokens ?? undefined, 'messages', body.max_completion_tokens != null ? 'max_completion_tokens' : 'max_tokens');
   if (body.top_logprobs != null && body.logprobs !== true) {

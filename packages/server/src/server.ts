@@ -4,7 +4,7 @@ import { timingSafeEqual } from 'node:crypto';
 import * as path from 'node:path';
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
 import { LLM, type EngineLoadOptions } from '@kiln/runtime';
-import { loadChatTemplate } from './chat-template';
+import { loadChatTemplate, loadChatTemplateFile } from '@kiln/chat';
 import { ServerContext } from './context';
 import { ApiError, errorBody, protocolOf, toApiError } from './errors';
 import { ServerMetrics } from './metrics';
@@ -38,6 +38,8 @@ export interface ServerOptions {
   stalledStreamTimeoutMs?: number;
   /** pino options, `false` for none. Default: JSON logs at "info" on stdout. */
   logger?: FastifyServerOptions['logger'];
+  /** A Jinja chat template file used instead of the model's own (`kiln serve --chat-template`). Default: the model's. */
+  chatTemplateFile?: string;
 }
 
 export interface ListenOptions {
@@ -84,7 +86,9 @@ export class KilnServer {
   static async create(options: ServerOptions): Promise<KilnServer> {
     const { llm } = options;
     const modelName = options.modelName ?? path.basename(llm.engine.engineDir);
-    const chatTemplate = await loadChatTemplate(llm.engine.engineDir);
+    const chatTemplate = options.chatTemplateFile
+      ? await loadChatTemplateFile(options.chatTemplateFile, llm.engine.engineDir)
+      : await loadChatTemplate(llm.engine.engineDir);
     const maxConcurrent = options.maxConcurrentRequests ?? DEFAULT_MAX_CONCURRENT_REQUESTS;
     let ctx: ServerContext | undefined;
     const metrics = new ServerMetrics(
