@@ -1,6 +1,7 @@
 import { Command } from 'commander';
 import { registerBenchCommand } from './commands/bench';
 import { registerBuildCommand } from './commands/build';
+import { registerChatCommand } from './commands/chat';
 import { registerCacheCommand } from './commands/cache';
 import { registerConvertCommand } from './commands/convert';
 import { registerExportGgufCommand } from './commands/export-gguf';
@@ -30,6 +31,7 @@ export function createProgram(): Command {
   registerGenerateCommand(program);
   registerBenchCommand(program);
   registerServeCommand(program);
+  registerChatCommand(program);
   registerPullCommand(program);
   registerCacheCommand(program);
   return program;

@@ -36,6 +36,7 @@ interface ServeCommandOptions extends TargetFlags, KvCacheFlags {
   logLevel: string;
   quiet?: boolean;
   verbose?: boolean;
+  chatTemplate?: string;
 }
 
 function parsePort(value: string): number {
@@ -77,6 +78,7 @@ async function serve(options: ServeCommandOptions): Promise<void> {
     bodyLimit,
     maxConcurrentRequests,
     logger: { level },
+    chatTemplateFile: options.chatTemplate,
   });
   if (options.verbose) process.stderr.write(`kiln serve: ${describeEngine(server.llm.info)}\n`);
   process.stderr.write(`kiln serve: ${modelName} listening on ${url}${apiKey ? ' (API key required)' : ''}\n`);
@@ -113,6 +115,7 @@ export function registerServeCommand(program: Command): void {
     .option('--host <host>', 'address to listen on (loopback by default; 0.0.0.0 exposes it)', '127.0.0.1')
     .option('--port <port>', 'port to listen on (0: any free port)', '8000')
     .option('--api-key <key>', 'require "Authorization: Bearer <key>" on every route but health (default: $KILN_API_KEY)')
+    .option('--chat-template <file>', 'a Jinja chat template for /v1/chat/completions instead of the model\'s own')
     .option('--model-name <name>', 'the model name clients send (default: the model or engine folder name, or scribe-7m)')
     .option('--max-body-bytes <n>', 'largest request body', String(DEFAULT_BODY_LIMIT))
     .option('--max-concurrency <n>', 'most generation requests in flight; more get 429', String(DEFAULT_MAX_CONCURRENT_REQUESTS))
