@@ -3,6 +3,7 @@
 // before each token (docs/decisions/0011-structured-output-with-xgrammar.md).
 import type { ResponseFormat } from './response-format';
 import { ResponseFormatError } from './response-format';
+import { TOOL_CALL_CLOSE, TOOL_CALL_OPEN, toolCallSchema, type ToolDefinition } from './tool-calls';
 import { loadXgrammar, withXgrammarErrors, type XgCompiledGrammar, type XgGrammarCompiler, type XgGrammarMatcher, type XgTokenizerInfo } from './xgrammar';
 
 /** The token strings of a vocabulary, as xgrammar reads them, and how they encode bytes. */
@@ -155,6 +156,25 @@ export class GuidedDecoding {
       return new CompiledFormat(await withXgrammarErrors(compile), this.#stopTokenIds);
     } catch (error) {
       throw new ResponseFormatError(what, `cannot be compiled into a grammar: ${(error as Error).message}`);
+    }
+  }
+
+  /**
+   * The grammar of one tool call among `tools` (validated: validateTools): the tags of tool-calls.ts
+   * around {"name", "arguments"}, the arguments valid against that function's parameters.
+   */
+  async compileToolCall(tools: ToolDefinition[], field = 'tools'): Promise<CompiledFormat> {
+    if (this.#disposed) throw new Error('guided decoding is disposed');
+    const compiler = this.#compiler;
+    try {
+      const compiled = await withXgrammarErrors(async () => {
+        const json = (await jsonSchemaGrammar(JSON.stringify(toolCallSchema(tools)), true)).replace(/\broot\b/g, 'tool_call_json');
+        const tag = (text: string) => JSON.stringify(text);
+        return compiler.compileGrammar(`${json}\nroot ::= ${tag(`${TOOL_CALL_OPEN}\n`)} tool_call_json ${tag(`\n${TOOL_CALL_CLOSE}`)}\n`, 'root');
+      });
+      return new CompiledFormat(compiled, this.#stopTokenIds);
+    } catch (error) {
+      throw new ResponseFormatError(field, `cannot be compiled into a grammar: ${(error as Error).message}`);
     }
   }
 

@@ -1,7 +1,7 @@
 import * as path from 'node:path';
 import { Engine, type EngineGenerateOptions, type EngineGenerateResult, type EngineInfo, type EngineLoadOptions, type FinishReason } from './engine';
 import { SamplingConfigError, StopTextMatcher, validateSamplingConfig, type TokenSequence } from '@kiln/sampling';
-import { GuidedDecoding, validateResponseFormat, type CompiledFormat, type ResponseFormat } from '@kiln/chat';
+import { GuidedDecoding, validateResponseFormat, type CompiledFormat, type ResponseFormat, type ToolDefinition } from '@kiln/chat';
 import type { ExecutorRequest, ExecutorSequence, ExecutorTokenLogprobs, RequestStats } from './executor';
 import { resolveModel, type ResolveModelOptions } from './model-cache';
 import { Tokenizer } from './tokenizer';
@@ -78,7 +78,7 @@ export class LLM {
   readonly engine: Engine;
   readonly tokenizer: Tokenizer;
   // xgrammar's tokenizer tables, made on the first request with a responseFormat.
-  #guided: Promise<GuidedDecoding> | undefined;
+  readonly #guided = new Map<number, Promise<GuidedDecoding>>();
 
   private constructor(engine: Engine, tokenizer: Tokenizer) {
     this.engine = engine;
@@ -193,11 +193,26 @@ export class LLM {
     const format = validateResponseFormat(responseFormat, field);
     if (format.type === 'text') return undefined;
     if (options.ignoreEos === true) throw new SamplingConfigError('ignoreEos', 'ignoreEos cannot be combined with a responseFormat: a complete output ends with the end token');
-    const endId = options.endId ?? this.engine.defaultEndId;
-    if (endId === undefined) throw new Error('a responseFormat needs the model\'s end token, and this engine has none: give endId');
-    this.#guided ??= GuidedDecoding.create(this.tokenizer.grammarVocabulary(this.engine.vocabSize), this.engine.vocabSize, [endId]);
-    const guided = await this.#guided;
-    return guided.compile(format, field);
+    return (await this.#guidedDecoding(options.endId)).compile(format, field);
+  }
+
+  /**
+   * The grammar of one call of one of `tools` (checked with @kiln/chat's validateTools), for a request
+   * that must call a tool (tool_choice "required" or a named function). Dispose it after its requests.
+   */
+  async compileToolCall(tools: ToolDefinition[], options: { endId?: number; field?: string } = {}): Promise<CompiledFormat> {
+    return (await this.#guidedDecoding(options.endId)).compileToolCall(tools, options.field);
+  }
+
+  async #guidedDecoding(endId = this.engine.defaultEndId): Promise<GuidedDecoding> {
+    if (endId === undefined) throw new Error('structured output needs the model\'s end token, and this engine has none: give endId');
+    // One per end token (usually only the model's), kept until dispose().
+    let guided = this.#guided.get(endId);
+    if (!guided) {
+      guided = GuidedDecoding.create(this.tokenizer.grammarVocabulary(this.engine.vocabSize), this.engine.vocabSize, [endId]);
+      this.#guided.set(endId, guided);
+    }
+    return guided;
   }
 
   async *#streamRequest(request: ExecutorRequest, stopTexts: string[], options: LLMStreamOptions): AsyncGenerator<LLMStreamChunk, void, undefined> {
@@ -338,9 +353,9 @@ export class LLM {
    */
   async dispose(): Promise<void> {
     await this.engine.dispose();
-    const guided = this.#guided;
-    this.#guided = undefined;
-    if (guided) (await guided.catch(() => undefined))?.dispose();
+    const all = [...this.#guided.values()];
+    this.#guided.clear();
+    for (const guided of all) (await guided.catch(() => undefined))?.dispose();
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

@@ -4,7 +4,7 @@
 import { randomUUID } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
 import { MAX_STOP_TEXT } from '@kiln/sampling';
-import type { CompiledFormat } from '@kiln/chat';
+import { parseToolCalls, validateToolChoice, validateTools, type CompiledFormat, type ToolCall } from '@kiln/chat';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { ChatTemplateError, type ChatMessage } from '@kiln/chat';
 import { abortedByShutdown, ShutdownAbort, SseWriter, type ServerContext } from './context';
@@ -46,6 +46,8 @@ interface CompletionsBody extends SamplingBody {
 
 interface ChatBody extends SamplingBody {
   messages: { role: string; content?: string | { type: string; text?: string }[] | null; name?: string }[];
+  tools?: unknown;
+  tool_choice?: unknown;
   max_completion_tokens?: number | null;
   logprobs?: boolean | null;
   top_logprobs?: number | null;
@@ -64,6 +66,8 @@ interface Plan {
   topLogprobs?: number;
   /** response_format's grammar: each choice gets its own mask source; disposed after the response. */
   format?: CompiledFormat;
+  /** Chat with tools (tool_choice other than none): outputs are searched for tool calls. */
+  toolCalls?: boolean;
 }
 
 /**
@@ -77,12 +81,9 @@ function refuseUnsupported(body: Record<string, unknown>): void {
   };
   if (body.best_of != null && body.best_of !== 1) refuse('best_of', 'ask for n choices instead, and rank them yourself');
   if (typeof body.suffix === 'string' && body.suffix.length > 0) refuse('suffix', 'insertion (fill-in-the-middle) is not implemented');
-  for (const param of ['tools', 'functions']) {
-    if (Array.isArray(body[param]) && (body[param] as unknown[]).length > 0) refuse(param, 'tool calling is not implemented');
-  }
-  for (const param of ['tool_choice', 'function_call']) {
-    if (body[param] != null && body[param] !== 'none' && body[param] !== 'auto') refuse(param, 'tool calling is not implemented');
-  }
+  // The deprecated forms of tools and tool_choice.
+  if (Array.isArray(body.functions) && body.functions.length > 0) refuse('functions', 'give tools instead');
+  if (body.function_call != null && body.function_call !== 'none' && body.function_call !== 'auto') refuse('function_call', 'give tool_choice instead');
 }
 
 /**
@@ -217,9 +218,14 @@ async function planChat(ctx: ServerContext, body: ChatBody): Promise<Plan> {
       'invalid_request_error', 'messages', 'chat_template_missing',
     );
   }
+  if (body.tools != null && !Array.isArray(body.tools)) throw new ApiError(400, 'tools: must be an array', 'invalid_request_error', 'tools');
+  const tools = body.tools == null || (body.tools as unknown[]).length === 0 ? undefined : validateTools(body.tools);
+  const toolChoice = validateToolChoice(body.tool_choice, tools);
+  const mustCall = toolChoice === 'required' || typeof toolChoice === 'object';
   let prompt: string;
   try {
-    prompt = ctx.chatTemplate.render(chatMessages(body));
+    // Tools reach the model through its template's `tools` variable (not with tool_choice none).
+    prompt = ctx.chatTemplate.render(chatMessages(body), { tools: toolChoice === 'none' ? undefined : tools });
   } catch (error) {
     if (error instanceof ChatTemplateError) throw new ApiError(400, error.message, 'invalid_request_error', 'messages');
     throw error;
@@ -230,9 +236,17 @@ async function planChat(ctx: ServerContext, body: ChatBody): Promise<Plan> {
     throw new ApiError(400, 'top_logprobs needs logprobs: true', 'invalid_request_error', 'top_logprobs');
   }
   const topLogprobs = body.logprobs === true ? (body.top_logprobs ?? 0) : undefined;
-  const format = await responseFormat(ctx, body as ChatBody & { response_format?: unknown });
+  const bodyFormat = (body as { response_format?: { type?: unknown } | null }).response_format;
+  if (mustCall && bodyFormat != null && bodyFormat.type !== 'text') {
+    throw new ApiError(400, 'response_format cannot be combined with a required tool call (tool_choice required or a function)', 'invalid_request_error', 'response_format');
+  }
+  if (mustCall && body.ignore_eos) throw new ApiError(400, 'ignore_eos cannot be combined with a required tool call: the call ends with the end token', 'invalid_request_error', 'ignore_eos');
+  // A required call is forced by a grammar: one call of the tool (or one of the tools), arguments valid.
+  const chosen = typeof toolChoice === 'object' ? (tools ?? []).filter((tool) => tool.function.name === toolChoice.function.name) : tools;
+  const format = mustCall ? await ctx.llm.compileToolCall(chosen ?? [], { field: 'tools' }) : await responseFormat(ctx, body as ChatBody & { response_format?: unknown });
   return {
     format,
+    toolCalls: toolChoice !== 'none',
     kind: 'chat',
     n: body.n ?? 1,
     choice: { ...sampling(body, badWords), inputIds, maxTokens, logprobs: topLogprobs },
@@ -286,6 +300,46 @@ class LogprobFormatter {
 /** OpenAI's finish_reason: "stop" for the end of sequence and for a stop sequence alike, "length", and vLLM's "abort". */
 function finishReason(reason: ChoiceFinishReason): string {
   return reason === 'cancelled' ? 'abort' : reason === 'eos' ? 'stop' : reason;
+}
+
+function toolCallId(): string {
+  return `call_${randomUUID().replace(/-/g, '').slice(0, 24)}`;
+}
+
+/**
+ * A chat choice that may call tools, streamed: its text is held until the end, since it may turn out
+ * to be a call, then sent as OpenAI's deltas: each call as {index, id, type, function: {name,
+ * arguments: ""}} followed by its arguments, and finish_reason "tool_calls"; or the text as content.
+ */
+async function streamWithTools(
+  choice: Choice,
+  index: number,
+  onDelta: (delta: { numOutputTokens: number }) => void,
+  send: (body: object) => void,
+  flowControl: () => Promise<void>,
+  signal: AbortSignal,
+): Promise<void> {
+  let text = '';
+  for await (const delta of choice) {
+    onDelta(delta);
+    text += delta.text;
+    if (!delta.finishReason) {
+      await flowControl();
+      continue;
+    }
+    if (signal.aborted && !abortedByShutdown(signal)) return;
+    const { content, calls } = parseToolCalls(text, toolCallId);
+    if (calls.length === 0) {
+      send({ index, delta: { content: text }, logprobs: null, finish_reason: finishReason(delta.finishReason) });
+      return;
+    }
+    if (content) send({ index, delta: { content }, logprobs: null, finish_reason: null });
+    calls.forEach((call: ToolCall, callIndex: number) => {
+      send({ index, delta: { tool_calls: [{ index: callIndex, id: call.id, type: 'function', function: { name: call.function.name, arguments: '' } }] }, logprobs: null, finish_reason: null });
+      send({ index, delta: { tool_calls: [{ index: callIndex, function: { arguments: call.function.arguments } }] }, logprobs: null, finish_reason: null });
+    });
+    send({ index, delta: {}, logprobs: null, finish_reason: 'tool_calls' });
+  }
 }
 
 /** Starts every choice (queued synchronously: a bad request fails before anything is written). */
@@ -344,6 +398,12 @@ async function respondWith(ctx: ServerContext, plan: Plan, request: FastifyReque
       model,
       choices: results.map((r, index) => {
         const logprobs = plan.topLogprobs === undefined ? null : new LogprobFormatter(ctx, plan.kind, top).format(r.logprobs ?? []);
+        if (plan.kind === 'chat' && plan.toolCalls) {
+          const { content, calls } = parseToolCalls(r.text, toolCallId);
+          if (calls.length > 0) {
+            return { index, message: { role: 'assistant', content: content || null, tool_calls: calls }, logprobs, finish_reason: 'tool_calls' };
+          }
+        }
         return plan.kind === 'chat'
           ? { index, message: { role: 'assistant', content: r.text }, logprobs, finish_reason: finishReason(r.finishReason) }
           : { index, text: r.text, logprobs, finish_reason: finishReason(r.finishReason) };
@@ -376,6 +436,12 @@ async function respondWith(ctx: ServerContext, plan: Plan, request: FastifyReque
       choices.map(async (choice, index) => {
         const formatter = plan.topLogprobs === undefined ? undefined : new LogprobFormatter(ctx, plan.kind, top);
         if (plan.kind === 'chat') sse.send(chunk({ index, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }));
+        if (plan.kind === 'chat' && plan.toolCalls) {
+          await streamWithTools(choice, index, (delta) => {
+            outputTokens[index] = delta.numOutputTokens;
+          }, (body) => sse.send(chunk(body)), flowControl, signal);
+          return;
+        }
         for await (const delta of choice) {
           outputTokens[index] = delta.numOutputTokens;
           // The client is gone: let the choice end (it was cancelled). At shutdown the client is still

@@ -98,11 +98,11 @@ describe('hardened server', () => {
       expect(error).toMatchObject({ param: field, code: 'unsupported_parameter' });
       expect(error.message).toMatch(new RegExp(`^${field} is not supported`));
     }
-    const tools = await post('/v1/chat/completions', {
-      model: 'scribe-7m', messages: [{ role: 'user', content: 'hi' }], tools: [{ type: 'function', function: { name: 'f' } }],
+    const functions = await post('/v1/chat/completions', {
+      model: 'scribe-7m', messages: [{ role: 'user', content: 'hi' }], functions: [{ name: 'f' }],
     });
-    expect(tools.status).toBe(400);
-    expect((await tools.json()).error.param).toBe('tools');
+    expect(functions.status).toBe(400);
+    expect((await functions.json()).error.param).toBe('functions');
     // The values that mean "off" pass.
     expect((await post('/v1/completions', { ...base, best_of: 1, suffix: null })).status).toBe(200);
   });

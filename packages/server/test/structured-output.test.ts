@@ -147,6 +147,93 @@ describe('response_format through the openai client', () => {
   });
 });
 
+describe('tools through the openai client', () => {
+  let engines: TestEngines;
+  let server: KilnServer;
+  let client: OpenAI;
+  const weather = {
+    type: 'object',
+    properties: { city: { type: 'string', maxLength: 20 }, unit: { enum: ['celsius', 'fahrenheit'] }, days: { type: 'integer', minimum: 1, maximum: 7 } },
+    required: ['city', 'unit'],
+    additionalProperties: false,
+  };
+  const tools = [
+    { type: 'function' as const, function: { name: 'get_weather', description: 'The forecast', parameters: weather } },
+    { type: 'function' as const, function: { name: 'count_tribes', parameters: { type: 'object', properties: { land: { type: 'string', maxLength: 12 } }, required: ['land'] } } },
+  ];
+  const messages = [{ role: 'user' as const, content: 'What is the weather in Jerusalem?' }];
+
+  beforeAll(async () => {
+    engines = await buildTestEngines();
+    server = await KilnServer.create({ llm: await LLM.load(engines.defaultEngineDir), ownsLlm: true, modelName: 'scribe-7m', logger: false });
+    const url = await server.listen({ port: 0 });
+    client = new OpenAI({ baseURL: `${url}/v1`, apiKey: 'none', maxRetries: 0 });
+  });
+  afterAll(async () => {
+    await server?.close({ graceMs: 1000 });
+    await engines?.cleanup();
+  });
+
+  test('tool_choice required: tool_calls whose arguments validate, for each of n choices', async () => {
+    const completion = await client.chat.completions.create({ model: 'scribe-7m', messages, tools, tool_choice: 'required', max_tokens: 120, temperature: 1, seed: 2, n: 4 });
+    for (const choice of completion.choices) {
+      expect(choice.finish_reason).toBe('tool_calls');
+      const calls = choice.message.tool_calls ?? [];
+      expect(calls).toHaveLength(1);
+      const call = calls[0] as { id: string; type: string; function: { name: string; arguments: string } };
+      expect(call.type).toBe('function');
+      expect(call.id).toMatch(/^call_/);
+      const tool = tools.find((t) => t.function.name === call.function.name);
+      expect(tool).toBeDefined();
+      expect(validate(tool!.function.parameters, JSON.parse(call.function.arguments))).toBe(true);
+    }
+  });
+
+  test('a named function is the one called; streamed, the deltas assemble to the same call', async () => {
+    const request = { model: 'scribe-7m', messages, tools, tool_choice: { type: 'function' as const, function: { name: 'get_weather' } }, max_tokens: 120, temperature: 1, seed: 9 };
+    const whole = await client.chat.completions.create(request);
+    const call = whole.choices[0].message.tool_calls?.[0] as { function: { name: string; arguments: string } };
+    expect(call.function.name).toBe('get_weather');
+    expect(validate(weather, JSON.parse(call.function.arguments))).toBe(true);
+    const stream = await client.chat.completions.create({ ...request, stream: true });
+    const assembled: { id?: string; name: string; arguments: string }[] = [];
+    let finish: string | null = null;
+    for await (const chunk of stream) {
+      for (const delta of chunk.choices[0]?.delta?.tool_calls ?? []) {
+        assembled[delta.index] ??= { name: '', arguments: '' };
+        if (delta.id) assembled[delta.index].id = delta.id;
+        assembled[delta.index].name += delta.function?.name ?? '';
+        assembled[delta.index].arguments += delta.function?.arguments ?? '';
+      }
+      finish = chunk.choices[0]?.finish_reason ?? finish;
+    }
+    expect(finish).toBe('tool_calls');
+    expect(assembled).toHaveLength(1);
+    expect(assembled[0].name).toBe(call.function.name);
+    expect(assembled[0].arguments).toBe(call.function.arguments);  // same seed, same call
+  });
+
+  test('tool_choice none gives plain content', async () => {
+    const completion = await client.chat.completions.create({ model: 'scribe-7m', messages, tools, tool_choice: 'none', max_tokens: 16, temperature: 0 });
+    expect(completion.choices[0].message.tool_calls ?? []).toEqual([]);
+    expect(typeof completion.choices[0].message.content).toBe('string');
+    expect(completion.choices[0].finish_reason).not.toBe('tool_calls');
+  });
+
+  test('bad tools are refused naming the path', async () => {
+    for (const [extra, param] of [
+      [{ tools: [{ type: 'function', function: { name: 'f', parameters: { type: 'object', properties: { n: { type: 'integer', multipleOf: 2 } } } } }] }, 'tools[0].function.parameters.properties.n.multipleOf'],
+      [{ tools: [{ type: 'function', function: { name: 'bad name' } }] }, 'tools[0].function.name'],
+      [{ tools, tool_choice: { type: 'function', function: { name: 'nope' } } }, 'tool_choice.function.name'],
+      [{ tool_choice: 'required' }, 'tool_choice'],
+    ] as const) {
+      const error = await client.chat.completions.create({ model: 'scribe-7m', messages, max_tokens: 4, ...(extra as object) } as never).catch((e: unknown) => e);
+      expect((error as InstanceType<typeof OpenAI.APIError>).status).toBe(400);
+      expect((error as { param?: string }).param).toBe(param);
+    }
+  });
+});
+
 describe('the default model chats', () => {
   let engines: TestEngines;
   let server: KilnServer;
