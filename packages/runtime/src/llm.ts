@@ -1,7 +1,7 @@
 import * as path from 'node:path';
 import { Engine, type EngineGenerateOptions, type EngineGenerateResult, type EngineInfo, type EngineLoadOptions, type FinishReason } from './engine';
 import { SamplingConfigError, StopTextMatcher, validateSamplingConfig, type TokenSequence } from '@kiln/sampling';
-import { GuidedDecoding, validateResponseFormat, type CompiledFormat, type ResponseFormat, type ToolDefinition } from '@kiln/chat';
+import { GuidedDecoding, validateResponseFormat, type CompiledFormat, type ResponseFormat, type TokenMaskSource, type ToolDefinition } from '@kiln/chat';
 import type { ExecutorRequest, ExecutorSequence, ExecutorTokenLogprobs, RequestStats } from './executor';
 import { resolveModel, type ResolveModelOptions } from './model-cache';
 import { Tokenizer } from './tokenizer';
@@ -32,6 +32,12 @@ export interface LLMGenerateOptions extends Omit<EngineGenerateOptions, 'onToken
    * A bad one throws a ResponseFormatError naming the field (`responseFormat.schema.properties.x...`).
    */
   responseFormat?: ResponseFormat;
+  /**
+   * Constrained decoding with a grammar of your own: a mask source (CompiledFormat.maskSource(), from
+   * compileResponseFormat or compileToolCall), disposed when the request ends. Not with responseFormat.
+   * Default: none.
+   */
+  tokenMask?: TokenMaskSource;
 }
 
 /** One returned sequence (numReturnSequences > 1 or beam search) with its text. */
@@ -171,6 +177,9 @@ export class LLM {
       );
     }
     const { request, stopTexts } = this.#prepare(options, inputIds);
+    if (options.tokenMask && options.responseFormat !== undefined && options.responseFormat.type !== 'text') {
+      throw new SamplingConfigError('tokenMask', 'tokenMask and responseFormat cannot be combined: give one grammar');
+    }
     const compiled = options.responseFormat === undefined ? undefined : await this.compileResponseFormat(options.responseFormat, options);
     if (compiled) request.tokenMask = compiled.maskSource();
     try {

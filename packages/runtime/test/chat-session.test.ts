@@ -5,7 +5,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { buildEngine } from '@kiln/builder';
 import { convertCheckpoint } from '@kiln/convert';
-import { ChatSession, LLM } from '@kiln/runtime';
+import { ChatSession, defineChatSessionFunction, LLM } from '@kiln/runtime';
 import { scribe7mPath } from '@kiln/scribe-7m';
 
 let tmpDir: string;
@@ -58,4 +58,35 @@ it('takes a chat template file, and refuses a model without any', async () => {
   } finally {
     await bareLlm.dispose();
   }
+});
+
+it('calls functions between turns: a required call\'s arguments validate, its result reaches the model', async () => {
+  const calls: unknown[] = [];
+  const getWeather = defineChatSessionFunction<{ city: string; unit: 'celsius' | 'fahrenheit' }>({
+    description: 'The forecast',
+    params: { type: 'object', properties: { city: { type: 'string', maxLength: 12 }, unit: { enum: ['celsius', 'fahrenheit'] } }, required: ['city', 'unit'], additionalProperties: false },
+    handler(params) {
+      calls.push(params);
+      return { forecast: 'sun', city: params.city };
+    },
+  });
+  const session = await ChatSession.create(llm);
+  const answer = await session.prompt('What is the weather in Jerusalem?', {
+    functions: { getWeather },
+    functionCall: 'required',
+    maxTokens: 150,
+    temperature: 1,
+    seed: 4,
+  });
+  expect([calls.length, session.messages[1]?.content]).toEqual([1, expect.anything()]);
+  const params = calls[0] as { city: string; unit: string };
+  expect(typeof params.city).toBe('string');
+  expect(params.city.length).toBeLessThanOrEqual(12);
+  expect(['celsius', 'fahrenheit']).toContain(params.unit);
+  const roles = session.messages.map((m) => m.role);
+  expect(roles.slice(0, 3)).toEqual(['user', 'assistant', 'tool']);
+  expect(session.messages[1].content).toMatch(/^<tool_call>\n\{\s*"name": "getWeather"/);
+  expect(JSON.parse(session.messages[2].content)).toEqual({ forecast: 'sun', city: params.city });
+  expect(roles[roles.length - 1]).toBe('assistant');
+  expect(session.messages[session.messages.length - 1].content).toBe(answer.text.trim());
 });
