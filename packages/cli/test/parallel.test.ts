@@ -36,7 +36,7 @@ beforeAll(() => {
   ] as const) {
     const convert = kiln(['convert', '--model', scribe, '--output', path.join(tmpDir, ckpt), ...extra]);
     expect(convert.status).toBe(0);
-    const build = kiln(['build', '--checkpoint', path.join(tmpDir, ckpt), '--output', engine, '--max-seq-len', '256']);
+    const build = kiln(['build', '--checkpoint', path.join(tmpDir, ckpt), '--output', engine, '--max-seq-len', '256', '--max-beam-width', '4']);
     expect(build.status).toBe(0);
   }
 }, 240_000);
@@ -62,6 +62,16 @@ test('kiln generate under mpirun prints once, the single-rank engine\'s result',
   expect({ status: parallel.status, stderr: parallel.stderr }).toEqual({ status: 0, stderr: '' });
   expect(parallel.stdout.trim().split('\n')).toHaveLength(1);
   expect(JSON.parse(parallel.stdout)).toEqual(JSON.parse(single.stdout));
+});
+
+test('beam search under mpirun (KV blocks copied on every rank as beams fork) equals the single-rank result', () => {
+  const args = ['generate', '--prompt', 'And the LORD said', '--max-tokens', '20', '--beam-width', '4', '--json', '--threads', '1'];
+  const single = kiln([...args, '--engine', singleEngine]);
+  expect(single.status).toBe(0);
+  const parallel = mpirunKiln([...args, '--engine', tpEngine]);
+  expect({ status: parallel.status, stderr: parallel.stderr }).toEqual({ status: 0, stderr: '' });
+  expect(JSON.parse(parallel.stdout)).toEqual(JSON.parse(single.stdout));
+  expect((JSON.parse(single.stdout) as { outputIds: number[] }).outputIds).toHaveLength(20);
 });
 
 test('kiln bench under mpirun prints one report', () => {
