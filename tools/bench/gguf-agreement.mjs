@@ -64,7 +64,7 @@ try {
     const imported = path.join(work, `imported-${type}`);
     await convertCheckpoint({ modelFile: gguf, outputDir: imported, dtype });
     const engine = path.join(work, `engine-${type}`);
-    await buildEngine({ checkpointDir: imported, outputDir: engine, config: { maxBatchSize: 1, maxSeqLen: 128, maxNumTokens: 128 } });
+    await buildEngine({ checkpointDir: imported, outputDir: engine, config: { maxBatchSize: 1, maxSeqLen: 128, maxNumTokens: 128, gatherContextLogits: true } });
     const llm = await LLM.load(engine, { numThreads: os.availableParallelism() });
     const kilnTokens = [];
     const promptIds = [];
@@ -72,14 +72,30 @@ try {
       promptIds.push(llm.tokenizer.encode(prompt));
       kilnTokens.push((await llm.generate(prompt, { maxTokens, ignoreEos: true })).outputIds);
     }
-    await llm.dispose();
     const { predicted } = await llamaCpp(gguf, { prompts: promptIds, maxTokens, forced: kilnTokens });
     let same = 0;
     kilnTokens.forEach((tokens, i) => tokens.forEach((t, j) => (same += predicted[i][j] === t ? 1 : 0)));
+    // Where the engines part: Kiln's logit of its own choice minus that of llama.cpp's, against the gap
+    // between Kiln's two best logits at every position (how close the calls are).
+    const gaps = [];
+    const topGaps = [];
+    for (const [i, tokens] of kilnTokens.entries()) {
+      const { contextLogits } = await llm.generate([...promptIds[i], ...tokens], { maxTokens: 1, returnContextLogits: true });
+      const vocab = contextLogits.length / (promptIds[i].length + tokens.length);
+      tokens.forEach((t, j) => {
+        const row = contextLogits.subarray((promptIds[i].length - 1 + j) * vocab, (promptIds[i].length + j) * vocab);
+        const sorted = Array.from(row).sort((a, b) => b - a);
+        topGaps.push(sorted[0] - sorted[1]);
+        if (predicted[i][j] !== t) gaps.push(row[t] - row[predicted[i][j]]);
+      });
+    }
+    await llm.dispose();
+    topGaps.sort((a, b) => a - b);
+    const medianTopGap = topGaps[Math.floor(topGaps.length / 2)];
     const total = kilnTokens.length * maxTokens;
     const worst = exported.errors.reduce((a, b) => (b.rmsError / (b.rms || 1) > a.rmsError / (a.rms || 1) ? b : a));
-    summary[type] = { agreement: same / total, same, total, fileBytes: exported.fileSize, worstRelativeRmsError: worst.rmsError / worst.rms, worstTensor: worst.name };
-    console.log(`${type}: ${same}/${total} greedy tokens agree (${((100 * same) / total).toFixed(1)}%), file ${(exported.fileSize / 1e6).toFixed(1)} MB, worst tensor relative RMS error ${(worst.rmsError / worst.rms).toExponential(2)} (${worst.name})`);
+    summary[type] = { agreement: same / total, same, total, mismatchLogitGaps: gaps, medianTop2Gap: medianTopGap, fileBytes: exported.fileSize, worstRelativeRmsError: worst.rmsError / worst.rms, worstTensor: worst.name };
+    console.log(`${type}: ${same}/${total} greedy tokens agree (${((100 * same) / total).toFixed(1)}%), file ${(exported.fileSize / 1e6).toFixed(1)} MB, worst tensor relative RMS error ${(worst.rmsError / worst.rms).toExponential(2)} (${worst.name}); where they differ, Kiln's logit margin ${gaps.map((g) => g.toFixed(3)).join(', ') || '-'} (median top-2 gap over all positions ${medianTopGap.toFixed(3)})`);
   }
   console.log(JSON.stringify({ model: modelDir, importDtype: dtype ?? 'default', maxTokens, prompts: PROMPTS.length, summary }));
 } finally {
