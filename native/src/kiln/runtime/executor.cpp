@@ -650,7 +650,10 @@ bool Executor::iterate(IterationReport& report) {
   };
   for (auto& s : running_) takeMasks(*s);
   for (auto& s : waiting_) takeMasks(*s);
-  for (const auto& [id, problem] : maskErrors) {
+  for (const auto& maskError : maskErrors) {
+    // Not a structured binding: C++17 lambdas cannot capture those (clang refuses; the fuzz build uses it).
+    const RequestId id = maskError.first;
+    const std::string& problem = maskError.second;
     auto failed = [&](const std::unique_ptr<Seq>& s) { return s->id == id; };
     for (auto& s : running_) if (failed(s)) finish(*s, FinishReason::Error, report, problem);
     for (auto& s : waiting_) if (failed(s)) finish(*s, FinishReason::Error, report, problem);
