@@ -3,9 +3,10 @@
 // load for a while (default 10 minutes): streaming and plain completions, chat, Triton generate, clients
 // that disconnect mid-stream, slow readers, and bad requests (malformed JSON, schema violations, oversized
 // word lists, unknown models, values at the edges of the schema's ranges). Every 10 s it samples the
-// server's resident memory and KV blocks (from /metrics). It reports requests served, errors, RSS and
-// KV blocks over time, and checks: 0 server errors (5xx, error-level logs, error events in streams),
-// RSS growth under 5% from the end of the warm-up to the end, and every KV block back at the end.
+// server's resident memory, V8 heap and KV blocks (from /metrics). It reports requests served, errors,
+// RSS and KV blocks over time, and checks: 0 server errors (5xx, error-level logs, error events in
+// streams), RSS growth under 5% from the first minute after the warm-up to the last minute (means of the
+// samples), and every KV block back at the end.
 //
 //   npm run build && node tools/soak/run.mjs [--duration 600] [--warmup 60] [--clients 24]
 //                                            [--engine DIR] [--json FILE]
@@ -155,7 +156,9 @@ let stop = false;
 const sampler = (async () => {
   while (!stop) {
     const text = await metrics();
-    samples.push({ s: Math.round((Date.now() - started) / 1000), rssMiB: +(metric(text, 'process_resident_memory_bytes') / 2 ** 20).toFixed(1), kvUsed: metric(text, 'kiln_kv_blocks_used'), kvFree: metric(text, 'kiln_kv_blocks_free'), running: metric(text, 'kiln_running_requests') });
+    const mib = (name) => +(metric(text, name) / 2 ** 20).toFixed(1);
+    // The V8 heap and the memory outside it (ArrayBuffers, native) beside RSS, to tell a JavaScript leak from native growth.
+    samples.push({ s: Math.round((Date.now() - started) / 1000), rssMiB: mib('process_resident_memory_bytes'), heapMiB: mib('nodejs_heap_size_used_bytes'), externalMiB: mib('nodejs_external_memory_bytes'), kvUsed: metric(text, 'kiln_kv_blocks_used'), kvFree: metric(text, 'kiln_kv_blocks_free'), running: metric(text, 'kiln_running_requests') });
     process.stderr.write(`\r${JSON.stringify(samples[samples.length - 1])} requests ${Object.values(counts).reduce((a, b) => a + b, 0)}   `);
     await new Promise((resolve) => setTimeout(resolve, 10_000));
   }
@@ -184,7 +187,16 @@ const errorLogs = serverLog.split('\n').filter((line) => /"level":(50|60)/.test(
 
 const afterWarmup = samples.find((s) => s.s * 1000 >= warmupMs) ?? samples[0];
 const last = samples[samples.length - 1];
-const growth = (last.rssMiB - afterWarmup.rssMiB) / afterWarmup.rssMiB;
+// RSS moves ±15 MiB from one 10 s sample to the next with the requests in flight, so growth is measured
+// between means: the first minute after the warm-up against the last minute of the run.
+const meanRss = (from, to) => {
+  const window = samples.filter((x) => x.s >= from && x.s < to);
+  return window.reduce((sum, x) => sum + x.rssMiB, 0) / Math.max(1, window.length);
+};
+const warmupS = warmupMs / 1000;
+const firstMinute = meanRss(warmupS, warmupS + 60);
+const lastMinute = meanRss(last.s - 59, last.s + 1);
+const growth = (lastMinute - firstMinute) / firstMinute;
 const summary = {
   durationS: Math.round((Date.now() - started) / 1000),
   clients,
@@ -193,15 +205,23 @@ const summary = {
   serverErrors: serverErrors.length + fiveHundreds + errorLogs.length,
   serverErrorSamples: [...serverErrors, ...errorLogs].slice(0, 10),
   http5xx: fiveHundreds,
-  rssMiB: { afterWarmup: afterWarmup.rssMiB, end: last.rssMiB, max: Math.max(...samples.map((s) => s.rssMiB)), growthAfterWarmupPct: +(growth * 100).toFixed(2) },
+  rssMiB: {
+    afterWarmup: afterWarmup.rssMiB,
+    end: last.rssMiB,
+    max: Math.max(...samples.map((s) => s.rssMiB)),
+    meanFirstMinuteAfterWarmup: +firstMinute.toFixed(1),
+    meanLastMinute: +lastMinute.toFixed(1),
+    growthAfterWarmupPct: +(growth * 100).toFixed(2),
+  },
+  heapMiB: { afterWarmup: afterWarmup.heapMiB, end: last.heapMiB, max: Math.max(...samples.map((s) => s.heapMiB)) },
   kvBlocks: { freeAtStart: startFree, freeAtEnd: metric(final, 'kiln_kv_blocks_free'), usedAtEnd: metric(final, 'kiln_kv_blocks_used') },
   serverExitCode: exitCode,
   samples,
 };
 process.stderr.write('\n');
 process.stdout.write(`${JSON.stringify({ ...summary, samples: undefined }, null, 2)}\n`);
-process.stdout.write(`${'s'.padStart(5)} ${'RSS MiB'.padStart(8)} ${'KV used'.padStart(8)} ${'KV free'.padStart(8)} ${'running'.padStart(8)}\n`);
-for (const s of samples) process.stdout.write(`${String(s.s).padStart(5)} ${String(s.rssMiB).padStart(8)} ${String(s.kvUsed).padStart(8)} ${String(s.kvFree).padStart(8)} ${String(s.running).padStart(8)}\n`);
+process.stdout.write(`${'s'.padStart(5)} ${'RSS MiB'.padStart(8)} ${'heap MiB'.padStart(8)} ${'ext MiB'.padStart(8)} ${'KV used'.padStart(8)} ${'KV free'.padStart(8)} ${'running'.padStart(8)}\n`);
+for (const s of samples) process.stdout.write(`${String(s.s).padStart(5)} ${String(s.rssMiB).padStart(8)} ${String(s.heapMiB).padStart(8)} ${String(s.externalMiB).padStart(8)} ${String(s.kvUsed).padStart(8)} ${String(s.kvFree).padStart(8)} ${String(s.running).padStart(8)}\n`);
 if (args.json) writeFileSync(args.json, JSON.stringify(summary, null, 2));
 rmSync(work, { recursive: true, force: true });
 const ok = summary.serverErrors === 0 && growth < 0.05 && summary.kvBlocks.freeAtEnd === startFree && summary.kvBlocks.usedAtEnd === 0 && exitCode === 0;
