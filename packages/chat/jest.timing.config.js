@@ -1,0 +1,1 @@
+module.exports = require('../../jest.timing.js')(require('./jest.config.js'));
