@@ -44,6 +44,31 @@ __global__ void storeKv(DeviceStep step, T* pool, Cache cache, int64_t layer, Co
   }
 }
 
+// The block's output row from its warps' online-softmax partials (max, sum, and output row each, in
+// shared memory, after a barrier): each partial rescaled to the block's max (a warp that saw no key has
+// max -inf and weighs nothing), summed, divided by the total; row element d goes to out at `at` + d.
+template <int kWarps, int kPitch>
+__device__ __forceinline__ void storeMergedPartials(const float* partialMax, const float* partialSum,
+                                                    const float (*partialOut)[kPitch], int64_t dims, Matrix out,
+                                                    int64_t at) {
+  float blockMax = -INFINITY;
+#pragma unroll
+  for (int w = 0; w < kWarps; ++w) blockMax = fmaxf(blockMax, partialMax[w]);
+  float weights[kWarps], total = 0.0f;
+#pragma unroll
+  for (int w = 0; w < kWarps; ++w) {
+    weights[w] = partialMax[w] == -INFINITY ? 0.0f : expf(partialMax[w] - blockMax);
+    total += weights[w] * partialSum[w];
+  }
+  const float inv = 1.0f / total;
+  for (int64_t d = threadIdx.x; d < dims; d += blockDim.x) {
+    float o = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) o += weights[w] * partialOut[w][d];
+    store(out.data, out.dtype, at + d, o * inv);
+  }
+}
+
 // One block per (token, query head), kWarps warps. Each warp takes every kWarps-th key of the window:
 // its lanes split the head's features (lane, lane + 32, ...), so a key's K and V rows are read as whole
 // coalesced rows and the score is one warp reduction. Each warp keeps its own running max, sum and
@@ -103,23 +128,7 @@ __global__ void __launch_bounds__(kThreads) attend(DeviceStep step, const T* poo
 #pragma unroll
   for (int i = 0; i < kDimsPerLane; ++i) partialOut[warp][lane + 32 * i] = acc[i];
   __syncthreads();
-  // Merge: rescale each warp's partial to the block's max (a warp that saw no key has max -inf, weight 0).
-  float blockMax = -INFINITY;
-#pragma unroll
-  for (int w = 0; w < kWarps; ++w) blockMax = fmaxf(blockMax, partialMax[w]);
-  float weights[kWarps], total = 0.0f;
-#pragma unroll
-  for (int w = 0; w < kWarps; ++w) {
-    weights[w] = partialMax[w] == -INFINITY ? 0.0f : expf(partialMax[w] - blockMax);
-    total += weights[w] * partialSum[w];
-  }
-  const float inv = 1.0f / total;
-  for (int64_t d = threadIdx.x; d < headDim; d += kThreads) {
-    float o = 0.0f;
-#pragma unroll
-    for (int w = 0; w < kWarps; ++w) o += weights[w] * partialOut[w][d];
-    store(out.data, out.dtype, t * out.stride + h * headDim + d, o * inv);
-  }
+  storeMergedPartials<kWarps>(partialMax, partialSum, partialOut, headDim, out, t * out.stride + h * headDim);
 }
 
 // Lanes of a warp per key: a K or V row of headDim elements read as 16-byte vectors, one per lane.
@@ -152,28 +161,6 @@ struct SoftmaxState {
     max = newMax;
   }
 };
-
-__device__ __forceinline__ void toFloats(const uint4& v, const float*, float* f) {
-  f[0] = __uint_as_float(v.x); f[1] = __uint_as_float(v.y); f[2] = __uint_as_float(v.z); f[3] = __uint_as_float(v.w);
-}
-__device__ __forceinline__ void toFloats(const uint4& v, const __nv_bfloat16*, float* f) {
-  const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&v);
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const float2 p = __bfloat1622float2(h[i]);
-    f[2 * i] = p.x;
-    f[2 * i + 1] = p.y;
-  }
-}
-__device__ __forceinline__ void toFloats(const uint4& v, const __half*, float* f) {
-  const __half2* h = reinterpret_cast<const __half2*>(&v);
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const float2 p = __half22float2(h[i]);
-    f[2 * i] = p.x;
-    f[2 * i + 1] = p.y;
-  }
-}
 
 // One block per (token, query head), kWarps warps; each warp splits into 32 / kLanes groups of kLanes
 // lanes, a group per key, a lane per 16-byte vector of the key's K and V rows; each group takes kUnroll
@@ -225,8 +212,8 @@ __global__ void __launch_bounds__(kThreads) attendVectorized(DeviceStep step, co
       float kf[kV], vf[kV];
       float dot = 0.0f;
       if (j <= pos) {
-        toFloats(kRaw[u], static_cast<const T*>(nullptr), kf);
-        toFloats(vRaw[u], static_cast<const T*>(nullptr), vf);
+        vectorToFloats(kRaw[u], static_cast<const T*>(nullptr), kf);
+        vectorToFloats(vRaw[u], static_cast<const T*>(nullptr), vf);
 #pragma unroll
         for (int i = 0; i < kV; ++i) dot += qv[i] * kf[i];
       }
@@ -261,22 +248,7 @@ __global__ void __launch_bounds__(kThreads) attendVectorized(DeviceStep step, co
     for (int i = 0; i < kV; ++i) partialOut[warp][sub * kV + i] = state.acc[i];
   }
   __syncthreads();
-  float blockMax = -INFINITY;
-#pragma unroll
-  for (int w = 0; w < kWarps; ++w) blockMax = fmaxf(blockMax, partialMax[w]);
-  float weights[kWarps], total = 0.0f;
-#pragma unroll
-  for (int w = 0; w < kWarps; ++w) {
-    weights[w] = partialMax[w] == -INFINITY ? 0.0f : expf(partialMax[w] - blockMax);
-    total += weights[w] * partialSum[w];
-  }
-  const float inv = 1.0f / total;
-  for (int d = threadIdx.x; d < kDims; d += kThreads) {
-    float o = 0.0f;
-#pragma unroll
-    for (int w = 0; w < kWarps; ++w) o += weights[w] * partialOut[w][d];
-    store(out.data, out.dtype, t * out.stride + h * headDim + d, o * inv);
-  }
+  storeMergedPartials<kWarps>(partialMax, partialSum, partialOut, headDim, out, t * out.stride + h * headDim);
 }
 
 // 16-bit caches, head dims 64 and 128, prefill, mixed and large-batch decode steps: flash attention on

@@ -8,8 +8,6 @@
 // (waitForPriorKernels, common.cuh): weights depend on nothing, so their first loads overlap the end of
 // the kernel before (typically a norm or attention).
 #include <cuda_bf16.h>
-#include <cstdlib>
-#include <cstring>
 #include <cuda_fp16.h>
 
 #include "kiln/backends/cuda/kernels/common.cuh"
@@ -23,25 +21,6 @@ namespace {
 constexpr int kWarps = 8;  // features per block
 constexpr int kThreads = 32 * kWarps;
 constexpr int kInFlight = 8;  // 16-byte weight vectors per lane loaded ahead of use
-
-__device__ __forceinline__ void unpack(const uint4& v, const __nv_bfloat16*, float* f) {
-  const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&v);
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const float2 p = __bfloat1622float2(h[i]);
-    f[2 * i] = p.x;
-    f[2 * i + 1] = p.y;
-  }
-}
-__device__ __forceinline__ void unpack(const uint4& v, const __half*, float* f) {
-  const __half2* h = reinterpret_cast<const __half2*>(&v);
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const float2 p = __half22float2(h[i]);
-    f[2 * i] = p.x;
-    f[2 * i + 1] = p.y;
-  }
-}
 
 // Weights are read once: bypass L1 so they do not evict x.
 __device__ __forceinline__ uint4 loadStreaming(const uint4* p) {
@@ -57,11 +36,11 @@ template <typename T, int R>
 __device__ __forceinline__ void accumulate(const uint4& wv, const T* __restrict__ x, int64_t xStride, int64_t i,
                                            float* acc) {
   float wf[8];
-  unpack(wv, static_cast<const T*>(nullptr), wf);
+  vectorToFloats(wv, static_cast<const T*>(nullptr), wf);
 #pragma unroll
   for (int r = 0; r < R; ++r) {
     float xf[8];
-    unpack(*reinterpret_cast<const uint4*>(x + r * xStride + i * 8), static_cast<const T*>(nullptr), xf);
+    vectorToFloats(*reinterpret_cast<const uint4*>(x + r * xStride + i * 8), static_cast<const T*>(nullptr), xf);
     float s = acc[r];
 #pragma unroll
     for (int j = 0; j < 8; ++j) s = fmaf(wf[j], xf[j], s);
@@ -171,64 +150,6 @@ __global__ void __launch_bounds__(kThreads) gemvKernel(const T* __restrict__ x, 
   rows.store(N, bias, y);
 }
 
-// Narrow layers (o_proj, qkv, the down projection: 2,048-2,560 features) have too few rows for one warp
-// per row to keep the memory system busy: kSplit warps share a row, each streaming a slice of it (at most
-// one round of loads when it can), and the block adds their partial sums in a fixed order.
-template <typename T, int R, int kSplit>
-__global__ void __launch_bounds__(kThreads) gemvSplitKernel(const T* __restrict__ x, int64_t xStride,
-                                                            const T* __restrict__ w, int64_t N, int64_t K,
-                                                            const float* __restrict__ bias, Matrix y) {
-  constexpr int kRowsPerBlock = kWarps / kSplit;
-  constexpr int64_t kRound = 32 * kInFlight;
-  __shared__ float partial[kWarps][R];
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int64_t n = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + warp / kSplit;
-  const int split = warp % kSplit;
-  const int64_t vectors = K / 8;
-  const int64_t per = (vectors + kSplit - 1) / kSplit;
-  const int64_t begin = split * per;
-  const int64_t count = n < N ? max(int64_t(0), min(vectors, begin + per) - begin) : 0;
-  const uint4* wRow = reinterpret_cast<const uint4*>(w + (n < N ? n : 0) * K) + begin;
-  float acc[R];
-#pragma unroll
-  for (int r = 0; r < R; ++r) acc[r] = 0.0f;
-  uint4 wv[kInFlight];
-#pragma unroll
-  for (int u = 0; u < kInFlight; ++u) {
-    const int64_t i = lane + 32 * u;
-    if (i < count) wv[u] = loadStreaming(wRow + i);
-  }
-  startAfterPriorKernels();
-  const T* xSlice = x + begin * 8;
-  for (int64_t base = 0; base < count; base += kRound) {
-    uint4 next[kInFlight];
-#pragma unroll
-    for (int u = 0; u < kInFlight; ++u) {
-      const int64_t i = base + kRound + lane + 32 * u;
-      if (i < count) next[u] = loadStreaming(wRow + i);
-    }
-#pragma unroll
-    for (int u = 0; u < kInFlight; ++u) {
-      const int64_t i = base + lane + 32 * u;
-      if (i < count) accumulate<T, R>(wv[u], xSlice, xStride, i, acc);
-    }
-#pragma unroll
-    for (int u = 0; u < kInFlight; ++u) wv[u] = next[u];
-  }
-#pragma unroll
-  for (int r = 0; r < R; ++r) {
-    const float sum = warpSum(acc[r]);
-    if (lane == 0) partial[warp][r] = sum;
-  }
-  __syncthreads();
-  if (split == 0 && lane < R && n < N) {
-    float sum = 0.0f;
-#pragma unroll
-    for (int k = 0; k < kSplit; ++k) sum += partial[warp + k][lane];
-    cuda::store(y.data, y.dtype, lane * y.stride + n, bias ? sum + bias[n] : sum);
-  }
-}
-
 // The GEMV with the add_rms_norm before it done by its own blocks: each block computes sum = a + b and
 // y = RMSNorm(sum) for the R rows into shared memory (as addRmsNormKernel does, in the same order when
 // the row has 2,048 features: one element in 256 per thread, the same block reduction), block 0 also
@@ -271,39 +192,9 @@ bool twoFeaturesPerWarp(int64_t N, int64_t K) {
   return R <= 2 && K <= 32 * 8 * kInFlight && N >= 4096;
 }
 
-// Warps per row for the narrow layers: enough warps in all (about 4,096: 32 per SM) and, where that
-// takes no more than 8, at most one round of loads per warp.
-int splitFor(int64_t N, int64_t K) {
-  // Off unless KILN_CUDA_GEMV_SPLIT=1: on an H200 (TinyLlama shape, batch 1) it measured 1.48 against
-  // 1.44 ms/token without it, within the run-to-run noise, though ncu showed the narrow layers at
-  // 1.0-1.4 TB/s with a warp per row (docs/benchmarks.md).
-  static const bool enabled = [] {
-    const char* setting = std::getenv("KILN_CUDA_GEMV_SPLIT");
-    return setting && std::strcmp(setting, "1") == 0;
-  }();
-  if (!enabled) return 1;
-  const int64_t vectors = K / 8;
-  int split = 1;
-  while (split < 8 && (N * split < 4096 || vectors > split * 32 * kInFlight)) split *= 2;
-  while (split > 1 && vectors / split < 32) split /= 2;  // at least a vector per lane
-  return split;
-}
-
-template <typename T, int R, int kSplit>
-void launchSplit(cudaStream_t stream, const T* x, int64_t xStride, const T* w, int64_t N, int64_t K, const float* bias,
-                 Matrix y) {
-  constexpr int kRowsPerBlock = kWarps / kSplit;
-  const unsigned blocks = static_cast<unsigned>((N + kRowsPerBlock - 1) / kRowsPerBlock);
-  launch(gemvSplitKernel<T, R, kSplit>, dim3(blocks), dim3(kThreads), 0, stream, x, xStride, w, N, K, bias, y);
-}
-
 template <typename T, int R>
 void launchRows(cudaStream_t stream, const T* x, int64_t xStride, const T* w, int64_t N, int64_t K, const float* bias,
                 Matrix y) {
-  const int split = twoFeaturesPerWarp<R>(N, K) ? 1 : splitFor(N, K);
-  if (split == 8) return launchSplit<T, R, 8>(stream, x, xStride, w, N, K, bias, y);
-  if (split == 4) return launchSplit<T, R, 4>(stream, x, xStride, w, N, K, bias, y);
-  if (split == 2) return launchSplit<T, R, 2>(stream, x, xStride, w, N, K, bias, y);
   if (twoFeaturesPerWarp<R>(N, K)) {
     const unsigned blocks = static_cast<unsigned>((N + 2 * kWarps - 1) / (2 * kWarps));
     launch(gemvKernel<T, R, 2>, dim3(blocks), dim3(kThreads), 0, stream, x, xStride, w, N, K, bias, y);
