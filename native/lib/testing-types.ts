@@ -279,6 +279,8 @@ export interface SampleRowsArgs {
   rows: SampleRowArgs[];
   /** Threads for the batch, the calling thread included (default 1). */
   threads?: number;
+  /** "cuda": the CUDA backend's device sampler draws the rows (a CUDA build on a machine with a GPU). Default "cpu". */
+  device?: 'cpu' | 'cuda';
 }
 
 export interface SampleRowsResult {

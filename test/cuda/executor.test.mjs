@@ -312,6 +312,68 @@ describe(`sampling on ${target} engines`, () => {
     });
   }
 
+  // The cuda backend samples on the device (kernels/sampling.cu); KILN_CUDA_SAMPLING=host makes the
+  // executor sample on the host from copied logits, with the CPU sampler. Each request runs alone, so
+  // both runs see the same logits; the draws must be the same tokens, with the same logprobs.
+  for (const [name, dir, vocab] of [['llama fixture', () => llamaDir, 512], ['scribe-7m', () => scribeEngineDir, 4096]]) {
+    it(`${name}: device sampling draws what the host sampler draws, with every control`, async () => {
+      const even = new Uint32Array(Math.ceil(vocab / 32)).fill(0x55555555);
+      const evenTokens = () => ({ nextMask: async () => even, beamMasks: async (beams) => beams.map(() => even), dispose() {} });
+      const prompt = (i) => reference.prompts[i % 3].input_ids.map((id) => id % vocab);
+      const controls = [
+        { temperature: 0, logprobs: 5 },
+        { temperature: 1, logprobs: 3 },
+        { temperature: 0.7, topK: 5 },
+        { temperature: 1.3, topP: 0.9 },
+        { temperature: 1.1, minP: 0.05 },
+        { temperature: 2, topK: 40, topP: 0.95, minP: 0.01, logprobs: 4 },
+        { temperature: 1, repetitionPenalty: 1.3, presencePenalty: 0.5, frequencyPenalty: 0.4 },
+        { temperature: 0.9, noRepeatNgramSize: 2, minTokens: 6, endId: 3, topP: 0.8 },
+        { temperature: 1, badWords: [[5], [7, 9], [11]], embeddingBias: { 13: 4, 17: -Infinity, 19: 2.5 } },
+        { temperature: 0, repetitionPenalty: 1.5, embeddingBias: { 21: 3 } },
+        { temperature: 1.2, topK: 1 },
+        { temperature: 0.8, topP: 0.3, logprobs: 20 },
+      ];
+      const requests = [];
+      controls.forEach((config, i) => {
+        for (const seed of [7, 1000 + i]) requests.push({ inputIds: prompt(i), maxTokens: 12, ignoreEos: config.endId === undefined, ...config, seed });
+      });
+      requests.push({ inputIds: prompt(1), maxTokens: 10, ignoreEos: true, temperature: 1, seed: 5, tokenMask: evenTokens() });
+      requests.push({ inputIds: prompt(2), maxTokens: 10, ignoreEos: true, temperature: 0, logprobs: 2, tokenMask: evenTokens() });
+      async function run(mode) {
+        const saved = process.env.KILN_CUDA_SAMPLING;
+        process.env.KILN_CUDA_SAMPLING = mode;
+        try {
+          return await withEngine(dir(), {}, (engine) => alone(engine, requests.map((r) => (r.tokenMask ? { ...r, tokenMask: evenTokens() } : r))));
+        } finally {
+          if (saved === undefined) delete process.env.KILN_CUDA_SAMPLING;
+          else process.env.KILN_CUDA_SAMPLING = saved;
+        }
+      }
+      const host = await run('host');
+      const device = await run('device');
+      let logprobs = 0;
+      let worst = 0;
+      requests.forEach((request, i) => {
+        const { tokenMask, ...shown } = request;
+        const what = `request ${i} ${JSON.stringify(shown)}${tokenMask ? ' with a token mask' : ''}`;
+        assert.deepEqual(device[i].outputIds, host[i].outputIds, what);
+        if (tokenMask) device[i].outputIds.forEach((id) => assert.equal(id % 2, 0, `${what}: drew masked token ${id}`));
+        assert.equal(device[i].logprobs === undefined, host[i].logprobs === undefined, what);
+        (host[i].logprobs ?? []).forEach((h, k) => {
+          const d = device[i].logprobs[k];
+          const difference = (a, b) => (a === b ? 0 : Math.abs(a - b));  // equal infinities differ by 0
+          worst = Math.max(worst, difference(d.logprob, h.logprob));
+          assert.deepEqual(d.top.map((t) => t.token), h.top.map((t) => t.token), `${what}: top tokens of step ${k}`);
+          d.top.forEach((t, j) => (worst = Math.max(worst, difference(t.logprob, h.top[j].logprob))));
+          logprobs++;
+        });
+      });
+      assert.ok(worst <= 1e-5, `worst logprob difference ${worst}`);
+      process.stdout.write(`# ${name}: ${requests.length} requests, device and host draws equal; ${logprobs} logprob steps, worst difference ${worst.toExponential(2)}\n`);
+    });
+  }
+
   it('a seeded sampled request gives the same tokens alone and batched with others', async () => {
     await withEngine(llamaDir, {}, async (engine) => {
       const request = { inputIds: reference.prompts[2].input_ids, maxTokens: 16, ignoreEos: true, temperature: 1.3, topP: 0.95, seed: 1234 };

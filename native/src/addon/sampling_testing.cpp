@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "kiln/runtime/backend.h"
 #include "kiln/sampling/sampling.h"
 #include "kiln/thread_pool.h"
 
@@ -256,7 +257,8 @@ Napi::Value ProcessLogits(const Napi::CallbackInfo& info) {
 }
 
 // sampleRows({ logits: [rows * vocab], vocab, rows: [{ tokens?, numPromptTokens?, step, sequenceIndex?,
-// params }], threads? }): { tokens, logprobs, top: [{ ids, logprobs }] }
+// params }], threads?, device? }): { tokens, logprobs, top: [{ ids, logprobs }] }. device "cuda": the
+// CUDA backend's device sampler draws the rows instead (a build with CUDA and a GPU).
 Napi::Value SampleRows(const Napi::CallbackInfo& info) {
   Reader r{info.Env(), "sampleRows"};
   Napi::Object o = optionsArg(info, r);
@@ -265,6 +267,15 @@ Napi::Value SampleRows(const Napi::CallbackInfo& info) {
   if (!r.failed) r.typed(o.Get("logits"), "logits", napi_float32_array, "Float32Array", &logits);
   if (!r.failed) r.integer(o, "vocab", &vocab, "", false, 0, 1);
   if (!r.failed) r.integer(o, "threads", &threads, "", true, 1, 1, 64);
+  std::string device = "cpu";
+  if (!r.failed) {
+    Napi::Value d = o.Get("device");
+    if (!d.IsUndefined() && !(d.IsString() && (d.As<Napi::String>().Utf8Value() == "cpu" || d.As<Napi::String>().Utf8Value() == "cuda"))) {
+      r.fail("device", "must be \"cpu\" or \"cuda\"", true);
+    } else if (d.IsString()) {
+      device = d.As<Napi::String>().Utf8Value();
+    }
+  }
   Napi::Value rowsValue = r.failed ? Napi::Value() : o.Get("rows");
   if (!r.failed && !rowsValue.IsArray()) r.fail("rows", "must be an array", false);
   if (r.failed) return r.raise();
@@ -302,7 +313,16 @@ Napi::Value SampleRows(const Napi::CallbackInfo& info) {
   }
   if (r.failed) return r.raise();
   std::vector<ks::SampleOutput> out(numRows);
-  ks::sampleRows(rows.data(), numRows, vocab, out.data(), threads > 1 ? poolFor(static_cast<int>(threads)) : nullptr);
+  if (device == "cuda") {
+    try {
+      kiln::sampleRowsOnCuda(rows.data(), numRows, vocab, out.data());
+    } catch (const std::exception& e) {
+      Napi::Error::New(info.Env(), std::string("testing.sampleRows: ") + e.what()).ThrowAsJavaScriptException();
+      return info.Env().Undefined();
+    }
+  } else {
+    ks::sampleRows(rows.data(), numRows, vocab, out.data(), threads > 1 ? poolFor(static_cast<int>(threads)) : nullptr);
+  }
 
   Napi::Env env = info.Env();
   Napi::Int32Array tokens = Napi::Int32Array::New(env, numRows);

@@ -39,4 +39,13 @@ CudaInfo queryCuda() {
 #endif
 }
 
+void sampleRowsOnCuda(const sampling::SampleRow* rows, int64_t numRows, int64_t vocab, sampling::SampleOutput* out) {
+#ifdef KILN_WITH_CUDA
+  cuda::sampleRowsForTest(rows, numRows, vocab, out);
+#else
+  (void)rows, (void)numRows, (void)vocab, (void)out;
+  throw std::runtime_error("this build of @kiln/native has no CUDA backend");
+#endif
+}
+
 }  // namespace kiln

@@ -7,11 +7,13 @@
 // Design: docs/decisions/0006-backends-behind-one-interface.md.
 #include <cstdint>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "kiln/dtype.h"
 #include "kiln/runtime/kernel_registry.h"
+#include "kiln/sampling/sampling.h"
 #include "kiln/thread_pool.h"
 
 namespace kiln {
@@ -32,6 +34,17 @@ struct BackendTarget {
   int numThreads = 0;             // host threads (kernels on the CPU; sampling on either)
   bool forceGeneric = false;
   std::string enginePath;         // for messages (the rebuild command)
+};
+
+// The rows a backend that samples on its device (samplesOnDevice) draws itself in a step: the
+// executor's sampled rows, with the CPU sampler's semantics (kiln/sampling), so that the logits never
+// leave the device. Row i reads logit row logitRows[i] of the step.
+struct StepSampling {
+  const sampling::SampleRow* rows = nullptr;  // their `logits` is ignored
+  const int32_t* logitRows = nullptr;
+  int64_t count = 0;
+  sampling::SampleOutput* out = nullptr;      // [count], filled when runStepAndSample returns
+  bool hostLogits = false;                    // every logit row is wanted on the host as well (logitsRow)
 };
 
 class Backend {
@@ -70,6 +83,14 @@ class Backend {
   virtual void runStep(const std::vector<BoundOp>& ops, const StepContext& step) = 0;
   virtual const float* logitsRow(int64_t r) const = 0;
 
+  // Device sampling: runStep, then the rows of `sampling` drawn where the logits are; the logits reach
+  // the host (logitsRow) only when sampling.hostLogits asks for them. Only called when samplesOnDevice().
+  virtual bool samplesOnDevice() const { return false; }
+  virtual void runStepAndSample(const std::vector<BoundOp>& ops, const StepContext& step, const StepSampling& sampling) {
+    (void)ops, (void)step, (void)sampling;
+    throw std::logic_error("this backend does not sample on its device");
+  }
+
   // The ops' names, in the order runStep receives them (for a backend's profile).
   virtual void setOpNames(std::vector<std::string> names) { (void)names; }
 
@@ -95,5 +116,9 @@ struct CudaInfo {
   std::string error;      // the runtime's message when it found no usable device
 };
 CudaInfo queryCuda();
+
+// For tests (the addon's testing.sampleRows with device "cuda"): host rows drawn by the CUDA backend's
+// device sampler on the current device. Throws in a build without CUDA.
+void sampleRowsOnCuda(const sampling::SampleRow* rows, int64_t numRows, int64_t vocab, sampling::SampleOutput* out);
 
 }  // namespace kiln

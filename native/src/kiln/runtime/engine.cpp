@@ -87,6 +87,11 @@ void Engine::runStep(const StepContext& step) {
   backend_->runStep(ops_, step);
 }
 
+void Engine::runStepAndSample(const StepContext& step, const StepSampling& sampling) {
+  if (!samplesOnDevice()) throw std::logic_error("runStepAndSample: this engine samples on the host");
+  backend_->runStepAndSample(ops_, step, sampling);
+}
+
 void Engine::copyKvBlock(int32_t src, int32_t dst) {
   if (parallel_ && parallel_->isLeader()) {
     std::lock_guard<std::mutex> lock(announceMutex_);

@@ -75,6 +75,10 @@ class Engine {
   // logit row r are then at logitsRow(r), in host memory.
   // On rank 0 of a tp/pp engine, the step is first announced to every other rank.
   void runStep(const StepContext& step);
+  // A single-rank engine whose backend samples on its device (the CUDA backend; KILN_CUDA_SAMPLING=host
+  // turns it off) runs a step and draws `sampling`'s rows there (Backend::runStepAndSample).
+  bool samplesOnDevice() const { return !parallel_ && backend_->samplesOnDevice(); }
+  void runStepAndSample(const StepContext& step, const StepSampling& sampling);
 
   // The engine's place among tp/pp ranks (one rank of 1 for an ordinary engine).
   ParallelMapping mapping() const { return parallel_ ? parallel_->mapping() : ParallelMapping(); }

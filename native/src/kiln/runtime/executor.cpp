@@ -826,7 +826,46 @@ bool Executor::iterate(IterationReport& report) {
   step.blockTables = stepTables_.data();
   step.numLogitRows = static_cast<int32_t>(stepRows_.size());
   step.logitRows = stepRows_.data();
-  engine_->runStep(step);
+  // Where the engine samples on its device, the rows that the native sampler draws (requests whose
+  // prompt this step completes, neither beam search nor their own Sampler) are drawn there with the
+  // step, and the logits come to the host only if something else reads them: beams, a request's own
+  // Sampler, context or generation logits.
+  const bool onDevice = engine_->samplesOnDevice();
+  std::vector<sampling::SampleRow> deviceRows;
+  std::vector<int32_t> deviceLogitRows;
+  bool hostLogits = false;
+  if (onDevice) {
+    for (const Scheduled& sc : batch) {
+      const Seq& s = *sc.seq;
+      if (s.request.returnContextLogits || s.request.returnGenerationLogits || sc.beam >= 0 || s.isBeam() ||
+          s.request.sampler) {
+        hostLogits = true;
+      }
+      if (sc.beam >= 0 || s.isBeam() || s.request.sampler) continue;
+      if (s.numComputed + sc.count < static_cast<int64_t>(s.tokens.size())) continue;  // mid-prefill
+      sampling::SampleRow row;
+      row.tokens = {s.tokens.data(), static_cast<int64_t>(s.tokens.size()), s.promptLen};
+      row.params = &s.request.sampling;
+      row.step = static_cast<uint64_t>(s.generated());
+      row.sequenceIndex = s.request.sequenceIndex;
+      row.wantLogprob = s.request.sampling.logprobs > 0;
+      row.allowed = s.isMasked() ? s.masks[0].data() : nullptr;
+      deviceRows.push_back(row);
+      deviceLogitRows.push_back(static_cast<int32_t>(sc.rowStart + sc.rows - 1));
+    }
+  }
+  std::vector<sampling::SampleOutput> deviceOuts(deviceRows.size());
+  if (onDevice) {
+    StepSampling plan;
+    plan.rows = deviceRows.data();
+    plan.logitRows = deviceLogitRows.data();
+    plan.count = static_cast<int64_t>(deviceRows.size());
+    plan.out = deviceOuts.data();
+    plan.hostLogits = hostLogits;
+    engine_->runStepAndSample(step, plan);
+  } else {
+    engine_->runStep(step);
+  }
 
   // 4. Logits, sampling, stop conditions. Every row that chooses a token is processed in one batched
   // pass on the kernels' threads: sampled rows by sampleRows, beam rows by log-softmax then the
@@ -873,12 +912,17 @@ bool Executor::iterate(IterationReport& report) {
   }
   const int64_t numRows = static_cast<int64_t>(sampled.size() + beamRows.size());
   sampleLogits_.resize(static_cast<size_t>(numRows * vocab_));
-  std::vector<sampling::SampleRow> rows(sampled.size());
-  std::vector<sampling::SampleOutput> outs(sampled.size());
+  if (onDevice && deviceOuts.size() != sampled.size()) {
+    throw std::logic_error("executor: the rows sampled on the device are not the rows that sample");
+  }
+  std::vector<sampling::SampleRow> rows(onDevice ? 0 : sampled.size());
+  std::vector<sampling::SampleOutput> outs = std::move(deviceOuts);
+  outs.resize(sampled.size());
   for (size_t i = 0; i < sampled.size(); ++i) {
     Scheduled& sc = *sampled[i].sc;
     Seq& s = *sc.seq;
     sampled[i].row = static_cast<int64_t>(i);
+    if (onDevice) continue;
     float* dst = sampleLogits_.data() + i * vocab_;
     const float* src = engine_->logitsRow(sc.rowStart + sc.rows - 1);
     std::copy(src, src + vocab_, dst);

@@ -17,75 +17,29 @@ constexpr float kMasked = -std::numeric_limits<float>::infinity();
 
 bool inVocab(int64_t id, int64_t vocab) { return id >= 0 && id < vocab; }
 
-// Adds the sparse bias: transformers' SequenceBiasLogitsProcessor with single-token sequences.
-void applyEmbeddingBias(float* logits, int64_t vocab, const SamplingParams& p) {
-  const size_t n = std::min(p.biasIds.size(), p.biasValues.size());
-  for (size_t i = 0; i < n; ++i) {
-    if (inVocab(p.biasIds[i], vocab)) logits[p.biasIds[i]] += p.biasValues[i];
-  }
-}
-
-// transformers' RepetitionPenaltyLogitsProcessor: each distinct token of prompt + output once; positive
-// logits divided, negative ones multiplied.
-void applyRepetitionPenalty(float* logits, int64_t vocab, const SequenceTokens& t, float penalty,
-                            std::vector<int32_t>& scratch) {
-  if (penalty == 1.0f || t.numIds == 0) return;
-  scratch.assign(t.ids, t.ids + t.numIds);
-  std::sort(scratch.begin(), scratch.end());
-  scratch.erase(std::unique(scratch.begin(), scratch.end()), scratch.end());
-  for (int32_t id : scratch) {
-    if (!inVocab(id, vocab)) continue;
-    float& s = logits[id];
-    s = s < 0.0f ? s * penalty : s / penalty;
-  }
-}
-
-// OpenAI's presence/frequency penalties over the generated ids (vLLM's apply_penalties):
-// logit -= presence * [count > 0] + frequency * count.
-void applyPresenceFrequencyPenalty(float* logits, int64_t vocab, const SequenceTokens& t, float presence,
-                                   float frequency, std::vector<int32_t>& scratch) {
-  if (presence == 0.0f && frequency == 0.0f) return;
-  const int64_t first = std::clamp<int64_t>(t.numPromptIds, 0, t.numIds);
-  scratch.assign(t.ids + first, t.ids + t.numIds);
-  std::sort(scratch.begin(), scratch.end());
-  for (size_t i = 0; i < scratch.size();) {
-    size_t j = i;
-    while (j < scratch.size() && scratch[j] == scratch[i]) ++j;
-    if (inVocab(scratch[i], vocab)) logits[scratch[i]] -= presence + frequency * static_cast<float>(j - i);
-    i = j;
-  }
-}
-
 // transformers' NoRepeatNGramLogitsProcessor: ban every token that followed an earlier occurrence of the
 // last n - 1 tokens.
-void applyNoRepeatNgram(float* logits, int64_t vocab, const SequenceTokens& t, int32_t n) {
+void banNoRepeatNgram(const SequenceTokens& t, int32_t n, int64_t vocab, std::vector<int32_t>& banned) {
   if (n <= 0 || t.numIds + 1 < n) return;
   const int32_t* ids = t.ids;
   const int64_t prefixStart = t.numIds - n + 1;
   for (int64_t start = 0; start + n <= t.numIds; ++start) {
     bool matches = true;
     for (int32_t j = 0; j < n - 1 && matches; ++j) matches = ids[start + j] == ids[prefixStart + j];
-    if (matches && inVocab(ids[start + n - 1], vocab)) logits[ids[start + n - 1]] = kMasked;
+    if (matches && inVocab(ids[start + n - 1], vocab)) banned.push_back(ids[start + n - 1]);
   }
 }
 
 // transformers' NoBadWordsLogitsProcessor: a word's last token is banned when the sequence ends with the
 // rest of the word.
-void applyBadWords(float* logits, int64_t vocab, const SequenceTokens& t, const SamplingParams& p) {
+void banBadWords(const SequenceTokens& t, const SamplingParams& p, int64_t vocab, std::vector<int32_t>& banned) {
   for (const std::vector<int32_t>& word : p.badWords) {
     if (word.empty()) continue;
     const int64_t prefix = static_cast<int64_t>(word.size()) - 1;
     if (prefix > t.numIds) continue;
     const int32_t* tail = t.ids + (t.numIds - prefix);
-    if (std::equal(word.begin(), word.begin() + prefix, tail) && inVocab(word.back(), vocab)) {
-      logits[word.back()] = kMasked;
-    }
+    if (std::equal(word.begin(), word.begin() + prefix, tail) && inVocab(word.back(), vocab)) banned.push_back(word.back());
   }
-}
-
-// transformers' MinNewTokensLengthLogitsProcessor: no end id before minTokens generated tokens.
-void applyMinTokens(float* logits, int64_t vocab, const SequenceTokens& t, const SamplingParams& p) {
-  if (inVocab(p.endId, vocab) && t.numIds - t.numPromptIds < p.minTokens) logits[p.endId] = kMasked;
 }
 
 // transformers' TemperatureLogitsWarper.
@@ -187,22 +141,83 @@ std::string checkParams(const SamplingParams& p, int64_t vocab) {
   return {};
 }
 
-void processLogits(float* logits, int64_t vocab, const SequenceTokens& tokens, const SamplingParams& p) {
+void collectSparseControls(const SequenceTokens& t, const SamplingParams& p, int64_t vocab, SparseControls* out) {
+  out->biasIds.clear();
+  out->biasValues.clear();
+  out->repetitionIds.clear();
+  out->countIds.clear();
+  out->counts.clear();
+  out->bannedIds.clear();
+  // transformers' SequenceBiasLogitsProcessor with single-token sequences.
+  const size_t numBias = std::min(p.biasIds.size(), p.biasValues.size());
+  for (size_t i = 0; i < numBias; ++i) {
+    if (!inVocab(p.biasIds[i], vocab)) continue;
+    out->biasIds.push_back(p.biasIds[i]);
+    out->biasValues.push_back(p.biasValues[i]);
+  }
+  // transformers' RepetitionPenaltyLogitsProcessor: each distinct token of prompt + output once.
+  if (p.repetitionPenalty != 1.0f && t.numIds > 0) {
+    std::vector<int32_t>& ids = out->repetitionIds;
+    ids.assign(t.ids, t.ids + t.numIds);
+    std::sort(ids.begin(), ids.end());
+    ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+    ids.erase(std::remove_if(ids.begin(), ids.end(), [vocab](int32_t id) { return !inVocab(id, vocab); }), ids.end());
+  }
+  // OpenAI's presence/frequency penalties over the generated ids (vLLM's apply_penalties).
+  if (p.presencePenalty != 0.0f || p.frequencyPenalty != 0.0f) {
+    const int64_t first = std::clamp<int64_t>(t.numPromptIds, 0, t.numIds);
+    std::vector<int32_t>& ids = out->countIds;
+    ids.assign(t.ids + first, t.ids + t.numIds);
+    std::sort(ids.begin(), ids.end());
+    size_t kept = 0;
+    for (size_t i = 0; i < ids.size();) {
+      size_t j = i;
+      while (j < ids.size() && ids[j] == ids[i]) ++j;
+      if (inVocab(ids[i], vocab)) {
+        ids[kept++] = ids[i];
+        out->counts.push_back(static_cast<int32_t>(j - i));
+      }
+      i = j;
+    }
+    ids.resize(kept);
+  }
+  banNoRepeatNgram(t, p.noRepeatNgramSize, vocab, out->bannedIds);
+  banBadWords(t, p, vocab, out->bannedIds);
+  // transformers' MinNewTokensLengthLogitsProcessor: no end id before minTokens generated tokens.
+  if (inVocab(p.endId, vocab) && t.numIds - t.numPromptIds < p.minTokens) out->bannedIds.push_back(p.endId);
+}
+
+void applySparseControls(float* logits, const SparseControls& c, const SamplingParams& p) {
+  for (size_t i = 0; i < c.biasIds.size(); ++i) logits[c.biasIds[i]] += c.biasValues[i];
+  // Positive logits divided, negative ones multiplied.
+  for (int32_t id : c.repetitionIds) {
+    float& s = logits[id];
+    s = s < 0.0f ? s * p.repetitionPenalty : s / p.repetitionPenalty;
+  }
+  // logit -= presence * [count > 0] + frequency * count.
+  for (size_t i = 0; i < c.countIds.size(); ++i) {
+    logits[c.countIds[i]] -= p.presencePenalty + p.frequencyPenalty * static_cast<float>(c.counts[i]);
+  }
+  for (int32_t id : c.bannedIds) logits[id] = kMasked;
+}
+
+void applyWarpers(float* logits, int64_t vocab, const SamplingParams& p) {
+  if (p.temperature == 0.0f) return;  // greedy: the warpers cannot change the argmax
   // Per-thread scratch: sampleRows runs rows on pool threads, and a step must not allocate per row.
   thread_local std::vector<int32_t> ids;
   thread_local std::vector<float> values;
   thread_local std::vector<double> weights;
-  applyEmbeddingBias(logits, vocab, p);
-  applyRepetitionPenalty(logits, vocab, tokens, p.repetitionPenalty, ids);
-  applyPresenceFrequencyPenalty(logits, vocab, tokens, p.presencePenalty, p.frequencyPenalty, ids);
-  applyNoRepeatNgram(logits, vocab, tokens, p.noRepeatNgramSize);
-  applyBadWords(logits, vocab, tokens, p);
-  applyMinTokens(logits, vocab, tokens, p);
-  if (p.temperature == 0.0f) return;  // greedy: the warpers cannot change the argmax
   applyTemperature(logits, vocab, p.temperature);
   applyTopK(logits, vocab, p.topK, values);
   applyTopP(logits, vocab, p.topP, ids, weights);
   applyMinP(logits, vocab, p.minP, ids, weights);
+}
+
+void processLogits(float* logits, int64_t vocab, const SequenceTokens& tokens, const SamplingParams& p) {
+  thread_local SparseControls controls;
+  collectSparseControls(tokens, p, vocab, &controls);
+  applySparseControls(logits, controls, p);
+  applyWarpers(logits, vocab, p);
 }
 
 }  // namespace kiln::sampling

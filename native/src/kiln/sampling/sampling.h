@@ -106,6 +106,25 @@ int64_t applyTokenMask(float* logits, int64_t vocab, const uint32_t* allowed);
 // the field at fault (with the @kiln/sampling option name).
 std::string checkParams(const SamplingParams& params, int64_t vocab);
 
+// The sequence-dependent controls of processLogits (everything before the warpers) reduced to sparse
+// edits of the row: what a sampler elsewhere (the CUDA backend's, on the device) needs from the host.
+// applySparseControls applies them in processLogits's order (bias, repetition penalty, presence and
+// frequency penalties, then the bans) and gives exactly its result; processLogits is built on them, so
+// the CPU's tests cover both.
+struct SparseControls {
+  std::vector<int32_t> biasIds;        // embedding bias in params' order (duplicates add twice)
+  std::vector<float> biasValues;
+  std::vector<int32_t> repetitionIds;  // distinct ids of prompt + output (repetition penalty on)
+  std::vector<int32_t> countIds;       // distinct generated ids (presence/frequency penalty on) ...
+  std::vector<int32_t> counts;         // ... and how often each was generated
+  std::vector<int32_t> bannedIds;      // set to -inf: no-repeat-ngram, bad words, min tokens
+};
+// Fills `out` (cleared first; its capacity is reused). Ids outside [0, vocab) are left out.
+void collectSparseControls(const SequenceTokens& tokens, const SamplingParams& params, int64_t vocab, SparseControls* out);
+void applySparseControls(float* logits, const SparseControls& controls, const SamplingParams& params);
+// The warpers (temperature, top-k, top-p, min-p) in that order; nothing with temperature 0.
+void applyWarpers(float* logits, int64_t vocab, const SamplingParams& params);
+
 // Applies every control to `logits` in place, in transformers' generate() order: embedding bias
 // (SequenceBiasLogitsProcessor), repetition penalty, presence/frequency penalties (vLLM's order),
 // no-repeat-ngram, bad words, min tokens; then, unless temperature is 0, temperature, top-k, top-p,

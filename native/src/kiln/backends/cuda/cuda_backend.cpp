@@ -99,6 +99,8 @@ CudaBackend::CudaBackend(const BackendTarget& target, const ModelFacts& facts) :
   const char* profile = std::getenv("KILN_CUDA_PROFILE");
   profile_ = profile && std::string(profile) == "1";
   if (profile_) graphsAllowed_ = false;
+  const char* samplingAt = std::getenv("KILN_CUDA_SAMPLING");
+  deviceSampling_ = !(samplingAt && std::string(samplingAt) == "host");
   const char* stepTiming = std::getenv("KILN_CUDA_STEP_TIMING");
   stepTiming_ = stepTiming && std::string(stepTiming) == "1";
   if (stepTiming_) {
@@ -307,12 +309,10 @@ void CudaBackend::enqueueStep(const std::vector<BoundOp>& ops, const StepRuntime
     ops[i](rt);
   }
   if (profile_) check(cudaEventRecord(profileEvents_[ops.size()], stream_), "cudaEventRecord");
+  // The logits as float32 in their own buffer, where the sampler (device or host) reads them.
   if (logitRows > 0) {
     elementwise(stream_, Elementwise::Copy, value(logits_), value(logits_), logitRows, vocab_, 0.0f,
                 Matrix{deviceLogits_, DType::F32, vocab_});
-    check(cudaMemcpyAsync(hostLogits_, deviceLogits_, static_cast<size_t>(logitRows * vocab_) * sizeof(float),
-                          cudaMemcpyDeviceToHost, stream_),
-          "cudaMemcpyAsync (logits)");
   }
 }
 
@@ -336,6 +336,12 @@ cudaGraphExec_t CudaBackend::captureStep(const std::vector<BoundOp>& ops, const 
 }
 
 void CudaBackend::runStep(const std::vector<BoundOp>& ops, const StepContext& step) {
+  StepSampling hostOnly;
+  hostOnly.hostLogits = true;
+  runStepAndSample(ops, step, hostOnly);
+}
+
+void CudaBackend::runStepAndSample(const std::vector<BoundOp>& ops, const StepContext& step, const StepSampling& sampling) {
   const auto hostStart = std::chrono::steady_clock::now();
   check(cudaSetDevice(device_), "cudaSetDevice");  // the executor's thread may not have made it current
   if (stepTiming_) check(cudaEventRecord(stepStart_, stream_), "cudaEventRecord");
@@ -355,9 +361,18 @@ void CudaBackend::runStep(const std::vector<BoundOp>& ops, const StepContext& st
   } else {
     enqueueStep(ops, rt, R);
   }
+  if (R > 0 && sampling.hostLogits) {
+    check(cudaMemcpyAsync(hostLogits_, deviceLogits_, static_cast<size_t>(R * vocab_) * sizeof(float), cudaMemcpyDeviceToHost,
+                          stream_),
+          "cudaMemcpyAsync (logits)");
+  }
+  // Staged on the host while the step runs; the kernel processes the float32 logits in place, after
+  // the copy above has read them.
+  sampler_.enqueue(stream_, deviceLogits_, vocab_, sampling);
   check(cudaGetLastError(), "a kernel launch of the step");
   if (stepTiming_) check(cudaEventRecord(stepEnd_, stream_), "cudaEventRecord");
   check(cudaStreamSynchronize(stream_), "the step");
+  sampler_.finish(sampling);
   if (stepTiming_) {
     float ms = 0.0f;
     check(cudaEventElapsedTime(&ms, stepStart_, stepEnd_), "cudaEventElapsedTime");

@@ -1,7 +1,8 @@
 #pragma once
 // The CUDA backend: the engine's weights uploaded once to device memory, the activation arena and the
 // paged KV cache in device memory (elements of the engine's activation dtype), one stream on which
-// every op of a step is enqueued, and a host-side copy of the step's float32 logits for sampling.
+// every op of a step is enqueued, and the step's float32 logits, sampled on the device (device_sampler.h)
+// or copied to the host when the executor asks.
 // The op adapters (ops/) reach the stream, the arena and cuBLASLt through this class.
 #include <cuda_runtime.h>
 
@@ -11,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "kiln/backends/cuda/device_sampler.h"
 #include "kiln/backends/cuda/device_step.h"
 #include "kiln/backends/cuda/gemm.h"
 #include "kiln/backends/cuda/kernels/kernels.h"
@@ -46,6 +48,9 @@ class CudaBackend final : public Backend {
 
   void setLogits(const ValueRef& logits) override;
   void runStep(const std::vector<BoundOp>& ops, const StepContext& step) override;
+  // Device sampling is on unless KILN_CUDA_SAMPLING=host (then the executor samples on the host).
+  bool samplesOnDevice() const override { return deviceSampling_; }
+  void runStepAndSample(const std::vector<BoundOp>& ops, const StepContext& step, const StepSampling& sampling) override;
   const float* logitsRow(int64_t r) const override { return hostLogits_ + r * vocab_; }
 
   ThreadPool* threadPool() override { return threads_.get(); }
@@ -149,6 +154,9 @@ class CudaBackend final : public Backend {
   int64_t maxLogitRows_ = 0;
   float* deviceLogits_ = nullptr;
   float* hostLogits_ = nullptr;  // pinned
+
+  bool deviceSampling_ = true;
+  DeviceSampler sampler_;
 
   NormForLinear normForLinear_{};
   bool hasNormForLinear_ = false;
