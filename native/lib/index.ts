@@ -1,31 +1,39 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { NativeAddon } from './types';
+import { binaryCandidates, missingBinaryMessage, platformTag, type BinaryCandidate } from './binary';
 
 export * from './types';
 export type { NativeTesting } from './testing-types';
+export { binaryCandidates, platformTag, prebuiltPackageNames } from './binary';
 
 let cached: NativeAddon | undefined;
 
+function loadFrom(candidate: BinaryCandidate): NativeAddon {
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    return require(candidate.path) as NativeAddon;
+  } catch (error) {
+    throw new Error(`Kiln's native addon at ${candidate.path} (${candidate.source}) failed to load: ${(error as Error).message}`);
+  }
+}
+
 /**
- * The one place the `.node` file is loaded. KILN_NATIVE_BINARY overrides the path (for side-by-side
- * builds); otherwise it is cmake-js' output beside this package.
+ * The one place the `.node` file is loaded, from the first of (see binaryCandidates):
+ * KILN_NATIVE_BINARY; a source build in this package (`kiln-build-native`, or `npm ci` in the Kiln
+ * repository); the prebuilt package for this platform (an optional dependency, e.g.
+ * @kiln/native-linux-x64-gnu). With none of them, it throws a message that says what to do.
  */
 export function loadNative(): NativeAddon {
   if (cached) return cached;
   const packageRoot = path.resolve(__dirname, '..');
-  const binary = process.env.KILN_NATIVE_BINARY ?? path.join(packageRoot, 'build', 'Release', 'kiln.node');
-  if (!fs.existsSync(binary)) {
-    throw new Error(
-      `Kiln's native addon is missing at ${binary}. Build it with \`npm run build:native\` ` +
-        '(needs cmake and a C++17 compiler).',
-    );
+  const candidates = binaryCandidates(packageRoot);
+  const found = candidates.find((c) => fs.existsSync(c.path));
+  if (found) {
+    cached = loadFrom(found);
+    return cached;
   }
-  try {
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
-    cached = require(binary) as NativeAddon;
-  } catch (error) {
-    throw new Error(`Kiln's native addon at ${binary} failed to load: ${(error as Error).message}`);
-  }
-  return cached;
+  const override = candidates.find((c) => c.source === 'KILN_NATIVE_BINARY');
+  if (override) throw new Error(`KILN_NATIVE_BINARY names ${override.path}, which does not exist.`);
+  throw new Error(missingBinaryMessage(packageRoot, platformTag()));
 }
