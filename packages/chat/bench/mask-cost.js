@@ -67,7 +67,7 @@ async function main() {
       else outputs[b].push(token);
     }
   }
-  console.log(JSON.stringify({ vocab: VOCAB, batch: BATCH, tokens, setupMs: Math.round(setupMs), compileMs: Math.round(compileMs), msPerToken: +(elapsed / tokens).toFixed(3), msPerStep: +((elapsed / tokens) * BATCH).toFixed(2) }));
+  console.log(JSON.stringify({ vocab: VOCAB, batch: BATCH, tokens, setupMs: Math.round(setupMs), compileMs: Math.round(compileMs), msPerToken: +(elapsed / tokens).toFixed(3), msPerStep: +((elapsed / tokens) * BATCH).toFixed(2), loadAverage: +require('node:os').loadavg()[0].toFixed(2) }));
   for (const source of sources) source.dispose();
   compiled.dispose();
   guided.dispose();

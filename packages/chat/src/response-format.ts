@@ -149,7 +149,7 @@ function checkSchema(schema: unknown, at: string, root: unknown, depth: number):
       case 'minLength':
       case 'maxLength':
         if (!Number.isSafeInteger(value) || (value as number) < 0) throw new ResponseFormatError(here, 'must be a non-negative integer');
-        // Length bounds become grammar rules of that many characters (guided-decoding.ts: boundedCharacters).
+        // Length bounds become grammar rules of that many characters (guided-decoding.ts: boundedStringRules).
         if ((key === 'minLength' || key === 'maxLength') && (value as number) > MAX_STRING_LENGTH_BOUND) {
           throw new ResponseFormatError(here, `must be at most ${MAX_STRING_LENGTH_BOUND}`);
         }

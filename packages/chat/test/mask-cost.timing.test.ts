@@ -4,6 +4,7 @@
 // as the executor's mask round trip does. The vocabulary is scribe-7m's 4,096 byte-level tokens
 // extended to 32,000 with merges of two of them. bench/mask-cost.js is the same measurement as a script.
 import { readFileSync } from 'node:fs';
+import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { scribe7mPath } from '@kiln/scribe-7m';
 import { grammarVocabularyOf, GuidedDecoding, validateResponseFormat } from '@kiln/chat';
@@ -66,7 +67,7 @@ it(`masks cost under 0.5 ms per token at ${VOCAB} tokens and batch ${BATCH}`, as
     }
   }
   const perToken = elapsed / tokens;
-  console.log(`masking: ${perToken.toFixed(3)} ms per token over ${tokens} tokens (${VOCAB} tokens, batch ${BATCH}); ${(perToken * BATCH).toFixed(2)} ms per step`);
+  console.log(`masking: ${perToken.toFixed(3)} ms per token over ${tokens} tokens (${VOCAB} tokens, batch ${BATCH}); ${(perToken * BATCH).toFixed(2)} ms per step; load average ${loadavg()[0].toFixed(2)}`);
   for (const source of sources) source.dispose();
   compiled!.dispose();
   guided.dispose();

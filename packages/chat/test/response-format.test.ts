@@ -77,7 +77,8 @@ async function walk(format: ResponseFormat, seed: number): Promise<string> {
   const bytes: number[] = [];
   const alphabet = byteAlphabet();
   for (const ch of text.join('')) bytes.push(alphabet.get(ch) as number);
-  return Buffer.from(bytes).toString('utf8');
+  // Fatal: ill-formed UTF-8 throws rather than becoming U+FFFD.
+  return new TextDecoder('utf-8', { fatal: true }).decode(Uint8Array.from(bytes));
 }
 
 function byteAlphabet(): Map<string, number> {
@@ -94,6 +95,31 @@ describe('grammars for scribe-7m\'s tokenizer', () => {
     const ajv = new Ajv2020();
     addFormats(ajv);
     for (let seed = 1; seed <= 5; seed++) expect(ajv.validate(schema, JSON.parse(await walk({ type: 'json_schema', schema }, seed)))).toBe(true);
+  });
+
+  it('strings are well-formed UTF-8 within their length bounds (byte-level tokens cannot split or forge a character)', async () => {
+    // Uniform draws among the allowed tokens pick single bytes often: before the UTF-8 masks, xgrammar
+    // let them write C0 9B, E0 85 9F or F6 90 A2 9E inside strings.
+    const schema = {
+      type: 'object',
+      properties: { a: { type: 'string', maxLength: 6 }, b: { type: 'string', minLength: 2, maxLength: 4 }, c: { type: 'string', minLength: 3, maxLength: 10 } },
+      required: ['a', 'b', 'c'],
+    };
+    const ajv = new Ajv2020();
+    let nonAscii = 0;
+    for (let seed = 1; seed <= 40; seed++) {
+      const text = await walk({ type: 'json_schema', schema }, seed);
+      expect(ajv.validate(schema, JSON.parse(text))).toBe(true);
+      if (/[^\x00-\x7f]/.test(text)) nonAscii++;
+    }
+    expect(nonAscii).toBeGreaterThan(10); // the draws do write multi-byte characters
+  });
+
+  it('bounded strings hold no control character', async () => {
+    const schema = { type: 'array', items: { type: 'string', minLength: 1, maxLength: 3 }, minItems: 4, maxItems: 4 };
+    for (let seed = 1; seed <= 10; seed++) {
+      for (const item of JSON.parse(await walk({ type: 'json_schema', schema }, seed)) as string[]) expect(item).not.toMatch(/[\x00-\x1f]/);
+    }
   });
 
   it('regex and grammar', async () => {
