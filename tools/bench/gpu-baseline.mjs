@@ -22,7 +22,7 @@ import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { makeRandomLlama } from './make-random-llama.mjs';
 import { benchConfig, TARGETS, VARIANTS } from './gpu/config.mjs';
-import { DIAGNOSTIC_MODES, measureDecode, profileDecode, stepTiming } from './gpu/kiln-decode.mjs';
+import { DIAGNOSTIC_MODES, LONG_CONTEXT_MODES, measureDecode, profileDecode, stepTiming } from './gpu/kiln-decode.mjs';
 import { kilnBench, withServer } from './gpu/kiln-cli.mjs';
 import { buildReport } from './gpu/report.mjs';
 
@@ -208,9 +208,29 @@ async function main() {
       if (!out.ttft.error) log(`TTFT ${cfg.ttft.promptTokens} tokens: median ${out.ttft.median_ttft_ms.toFixed(2)} ms, p90 ${out.ttft.p90_ttft_ms.toFixed(2)} ms`);
       save();
     }
+    // 5. Batch-1 decode at a long context: split-K decode attention as shipped, with smaller splits, off.
+    if (variant.reference && !cfg.skip.has('longctx')) {
+      const lc = cfg.longContext;
+      const dir = path.join(workDir, `engine-${slug}-b1-long`);
+      const config = { target: cfg.target, ...variant.build, ...lc.engine };
+      const built = await step(`${variant.name}: build the long-context engine ${JSON.stringify(config)}`, () => buildEngine({ checkpointDir, outputDir: dir, config }));
+      out.longContext = [];
+      if (built?.error) out.longContext.push({ mode: 'build', error: built.error });
+      else {
+        const longPrompt = promptIds(lc.promptTokens, cfg.shape.vocab);
+        for (const mode of LONG_CONTEXT_MODES) {
+          const r = await step(`${variant.name}: batch 1 at a ${lc.promptTokens}-token context, ${mode.name}`, () =>
+            measureDecode(dir, longPrompt, lc.newTokens, mode.env, (m) => log(`${variant.name}, long context, ${mode.name}: ${m}`)),
+          );
+          if (!r.error) log(`${variant.name}, long context, ${mode.name}: decode ${r.msPerToken.toFixed(3)} ms/token (runs ${r.allRunsMsPerToken.map((x) => x.toFixed(3)).join(', ')})`);
+          out.longContext.push({ mode: mode.name, env: mode.env, ...r });
+          save();
+        }
+      }
+    }
   }
 
-  // 5. transformers on the same weights, and the copy bandwidth.
+  // 6. transformers on the same weights, and the copy bandwidth.
   if (cfg.skip.has('peer')) peer = { unavailable: 'skipped (KILN_BENCH_SKIP=peer)' };
   else {
     const why = await peerUnavailable(cfg);

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // The workload compute-sanitizer checks (memcheck, racecheck) on the GPU machine: one generation, then a
-// 16-request executor run, on a float32 cuda engine of the llama fixture. `prepare DIR` converts and
+// 16-request executor run (half of it sampled on the device), on a float32 cuda engine of the llama
+// fixture, with split-K decode attention forced on. `prepare DIR` converts and
 // builds the engine (outside the sanitizer: it is slow under it); `run DIR` loads it and generates.
 // Exits non-zero when a result is not what the same engine gives on its own (a corrupted run).
 import * as path from 'node:path';
@@ -23,11 +24,17 @@ if (mode === 'prepare') {
   });
   console.log(`built ${engineDir}`);
 } else if (mode === 'run') {
+  // Split-K decode attention from 4 keys a split, so that these short sequences take that path too.
+  process.env.KILN_CUDA_ATTENTION_SPLIT_KEYS = '4';
   const { Engine } = requireFromRoot('@kiln/runtime');
   const engine = await Engine.load(engineDir);
   const prompt = (n) => Array.from({ length: n }, (_, i) => 1 + ((i * 37) % 500));
   const one = await engine.generate(prompt(12), { maxTokens: 8, ignoreEos: true });
-  const many = await Promise.all(Array.from({ length: 16 }, (_, r) => engine.generate(prompt(3 + r), { maxTokens: 6, ignoreEos: true })));
+  // Half the requests sample on the device with the warpers, penalties and logprobs.
+  const sampled = { temperature: 1.2, topK: 40, topP: 0.9, minP: 0.02, repetitionPenalty: 1.2, logprobs: 3, seed: 9 };
+  const many = await Promise.all(
+    Array.from({ length: 16 }, (_, r) => engine.generate(prompt(3 + r), { maxTokens: 6, ignoreEos: true, ...(r % 2 ? sampled : {}) })),
+  );
   const again = await engine.generate(prompt(12), { maxTokens: 8, ignoreEos: true });
   await engine.dispose();
   if (one.outputIds.join() !== again.outputIds.join() || many.some((r) => r.outputIds.length !== 6)) {

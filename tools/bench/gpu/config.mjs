@@ -20,16 +20,20 @@
 //   KILN_BENCH_OUTPUT_LEN      kiln bench output tokens                     (128 [16])
 //   KILN_BENCH_TTFT_PROMPT     TTFT prompt length                           (512 [128])
 //   KILN_BENCH_TTFT_REQUESTS   TTFT requests (median)                       (20 [5])
+//   KILN_BENCH_LONG_PROMPT     long-context batch-1 decode: prompt length   (4000 [256])
+//   KILN_BENCH_LONG_NEW_TOKENS long-context batch-1 decode: new tokens      (64 [16])
 //   KILN_BENCH_SKIP            comma-separated phases to leave out: diagnostics (graphs-off modes, profile,
-//                              step timing), serving, http, ttft, peer, compile (transformers' compiled runs)
+//                              step timing), serving, http, ttft, longctx (long-context decode, split-K
+//                              on and off), peer, compile (transformers' compiled runs)
 //   KILN_BENCH_PEER_TIMEOUT_S  gpu_transformers.py is stopped after this    (300; the phases it finished stay)
 //   KILN_BENCH_PYTHON          the Python that runs gpu_transformers.py     (python3)
 //   KILN_BENCH_DIR             work folder (models, engines)                (tools/bench/.out)
 //   KILN_RESULTS_DIR           where bench-gpu.json / bench-gpu.md go       (tools/bench/.out)
 
 export const SHAPES = {
-  // TinyLlama-1.1B's shape (issue 10): 22 layers, hidden 2048, MLP 5632, 32 heads, 4 KV heads, vocab 32000.
-  tinyllama: { layers: 22, hidden: 2048, intermediate: 5632, heads: 32, kvHeads: 4, vocab: 32000, maxPositions: 2048 },
+  // TinyLlama-1.1B's shape (issue 10): 22 layers, hidden 2048, MLP 5632, 32 heads, 4 KV heads, vocab 32000;
+  // 4,096 positions (TinyLlama has 2,048) for the long-context decode.
+  tinyllama: { layers: 22, hidden: 2048, intermediate: 5632, heads: 32, kvHeads: 4, vocab: 32000, maxPositions: 4096 },
   // The dry run's: the same vocabulary (so that ids above the tokenizer's 4096 travel as on the GPU), 2 small layers.
   tiny: { layers: 2, hidden: 256, intermediate: 704, heads: 4, kvHeads: 2, vocab: 32000, maxPositions: 2048 },
 };
@@ -70,7 +74,7 @@ function envInt(name, fallback) {
   return value;
 }
 
-const PHASES = ['diagnostics', 'serving', 'http', 'ttft', 'peer', 'compile'];
+const PHASES = ['diagnostics', 'serving', 'http', 'ttft', 'longctx', 'peer', 'compile'];
 
 /** The run's settings, from the environment. */
 export function benchConfig() {
@@ -114,6 +118,11 @@ export function benchConfig() {
       engine: { maxBatchSize: concurrency, maxSeqLen, maxNumTokens: Math.max(4096, ttftPrompt) },
     },
     ttft: { promptTokens: ttftPrompt, numRequests: envInt('KILN_BENCH_TTFT_REQUESTS', dry ? 5 : 20) },
+    longContext: (() => {
+      const prompt = envInt('KILN_BENCH_LONG_PROMPT', dry ? 256 : 4000);
+      const fresh = envInt('KILN_BENCH_LONG_NEW_TOKENS', dry ? 16 : 64);
+      return { promptTokens: prompt, newTokens: fresh, engine: { maxBatchSize: 1, maxSeqLen: prompt + fresh, maxNumTokens: 2048 } };
+    })(),
     python: process.env.KILN_BENCH_PYTHON || 'python3',
   };
 }

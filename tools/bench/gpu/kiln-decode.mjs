@@ -2,7 +2,9 @@
 // after a warm-up, median of 3. The engine as shipped, then (diagnostics) with its decode features
 // switched off one by one through the switches read when an engine loads: CUDA graphs
 // (KILN_CUDA_GRAPHS=0), then also the GEMV (KILN_CUDA_GEMV=0); then where a decode step goes (the per-op
-// profile, KILN_CUDA_PROFILE=1, printed to stderr on dispose; the step timing, KILN_CUDA_STEP_TIMING=1).
+// profile, KILN_CUDA_PROFILE=1, printed to stderr on dispose; the step timing, KILN_CUDA_STEP_TIMING=1);
+// sampling on the host instead of the device (KILN_CUDA_SAMPLING=host); and at a long context, split-K
+// decode attention at two split sizes and off (KILN_CUDA_ATTENTION_SPLIT_KEYS).
 import { createRequire } from 'node:module';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -10,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 const { Engine } = createRequire(path.join(root, 'package.json'))('@kiln/runtime');
 
-const SWITCHES = ['KILN_CUDA_GRAPHS', 'KILN_CUDA_GEMV', 'KILN_CUDA_PROFILE', 'KILN_CUDA_STEP_TIMING'];
+const SWITCHES = ['KILN_CUDA_GRAPHS', 'KILN_CUDA_GEMV', 'KILN_CUDA_PROFILE', 'KILN_CUDA_STEP_TIMING', 'KILN_CUDA_SAMPLING', 'KILN_CUDA_ATTENTION_SPLIT_KEYS'];
 const seconds = (t0) => Number(process.hrtime.bigint() - t0) / 1e9;
 
 function withSwitches(env) {
@@ -21,6 +23,14 @@ function withSwitches(env) {
 export const DIAGNOSTIC_MODES = [
   { name: 'without CUDA graphs', env: { KILN_CUDA_GRAPHS: '0' } },
   { name: 'without graphs or GEMV (cuBLASLt only)', env: { KILN_CUDA_GRAPHS: '0', KILN_CUDA_GEMV: '0' } },
+  { name: 'sampling on the host (logits copied)', env: { KILN_CUDA_SAMPLING: 'host' } },
+];
+
+/** Batch-1 decode at a long context: split-K attention as shipped, from 64 keys a split, and off. */
+export const LONG_CONTEXT_MODES = [
+  { name: 'as shipped', env: {} },
+  { name: 'split-K from 64 keys a split', env: { KILN_CUDA_ATTENTION_SPLIT_KEYS: '64' } },
+  { name: 'without split-K attention', env: { KILN_CUDA_ATTENTION_SPLIT_KEYS: '0' } },
 ];
 
 /** One mode: load, warm up, 3 x (1 token, N tokens); the median run by decode ms/token. */

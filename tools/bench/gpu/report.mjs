@@ -81,6 +81,7 @@ export function buildReport({ cfg, model, variants, peer, totalSeconds, stepSeco
   for (const v of variants) {
     for (const [kind, e] of Object.entries(v.engines)) if (e.error) errors.push(`${v.name}: ${kind} engine build: ${firstLine(e.error)}`);
     for (const r of v.batch1 ?? []) if (r.error) errors.push(`${v.name}: batch 1 ${r.mode}: ${firstLine(r.error)}`);
+    for (const r of v.longContext ?? []) if (r.error) errors.push(`${v.name}: long context ${r.mode}: ${firstLine(r.error)}`);
     for (const key of ['stepTiming', 'highConcurrency', 'concurrency1', 'http', 'ttft']) if (v[key]?.error) errors.push(`${v.name}: ${key}: ${firstLine(v[key].error)}`);
   }
   if (peer?.error) errors.push(`transformers: ${firstLine(peer.error)}`);
@@ -98,9 +99,9 @@ export function buildReport({ cfg, model, variants, peer, totalSeconds, stepSeco
     command: cfg.command,
     commit: cfg.commit ?? null,
     model: { shape: cfg.shapeName, ...cfg.shape, dtype: 'bfloat16', parameters: model.parameters, weightBytes: model.weightBytes },
-    workload: { batch1: cfg.batch1, peerBatch: cfg.peer.batch, serving: cfg.serving, ttft: cfg.ttft },
+    workload: { batch1: cfg.batch1, peerBatch: cfg.peer.batch, serving: cfg.serving, ttft: cfg.ttft, longContext: cfg.longContext },
     hbm: { bytesPerToken, copyBandwidthGBs: bandwidth ? bandwidth / 1e9 : null, boundMsPerToken: boundMs ?? null },
-    variants: variants.map((v) => ({ ...v, batch1: v.batch1?.map(strip) })),
+    variants: variants.map((v) => ({ ...v, batch1: v.batch1?.map(strip), longContext: v.longContext?.map(strip) })),
     transformers: peerOk
       ? { version: peer.transformers, torch: peer.torch, compileSetup: peer.compileSetup, incomplete: peer.incomplete, ...Object.fromEntries(['eager', 'eagerBatch', 'compiled', 'compiledBatch'].map((k) => [k, peer[k] && strip(peer[k])])) }
       : { unavailable: peer?.unavailable ?? peer?.error ?? 'not run' },
@@ -149,6 +150,26 @@ export function buildReport({ cfg, model, variants, peer, totalSeconds, stepSeco
   );
   if (agree !== undefined) lines.push(`Greedy tokens of Kiln and transformers eager equal for the first ${agree} of ${b.newTokens} (random weights: near ties).`);
   lines.push('');
+
+  const lc = cfg.longContext;
+  const longRuns = variants.flatMap((v) => (v.longContext ?? []).map((r) => ({ v, r })));
+  if (longRuns.length > 0) {
+    // The bound at a long context adds the KV cache read per token (every layer's K and V of every
+    // position), at the mean context of the measured tokens.
+    const kvPerPosition = cfg.shape.layers * 2 * cfg.shape.kvHeads * (cfg.shape.hidden / cfg.shape.heads) * 2;
+    const longBoundMs = bandwidth ? ((bytesPerToken + kvPerPosition * (lc.promptTokens + lc.newTokens / 2)) / bandwidth) * 1e3 : undefined;
+    const shipped = longRuns.find(({ r }) => r.mode === 'as shipped' && !r.error)?.r;
+    lines.push(`| run (batch 1, ${lc.promptTokens}-token prompt, ${lc.newTokens} new tokens) | decode ms/token | tokens/s | as shipped is | of the HBM bound |`, '| --- | --- | --- | --- | --- |');
+    for (const { v, r } of longRuns) {
+      const label = `Kiln, ${cfg.target} ${v.name} engine, ${r.mode}`;
+      if (r.error) lines.push(`| ${label} | failed: ${firstLine(r.error)} | | | |`);
+      else {
+        const speedup = shipped && r !== shipped ? `${(r.msPerToken / shipped.msPerToken).toFixed(2)}x faster` : '';
+        lines.push(`| ${label} | ${fixed(r.msPerToken, 3)} | ${(1e3 / r.msPerToken).toFixed(0)} | ${speedup} | ${longBoundMs ? `${((longBoundMs / r.msPerToken) * 100).toFixed(0)}%` : 'n/a'} |`);
+      }
+    }
+    lines.push('', longBoundMs ? `HBM bound at this context: weights + ${(kvPerPosition / 1024).toFixed(1)} KiB of KV cache per position = ${longBoundMs.toFixed(3)} ms/token.` : 'HBM bound at this context: not measured.', '');
+  }
 
   lines.push(`| transformers, batch ${cfg.peer.batch}, ${b.promptTokens}-token prompts, ${b.newTokens} new tokens | ms/step | output tok/s (decode steps) | output tok/s (end to end) |`, '| --- | --- | --- | --- |');
   for (const [name, r, key] of [

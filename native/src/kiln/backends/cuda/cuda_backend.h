@@ -76,6 +76,12 @@ class CudaBackend final : public Backend {
   // Tables with the same key are made once and shared (rope's cos/sin table serves every layer).
   const float* deviceTable(const std::string& key, const std::vector<float>& values);
   bool hasTable(const std::string& key) const { return tables_.count(key) != 0; }
+  // Zeroed device counters kept for the engine's life, shared by every op that asks with the same key
+  // (each leaves them at zero: the attention's split-K tickets).
+  unsigned* deviceCounters(const std::string& key, size_t count) {
+    return reinterpret_cast<unsigned*>(const_cast<float*>(deviceTable(key, std::vector<float>(count, 0.0f))));
+  }
+  int multiProcessors() const { return props_.multiProcessorCount; }
   const float* table(const std::string& key) const { return tables_.at(key); }
   // The add_rms_norm bound last, when the op bound right after it may compute it itself (a decode-step
   // linear reading its output: gemvAddRmsNorm). The norm's own closure then skips the rows the linear

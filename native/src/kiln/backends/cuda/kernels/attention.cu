@@ -8,6 +8,7 @@
 #include <cuda_fp16.h>
 #include <mma.h>
 
+#include <algorithm>
 #include <string>
 #include <type_traits>
 
@@ -168,11 +169,16 @@ struct SoftmaxState {
 // where attend has one: decode attention is a chain of dependent loads, and this shortens it. Each lane
 // keeps the online-softmax state of its group's keys for its own dims; groups, then warps, are merged at
 // the end. Same arithmetic as attend up to the order of the sums.
+//
+// Split-K (decode steps, split.splits > 1): blockIdx.z is the split; the window's keys are cut into
+// min(gridDim.z, ceil(keys / split.minKeys)) contiguous ranges, a block each (the others return at
+// once). A block with the whole window stores its row; otherwise it writes its merged partial (max, sum,
+// unnormalized output) and takes a ticket: the last block of the row merges every partial.
 template <typename T, int kLanes>
 __global__ void __launch_bounds__(kThreads) attendVectorized(DeviceStep step, const T* pool, Cache cache, int64_t layer,
                                                              ConstMatrix q, int64_t group, int64_t headDim, float scale,
                                                              int64_t slidingWindow, float softcap,
-                                                             const float* alibiSlopes, Matrix out) {
+                                                             const float* alibiSlopes, Matrix out, AttentionSplit split) {
   startAfterPriorKernels();
   constexpr int kWarps = kThreads / 32;
   constexpr int kV = vectorElements<T>();
@@ -187,7 +193,13 @@ __global__ void __launch_bounds__(kThreads) attendVectorized(DeviceStep step, co
   const int keyGroup = lane / kLanes, sub = lane % kLanes;
   const int64_t kvOffset = (h / group) * headDim + sub * kV;
   const int64_t pos = step.positions[t];
-  const int64_t lo = slidingWindow > 0 ? max(int64_t(0), pos - slidingWindow + 1) : 0;
+  const int64_t windowLo = slidingWindow > 0 ? max(int64_t(0), pos - slidingWindow + 1) : 0;
+  const int64_t keys = pos - windowLo + 1;
+  const int64_t splits = min(static_cast<int64_t>(gridDim.z), (keys + split.minKeys - 1) / split.minKeys);
+  if (static_cast<int64_t>(blockIdx.z) >= splits) return;  // the whole block: no barrier is skipped
+  const int64_t chunk = (keys + splits - 1) / splits;
+  const int64_t lo = windowLo + blockIdx.z * chunk;
+  const int64_t hi = min(pos, lo + chunk - 1);  // this block's keys: [lo, hi]
   const int32_t* table = step.blockTables + static_cast<int64_t>(step.tokenSeq[t]) * step.blockTableStride;
   const float slope = alibiSlopes ? alibiSlopes[h] : 0.0f;
 
@@ -196,12 +208,12 @@ __global__ void __launch_bounds__(kThreads) attendVectorized(DeviceStep step, co
   for (int i = 0; i < kV; ++i) qv[i] = load(q.data, q.dtype, t * q.stride + h * headDim + sub * kV + i);
   SoftmaxState<kV> state;
   constexpr int kKeysPerRound = kWarps * kGroups * kUnroll;
-  for (int64_t base = lo + (warp * kGroups * kUnroll); base <= pos; base += kKeysPerRound) {
+  for (int64_t base = lo + (warp * kGroups * kUnroll); base <= hi; base += kKeysPerRound) {
     uint4 kRaw[kUnroll], vRaw[kUnroll];
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       const int64_t j = base + u * kGroups + keyGroup;
-      if (j <= pos) {
+      if (j <= hi) {
         kRaw[u] = *reinterpret_cast<const uint4*>(cache.row(pool, table, layer, j, 0) + kvOffset);
         vRaw[u] = *reinterpret_cast<const uint4*>(cache.row(pool, table, layer, j, 1) + kvOffset);
       }
@@ -211,7 +223,7 @@ __global__ void __launch_bounds__(kThreads) attendVectorized(DeviceStep step, co
       const int64_t j = base + u * kGroups + keyGroup;
       float kf[kV], vf[kV];
       float dot = 0.0f;
-      if (j <= pos) {
+      if (j <= hi) {
         vectorToFloats(kRaw[u], static_cast<const T*>(nullptr), kf);
         vectorToFloats(vRaw[u], static_cast<const T*>(nullptr), vf);
 #pragma unroll
@@ -221,7 +233,7 @@ __global__ void __launch_bounds__(kThreads) attendVectorized(DeviceStep step, co
       // warp takes part in the shuffles, valid key or not.
 #pragma unroll
       for (int o = kLanes / 2; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
-      if (j <= pos) {
+      if (j <= hi) {
         float s = scale * dot;
         if (softcap > 0.0f) s = softcap * tanhf(s / softcap);
         if (alibiSlopes) s += slope * static_cast<float>(j);
@@ -248,7 +260,59 @@ __global__ void __launch_bounds__(kThreads) attendVectorized(DeviceStep step, co
     for (int i = 0; i < kV; ++i) partialOut[warp][sub * kV + i] = state.acc[i];
   }
   __syncthreads();
-  storeMergedPartials<kWarps>(partialMax, partialSum, partialOut, headDim, out, t * out.stride + h * headDim);
+  if (splits == 1) {
+    storeMergedPartials<kWarps>(partialMax, partialSum, partialOut, headDim, out, t * out.stride + h * headDim);
+    return;
+  }
+  // This split's partial: the warps merged to one (max, sum, unnormalized output row).
+  const int64_t rowIndex = t * gridDim.y + h;
+  const int64_t pitch = headDim + 2;
+  float* mine = split.partials + (rowIndex * gridDim.z + blockIdx.z) * pitch;
+  float blockMax = -INFINITY;
+#pragma unroll
+  for (int w = 0; w < kWarps; ++w) blockMax = fmaxf(blockMax, partialMax[w]);
+  float weights[kWarps], total = 0.0f;
+#pragma unroll
+  for (int w = 0; w < kWarps; ++w) {
+    weights[w] = partialMax[w] == -INFINITY ? 0.0f : expf(partialMax[w] - blockMax);
+    total += weights[w] * partialSum[w];
+  }
+  for (int64_t d = threadIdx.x; d < headDim; d += blockDim.x) {
+    float o = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) o += weights[w] * partialOut[w][d];
+    mine[2 + d] = o;
+  }
+  if (threadIdx.x == 0) mine[0] = blockMax, mine[1] = total;
+  // Publish the partial, then take a ticket; the last block of the row sees every other's partial.
+  __threadfence();
+  __syncthreads();
+  __shared__ bool last;
+  if (threadIdx.x == 0) {
+    const unsigned ticket = atomicAdd(split.counters + rowIndex, 1u);
+    last = ticket == static_cast<unsigned>(splits - 1);
+    if (last) split.counters[rowIndex] = 0u;  // ready for the next launch (every split has arrived)
+  }
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  const float* partials = split.partials + rowIndex * gridDim.z * pitch;
+  float rowMax = -INFINITY;
+  for (int64_t z = 0; z < splits; ++z) rowMax = fmaxf(rowMax, __ldcg(partials + z * pitch));
+  float rowTotal = 0.0f;
+  for (int64_t z = 0; z < splits; ++z) {
+    const float m = __ldcg(partials + z * pitch);
+    if (m != -INFINITY) rowTotal += expf(m - rowMax) * __ldcg(partials + z * pitch + 1);
+  }
+  const float inv = 1.0f / rowTotal;
+  for (int64_t d = threadIdx.x; d < headDim; d += blockDim.x) {
+    float o = 0.0f;
+    for (int64_t z = 0; z < splits; ++z) {
+      const float m = __ldcg(partials + z * pitch);
+      if (m != -INFINITY) o += expf(m - rowMax) * __ldcg(partials + z * pitch + 2 + d);
+    }
+    store(out.data, out.dtype, t * out.stride + h * headDim + d, o * inv);
+  }
 }
 
 // 16-bit caches, head dims 64 and 128, prefill, mixed and large-batch decode steps: flash attention on
@@ -453,9 +517,17 @@ void launchTiled(cudaStream_t stream, const DeviceStep& step, const T* pool, Cac
 
 }  // namespace
 
+int32_t attentionSplits(int64_t numTokens, int64_t numHeads, int multiProcessors) {
+  const int64_t rows = numTokens * numHeads;
+  if (rows <= 0) return 1;
+  const int64_t splits = (2 * static_cast<int64_t>(multiProcessors) + rows - 1) / rows;
+  return static_cast<int32_t>(std::min<int64_t>(std::max<int64_t>(splits, 1), kMaxAttentionSplits));
+}
+
 void attention(cudaStream_t stream, DType cacheDType, const DeviceStep& step, const DeviceKv& kv, int32_t layer,
                ConstMatrix q, ConstMatrix k, ConstMatrix v, int64_t numHeads, int64_t numKvHeads, int64_t headDim,
-               float scale, int64_t slidingWindow, float softcap, const float* alibiSlopes, Matrix out) {
+               float scale, int64_t slidingWindow, float softcap, const float* alibiSlopes, Matrix out,
+               const AttentionSplit& split) {
   if (step.numTokens <= 0) return;
   if (headDim > kMaxHeadDim) throw std::runtime_error("cuda attention: headDim above 512");
   Cache cache;
@@ -486,9 +558,13 @@ void attention(cudaStream_t stream, DType cacheDType, const DeviceStep& step, co
     }
     const int64_t lanes = headDim / vectorElements<T>();
     const bool vectorized = headDim % vectorElements<T>() == 0 && (lanes == 4 || lanes == 8 || lanes == 16 || lanes == 32);
+    // Split-K only for decode steps: their rows (tokens x heads) are few, and the partials' room is
+    // sized for them.
+    const bool splitting = split.splits > 1 && step.numTokens == step.numSeqs && split.partials && split.counters;
+    const dim3 splitGrid(grid.x, grid.y, splitting ? static_cast<unsigned>(split.splits) : 1u);
 #define KILN_ATTEND_VECTORIZED(LANES)                                                                           \
-  launch(attendVectorized<T, LANES>, grid, dim3(kThreads), 0, stream, step, pool, cache, static_cast<int64_t>(layer), \
-         q, group, headDim, scale, slidingWindow, softcap, alibiSlopes, out)
+  launch(attendVectorized<T, LANES>, splitGrid, dim3(kThreads), 0, stream, step, pool, cache, static_cast<int64_t>(layer), \
+         q, group, headDim, scale, slidingWindow, softcap, alibiSlopes, out, split)
     if (vectorized) {
       if (lanes == 4) KILN_ATTEND_VECTORIZED(4);
       else if (lanes == 8) KILN_ATTEND_VECTORIZED(8);

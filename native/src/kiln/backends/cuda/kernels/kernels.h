@@ -89,9 +89,26 @@ void rope(cudaStream_t stream, ConstMatrix x, int64_t numTokens, const int32_t* 
 // Stores the step's K and V rows into layer `layer` of the cache (elements of `cacheDType`), then attends
 // (attentionKernel's semantics: causal, sliding window, softcap, ALiBi, GQA/MQA) for every token and
 // query head.
+// Decode steps of a few sequences split each (token, query head)'s keys over several blocks
+// (flash-decoding's split-K), so that a long context spreads over the GPU instead of numHeads blocks:
+// a block per split of at least minKeys keys, up to `splits` of them (chosen per batch size, so that a
+// captured step's launch fits every step of its size). Each writes its online-softmax partial to
+// `partials`; the last to finish (a ticket in `counters`, back at 0 after) merges them. splits <= 1: off.
+struct AttentionSplit {
+  float* partials = nullptr;      // [token * numHeads + head][splits][headDim + 2]
+  unsigned* counters = nullptr;   // [token * numHeads + head], zero between launches
+  int32_t splits = 1;
+  int32_t minKeys = 256;
+};
+// The largest split count worth launching for a decode step of numTokens tokens: enough blocks to cover
+// every SM twice. AttentionSplit's buffers hold splitSlots(...) partials and counters.
+int32_t attentionSplits(int64_t numTokens, int64_t numHeads, int multiProcessors);
+constexpr int32_t kMaxAttentionSplits = 16;
+inline int64_t attentionSplitSlots(int multiProcessors) { return 4 * static_cast<int64_t>(multiProcessors) + kMaxAttentionSplits; }
 void attention(cudaStream_t stream, DType cacheDType, const DeviceStep& step, const DeviceKv& kv, int32_t layer,
                ConstMatrix q, ConstMatrix k, ConstMatrix v, int64_t numHeads, int64_t numKvHeads, int64_t headDim,
-               float scale, int64_t slidingWindow, float softcap, const float* alibiSlopes, Matrix out);
+               float scale, int64_t slidingWindow, float softcap, const float* alibiSlopes, Matrix out,
+               const AttentionSplit& split = AttentionSplit{});
 
 void gatherRows(cudaStream_t stream, ConstMatrix x, const int32_t* rows, int64_t numRows, int64_t cols, Matrix out);
 

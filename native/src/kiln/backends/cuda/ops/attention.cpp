@@ -1,5 +1,9 @@
 // attention: the step's K/V into the device KV cache, then paged attention over the block tables; and
 // gather_rows, which picks the LM head's rows.
+#include <algorithm>
+#include <climits>
+#include <cstdlib>
+
 #include "kiln/backends/cuda/ops/ops.h"
 
 namespace kiln {
@@ -14,9 +18,36 @@ BoundOp bindAttention(OpBinding& b) {
   const Matrix k = be->value(s.k);
   const Matrix v = be->value(s.v);
   const Matrix out = be->value(s.out);
+  // Split-K for decode steps of a few sequences (kernels.h: AttentionSplit): partials in the scratch
+  // (used within the call only), tickets in counters that every layer shares (kernels run one at a time).
+  // KILN_CUDA_ATTENTION_SPLIT_KEYS (read when the engine loads) sets the fewest keys a split takes
+  // (default 256; 0 turns it off).
+  const int64_t minKeys = [] {
+    const char* setting = std::getenv("KILN_CUDA_ATTENTION_SPLIT_KEYS");
+    return setting ? std::max<int64_t>(0, std::atoll(setting)) : int64_t{256};
+  }();
+  const int64_t slots = attentionSplitSlots(be->multiProcessors());
+  unsigned* counters = nullptr;
+  if (minKeys > 0) {
+    be->reserveScratch(static_cast<size_t>(slots * (s.headDim + 2)) * sizeof(float));
+    counters = be->deviceCounters("attention.splitCounters", static_cast<size_t>(slots));
+  }
   return [=](const StepRuntime& rt) {
-    attention(be->stream(), be->kvDType(), deviceStep(rt), be->kv(), s.layer, q, k, v, s.numHeads, s.numKvHeads,
-              s.headDim, s.scale, s.slidingWindow, s.softcap, s.alibiSlopes, out);
+    const DeviceStep& step = deviceStep(rt);
+    AttentionSplit split;
+    if (minKeys > 0 && step.numTokens == step.numSeqs) {
+      split.splits = attentionSplits(step.numTokens, s.numHeads, be->multiProcessors());
+      // Only while the rows' partials fit the room reserved (few rows: splits > 1 needs rows < 2 SMs).
+      if (split.splits > 1 && int64_t{step.numTokens} * s.numHeads * split.splits <= slots) {
+        split.partials = static_cast<float*>(be->scratch());
+        split.counters = counters;
+        split.minKeys = static_cast<int32_t>(std::min<int64_t>(minKeys, INT32_MAX));
+      } else {
+        split.splits = 1;
+      }
+    }
+    attention(be->stream(), be->kvDType(), step, be->kv(), s.layer, q, k, v, s.numHeads, s.numKvHeads, s.headDim,
+              s.scale, s.slidingWindow, s.softcap, s.alibiSlopes, out, split);
   };
 }
 
