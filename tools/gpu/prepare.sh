@@ -54,6 +54,16 @@ else
   (cd "$scratch" && npm prune --omit=dev --ignore-scripts --offline --no-audit --no-fund)
 fi
 rm -f "$scratch/.npm-ci.log"
+# The native build's tools (cmake-js, node-addon-api, node-api-headers) are @kiln/native's optional peers
+# and dev dependencies, which --omit=dev leaves out: the GPU machine builds the addon from source, so they
+# go in too, at @kiln/native's pinned versions.
+build_tools=$(node -p "const d = require('./native/package.json').devDependencies; ['cmake-js', 'node-addon-api', 'node-api-headers'].map((n) => n + '@' + d[n]).join(' ')")
+if ! (cd "$scratch" && npm install --no-save --omit=dev --ignore-scripts --offline --no-audit --no-fund $build_tools >"$scratch/.npm-tools.log" 2>&1); then
+  tail -5 "$scratch/.npm-tools.log" >&2 || true
+  echo "prepare.sh: cannot install the native build's tools ($build_tools) from the npm cache" >&2
+  exit 1
+fi
+rm -f "$scratch/.npm-tools.log"
 
 # The workspace links must survive: @kiln/* are relative symlinks into the checkout.
 for link in "$scratch"/node_modules/@kiln/*; do
