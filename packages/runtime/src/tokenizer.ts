@@ -39,6 +39,19 @@ export class Tokenizer {
   }
 
   /**
+   * At most how many UTF-16 code units of input one token can stand for, so that a text of L units
+   * needs at least ceil(L / this) tokens: known without encoding for byte-level BPE vocabularies
+   * without a normalizer (every code unit becomes at least one byte, and a token covers at most its
+   * own length in bytes; an added token its own length), undefined for the others. A server refuses a
+   * prompt that cannot fit the context from its length alone, before tokenizing it.
+   */
+  get maxCharactersPerToken(): number | undefined {
+    if (this.#maxCharactersPerToken === null) this.#maxCharactersPerToken = maxCharactersPerToken(this.#json);
+    return this.#maxCharactersPerToken;
+  }
+  #maxCharactersPerToken: number | undefined | null = null;
+
+  /**
    * Loads `<directory>/tokenizer.json` and, when present, `<directory>/tokenizer_config.json` (a
    * checkpoint, Kiln checkpoint or engine directory all hold them). Errors name the file.
    */
@@ -88,6 +101,23 @@ export class Tokenizer {
   createStreamDecoder(options: DecodeOptions = {}): StreamDecoder {
     return new StreamDecoder(this, options);
   }
+}
+
+/** See Tokenizer.maxCharactersPerToken. */
+function maxCharactersPerToken(json: Record<string, unknown>): number | undefined {
+  const model = json.model as { type?: unknown; vocab?: unknown } | undefined;
+  const preTokenizer = json.pre_tokenizer as { type?: unknown; pretokenizers?: unknown } | null | undefined;
+  const byteLevel = preTokenizer?.type === 'ByteLevel' ||
+    (preTokenizer?.type === 'Sequence' && Array.isArray(preTokenizer.pretokenizers) &&
+      (preTokenizer.pretokenizers as { type?: unknown }[]).some((step) => step?.type === 'ByteLevel'));
+  if (model?.type !== 'BPE' || json.normalizer != null || !byteLevel) return undefined;
+  if (typeof model.vocab !== 'object' || model.vocab === null || Array.isArray(model.vocab)) return undefined;
+  let longest = 1;
+  for (const token of Object.keys(model.vocab)) longest = Math.max(longest, token.length);
+  if (Array.isArray(json.added_tokens)) {
+    for (const added of json.added_tokens as { content?: unknown }[]) if (typeof added?.content === 'string') longest = Math.max(longest, added.content.length);
+  }
+  return longest;
 }
 
 /**

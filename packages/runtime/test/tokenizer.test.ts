@@ -34,6 +34,13 @@ describe('Tokenizer (scribe-7m)', () => {
     );
   });
 
+  it('bounds the characters one token stands for (byte-level BPE), and the bound holds', () => {
+    const most = tokenizer.maxCharactersPerToken as number;
+    expect(most).toBe(14); // '<|endoftext|>' is 13, the longest merge 14
+    const texts = ['x'.repeat(5000), 'Amen, ye saints. '.repeat(300), '\u00e9\u4e2d\ud83d\ude00'.repeat(400), '<|endoftext|>'.repeat(50), ' '.repeat(3000), reference.prompts_text.join(' ')];
+    for (const text of texts) expect(tokenizer.encode(text, { addSpecialTokens: false }).length).toBeGreaterThanOrEqual(Math.ceil(text.length / most));
+  });
+
   it('round-trips text exactly (no clean-up of spaces before punctuation)', () => {
     const text = 'Hello , world . Is it ?';
     expect(tokenizer.decode(tokenizer.encode(text))).toBe(text);

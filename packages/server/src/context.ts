@@ -126,8 +126,15 @@ export class ServerContext {
    * must give at least one token, and pass its `check` (a length limit, which throws an ApiError)
    * before any is turned into an array; `param` names the request field in the error.
    */
-  async tokenizeMany(items: (TokenizeItem & { param: string; check?: (length: number, index: number) => void })[]): Promise<number[][]> {
+  async tokenizeMany(items: (TokenizeItem & { param: string; check?: (length: number, index: number) => void; prompt?: boolean })[]): Promise<number[][]> {
     if (items.length === 0) return [];
+    // A prompt whose length alone shows that it cannot fit the context is refused before any
+    // tokenizing (and one the worker kept, see TokenizePool.oversized, always is).
+    for (const item of items) {
+      const kept = this.tokenizePool.oversizedLength(item.text);
+      if (item.prompt) this.checkPromptCharacters(kept ?? item.text.length, item.param);
+      if (kept !== undefined) throw this.#tooLong(item.param, kept);
+    }
     const ids = await this.tokenizePool.encode(items.map(({ text, addSpecialTokens }) => ({ text, addSpecialTokens })));
     ids.forEach((list, i) => {
       if (list.length === 0) throw new ApiError(400, `${items[i].param} is empty: it must hold at least one token`, 'invalid_request_error', items[i].param);
@@ -143,6 +150,31 @@ export class ServerContext {
         throw new ApiError(400, `${param}[${index}] is ${length} tokens long, more than the ${MAX_SEQUENCE_TOKENS} allowed`, 'invalid_request_error', param);
       }
     };
+  }
+
+  /**
+   * Refuses a prompt of `length` characters that needs at least maxSeqLen tokens whatever it holds (a
+   * token stands for at most Tokenizer.maxCharactersPerToken characters), as checkLengths would after
+   * tokenizing it. Tokenizers without that bound pass.
+   */
+  checkPromptCharacters(length: number, promptParam: string): void {
+    const perToken = this.llm.tokenizer.maxCharactersPerToken;
+    if (perToken !== undefined && Math.ceil(length / perToken) >= this.maxSeqLen) throw this.#tooLong(promptParam, length);
+  }
+
+  /** The length of a chat message's content that the worker kept (too long for any prompt), else undefined. */
+  oversizedLength(text: string): number | undefined {
+    return this.tokenizePool.oversizedLength(text);
+  }
+
+  #tooLong(promptParam: string, length: number): ApiError {
+    const perToken = this.llm.tokenizer.maxCharactersPerToken ?? 1;
+    return new ApiError(
+      400,
+      `This model's maximum context length is ${this.maxSeqLen} tokens, and ${promptParam} holds ${length} characters: at least ` +
+        `${Math.ceil(length / perToken)} tokens (a token of this model stands for at most ${perToken} characters). It must be shorter, to leave room for at least one generated token.`,
+      'invalid_request_error', promptParam, 'context_length_exceeded',
+    );
   }
 
   /** A check for tokenizeMany: a prompt must leave room for one generated token (see checkLengths). */

@@ -161,26 +161,35 @@ function completionPrompt(ctx: ServerContext, prompt: CompletionsBody['prompt'])
  */
 async function tokenizeInputs(ctx: ServerContext, prompt: { text: string; param: string; addSpecialTokens: boolean } | number[], body: SamplingBody, maxTokensParam = 'max_tokens'): Promise<{ inputIds: number[]; badWords: number[][] }> {
   const words = (body.bad_words ?? []).map((text, i) => {
+    if (text.length === 0) throw new ApiError(400, `bad_words[${i}] is empty`, 'invalid_request_error', 'bad_words');
     if (text.length > MAX_STOP_TEXT) {
       throw new ApiError(400, `bad_words[${i}] is ${text.length} characters long, more than the ${MAX_STOP_TEXT} allowed`, 'invalid_request_error', 'bad_words');
     }
     return { text, param: 'bad_words', addSpecialTokens: false, check: ctx.badWordCheck('bad_words', i) };
   });
   if (Array.isArray(prompt)) return { inputIds: prompt, badWords: await ctx.tokenizeMany(words) };
-  const [inputIds, ...badWords] = await ctx.tokenizeMany([{ ...prompt, check: ctx.promptCheck(prompt.param, maxTokensParam) }, ...words]);
+  const [inputIds, ...badWords] = await ctx.tokenizeMany([{ ...prompt, check: ctx.promptCheck(prompt.param, maxTokensParam), prompt: true }, ...words]);
   return { inputIds, badWords };
 }
 
-function chatMessages(body: ChatBody): ChatMessage[] {
+function chatMessages(ctx: ServerContext, body: ChatBody): ChatMessage[] {
+  // Contents too long for any prompt (kept on the tokenizer worker, see TokenizePool.oversized) are
+  // refused before the template renders them; so is a conversation whose length alone is too long.
+  let length = 0;
+  const counted = (text: string): string => {
+    length += ctx.oversizedLength(text) ?? text.length;
+    ctx.checkPromptCharacters(length, 'messages');
+    return text;
+  };
   return body.messages.map((message, index) => {
     let content = '';
-    if (typeof message.content === 'string') content = message.content;
+    if (typeof message.content === 'string') content = counted(message.content);
     else if (Array.isArray(message.content)) {
       for (const part of message.content) {
         if (part.type !== 'text' || typeof part.text !== 'string') {
           throw new ApiError(400, `messages[${index}].content: only text parts ({"type": "text", "text": ...}) are supported, got type ${JSON.stringify(part.type)}`, 'invalid_request_error', 'messages');
         }
-        content += part.text;
+        content += counted(part.text);
       }
     }
     return message.name === undefined ? { role: message.role, content } : { role: message.role, content, name: message.name };
@@ -225,7 +234,7 @@ async function planChat(ctx: ServerContext, body: ChatBody): Promise<Plan> {
   let prompt: string;
   try {
     // Tools reach the model through its template's `tools` variable (not with tool_choice none).
-    prompt = ctx.chatTemplate.render(chatMessages(body), { tools: toolChoice === 'none' ? undefined : tools });
+    prompt = ctx.chatTemplate.render(chatMessages(ctx, body), { tools: toolChoice === 'none' ? undefined : tools });
   } catch (error) {
     if (error instanceof ChatTemplateError) throw new ApiError(400, error.message, 'invalid_request_error', 'messages');
     throw error;

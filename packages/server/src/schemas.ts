@@ -39,9 +39,9 @@ const openAISampling = {
   length_penalty: number,
   ignore_eos: { type: 'boolean' },
   min_tokens: { type: 'integer', minimum: 0 },
-  // Each word's length (≤ MAX_STOP_TEXT) is checked in the route: ajv's maxLength counts code points
-  // one by one, milliseconds of event loop for a thousand long words.
-  bad_words: { type: 'array', maxItems: MAX_BAD_WORDS, items: { type: 'string', minLength: 1 } },
+  // Each word's length (≤ MAX_STOP_TEXT, and not empty) is checked in the route: ajv's maxLength and
+  // minLength count code points one by one, milliseconds of event loop for a thousand long words.
+  bad_words: { type: 'array', maxItems: MAX_BAD_WORDS, items: { type: 'string' } },
   stop_token_ids: { type: 'array', maxItems: MAX_STOP_WORDS, items: { type: 'integer', minimum: 0 } },
 } as const;
 

@@ -128,7 +128,7 @@ export class KilnServer {
       if (buffer.length < OFFLOAD_JSON_BYTES) return defaultJsonParser(request, buffer.toString('utf8'), done);
       // A copy goes to the worker (transferred, so the original stays here for a fallback): a memcpy,
       // far cheaper than decoding and parsing.
-      ctx.tokenizePool.parseJson(new Uint8Array(buffer.buffer.slice(buffer.byteOffset, buffer.byteOffset + buffer.length))).then((result) => {
+      ctx.tokenizePool.parseJson(new Uint8Array(buffer.buffer.slice(buffer.byteOffset, buffer.byteOffset + buffer.length)), request.url.split('?')[0]).then((result) => {
         // The rest of the request (validation, planning) runs synchronously from `done`: one large
         // request per event loop iteration.
         if ('value' in result) return ctx.runHeavy(() => done(null, result.value));

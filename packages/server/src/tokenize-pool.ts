@@ -3,6 +3,7 @@
 // could stall the server with one request). Small inputs are encoded inline (a worker round trip would
 // cost more than the work); large ones go to one worker thread holding its own copy of the tokenizer,
 // built from the same tokenizer.json and tokenizer_config.json, so the ids are the same.
+import { randomBytes } from 'node:crypto';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import type { LLM } from '@kiln/runtime';
@@ -35,7 +36,29 @@ const readJson = (file) => JSON.parse(fs.readFileSync(file, 'utf8'));
 let config = {};
 if (fs.existsSync(workerData.configPath)) config = readJson(workerData.configPath);
 const tokenizer = new Tokenizer(readJson(workerData.tokenizerPath), config);
-parentPort.on('message', ({ id, text: bytes, lengths: textLengths, special, json }) => {
+// Prompts longer than this many characters cannot fit the context whatever they hold (see
+// oversizedMarker): they stay here, and the main thread gets a short marker with their length.
+const oversized = workerData.oversized;
+const isOversized = (text) => oversized !== undefined && typeof text === 'string' && text.length > oversized.minLength;
+const markOversized = (text) => oversized.marker + text.length;
+function keepOversizedPrompts(route, body) {
+  if (oversized === undefined || typeof body !== 'object' || body === null || Array.isArray(body)) return;
+  if (route === '/v1/completions') {
+    if (isOversized(body.prompt)) body.prompt = markOversized(body.prompt);
+    else if (Array.isArray(body.prompt)) body.prompt = body.prompt.map((part) => (isOversized(part) ? markOversized(part) : part));
+  } else if (route === '/v1/chat/completions' && Array.isArray(body.messages)) {
+    for (const message of body.messages) {
+      if (typeof message !== 'object' || message === null) continue;
+      if (isOversized(message.content)) message.content = markOversized(message.content);
+      else if (Array.isArray(message.content)) {
+        for (const part of message.content) if (typeof part === 'object' && part !== null && isOversized(part.text)) part.text = markOversized(part.text);
+      }
+    }
+  } else if (route.startsWith('/v2/models/') && (route.endsWith('/generate') || route.endsWith('/generate_stream')) && isOversized(body.text_input)) {
+    body.text_input = markOversized(body.text_input);
+  }
+}
+parentPort.on('message', ({ id, text: bytes, lengths: textLengths, special, json, route }) => {
   if (json !== undefined) {
     // A request body: decoded and parsed here, sent back as a structured clone (a copy, much cheaper
     // for the event loop than decoding and parsing). Bodies that mention __proto__ or constructor go
@@ -48,6 +71,7 @@ parentPort.on('message', ({ id, text: bytes, lengths: textLengths, special, json
     } catch {
       return parentPort.postMessage({ id, invalid: true });
     }
+    keepOversizedPrompts(route, value);
     return parentPort.postMessage({ id, value });
   }
   try {
@@ -93,9 +117,30 @@ export class TokenizePool {
   #nextId = 1;
   readonly #pending = new Map<number, { resolve: (ids: Int32Array[]) => void; reject: (error: Error) => void }>();
   readonly #parsing = new Map<number, (result: JsonResult) => void>();
+  /**
+   * Texts longer than `minLength` characters need at least maxSeqLen tokens (a token stands for at
+   * most Tokenizer.maxCharactersPerToken characters): no prompt that long can run. When the worker
+   * parses a body, such prompts (completions' prompt, chat messages' content, Triton's text_input)
+   * stay on the worker: the main thread gets `marker` and the length instead, so that a 1 MB prompt
+   * never becomes a string on the event loop's heap (whose garbage collection held /health for tens
+   * of milliseconds), and is refused from its length. The marker holds a random nonce.
+   */
+  readonly oversized: { marker: string; minLength: number } | undefined;
 
   constructor(llm: LLM) {
     this.#llm = llm;
+    const perToken = llm.tokenizer.maxCharactersPerToken;
+    this.oversized = perToken === undefined
+      ? undefined
+      : { marker: `\u0000kiln-oversized-prompt:${randomBytes(16).toString('hex')}:`, minLength: (llm.engine.maxSeqLen - 1) * perToken };
+  }
+
+  /** The length of a text the worker kept (see `oversized`), or undefined for any other text. */
+  oversizedLength(text: string): number | undefined {
+    const marker = this.oversized?.marker;
+    if (marker === undefined || !text.startsWith(marker)) return undefined;
+    const length = Number(text.slice(marker.length));
+    return Number.isSafeInteger(length) ? length : undefined;
   }
 
   /**
@@ -111,8 +156,14 @@ export class TokenizePool {
     const worker = this.#start();
     const id = this.#nextId++;
     // One UTF-8 buffer, transferred: a structured clone of a 1 MB string, or of a thousand strings,
-    // costs the event loop several milliseconds; encoding is a native memcpy-like pass.
-    const text = ownBuffer(Buffer.from(items.map((item) => item.text).join(''), 'utf8'));
+    // costs the event loop several milliseconds; encoding is a native memcpy-like pass. Each text is
+    // written into it in place (joining them first would make one more large string to collect).
+    let bytes = 0;
+    for (const item of items) bytes += Buffer.byteLength(item.text, 'utf8');
+    const buffer = Buffer.allocUnsafeSlow(bytes);
+    let at = 0;
+    for (const item of items) at += buffer.write(item.text, at, 'utf8');
+    const text = ownBuffer(buffer);
     const lengths = Int32Array.from(items, (item) => item.text.length);
     const special = Uint8Array.from(items, (item) => (item.addSpecialTokens ? 1 : 0));
     return new Promise<Int32Array[]>((resolve, reject) => {
@@ -130,6 +181,7 @@ export class TokenizePool {
         tokenizersModule: tokenizersModulePath(),
         tokenizerPath: path.join(engineDir, 'tokenizer.json'),
         configPath: path.join(engineDir, 'tokenizer_config.json'),
+        oversized: this.oversized,
       },
     });
     worker.unref();  // an idle worker does not keep the process alive
@@ -167,16 +219,17 @@ export class TokenizePool {
 
   /**
    * Parses a JSON request body on the worker: the bytes are transferred (no copy), decoded and parsed
-   * there, and the value comes back as a structured clone. `fallback`: parse it on the calling thread
+   * there, and the value comes back as a structured clone, the oversized prompts of `route` (the
+   * request's path) replaced by markers (see `oversized`). `fallback`: parse it on the calling thread
    * (it mentions __proto__ or constructor, or the worker is gone); `invalid`: not JSON.
    */
-  parseJson(body: Uint8Array): Promise<JsonResult> {
+  parseJson(body: Uint8Array, route: string): Promise<JsonResult> {
     const worker = this.#start();
     const id = this.#nextId++;
     const bytes = ownBuffer(body);
     return new Promise<JsonResult>((resolve) => {
       this.#parsing.set(id, resolve);
-      worker.postMessage({ id, json: bytes }, [bytes]);
+      worker.postMessage({ id, json: bytes, route }, [bytes]);
     });
   }
 

@@ -76,6 +76,49 @@ describe('hardened server', () => {
     expect(banned.choices[0].text).not.toBe(first);
   });
 
+  test('prompts too long for the context by their length alone are refused before tokenizing, and the 1 MB ones never reach the event loop', async () => {
+    const perToken = server.llm.tokenizer.maxCharactersPerToken as number;
+    const maxSeqLen = server.llm.engine.maxSeqLen;
+    // The bound is (maxSeqLen - 1) x the characters one token stands for at most: any longer text
+    // needs at least maxSeqLen tokens. Just past it, refused by length (no tokenizer involved)...
+    const bound = (maxSeqLen - 1) * perToken;
+    const tooLong = await post('/v1/completions', { model: 'scribe-7m', prompt: 'y'.repeat(bound + 1), max_tokens: 1 });
+    expect(tooLong.status).toBe(400);
+    const error = (await tooLong.json()).error;
+    expect(error.code).toBe('context_length_exceeded');
+    expect(error.message).toMatch(new RegExp(`prompt holds ${bound + 1} characters: at least ${maxSeqLen} tokens`));
+    // ...and a long prompt under the bound is tokenized and refused by its token count, as before.
+    const counted = await post('/v1/completions', { model: 'scribe-7m', prompt: 'Amen. '.repeat(1000), max_tokens: 1 });
+    expect((await counted.json()).error.message).toMatch(/the prompt has \d+/);
+    // 1 MB prompts (parsed on the worker, which keeps them: the route sees a marker and the length),
+    // in each route, answered at once: no 1 MB tokenization.
+    const huge = 'Amen, ye saints. '.repeat(61_000);
+    const chat = await KilnServer.create({ llm: await LLM.load(engines.chatEngineDir), ownsLlm: true, modelName: 'scribe-7m', logger: false });
+    const chatUrl = await chat.listen({ port: 0 });
+    const postChat = (body: unknown) => fetch(`${chatUrl}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    const started = Date.now();
+    const answers = await Promise.all([
+      post('/v1/completions', { model: 'scribe-7m', prompt: huge, max_tokens: 1 }),
+      post('/v1/completions', { model: 'scribe-7m', prompt: [huge], max_tokens: 1 }),
+      postChat({ model: 'scribe-7m', messages: [{ role: 'user', content: huge }] }),
+      postChat({ model: 'scribe-7m', messages: [{ role: 'system', content: 'Be brief.' }, { role: 'user', content: [{ type: 'text', text: huge }] }] }),
+      post('/v2/models/scribe-7m/generate', { text_input: huge, max_tokens: 1 }),
+    ]).finally(() => chat.close({ graceMs: 0 }));
+    const errors = await Promise.all(answers.map(async (answer) => ({ status: answer.status, body: await answer.json() })));
+    expect(Date.now() - started).toBeLessThan(3000);  // tokenizing one of them took 1.2 s
+    for (const { status, body } of errors) {
+      expect(status).toBe(400);
+      expect(JSON.stringify(body)).toMatch(/holds 10370\d\d characters: at least 7407\d tokens/);
+    }
+    expect(errors[0].body.error.param).toBe('prompt');
+    expect(errors[2].body.error.param).toBe('messages');
+    // A wrong model name is still named first.
+    expect((await post('/v1/completions', { model: 'other', prompt: huge, max_tokens: 1 })).status).toBe(404);
+    // A marker typed by a client is only text: it has no nonce (and at worst refuses its own request).
+    const typed = await post('/v1/completions', { model: 'scribe-7m', prompt: '\u0000kiln-oversized-prompt:0:99999999', max_tokens: 1 });
+    expect(typed.status).toBe(200);
+  });
+
   test('large bodies parsed on the worker: invalid JSON is a 400, __proto__ is refused as by fastify, valid ones run', async () => {
     const padding = 'x'.repeat(100_000);  // past OFFLOAD_JSON_BYTES
     const send = (body: string) => fetch(`${url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
