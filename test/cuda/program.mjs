@@ -286,11 +286,18 @@ export const PROGRAMS = [
     attentionProgram({ seed: 13, numHeads: 4, numKvHeads: 2, headDim: 16, rotaryDim: 8, interleaved: true, attentionScaling: 1.25, slidingWindow: 6, softcap: 3 })],
   ['attention: ALiBi, no rope, MHA', () => attentionProgram({ seed: 14, numHeads: 4, numKvHeads: 4, headDim: 8, alibi: true })],
   // The head dims of real models, with prompts longer than a 64-token query tile and a 64-key tile: the
-  // cuda backend's tiled (tensor-core) prefill attention and its vectorized decode attention.
+  // cuda backend's tiled (tensor-core) prefill attention and its decode attention grouped by KV head
+  // (1, 2, 4 and 8 query heads per KV head).
   ['attention: head dim 64, GQA (8 heads, 2 kv), rope, long prompts', () =>
     attentionProgram({ seed: 15, numHeads: 8, numKvHeads: 2, headDim: 64, rotaryDim: 64, limits: LONG_LIMITS, requests: LONG_REQUESTS })],
   ['attention: head dim 128, MQA, sliding window 50, softcap 20, ALiBi, long prompts', () =>
     attentionProgram({ seed: 16, numHeads: 4, numKvHeads: 1, headDim: 128, slidingWindow: 50, softcap: 20, alibi: true, limits: LONG_LIMITS, requests: LONG_REQUESTS })],
+  ['attention: head dim 128, GQA (16 heads, 2 kv), rope, long prompts', () =>
+    attentionProgram({ seed: 17, numHeads: 16, numKvHeads: 2, headDim: 128, rotaryDim: 128, limits: LONG_LIMITS, requests: LONG_REQUESTS })],
+  ['attention: head dim 64, MHA, ALiBi, sliding window 40, long prompts', () =>
+    attentionProgram({ seed: 18, numHeads: 2, numKvHeads: 2, headDim: 64, alibi: true, slidingWindow: 40, limits: LONG_LIMITS, requests: LONG_REQUESTS })],
+  ['attention: head dim 64, GQA (4 heads, 2 kv), softcap 30, long prompts', () =>
+    attentionProgram({ seed: 19, numHeads: 4, numKvHeads: 2, headDim: 64, rotaryDim: 32, softcap: 30, limits: LONG_LIMITS, requests: LONG_REQUESTS })],
 ];
 
 // ---------------------------------------------------------------------------------------------------

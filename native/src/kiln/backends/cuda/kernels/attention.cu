@@ -3,15 +3,19 @@
 // head) walks that sequence's cached positions with an online softmax (flash-attention's running max
 // and sum) in float32. Two walkers: attendVectorized when a head's row splits into 16-byte vectors over
 // a power-of-two number of lanes (head dims 64 and 128 in 16 bits or float32, 256 in 16 bits): a warp
-// then takes several keys at once, each key a group of lanes; otherwise attend, a key per warp.
+// then takes several keys at once, each key a group of lanes; otherwise attend, a key per warp. Decode
+// steps of head dims 64 and 128 with up to 8 query heads per KV head take attention_decode.cu's kernel,
+// a block per (token, KV head) instead; prefill and mixed steps of 16-bit caches take attendTiled.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <mma.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <string>
 #include <type_traits>
 
+#include "kiln/backends/cuda/kernels/attention_decode.h"
 #include "kiln/backends/cuda/kernels/common.cuh"
 #include "kiln/backends/cuda/kernels/kernels.h"
 
@@ -23,14 +27,7 @@ namespace {
 constexpr int kThreads = 512;  // 16 warps: at batch 1 a layer has only numHeads blocks to spread
 constexpr int kMaxHeadDim = 512;
 
-struct Cache {
-  int64_t numLayers, tokensPerBlock, rowSize, blockStride;
-  template <typename T>
-  __device__ __forceinline__ T* row(T* pool, const int32_t* table, int64_t layer, int64_t pos, int which) const {
-    const int64_t block = table[pos / tokensPerBlock];
-    return pool + ((block * numLayers + layer) * 2 + which) * blockStride + (pos % tokensPerBlock) * rowSize;
-  }
-};
+using Cache = PagedCache;
 
 template <typename T>
 __global__ void storeKv(DeviceStep step, T* pool, Cache cache, int64_t layer, ConstMatrix k, ConstMatrix v) {
@@ -517,8 +514,17 @@ void launchTiled(cudaStream_t stream, const DeviceStep& step, const T* pool, Cac
 
 }  // namespace
 
-int32_t attentionSplits(int64_t numTokens, int64_t numHeads, int multiProcessors) {
-  const int64_t rows = numTokens * numHeads;
+bool decodeGroupedByKvHead(int64_t headDim, int64_t group) {
+  // KILN_CUDA_GROUPED_DECODE=0: decode steps take attendVectorized / attendTiled (for comparisons).
+  static const bool enabled = [] {
+    const char* setting = std::getenv("KILN_CUDA_GROUPED_DECODE");
+    return !(setting && std::string(setting) == "0");
+  }();
+  return enabled && groupedDecodeApplies(headDim, group);
+}
+
+int32_t attentionSplits(int64_t numTokens, int64_t blocksPerToken, int multiProcessors) {
+  const int64_t rows = numTokens * blocksPerToken;
   if (rows <= 0) return 1;
   const int64_t splits = (2 * static_cast<int64_t>(multiProcessors) + rows - 1) / rows;
   return static_cast<int32_t>(std::min<int64_t>(std::max<int64_t>(splits, 1), kMaxAttentionSplits));
@@ -541,6 +547,12 @@ void attention(cudaStream_t stream, DType cacheDType, const DeviceStep& step, co
     const dim3 grid(static_cast<unsigned>(step.numTokens), static_cast<unsigned>(numHeads));
     const int64_t group = numHeads / numKvHeads;
     const T* pool = static_cast<const T*>(kv.pool);
+    // Decode steps: grouped by KV head (attention_decode.cu), every batch size, split-K when asked.
+    if (step.numTokens == step.numSeqs && decodeGroupedByKvHead(headDim, group)) {
+      attendDecode(stream, cacheDType, step, kv.pool, cache, layer, q, numHeads, numKvHeads, headDim, scale, slidingWindow,
+                   softcap, alibiSlopes, out, split);
+      return;
+    }
     if constexpr (!std::is_same_v<T, float>) {
       // Decode steps of a few sequences keep attendVectorized: a block per query head spreads them wider.
       const bool decode = step.numTokens == step.numSeqs;

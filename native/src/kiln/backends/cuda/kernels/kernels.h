@@ -96,15 +96,22 @@ void rope(cudaStream_t stream, ConstMatrix x, int64_t numTokens, const int32_t* 
 // `partials`; the last to finish (a ticket in `counters`, back at 0 after) merges them. splits <= 1: off.
 struct AttentionSplit {
   float* partials = nullptr;      // [token * numHeads + head][splits][headDim + 2]
-  unsigned* counters = nullptr;   // [token * numHeads + head], zero between launches
+  unsigned* counters = nullptr;   // [block row: token * numHeads (or numKvHeads) + head], zero between launches
   int32_t splits = 1;
   int32_t minKeys = 256;
 };
-// The largest split count worth launching for a decode step of numTokens tokens: enough blocks to cover
-// every SM twice. AttentionSplit's buffers hold splitSlots(...) partials and counters.
-int32_t attentionSplits(int64_t numTokens, int64_t numHeads, int multiProcessors);
+// Whether decode steps of these heads run grouped by KV head (a block per token and KV head for its
+// group of query heads; attention_decode.cu) rather than a block per token and query head.
+bool decodeGroupedByKvHead(int64_t headDim, int64_t group);
+// The largest split count worth launching for a decode step of numTokens tokens with `blocksPerToken`
+// blocks each (query heads, or KV heads when grouped): enough blocks to cover every SM twice.
+int32_t attentionSplits(int64_t numTokens, int64_t blocksPerToken, int multiProcessors);
 constexpr int32_t kMaxAttentionSplits = 16;
-inline int64_t attentionSplitSlots(int multiProcessors) { return 4 * static_cast<int64_t>(multiProcessors) + kMaxAttentionSplits; }
+// Room for split-K's tickets (one per block row: token x query or KV head) and partials (one per token x
+// query head x split) when splitting is on, i.e. when a step has fewer than 2 SMs' worth of block rows;
+// query heads per KV head at most 8 on the grouped path.
+inline int64_t attentionSplitCounters(int multiProcessors) { return 4 * static_cast<int64_t>(multiProcessors) + kMaxAttentionSplits; }
+inline int64_t attentionSplitPartials(int multiProcessors) { return 8 * attentionSplitCounters(multiProcessors); }
 void attention(cudaStream_t stream, DType cacheDType, const DeviceStep& step, const DeviceKv& kv, int32_t layer,
                ConstMatrix q, ConstMatrix k, ConstMatrix v, int64_t numHeads, int64_t numKvHeads, int64_t headDim,
                float scale, int64_t slidingWindow, float softcap, const float* alibiSlopes, Matrix out,

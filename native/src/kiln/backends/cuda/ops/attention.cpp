@@ -26,19 +26,22 @@ BoundOp bindAttention(OpBinding& b) {
     const char* setting = std::getenv("KILN_CUDA_ATTENTION_SPLIT_KEYS");
     return setting ? std::max<int64_t>(0, std::atoll(setting)) : int64_t{256};
   }();
-  const int64_t slots = attentionSplitSlots(be->multiProcessors());
+  const int64_t partialSlots = attentionSplitPartials(be->multiProcessors());
+  const int64_t counterSlots = attentionSplitCounters(be->multiProcessors());
+  const int64_t blocksPerToken = decodeGroupedByKvHead(s.headDim, s.numHeads / s.numKvHeads) ? s.numKvHeads : s.numHeads;
   unsigned* counters = nullptr;
   if (minKeys > 0) {
-    be->reserveScratch(static_cast<size_t>(slots * (s.headDim + 2)) * sizeof(float));
-    counters = be->deviceCounters("attention.splitCounters", static_cast<size_t>(slots));
+    be->reserveScratch(static_cast<size_t>(partialSlots * (s.headDim + 2)) * sizeof(float));
+    counters = be->deviceCounters("attention.splitCounters", static_cast<size_t>(counterSlots));
   }
   return [=](const StepRuntime& rt) {
     const DeviceStep& step = deviceStep(rt);
     AttentionSplit split;
     if (minKeys > 0 && step.numTokens == step.numSeqs) {
-      split.splits = attentionSplits(step.numTokens, s.numHeads, be->multiProcessors());
-      // Only while the rows' partials fit the room reserved (few rows: splits > 1 needs rows < 2 SMs).
-      if (split.splits > 1 && int64_t{step.numTokens} * s.numHeads * split.splits <= slots) {
+      split.splits = attentionSplits(step.numTokens, blocksPerToken, be->multiProcessors());
+      // Only while the rows' partials and tickets fit the room reserved (splits > 1 needs few rows).
+      if (split.splits > 1 && int64_t{step.numTokens} * s.numHeads * split.splits <= partialSlots &&
+          int64_t{step.numTokens} * blocksPerToken <= counterSlots) {
         split.partials = static_cast<float*>(be->scratch());
         split.counters = counters;
         split.minKeys = static_cast<int32_t>(std::min<int64_t>(minKeys, INT32_MAX));
