@@ -5,7 +5,7 @@ import { MAX_SEQUENCE_TOKENS } from '@kiln/sampling';
 import type { ChatTemplate } from '@kiln/chat';
 import { ApiError, type Protocol } from './errors';
 import type { ServerMetrics } from './metrics';
-import { TokenizePool, type TokenizeItem } from './tokenize-pool';
+import { TokenizePool, type TokenizeItem, type WorkerWords } from './tokenize-pool';
 
 /** The reason a shutdown aborts the requests still in flight with (a client disconnect has another). */
 export class ShutdownAbort extends Error {
@@ -43,6 +43,20 @@ export class ServerContext {
     readonly stalledStreamTimeoutMs: number = DEFAULT_STALLED_STREAM_TIMEOUT_MS,
   ) {
     this.tokenizePool = new TokenizePool(llm);
+  }
+
+  /**
+   * The bad words of bodies parsed on the worker, checked and tokenized there (TokenizePool.parseJson),
+   * by body: routes take them instead of tokenizing `bad_words` (which then holds markers).
+   */
+  readonly workerWords = new WeakMap<object, WorkerWords>();
+
+  /** The token ids of a body's bad words that the worker tokenized, or undefined; throws its refusal. */
+  badWordsFromWorker(body: object): number[][] | undefined {
+    const words = this.workerWords.get(body);
+    if (words === undefined) return undefined;
+    if ('error' in words) throw new ApiError(400, words.error, 'invalid_request_error', 'bad_words');
+    return words.ids.map((ids) => Array.from(ids));
   }
 
   readonly #heavy: (() => void)[] = [];

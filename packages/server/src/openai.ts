@@ -160,6 +160,13 @@ function completionPrompt(ctx: ServerContext, prompt: CompletionsBody['prompt'])
  * are large. Everything cheap (counts, lengths, types) was checked first, by the schema.
  */
 async function tokenizeInputs(ctx: ServerContext, prompt: { text: string; param: string; addSpecialTokens: boolean } | number[], body: SamplingBody, maxTokensParam = 'max_tokens'): Promise<{ inputIds: number[]; badWords: number[][] }> {
+  // A large body's bad words were checked and tokenized by the worker that parsed it.
+  const fromWorker = ctx.badWordsFromWorker(body);
+  if (fromWorker !== undefined) {
+    if (Array.isArray(prompt)) return { inputIds: prompt, badWords: fromWorker };
+    const [inputIds] = await ctx.tokenizeMany([{ ...prompt, check: ctx.promptCheck(prompt.param, maxTokensParam), prompt: true }]);
+    return { inputIds, badWords: fromWorker };
+  }
   const words = (body.bad_words ?? []).map((text, i) => {
     if (text.length === 0) throw new ApiError(400, `bad_words[${i}] is empty`, 'invalid_request_error', 'bad_words');
     if (text.length > MAX_STOP_TEXT) {

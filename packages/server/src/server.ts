@@ -131,7 +131,10 @@ export class KilnServer {
       ctx.tokenizePool.parseJson(new Uint8Array(buffer.buffer.slice(buffer.byteOffset, buffer.byteOffset + buffer.length)), request.url.split('?')[0]).then((result) => {
         // The rest of the request (validation, planning) runs synchronously from `done`: one large
         // request per event loop iteration.
-        if ('value' in result) return ctx.runHeavy(() => done(null, result.value));
+        if ('value' in result) {
+          if (result.words !== undefined && typeof result.value === 'object' && result.value !== null) ctx.workerWords.set(result.value, result.words);
+          return ctx.runHeavy(() => done(null, result.value));
+        }
         if ('invalid' in result) return done(Object.assign(new Error("Body is not valid JSON but content-type is set to 'application/json'"), { statusCode: 400, code: 'FST_ERR_CTP_INVALID_JSON_BODY' }), undefined);
         return defaultJsonParser(request, buffer.toString('utf8'), done);
       }, () => defaultJsonParser(request, buffer.toString('utf8'), done));

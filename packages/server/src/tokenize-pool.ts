@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import type { LLM } from '@kiln/runtime';
+import { MAX_BAD_WORDS, MAX_SEQUENCE_TOKENS, MAX_STOP_TEXT } from '@kiln/sampling';
 
 /** Inputs up to this many characters in all, and this many texts, are encoded on the calling thread. */
 export const INLINE_TOKENIZE_CHARS = 4096;
@@ -15,7 +16,14 @@ export const INLINE_TOKENIZE_TEXTS = 8;
 /** Bodies from this size on are parsed on the worker (see parseJson). */
 export const OFFLOAD_JSON_BYTES = 64 * 1024;
 
-export type JsonResult = { value: unknown } | { fallback: true } | { invalid: true };
+/**
+ * The bad words of a body parsed on the worker, checked and tokenized there: their ids (views of one
+ * buffer), or the refusal the route gives (a message about `bad_words`). The body's `bad_words` then
+ * holds short markers, one per word.
+ */
+export type WorkerWords = { ids: Int32Array[] } | { error: string };
+
+export type JsonResult = { value: unknown; words?: WorkerWords } | { fallback: true } | { invalid: true };
 
 export interface TokenizeItem {
   text: string;
@@ -58,6 +66,62 @@ function keepOversizedPrompts(route, body) {
     body.text_input = markOversized(body.text_input);
   }
 }
+// Bad words of a body parsed here are checked and tokenized here too (see TokenizePool.parseJson):
+// the main thread gets short markers in their place and the token ids (or the refusal), instead of
+// a thousand long strings that it would only encode and send back. The checks and messages are the
+// routes' (openai.ts: tokenizeInputs, triton.ts: wordList, context.ts: tokenizeMany, badWordCheck).
+const limits = workerData.limits;
+function tokenizeWords(route, body) {
+  if (typeof body !== 'object' || body === null || Array.isArray(body) || body.bad_words === undefined) return undefined;
+  const triton = route.startsWith('/v2/models/') && (route.endsWith('/generate') || route.endsWith('/generate_stream'));
+  if (!triton && route !== '/v1/completions' && route !== '/v1/chat/completions') return undefined;
+  const given = body.bad_words;
+  // Anything the schema refuses (not a list of strings, too many) is left to it.
+  if (!(Array.isArray(given) ? given.length <= limits.maxWords && given.every((word) => typeof word === 'string') : triton && typeof given === 'string')) return undefined;
+  const words = [];
+  let error;
+  if (Array.isArray(given)) {
+    for (const word of given) {
+      if (triton && word.length === 0) continue;
+      if (error === undefined && word.length === 0) error = 'bad_words[' + words.length + '] is empty';
+      if (error === undefined && word.length > limits.maxText) error = 'bad_words[' + words.length + '] is ' + word.length + ' characters long, more than the ' + limits.maxText + ' allowed';
+      words.push(word);
+    }
+  } else {
+    let start = 0;
+    while (error === undefined) {
+      const at = given.indexOf(',', start);
+      const word = given.slice(start, at < 0 ? undefined : at);
+      if (word.length > 0) {
+        if (words.length === limits.maxWords) error = 'bad_words holds more than ' + limits.maxWords + ' words';
+        else if (word.length > limits.maxText) error = 'bad_words[' + words.length + '] is ' + word.length + ' characters long, more than the ' + limits.maxText + ' allowed';
+        else words.push(word);
+      }
+      if (at < 0) break;
+      start = at + 1;
+    }
+  }
+  body.bad_words = words.map((_, i) => limits.marker + i);
+  if (error !== undefined) {
+    if (!Array.isArray(given)) body.bad_words = [];
+    return { error };
+  }
+  const lists = [];
+  for (let i = 0; i < words.length; i++) {
+    const ids = tokenizer.encode(words[i], { add_special_tokens: false }).ids;
+    if (ids.length === 0) return { error: 'bad_words is empty: it must hold at least one token' };
+    if (ids.length > limits.maxTokens) return { error: 'bad_words[' + i + '] is ' + ids.length + ' tokens long, more than the ' + limits.maxTokens + ' allowed' };
+    lists.push(ids);
+  }
+  const lengths = Int32Array.from(lists, (ids) => ids.length);
+  const flat = new Int32Array(lengths.reduce((n, k) => n + k, 0));
+  let at = 0;
+  for (const ids of lists) {
+    flat.set(ids, at);
+    at += ids.length;
+  }
+  return { flat, lengths };
+}
 parentPort.on('message', ({ id, text: bytes, lengths: textLengths, special, json, route }) => {
   if (json !== undefined) {
     // A request body: decoded and parsed here, sent back as a structured clone (a copy, much cheaper
@@ -72,7 +136,14 @@ parentPort.on('message', ({ id, text: bytes, lengths: textLengths, special, json
       return parentPort.postMessage({ id, invalid: true });
     }
     keepOversizedPrompts(route, value);
-    return parentPort.postMessage({ id, value });
+    let words;
+    try {
+      words = tokenizeWords(route, value);
+    } catch (error) {
+      words = { error: 'bad_words: ' + String((error && error.message) || error) };
+    }
+    if (words === undefined || words.error !== undefined) return parentPort.postMessage({ id, value, words });
+    return parentPort.postMessage({ id, value, words }, [words.flat.buffer, words.lengths.buffer]);
   }
   try {
     // The texts come as one transferred UTF-8 buffer and their lengths (UTF-16 code units).
@@ -126,6 +197,8 @@ export class TokenizePool {
    * of milliseconds), and is refused from its length. The marker holds a random nonce.
    */
   readonly oversized: { marker: string; minLength: number } | undefined;
+
+  readonly #wordMarker = `\u0000kiln-bad-word:${randomBytes(16).toString('hex')}:`;
 
   constructor(llm: LLM) {
     this.#llm = llm;
@@ -182,6 +255,7 @@ export class TokenizePool {
         tokenizerPath: path.join(engineDir, 'tokenizer.json'),
         configPath: path.join(engineDir, 'tokenizer_config.json'),
         oversized: this.oversized,
+        limits: { maxWords: MAX_BAD_WORDS, maxText: MAX_STOP_TEXT, maxTokens: MAX_SEQUENCE_TOKENS, marker: this.#wordMarker },
       },
     });
     worker.unref();  // an idle worker does not keep the process alive
@@ -189,7 +263,15 @@ export class TokenizePool {
       const parse = this.#parsing.get(message.id);
       if (parse) {
         this.#parsing.delete(message.id);
-        return parse(message as unknown as JsonResult);
+        const { words } = message as { words?: { flat: Int32Array; lengths: Int32Array } | { error: string } };
+        if (words === undefined || 'error' in words) return parse(message as unknown as JsonResult);
+        const ids: Int32Array[] = [];
+        let at = 0;
+        for (const length of words.lengths) {
+          ids.push(words.flat.subarray(at, at + length));
+          at += length;
+        }
+        return parse({ value: (message as unknown as { value: unknown }).value, words: { ids } });
       }
       const pending = this.#pending.get(message.id);
       if (!pending) return;

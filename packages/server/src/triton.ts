@@ -134,11 +134,14 @@ async function plan(ctx: ServerContext, model: string, body: GenerateBody): Prom
   }
   // Counts and lengths first; then one tokenization, off the event loop when it is large.
   const stop = wordList(body.stop_words, 'stop_words', MAX_STOP_WORDS);
-  const bad = wordList(body.bad_words, 'bad_words', MAX_BAD_WORDS);
-  const [inputIds, ...badWords] = await ctx.tokenizeMany([
+  // A large body's bad words were checked and tokenized by the worker that parsed it.
+  const fromWorker = ctx.badWordsFromWorker(body);
+  const bad = fromWorker === undefined ? wordList(body.bad_words, 'bad_words', MAX_BAD_WORDS) : [];
+  const [inputIds, ...tokenized] = await ctx.tokenizeMany([
     { text: body.text_input, param: 'text_input', addSpecialTokens: true, check: ctx.promptCheck('text_input', 'max_tokens'), prompt: true },
     ...bad.map((text, i) => ({ text, param: 'bad_words', addSpecialTokens: false, check: ctx.badWordCheck('bad_words', i) })),
   ]);
+  const badWords = fromWorker ?? tokenized;
   const maxTokens = ctx.checkLengths(inputIds.length, body.max_tokens, 'text_input', 'max_tokens');
   return {
     inputIds,

@@ -130,6 +130,27 @@ describe('hardened server', () => {
     const valid = await send(JSON.stringify({ model: 'scribe-7m', prompt: PROMPT, max_tokens: 2, user: padding }));
     expect(valid.status).toBe(200);
     expect((await valid.json()).choices[0].finish_reason).toBe('length');
+    // The bad words of a large body are checked and tokenized on the worker, with the routes' limits
+    // and messages, and still apply: the greedy continuation's first word is banned.
+    const plain = await (await post('/v1/completions', { model: 'scribe-7m', prompt: PROMPT, max_tokens: 1, temperature: 0 })).json();
+    const first = plain.choices[0].text as string;
+    const banned = await post('/v1/completions', { model: 'scribe-7m', prompt: PROMPT, max_tokens: 1, temperature: 0, user: padding, bad_words: [first, 'filler'] });
+    expect((await banned.json()).choices[0].text).not.toBe(first);
+    const tritonBanned = await post('/v2/models/scribe-7m/generate', { text_input: PROMPT, max_tokens: 1, temperature: 0, bad_words: `${first},,filler`, pad: padding });
+    expect((await tritonBanned.json()).text_output).not.toBe(first);
+    const refusals: [string, unknown, RegExp][] = [
+      ['/v1/completions', { model: 'scribe-7m', prompt: PROMPT, max_tokens: 1, user: padding, bad_words: ['ok', 'x'.repeat(1025)] }, /bad_words\[1\] is 1025 characters long, more than the 1024 allowed/],
+      ['/v1/completions', { model: 'scribe-7m', prompt: PROMPT, max_tokens: 1, user: padding, bad_words: ['ok', ''] }, /bad_words\[1\] is empty/],
+      ['/v1/completions', { model: 'scribe-7m', prompt: PROMPT, max_tokens: 1, bad_words: Array.from({ length: 1024 }, (_, i) => `${i} ${'x'.repeat(890)}`) }, /bad_words\[0\] is \d+ tokens long, more than the 256 allowed/],
+      ['/v1/completions', { model: 'scribe-7m', prompt: PROMPT, max_tokens: 1, user: padding, bad_words: Array.from({ length: 1025 }, () => 'w') }, /bad_words must NOT have more than 1024 items/],
+      ['/v2/models/scribe-7m/generate', { text_input: PROMPT, max_tokens: 1, bad_words: Array.from({ length: 100_000 }, (_, i) => `w${i}`).join(',') }, /bad_words holds more than 1024 words/],
+      ['/v2/models/scribe-7m/generate', { text_input: PROMPT, max_tokens: 1, pad: padding, bad_words: `a,${'y'.repeat(1030)}` }, /bad_words\[1\] is 1030 characters long/],
+    ];
+    for (const [route, body, message] of refusals) {
+      const response = await post(route, body);
+      expect(response.status).toBe(400);
+      expect(JSON.stringify(await response.json())).toMatch(message);
+    }
   });
 
   test('unsupported fields are refused by name, not ignored', async () => {
