@@ -9,7 +9,7 @@ import { ServerContext } from './context';
 import { ApiError, errorBody, protocolOf, toApiError } from './errors';
 import { ServerMetrics } from './metrics';
 import { registerOpenAIRoutes } from './openai';
-import { OFFLOAD_JSON_BYTES } from './tokenize-pool';
+import { OFFLOAD_JSON_BYTES, type JsonUpload } from './tokenize-pool';
 import { registerTritonRoutes } from './triton';
 
 // Read at run time: package.json sits outside the compiled `src/` tree.
@@ -56,6 +56,16 @@ export interface CloseOptions {
 
 // Liveness and readiness stay open without the key, so orchestrators can probe.
 const PUBLIC_ROUTES = new Set(['/health', '/v2/health/live', '/v2/health/ready']);
+
+/** The parsing worker died with the body: the client may retry. */
+function workerFailed(): ApiError {
+  return new ApiError(503, 'the request body could not be parsed (the parsing worker stopped): retry', 'server_error', null, 'worker_failed');
+}
+
+/** A body error as fastify's own parser makes them (errors.ts turns them into each protocol's shape). */
+function bodyError(statusCode: number, code: string, message: string): Error {
+  return Object.assign(new Error(message), { statusCode, code });
+}
 
 function sameKey(given: string, expected: string): boolean {
   const a = Buffer.from(given);
@@ -112,32 +122,79 @@ export class KilnServer {
     const server = new KilnServer(app, ctx, options.ownsLlm === true);
     server.#install(options.apiKey);
     await app.ready();
+    ctx.tokenizePool.start();
     return server;
   }
 
   #install(apiKey: string | undefined): void {
     const { app, metrics } = this;
     const ctx = this.#ctx;
-    // Large JSON bodies are decoded and parsed on the worker thread: five 1 MB bodies arriving at once
-    // would otherwise hold the event loop (and /health) for ~100 ms. Small ones, and any that mention
-    // __proto__ or constructor, go through fastify's own parser (which refuses prototype poisoning).
+    // Large JSON bodies are streamed to the worker thread as they arrive, decoded and parsed there
+    // (TokenizePool.parseJson): the event loop never holds a large body whole (a 1 MB concatenation
+    // and its copy, and their garbage collection, held /health for tens of ms). Small bodies go through
+    // fastify's own parser. The body limit is checked as the bytes come, as fastify does.
     const defaultJsonParser = app.getDefaultJsonParser('error', 'error');
+    const bodyLimit = app.initialConfig.bodyLimit ?? DEFAULT_BODY_LIMIT;
     app.removeContentTypeParser('application/json');
-    app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (request, body, done) => {
-      const buffer = body as Buffer;
-      if (buffer.length < OFFLOAD_JSON_BYTES) return defaultJsonParser(request, buffer.toString('utf8'), done);
-      // A copy goes to the worker (transferred, so the original stays here for a fallback): a memcpy,
-      // far cheaper than decoding and parsing.
-      ctx.tokenizePool.parseJson(new Uint8Array(buffer.buffer.slice(buffer.byteOffset, buffer.byteOffset + buffer.length)), request.url.split('?')[0]).then((result) => {
-        // The rest of the request (validation, planning) runs synchronously from `done`: one large
-        // request per event loop iteration.
-        if ('value' in result) {
-          if (result.words !== undefined && typeof result.value === 'object' && result.value !== null) ctx.workerWords.set(result.value, result.words);
-          return ctx.runHeavy(() => done(null, result.value));
+    app.addContentTypeParser('application/json', (request, payload, done) => {
+      const declared = Number(request.headers['content-length']);
+      if (declared > bodyLimit) return done(bodyError(413, 'FST_ERR_CTP_BODY_TOO_LARGE', 'Request body is too large'), undefined);
+      const chunks: Buffer[] = [];
+      let received = 0;
+      let upload: JsonUpload | undefined;
+      let finished = false;
+      const finish = (error: Error | null, value?: unknown): void => {
+        if (finished) return;
+        finished = true;
+        payload.removeListener('data', onData);
+        payload.removeListener('end', onEnd);
+        payload.removeListener('error', onEnd);
+        done(error, value);
+      };
+      const onData = (chunk: Buffer | string): void => {
+        const bytes = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
+        received += bytes.length;
+        if (received > bodyLimit) {
+          upload?.discard();
+          return finish(bodyError(413, 'FST_ERR_CTP_BODY_TOO_LARGE', 'Request body is too large'));
         }
-        if ('invalid' in result) return done(Object.assign(new Error("Body is not valid JSON but content-type is set to 'application/json'"), { statusCode: 400, code: 'FST_ERR_CTP_INVALID_JSON_BODY' }), undefined);
-        return defaultJsonParser(request, buffer.toString('utf8'), done);
-      }, () => defaultJsonParser(request, buffer.toString('utf8'), done));
+        if (upload) return upload.write(bytes);
+        chunks.push(bytes);
+        if (received >= OFFLOAD_JSON_BYTES) {
+          upload = ctx.tokenizePool.parseJson(request.url.split('?')[0]);
+          for (const piece of chunks.splice(0)) upload.write(piece);
+        }
+      };
+      const onEnd = (error?: Error): void => {
+        if (error) {
+          upload?.discard();
+          return finish(Object.assign(error, { statusCode: (error as { statusCode?: number }).statusCode ?? 400 }));
+        }
+        if (!Number.isNaN(declared) && received !== declared) {
+          upload?.discard();
+          return finish(bodyError(400, 'FST_ERR_CTP_INVALID_CONTENT_LENGTH', 'Request body size did not match Content-Length'));
+        }
+        if (!upload) {
+          const text = chunks.length === 1 ? chunks[0].toString('utf8') : Buffer.concat(chunks, received).toString('utf8');
+          void defaultJsonParser(request, text, (error, value) => finish(error, value));
+          return;
+        }
+        upload.end().then((result) => {
+          if ('value' in result) {
+            if (result.words !== undefined && typeof result.value === 'object' && result.value !== null) ctx.workerWords.set(result.value, result.words);
+            // The rest of the request (validation, planning) runs synchronously from `done`: one
+            // large request per event loop iteration.
+            return ctx.runHeavy(() => finish(null, result.value));
+          }
+          if ('invalid' in result) return finish(bodyError(400, 'FST_ERR_CTP_INVALID_JSON_BODY', "Body is not valid JSON but content-type is set to 'application/json'"));
+          if ('poisoned' in result) return finish(bodyError(400, 'FST_ERR_CTP_INVALID_JSON_BODY', result.poisoned));
+          return finish(workerFailed());
+        }, () => finish(workerFailed()));
+      };
+      payload.on('data', onData);
+      payload.on('end', onEnd);
+      payload.on('error', onEnd);
+      payload.resume();
     });
     app.addHook('onRequest', async (request, reply) => {
       const route = request.routeOptions.url ?? 'unmatched';

@@ -23,7 +23,18 @@ export const OFFLOAD_JSON_BYTES = 64 * 1024;
  */
 export type WorkerWords = { ids: Int32Array[] } | { error: string };
 
-export type JsonResult = { value: unknown; words?: WorkerWords } | { fallback: true } | { invalid: true };
+/** A parsed body; or not JSON; or refused for prototype poisoning (fastify's message); or the worker failed. */
+export type JsonResult = { value: unknown; words?: WorkerWords } | { invalid: true } | { poisoned: string } | { failed: true };
+
+/** A request body streamed to the worker as it arrives (TokenizePool.parseJson). */
+export interface JsonUpload {
+  /** Sends a chunk (copied into a buffer of its own, transferred). */
+  write(chunk: Uint8Array): void;
+  /** The body is complete: parses it. */
+  end(): Promise<JsonResult>;
+  /** Drops what was sent (a body over the limit, an aborted request). */
+  discard(): void;
+}
 
 export interface TokenizeItem {
   text: string;
@@ -122,18 +133,30 @@ function tokenizeWords(route, body) {
   }
   return { flat, lengths };
 }
-parentPort.on('message', ({ id, text: bytes, lengths: textLengths, special, json, route }) => {
-  if (json !== undefined) {
-    // A request body: decoded and parsed here, sent back as a structured clone (a copy, much cheaper
-    // for the event loop than decoding and parsing). Bodies that mention __proto__ or constructor go
-    // back to the main thread's parser, which checks them for prototype poisoning.
-    const text = new TextDecoder().decode(json);
-    if (text.includes('__proto__') || text.includes('constructor')) return parentPort.postMessage({ id, fallback: true });
+// Request bodies being received: their chunks, by upload id.
+const uploads = new Map();
+// fastify's own JSON parser (secure-json-parse), which refuses prototype poisoning the same way.
+const secureJson = require(workerData.secureJsonParseModule);
+parentPort.on('message', ({ id, text: bytes, lengths: textLengths, special, chunk, end, discard, route }) => {
+  if (chunk !== undefined) {
+    const chunks = uploads.get(id);
+    if (chunks) chunks.push(new Uint8Array(chunk));
+    else uploads.set(id, [new Uint8Array(chunk)]);
+    return;
+  }
+  if (discard) return void uploads.delete(id);
+  if (end) {
+    // A request body, received in transferred chunks: decoded and parsed here, sent back as a
+    // structured clone (a copy, much cheaper for the event loop than decoding and parsing).
+    const chunks = uploads.get(id) ?? [];
+    uploads.delete(id);
+    const text = new TextDecoder().decode(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks));
     let value;
     try {
-      value = JSON.parse(text);
-    } catch {
-      return parentPort.postMessage({ id, invalid: true });
+      value = secureJson.parse(text, undefined, { protoAction: 'error', constructorAction: 'error' });
+    } catch (error) {
+      if (error instanceof SyntaxError) return parentPort.postMessage({ id, invalid: true });
+      return parentPort.postMessage({ id, poisoned: String((error && error.message) || error) });
     }
     keepOversizedPrompts(route, value);
     let words;
@@ -180,6 +203,12 @@ function ownBuffer(view: Uint8Array): ArrayBuffer {
 function tokenizersModulePath(): string {
   const runtimeDir = path.dirname(require.resolve('@kiln/runtime/package.json'));
   return require.resolve('@huggingface/tokenizers', { paths: [runtimeDir] });
+}
+
+/** fastify's JSON parser, as fastify (a dependency of @kiln/server) resolves it. */
+function secureJsonParseModulePath(): string {
+  const fastifyDir = path.dirname(require.resolve('fastify/package.json'));
+  return require.resolve('secure-json-parse', { paths: [fastifyDir] });
 }
 
 export class TokenizePool {
@@ -245,6 +274,14 @@ export class TokenizePool {
     });
   }
 
+  /**
+   * Starts the worker now (a server does at start-up): its start costs the event loop some
+   * milliseconds, which the first large request would otherwise pay in the middle of others.
+   */
+  start(): void {
+    this.#start();
+  }
+
   #start(): Worker {
     if (this.#worker) return this.#worker;
     const engineDir = this.#llm.engine.engineDir;
@@ -255,6 +292,7 @@ export class TokenizePool {
         tokenizerPath: path.join(engineDir, 'tokenizer.json'),
         configPath: path.join(engineDir, 'tokenizer_config.json'),
         oversized: this.oversized,
+        secureJsonParseModule: secureJsonParseModulePath(),
         limits: { maxWords: MAX_BAD_WORDS, maxText: MAX_STOP_TEXT, maxTokens: MAX_SEQUENCE_TOKENS, marker: this.#wordMarker },
       },
     });
@@ -290,7 +328,7 @@ export class TokenizePool {
       if (this.#worker === worker) this.#worker = undefined;  // the next request starts a new one
       for (const pending of this.#pending.values()) pending.reject(error);
       this.#pending.clear();
-      for (const parse of this.#parsing.values()) parse({ fallback: true });
+      for (const parse of this.#parsing.values()) parse({ failed: true });
       this.#parsing.clear();
     };
     worker.on('error', fail);
@@ -300,19 +338,37 @@ export class TokenizePool {
   }
 
   /**
-   * Parses a JSON request body on the worker: the bytes are transferred (no copy), decoded and parsed
-   * there, and the value comes back as a structured clone, the oversized prompts of `route` (the
-   * request's path) replaced by markers (see `oversized`). `fallback`: parse it on the calling thread
-   * (it mentions __proto__ or constructor, or the worker is gone); `invalid`: not JSON.
+   * A JSON request body streamed to the worker as its chunks arrive (each copied into a buffer of its
+   * own and transferred), decoded and parsed there by fastify's parser (secure-json-parse: prototype
+   * poisoning refused), the oversized prompts of `route` (the request's path) replaced by markers (see
+   * `oversized`) and its bad words checked and tokenized (WorkerWords). The value comes back as a
+   * structured clone.
    */
-  parseJson(body: Uint8Array, route: string): Promise<JsonResult> {
+  parseJson(route: string): JsonUpload {
     const worker = this.#start();
     const id = this.#nextId++;
-    const bytes = ownBuffer(body);
-    return new Promise<JsonResult>((resolve) => {
-      this.#parsing.set(id, resolve);
-      worker.postMessage({ id, json: bytes, route }, [bytes]);
-    });
+    let state: 'open' | 'ended' | 'discarded' = 'open';
+    return {
+      write: (chunk) => {
+        if (state !== 'open') return;
+        const copy = chunk.buffer.slice(chunk.byteOffset, chunk.byteOffset + chunk.length) as ArrayBuffer;
+        worker.postMessage({ id, chunk: copy }, [copy]);
+      },
+      end: () => {
+        if (state !== 'open') return Promise.resolve({ failed: true });
+        state = 'ended';
+        return new Promise<JsonResult>((resolve) => {
+          if (this.#worker !== worker) return resolve({ failed: true });  // it died meanwhile
+          this.#parsing.set(id, resolve);
+          worker.postMessage({ id, end: true, route });
+        });
+      },
+      discard: () => {
+        if (state !== 'open') return;
+        state = 'discarded';
+        if (this.#worker === worker) worker.postMessage({ id, discard: true });
+      },
+    };
   }
 
   async close(): Promise<void> {

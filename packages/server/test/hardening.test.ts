@@ -3,6 +3,7 @@
 // ids, unsupported fields refused by name, `Connection: close` honoured on streams, backpressure pausing
 // the request of a client that stops reading, and truncation at shutdown ending each stream with a
 // finish reason and an error event in the protocol's shape.
+import * as http from 'node:http';
 import * as net from 'node:net';
 import { LLM } from '@kiln/runtime';
 import { KilnServer } from '@kiln/server';
@@ -130,6 +131,26 @@ describe('hardened server', () => {
     const valid = await send(JSON.stringify({ model: 'scribe-7m', prompt: PROMPT, max_tokens: 2, user: padding }));
     expect(valid.status).toBe(200);
     expect((await valid.json()).choices[0].finish_reason).toBe('length');
+    // Streamed to the worker as it arrives: a chunked body (no Content-Length) parses, and one past the
+    // limit is refused while it streams.
+    const chunked = (parts: string[]) => new Promise<{ status: number; body: string }>((resolve, reject) => {
+      const { hostname, port } = new URL(url);
+      const request = http.request({ hostname, port, path: '/v1/completions', method: 'POST', headers: { 'content-type': 'application/json' } }, (response) => {
+        let body = '';
+        response.on('data', (data: Buffer) => (body += data.toString()));
+        response.on('end', () => resolve({ status: response.statusCode ?? 0, body }));
+      });
+      request.on('error', reject);
+      for (const part of parts) request.write(part);
+      request.end();
+    });
+    const whole = JSON.stringify({ model: 'scribe-7m', prompt: PROMPT, max_tokens: 2, user: padding });
+    const streamed = await chunked([whole.slice(0, 70_000), whole.slice(70_000)]);
+    expect(streamed.status).toBe(200);
+    const tooLarge = await chunked([`{"model": "scribe-7m", "prompt": "hi", "user": "`, ...Array.from({ length: 12 }, () => 'z'.repeat(100_000)), '"}'])
+      // The server answers 413 and closes the connection: the client may see that, or the reset.
+      .catch((error: NodeJS.ErrnoException) => ({ status: error.code === 'ECONNRESET' || error.code === 'EPIPE' ? 413 : -1, body: error.code ?? '' }));
+    expect(tooLarge.status).toBe(413);
     // The bad words of a large body are checked and tokenized on the worker, with the routes' limits
     // and messages, and still apply: the greedy continuation's first word is banned.
     const plain = await (await post('/v1/completions', { model: 'scribe-7m', prompt: PROMPT, max_tokens: 1, temperature: 0 })).json();
