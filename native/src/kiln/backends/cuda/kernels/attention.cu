@@ -514,13 +514,13 @@ void launchTiled(cudaStream_t stream, const DeviceStep& step, const T* pool, Cac
 
 }  // namespace
 
-bool decodeGroupedByKvHead(int64_t headDim, int64_t group) {
+bool decodeGroupedByKvHead(int64_t numTokens, int64_t headDim, int64_t group) {
   // KILN_CUDA_GROUPED_DECODE=0: decode steps take attendVectorized / attendTiled (for comparisons).
   static const bool enabled = [] {
     const char* setting = std::getenv("KILN_CUDA_GROUPED_DECODE");
     return !(setting && std::string(setting) == "0");
   }();
-  return enabled && groupedDecodeApplies(headDim, group);
+  return enabled && numTokens >= kGroupedDecodeBatch && groupedDecodeApplies(headDim, group);
 }
 
 int32_t attentionSplits(int64_t numTokens, int64_t blocksPerToken, int multiProcessors) {
@@ -547,8 +547,9 @@ void attention(cudaStream_t stream, DType cacheDType, const DeviceStep& step, co
     const dim3 grid(static_cast<unsigned>(step.numTokens), static_cast<unsigned>(numHeads));
     const int64_t group = numHeads / numKvHeads;
     const T* pool = static_cast<const T*>(kv.pool);
-    // Decode steps: grouped by KV head (attention_decode.cu), every batch size, split-K when asked.
-    if (step.numTokens == step.numSeqs && decodeGroupedByKvHead(headDim, group)) {
+    // Decode steps of kGroupedDecodeBatch sequences or more: grouped by KV head (attention_decode.cu),
+    // split-K when asked.
+    if (step.numTokens == step.numSeqs && decodeGroupedByKvHead(step.numTokens, headDim, group)) {
       attendDecode(stream, cacheDType, step, kv.pool, cache, layer, q, numHeads, numKvHeads, headDim, scale, slidingWindow,
                    softcap, alibiSlopes, out, split);
       return;

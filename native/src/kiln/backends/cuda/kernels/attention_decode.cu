@@ -55,6 +55,7 @@ __global__ void __launch_bounds__(kThreads) attendDecodeGrouped(DeviceStep step,
   constexpr int kDimsPerLane = D / 32;                  // P V: this lane's dims of every head
   __shared__ __align__(16) float qs[G][D];
   __shared__ float ps[kWarps][kChunk][G];
+  __shared__ const T* vRows[kWarps][kChunk];  // the chunk's V rows, found by the lanes that scored them
   __shared__ float partialMax[kWarps][G], partialSum[kWarps][G];
   __shared__ float partialOut[kWarps][G][D];
   __shared__ bool last;
@@ -101,15 +102,23 @@ __global__ void __launch_bounds__(kThreads) attendDecodeGrouped(DeviceStep step,
     for (int h = 0; h < G; ++h) s[h] = 0.0f;
     if (valid) {
       const T* k = cache.row(pool, table, layer, j, 0) + kvOffset;
-#pragma unroll 4
-      for (int v = 0; v < D / kV; ++v) {
-        const uint4 raw = *reinterpret_cast<const uint4*>(k + v * kV);
-        float kf[kV];
-        vectorToFloats(raw, static_cast<const T*>(nullptr), kf);
+      vRows[warp][lane] = cache.row(pool, table, layer, j, 1) + kvOffset;
+      // The row's loads issued together (8 in flight), then the dot products.
+      constexpr int kVectors = D / kV, kBatch = kVectors < 8 ? kVectors : 8;
 #pragma unroll
-        for (int h = 0; h < G; ++h) {
+      for (int v0 = 0; v0 < kVectors; v0 += kBatch) {
+        uint4 raw[kBatch];
 #pragma unroll
-          for (int e = 0; e < kV; ++e) s[h] += qs[h][v * kV + e] * kf[e];
+        for (int b = 0; b < kBatch; ++b) raw[b] = *reinterpret_cast<const uint4*>(k + (v0 + b) * kV);
+#pragma unroll
+        for (int b = 0; b < kBatch; ++b) {
+          float kf[kV];
+          vectorToFloats(raw[b], static_cast<const T*>(nullptr), kf);
+#pragma unroll
+          for (int h = 0; h < G; ++h) {
+#pragma unroll
+            for (int e = 0; e < kV; ++e) s[h] += qs[h][(v0 + b) * kV + e] * kf[e];
+          }
         }
       }
     }
@@ -130,20 +139,28 @@ __global__ void __launch_bounds__(kThreads) attendDecodeGrouped(DeviceStep step,
       ps[warp][lane][h] = p;
     }
     __syncwarp();
-    // P V: this lane's dims of the chunk's V rows.
+    // P V: this lane's dims of the chunk's V rows, 8 rows' loads in flight at a time (a chain of
+    // dependent loads otherwise: the step's latency).
     const int count = static_cast<int>(min(static_cast<int64_t>(kChunk), hi - base + 1));
-    for (int r = 0; r < count; ++r) {
-      const T* vRow = cache.row(pool, table, layer, base + r, 1) + kvOffset + lane * kDimsPerLane;
-      float vf[kDimsPerLane];
-      loadFloats<T, kDimsPerLane>(vRow, vf);
+    constexpr int kRows = 8;
+    for (int r0 = 0; r0 < count; r0 += kRows) {
+      float vf[kRows][kDimsPerLane];
 #pragma unroll
-      for (int h = 0; h < G; ++h) {
-        const float p = ps[warp][r][h];
+      for (int u = 0; u < kRows; ++u) {
+        if (r0 + u < count) loadFloats<T, kDimsPerLane>(vRows[warp][r0 + u] + lane * kDimsPerLane, vf[u]);
+      }
 #pragma unroll
-        for (int i = 0; i < kDimsPerLane; ++i) acc[h][i] += p * vf[i];
+      for (int u = 0; u < kRows; ++u) {
+        if (r0 + u >= count) break;
+#pragma unroll
+        for (int h = 0; h < G; ++h) {
+          const float p = ps[warp][r0 + u][h];
+#pragma unroll
+          for (int i = 0; i < kDimsPerLane; ++i) acc[h][i] += p * vf[u][i];
+        }
       }
     }
-    __syncwarp();  // ps is rewritten by the next chunk
+    __syncwarp();  // ps and vRows are rewritten by the next chunk
   }
 
   // The warps' partials (every lane holds its warp's max and sum; each lane its dims).

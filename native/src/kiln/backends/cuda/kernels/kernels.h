@@ -100,9 +100,11 @@ struct AttentionSplit {
   int32_t splits = 1;
   int32_t minKeys = 256;
 };
-// Whether decode steps of these heads run grouped by KV head (a block per token and KV head for its
-// group of query heads; attention_decode.cu) rather than a block per token and query head.
-bool decodeGroupedByKvHead(int64_t headDim, int64_t group);
+// Whether a decode step of numTokens tokens runs grouped by KV head (a block per token and KV head for
+// its group of query heads; attention_decode.cu) rather than a block per token and query head: from
+// kGroupedDecodeBatch sequences on (below, a block per query head spreads a step wider).
+constexpr int64_t kGroupedDecodeBatch = 4;
+bool decodeGroupedByKvHead(int64_t numTokens, int64_t headDim, int64_t group);
 // The largest split count worth launching for a decode step of numTokens tokens with `blocksPerToken`
 // blocks each (query heads, or KV heads when grouped): enough blocks to cover every SM twice.
 int32_t attentionSplits(int64_t numTokens, int64_t blocksPerToken, int multiProcessors);

@@ -28,7 +28,6 @@ BoundOp bindAttention(OpBinding& b) {
   }();
   const int64_t partialSlots = attentionSplitPartials(be->multiProcessors());
   const int64_t counterSlots = attentionSplitCounters(be->multiProcessors());
-  const int64_t blocksPerToken = decodeGroupedByKvHead(s.headDim, s.numHeads / s.numKvHeads) ? s.numKvHeads : s.numHeads;
   unsigned* counters = nullptr;
   if (minKeys > 0) {
     be->reserveScratch(static_cast<size_t>(partialSlots * (s.headDim + 2)) * sizeof(float));
@@ -38,6 +37,8 @@ BoundOp bindAttention(OpBinding& b) {
     const DeviceStep& step = deviceStep(rt);
     AttentionSplit split;
     if (minKeys > 0 && step.numTokens == step.numSeqs) {
+      const int64_t blocksPerToken =
+          decodeGroupedByKvHead(step.numTokens, s.headDim, s.numHeads / s.numKvHeads) ? s.numKvHeads : s.numHeads;
       split.splits = attentionSplits(step.numTokens, blocksPerToken, be->multiProcessors());
       // Only while the rows' partials and tickets fit the room reserved (splits > 1 needs few rows).
       if (split.splits > 1 && int64_t{step.numTokens} * s.numHeads * split.splits <= partialSlots &&
