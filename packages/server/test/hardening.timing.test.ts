@@ -6,6 +6,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
+import { loadavg } from 'node:os';
 import * as path from 'node:path';
 import { buildTestEngines, metric, type TestEngines } from './helpers';
 
@@ -55,9 +56,77 @@ describe('kiln serve under hostile input and slow clients (child process)', () =
   const post = (route: string, body: string) => fetch(`${url}${route}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
   const rss = async () => metric(await (await fetch(`${url}/metrics`)).text(), 'process_resident_memory_bytes') as number;
 
-  // The "/health within 50 ms while oversized inputs are processed" check (issue 16) is not in CI: on
-  // this 2-core machine it measured 85-137 ms (and once timed out) while the oversized requests were
-  // parsed and tokenized, so that point of issue 16 is not met yet (docs/hardening.md).
+  // Issue 16's "/health within 50 ms while oversized inputs are processed". Opt-in
+  // (KILN_HEALTH_TIMING=1), not in CI yet: on the shared 2-core development machine (load average 7
+  // to 9, 97% CPU pressure from other builds) it measured 14 to 127 ms, with 14 to 43 ms of noise
+  // and no oversized input at all; the server's main thread is busy at most ~10 ms of CPU in a row
+  // during the burst (docs/hardening.md). To run it: KILN_HEALTH_TIMING=1 npx jest --config
+  // jest.timing.config.js test/hardening.timing.test.ts -t health (in packages/server).
+  const healthTest = process.env.KILN_HEALTH_TIMING === '1' ? test : test.skip;
+  healthTest('/health answers within 50 ms while oversized inputs are processed', async () => {
+    // Warm-up: the first /health and the worker thread's start are not what is measured.
+    await fetch(`${url}/health`);
+    await post('/v1/completions', JSON.stringify({ model: 'scribe-7m', prompt: `${PROMPT} `.repeat(300), max_tokens: 1 }));
+    // The oversized inputs of the report, sent all at once from another process (so that sending
+    // 5 MB does not delay this process's probes): Triton bad_words as a string of 100k words, OpenAI
+    // bad_words of 1,024 entries of ~900 bytes (twice), and a 1 MB prompt (twice).
+    const sender = `
+      const P = ${JSON.stringify(PROMPT)};
+      const bodies = [
+        ['/v2/models/scribe-7m/generate', { text_input: P, max_tokens: 4, bad_words: Array.from({ length: 100000 }, (_, i) => 'w' + i).join(',') }],
+        ['/v1/completions', { model: 'scribe-7m', prompt: P, max_tokens: 4, bad_words: Array.from({ length: 1024 }, (_, i) => i + ' ' + 'x'.repeat(890)) }],
+        ['/v1/completions', { model: 'scribe-7m', prompt: 'Amen, ye saints. '.repeat(61000), max_tokens: 4 }],
+        ['/v1/completions', { model: 'scribe-7m', prompt: 'Amen, ye saints. '.repeat(61000), max_tokens: 4 }],
+        ['/v1/completions', { model: 'scribe-7m', prompt: P, max_tokens: 4, bad_words: Array.from({ length: 1024 }, (_, i) => i + ' ' + 'x'.repeat(890)) }],
+      ].map(([route, body]) => [route, JSON.stringify(body)]);
+      if (!bodies.every(([, body]) => body.length < 1024 * 1024)) throw new Error('a body is past the 1 MiB limit');
+      process.stdout.write('ready\\n');
+      process.stdin.once('data', async () => {
+        const statuses = await Promise.all(bodies.map(([route, body]) =>
+          fetch(${JSON.stringify(url)} + route, { method: 'POST', headers: { 'content-type': 'application/json' }, body }).then((r) => r.status)));
+        // Exit once written: an idle keep-alive socket would hold the process (and this test) open.
+        process.stdout.write(JSON.stringify(statuses) + '\\n', () => process.exit(0));
+      });`;
+    const client = spawn(process.execPath, ['-e', sender], { stdio: ['pipe', 'pipe', 'inherit'] });
+    let output = '';
+    const lines = new Promise<string[]>((resolve, reject) => {
+      client.stdout?.on('data', (data: Buffer) => (output += data.toString()));
+      client.on('exit', (code) => (code === 0 ? resolve(output.trim().split('\n')) : reject(new Error(`the sender exited with ${code}`))));
+    });
+    let exited = false;
+    void lines.catch(() => undefined).finally(() => (exited = true));
+    for (let i = 0; i < 1500 && !output.includes('ready') && !exited; i++) await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(output).toContain('ready');
+    let done = false;
+    void lines.catch(() => undefined).finally(() => (done = true));
+    await (await fetch(`${url}/metrics`)).text();  // resets the server's event-loop delay histogram
+    const started = Date.now();
+    client.stdin?.write('go\n');
+    const latencies: number[] = [];
+    while (!done || latencies.length < 10) {
+      const t0 = performance.now();
+      const response = await fetch(`${url}/health`);
+      expect(response.status).toBe(200);
+      await response.text();
+      latencies.push(performance.now() - t0);
+      await new Promise((resolve) => setTimeout(resolve, 10));
+      if (Date.now() - started > 60_000) break;
+    }
+    const statuses = JSON.parse((await lines)[1]) as number[];
+    const elapsed = Date.now() - started;
+    const sorted = [...latencies].sort((a, b) => a - b);
+    const lag = metric(await (await fetch(`${url}/metrics`)).text(), 'nodejs_eventloop_lag_max_seconds') as number;
+    process.stderr.write(
+      `oversized inputs: ${elapsed} ms, statuses ${statuses.join(' ')}; /health ${latencies.length} probes, max ${sorted[sorted.length - 1].toFixed(1)} ms, ` +
+        `median ${sorted[sorted.length >> 1].toFixed(1)} ms; the server's event-loop delay max ${(lag * 1000).toFixed(1)} ms; load average ${loadavg()[0].toFixed(2)}\n`,
+    );
+    // 100k words: refused before tokenizing; the 1 MB prompts: longer than the context by their length
+    // alone (never tokenized, never on the server's main heap); the bad words: tokenized on the worker
+    // and refused as longer than 256 tokens each. Never a 5xx.
+    expect(statuses).toEqual([400, 400, 400, 400, 400]);
+    expect(sorted[sorted.length - 1]).toBeLessThan(50);
+  });
+
   /**
    * 16 concurrent streams of 4 choices with logprobs (~3 MB of events each). A fast reader reads as it
    * comes; a slow one reads in bursts (50 ms of reading every 400 ms), far slower than generation.
