@@ -3,16 +3,21 @@
 # checks each tarball: publint (warnings are errors), are-the-types-wrong (packages that ship types),
 # and its contents: a README and a LICENSE, and no build leftovers (.tsbuildinfo, source maps, tests).
 #
-#   tools/release/check-packages.sh [OUT_DIR]     needs `npm ci --prefix tools/release`; the prebuilt
-#                                                 platform package needs its kiln.node (build-prebuilt.sh)
+#   tools/release/check-packages.sh [TARBALL...]   needs `npm ci --prefix tools/release`. Without
+#   arguments it packs the workspaces first; the prebuilt platform package then needs its kiln.node
+#   (the release rehearsal, rehearse.sh, makes it and checks the tarballs it published).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-out=${1:-$(mktemp -d)}
-mkdir -p "$out"
-bin=tools/release/node_modules/.bin
-npm pack --workspaces --pack-destination "$out" >"$out/pack.log" 2>&1
+bin=$PWD/tools/release/node_modules/.bin
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+tarballs=("$@")
+if [ ${#tarballs[@]} -eq 0 ]; then
+  npm pack --workspaces --pack-destination "$out" >"$out/pack.log" 2>&1 || { cat "$out/pack.log"; exit 1; }
+  tarballs=("$out"/*.tgz)
+fi
 status=0
-for tarball in "$out"/*.tgz; do
+for tarball in "${tarballs[@]}"; do
   name=$(basename "$tarball")
   files=$(tar -tzf "$tarball")
   problems=()
