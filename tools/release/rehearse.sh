@@ -93,7 +93,7 @@ cd "$repo"
 step "changeset publish (the rest)"
 NPM_CONFIG_USERCONFIG=$publish_rc npx changeset publish --no-git-tag >"$work/publish.log" 2>&1 ||
   { tail -30 "$work/publish.log"; fail "changeset publish ($work/publish.log)"; }
-grep -o 'published [^ ]*' "$work/publish.log" || true
+sed -n '/published successfully/,$p' "$work/publish.log"
 
 step "published tarballs: publint, are-the-types-wrong, contents"
 bash tools/release/check-packages.sh "$work/storage/@kiln"/*/*.tgz
@@ -164,7 +164,11 @@ node -e "$generate_script" || fail "generate on the source build"
 cd "$repo"
 
 step "plugin compatibility: a plugin built against a newer patch of @kiln/models, with the published CLI"
-(cd packages/models && npm version patch --no-git-tag-version >/dev/null)
+node -e '
+  const fs = require("fs"), file = "packages/models/package.json", pkg = JSON.parse(fs.readFileSync(file, "utf8"));
+  pkg.version = pkg.version.replace(/\d+$/, (patch) => String(Number(patch) + 1));
+  fs.writeFileSync(file, JSON.stringify(pkg, null, 2) + "\n");'
+echo "@kiln/models $(version packages/models)"
 (cd packages/models && NPM_CONFIG_USERCONFIG=$publish_rc npm publish --registry "$registry" >"$work/publish-models.log" 2>&1) ||
   fail "npm publish @kiln/models patch ($work/publish-models.log)"
 (cd packages/model-example && npm pack --pack-destination "$work" >"$work/pack-plugin.log" 2>&1) || fail "npm pack @kiln/model-example"
