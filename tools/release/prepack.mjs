@@ -17,7 +17,25 @@ if (process.argv.includes('--binary')) {
     process.exit(1);
   }
 } else if (fs.existsSync(path.join(dir, 'tsconfig.json'))) {
-  fs.rmSync(path.join(dir, 'dist'), { recursive: true, force: true });
-  const tsc = path.join(root, 'node_modules', 'typescript', 'bin', 'tsc');
-  execFileSync(process.execPath, [tsc, '-b', dir], { stdio: 'inherit' });
+  // `changeset publish` packs packages concurrently, and `tsc -b` builds a package's references too: one
+  // build at a time, or one package's clean dist/ would vanish under another's build.
+  const lock = path.join(root, 'node_modules', '.kiln-prepack.lock');
+  for (;;) {
+    try {
+      fs.mkdirSync(lock);
+      break;
+    } catch (error) {
+      if (error.code !== 'EEXIST') throw error;
+      // A lock older than ten minutes was left by a pack that died.
+      if (Date.now() - fs.statSync(lock, { throwIfNoEntry: false })?.mtimeMs > 600_000) fs.rmSync(lock, { recursive: true, force: true });
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 100);
+    }
+  }
+  try {
+    fs.rmSync(path.join(dir, 'dist'), { recursive: true, force: true });
+    const tsc = path.join(root, 'node_modules', 'typescript', 'bin', 'tsc');
+    execFileSync(process.execPath, [tsc, '-b', dir], { stdio: 'inherit' });
+  } finally {
+    fs.rmSync(lock, { recursive: true, force: true });
+  }
 }
