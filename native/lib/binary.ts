@@ -58,8 +58,8 @@ export function binaryCandidates(packageRoot: string): BinaryCandidate[] {
   return candidates;
 }
 
-/** What a consumer reads when no kiln.node is found: why, and the commands that fix it. */
-export function missingBinaryMessage(packageRoot: string, tag: string): string {
+/** The commands that build kiln.node from the shipped sources, with the build tools' versions. */
+export function sourceBuildHint(packageRoot: string): string {
   let peers: Record<string, string> = {};
   try {
     peers = JSON.parse(fs.readFileSync(path.join(packageRoot, 'package.json'), 'utf8')).peerDependencies ?? {};
@@ -67,6 +67,17 @@ export function missingBinaryMessage(packageRoot: string, tag: string): string {
     // the versions are a hint only
   }
   const tool = (name: string) => (peers[name] ? `"${name}@${peers[name]}"` : name);
+  return [
+    `  npm install --no-save ${tool('cmake-js')} ${tool('node-addon-api')}`,
+    '  npx kiln-build-native',
+    '(needs CMake 3.20 or later and a C++17 compiler; it builds into ' +
+      `${path.join(packageRoot, 'build', 'Release', 'kiln.node')}). ` +
+      'Or set KILN_NATIVE_BINARY to the path of a kiln.node you built.',
+  ].join('\n');
+}
+
+/** What a consumer reads when no kiln.node is found: why, and the commands that fix it. */
+export function missingBinaryMessage(packageRoot: string, tag: string): string {
   const prebuilt = PREBUILT_PLATFORMS.includes(tag)
     ? `@kiln/native-${tag} is not installed (npm skips optional dependencies under --omit=optional). ` +
       `Reinstall without that flag, or build from source:`
@@ -74,10 +85,6 @@ export function missingBinaryMessage(packageRoot: string, tag: string): string {
   return [
     `Kiln's native addon (kiln.node) is not installed for this platform (${tag}, Node ${process.version}).`,
     prebuilt,
-    `  npm install --no-save ${tool('cmake-js')} ${tool('node-addon-api')}`,
-    '  npx kiln-build-native',
-    '(needs CMake 3.20 or later and a C++17 compiler; it builds into ' +
-      `${path.join(packageRoot, 'build', 'Release', 'kiln.node')}). ` +
-      'Or set KILN_NATIVE_BINARY to the path of a kiln.node you built.',
+    sourceBuildHint(packageRoot),
   ].join('\n');
 }

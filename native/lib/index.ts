@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { NativeAddon } from './types';
-import { binaryCandidates, missingBinaryMessage, platformTag, type BinaryCandidate } from './binary';
+import { binaryCandidates, missingBinaryMessage, platformTag, sourceBuildHint, type BinaryCandidate } from './binary';
 
 export * from './types';
 export type { NativeTesting } from './testing-types';
@@ -9,12 +9,15 @@ export { binaryCandidates, platformTag, prebuiltPackageNames } from './binary';
 
 let cached: NativeAddon | undefined;
 
-function loadFrom(candidate: BinaryCandidate): NativeAddon {
+function loadFrom(candidate: BinaryCandidate, packageRoot: string): NativeAddon {
   try {
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     return require(candidate.path) as NativeAddon;
   } catch (error) {
-    throw new Error(`Kiln's native addon at ${candidate.path} (${candidate.source}) failed to load: ${(error as Error).message}`);
+    const message = `Kiln's native addon at ${candidate.path} (${candidate.source}) failed to load: ${(error as Error).message}`;
+    // A prebuilt binary that does not fit this machine (an older glibc, say): a source build would.
+    if (!candidate.source.startsWith('@kiln/')) throw new Error(message);
+    throw new Error(`${message}\nBuild one for this machine from source instead:\n${sourceBuildHint(packageRoot)}`);
   }
 }
 
@@ -30,7 +33,7 @@ export function loadNative(): NativeAddon {
   const candidates = binaryCandidates(packageRoot);
   const found = candidates.find((c) => fs.existsSync(c.path));
   if (found) {
-    cached = loadFrom(found);
+    cached = loadFrom(found, packageRoot);
     return cached;
   }
   const override = candidates.find((c) => c.source === 'KILN_NATIVE_BINARY');

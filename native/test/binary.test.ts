@@ -63,6 +63,16 @@ test('with neither the prebuilt package nor a source build, the message says wha
   expect(result.stderr).toContain('KILN_NATIVE_BINARY');
 });
 
+(linuxX64Gnu ? test : test.skip)('a prebuilt binary that does not load on this machine points at the source build', () => {
+  const root = project('broken-prebuilt', true);
+  fs.writeFileSync(path.join(root, 'node_modules', '@kiln', 'native-linux-x64-gnu', 'kiln.node'), 'not a shared library');
+  const result = node(root, LOAD);
+  expect(result.status).not.toBe(0);
+  expect(result.stderr).toContain('(@kiln/native-linux-x64-gnu) failed to load');
+  expect(result.stderr).toContain('Build one for this machine from source instead:');
+  expect(result.stderr).toContain('npx kiln-build-native');
+});
+
 test('kiln-build-native without cmake-js says which packages to install', () => {
   const root = project('no-cmake-js', false);
   const result = node(root, '', {}, [path.join(root, 'node_modules', '@kiln', 'native', 'bin', 'kiln-build-native.js')]);

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Release rehearsal (issue 17): the release as users meet it, on a loopback registry (verdaccio; @kiln/*
 # live only there, everything else is proxied from the npm registry).
-#   1. `changeset version`, and package-lock.json brought in step (checked).
+#   1. `npm run version-packages` (changeset version, then package-lock.json brought in step: checked).
 #   2. @kiln/native is published alone, then built from its packed sources in an empty project, as a
 #      consumer without a prebuilt binary would (`npx kiln-build-native`, KILN_MPI=off KILN_CUDA=off):
 #      that build is the prebuilt @kiln/native-linux-x64-gnu, and `changeset publish` publishes the rest.
@@ -34,8 +34,8 @@ verdaccio_pid=
 cleanup() {
   [ -z "$verdaccio_pid" ] || kill "$verdaccio_pid" 2>/dev/null || true
   # Put back what `changeset version` and the patch release changed, and the changelogs they wrote.
-  git -C "$repo" checkout -q -- .changeset native packages package-lock.json
-  git -C "$repo" ls-files --others --exclude-standard -- 'native/CHANGELOG.md' 'packages/*/CHANGELOG.md' |
+  git -C "$repo" checkout -q -- .changeset native packages examples package-lock.json
+  git -C "$repo" ls-files --others --exclude-standard -- 'native/CHANGELOG.md' 'packages/*/CHANGELOG.md' 'examples/CHANGELOG.md' |
     (cd "$repo" && xargs -r rm -f)
 }
 trap cleanup EXIT
@@ -62,9 +62,8 @@ token=$(curl -sf -X PUT -H 'content-type: application/json' -d '{"name":"rehears
 publish_rc=$work/publish.npmrc
 printf 'registry=%s\n//127.0.0.1:%s/:_authToken=%s\n' "$registry" "$port" "$token" >"$publish_rc"
 
-step "changeset version"
-npx changeset version
-npm install --package-lock-only --ignore-scripts --no-audit --no-fund >/dev/null
+step "changeset version (npm run version-packages: versions, changelogs, package-lock.json)"
+npm run version-packages >"$work/version.log" 2>&1 || { cat "$work/version.log"; fail "npm run version-packages"; }
 node -e '
   const lock = require("./package-lock.json");
   const stale = Object.entries(lock.packages).filter(([dir, entry]) => dir && !dir.includes("node_modules"))
@@ -180,7 +179,7 @@ echo "@kiln/cli $(node -p 'require("@kiln/cli/package.json").version') with @kil
 PATH=$nocc ./node_modules/.bin/kiln convert --list-architectures | grep -q TinyLlamaForCausalLM ||
   fail "the plugin's architecture is not listed"
 PATH=$nocc KILN_CACHE_DIR=$work/kiln-cache ./node_modules/.bin/kiln generate --model "$repo/packages/model-example/fixtures/tiny_llama" \
-  --input-ids 1,2,3 --max-tokens 4 || fail "kiln generate on the plugin's architecture"
+  --input-ids 1,2,3 --max-tokens 4 --json || fail "kiln generate on the plugin's architecture"
 cd "$repo"
 
 {
