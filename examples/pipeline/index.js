@@ -1,6 +1,6 @@
 // A pipeline composed in code, no CLI: a Hugging Face model folder (scribe-7m's) is converted to a Kiln
 // checkpoint, built into an engine, and run by the engine's in-flight batching executor: two requests
-// stream side by side, and the second is cancelled after four tokens.
+// stream side by side, and the second (which would run for 200 tokens) is cancelled after four.
 //
 //   node examples/pipeline/index.js [work-dir]
 const fs = require('node:fs');
@@ -15,7 +15,9 @@ const { scribe7mPath } = require('@kiln/scribe-7m');
 async function run(executor, tokenizer, label, prompt, cancelAfter) {
   const controller = new AbortController();
   const decoder = new StreamDecoder(tokenizer);
-  const request = { inputIds: tokenizer.encode(prompt), maxTokens: 24, temperature: 0 };
+  const request = cancelAfter === undefined
+    ? { inputIds: tokenizer.encode(prompt), maxTokens: 24, temperature: 0 }
+    : { inputIds: tokenizer.encode(prompt), maxTokens: 200, ignoreEos: true, temperature: 0 };
   let tokens = 0;
   let text = '';
   let finishReason;
