@@ -6,13 +6,15 @@
 // is zero between rows. Every length, stride and index is checked first: a value of the wrong kind throws
 // a TypeError, a wrong size or an out-of-range index a RangeError, both naming the argument.
 
+import type { KernelIsa } from './types';
+
 /** Weight storage types the kernels read. 16-bit weights are passed as their raw bits in a Uint16Array. */
 export type KernelWeightDType = 'float32' | 'float16' | 'bfloat16';
 
 /** Which code path runs, and on how many threads. */
 export interface KernelRunOptions {
-  /** 'generic' (default) or 'avx2' (throws a RangeError where cpuIsa() is not 'avx2'). */
-  isa?: 'generic' | 'avx2';
+  /** A kernel set (default 'generic'); a RangeError above what cpuIsa() reports. */
+  isa?: KernelIsa;
   /** Threads for the call, the calling thread included (default 1). Pools are cached per count. */
   threads?: number;
 }
@@ -42,6 +44,8 @@ export interface LinearArgs extends KernelRunOptions {
   weightDtype: KernelWeightDType;
   /** [N] */
   bias?: Float32Array;
+  /** bfloat16 weights only: round x to bfloat16 first, as bfloat16 engines' linears do (default false). */
+  bf16Activations?: boolean;
 }
 
 export interface RmsNormArgs extends KernelRunOptions {
@@ -294,7 +298,8 @@ export interface SampleRowsResult {
 
 export interface NativeTesting {
   /** The best instruction set this CPU supports for the kernels. */
-  cpuIsa(): 'avx2' | 'generic';
+  /** The best kernel set this CPU runs (see KernelIsa). */
+  cpuIsa(): KernelIsa;
   /** Round to nearest even, NaN kept quiet. */
   f32ToBf16(values: Float32Array): Uint16Array;
   /** IEEE half, round to nearest even, with subnormals, inf and NaN. */

@@ -192,9 +192,18 @@ export interface EngineInspection {
   weights: { name: string; dtype: WeightDType; shape: number[]; offset: number; byteLength: number }[];
 }
 
+/**
+ * The CPU kernel sets, each a superset of the one before: 'avx2' (AVX2, FMA, F16C), 'avx512' (+ AVX-512
+ * F/BW/VL/DQ), 'avx512_bf16' (+ AVX512_BF16 and AVX512_VNNI). Engines are built for 'avx2' or 'generic'
+ * (their minimum); the set is chosen at load, capped by the KILN_CPU_ISA environment variable.
+ */
+export type KernelIsa = 'generic' | 'avx2' | 'avx512' | 'avx512_bf16';
+
 export interface CpuInfo {
-  /** The best instruction set the kernels can use here. */
+  /** What an engine built here records as its minimum instruction set. */
   isa: 'avx2' | 'generic';
+  /** The best kernel set this CPU runs engines with (before any KILN_CPU_ISA cap). */
+  kernels: KernelIsa;
   hardwareConcurrency: number;
 }
 

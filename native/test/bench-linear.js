@@ -27,7 +27,8 @@ function parseArgs(argv) {
 const opts = parseArgs(process.argv.slice(2));
 const binary = process.env.KILN_NATIVE_BINARY ?? path.join(__dirname, '..', 'build', 'Release', 'kiln.node');
 const testing = require(binary).testing;
-const isas = opts.isa ? opts.isa.split(',') : testing.cpuIsa() === 'avx2' ? ['avx2', 'generic'] : ['generic'];
+const ladder = ['generic', 'avx2', 'avx512', 'avx512_bf16'];
+const isas = opts.isa ? opts.isa.split(',') : ladder.slice(0, ladder.indexOf(testing.cpuIsa()) + 1).reverse();
 const { dtype } = opts;
 const list = (text) => text.split(',').map(Number);
 
@@ -44,7 +45,8 @@ for (const K of list(opts.K)) {
       for (const rows of list(opts.rows)) {
         const x = new Float32Array(rows * K).map(() => Math.random() * 2 - 1);
         for (const threads of list(opts.threads)) {
-          const args = { x, rows, K, N, weight, weightDtype: dtype, isa, threads };
+          // bfloat16 weights are measured as engines run them: x rounded to bfloat16 (vdpbf16ps on avx512_bf16).
+          const args = { x, rows, K, N, weight, weightDtype: dtype, isa, threads, bf16Activations: dtype === 'bfloat16' };
           for (let i = 0; i < 3; i++) testing.linear(args); // warm-up: page in weights, start the pool
           const times = [];
           const start = process.hrtime.bigint();

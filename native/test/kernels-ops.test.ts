@@ -2,11 +2,11 @@
 // softcap, position_embedding, moe, attention's softcap and ALiBi) against scalar float64 references, on
 // the portable and (where the CPU has it) the AVX2 path, with odd sizes, strided rows and several threads.
 // Tolerances follow native/test/kernels.test.ts: relative 1e-5 of the magnitude of the terms summed.
-import { loadNative, type NativeTesting } from '@kiln/native';
-import { rng, randomArray, expectError } from './test-utils';
+import { loadNative, type KernelIsa, type NativeTesting } from '@kiln/native';
+import { rng, randomArray, expectError, kernelIsas } from './test-utils';
 
 const testing: NativeTesting = loadNative().testing;
-const ISAS: Array<'generic' | 'avx2'> = testing.cpuIsa() === 'avx2' ? ['generic', 'avx2'] : ['generic'];
+const ISAS: KernelIsa[] = kernelIsas(testing.cpuIsa());
 const DTYPES = ['float32', 'float16', 'bfloat16'] as const;
 type DType = (typeof DTYPES)[number];
 const REL = 1e-5;

@@ -10,11 +10,11 @@
 // or a dropped term would give. Elementwise results are within a few ulp (the AVX2 exp is a polynomial
 // within ~2 ulp), so they get a relative 1e-5 too. 16-bit weights are decoded exactly to float32 (in the
 // reference by an independent TS decoder), so they need no extra tolerance.
-import { loadNative, type NativeTesting } from '@kiln/native';
-import { rng, randomArray, expectError } from './test-utils';
+import { loadNative, type KernelIsa, type NativeTesting } from '@kiln/native';
+import { rng, randomArray, expectError, kernelIsas } from './test-utils';
 
 const testing: NativeTesting = loadNative().testing;
-const ISAS: Array<'generic' | 'avx2'> = testing.cpuIsa() === 'avx2' ? ['generic', 'avx2'] : ['generic'];
+const ISAS: KernelIsa[] = kernelIsas(testing.cpuIsa());
 const DTYPES = ['float32', 'float16', 'bfloat16'] as const;
 type DType = (typeof DTYPES)[number];
 const REL = 1e-5;
@@ -203,8 +203,11 @@ describe('linear', () => {
     // Several feature blocks and two row blocks (64 rows each), split over threads.
     { rows: 70, K: 131, N: 101, xStride: 133, yStride: 103, bias: true, threads: 2 },
     { rows: 1, K: 517, N: 389, xStride: 517, yStride: 389, bias: true, threads: 3 },
-    // K a multiple of 16: the one-row bfloat16 path (weights read in pairs), alone and after 4 rows.
+    // K a multiple of 16 (AVX2) and of 32 (AVX-512): the one-row bfloat16 path (weights read in pairs),
+    // alone and after 4 rows.
     ...[1, 5].map((rows) => ({ rows, K: 96, N: 37, xStride: 100, yStride: 40, bias: true, threads: 2 })),
+    // AVX-512 row groups 4 x 6, 3 x 8, 2 x 12 over more features than one group, K with a 16-lane tail.
+    ...[6, 7].map((rows) => ({ rows, K: 83, N: 50, xStride: 83, yStride: 50, bias: true, threads: 1 })),
   ];
 
   for (const isa of ISAS) {
@@ -225,6 +228,42 @@ describe('linear', () => {
       }
     }
   }
+
+  // bfloat16 engines' linears read x rounded to bfloat16 (round to nearest even; decision 0007): every
+  // set must give the product of the rounded x, the AVX512_BF16 one through vdpbf16ps (32 pairs a step:
+  // K = 77 has a masked tail of 13, K = 64 none).
+  for (const isa of ISAS) {
+    for (const c of [
+      ...[1, 2, 3, 4, 7, 9].map((rows) => ({ rows, K: 77, N: 29, xStride: 80, yStride: 31, threads: 1 })),
+      { rows: 70, K: 64, N: 101, xStride: 64, yStride: 101, threads: 2 },
+      { rows: 1, K: 517, N: 389, xStride: 517, yStride: 389, threads: 2 },
+    ]) {
+      test(`${isa} bfloat16 activations rows=${c.rows} K=${c.K} N=${c.N} threads=${c.threads}`, () => {
+        const seed = 5 + c.rows * 1000 + c.K * 7 + c.N;
+        const x = randomArray(c.rows * c.xStride, seed, -3, 3);
+        const { data, decoded } = makeWeights(randomArray(c.N * c.K, seed + 1), 'bfloat16');
+        const bias = randomArray(c.N, seed + 2);
+        const y = testing.linear({
+          x, rows: c.rows, K: c.K, N: c.N, xStride: c.xStride, yStride: c.yStride,
+          weight: data, weightDtype: 'bfloat16', bias, isa, threads: c.threads, bf16Activations: true,
+        });
+        const rounded = new Float32Array(x.length);
+        for (let i = 0; i < x.length; i++) rounded[i] = decodeHalf(encodeHalf(x[i], BF16), BF16);
+        expect(rounded.some((v, i) => v !== x[i])).toBe(true);
+        const { want, tol } = reference(rounded, c.rows, c.K, c.xStride, decoded, c.N, bias, c.yStride);
+        expectClose(y, want, tol, 'linear');
+      });
+    }
+  }
+
+  test('bf16Activations leaves float32 and float16 weights alone', () => {
+    const x = randomArray(3 * 40, 11, -3, 3);
+    for (const dtype of ['float32', 'float16'] as const) {
+      const { data } = makeWeights(randomArray(5 * 40, 12), dtype);
+      const args = { x, rows: 3, K: 40, N: 5, weight: data, weightDtype: dtype, isa: ISAS[ISAS.length - 1] };
+      expect(testing.linear({ ...args, bf16Activations: true })).toEqual(testing.linear(args));
+    }
+  });
 
   test('rejects inconsistent arguments', () => {
     const x = new Float32Array(10);
@@ -539,7 +578,7 @@ for (const [headDim, tokensPerBlock] of [[28, 4], [40, 16]]) {
       Int32Array.from([3, 35, 9, 0, 28, 17, 6, 33, 12, 21, 39, 5]),
     ];
 
-    function run(step: Step, made: ReturnType<typeof makeStep>, kvPool: Float32Array, window: number, isa: 'generic' | 'avx2',
+    function run(step: Step, made: ReturnType<typeof makeStep>, kvPool: Float32Array, window: number, isa: KernelIsa,
                   threads: number, outStride: number) {
       return testing.attention({
         numTokens: made.T, numHeads, numKvHeads, headDim, q: made.q, k: made.k, v: made.v,

@@ -3,6 +3,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { spawnSync } from 'node:child_process';
 import { loadNative, type NativeEngine, type LoadEngineOptions } from '@kiln/native';
 import { rng } from './test-utils';
 
@@ -519,6 +520,42 @@ describe('a one-layer attention program', () => {
     } finally {
       generic.dispose();
     }
+  });
+
+  // One engine file, every kernel set this CPU has: chosen at load, capped by the KILN_CPU_ISA environment
+  // variable (issue 12). Jest gives tests a copy of process.env, so each set loads in a child process.
+  test('KILN_CPU_ISA picks the kernel set an avx2 engine runs with, up to what the CPU has', async () => {
+    if (typeof native.cpuInfo !== 'function' || native.cpuInfo().isa !== 'avx2') return;
+    const best = native.cpuInfo().kernels;
+    const p = buildAttention(w, { maxBatchSize: 1, maxSeqLen: 64, maxNumTokens: 4, maxLogitRows: 4 });
+    const file = await p.write('b5-isa.engine', attentionHeader(p, 4, { isa: 'avx2' }));
+    const script = `
+      const native = require(${JSON.stringify(process.env.KILN_NATIVE_BINARY ?? path.join(__dirname, '..', 'build', 'Release', 'kiln.node'))});
+      native.loadEngine(process.argv[1], { numThreads: 2 }).then(async (engine) => {
+        const r = await engine.generate({ inputIds: Int32Array.from(${JSON.stringify(prompt)}), maxTokens: 6, endId: -1,
+          returnContextLogits: true, returnGenerationLogits: false });
+        console.log(JSON.stringify({ device: engine.info.device, outputIds: Array.from(r.outputIds), context: Array.from(r.contextLogits) }));
+        engine.dispose();
+      }, (e) => { console.error(e.message); process.exit(3); });`;
+    const run = (set: string | undefined) => {
+      const env = { ...process.env };
+      delete env.KILN_CPU_ISA;
+      if (set !== undefined) env.KILN_CPU_ISA = set;
+      return spawnSync(process.execPath, ['-e', script, file], { env, encoding: 'utf8' });
+    };
+    const ladder = ['avx2', 'avx512', 'avx512_bf16'];
+    const ref = referenceGenerate(prompt, 6, -1, 64, logitsOf);
+    for (const set of [undefined, 'generic', ...ladder.slice(0, ladder.indexOf(best) + 1)]) {
+      const child = run(set);
+      expect(child.stderr).toBe('');
+      const got = JSON.parse(child.stdout);
+      expect(got.device).toBe(`cpu (${set ?? best}, 2 threads)`);
+      expect(got.outputIds).toEqual(ref.outputIds);
+      expectClose(Float32Array.from(got.context), attentionReference(w, prompt).flat());
+    }
+    const bad = run('sse4');
+    expect(bad.status).toBe(3);
+    expect(bad.stderr).toContain('KILN_CPU_ISA="sse4" is not a kernel set (expected generic, avx2, avx512 or avx512_bf16)');
   });
 
   test('a KV cache too small for the request is refused, and the engine still works after', async () => {

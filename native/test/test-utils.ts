@@ -1,3 +1,4 @@
+import type { KernelIsa } from '@kiln/native';
 // Helpers shared by the native test suites.
 
 /** Deterministic random numbers in [0, 1) (mulberry32). */
@@ -34,4 +35,13 @@ export function expectError(fn: () => unknown, name: 'RangeError' | 'TypeError')
   expect(thrown).toBeDefined();
   expect((thrown as Error).name).toBe(name);
   expect((thrown as Error).message).toMatch(/^testing\.\w+: '/);
+}
+
+/**
+ * Every CPU kernel set this machine runs, from 'generic' up to what cpuIsa() reports, so each test runs
+ * every path the CPU has (the CI machine has AVX-512 with BF16: all four).
+ */
+export function kernelIsas(cpuIsa: KernelIsa): KernelIsa[] {
+  const ladder: KernelIsa[] = ['generic', 'avx2', 'avx512', 'avx512_bf16'];
+  return ladder.slice(0, ladder.indexOf(cpuIsa) + 1);
 }

@@ -182,7 +182,10 @@ Napi::Array shapeArray(Napi::Env env, const std::vector<int64_t>& shape) {
 Napi::Value CpuInfo(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object out = Napi::Object::New(env);
-  out.Set("isa", kiln::isaName(kiln::detectIsa()));
+  // isa: what an engine built here records as its minimum (engines need AVX2 or nothing); kernels: the
+  // best kernel set this CPU runs them with (KILN_CPU_ISA caps it at load).
+  out.Set("isa", kiln::detectIsa() >= kiln::Isa::Avx2 ? "avx2" : "generic");
+  out.Set("kernels", kiln::isaName(kiln::detectIsa()));
   const unsigned n = std::thread::hardware_concurrency();
   out.Set("hardwareConcurrency", static_cast<double>(n == 0 ? 1 : n));  // 0 means "unknown"
   return out;

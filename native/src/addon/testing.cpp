@@ -151,18 +151,20 @@ class Options {
     return true;
   }
 
-  // isa ('generic' default, or 'avx2' where the CPU has it) and threads (default 1).
+  // isa ('generic' default, or 'avx2', 'avx512', 'avx512_bf16' where the CPU has it) and threads (default 1).
   bool kernelEnv(KernelEnv* ke) {
     ke->isa = Isa::Generic;
     Napi::Value v = obj_.Get("isa");
     if (!v.IsUndefined()) {
       const std::string s = v.IsString() ? v.As<Napi::String>().Utf8Value() : std::string();
-      if (s == "avx2") {
-        if (kiln::detectIsa() != Isa::Avx2) return fail(throwRange, where("isa") + ": this CPU has no AVX2/FMA/F16C");
-        ke->isa = Isa::Avx2;
-      } else if (s != "generic") {
-        return fail(throwRange, where("isa") + " must be 'generic' or 'avx2'");
+      Isa isa;
+      if (!kiln::parseIsa(s.c_str(), &isa)) {
+        return fail(throwRange, where("isa") + " must be 'generic', 'avx2', 'avx512' or 'avx512_bf16'");
       }
+      if (isa > kiln::detectIsa()) {
+        return fail(throwRange, where("isa") + ": this CPU supports at most '" + kiln::isaName(kiln::detectIsa()) + "'");
+      }
+      ke->isa = isa;
     }
     int64_t threads;
     if (!integer("threads", &threads, 1, true, 1)) return false;
@@ -286,18 +288,19 @@ Napi::Value Linear(const Napi::CallbackInfo& info) {
   const void* w;
   DType wdt;
   KernelEnv ke;
+  bool bf16Activations;
   if (!o.ok() || !o.integer("rows", &rows, 0) || !o.integer("K", &K, 0) || !o.integer("N", &N, 0) ||
       !o.integer("xStride", &xStride, 0, true, K) || !o.integer("yStride", &yStride, 0, true, N) ||
       !o.typed("x", napi_float32_array, "Float32Array", &x, &xLen) || !o.matrix("x", xLen, rows, K, xStride) ||
       !o.weights("weight", "weightDtype", &w, &wdt, &wLen) || !o.exactLength("weight", wLen, N * K) ||
       !o.typed("bias", napi_float32_array, "Float32Array", &bias, &biasLen, true) ||
       (bias && !o.exactLength("bias", biasLen, N)) || !o.matrix("yStride", rows * yStride, rows, N, yStride) ||
-      !o.kernelEnv(&ke)) {
+      !o.boolean("bf16Activations", &bf16Activations, false) || !o.kernelEnv(&ke)) {
     return env.Undefined();
   }
   Napi::Float32Array y;
   if (!newOutput(env, rows * yStride, &y)) return env.Undefined();
-  kiln::linearKernel(ke, x, rows, xStride, w, wdt, N, K, bias, y.Data(), yStride);
+  kiln::linearKernel(ke, x, rows, xStride, w, wdt, N, K, bias, y.Data(), yStride, bf16Activations);
   return y;
 }
 

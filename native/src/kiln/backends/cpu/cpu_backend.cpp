@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 #include <thread>
@@ -32,14 +33,33 @@ int64_t hostAvailableMemoryBytes() {
   return -1;
 }
 
+// The kernel set for an avx2 engine (the header's minimum): the best this CPU has, capped
+// by KILN_CPU_ISA (generic | avx2 | avx512 | avx512_bf16) when set, so tests and comparisons can run the
+// lower sets on one machine. The engine file stays the same: it records only the minimum it needs.
+Isa chooseIsa() {
+  Isa isa = detectIsa();
+  if (const char* cap = std::getenv("KILN_CPU_ISA"); cap && *cap) {
+    Isa limit;
+    if (!parseIsa(cap, &limit)) {
+      throw std::runtime_error(std::string("KILN_CPU_ISA=\"") + cap +
+                               "\" is not a kernel set (expected generic, avx2, avx512 or avx512_bf16)");
+    }
+    if (limit > isa) {
+      throw std::runtime_error(std::string("KILN_CPU_ISA=") + cap + " but this CPU supports at most " + isaName(isa));
+    }
+    isa = limit;
+  }
+  return isa;
+}
+
 class CpuBackend final : public Backend {
  public:
   explicit CpuBackend(const BackendTarget& target) {
     if (target.isa == "avx2") {
-      if (detectIsa() != Isa::Avx2) {
+      if (detectIsa() < Isa::Avx2) {
         throw std::runtime_error("engine was built for cpu/avx2 but this CPU supports only generic kernels: rebuild it");
       }
-      isa_ = target.forceGeneric ? Isa::Generic : Isa::Avx2;
+      isa_ = target.forceGeneric ? Isa::Generic : chooseIsa();
     } else if (target.isa == "generic") {
       isa_ = Isa::Generic;
     } else {

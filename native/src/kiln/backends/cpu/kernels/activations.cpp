@@ -21,7 +21,7 @@ inline float gelu(float x, bool tanh) {
 
 void geluKernel(const KernelEnv& env, const float* a, int64_t aStride, int64_t rows, int64_t cols, bool tanh,
                 float* out, int64_t outStride) {
-  const bool avx = env.isa == Isa::Avx2;
+  const bool avx = env.isa >= Isa::Avx2;
   portable::forEachRow(env, rows, cols, [&](int64_t r) {
     const float* ar = a + r * aStride;
     float* o = out + r * outStride;
@@ -32,7 +32,7 @@ void geluKernel(const KernelEnv& env, const float* a, int64_t aStride, int64_t r
 
 void gegluKernel(const KernelEnv& env, const float* gate, int64_t gateStride, const float* up, int64_t upStride,
                  int64_t rows, int64_t cols, bool tanh, float* out, int64_t outStride) {
-  const bool avx = env.isa == Isa::Avx2;
+  const bool avx = env.isa >= Isa::Avx2;
   portable::forEachRow(env, rows, cols, [&](int64_t r) {
     const float* g = gate + r * gateStride;
     const float* u = up + r * upStride;

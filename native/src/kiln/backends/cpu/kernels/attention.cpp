@@ -131,7 +131,7 @@ void attentionKernel(const KernelEnv& env, const StepContext& step, int32_t laye
     }
   };
 
-  const bool avx = env.isa == Isa::Avx2;
+  const bool avx = env.isa >= Isa::Avx2;
   const int64_t tasks = T * (avx ? numKvHeads : numHeads);
   int64_t work = 0;
   for (int64_t t = 0; t < T; ++t) {

@@ -17,7 +17,7 @@ inline float silu(float x) { return x / (1.0f + std::exp(-x)); }
 
 void addKernel(const KernelEnv& env, const float* a, int64_t aStride, const float* b, int64_t bStride, int64_t rows,
                int64_t cols, float* out, int64_t outStride) {
-  const bool avx = env.isa == Isa::Avx2;
+  const bool avx = env.isa >= Isa::Avx2;
   portable::forEachRow(env, rows, cols, [&](int64_t r) {
     const float* ar = a + r * aStride;
     const float* br = b + r * bStride;
@@ -29,7 +29,7 @@ void addKernel(const KernelEnv& env, const float* a, int64_t aStride, const floa
 
 void mulKernel(const KernelEnv& env, const float* a, int64_t aStride, const float* b, int64_t bStride, int64_t rows,
                int64_t cols, float* out, int64_t outStride) {
-  const bool avx = env.isa == Isa::Avx2;
+  const bool avx = env.isa >= Isa::Avx2;
   portable::forEachRow(env, rows, cols, [&](int64_t r) {
     const float* ar = a + r * aStride;
     const float* br = b + r * bStride;
@@ -41,7 +41,7 @@ void mulKernel(const KernelEnv& env, const float* a, int64_t aStride, const floa
 
 void siluKernel(const KernelEnv& env, const float* a, int64_t aStride, int64_t rows, int64_t cols, float* out,
                 int64_t outStride) {
-  const bool avx = env.isa == Isa::Avx2;
+  const bool avx = env.isa >= Isa::Avx2;
   portable::forEachRow(env, rows, cols, [&](int64_t r) {
     const float* ar = a + r * aStride;
     float* o = out + r * outStride;
@@ -52,7 +52,7 @@ void siluKernel(const KernelEnv& env, const float* a, int64_t aStride, int64_t r
 
 void swigluKernel(const KernelEnv& env, const float* gate, int64_t gateStride, const float* up, int64_t upStride,
                   int64_t rows, int64_t cols, float* out, int64_t outStride) {
-  const bool avx = env.isa == Isa::Avx2;
+  const bool avx = env.isa >= Isa::Avx2;
   portable::forEachRow(env, rows, cols, [&](int64_t r) {
     const float* g = gate + r * gateStride;
     const float* u = up + r * upStride;

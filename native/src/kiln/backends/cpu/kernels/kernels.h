@@ -1,8 +1,9 @@
 #pragma once
 // Kiln's CPU kernels: short C-like functions over raw pointers, float32 activations, weights stored as
 // float32, float16 or bfloat16 and always accumulated in float32. Every kernel has a portable path and,
-// where it pays, an AVX2/FMA path (files named *_avx2.cpp); `env.isa` picks one. Each has a scalar
-// reference in native/test/.
+// where it pays, paths for wider instruction sets (files named *_avx2.cpp, *_avx512.cpp,
+// *_avx512_bf16.cpp); `env.isa` picks one, and a kernel without a path for that set uses the best lower
+// one. Each has a scalar reference in native/test/.
 //
 // Matrices are row-major with an explicit row stride in elements, so a kernel can read or write a
 // column slice of a wider buffer (the builder turns splits into such views).
@@ -14,9 +15,13 @@
 
 namespace kiln {
 
-enum class Isa : uint8_t { Generic = 0, Avx2 = 1 };
-Isa detectIsa();  // the best this CPU supports
-const char* isaName(Isa isa);
+// Kernel sets, each a superset of the one before, so `env.isa >= Isa::Avx2` means "may use AVX2 code".
+//   Avx2: AVX2, FMA, F16C.  Avx512: + AVX-512 F/BW/VL/DQ (and the OS saving zmm state).
+//   Avx512Bf16: + AVX512_BF16 (vdpbf16ps) and AVX512_VNNI (vpdpbusd).
+enum class Isa : uint8_t { Generic = 0, Avx2 = 1, Avx512 = 2, Avx512Bf16 = 3 };
+Isa detectIsa();  // the best this CPU supports (CPUID, read once)
+const char* isaName(Isa isa);  // "generic", "avx2", "avx512", "avx512_bf16"
+bool parseIsa(const char* name, Isa* out);  // the inverse of isaName; false for any other string
 
 struct KernelEnv {
   Isa isa = Isa::Generic;
@@ -29,8 +34,12 @@ void embeddingKernel(const KernelEnv& env, const int32_t* ids, int64_t numTokens
                      int64_t hidden, float scale, float* out, int64_t outStride);
 
 // y[r, n] = sum_k x[r, k] * w[n, k] (+ bias[n]); w is [N, K] of type `wdt`, bias float32 or null.
+// `bf16Activations` (bfloat16 weights only): x is rounded to bfloat16 first (round to nearest even), as a
+// cuda engine stores a linear's input (decision 0007); that is what lets the Avx512Bf16 set multiply
+// bfloat16 pairs with vdpbf16ps at twice the float32 FMA rate. Every set rounds the same way, so an engine's
+// results do not depend on the CPU beyond float32 summation order.
 void linearKernel(const KernelEnv& env, const float* x, int64_t rows, int64_t xStride, const void* w, DType wdt,
-                  int64_t N, int64_t K, const float* bias, float* y, int64_t yStride);
+                  int64_t N, int64_t K, const float* bias, float* y, int64_t yStride, bool bf16Activations = false);
 
 // y[r, :] = x[r, :] / sqrt(mean(x[r, :]^2) + eps) * (weightOffset + w[:]); w is [H] of type `wdt`.
 // (weightOffset is 0 for LLaMA, 1 for Gemma's (1 + w) norm.)

@@ -45,7 +45,7 @@ void layerNormRowsGeneric(const float* x, int64_t xStride, int64_t r0, int64_t r
 void layerNormKernel(const KernelEnv& env, const float* x, int64_t rows, int64_t xStride, const void* w, DType wdt,
                      const float* bias, int64_t H, float eps, float* y, int64_t yStride) {
   if (rows <= 0 || H <= 0) return;
-  const bool avx = env.isa == Isa::Avx2 && wdt != DType::I32;
+  const bool avx = env.isa >= Isa::Avx2 && wdt != DType::I32;
   auto body = [&](int64_t r0, int64_t r1) {
     if (avx) {
       avx2::layerNormRows(x, xStride, r0, r1, w, wdt, bias, H, eps, y, yStride);

@@ -1,7 +1,9 @@
 #include <algorithm>
+#include <cstring>
 #include <vector>
 
 #include "kiln/backends/cpu/kernels/avx2.h"
+#include "kiln/backends/cpu/kernels/avx512.h"
 #include "kiln/backends/cpu/kernels/kernels.h"
 #include "kiln/backends/cpu/kernels/portable.h"
 
@@ -35,15 +37,55 @@ void linearTileGeneric(const float* x, int64_t xStride, int64_t r0, int64_t r1, 
   }
 }
 
+// bfloat16 bits of v rounded to nearest even (NaN stays a quiet NaN), as vcvtneps2bf16 rounds.
+inline uint16_t roundToBf16Bits(float v) {
+  uint32_t bits;
+  std::memcpy(&bits, &v, 4);
+  if ((bits & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((bits >> 16) | 0x40);
+  bits += 0x7fffu + ((bits >> 16) & 1u);
+  return static_cast<uint16_t>(bits >> 16);
+}
+
 }  // namespace
 
 void linearKernel(const KernelEnv& env, const float* x, int64_t rows, int64_t xStride, const void* w, DType wdt,
-                  int64_t N, int64_t K, const float* bias, float* y, int64_t yStride) {
+                  int64_t N, int64_t K, const float* bias, float* y, int64_t yStride, bool bf16Activations) {
   if (rows <= 0 || N <= 0) return;
   const int64_t featBlocks = (N + kFeatBlock - 1) / kFeatBlock;
   const int64_t rowBlocks = (rows + kRowBlock - 1) / kRowBlock;
-  // The AVX2 path knows the three weight types; int32 "weights" (never produced by the builder) go the portable way.
-  const bool avx = env.isa == Isa::Avx2 && wdt != DType::I32;
+  const bool roundX = bf16Activations && wdt == DType::BF16;
+  // vdpbf16ps takes x as packed bfloat16 (xb, row stride K); the other sets take the same rounded values
+  // as float32 (xr), so every set multiplies the same numbers. Either copy is rows * K elements, made once
+  // per call: about 1/N of the multiply-adds.
+  const bool dotBf16 = roundX && env.isa >= Isa::Avx512Bf16;
+  thread_local std::vector<uint16_t> xb;
+  thread_local std::vector<float> xr;
+  if (roundX) {
+    const size_t need = static_cast<size_t>(rows * K);
+    if (dotBf16 && xb.size() < need) xb.resize(need);
+    if (!dotBf16 && xr.size() < need) xr.resize(need);
+    uint16_t* xbp = xb.data();
+    float* xrp = xr.data();
+    portable::forEachRow(env, rows, K, [&](int64_t r) {
+      for (int64_t k = 0; k < K; ++k) {
+        const uint16_t h = roundToBf16Bits(x[r * xStride + k]);
+        if (dotBf16) {
+          xbp[r * K + k] = h;
+        } else {
+          const uint32_t bits = static_cast<uint32_t>(h) << 16;
+          std::memcpy(xrp + r * K + k, &bits, 4);
+        }
+      }
+    });
+    if (!dotBf16) {
+      x = xr.data();
+      xStride = K;
+    }
+  }
+  // The vector paths know the three weight types; int32 "weights" (never produced by the builder) go the
+  // portable way.
+  const Isa isa = wdt == DType::I32 ? Isa::Generic : env.isa;
+  const uint16_t* xbData = xb.data();
   // Tasks are numbered feature-block-fastest, so a thread's contiguous range shares rows of x.
   auto body = [&](int64_t begin, int64_t end) {
     for (int64_t task = begin; task < end; ++task) {
@@ -51,7 +93,11 @@ void linearKernel(const KernelEnv& env, const float* x, int64_t rows, int64_t xS
       const int64_t n0 = (task % featBlocks) * kFeatBlock;
       const int64_t r1 = std::min(rows, r0 + kRowBlock);
       const int64_t n1 = std::min(N, n0 + kFeatBlock);
-      if (avx) {
+      if (dotBf16) {
+        avx512bf16::linearTileBf16(xbData, r0, r1, static_cast<const uint16_t*>(w), n0, n1, K, bias, y, yStride);
+      } else if (isa >= Isa::Avx512) {
+        avx512::linearTile(x, xStride, r0, r1, w, wdt, n0, n1, K, bias, y, yStride);
+      } else if (isa >= Isa::Avx2) {
         avx2::linearTile(x, xStride, r0, r1, w, wdt, n0, n1, K, bias, y, yStride);
       } else {
         linearTileGeneric(x, xStride, r0, r1, w, wdt, n0, n1, K, bias, y, yStride);

@@ -34,7 +34,7 @@ void rmsNormRowsGeneric(const float* x, int64_t xStride, int64_t r0, int64_t r1,
 void rmsNormKernel(const KernelEnv& env, const float* x, int64_t rows, int64_t xStride, const void* w, DType wdt,
                    int64_t H, float eps, float weightOffset, float* y, int64_t yStride) {
   if (rows <= 0 || H <= 0) return;
-  const bool avx = env.isa == Isa::Avx2 && wdt != DType::I32;
+  const bool avx = env.isa >= Isa::Avx2 && wdt != DType::I32;
   auto body = [&](int64_t r0, int64_t r1) {
     if (avx) {
       avx2::rmsNormRows(x, xStride, r0, r1, w, wdt, H, eps, weightOffset, y, yStride);
@@ -50,7 +50,7 @@ void rmsNormGroupsKernel(const KernelEnv& env, const float* x, int64_t rows, int
                          int64_t yStride) {
   if (numGroups == 1) return rmsNormKernel(env, x, rows, xStride, w, wdt, groupSize, eps, weightOffset, y, yStride);
   if (rows <= 0 || numGroups <= 0 || groupSize <= 0) return;
-  const bool avx = env.isa == Isa::Avx2 && wdt != DType::I32;
+  const bool avx = env.isa >= Isa::Avx2 && wdt != DType::I32;
   // One task per (row, group): the row bodies take a row range, so each task is one row of one group
   // seen as a [1, groupSize] matrix.
   auto body = [&](int64_t begin, int64_t end) {

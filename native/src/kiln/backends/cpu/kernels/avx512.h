@@ -1,0 +1,28 @@
+#pragma once
+// Internal: the AVX-512 kernel bodies. Two files per kernel family at most, by the flags they need:
+//   *_avx512.cpp       -mavx512f -mavx512bw -mavx512vl -mavx512dq (+ AVX2/FMA/F16C): call when env.isa >= Isa::Avx512;
+//   *_avx512_bf16.cpp  the same plus -mavx512bf16 -mavx512vnni: call when env.isa >= Isa::Avx512Bf16.
+// The same linkage rule as avx2.h: no inline functions or templates shared with portable files.
+#include <cstdint>
+
+#include "kiln/dtype.h"
+
+namespace kiln {
+namespace avx512 {
+
+// y[r, n] for r in [r0, r1), n in [n0, n1) of linearKernel, float32 FMAs on weights widened to float32.
+void linearTile(const float* x, int64_t xStride, int64_t r0, int64_t r1, const void* w, DType wdt, int64_t n0,
+                int64_t n1, int64_t K, const float* bias, float* y, int64_t yStride);
+
+}  // namespace avx512
+
+namespace avx512bf16 {
+
+// The same tile for bfloat16 weights w [N, K] and activations already rounded to bfloat16, xb [rows, K]
+// (row stride K, raw bfloat16 bits): vdpbf16ps multiplies 32 pairs per instruction, products exact in
+// float32, sums in float32.
+void linearTileBf16(const uint16_t* xb, int64_t r0, int64_t r1, const uint16_t* w, int64_t n0, int64_t n1, int64_t K,
+                    const float* bias, float* y, int64_t yStride);
+
+}  // namespace avx512bf16
+}  // namespace kiln

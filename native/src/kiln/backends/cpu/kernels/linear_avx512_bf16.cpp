@@ -1,0 +1,74 @@
+// AVX512_BF16 body of linearKernel for bfloat16 weights with bfloat16-rounded activations. vdpbf16ps
+// multiplies 32 bfloat16 pairs per instruction into 16 float32 sums (each product exact in float32, the
+// adds rounded as float32): twice the multiply-adds of a float32 FMA, and the weights need no widening.
+// See avx512.h for why everything here has internal linkage.
+#include <immintrin.h>
+
+#include "kiln/backends/cpu/kernels/avx512.h"
+
+namespace kiln {
+namespace avx512bf16 {
+
+namespace {
+
+inline __m512bh load32(const uint16_t* p, __mmask32 m) {
+  return (__m512bh)_mm512_maskz_loadu_epi16(m, p);  // the same 512 bits, typed as 32 bfloat16
+}
+
+// RT rows of xb times NT weight rows; both operands are zero outside the mask, so the tail of K adds 0.
+template <int RT, int NT>
+inline void microTile(const uint16_t* xb, int64_t r, const uint16_t* w, int64_t n, int64_t K, const float* bias,
+                      float* y, int64_t yStride) {
+  __m512 acc[RT][NT];
+  for (int i = 0; i < RT; ++i)
+    for (int j = 0; j < NT; ++j) acc[i][j] = _mm512_setzero_ps();
+  auto step = [&](int64_t k, __mmask32 m) {
+    __m512bh wv[NT];
+    for (int j = 0; j < NT; ++j) wv[j] = load32(w + (n + j) * K + k, m);
+    for (int i = 0; i < RT; ++i) {
+      const __m512bh xv = load32(xb + (r + i) * K + k, m);
+      for (int j = 0; j < NT; ++j) acc[i][j] = _mm512_dpbf16_ps(acc[i][j], xv, wv[j]);
+    }
+  };
+  int64_t k = 0;
+  for (; k + 32 <= K; k += 32) {
+    // One row (decode) streams the weights from memory NT rows (pages) at a time; the hardware prefetcher
+    // stops at page boundaries, so fetch the same position of the next tile's rows one tile ahead.
+    if (RT == 1) {
+      for (int j = 0; j < NT; ++j) _mm_prefetch(reinterpret_cast<const char*>(w + (n + NT + j) * K + k), _MM_HINT_T0);
+    }
+    step(k, 0xffffffffu);
+  }
+  if (k < K) step(k, static_cast<__mmask32>((uint64_t{1} << (K - k)) - 1));
+  for (int i = 0; i < RT; ++i) {
+    for (int j = 0; j < NT; ++j) {
+      y[(r + i) * yStride + n + j] = _mm512_reduce_add_ps(acc[i][j]) + (bias ? bias[n + j] : 0.0f);
+    }
+  }
+}
+
+template <int RT, int NT>
+inline void featureSweep(const uint16_t* xb, int64_t r, const uint16_t* w, int64_t n0, int64_t n1, int64_t K,
+                         const float* bias, float* y, int64_t yStride) {
+  int64_t n = n0;
+  for (; n + NT <= n1; n += NT) microTile<RT, NT>(xb, r, w, n, K, bias, y, yStride);
+  for (; n < n1; ++n) microTile<RT, 1>(xb, r, w, n, K, bias, y, yStride);
+}
+
+}  // namespace
+
+// The row groups of the float32 AVX-512 tile (24 accumulators, 6/8/12 dividing the 48-feature blocks).
+void linearTileBf16(const uint16_t* xb, int64_t r0, int64_t r1, const uint16_t* w, int64_t n0, int64_t n1, int64_t K,
+                    const float* bias, float* y, int64_t yStride) {
+  int64_t r = r0;
+  for (; r + 4 <= r1; r += 4) featureSweep<4, 6>(xb, r, w, n0, n1, K, bias, y, yStride);
+  switch (r1 - r) {
+    case 3: featureSweep<3, 8>(xb, r, w, n0, n1, K, bias, y, yStride); break;
+    case 2: featureSweep<2, 12>(xb, r, w, n0, n1, K, bias, y, yStride); break;
+    case 1: featureSweep<1, 8>(xb, r, w, n0, n1, K, bias, y, yStride); break;
+    default: break;
+  }
+}
+
+}  // namespace avx512bf16
+}  // namespace kiln
