@@ -39,12 +39,14 @@ export interface LinearArgs extends KernelRunOptions {
   N: number;
   xStride?: number;
   yStride?: number;
-  /** [N, K], exactly N * K elements. */
-  weight: Float32Array | Uint16Array;
-  weightDtype: KernelWeightDType;
+  /** [N, K], exactly N * K elements (int8: the codes). */
+  weight: Float32Array | Uint16Array | Int8Array;
+  weightDtype: KernelWeightDType | 'int8';
+  /** int8 weights only, and required for them: [N] row scales (weight = code * scale). */
+  scales?: Float32Array;
   /** [N] */
   bias?: Float32Array;
-  /** bfloat16 weights only: round x to bfloat16 first, as bfloat16 engines' linears do (default false). */
+  /** bfloat16 and int8 weights only: round x to bfloat16 first, as those engines' linears do (default false). */
   bf16Activations?: boolean;
 }
 

@@ -161,8 +161,14 @@ export interface WriteGgufResult {
 }
 
 /** A weight to pack into an engine: from checkpoint tensors, or a constant the builder computed. */
+/**
+ * An engine weight's storage type: a WeightDType, or 'int8' (weight-only quantization, linear matrices
+ * only): N * K int8 codes then N float32 row scales, quantized by the writer from the float sources.
+ */
+export type EngineWeightDType = WeightDType | 'int8';
+
 export type EngineWeightSpec =
-  | { name: string; dtype: WeightDType; shape: number[]; sources: TensorSource[] }
+  | { name: string; dtype: EngineWeightDType; shape: number[]; sources: TensorSource[] }
   | { name: string; dtype: 'float32'; shape: number[]; data: Float32Array };
 
 export interface WriteEngineOptions {
@@ -177,10 +183,21 @@ export interface WriteEngineOptions {
   weights: EngineWeightSpec[];
 }
 
+/** How far one quantized weight is from its float values. */
+export interface QuantizationErrorReport {
+  name: string;
+  /** Largest |dequantized - float| of an element, relative to the largest |float| of its row. */
+  maxRelativeError: number;
+  /** sqrt(sum (dequantized - float)^2 / sum float^2) over the weight. */
+  rmsRelativeError: number;
+}
+
 export interface WriteEngineResult {
   /** XXH64 of the file, as 16 lowercase hex digits (also stored in its trailer). */
   checksum: string;
   fileSize: number;
+  /** One entry per int8 weight, in file order (empty without quantization). */
+  quantization: QuantizationErrorReport[];
 }
 
 /** What `inspectEngine` found in a `.engine` file that passed the container's structural checks. */

@@ -256,6 +256,45 @@ describe('linear', () => {
     }
   }
 
+  // int8 weight-only (W8A16): codes and a float32 scale per row, against dequantize-then-multiply in float64,
+  // with x as given and rounded to bfloat16 (as int8 engines run). The kernel multiplies codes and applies
+  // the scale to the finished sum; the order differs from the reference only by float32 rounding.
+  for (const isa of ISAS) {
+    for (const bf16Activations of [false, true]) {
+      for (const c of [
+        ...[1, 2, 3, 4, 5, 7, 9].map((rows) => ({ rows, K: 77, N: 29, xStride: 80, yStride: 31, threads: 1 })),
+        { rows: 1, K: 64, N: 50, xStride: 64, yStride: 50, threads: 1 },
+        { rows: 70, K: 131, N: 101, xStride: 133, yStride: 103, threads: 2 },
+        { rows: 1, K: 517, N: 389, xStride: 517, yStride: 389, threads: 2 },
+      ]) {
+        test(`${isa} int8 bf16Activations=${bf16Activations} rows=${c.rows} K=${c.K} N=${c.N} threads=${c.threads}`, () => {
+          const seed = 9 + c.rows * 1000 + c.K * 7 + c.N;
+          const x = randomArray(c.rows * c.xStride, seed, -3, 3);
+          const random = rng(seed + 1);
+          const codes = Int8Array.from({ length: c.N * c.K }, () => Math.floor(random() * 255) - 127);
+          const scales = randomArray(c.N, seed + 2, 0.001, 0.05);
+          const bias = randomArray(c.N, seed + 3);
+          const y = testing.linear({
+            x, rows: c.rows, K: c.K, N: c.N, xStride: c.xStride, yStride: c.yStride,
+            weight: codes, weightDtype: 'int8', scales, bias, isa, threads: c.threads, bf16Activations,
+          });
+          const decoded = Float64Array.from(codes, (q, i) => q * scales[Math.floor(i / c.K)]);
+          const xs = bf16Activations ? Float32Array.from(x, (v) => decodeHalf(encodeHalf(v, BF16), BF16)) : x;
+          const { want, tol } = reference(xs, c.rows, c.K, c.xStride, decoded, c.N, bias, c.yStride);
+          expectClose(y, want, tol, 'linear');
+        });
+      }
+    }
+  }
+
+  test('int8 weights need their scales, and only they take scales', () => {
+    const x = new Float32Array(6);
+    expectError(() => testing.linear({ x, rows: 2, K: 3, N: 2, weight: new Int8Array(6), weightDtype: 'int8' }), 'TypeError');
+    expectError(() => testing.linear({ x, rows: 2, K: 3, N: 2, weight: new Int8Array(6), weightDtype: 'int8', scales: new Float32Array(3) }), 'RangeError');
+    expectError(() => testing.linear({ x, rows: 2, K: 3, N: 2, weight: new Float32Array(6), weightDtype: 'float32', scales: new Float32Array(2) }), 'RangeError');
+    expectError(() => testing.rmsNorm({ x, rows: 2, H: 3, weight: new Int8Array(3) as never, weightDtype: 'int8' as never, eps: 1e-5 }), 'RangeError');
+  });
+
   test('bf16Activations leaves float32 and float16 weights alone', () => {
     const x = randomArray(3 * 40, 11, -3, 3);
     for (const dtype of ['float32', 'float16'] as const) {

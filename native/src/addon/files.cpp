@@ -107,11 +107,13 @@ class ArgReader {
     return true;
   }
 
-  bool dtype(const Napi::Value& v, const std::string& what, kiln::DType* out) {
+  // int8 (weight-only quantization) only where `allowInt8`: engine weights, not safetensors files.
+  bool dtype(const Napi::Value& v, const std::string& what, kiln::DType* out, bool allowInt8 = false) {
     std::string name;
     if (!string(v, what, &name)) return false;
-    if (!kiln::parseDTypeName(name, out) || *out == kiln::DType::I32) {
-      return fail(what + " must be \"float32\", \"float16\" or \"bfloat16\", got \"" + name + "\"");
+    if (!kiln::parseDTypeName(name, out) || *out == kiln::DType::I32 || (*out == kiln::DType::I8 && !allowInt8)) {
+      return fail(what + " must be \"float32\", \"float16\"" + (allowInt8 ? ", \"bfloat16\" or \"int8\"" : " or \"bfloat16\"") +
+                  ", got \"" + name + "\"");
     }
     return true;
   }
@@ -379,6 +381,16 @@ class WriteEngineWorker : public PromiseWorker {
     Napi::Object out = Napi::Object::New(Env());
     out.Set("checksum", kiln::hex64(result_.checksum));
     out.Set("fileSize", static_cast<double>(result_.fileSize));
+    Napi::Array report = Napi::Array::New(Env(), result_.quantization.size());
+    for (size_t i = 0; i < result_.quantization.size(); ++i) {
+      const kiln::QuantizationError& q = result_.quantization[i];
+      Napi::Object e = Napi::Object::New(Env());
+      e.Set("name", q.name);
+      e.Set("maxRelativeError", q.maxRelativeError);
+      e.Set("rmsRelativeError", q.rmsRelativeError);
+      report.Set(static_cast<uint32_t>(i), e);
+    }
+    out.Set("quantization", report);
     deferred_.Resolve(out);
   }
 
@@ -409,7 +421,7 @@ Napi::Value WriteEngine(const Napi::CallbackInfo& info) {
       kiln::EngineWeightSpec spec;
       if (!args.element(list, i, &item) || !args.object(item, w, &obj)) return false;
       if (!args.get(obj, "name", &field) || !args.nonEmptyString(field, w + ".name", &spec.name)) return false;
-      if (!args.get(obj, "dtype", &field) || !args.dtype(field, w + ".dtype", &spec.dtype)) return false;
+      if (!args.get(obj, "dtype", &field) || !args.dtype(field, w + ".dtype", &spec.dtype, /*allowInt8=*/true)) return false;
       if (!args.get(obj, "shape", &field) || !args.shape(field, w + ".shape", &spec.shape)) return false;
       if (!args.get(obj, "data", &data) || !args.get(obj, "sources", &sources)) return false;
       if (!data.IsUndefined() == !sources.IsUndefined()) {

@@ -9,6 +9,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <cstring>
 #include <vector>
 
 #include "kiln/dtype.h"
@@ -131,15 +132,22 @@ class Options {
     return true;
   }
 
-  // A weight array and its dtype key: Float32Array for 'float32', Uint16Array (raw bits) for 16-bit types.
-  bool weights(const char* key, const char* dtypeKey, const void** data, DType* dt, int64_t* length) {
+  // A weight array and its dtype key: Float32Array for 'float32', Uint16Array (raw bits) for 16-bit types,
+  // Int8Array (the codes; the scales come separately) for 'int8' where `allowInt8` (linear only).
+  bool weights(const char* key, const char* dtypeKey, const void** data, DType* dt, int64_t* length,
+               bool allowInt8 = false) {
     Napi::Value name = obj_.Get(dtypeKey);
     if (!name.IsString()) return fail(throwType, where(dtypeKey) + " must be 'float32', 'float16' or 'bfloat16'");
     const std::string s = name.As<Napi::String>().Utf8Value();
-    if (!kiln::parseDTypeName(s, dt) || *dt == DType::I32) {
-      return fail(throwRange, where(dtypeKey) + " must be 'float32', 'float16' or 'bfloat16', got '" + s + "'");
+    if (!kiln::parseDTypeName(s, dt) || *dt == DType::I32 || (*dt == DType::I8 && !allowInt8)) {
+      return fail(throwRange, where(dtypeKey) + " must be 'float32', 'float16'" + (allowInt8 ? ", 'bfloat16' or 'int8'" : " or 'bfloat16'") +
+                                  ", got '" + s + "'");
     }
-    if (*dt == DType::F32) {
+    if (*dt == DType::I8) {
+      int8_t* p;
+      if (!typed(key, napi_int8_array, "Int8Array (int8 codes)", &p, length)) return false;
+      *data = p;
+    } else if (*dt == DType::F32) {
       float* p;
       if (!typed(key, napi_float32_array, "Float32Array", &p, length)) return false;
       *data = p;
@@ -289,14 +297,30 @@ Napi::Value Linear(const Napi::CallbackInfo& info) {
   DType wdt;
   KernelEnv ke;
   bool bf16Activations;
+  float* scales = nullptr;
+  int64_t scalesLen = 0;
   if (!o.ok() || !o.integer("rows", &rows, 0) || !o.integer("K", &K, 0) || !o.integer("N", &N, 0) ||
       !o.integer("xStride", &xStride, 0, true, K) || !o.integer("yStride", &yStride, 0, true, N) ||
       !o.typed("x", napi_float32_array, "Float32Array", &x, &xLen) || !o.matrix("x", xLen, rows, K, xStride) ||
-      !o.weights("weight", "weightDtype", &w, &wdt, &wLen) || !o.exactLength("weight", wLen, N * K) ||
+      !o.weights("weight", "weightDtype", &w, &wdt, &wLen, /*allowInt8=*/true) || !o.exactLength("weight", wLen, N * K) ||
+      !o.typed("scales", napi_float32_array, "Float32Array", &scales, &scalesLen, wdt != DType::I8) ||
+      (wdt == DType::I8 && !o.exactLength("scales", scalesLen, N)) ||
       !o.typed("bias", napi_float32_array, "Float32Array", &bias, &biasLen, true) ||
       (bias && !o.exactLength("bias", biasLen, N)) || !o.matrix("yStride", rows * yStride, rows, N, yStride) ||
       !o.boolean("bf16Activations", &bf16Activations, false) || !o.kernelEnv(&ke)) {
     return env.Undefined();
+  }
+  if (scales && wdt != DType::I8) {
+    o.range(o.where("scales") + " is for int8 weights only");
+    return env.Undefined();
+  }
+  // int8: the engine's layout, codes then row scales, at an odd offset so unaligned scales are exercised.
+  std::vector<uint8_t> packed;
+  if (wdt == DType::I8) {
+    packed.resize(static_cast<size_t>(1 + N * K + 4 * N));
+    std::memcpy(packed.data() + 1, w, static_cast<size_t>(N * K));
+    std::memcpy(packed.data() + 1 + N * K, scales, static_cast<size_t>(4 * N));
+    w = packed.data() + 1;
   }
   Napi::Float32Array y;
   if (!newOutput(env, rows * yStride, &y)) return env.Undefined();

@@ -7,6 +7,7 @@ bool parseDTypeName(const std::string& name, DType* out) {
   else if (name == "float16") *out = DType::F16;
   else if (name == "bfloat16") *out = DType::BF16;
   else if (name == "int32") *out = DType::I32;
+  else if (name == "int8") *out = DType::I8;
   else return false;
   return true;
 }
@@ -17,6 +18,7 @@ const char* dtypeName(DType t) {
     case DType::F16: return "float16";
     case DType::BF16: return "bfloat16";
     case DType::I32: return "int32";
+    case DType::I8: return "int8";
   }
   return "unknown";
 }

@@ -7,11 +7,18 @@
 
 namespace kiln {
 
-enum class DType : uint8_t { F32 = 0, F16 = 1, BF16 = 2, I32 = 3 };
+// I8 is a weight-only type (issue 12): an int8 matrix [N, K] is stored as N * K int8 values, row-major,
+// then N float32 scales, one per row (output channel): w[n, k] = q[n, k] * scale[n]. int8ExtraBytes gives
+// the bytes after the values; nothing else in a weight has extra bytes.
+enum class DType : uint8_t { F32 = 0, F16 = 1, BF16 = 2, I32 = 3, I8 = 4 };
 
-inline size_t dtypeSize(DType t) { return t == DType::F16 || t == DType::BF16 ? 2 : 4; }
+inline size_t dtypeSize(DType t) {
+  return t == DType::F16 || t == DType::BF16 ? 2 : t == DType::I8 ? 1 : 4;
+}
+// The per-row scales after an int8 matrix of `rows` rows (0 for other types).
+inline uint64_t int8ExtraBytes(DType t, uint64_t rows) { return t == DType::I8 ? rows * 4 : 0; }
 
-// Kiln's names ("float32", "float16", "bfloat16", "int32"); false when unknown.
+// Kiln's names ("float32", "float16", "bfloat16", "int32", "int8"); false when unknown.
 bool parseDTypeName(const std::string& name, DType* out);
 const char* dtypeName(DType t);
 
@@ -59,6 +66,7 @@ inline float loadAsF32(const void* data, DType t, size_t i) {
       std::memcpy(&v, bytes + i * 4, 4);
       return static_cast<float>(v);
     }
+    case DType::I8: return static_cast<float>(static_cast<int8_t>(bytes[i]));  // the unscaled value
   }
   return 0.0f;
 }

@@ -27,7 +27,7 @@ export function defaultComputeCapability(): string {
  * `checkpointDType` is the storage dtype of the checkpoint's weights: the default `dtype`.
  */
 export function resolveBuildConfig(partial: Partial<BuildConfig> = {}, model: BaseModelConfig, checkpointDType: WeightDType): BuildConfig {
-  const given = partial as Partial<Record<'target' | 'isa' | 'computeCapability' | 'dtype', unknown>>;
+  const given = partial as Partial<Record<'target' | 'isa' | 'computeCapability' | 'dtype' | 'quantization', unknown>>;
   const target = given.target ?? 'cpu';
   if (target !== 'cpu' && target !== 'cuda') throw new RangeError(`build config: target must be "cpu" or "cuda", got ${JSON.stringify(target)}`);
   const dtype = given.dtype ?? checkpointDType;
@@ -52,9 +52,17 @@ export function resolveBuildConfig(partial: Partial<BuildConfig> = {}, model: Ba
     // Asked of the CPU only when not given, so a build for another machine's ISA needs no probing.
     const isa = given.isa ?? loadNative().cpuInfo().isa;
     if (isa !== 'avx2' && isa !== 'generic') throw new RangeError(`build config: isa must be "avx2" or "generic", got ${JSON.stringify(isa)}`);
-    return { target, ...common, isa };
+    // Absent rather than "none" when off, so configs (and build hashes) without quantization stay as they were.
+    const quantization = given.quantization === 'none' ? undefined : given.quantization;
+    if (quantization !== undefined && quantization !== 'int8') {
+      throw new RangeError(`build config: quantization must be "int8" or "none", got ${JSON.stringify(quantization)}`);
+    }
+    return { target, ...common, isa, ...(quantization ? { quantization } : {}) };
   }
   if (given.isa !== undefined) throw new RangeError('build config: isa applies to target "cpu" only (a cuda engine is built for a computeCapability)');
+  if (given.quantization !== undefined && given.quantization !== 'none') {
+    throw new RangeError('build config: quantization applies to target "cpu" only (the cuda backend has no int8 kernels yet)');
+  }
   const computeCapability = given.computeCapability ?? defaultComputeCapability();
   if (typeof computeCapability !== 'string' || !/^\d+\.\d+$/.test(computeCapability)) {
     throw new RangeError(`build config: computeCapability must be "major.minor" (e.g. "9.0"), got ${JSON.stringify(computeCapability)}`);

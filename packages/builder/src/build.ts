@@ -3,7 +3,7 @@ import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { CHECKPOINT_CONFIG_FILE, TOKENIZER_FILES, createTempDirBeside, parallelFacts, readKilnCheckpoint } from '@kiln/convert';
 import { getArchitecture } from '@kiln/models';
-import { loadNative } from '@kiln/native';
+import { loadNative, type QuantizationErrorReport } from '@kiln/native';
 import { resolveBuildConfig } from './build-config';
 import { ENGINE_FORMAT_VERSION, assembleEngine } from './engine-header';
 import { Graph } from './graph';
@@ -45,7 +45,8 @@ export async function buildEngine(options: BuildOptions): Promise<BuildResult> {
   const buildHash = await computeBuildHash(options.checkpointDir, weightsFile, buildConfig, weightsFiles.slice(1));
 
   if (!options.force && (await isSameEngine(outputDir, buildHash))) {
-    return { engineDir: outputDir, cached: true, buildHash, config: buildConfig };
+    const quantization = await readQuantizationReport(outputDir);
+    return { engineDir: outputDir, cached: true, buildHash, config: buildConfig, ...(quantization ? { quantization } : {}) };
   }
 
   const network = architecture.buildNetwork(checkpoint.model as never).toJSON();
@@ -61,7 +62,7 @@ export async function buildEngine(options: BuildOptions): Promise<BuildResult> {
     report({ stage: 'passes', message: where + passes.map((p) => `${p.pass}: ${p.changes}`).join(', ') });
 
     // The native writer casts each checkpoint tensor to the dtype its entry asks for.
-    const program = lowerGraph(graph, buildConfig.dtype);
+    const program = lowerGraph(graph, buildConfig.dtype, buildConfig.target === 'cpu' ? buildConfig.quantization : undefined);
     report({ stage: 'lower', message: `${where}${program.ops.length} ops, ${program.weights.length} weights` });
 
     // Only rank 0 samples: other ranks of a pipeline may compute no logits (parallel.ts).
@@ -86,6 +87,7 @@ export async function buildEngine(options: BuildOptions): Promise<BuildResult> {
   // Removed if the process exits midway (the CLI turns SIGINT/SIGTERM into an exit); one left by a
   // killed build of the same output is removed here (see createTempDirBeside).
   const temp = await createTempDirBeside(outputDir);
+  const quantization: QuantizationErrorReport[] = [];
   const tempDir = temp.dir;
   try {
     const checksums: Record<string, string> = {};
@@ -93,6 +95,11 @@ export async function buildEngine(options: BuildOptions): Promise<BuildResult> {
       report({ stage: 'write', message: `packing ${weights.length} weights into ${file}` });
       const written = await loadNative().writeEngine({ path: path.join(tempDir, file), header: JSON.stringify(header), weights });
       checksums[file] = written.checksum;
+      quantization.push(...written.quantization.map((q) => (ranks.length > 1 ? { ...q, name: `${file}: ${q.name}` } : q)));
+    }
+    // Each quantized matrix's error against its float weights, kept beside the engine.
+    if (quantization.length > 0) {
+      await fs.writeFile(path.join(tempDir, QUANTIZATION_REPORT_FILE), `${JSON.stringify({ method: 'int8 per-channel', weights: quantization }, null, 2)}\n`);
     }
     const engineConfig = {
       format: ENGINE_DIR_FORMAT,
@@ -119,7 +126,17 @@ export async function buildEngine(options: BuildOptions): Promise<BuildResult> {
   } finally {
     temp.release();
   }
-  return { engineDir: outputDir, cached: false, buildHash, config: buildConfig };
+  return { engineDir: outputDir, cached: false, buildHash, config: buildConfig, ...(quantization.length > 0 ? { quantization } : {}) };
+}
+
+/** The per-weight error report of a quantized engine (written by the build), or undefined. */
+export const QUANTIZATION_REPORT_FILE = 'quantization.json';
+async function readQuantizationReport(engineDir: string): Promise<QuantizationErrorReport[] | undefined> {
+  try {
+    return (JSON.parse(await fs.readFile(path.join(engineDir, QUANTIZATION_REPORT_FILE), 'utf8')) as { weights: QuantizationErrorReport[] }).weights;
+  } catch {
+    return undefined;
+  }
 }
 
 /**

@@ -1,5 +1,5 @@
 export * from './types';
-export { buildEngine, BUILDER_VERSION, ENGINE_DIR_FORMAT, ENGINE_FILE } from './build';
+export { buildEngine, BUILDER_VERSION, ENGINE_DIR_FORMAT, ENGINE_FILE, QUANTIZATION_REPORT_FILE } from './build';
 export { defaultComputeCapability, FALLBACK_COMPUTE_CAPABILITY, resolveBuildConfig, resolveModelBuildConfig } from './build-config';
 export { Graph, type GraphNode, type GraphValue } from './graph';
 export { runPasses, passes, removeDeadNodes, fuseSiblingLinears, fuseSwiglu, fuseGeglu, fuseAddNorm, type PassReport } from './passes';

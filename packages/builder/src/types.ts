@@ -1,4 +1,4 @@
-import type { WeightDType } from '@kiln/native';
+import type { QuantizationErrorReport, WeightDType } from '@kiln/native';
 
 /** The build settings every target shares. */
 export interface BuildConfigCommon {
@@ -36,8 +36,19 @@ export interface BuildConfigCommon {
 export interface CpuBuildConfig extends BuildConfigCommon {
   /** Default "cpu". */
   target: 'cpu';
-  /** Instruction set to compile for. Default: the best this CPU supports ("avx2" or "generic"). */
+  /**
+   * The minimum instruction set the engine needs. Default: "avx2" where this CPU has it, else "generic".
+   * At load the CPU backend runs the best kernel set the CPU has above it (AVX-512, AVX512_BF16), capped by
+   * the KILN_CPU_ISA environment variable (decision 0012).
+   */
   isa: 'avx2' | 'generic';
+  /**
+   * Weight-only quantization of the linear matrices (TensorRT-LLM's W8A16): "int8" stores each as int8
+   * codes with a float32 scale per output channel (symmetric, max |w| / 127), activations stay 16/32-bit.
+   * Embeddings, norms and biases keep `dtype`. Absent: none. The build reports each matrix's error
+   * (quantization.json in the engine directory).
+   */
+  quantization?: 'int8';
 }
 
 /** An engine for NVIDIA GPUs of one compute capability. */
@@ -77,6 +88,8 @@ export interface BuildOptions {
 
 export interface BuildResult {
   engineDir: string;
+  /** Quantized builds: each int8 matrix's error against its float weights (also in quantization.json). */
+  quantization?: QuantizationErrorReport[];
   /** True when an existing engine with the same build hash was reused. */
   cached: boolean;
   buildHash: string;

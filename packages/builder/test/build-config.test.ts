@@ -51,6 +51,14 @@ describe('resolveBuildConfig', () => {
     expect(probes).toEqual({ cpu: 0, cuda: 0 });
   });
 
+  it('takes int8 weight-only quantization on the cpu; "none" is the same config as no field at all', () => {
+    expect(resolve({ quantization: 'int8' })).toMatchObject({ target: 'cpu', quantization: 'int8' });
+    expect(resolve({ quantization: 'none' })).toEqual(resolve({}));
+    expect(resolve({})).not.toHaveProperty('quantization');
+    expect(() => resolve({ quantization: 'int4' })).toThrow('build config: quantization must be "int8" or "none", got "int4"');
+    expect(() => resolve({ target: 'cuda', computeCapability: '9.0', quantization: 'int8' })).toThrow('quantization applies to target "cpu" only');
+  });
+
   it('builds cuda for the given compute capability, with no isa', () => {
     const config = resolve({ target: 'cuda', computeCapability: '8.0', dtype: 'bfloat16' });
     expect(config).toMatchObject({ target: 'cuda', computeCapability: '8.0', dtype: 'bfloat16', maxBatchSize: 8 });

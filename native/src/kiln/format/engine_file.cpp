@@ -1,6 +1,7 @@
 #include "kiln/format/engine_file.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <stdexcept>
 
@@ -72,6 +73,11 @@ std::vector<EngineWeight> parseWeights(const Json& header, uint64_t dataSize, co
     uint64_t elements, bytes;
     if (!shapeElements(w.shape, &elements) || __builtin_mul_overflow(elements, dtypeSize(w.dtype), &bytes)) {
       throw std::runtime_error(where + what + ": shape " + shapeString(w.shape) + " has too many elements");
+    }
+    if (w.dtype == DType::I8) {
+      // int8 matrices carry one float32 scale per row after their values (dtype.h).
+      if (w.shape.size() != 2) throw std::runtime_error(where + what + ": int8 weights must be 2-D [N, K]");
+      bytes += int8ExtraBytes(w.dtype, static_cast<uint64_t>(w.shape[0]));
     }
     if (w.byteLength != bytes) {
       throw std::runtime_error(where + what + ": byteLength " + std::to_string(w.byteLength) + " but " + dtype +
@@ -180,6 +186,35 @@ std::string EngineFile::headerText() const {
   return std::string(reinterpret_cast<const char*>(map_->data() + kPrefixBytes), headerLength_);
 }
 
+QuantizationError quantizeRowsInt8(const std::string& name, const float* w, int64_t rows, int64_t cols, int8_t* q,
+                                   float* scales) {
+  // Symmetric per row (TensorRT-LLM's W8A16 per-channel): scale = max |w| / 127, q = round(w / scale),
+  // halves away from zero. A row of zeros gets scale 0 and codes 0.
+  double errSq = 0, refSq = 0, maxRel = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* row = w + r * cols;
+    float amax = 0;
+    for (int64_t c = 0; c < cols; ++c) amax = std::max(amax, std::fabs(row[c]));
+    const float scale = amax / 127.0f;
+    scales[r] = scale;
+    const float inv = scale > 0 ? 1.0f / scale : 0.0f;
+    for (int64_t c = 0; c < cols; ++c) {
+      const float v = std::max(-127.0f, std::min(127.0f, std::round(row[c] * inv)));
+      q[r * cols + c] = static_cast<int8_t>(v);
+      const double err = static_cast<double>(v) * scale - row[c];
+      errSq += err * err;
+      refSq += static_cast<double>(row[c]) * row[c];
+      // Relative to the row's largest magnitude: an element's own value can be ~0.
+      if (amax > 0) maxRel = std::max(maxRel, std::fabs(err) / amax);
+    }
+  }
+  QuantizationError e;
+  e.name = name;
+  e.maxRelativeError = maxRel;
+  e.rmsRelativeError = refSq > 0 ? std::sqrt(errSq / refSq) : 0.0;
+  return e;
+}
+
 WriteEngineResult writeEngineFile(const std::string& path, const std::string& headerJson,
                                   const std::vector<EngineWeightSpec>& specs) {
   const std::string where = path + ": ";
@@ -234,7 +269,8 @@ WriteEngineResult writeEngineFile(const std::string& path, const std::string& he
                                  " elements but data has " + std::to_string(s.data.size()));
       }
     } else {
-      TensorWriteSpec ts{s.name, s.dtype, s.shape, s.sources};
+      // int8 weights are gathered as float32 and quantized as they are written.
+      TensorWriteSpec ts{s.name, s.dtype == DType::I8 ? DType::F32 : s.dtype, s.shape, s.sources};
       gatherer.check(path, ts);
     }
   }
@@ -264,10 +300,25 @@ WriteEngineResult writeEngineFile(const std::string& path, const std::string& he
   emit(headerJson.data(), headerJson.size());
   emitZeros(dataStart - file.bytesWritten());
   std::vector<uint8_t> cast;
+  WriteEngineResult result;
   for (size_t i = 0; i < specs.size(); ++i) {
     const EngineWeightSpec& s = specs[i];
     emitZeros(dataStart + table[i].offset - file.bytesWritten());
-    if (s.constant) {
+    if (s.dtype == DType::I8) {
+      if (s.constant) throw std::runtime_error(where + "weight \"" + s.name + "\": int8 weights come from the checkpoint");
+      // The whole matrix as float32 first: each row's scale needs the row's largest magnitude.
+      std::vector<float> values;
+      values.reserve(static_cast<size_t>(s.shape[0] * s.shape[1]));
+      gatherer.gather(path, TensorWriteSpec{s.name, DType::F32, s.shape, s.sources}, [&](const void* data, size_t n) {
+        const float* f = static_cast<const float*>(data);
+        values.insert(values.end(), f, f + n / sizeof(float));
+      });
+      std::vector<int8_t> q(values.size());
+      std::vector<float> scales(static_cast<size_t>(s.shape[0]));
+      result.quantization.push_back(quantizeRowsInt8(s.name, values.data(), s.shape[0], s.shape[1], q.data(), scales.data()));
+      emit(q.data(), q.size());
+      emit(scales.data(), scales.size() * sizeof(float));
+    } else if (s.constant) {
       cast.resize(s.data.size() * dtypeSize(s.dtype));
       castFromF32(s.data.data(), s.data.size(), s.dtype, cast.data());
       emit(cast.data(), cast.size());
@@ -278,7 +329,6 @@ WriteEngineResult writeEngineFile(const std::string& path, const std::string& he
       throw std::logic_error(where + "weight \"" + s.name + "\": wrote an unexpected number of bytes");
     }
   }
-  WriteEngineResult result;
   result.checksum = hash.digest();
   uint8_t trailer[kTrailerBytes];
   putLE(trailer, result.checksum, 8);

@@ -62,10 +62,24 @@ struct EngineWeightSpec {
   std::vector<float> data;
 };
 
+// How far a quantized weight is from the float values it was made from: the largest error of an element
+// relative to its row's largest magnitude (the quantization step is that / 127 for int8), and the RMS
+// error relative to the RMS of the weight.
+struct QuantizationError {
+  std::string name;
+  double maxRelativeError = 0;
+  double rmsRelativeError = 0;
+};
+
 struct WriteEngineResult {
   uint64_t checksum = 0;
   uint64_t fileSize = 0;
+  std::vector<QuantizationError> quantization;  // one per int8 weight, in file order
 };
+
+// Per-row symmetric int8 quantization of w [rows, cols] (dtype.h's layout: q, then the scales).
+QuantizationError quantizeRowsInt8(const std::string& name, const float* w, int64_t rows, int64_t cols, int8_t* q,
+                                   float* scales);
 
 // Writes a `.engine` file atomically. `headerJson` is parsed and its `weights` table must list exactly
 // `weights` (same order, names, dtypes, shapes; byteLength right; offsets multiples of 64, ascending and

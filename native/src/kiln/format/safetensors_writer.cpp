@@ -30,6 +30,7 @@ const char* safetensorsCode(DType t) {
     case DType::F16: return "F16";
     case DType::BF16: return "BF16";
     case DType::I32: return "I32";
+    case DType::I8: return "I8";
   }
   return "?";
 }
@@ -72,6 +73,7 @@ void castFromF32(const float* src, size_t n, DType out, void* dst) {
       return;
     }
     case DType::I32:
+    case DType::I8:  // int8 needs scales: quantizeRowsInt8 (engine_file.cpp)
       break;
   }
   throw std::logic_error("castFromF32: unsupported output dtype");

@@ -57,9 +57,10 @@ export interface LoweredProgram {
 
 /**
  * Lowers every node; `weightDType` is the engine's weight dtype (the build's `dtype`): parameters are
- * packed in it, except those a lowering asks to keep in float32 (biases).
+ * packed in it, except those a lowering asks to keep in float32 (biases), and linear matrices when
+ * `quantization` is 'int8' (the writer quantizes them per row).
  */
-export function lowerGraph(graph: Graph, weightDType: 'float32' | 'float16' | 'bfloat16'): LoweredProgram {
+export function lowerGraph(graph: Graph, weightDType: 'float32' | 'float16' | 'bfloat16', quantization?: 'int8'): LoweredProgram {
   const weights: WeightEntry[] = [];
   const weightIndex = new Map<string, number>();
   const views = new Map<number, { of: number; colOffset: number }>();
@@ -69,7 +70,7 @@ export function lowerGraph(graph: Graph, weightDType: 'float32' | 'float16' | 'b
     parameter(id, options = {}) {
       const value = graph.value(id);
       if (value.kind !== 'parameter' || !value.sources) throw new Error(`lowering: %${id} is not a parameter`);
-      const dtype = options.float32 ? 'float32' : weightDType;
+      const dtype = options.float32 ? 'float32' : options.quantizable && quantization ? quantization : weightDType;
       const name = value.name ?? `%${id}`;
       const key = `${name}:${dtype}`;
       let index = weightIndex.get(key);

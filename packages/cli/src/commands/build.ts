@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { buildEngine, type BuildConfig } from '@kiln/builder';
+import { buildEngine, QUANTIZATION_REPORT_FILE, type BuildConfig, type CpuBuildConfig } from '@kiln/builder';
 import { addTargetOptions, targetConfigFromFlags, type TargetFlags } from '../engine-options';
 import { CliError, reportCommandError } from '../errors';
 import { exitCleanlyOnSignals, ProgressLine } from '../progress-line';
@@ -13,6 +13,7 @@ interface BuildFlags extends TargetFlags {
   maxNumTokens?: string;
   gatherContextLogits?: boolean;
   tokensPerBlock?: string;
+  quantization?: string;
   force?: boolean;
 }
 
@@ -31,7 +32,7 @@ export function parsePositiveInteger(flag: string, value: string): number {
 /**
  * `kiln build --checkpoint <checkpoint-dir> --output <engine-dir> [--target cpu|cuda] [--dtype D]
  * [--compute-capability X.Y] [--max-batch-size N] [--max-seq-len N] [--max-num-tokens N]
- * [--gather-context-logits] [--tokens-per-block N] [--force]`
+ * [--gather-context-logits] [--tokens-per-block N] [--quantization int8|none] [--force]`
  */
 export function registerBuildCommand(program: Command): void {
   const command = program
@@ -46,6 +47,7 @@ export function registerBuildCommand(program: Command): void {
     .option('--gather-context-logits', 'let requests return the logits of every prompt token')
     .option('--max-beam-width <n>', 'most beams of one beam search request, at most max-batch-size (default 1: no beam search)')
     .option('--tokens-per-block <n>', 'tokens per KV cache block (default 16)')
+    .option('--quantization <method>', 'weight-only quantization of the linear matrices, cpu only: int8 (per-channel scales) or none (default none)')
     .option('--force', 'rebuild even when the output folder holds an engine with the same build hash')
     .action(async (flags: BuildFlags) => {
       const progress = new ProgressLine();
@@ -66,6 +68,13 @@ function buildConfigFromFlags(flags: BuildFlags): Partial<BuildConfig> {
   if (flags.maxBeamWidth !== undefined) config.maxBeamWidth = parsePositiveInteger('--max-beam-width', flags.maxBeamWidth);
   if (flags.tokensPerBlock !== undefined) config.tokensPerBlock = parsePositiveInteger('--tokens-per-block', flags.tokensPerBlock);
   if (flags.gatherContextLogits) config.gatherContextLogits = true;
+  if (flags.quantization !== undefined) {
+    if (flags.quantization !== 'int8' && flags.quantization !== 'none') {
+      throw new CliError(`--quantization: expected int8 or none, got ${JSON.stringify(flags.quantization)}`);
+    }
+    if (config.target === 'cuda') throw new CliError('--quantization: applies to --target cpu only (the cuda backend has no int8 kernels yet)');
+    if (flags.quantization === 'int8') (config as Partial<CpuBuildConfig>).quantization = 'int8';
+  }
   return config;
 }
 
@@ -90,10 +99,20 @@ async function runBuild(flags: BuildFlags, progress: ProgressLine): Promise<void
   const settings =
     `maxBatchSize ${c.maxBatchSize}, maxSeqLen ${c.maxSeqLen}, maxNumTokens ${c.maxNumTokens}, ` +
     `tokensPerBlock ${c.tokensPerBlock}, gatherContextLogits ${c.gatherContextLogits}, ` +
-    (c.target === 'cuda' ? `cuda (compute capability ${c.computeCapability}, ${c.dtype})` : c.isa);
+    (c.target === 'cuda' ? `cuda (compute capability ${c.computeCapability}, ${c.dtype})` : c.isa + (c.quantization ? `, ${c.quantization} weights` : ''));
   process.stdout.write(
     result.cached
       ? `Engine ${result.engineDir} is up to date (build ${result.buildHash}; ${settings}); --force rebuilds it\n`
       : `Built engine ${result.engineDir} (build ${result.buildHash}; ${settings}) in ${seconds.toFixed(1)} s\n`,
   );
+  // The quantization error report: the worst matrices (by RMS relative error), the full list in the file.
+  if (result.quantization && result.quantization.length > 0) {
+    const worst = [...result.quantization].sort((a, b) => b.rmsRelativeError - a.rmsRelativeError);
+    const pct = (v: number) => `${(100 * v).toFixed(2)}%`;
+    process.stdout.write(
+      `Quantized ${worst.length} matrices to int8: RMS relative error ${pct(worst[worst.length - 1].rmsRelativeError)}-${pct(worst[0].rmsRelativeError)}, ` +
+        `max element error ${pct(Math.max(...worst.map((q) => q.maxRelativeError)))} of its row's largest weight; per matrix in ${QUANTIZATION_REPORT_FILE}:\n` +
+        worst.slice(0, 5).map((q) => `  ${q.name}: RMS ${pct(q.rmsRelativeError)}, max ${pct(q.maxRelativeError)}\n`).join(''),
+    );
+  }
 }

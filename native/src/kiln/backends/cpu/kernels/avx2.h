@@ -13,9 +13,9 @@
 namespace kiln {
 namespace avx2 {
 
-// y[r, n] for r in [r0, r1), n in [n0, n1): see linearKernel.
+// y[r, n] for r in [r0, r1), n in [n0, n1): see linearKernel. `scales` [N]: int8 weights' row scales.
 void linearTile(const float* x, int64_t xStride, int64_t r0, int64_t r1, const void* w, DType wdt, int64_t n0,
-                int64_t n1, int64_t K, const float* bias, float* y, int64_t yStride);
+                int64_t n1, int64_t K, const float* scales, const float* bias, float* y, int64_t yStride);
 
 // Rows [r0, r1) of rmsNormKernel.
 void rmsNormRows(const float* x, int64_t xStride, int64_t r0, int64_t r1, const void* w, DType wdt, int64_t H,

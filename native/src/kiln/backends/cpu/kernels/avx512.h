@@ -10,9 +10,10 @@
 namespace kiln {
 namespace avx512 {
 
-// y[r, n] for r in [r0, r1), n in [n0, n1) of linearKernel, float32 FMAs on weights widened to float32.
+// y[r, n] for r in [r0, r1), n in [n0, n1) of linearKernel, float32 FMAs on weights widened to float32
+// (int8 codes too, their row's scale applied to the finished sum; `scales` [N], int8 only).
 void linearTile(const float* x, int64_t xStride, int64_t r0, int64_t r1, const void* w, DType wdt, int64_t n0,
-                int64_t n1, int64_t K, const float* bias, float* y, int64_t yStride);
+                int64_t n1, int64_t K, const float* scales, const float* bias, float* y, int64_t yStride);
 
 }  // namespace avx512
 

@@ -21,7 +21,8 @@ constexpr int64_t kRowBlock = 64;
 constexpr int64_t kMinWorkPerChunk = 1 << 17;
 
 void linearTileGeneric(const float* x, int64_t xStride, int64_t r0, int64_t r1, const void* w, DType wdt,
-                       int64_t n0, int64_t n1, int64_t K, const float* bias, float* y, int64_t yStride) {
+                       int64_t n0, int64_t n1, int64_t K, const float* scales, const float* bias, float* y,
+                       int64_t yStride) {
   thread_local std::vector<float> rowBuf;
   if (wdt != DType::F32 && static_cast<int64_t>(rowBuf.size()) < K) rowBuf.resize(static_cast<size_t>(K));
   for (int64_t n = n0; n < n1; ++n) {
@@ -33,7 +34,8 @@ void linearTileGeneric(const float* x, int64_t xStride, int64_t r0, int64_t r1, 
       wr = rowBuf.data();
     }
     const float b = bias ? bias[n] : 0.0f;
-    for (int64_t r = r0; r < r1; ++r) y[r * yStride + n] = portable::dot(x + r * xStride, wr, K) + b;
+    const float scale = scales ? scales[n] : 1.0f;
+    for (int64_t r = r0; r < r1; ++r) y[r * yStride + n] = portable::dot(x + r * xStride, wr, K) * scale + b;
   }
 }
 
@@ -53,11 +55,25 @@ void linearKernel(const KernelEnv& env, const float* x, int64_t rows, int64_t xS
   if (rows <= 0 || N <= 0) return;
   const int64_t featBlocks = (N + kFeatBlock - 1) / kFeatBlock;
   const int64_t rowBlocks = (rows + kRowBlock - 1) / kRowBlock;
-  const bool roundX = bf16Activations && wdt == DType::BF16;
+  const bool roundX = bf16Activations && (wdt == DType::BF16 || wdt == DType::I8);
+  // int8 weights: the row scales follow the N * K codes (dtype.h). They are read as floats, so copy them
+  // when the codes leave them misaligned.
+  const float* scales = nullptr;
+  thread_local std::vector<float> scaleCopy;
+  if (wdt == DType::I8) {
+    const char* after = static_cast<const char*>(w) + N * K;
+    if (reinterpret_cast<uintptr_t>(after) % alignof(float) == 0) {
+      scales = reinterpret_cast<const float*>(after);
+    } else {
+      scaleCopy.resize(static_cast<size_t>(N));
+      std::memcpy(scaleCopy.data(), after, static_cast<size_t>(N) * sizeof(float));
+      scales = scaleCopy.data();
+    }
+  }
   // vdpbf16ps takes x as packed bfloat16 (xb, row stride K); the other sets take the same rounded values
   // as float32 (xr), so every set multiplies the same numbers. Either copy is rows * K elements, made once
   // per call: about 1/N of the multiply-adds.
-  const bool dotBf16 = roundX && env.isa >= Isa::Avx512Bf16;
+  const bool dotBf16 = roundX && wdt == DType::BF16 && env.isa >= Isa::Avx512Bf16;
   thread_local std::vector<uint16_t> xb;
   thread_local std::vector<float> xr;
   if (roundX) {
@@ -96,11 +112,11 @@ void linearKernel(const KernelEnv& env, const float* x, int64_t rows, int64_t xS
       if (dotBf16) {
         avx512bf16::linearTileBf16(xbData, r0, r1, static_cast<const uint16_t*>(w), n0, n1, K, bias, y, yStride);
       } else if (isa >= Isa::Avx512) {
-        avx512::linearTile(x, xStride, r0, r1, w, wdt, n0, n1, K, bias, y, yStride);
+        avx512::linearTile(x, xStride, r0, r1, w, wdt, n0, n1, K, scales, bias, y, yStride);
       } else if (isa >= Isa::Avx2) {
-        avx2::linearTile(x, xStride, r0, r1, w, wdt, n0, n1, K, bias, y, yStride);
+        avx2::linearTile(x, xStride, r0, r1, w, wdt, n0, n1, K, scales, bias, y, yStride);
       } else {
-        linearTileGeneric(x, xStride, r0, r1, w, wdt, n0, n1, K, bias, y, yStride);
+        linearTileGeneric(x, xStride, r0, r1, w, wdt, n0, n1, K, scales, bias, y, yStride);
       }
     }
   };

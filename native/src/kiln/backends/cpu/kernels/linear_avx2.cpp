@@ -11,12 +11,16 @@ namespace avx2 {
 
 namespace {
 
-enum WeightKind { kF32, kF16, kBF16 };
+enum WeightKind { kF32, kF16, kBF16, kI8 };
 
 // 8 consecutive weights from element idx, widened to float32.
 template <int Kind>
 inline __m256 loadW8(const void* w, int64_t idx) {
   if (Kind == kF32) return _mm256_loadu_ps(static_cast<const float*>(w) + idx);
+  if (Kind == kI8) {  // int8 codes, unscaled (the row's scale multiplies the finished sum)
+    const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(static_cast<const int8_t*>(w) + idx));
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b));
+  }
   const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(w) + idx));
   if (Kind == kF16) return _mm256_cvtph_ps(h);
   // bfloat16 is the top half of a float32: zero-extend to 32 bits and shift into place.
@@ -26,6 +30,7 @@ inline __m256 loadW8(const void* w, int64_t idx) {
 template <int Kind>
 inline float loadW1(const void* w, int64_t idx) {
   if (Kind == kF32) return static_cast<const float*>(w)[idx];
+  if (Kind == kI8) return static_cast<float>(static_cast<const int8_t*>(w)[idx]);
   const uint16_t h = static_cast<const uint16_t*>(w)[idx];
   if (Kind == kF16) return _cvtsh_ss(h);
   const uint32_t bits = static_cast<uint32_t>(h) << 16;
@@ -38,14 +43,14 @@ inline float loadW1(const void* w, int64_t idx) {
 // weight vector loaded (and converted) once serves RT rows, each x vector serves NT weight rows.
 template <int Kind, int RT, int NT>
 inline void microTile(const float* x, int64_t xStride, int64_t r, const void* w, int64_t n, int64_t K,
-                      const float* bias, float* y, int64_t yStride) {
+                      const float* scales, const float* bias, float* y, int64_t yStride) {
   __m256 acc[RT][NT];
   for (int i = 0; i < RT; ++i)
     for (int j = 0; j < NT; ++j) acc[i][j] = _mm256_setzero_ps();
   const float* xr[RT];
   for (int i = 0; i < RT; ++i) xr[i] = x + (r + i) * xStride;
   int64_t k = 0;
-  constexpr int64_t kWeightBytes = Kind == kF32 ? 4 : 2;
+  constexpr int64_t kWeightBytes = Kind == kF32 ? 4 : Kind == kI8 ? 1 : 2;
   constexpr int64_t kLineWeights = 64 / kWeightBytes;
   for (; k + 8 <= K; k += 8) {
     // One row (decode) streams 16-bit weights from memory: prefetch the next tile's rows one tile ahead, as
@@ -66,6 +71,7 @@ inline void microTile(const float* x, int64_t xStride, int64_t r, const void* w,
     for (int j = 0; j < NT; ++j) {
       float s = hsum(acc[i][j]);
       for (int64_t kk = k; kk < K; ++kk) s += xr[i][kk] * loadW1<Kind>(w, (n + j) * K + kk);
+      if (Kind == kI8) s *= scales[n + j];
       if (bias) s += bias[n + j];
       y[(r + i) * yStride + n + j] = s;
     }
@@ -74,10 +80,10 @@ inline void microTile(const float* x, int64_t xStride, int64_t r, const void* w,
 
 template <int Kind, int RT, int NT>
 inline void featureSweep(const float* x, int64_t xStride, int64_t r, const void* w, int64_t n0, int64_t n1,
-                         int64_t K, const float* bias, float* y, int64_t yStride) {
+                         int64_t K, const float* scales, const float* bias, float* y, int64_t yStride) {
   int64_t n = n0;
-  for (; n + NT <= n1; n += NT) microTile<Kind, RT, NT>(x, xStride, r, w, n, K, bias, y, yStride);
-  for (; n < n1; ++n) microTile<Kind, RT, 1>(x, xStride, r, w, n, K, bias, y, yStride);
+  for (; n + NT <= n1; n += NT) microTile<Kind, RT, NT>(x, xStride, r, w, n, K, scales, bias, y, yStride);
+  for (; n < n1; ++n) microTile<Kind, RT, 1>(x, xStride, r, w, n, K, scales, bias, y, yStride);
 }
 
 // One row of x (decode) times NT bfloat16 weight rows. The generic path spends two shuffle-unit
@@ -131,16 +137,16 @@ bool oneRowBf16(const float* x, const void* w, int64_t n0, int64_t n1, int64_t K
 
 template <int Kind>
 void tile(const float* x, int64_t xStride, int64_t r0, int64_t r1, const void* w, int64_t n0, int64_t n1,
-          int64_t K, const float* bias, float* y, int64_t yStride) {
+          int64_t K, const float* scales, const float* bias, float* y, int64_t yStride) {
   int64_t r = r0;
-  for (; r + 4 <= r1; r += 4) featureSweep<Kind, 4, 3>(x, xStride, r, w, n0, n1, K, bias, y, yStride);
+  for (; r + 4 <= r1; r += 4) featureSweep<Kind, 4, 3>(x, xStride, r, w, n0, n1, K, scales, bias, y, yStride);
   switch (r1 - r) {
-    case 3: featureSweep<Kind, 3, 4>(x, xStride, r, w, n0, n1, K, bias, y, yStride); break;
-    case 2: featureSweep<Kind, 2, 6>(x, xStride, r, w, n0, n1, K, bias, y, yStride); break;
+    case 3: featureSweep<Kind, 3, 4>(x, xStride, r, w, n0, n1, K, scales, bias, y, yStride); break;
+    case 2: featureSweep<Kind, 2, 6>(x, xStride, r, w, n0, n1, K, scales, bias, y, yStride); break;
     // One row (decode): 8 weight rows in flight keep 8 independent FMA chains and stream memory.
     case 1:
       if (Kind == kBF16 && oneRowBf16(x + r * xStride, w, n0, n1, K, bias, y + r * yStride)) break;
-      featureSweep<Kind, 1, 8>(x, xStride, r, w, n0, n1, K, bias, y, yStride);
+      featureSweep<Kind, 1, 8>(x, xStride, r, w, n0, n1, K, scales, bias, y, yStride);
       break;
     default: break;
   }
@@ -149,11 +155,12 @@ void tile(const float* x, int64_t xStride, int64_t r0, int64_t r1, const void* w
 }  // namespace
 
 void linearTile(const float* x, int64_t xStride, int64_t r0, int64_t r1, const void* w, DType wdt, int64_t n0,
-                int64_t n1, int64_t K, const float* bias, float* y, int64_t yStride) {
+                int64_t n1, int64_t K, const float* scales, const float* bias, float* y, int64_t yStride) {
   switch (wdt) {
-    case DType::F32: tile<kF32>(x, xStride, r0, r1, w, n0, n1, K, bias, y, yStride); return;
-    case DType::F16: tile<kF16>(x, xStride, r0, r1, w, n0, n1, K, bias, y, yStride); return;
-    case DType::BF16: tile<kBF16>(x, xStride, r0, r1, w, n0, n1, K, bias, y, yStride); return;
+    case DType::F32: tile<kF32>(x, xStride, r0, r1, w, n0, n1, K, nullptr, bias, y, yStride); return;
+    case DType::F16: tile<kF16>(x, xStride, r0, r1, w, n0, n1, K, nullptr, bias, y, yStride); return;
+    case DType::BF16: tile<kBF16>(x, xStride, r0, r1, w, n0, n1, K, nullptr, bias, y, yStride); return;
+    case DType::I8: tile<kI8>(x, xStride, r0, r1, w, n0, n1, K, scales, bias, y, yStride); return;
     case DType::I32: return;  // never routed here (see linearKernel)
   }
 }

@@ -10,12 +10,15 @@ namespace avx512 {
 
 namespace {
 
-enum WeightKind { kF32, kF16, kBF16 };
+enum WeightKind { kF32, kF16, kBF16, kI8 };
 
 // 16 consecutive weights from element idx (those outside `m` read as 0), widened to float32.
 template <int Kind>
 inline __m512 loadW16(const void* w, int64_t idx, __mmask16 m) {
   if (Kind == kF32) return _mm512_maskz_loadu_ps(m, static_cast<const float*>(w) + idx);
+  if (Kind == kI8) {  // int8 codes, unscaled (the row's scale multiplies the finished sum)
+    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, static_cast<const int8_t*>(w) + idx)));
+  }
   const __m256i h = _mm256_maskz_loadu_epi16(m, static_cast<const uint16_t*>(w) + idx);
   if (Kind == kF16) return _mm512_cvtph_ps(h);
   // bfloat16 is the top half of a float32: zero-extend to 32 bits and shift into place.
@@ -26,13 +29,13 @@ inline __m512 loadW16(const void* w, int64_t idx, __mmask16 m) {
 // vector loaded (and widened) once serves RT rows, each x vector NT weight rows.
 template <int Kind, int RT, int NT>
 inline void microTile(const float* x, int64_t xStride, int64_t r, const void* w, int64_t n, int64_t K,
-                      const float* bias, float* y, int64_t yStride) {
+                      const float* scales, const float* bias, float* y, int64_t yStride) {
   __m512 acc[RT][NT];
   for (int i = 0; i < RT; ++i)
     for (int j = 0; j < NT; ++j) acc[i][j] = _mm512_setzero_ps();
   const float* xr[RT];
   for (int i = 0; i < RT; ++i) xr[i] = x + (r + i) * xStride;
-  constexpr int64_t kWeightBytes = Kind == kF32 ? 4 : 2;
+  constexpr int64_t kWeightBytes = Kind == kF32 ? 4 : Kind == kI8 ? 1 : 2;
   constexpr int64_t kLineWeights = 64 / kWeightBytes;
   auto step = [&](int64_t k, __mmask16 m) {
     __m512 wv[NT];
@@ -56,17 +59,19 @@ inline void microTile(const float* x, int64_t xStride, int64_t r, const void* w,
   if (k < K) step(k, static_cast<__mmask16>((1u << (K - k)) - 1));
   for (int i = 0; i < RT; ++i) {
     for (int j = 0; j < NT; ++j) {
-      y[(r + i) * yStride + n + j] = _mm512_reduce_add_ps(acc[i][j]) + (bias ? bias[n + j] : 0.0f);
+      float s = _mm512_reduce_add_ps(acc[i][j]);
+      if (Kind == kI8) s *= scales[n + j];
+      y[(r + i) * yStride + n + j] = s + (bias ? bias[n + j] : 0.0f);
     }
   }
 }
 
 template <int Kind, int RT, int NT>
 inline void featureSweep(const float* x, int64_t xStride, int64_t r, const void* w, int64_t n0, int64_t n1,
-                         int64_t K, const float* bias, float* y, int64_t yStride) {
+                         int64_t K, const float* scales, const float* bias, float* y, int64_t yStride) {
   int64_t n = n0;
-  for (; n + NT <= n1; n += NT) microTile<Kind, RT, NT>(x, xStride, r, w, n, K, bias, y, yStride);
-  for (; n < n1; ++n) microTile<Kind, RT, 1>(x, xStride, r, w, n, K, bias, y, yStride);
+  for (; n + NT <= n1; n += NT) microTile<Kind, RT, NT>(x, xStride, r, w, n, K, scales, bias, y, yStride);
+  for (; n < n1; ++n) microTile<Kind, RT, 1>(x, xStride, r, w, n, K, scales, bias, y, yStride);
 }
 
 // One row of x (decode) times NT bfloat16 weight rows, on CPUs without AVX512_BF16: as the AVX2 path's
@@ -113,15 +118,15 @@ bool oneRowBf16(const float* x, const void* w, int64_t n0, int64_t n1, int64_t K
 // and one row x 8 (decode: 8 independent streams of weights keep the memory system busy).
 template <int Kind>
 void tile(const float* x, int64_t xStride, int64_t r0, int64_t r1, const void* w, int64_t n0, int64_t n1,
-          int64_t K, const float* bias, float* y, int64_t yStride) {
+          int64_t K, const float* scales, const float* bias, float* y, int64_t yStride) {
   int64_t r = r0;
-  for (; r + 4 <= r1; r += 4) featureSweep<Kind, 4, 6>(x, xStride, r, w, n0, n1, K, bias, y, yStride);
+  for (; r + 4 <= r1; r += 4) featureSweep<Kind, 4, 6>(x, xStride, r, w, n0, n1, K, scales, bias, y, yStride);
   switch (r1 - r) {
-    case 3: featureSweep<Kind, 3, 8>(x, xStride, r, w, n0, n1, K, bias, y, yStride); break;
-    case 2: featureSweep<Kind, 2, 12>(x, xStride, r, w, n0, n1, K, bias, y, yStride); break;
+    case 3: featureSweep<Kind, 3, 8>(x, xStride, r, w, n0, n1, K, scales, bias, y, yStride); break;
+    case 2: featureSweep<Kind, 2, 12>(x, xStride, r, w, n0, n1, K, scales, bias, y, yStride); break;
     case 1:
       if (Kind == kBF16 && oneRowBf16(x + r * xStride, w, n0, n1, K, bias, y + r * yStride)) break;
-      featureSweep<Kind, 1, 8>(x, xStride, r, w, n0, n1, K, bias, y, yStride);
+      featureSweep<Kind, 1, 8>(x, xStride, r, w, n0, n1, K, scales, bias, y, yStride);
       break;
     default: break;
   }
@@ -130,11 +135,12 @@ void tile(const float* x, int64_t xStride, int64_t r0, int64_t r1, const void* w
 }  // namespace
 
 void linearTile(const float* x, int64_t xStride, int64_t r0, int64_t r1, const void* w, DType wdt, int64_t n0,
-                int64_t n1, int64_t K, const float* bias, float* y, int64_t yStride) {
+                int64_t n1, int64_t K, const float* scales, const float* bias, float* y, int64_t yStride) {
   switch (wdt) {
-    case DType::F32: tile<kF32>(x, xStride, r0, r1, w, n0, n1, K, bias, y, yStride); return;
-    case DType::F16: tile<kF16>(x, xStride, r0, r1, w, n0, n1, K, bias, y, yStride); return;
-    case DType::BF16: tile<kBF16>(x, xStride, r0, r1, w, n0, n1, K, bias, y, yStride); return;
+    case DType::F32: tile<kF32>(x, xStride, r0, r1, w, n0, n1, K, nullptr, bias, y, yStride); return;
+    case DType::F16: tile<kF16>(x, xStride, r0, r1, w, n0, n1, K, nullptr, bias, y, yStride); return;
+    case DType::BF16: tile<kBF16>(x, xStride, r0, r1, w, n0, n1, K, nullptr, bias, y, yStride); return;
+    case DType::I8: tile<kI8>(x, xStride, r0, r1, w, n0, n1, K, scales, bias, y, yStride); return;
     default: return;  // never routed here (see linearKernel)
   }
 }

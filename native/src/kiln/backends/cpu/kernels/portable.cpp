@@ -74,6 +74,11 @@ void toF32(const void* data, DType t, int64_t n, float* out) {
       for (int64_t i = 0; i < n; ++i) out[i] = static_cast<float>(p[i]);
       return;
     }
+    case DType::I8: {  // the unscaled values
+      const int8_t* p = static_cast<const int8_t*>(data);
+      for (int64_t i = 0; i < n; ++i) out[i] = static_cast<float>(p[i]);
+      return;
+    }
   }
 }
 

@@ -32,6 +32,8 @@ void registerCpuOps(KernelRegistry& r) {
       r.registerOp(e.op, "cpu", dt, e.bind);
     }
   }
+  // Weight-only int8 (issue 12): linears only; every other weight stays 16- or 32-bit.
+  r.registerOp("linear", "cpu", DType::I8, bindLinear);
 }
 
 }  // namespace ops
