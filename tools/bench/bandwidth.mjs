@@ -60,7 +60,7 @@ parentPort.postMessage('ready');
 `;
 
 /** Aggregate read rate of `workers` threads, each scanning its own `bytes` buffer; best of `samples`, bytes/s. */
-async function readBandwidth(workers, bytes, samples) {
+export async function readBandwidth(workers, bytes, samples) {
   const reps = 4;
   const pool = Array.from({ length: workers }, () => new Worker(READ_WORKER, { eval: true, workerData: { bytes, reps } }));
   try {
@@ -250,7 +250,10 @@ async function main() {
   }
 }
 
-main().catch((error) => {
-  console.error(error);
-  process.exit(1);
-});
+// Run only as a script: cpu-side-by-side.mjs imports readBandwidth.
+if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  main().catch((error) => {
+    console.error(error);
+    process.exit(1);
+  });
+}
