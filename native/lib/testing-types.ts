@@ -46,7 +46,7 @@ export interface LinearArgs extends KernelRunOptions {
   scales?: Float32Array;
   /** [N] */
   bias?: Float32Array;
-  /** bfloat16 and int8 weights only: round x to bfloat16 first, as those engines' linears do (default false). */
+  /** bfloat16 weights only: round x to bfloat16 first, as linears with attr bf16Inputs do (default false). */
   bf16Activations?: boolean;
 }
 

@@ -27,7 +27,7 @@ export function defaultComputeCapability(): string {
  * `checkpointDType` is the storage dtype of the checkpoint's weights: the default `dtype`.
  */
 export function resolveBuildConfig(partial: Partial<BuildConfig> = {}, model: BaseModelConfig, checkpointDType: WeightDType): BuildConfig {
-  const given = partial as Partial<Record<'target' | 'isa' | 'computeCapability' | 'dtype' | 'quantization', unknown>>;
+  const given = partial as Partial<Record<'target' | 'isa' | 'computeCapability' | 'dtype' | 'quantization' | 'bf16LinearInputs', unknown>>;
   const target = given.target ?? 'cpu';
   if (target !== 'cpu' && target !== 'cuda') throw new RangeError(`build config: target must be "cpu" or "cuda", got ${JSON.stringify(target)}`);
   const dtype = given.dtype ?? checkpointDType;
@@ -57,7 +57,17 @@ export function resolveBuildConfig(partial: Partial<BuildConfig> = {}, model: Ba
     if (quantization !== undefined && quantization !== 'int8') {
       throw new RangeError(`build config: quantization must be "int8" or "none", got ${JSON.stringify(quantization)}`);
     }
-    return { target, ...common, isa, ...(quantization ? { quantization } : {}) };
+    const bf16LinearInputs = given.bf16LinearInputs === true;
+    if (given.bf16LinearInputs !== undefined && typeof given.bf16LinearInputs !== 'boolean') {
+      throw new RangeError(`build config: bf16LinearInputs must be a boolean, got ${JSON.stringify(given.bf16LinearInputs)}`);
+    }
+    if (bf16LinearInputs && (dtype !== 'bfloat16' || quantization)) {
+      throw new RangeError('build config: bf16LinearInputs applies to bfloat16 weights only (dtype "bfloat16", no quantization)');
+    }
+    return { target, ...common, isa, ...(quantization ? { quantization } : {}), ...(bf16LinearInputs ? { bf16LinearInputs: true as const } : {}) };
+  }
+  if (given.bf16LinearInputs !== undefined && given.bf16LinearInputs !== false) {
+    throw new RangeError('build config: bf16LinearInputs applies to target "cpu" only (cuda engines read GEMM inputs in their activation dtype anyway)');
   }
   if (given.isa !== undefined) throw new RangeError('build config: isa applies to target "cpu" only (a cuda engine is built for a computeCapability)');
   if (given.quantization !== undefined && given.quantization !== 'none') {

@@ -62,7 +62,11 @@ export async function buildEngine(options: BuildOptions): Promise<BuildResult> {
     report({ stage: 'passes', message: where + passes.map((p) => `${p.pass}: ${p.changes}`).join(', ') });
 
     // The native writer casts each checkpoint tensor to the dtype its entry asks for.
-    const program = lowerGraph(graph, buildConfig.dtype, buildConfig.target === 'cpu' ? buildConfig.quantization : undefined);
+    const program = lowerGraph(
+      graph,
+      buildConfig.dtype,
+      buildConfig.target === 'cpu' ? { quantization: buildConfig.quantization, bf16LinearInputs: buildConfig.bf16LinearInputs } : {},
+    );
     report({ stage: 'lower', message: `${where}${program.ops.length} ops, ${program.weights.length} weights` });
 
     // Only rank 0 samples: other ranks of a pipeline may compute no logits (parallel.ts).

@@ -49,6 +49,12 @@ export interface CpuBuildConfig extends BuildConfigCommon {
    * (quantization.json in the engine directory).
    */
   quantization?: 'int8';
+  /**
+   * bfloat16 engines only: linears read their input rounded to bfloat16, as cuda engines store it, so
+   * CPUs with AVX512_BF16 multiply bfloat16 pairs at twice the float32 rate (prefill). Logits then differ
+   * from a float32-activation reference by ~1e-3 relative instead of ~1e-6 (decision 0012). Absent: off.
+   */
+  bf16LinearInputs?: true;
 }
 
 /** An engine for NVIDIA GPUs of one compute capability. */

@@ -1,5 +1,6 @@
-// Weight-only int8 engines (issue 12): `kiln build --quantization int8` on the llama fixture and on
-// scribe-7m, against the float32 engine of the same checkpoint. Agreement is teacher-forced: the int8
+// CPU engine precisions of issue 12, each against the float32 engine of the same checkpoint: weight-only
+// int8 (`kiln build --quantization int8`) on the llama fixture and on scribe-7m, and bfloat16 engines whose
+// linears read bfloat16 inputs (`--bf16-linear-inputs`, the AVX512_BF16 prefill) on scribe-7m. Agreement is teacher-forced: the int8
 // engine reads the float32 engine's greedy continuation and its own greedy choice at every position is
 // compared with the float32 engine's, so one early near-tie does not derail the rest. The bar is >= 95%
 // of positions.
@@ -30,13 +31,21 @@ afterAll(async () => {
 
 const argmax = (row: Float32Array): number => row.reduce((best, v, i) => (v > row[best] ? i : best), 0);
 
-async function agreement(name: string, modelDir: string, prompts: number[][] | string[]): Promise<{ same: number; total: number; report: string }> {
+async function agreement(
+  name: string,
+  modelDir: string,
+  prompts: number[][] | string[],
+  variant: string[] = ['--quantization', 'int8'],
+): Promise<{ same: number; total: number; report: string }> {
   const checkpoint = path.join(root, `${name}-checkpoint`);
-  kilnOk(['convert', '--model', modelDir, '--output', checkpoint, '--dtype', 'float32']);
   const engines = { float32: path.join(root, `${name}-float32`), int8: path.join(root, `${name}-int8`) };
   const common = ['--max-batch-size', '1', '--max-seq-len', '64', '--gather-context-logits'];
-  kilnOk(['build', '--checkpoint', checkpoint, '--output', engines.float32, ...common]);
-  const built = kilnOk(['build', '--checkpoint', checkpoint, '--output', engines.int8, ...common, '--quantization', 'int8']);
+  if (!(await fs.stat(engines.float32).catch(() => null))) {
+    kilnOk(['convert', '--model', modelDir, '--output', checkpoint, '--dtype', 'float32']);
+    kilnOk(['build', '--checkpoint', checkpoint, '--output', engines.float32, ...common]);
+  }
+  if (variant[0] !== '--quantization') engines.int8 = path.join(root, `${name}-variant`);
+  const built = kilnOk(['build', '--checkpoint', checkpoint, '--output', engines.int8, ...common, ...variant]);
   const reference = await Engine.load(engines.float32, { numThreads: 2 });
   const quantized = await Engine.load(engines.int8, { numThreads: 2 });
   try {
@@ -82,6 +91,17 @@ describe('kiln build --quantization int8', () => {
       expect(w.rmsRelativeError).toBeGreaterThan(0);
       expect(w.rmsRelativeError).toBeLessThan(0.02);
     }
+  });
+
+  test('scribe-7m bfloat16 with bfloat16 linear inputs: greedy tokens equal the float32 engine on >= 95% of positions', async () => {
+    const { same, total, report } = await agreement('scribe-7m', scribe7mPath, TEXT_PROMPTS, ['--dtype', 'bfloat16', '--bf16-linear-inputs']);
+    expect(report).toContain('bfloat16 linear inputs');
+    const header = JSON.parse(await fs.readFile(path.join(root, 'scribe-7m-variant', 'config.json'), 'utf8'));
+    expect(header.buildConfig).toMatchObject({ dtype: 'bfloat16', bf16LinearInputs: true });
+    expect(same / total).toBeGreaterThanOrEqual(0.95);
+    process.stderr.write(`scribe-7m: bfloat16 with bfloat16 linear inputs agrees with float32 on ${same}/${total} greedy positions\n`);
+    const refused = kiln(['build', '--checkpoint', path.join(root, 'scribe-7m-checkpoint'), '--output', path.join(root, 'no'), '--bf16-linear-inputs']);
+    expect(refused.stderr).toContain('bf16LinearInputs applies to bfloat16 weights only');
   });
 
   test('refuses an unknown method and the cuda target', () => {

@@ -55,7 +55,9 @@ Linear linear(OpBinding& b) {
   b.expectCols(in, K, "input 0");
   b.expectRows(out, in.rows, "output 0");
   b.expectCols(out, N, "output 0");
-  return {in, out, w.data, w.dtype, N, K, bias ? static_cast<const float*>(bias->data) : nullptr};
+  const bool bf16Inputs = b.attrBool("bf16Inputs", false);
+  if (bf16Inputs && w.dtype != DType::BF16) b.fail("attr bf16Inputs needs bfloat16 weights, not " + std::string(dtypeName(w.dtype)));
+  return {in, out, w.data, w.dtype, N, K, bias ? static_cast<const float*>(bias->data) : nullptr, bf16Inputs};
 }
 
 RmsNorm rmsNorm(OpBinding& b) {

@@ -36,6 +36,9 @@ struct Linear {
   DType dtype;
   int64_t N, K;
   const float* bias;  // [N] float32, or null
+  // Attr bf16Inputs (bfloat16 weights only; default false): x is read rounded to bfloat16, as a cuda engine
+  // stores it, so the CPU's AVX512_BF16 set can multiply bfloat16 pairs (decision 0012).
+  bool bf16Inputs;
 };
 Linear linear(OpBinding& b);
 

@@ -58,15 +58,22 @@ export interface LoweredProgram {
 /**
  * Lowers every node; `weightDType` is the engine's weight dtype (the build's `dtype`): parameters are
  * packed in it, except those a lowering asks to keep in float32 (biases), and linear matrices when
- * `quantization` is 'int8' (the writer quantizes them per row).
+ * `options.quantization` is 'int8' (the writer quantizes them per row). `options.bf16LinearInputs`: linears
+ * read their input rounded to bfloat16.
  */
-export function lowerGraph(graph: Graph, weightDType: 'float32' | 'float16' | 'bfloat16', quantization?: 'int8'): LoweredProgram {
+export function lowerGraph(
+  graph: Graph,
+  weightDType: 'float32' | 'float16' | 'bfloat16',
+  options: { quantization?: 'int8'; bf16LinearInputs?: boolean } = {},
+): LoweredProgram {
+  const { quantization } = options;
   const weights: WeightEntry[] = [];
   const weightIndex = new Map<string, number>();
   const views = new Map<number, { of: number; colOffset: number }>();
 
   const context: LoweringContext = {
     graph,
+    bf16LinearInputs: options.bf16LinearInputs === true,
     parameter(id, options = {}) {
       const value = graph.value(id);
       if (value.kind !== 'parameter' || !value.sources) throw new Error(`lowering: %${id} is not a parameter`);

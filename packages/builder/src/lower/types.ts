@@ -17,6 +17,8 @@ export type WeightEntry =
 
 export interface LoweringContext {
   graph: Graph;
+  /** Linears read their input rounded to bfloat16 (build config bf16LinearInputs; bfloat16 weights only). */
+  bf16LinearInputs: boolean;
   /**
    * The weight-table index of a parameter, stored in the engine's weight dtype (or float32 when `float32`
    * is set, or int8 when `quantizable` is set and the build quantizes: linear matrices).

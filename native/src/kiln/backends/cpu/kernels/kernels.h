@@ -36,10 +36,10 @@ void embeddingKernel(const KernelEnv& env, const int32_t* ids, int64_t numTokens
 // y[r, n] = sum_k x[r, k] * w[n, k] (+ bias[n]); w is [N, K] of type `wdt`, bias float32 or null. int8
 // weights (weight-only quantization) are codes with a float32 scale per row after them (dtype.h):
 // y[r, n] = scale[n] * sum_k x[r, k] * q[n, k] (+ bias[n]), the codes widened to float32 exactly.
-// `bf16Activations` (bfloat16 and int8 weights only): x is rounded to bfloat16 first (round to nearest even), as a
-// cuda engine stores a linear's input (decision 0007); that is what lets the Avx512Bf16 set multiply
-// bfloat16 pairs with vdpbf16ps at twice the float32 FMA rate. Every set rounds the same way, so an engine's
-// results do not depend on the CPU beyond float32 summation order.
+// `bf16Activations` (bfloat16 weights only; set by the linear op's attr bf16Inputs): x is rounded to
+// bfloat16 first (round to nearest even), as a cuda engine stores a linear's input (decision 0007); that
+// is what lets the Avx512Bf16 set multiply bfloat16 pairs with vdpbf16ps at twice the float32 FMA rate.
+// Every set rounds the same way, so results do not depend on the CPU beyond float32 summation order.
 void linearKernel(const KernelEnv& env, const float* x, int64_t rows, int64_t xStride, const void* w, DType wdt,
                   int64_t N, int64_t K, const float* bias, float* y, int64_t yStride, bool bf16Activations = false);
 

@@ -55,7 +55,7 @@ void linearKernel(const KernelEnv& env, const float* x, int64_t rows, int64_t xS
   if (rows <= 0 || N <= 0) return;
   const int64_t featBlocks = (N + kFeatBlock - 1) / kFeatBlock;
   const int64_t rowBlocks = (rows + kRowBlock - 1) / kRowBlock;
-  const bool roundX = bf16Activations && (wdt == DType::BF16 || wdt == DType::I8);
+  const bool roundX = bf16Activations && wdt == DType::BF16;
   // int8 weights: the row scales follow the N * K codes (dtype.h). They are read as floats, so copy them
   // when the codes leave them misaligned.
   const float* scales = nullptr;

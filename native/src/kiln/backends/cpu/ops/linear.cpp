@@ -1,7 +1,7 @@
 // linear: y[R, N] = x[R, K] . weight[N, K]^T (+ bias[N]); works on token rows or logit rows alike.
-// With bfloat16 weights x is read as bfloat16 (rounded), as cuda engines store a linear's input
-// (decision 0007): the AVX512_BF16 set then multiplies bfloat16 pairs natively. int8 weights read x as it
-// is (float32): the codes are widened exactly, so the only error is the weights' own quantization.
+// x is float32; with attr bf16Inputs (an engine built with --bf16-linear-inputs) it is read rounded to
+// bfloat16, as cuda engines store a linear's input (decision 0007), and the AVX512_BF16 set multiplies
+// bfloat16 pairs natively.
 #include "kiln/backends/cpu/ops/ops.h"
 
 namespace kiln {
@@ -11,7 +11,7 @@ BoundOp bindLinear(OpBinding& b) {
   const spec::Linear s = spec::linear(b);
   return [s](const StepRuntime& rt) {
     linearKernel(rt.env, s.x.data, s.x.numRows(*rt.step), s.x.rowStride, s.weight, s.dtype, s.N, s.K, s.bias, s.y.data,
-                 s.y.rowStride, /*bf16Activations=*/s.dtype == DType::BF16);
+                 s.y.rowStride, s.bf16Inputs);
   };
 }
 
