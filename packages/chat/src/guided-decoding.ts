@@ -137,12 +137,12 @@ export class GuidedDecoding {
         return undefined;
       case 'json_object':
         // Any object: a schema without strict mode leaves additional properties open.
-        compile = async () => compiler.compileGrammar(await jsonSchemaGrammar('{"type":"object"}', false), 'root');
+        compile = async () => compiler.compileGrammar(await jsonSchemaGrammar({ type: 'object' }, false), 'root');
         break;
       case 'json_schema':
         what = `${field}.schema`;
         // Strict mode closes objects to their declared properties unless additionalProperties opens them.
-        compile = async () => compiler.compileGrammar(await jsonSchemaGrammar(JSON.stringify(format.schema), true), 'root');
+        compile = async () => compiler.compileGrammar(await jsonSchemaGrammar(format.schema, true), 'root');
         break;
       case 'regex':
         what = `${field}.pattern`;
@@ -173,7 +173,7 @@ export class GuidedDecoding {
     const compiler = this.#compiler;
     try {
       const compiled = await withXgrammarErrors(async () => {
-        const json = (await jsonSchemaGrammar(JSON.stringify(toolCallSchema(tools)), true)).replace(/\broot\b/g, 'tool_call_json');
+        const json = (await jsonSchemaGrammar(toolCallSchema(tools), true)).replace(/\broot\b/g, 'tool_call_json');
         const tag = (text: string) => JSON.stringify(text);
         return compiler.compileGrammar(`${json}\nroot ::= ${tag(`${TOOL_CALL_OPEN}\n`)} tool_call_json ${tag(`\n${TOOL_CALL_CLOSE}`)}\n`, 'root');
       });
@@ -192,30 +192,139 @@ export class GuidedDecoding {
 }
 
 /**
- * xgrammar's EBNF for a JSON schema, with two of its rules corrected (xgrammar 0.1.27's
- * json_schema_converter.cc; the structured-output suite found both with ajv):
+ * xgrammar's EBNF for a JSON schema, with its rules corrected where they admit invalid values
+ * (xgrammar 0.1.27's json_schema_converter.cc; the structured-output suite found each with ajv):
  * - length-bounded strings allow raw control characters (`"\"" [^"\\\r\n]{min,max} "\""`),
  *   which makes invalid JSON: they become the rules of boundedStringRules, with the character class
  *   of its unbounded strings;
- * - date-time allows minute 60 instead of second 60 (a leap second).
+ * - integer ranges whose bound has a middle digit are too wide (`maximum: 120` gives 100 to 129):
+ *   bounded integers are written by integerRangeRule instead (placed through a `const` marker);
+ * - dates allow day 31 in every month and Feb 29 in every year: calendarDateRule instead;
+ * - times allow second 60 at any time (ajv takes a leap second only at 23:59 UTC), and date-time
+ *   minute 60: no leap seconds.
  * Indentation as xgrammar's default: no free whitespace, which a sampled model could otherwise emit forever.
  */
-async function jsonSchemaGrammar(schema: string, strict: boolean): Promise<string> {
+async function jsonSchemaGrammar(schema: unknown, strict: boolean): Promise<string> {
   const xgrammar = await loadXgrammar();
-  // Called inside GuidedDecoding.compile's withXgrammarErrors, which reports its failures.
-  const ebnf = await xgrammar.Testings._jsonSchemaToEBNF(schema, false, undefined, undefined, strict);
   const rules = new Map<string, string>();
-  const corrected = ebnf
+  const integers = new Map<string, string>();
+  const marked = markBoundedIntegers(schema, integers);
+  // Called inside GuidedDecoding.compile's withXgrammarErrors, which reports its failures.
+  const ebnf = await xgrammar.Testings._jsonSchemaToEBNF(JSON.stringify(marked), false, undefined, undefined, strict);
+  let corrected = ebnf
     .replace(/"\\"" \[\^"\\\\\\r\\n\]\{(\d+),(\d*)\} "\\""/g, (_, min: string, max: string) =>
       `"\\"" ${boundedStringRules(Number(min), max === '' ? undefined : Number(max), rules)}`,
     )
+    .split(XGRAMMAR_DATE)
+    .join(CALENDAR_DATE_RULE)
     .split('":" ( [0-5] [0-9] | "6" "0" ) ":" [0-5] [0-9]')
-    .join('":" [0-5] [0-9] ":" ( [0-5] [0-9] | "6" "0" )');
+    .join('":" [0-5] [0-9] ":" [0-5] [0-9]')
+    .split('":" [0-5] [0-9] ":" ( [0-5] [0-9] | "6" "0" )')
+    .join('":" [0-5] [0-9] ":" [0-5] [0-9]');
+  for (const [name, body] of integers) {
+    corrected = corrected.split(`"\\"${name}\\""`).join(name);
+    rules.set(name, `${name} ::= ${body}`);
+  }
   if (/\[\^"\\\\\\r\\n\]\{/.test(corrected)) {
     // A bounded string in a shape this correction does not know: refused rather than left invalid.
     throw new Error('a length-bounded string in an unexpected form (xgrammar\'s output changed?)');
   }
+  if (corrected.includes(CALENDAR_DATE_RULE)) {
+    corrected = corrected.split(CALENDAR_DATE_RULE).join('kiln_calendar_date');
+    rules.set('kiln_calendar_date', CALENDAR_DATE_RULES);
+  }
   return rules.size === 0 ? corrected : `${corrected}\n${[...rules.values()].join('\n')}\n`;
+}
+
+/** xgrammar 0.1.27's date (format date, and date-time's date). */
+const XGRAMMAR_DATE = '( [0-9]{4} "-" ( "0" [1-9] | "1" [0-2] ) "-" ( "0" [1-9] | [1-2] [0-9] | "3" [01] ) )';
+// A placeholder for the rule's name while xgrammar's text is corrected (not an EBNF name: cannot clash).
+const CALENDAR_DATE_RULE = '<kiln calendar date>';
+/** YYYY-MM-DD with each month's days, Feb 29 in leap years only (as ajv-formats checks them). */
+const CALENDAR_DATE_RULES =
+  'kiln_calendar_date ::= [0-9]{4} "-" ( ( "0" [13578] | "1" [02] ) "-" ( "0" [1-9] | [12] [0-9] | "3" [01] ) | ( "0" [469] | "11" ) "-" ( "0" [1-9] | [12] [0-9] | "30" ) | "02" "-" ( "0" [1-9] | "1" [0-9] | "2" [0-8] ) )' +
+  ' | ( [0-9] [0-9] ( "0" [48] | [2468] [048] | [13579] [26] ) | ( "0" [048] | [2468] [048] | [13579] [26] ) "00" ) "-02-29"';
+
+/**
+ * A copy of `schema` in which each integer schema with both bounds (`type: "integer"`, minimum or
+ * exclusiveMinimum, maximum or exclusiveMaximum) is a `const` marker string; `integers` gets each
+ * marker's rule name and its EBNF (integerRangeRule). Values (enum, const, default, examples) are
+ * left as they are.
+ */
+function markBoundedIntegers(schema: unknown, integers: Map<string, string>): unknown {
+  const nonce = Math.random().toString(36).slice(2, 10);
+  const visit = (node: unknown): unknown => {
+    if (Array.isArray(node)) return node.map(visit);
+    if (typeof node !== 'object' || node === null) return node;
+    const object = node as Record<string, unknown>;
+    if (object.type === 'integer') {
+      const bound = (inclusive: unknown, exclusive: unknown, lower: boolean): number | undefined => {
+        const values: number[] = [];
+        if (typeof inclusive === 'number') values.push(lower ? Math.ceil(inclusive) : Math.floor(inclusive));
+        if (typeof exclusive === 'number') values.push(lower ? Math.floor(exclusive) + 1 : Math.ceil(exclusive) - 1);
+        if (values.length === 0) return undefined;
+        return lower ? Math.max(...values) : Math.min(...values);
+      };
+      const min = bound(object.minimum, object.exclusiveMinimum, true);
+      const max = bound(object.maximum, object.exclusiveMaximum, false);
+      const rest = Object.keys(object).filter((key) => !['type', 'minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum', 'title', 'description'].includes(key));
+      if (min !== undefined && max !== undefined && min <= max && Number.isSafeInteger(min) && Number.isSafeInteger(max) && rest.length === 0) {
+        const name = `kiln_integer_${nonce}_${integers.size}`;
+        integers.set(name, integerRangeRule(min, max));
+        return { const: name };
+      }
+    }
+    const copy: Record<string, unknown> = {};
+    for (const [key, value] of Object.entries(object)) copy[key] = ['enum', 'const', 'default', 'examples'].includes(key) ? value : visit(value);
+    return copy;
+  };
+  return visit(schema);
+}
+
+/** EBNF alternatives for the decimal integers lo to hi as JSON writes them (no leading zero, no -0). */
+export function integerRangeRule(lo: number, hi: number): string {
+  const alternatives: string[] = [];
+  if (lo < 0) {
+    const negatives = digitRanges(Math.max(1, hi < 0 ? -hi : 1), -lo);
+    alternatives.push(...negatives.map((pattern) => `"-" ${pattern}`));
+  }
+  if (hi >= 0) alternatives.push(...digitRanges(Math.max(0, lo), hi));
+  return alternatives.length === 1 ? alternatives[0] : `( ${alternatives.join(' | ')} )`;
+}
+
+/** Digit patterns (EBNF sequences) for a to b, 0 <= a <= b, grouped by number of digits. */
+function digitRanges(a: number, b: number): string[] {
+  const patterns: string[] = [];
+  for (let digits = String(a).length; digits <= String(b).length; digits++) {
+    const low = Math.max(a, digits === 1 ? 0 : 10 ** (digits - 1));
+    const high = Math.min(b, 10 ** digits - 1);
+    if (low <= high) patterns.push(...sameLength(String(low), String(high)));
+  }
+  return patterns;
+}
+
+/** Patterns for the numbers between two digit strings of the same length. */
+function sameLength(x: string, y: string): string[] {
+  if (x === y) return [x.split('').map((d) => `"${d}"`).join(' ')];
+  if (x.length === 1) return [`[${x}-${y}]`];
+  const [dx, restX] = [Number(x[0]), x.slice(1)];
+  const [dy, restY] = [Number(y[0]), y.slice(1)];
+  if (dx === dy) return sameLength(restX, restY).map((pattern) => `"${dx}" ${pattern}`);
+  const any = (n: number): string[] => Array<string>(n).fill('[0-9]');
+  const patterns: string[] = [];
+  let from = dx;
+  if (!/^0*$/.test(restX)) {
+    patterns.push(...sameLength(restX, '9'.repeat(restX.length)).map((pattern) => `"${dx}" ${pattern}`));
+    from = dx + 1;
+  }
+  let to = dy;
+  const upper: string[] = [];
+  if (!/^9*$/.test(restY)) {
+    upper.push(...sameLength('0'.repeat(restY.length), restY).map((pattern) => `"${dy}" ${pattern}`));
+    to = dy - 1;
+  }
+  if (from <= to) patterns.push([from === to ? `"${from}"` : `[${from}-${to}]`, ...any(restX.length)].join(' '));
+  return [...patterns, ...upper];
 }
 
 /** A JSON string character: no control character, quote or backslash (a multi-byte character is one). */

@@ -7,6 +7,7 @@ import Ajv2020 from 'ajv/dist/2020';
 import addFormats from 'ajv-formats';
 import { scribe7mPath } from '@kiln/scribe-7m';
 import { grammarVocabularyOf, GuidedDecoding, ResponseFormatError, validateResponseFormat, type ResponseFormat } from '@kiln/chat';
+import { integerRangeRule } from '../src/guided-decoding';
 
 const tokenizerJson = JSON.parse(readFileSync(join(scribe7mPath, 'tokenizer.json'), 'utf8')) as Record<string, unknown>;
 const VOCAB = 4096;
@@ -113,6 +114,40 @@ describe('grammars for scribe-7m\'s tokenizer', () => {
       if (/[^\x00-\x7f]/.test(text)) nonAscii++;
     }
     expect(nonAscii).toBeGreaterThan(10); // the draws do write multi-byte characters
+  });
+
+  it('integer ranges, calendar dates and times: every walk validates (xgrammar gave 127 for maximum 120, Feb 31, second 60)', async () => {
+    const schema = {
+      type: 'object',
+      properties: {
+        n: { type: 'integer', minimum: 0, maximum: 120 },
+        m: { type: 'integer', exclusiveMinimum: -41, maximum: 37 },
+        d: { type: 'string', format: 'date' },
+        t: { type: 'string', format: 'time' },
+        w: { type: 'string', format: 'date-time' },
+      },
+      required: ['n', 'm', 'd', 't', 'w'],
+    };
+    const ajv = new Ajv2020();
+    addFormats(ajv);
+    const failures: string[] = [];
+    for (let seed = 1; seed <= 60; seed++) {
+      const text = await walk({ type: 'json_schema', schema }, seed);
+      if (!ajv.validate(schema, JSON.parse(text))) failures.push(text);
+    }
+    expect(failures).toEqual([]);
+  });
+
+  it('integerRangeRule writes exactly the integers of its range', () => {
+    // The alternatives read as a regular expression, checked on every integer around each range.
+    const asRegex = (ebnf: string) => new RegExp(`^(?:${ebnf.replace(/"([^"]*)"/g, '$1').replace(/ \| /g, '|').replace(/ /g, '')})$`);
+    const wrong: string[] = [];
+    for (const [lo, hi] of [[0, 120], [1900, 2100], [-40, -1], [-9, 9], [0, 0], [-1, 0], [7, 7], [10, 99], [123, 4567], [-1000, -999], [-3000, 2999]]) {
+      const regex = asRegex(integerRangeRule(lo, hi));
+      for (let value = lo - 200; value <= hi + 200; value++) if (regex.test(String(value)) !== (value >= lo && value <= hi)) wrong.push(`${lo}..${hi}: ${value}`);
+      for (const text of ['-0', '00', '01', '-01']) if (regex.test(text)) wrong.push(`${lo}..${hi}: ${text}`);
+    }
+    expect(wrong).toEqual([]);
   });
 
   it('bounded strings hold no control character', async () => {
