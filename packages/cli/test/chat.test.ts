@@ -1,6 +1,7 @@
 // `kiln chat` in a real terminal: the built executable runs inside tmux (a pty), keys are typed with
 // send-keys and the screen is read with capture-pane. Greedy answers must be the ones ChatSession gives
-// for the same conversation; /reset, Ctrl-C at the prompt and Ctrl-D leave cleanly (exit status 0).
+// for the same conversation; /reset, Ctrl-C at the prompt and Ctrl-D leave cleanly (exit status 0);
+// Ctrl-C during an answer stops only the answer.
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -33,9 +34,9 @@ async function waitForScreen(session: string, predicate: (screen: string) => boo
   throw new Error(`timed out; the screen was:\n${screen}`);
 }
 
-function startChat(session: string): void {
+function startChat(session: string, options = '--temperature 0 --max-tokens 16'): void {
   // The status after the command ends stays on the screen (and the pane with it) for the test to read.
-  const command = `node ${kilnBin} chat --engine ${engineDir} --temperature 0 --max-tokens 16 --threads 1; echo "EXITED:$?"; sleep 60`;
+  const command = `node ${kilnBin} chat --engine ${engineDir} ${options} --threads 1; echo "EXITED:$?"; sleep 60`;
   tmux('new-session', '-d', '-s', session, '-x', '200', '-y', '50', command);
 }
 
@@ -84,4 +85,19 @@ it('leaves on Ctrl-D and on /exit', async () => {
   await waitForScreen('c', (s) => s.includes('> '));
   tmux('send-keys', '-t', 'c', '/exit', 'Enter');
   await waitForScreen('c', (s) => s.includes('EXITED:0'));
+});
+
+it('Ctrl-C during an answer stops it and keeps the conversation going; Ctrl-C right after Enter stops that answer', async () => {
+  // scribe-7m answers in tens of milliseconds: the question and Ctrl-C are typed in one go, so the
+  // Ctrl-C reaches kiln chat while the answer is queued or streaming, never at the prompt.
+  startChat('d', '--temperature 1 --seed 5 --max-tokens 400');
+  await waitForScreen('d', (s) => s.includes('> '));
+  tmux('send-keys', '-t', 'd', 'Tell me the story of the flood.', 'Enter', 'C-c');
+  await waitForScreen('d', (s) => s.includes('(stopped)') && s.trimEnd().endsWith('>'));
+  // Still running: the next question is answered, then Ctrl-D leaves cleanly.
+  tmux('send-keys', '-t', 'd', 'Who led the people out of Egypt?', 'Enter');
+  await waitForScreen('d', (s) => (s.split('Who led the people out of Egypt?')[1] ?? '').trim().split('\n').length >= 2 && s.trimEnd().endsWith('>'));
+  expect(tmux('capture-pane', '-p', '-J', '-S', '-200', '-t', 'd')).not.toContain('EXITED');
+  tmux('send-keys', '-t', 'd', 'C-d');
+  await waitForScreen('d', (s) => s.includes('EXITED:0'));
 });

@@ -50,6 +50,10 @@ async function converse(session: ChatSession, sampling: { maxTokens: number; tem
   const lines = readline.createInterface({ input: process.stdin, output: process.stdout, terminal, prompt: '> ' });
   if (terminal) process.stdout.write('kiln chat: /reset forgets the conversation, /exit or Ctrl-D leaves; Ctrl-C stops an answer.\n');
   let answering: AbortController | undefined;
+  // Lines typed and not answered yet (queued, or being answered), and a Ctrl-C that came for a
+  // question whose answer had not started yet (typed right after Enter): it stops that answer.
+  let pending = 0;
+  let stopNext = false;
   let closed = false;
   const done = new Promise<void>((resolve) => lines.once('close', () => {
     closed = true;
@@ -58,6 +62,7 @@ async function converse(session: ChatSession, sampling: { maxTokens: number; tem
   }));
   lines.on('SIGINT', () => {
     if (answering) answering.abort();  // stop this answer, keep the conversation
+    else if (pending > 0) stopNext = true;
     else lines.close();
   });
   let turn = 0;
@@ -74,18 +79,24 @@ async function converse(session: ChatSession, sampling: { maxTokens: number; tem
     }
     if (text === '') return;
     answering = new AbortController();
+    if (stopNext) {
+      stopNext = false;
+      answering.abort();
+    }
+    const { signal } = answering;
     try {
       const seed = sampling.seed === undefined ? undefined : sampling.seed + turn++;
-      await session.prompt(text, { ...sampling, seed, signal: answering.signal, onText: (delta) => process.stdout.write(delta) });
+      await session.prompt(text, { ...sampling, seed, signal, onText: (delta) => process.stdout.write(delta) });
     } finally {
       answering = undefined;
     }
-    process.stdout.write('\n');
+    process.stdout.write(signal.aborted && !closed ? '\n(stopped)\n' : '\n');
   };
   // One line at a time: lines typed during an answer wait for it.
   let queue = Promise.resolve();
   lines.on('line', (line) => {
-    queue = queue.then(() => ask(line)).then(
+    pending++;
+    queue = queue.then(() => ask(line)).finally(() => pending--).then(
       () => {
         if (!closed) lines.prompt();
       },
