@@ -12,5 +12,5 @@ export {
   validateResponseFormat,
 } from './response-format';
 export type { ResponseFormat } from './response-format';
-export { MAX_TOOLS, parseToolCalls, TOOL_CALL_CLOSE, TOOL_CALL_OPEN, toolCallSchema, validateToolChoice, validateTools } from './tool-calls';
+export { compactJson, MAX_TOOLS, parseToolCalls, readPartialCall, TOOL_CALL_CLOSE, TOOL_CALL_OPEN, toolCallSchema, validateToolChoice, validateTools } from './tool-calls';
 export type { ToolCall, ToolChoice, ToolDefinition } from './tool-calls';

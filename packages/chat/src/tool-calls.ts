@@ -108,11 +108,103 @@ export function parseToolCalls(text: string, makeId: () => string): { content: s
     }
     if (call && typeof call.name === 'string' && typeof call.arguments === 'object' && call.arguments !== null && !Array.isArray(call.arguments)) {
       content += text.slice(at, open);
-      calls.push({ id: makeId(), type: 'function', function: { name: call.name, arguments: JSON.stringify(call.arguments) } });
+      // The model's own JSON for the arguments, without the whitespace between tokens (as a streamed
+      // call's argument deltas add up to: ToolCallStream).
+      const partial = readPartialCall(body);
+      const args = partial.argumentsComplete ? compactJson(partial.arguments) : JSON.stringify(call.arguments);
+      calls.push({ id: makeId(), type: 'function', function: { name: call.name, arguments: args } });
     } else {
       content += text.slice(at, close + TOOL_CALL_CLOSE.length);
     }
     at = close + TOOL_CALL_CLOSE.length;
   }
   return { content: content.trim(), calls };
+}
+
+/** JSON text without the whitespace between its tokens (strings kept as written). */
+export function compactJson(text: string): string {
+  let out = '';
+  let inString = false;
+  let escaped = false;
+  for (const character of text) {
+    if (inString) {
+      out += character;
+      if (escaped) escaped = false;
+      else if (character === '\\') escaped = true;
+      else if (character === '"') inString = false;
+    } else if (character === '"') {
+      inString = true;
+      out += character;
+    } else if (character !== ' ' && character !== '\n' && character !== '\r' && character !== '\t') {
+      out += character;
+    }
+  }
+  return out;
+}
+
+/**
+ * What a tool call's JSON body ({"name": ..., "arguments": {...}}, possibly cut short) says so far: the
+ * name once its string is complete, and the raw text of the arguments value from its start (complete
+ * once its object closes).
+ */
+export function readPartialCall(body: string): { name?: string; arguments: string; argumentsComplete: boolean } {
+  let depth = 0;
+  let inString = false;
+  let escaped = false;
+  let stringStart = -1;
+  let key: string | undefined;
+  let expectKey = false;
+  let valueKey: string | undefined;
+  let name: string | undefined;
+  let argumentsStart = -1;
+  let argumentsEnd = -1;
+  for (let i = 0; i < body.length; i++) {
+    const character = body[i];
+    if (inString) {
+      if (escaped) escaped = false;
+      else if (character === '\\') escaped = true;
+      else if (character === '"') {
+        inString = false;
+        if (depth === 1) {
+          let value: string | undefined;
+          try {
+            value = JSON.parse(body.slice(stringStart, i + 1)) as string;
+          } catch {
+            value = undefined;
+          }
+          if (expectKey) key = value;
+          else if (valueKey === 'name' && name === undefined) name = value;
+        }
+      }
+      continue;
+    }
+    if (character === '"') {
+      inString = true;
+      stringStart = i;
+      continue;
+    }
+    if (character === '{' || character === '[') {
+      depth++;
+      if (depth === 1) expectKey = true;
+      continue;
+    }
+    if (character === '}' || character === ']') {
+      depth--;
+      if (depth === 1 && valueKey === 'arguments' && argumentsEnd < 0) argumentsEnd = i + 1;
+      continue;
+    }
+    if (depth === 1 && character === ':') {
+      expectKey = false;
+      valueKey = key;
+      if (key === 'arguments' && argumentsStart < 0) {
+        argumentsStart = i + 1;
+        while (argumentsStart < body.length && ' \n\r\t'.includes(body[argumentsStart])) argumentsStart++;
+      }
+    } else if (depth === 1 && character === ',') {
+      expectKey = true;
+      valueKey = undefined;
+    }
+  }
+  if (argumentsStart < 0) return { name, arguments: '', argumentsComplete: false };
+  return { name, arguments: body.slice(argumentsStart, argumentsEnd < 0 ? undefined : argumentsEnd), argumentsComplete: argumentsEnd >= 0 };
 }

@@ -4,7 +4,7 @@
 import { randomUUID } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
 import { MAX_STOP_TEXT } from '@kiln/sampling';
-import { parseToolCalls, validateToolChoice, validateTools, type CompiledFormat, type ToolCall } from '@kiln/chat';
+import { compactJson, parseToolCalls, readPartialCall, TOOL_CALL_OPEN, validateToolChoice, validateTools, type CompiledFormat, type ToolCall } from '@kiln/chat';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { ChatTemplateError, type ChatMessage } from '@kiln/chat';
 import { abortedByShutdown, ShutdownAbort, SseWriter, type ServerContext } from './context';
@@ -68,6 +68,8 @@ interface Plan {
   format?: CompiledFormat;
   /** Chat with tools (tool_choice other than none): outputs are searched for tool calls. */
   toolCalls?: boolean;
+  /** The call is forced by a grammar (tool_choice required or a function): streamed as it is written. */
+  forcedToolCall?: boolean;
 }
 
 /**
@@ -263,6 +265,7 @@ async function planChat(ctx: ServerContext, body: ChatBody): Promise<Plan> {
   return {
     format,
     toolCalls: toolChoice !== 'none',
+    forcedToolCall: mustCall,
     kind: 'chat',
     n: body.n ?? 1,
     choice: { ...sampling(body, badWords), inputIds, maxTokens, logprobs: topLogprobs },
@@ -323,9 +326,12 @@ function toolCallId(): string {
 }
 
 /**
- * A chat choice that may call tools, streamed: its text is held until the end, since it may turn out
- * to be a call, then sent as OpenAI's deltas: each call as {index, id, type, function: {name,
- * arguments: ""}} followed by its arguments, and finish_reason "tool_calls"; or the text as content.
+ * A chat choice that may call tools, streamed as OpenAI's deltas: each call as {index, id, type,
+ * function: {name, arguments: ""}} followed by its arguments, and finish_reason "tool_calls"; or the
+ * text as content. A call forced by a grammar (`forced`: the output is exactly one call) is sent as it
+ * is written: its name once complete, then its arguments in as many deltas as the text came in (their
+ * JSON without the whitespace between tokens, as in the non-streamed response). Otherwise the text is
+ * held until the end, since it may or may not turn out to hold calls.
  */
 async function streamWithTools(
   choice: Choice,
@@ -334,16 +340,40 @@ async function streamWithTools(
   send: (body: object) => void,
   flowControl: () => Promise<void>,
   signal: AbortSignal,
+  forced = false,
 ): Promise<void> {
   let text = '';
+  let id: string | undefined;
+  let sentArguments = '';
   for await (const delta of choice) {
     onDelta(delta);
     text += delta.text;
+    const open = forced ? text.indexOf(TOOL_CALL_OPEN) : -1;
+    if (open >= 0 && !(signal.aborted && !abortedByShutdown(signal))) {
+      const partial = readPartialCall(text.slice(open + TOOL_CALL_OPEN.length));
+      if (id === undefined && partial.name !== undefined) {
+        id = toolCallId();
+        send({ index, delta: { tool_calls: [{ index: 0, id, type: 'function', function: { name: partial.name, arguments: '' } }] }, logprobs: null, finish_reason: null });
+      }
+      const compact = id === undefined ? '' : compactJson(partial.arguments);
+      if (compact.length > sentArguments.length) {
+        send({ index, delta: { tool_calls: [{ index: 0, function: { arguments: compact.slice(sentArguments.length) } }] }, logprobs: null, finish_reason: null });
+        sentArguments = compact;
+      }
+    }
     if (!delta.finishReason) {
       await flowControl();
       continue;
     }
     if (signal.aborted && !abortedByShutdown(signal)) return;
+    if (id !== undefined) {
+      // Sent as it came: "tool_calls" if it is a whole call (the grammar makes it one unless the
+      // output was cut short, by max_tokens say, whose finish reason it then gets).
+      const { calls } = parseToolCalls(text, () => id as string);
+      const whole = calls.length === 1 && calls[0].function.arguments === sentArguments;
+      send({ index, delta: {}, logprobs: null, finish_reason: whole ? 'tool_calls' : finishReason(delta.finishReason) });
+      return;
+    }
     const { content, calls } = parseToolCalls(text, toolCallId);
     if (calls.length === 0) {
       send({ index, delta: { content: text }, logprobs: null, finish_reason: finishReason(delta.finishReason) });
@@ -455,7 +485,7 @@ async function respondWith(ctx: ServerContext, plan: Plan, request: FastifyReque
         if (plan.kind === 'chat' && plan.toolCalls) {
           await streamWithTools(choice, index, (delta) => {
             outputTokens[index] = delta.numOutputTokens;
-          }, (body) => sse.send(chunk(body)), flowControl, signal);
+          }, (body) => sse.send(chunk(body)), flowControl, signal, plan.forcedToolCall === true);
           return;
         }
         for await (const delta of choice) {

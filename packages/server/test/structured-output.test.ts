@@ -198,12 +198,14 @@ describe('tools through the openai client', () => {
     const stream = await client.chat.completions.create({ ...request, stream: true });
     const assembled: { id?: string; name: string; arguments: string }[] = [];
     let finish: string | null = null;
+    let argumentDeltas = 0;
     for await (const chunk of stream) {
       for (const delta of chunk.choices[0]?.delta?.tool_calls ?? []) {
         assembled[delta.index] ??= { name: '', arguments: '' };
         if (delta.id) assembled[delta.index].id = delta.id;
         assembled[delta.index].name += delta.function?.name ?? '';
         assembled[delta.index].arguments += delta.function?.arguments ?? '';
+        if (delta.function?.arguments) argumentDeltas++;
       }
       finish = chunk.choices[0]?.finish_reason ?? finish;
     }
@@ -211,6 +213,8 @@ describe('tools through the openai client', () => {
     expect(assembled).toHaveLength(1);
     expect(assembled[0].name).toBe(call.function.name);
     expect(assembled[0].arguments).toBe(call.function.arguments);  // same seed, same call
+    // The arguments are streamed as the model writes them, not in one piece at the end.
+    expect(argumentDeltas).toBeGreaterThan(3);
   });
 
   test('tool_choice none gives plain content', async () => {
