@@ -51,6 +51,15 @@ export class ServerContext {
    */
   readonly workerWords = new WeakMap<object, WorkerWords>();
 
+  /** Triton's stop_words (the string form) that the worker refused while splitting them, by body. */
+  readonly workerStopWordsErrors = new WeakMap<object, string>();
+
+  /** Throws the worker's refusal of a body's stop_words, if it made one. */
+  checkStopWordsFromWorker(body: object): void {
+    const error = this.workerStopWordsErrors.get(body);
+    if (error !== undefined) throw new ApiError(400, error, 'invalid_request_error', 'stop_words');
+  }
+
   /** The token ids of a body's bad words that the worker tokenized, or undefined; throws its refusal. */
   badWordsFromWorker(body: object): number[][] | undefined {
     const words = this.workerWords.get(body);

@@ -181,7 +181,10 @@ export class KilnServer {
         }
         upload.end().then((result) => {
           if ('value' in result) {
-            if (result.words !== undefined && typeof result.value === 'object' && result.value !== null) ctx.workerWords.set(result.value, result.words);
+            if (typeof result.value === 'object' && result.value !== null) {
+              if (result.words !== undefined) ctx.workerWords.set(result.value, result.words);
+              if (result.stopWordsError !== undefined) ctx.workerStopWordsErrors.set(result.value, result.stopWordsError);
+            }
             // The rest of the request (validation, planning) runs synchronously from `done`: one
             // large request per event loop iteration.
             return ctx.runHeavy(() => finish(null, result.value));

@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import type { LLM } from '@kiln/runtime';
-import { MAX_BAD_WORDS, MAX_SEQUENCE_TOKENS, MAX_STOP_TEXT } from '@kiln/sampling';
+import { MAX_BAD_WORDS, MAX_SEQUENCE_TOKENS, MAX_STOP_TEXT, MAX_STOP_WORDS } from '@kiln/sampling';
 
 /** Inputs up to this many characters in all, and this many texts, are encoded on the calling thread. */
 export const INLINE_TOKENIZE_CHARS = 4096;
@@ -24,7 +24,7 @@ export const OFFLOAD_JSON_BYTES = 64 * 1024;
 export type WorkerWords = { ids: Int32Array[] } | { error: string };
 
 /** A parsed body; or not JSON; or refused for prototype poisoning (fastify's message); or the worker failed. */
-export type JsonResult = { value: unknown; words?: WorkerWords } | { invalid: true } | { poisoned: string } | { failed: true };
+export type JsonResult = { value: unknown; words?: WorkerWords; stopWordsError?: string } | { invalid: true } | { poisoned: string } | { failed: true };
 
 /** A request body streamed to the worker as it arrives (TokenizePool.parseJson). */
 export interface JsonUpload {
@@ -137,6 +137,35 @@ function tokenizeWords(route, body) {
 const uploads = new Map();
 // fastify's own JSON parser (secure-json-parse), which refuses prototype poisoning the same way.
 const secureJson = require(workerData.secureJsonParseModule);
+// Triton's stop_words as a comma-separated string (a megabyte of it, say): split here with the route's
+// limits (triton.ts: wordList). The main thread gets the words as a list (the same words: empty ones
+// are skipped in both forms), or the refusal.
+function splitStopWords(route, body) {
+  const triton = route.startsWith('/v2/models/') && (route.endsWith('/generate') || route.endsWith('/generate_stream'));
+  if (!triton || typeof body !== 'object' || body === null || Array.isArray(body) || typeof body.stop_words !== 'string') return undefined;
+  const given = body.stop_words;
+  const words = [];
+  let start = 0;
+  for (;;) {
+    const at = given.indexOf(',', start);
+    const word = given.slice(start, at < 0 ? undefined : at);
+    if (word.length > 0) {
+      if (words.length === limits.maxStopWords) {
+        body.stop_words = [];
+        return 'stop_words holds more than ' + limits.maxStopWords + ' words';
+      }
+      if (word.length > limits.maxText) {
+        body.stop_words = [];
+        return 'stop_words[' + words.length + '] is ' + word.length + ' characters long, more than the ' + limits.maxText + ' allowed';
+      }
+      words.push(word);
+    }
+    if (at < 0) break;
+    start = at + 1;
+  }
+  body.stop_words = words;
+  return undefined;
+}
 parentPort.on('message', ({ id, text: bytes, lengths: textLengths, special, chunk, end, discard, route }) => {
   if (chunk !== undefined) {
     const chunks = uploads.get(id);
@@ -159,14 +188,15 @@ parentPort.on('message', ({ id, text: bytes, lengths: textLengths, special, chun
       return parentPort.postMessage({ id, poisoned: String((error && error.message) || error) });
     }
     keepOversizedPrompts(route, value);
+    const stopWordsError = splitStopWords(route, value);
     let words;
     try {
       words = tokenizeWords(route, value);
     } catch (error) {
       words = { error: 'bad_words: ' + String((error && error.message) || error) };
     }
-    if (words === undefined || words.error !== undefined) return parentPort.postMessage({ id, value, words });
-    return parentPort.postMessage({ id, value, words }, [words.flat.buffer, words.lengths.buffer]);
+    if (words === undefined || words.error !== undefined) return parentPort.postMessage({ id, value, words, stopWordsError });
+    return parentPort.postMessage({ id, value, words, stopWordsError }, [words.flat.buffer, words.lengths.buffer]);
   }
   try {
     // The texts come as one transferred UTF-8 buffer and their lengths (UTF-16 code units).
@@ -293,7 +323,7 @@ export class TokenizePool {
         configPath: path.join(engineDir, 'tokenizer_config.json'),
         oversized: this.oversized,
         secureJsonParseModule: secureJsonParseModulePath(),
-        limits: { maxWords: MAX_BAD_WORDS, maxText: MAX_STOP_TEXT, maxTokens: MAX_SEQUENCE_TOKENS, marker: this.#wordMarker },
+        limits: { maxWords: MAX_BAD_WORDS, maxStopWords: MAX_STOP_WORDS, maxText: MAX_STOP_TEXT, maxTokens: MAX_SEQUENCE_TOKENS, marker: this.#wordMarker },
       },
     });
     worker.unref();  // an idle worker does not keep the process alive
@@ -301,7 +331,7 @@ export class TokenizePool {
       const parse = this.#parsing.get(message.id);
       if (parse) {
         this.#parsing.delete(message.id);
-        const { words } = message as { words?: { flat: Int32Array; lengths: Int32Array } | { error: string } };
+        const { words, stopWordsError } = message as { words?: { flat: Int32Array; lengths: Int32Array } | { error: string }; stopWordsError?: string };
         if (words === undefined || 'error' in words) return parse(message as unknown as JsonResult);
         const ids: Int32Array[] = [];
         let at = 0;
@@ -309,7 +339,7 @@ export class TokenizePool {
           ids.push(words.flat.subarray(at, at + length));
           at += length;
         }
-        return parse({ value: (message as unknown as { value: unknown }).value, words: { ids } });
+        return parse({ value: (message as unknown as { value: unknown }).value, words: { ids }, stopWordsError });
       }
       const pending = this.#pending.get(message.id);
       if (!pending) return;

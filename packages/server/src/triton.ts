@@ -133,6 +133,7 @@ async function plan(ctx: ServerContext, model: string, body: GenerateBody): Prom
     throw new ApiError(400, 'return_context_logits and return_generation_logits are not supported over HTTP by this server', 'invalid_request_error', 'return_generation_logits');
   }
   // Counts and lengths first; then one tokenization, off the event loop when it is large.
+  ctx.checkStopWordsFromWorker(body);  // the string form of a large body, split on the worker
   const stop = wordList(body.stop_words, 'stop_words', MAX_STOP_WORDS);
   // A large body's bad words were checked and tokenized by the worker that parsed it.
   const fromWorker = ctx.badWordsFromWorker(body);

@@ -159,6 +159,13 @@ describe('hardened server', () => {
     expect((await banned.json()).choices[0].text).not.toBe(first);
     const tritonBanned = await post('/v2/models/scribe-7m/generate', { text_input: PROMPT, max_tokens: 1, temperature: 0, bad_words: `${first},,filler`, pad: padding });
     expect((await tritonBanned.json()).text_output).not.toBe(first);
+    // Stop words in the string form, split on the worker: the same words as the list form.
+    const full = (await (await post('/v2/models/scribe-7m/generate', { text_input: PROMPT, max_tokens: 8, temperature: 0, exclude_input_in_output: true })).json()).text_output as string;
+    const word = full.trim().split(/\s+/)[1];
+    const stopped = await (await post('/v2/models/scribe-7m/generate', { text_input: PROMPT, max_tokens: 8, temperature: 0, exclude_input_in_output: true, pad: padding, stop_words: `,,zzz,${word}` })).json();
+    expect(word.length).toBeGreaterThan(0);
+    expect(stopped.text_output.length).toBeLessThan(full.length);
+    expect(full.startsWith(stopped.text_output)).toBe(true);
     const refusals: [string, unknown, RegExp][] = [
       ['/v1/completions', { model: 'scribe-7m', prompt: PROMPT, max_tokens: 1, user: padding, bad_words: ['ok', 'x'.repeat(1025)] }, /bad_words\[1\] is 1025 characters long, more than the 1024 allowed/],
       ['/v1/completions', { model: 'scribe-7m', prompt: PROMPT, max_tokens: 1, user: padding, bad_words: ['ok', ''] }, /bad_words\[1\] is empty/],
@@ -166,6 +173,8 @@ describe('hardened server', () => {
       ['/v1/completions', { model: 'scribe-7m', prompt: PROMPT, max_tokens: 1, user: padding, bad_words: Array.from({ length: 1025 }, () => 'w') }, /bad_words must NOT have more than 1024 items/],
       ['/v2/models/scribe-7m/generate', { text_input: PROMPT, max_tokens: 1, bad_words: Array.from({ length: 100_000 }, (_, i) => `w${i}`).join(',') }, /bad_words holds more than 1024 words/],
       ['/v2/models/scribe-7m/generate', { text_input: PROMPT, max_tokens: 1, pad: padding, bad_words: `a,${'y'.repeat(1030)}` }, /bad_words\[1\] is 1030 characters long/],
+      ['/v2/models/scribe-7m/generate', { text_input: PROMPT, max_tokens: 1, stop_words: Array.from({ length: 100_000 }, (_, i) => `s${i}`).join(',') }, /stop_words holds more than 64 words/],
+      ['/v2/models/scribe-7m/generate', { text_input: PROMPT, max_tokens: 1, pad: padding, stop_words: `a,,${'y'.repeat(1030)}` }, /stop_words\[1\] is 1030 characters long/],
     ];
     for (const [route, body, message] of refusals) {
       const response = await post(route, body);
