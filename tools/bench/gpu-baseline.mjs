@@ -21,7 +21,7 @@ import * as path from 'node:path';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { makeRandomLlama } from './make-random-llama.mjs';
-import { benchConfig, TARGETS, VARIANTS } from './gpu/config.mjs';
+import { benchConfig, TARGETS } from './gpu/config.mjs';
 import { DIAGNOSTIC_MODES, LONG_CONTEXT_MODES, measureDecode, profileDecode, stepTiming } from './gpu/kiln-decode.mjs';
 import { kilnBench, withServer } from './gpu/kiln-cli.mjs';
 import { buildReport } from './gpu/report.mjs';
@@ -125,7 +125,7 @@ async function main() {
   const resultsDir = process.env.KILN_RESULTS_DIR ?? path.join(here, '.out');
   fs.mkdirSync(workDir, { recursive: true });
   fs.mkdirSync(resultsDir, { recursive: true });
-  log(`target ${cfg.target}, shape ${cfg.shapeName} ${JSON.stringify(cfg.shape)}; variants ${VARIANTS.map((v) => v.name).join(', ')}` + (cfg.skip.size ? `; skipping ${[...cfg.skip].join(', ')}` : ''));
+  log(`target ${cfg.target}, shape ${cfg.shapeName} ${JSON.stringify(cfg.shape)}; variants ${cfg.variants.map((v) => v.name).join(', ')}` + (cfg.skip.size ? `; skipping ${[...cfg.skip].join(', ')}` : ''));
 
   const model = await step('random model', () => makeRandomLlama(path.join(workDir, 'hf'), cfg.shape));
   if (model.error) throw new Error(model.error);
@@ -143,12 +143,15 @@ async function main() {
     fs.writeFileSync(path.join(resultsDir, 'bench-gpu.md'), `${report.md}\n`);
     return report;
   };
-  for (const variant of VARIANTS) {
+  for (const variant of cfg.variants) {
     const slug = variant.name.replace(/[^a-z0-9]+/gi, '-').toLowerCase();
     const engines = { batch1: path.join(workDir, `engine-${slug}-b1`), serving: path.join(workDir, `engine-${slug}-b${cfg.serving.engine.maxBatchSize}`) };
     const out = { name: variant.name, reference: !!variant.reference, targets: variant.targets ?? {}, engines: {} };
     variants.push(out);
+    // The serving engine only for the phases that use it.
+    const servingPhases = ['serving', 'http', 'ttft'].some((phase) => !cfg.skip.has(phase));
     for (const [kind, dir] of Object.entries(engines)) {
+      if (kind === 'serving' && !servingPhases) continue;
       const config = { target: cfg.target, ...variant.build, ...(kind === 'batch1' ? cfg.batch1.engine : cfg.serving.engine) };
       out.engines[kind] = { config };
       const built = await step(`${variant.name}: build the ${kind} engine ${JSON.stringify(config)}`, () => buildEngine({ checkpointDir, outputDir: dir, config }));

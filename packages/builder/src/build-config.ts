@@ -47,16 +47,16 @@ export function resolveBuildConfig(partial: Partial<BuildConfig> = {}, model: Ba
     dtype,
   };
 
+  // Absent rather than "none" when off, so configs (and build hashes) without quantization stay as they were.
+  const quantization = given.quantization === 'none' ? undefined : given.quantization;
+  if (quantization !== undefined && quantization !== 'int8') {
+    throw new RangeError(`build config: quantization must be "int8" or "none", got ${JSON.stringify(quantization)}`);
+  }
   if (target === 'cpu') {
     if (given.computeCapability !== undefined) throw new RangeError('build config: computeCapability applies to target "cuda" only');
     // Asked of the CPU only when not given, so a build for another machine's ISA needs no probing.
     const isa = given.isa ?? loadNative().cpuInfo().isa;
     if (isa !== 'avx2' && isa !== 'generic') throw new RangeError(`build config: isa must be "avx2" or "generic", got ${JSON.stringify(isa)}`);
-    // Absent rather than "none" when off, so configs (and build hashes) without quantization stay as they were.
-    const quantization = given.quantization === 'none' ? undefined : given.quantization;
-    if (quantization !== undefined && quantization !== 'int8') {
-      throw new RangeError(`build config: quantization must be "int8" or "none", got ${JSON.stringify(quantization)}`);
-    }
     const bf16LinearInputs = given.bf16LinearInputs === true;
     if (given.bf16LinearInputs !== undefined && typeof given.bf16LinearInputs !== 'boolean') {
       throw new RangeError(`build config: bf16LinearInputs must be a boolean, got ${JSON.stringify(given.bf16LinearInputs)}`);
@@ -70,14 +70,11 @@ export function resolveBuildConfig(partial: Partial<BuildConfig> = {}, model: Ba
     throw new RangeError('build config: bf16LinearInputs applies to target "cpu" only (cuda engines read GEMM inputs in their activation dtype anyway)');
   }
   if (given.isa !== undefined) throw new RangeError('build config: isa applies to target "cpu" only (a cuda engine is built for a computeCapability)');
-  if (given.quantization !== undefined && given.quantization !== 'none') {
-    throw new RangeError('build config: quantization applies to target "cpu" only (the cuda backend has no int8 kernels yet)');
-  }
   const computeCapability = given.computeCapability ?? defaultComputeCapability();
   if (typeof computeCapability !== 'string' || !/^\d+\.\d+$/.test(computeCapability)) {
     throw new RangeError(`build config: computeCapability must be "major.minor" (e.g. "9.0"), got ${JSON.stringify(computeCapability)}`);
   }
-  return { target, ...common, computeCapability };
+  return { target, ...common, computeCapability, ...(quantization ? { quantization } : {}) };
 }
 
 /**

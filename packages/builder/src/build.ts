@@ -65,7 +65,9 @@ export async function buildEngine(options: BuildOptions): Promise<BuildResult> {
     const program = lowerGraph(
       graph,
       buildConfig.dtype,
-      buildConfig.target === 'cpu' ? { quantization: buildConfig.quantization, bf16LinearInputs: buildConfig.bf16LinearInputs } : {},
+      buildConfig.target === 'cpu'
+        ? { quantization: buildConfig.quantization, bf16LinearInputs: buildConfig.bf16LinearInputs }
+        : { quantization: buildConfig.quantization },
     );
     report({ stage: 'lower', message: `${where}${program.ops.length} ops, ${program.weights.length} weights` });
 

@@ -65,6 +65,11 @@ export interface CudaBuildConfig extends BuildConfigCommon {
    * Default: device 0's, as `loadNative().cudaInfo()` reports it, else "9.0" (no device visible here).
    */
   computeCapability: string;
+  /**
+   * Weight-only int8 linears (W8A16, as on the CPU): the decode GEMV streams half the bytes of bfloat16;
+   * prefill widens the codes for cuBLASLt. Absent: none.
+   */
+  quantization?: 'int8';
 }
 
 /**

@@ -51,12 +51,14 @@ describe('resolveBuildConfig', () => {
     expect(probes).toEqual({ cpu: 0, cuda: 0 });
   });
 
-  it('takes int8 weight-only quantization on the cpu; "none" is the same config as no field at all', () => {
+  it('takes int8 weight-only quantization on the cpu and on cuda; "none" is the same config as no field at all', () => {
     expect(resolve({ quantization: 'int8' })).toMatchObject({ target: 'cpu', quantization: 'int8' });
     expect(resolve({ quantization: 'none' })).toEqual(resolve({}));
     expect(resolve({})).not.toHaveProperty('quantization');
     expect(() => resolve({ quantization: 'int4' })).toThrow('build config: quantization must be "int8" or "none", got "int4"');
-    expect(() => resolve({ target: 'cuda', computeCapability: '9.0', quantization: 'int8' })).toThrow('quantization applies to target "cpu" only');
+    expect(resolve({ target: 'cuda', computeCapability: '9.0', quantization: 'int8' })).toMatchObject({ target: 'cuda', quantization: 'int8' });
+    expect(resolve({ target: 'cuda', computeCapability: '9.0', quantization: 'none' })).not.toHaveProperty('quantization');
+    expect(() => resolve({ target: 'cuda', computeCapability: '9.0', quantization: 'int4' })).toThrow('quantization must be "int8" or "none"');
   });
 
   it('builds cuda for the given compute capability, with no isa', () => {

@@ -104,11 +104,18 @@ describe('kiln build --quantization int8', () => {
     expect(refused.stderr).toContain('bf16LinearInputs applies to bfloat16 weights only');
   });
 
-  test('refuses an unknown method and the cuda target', () => {
+  test('refuses an unknown method', () => {
     const bad = kiln(['build', '--checkpoint', 'x', '--output', 'y', '--quantization', 'int3']);
     expect(bad.status).not.toBe(0);
     expect(bad.stderr).toContain('--quantization: expected int8 or none, got "int3"');
-    const cuda = kiln(['build', '--checkpoint', 'x', '--output', 'y', '--quantization', 'int8', '--target', 'cuda']);
-    expect(cuda.stderr).toContain('--quantization: applies to --target cpu only');
+  });
+
+  test('writes a cuda int8 engine (int8 matrices, 16-bit linear inputs)', async () => {
+    const out = path.join(root, 'scribe-7m-cuda-int8');
+    const built = kiln(['build', '--checkpoint', path.join(root, 'scribe-7m-checkpoint'), '--output', out, '--target', 'cuda', '--compute-capability', '9.0', '--dtype', 'bfloat16', '--quantization', 'int8']);
+    expect(built.status).toBe(0);
+    expect(built.stdout).toContain('int8 weights');
+    const header = JSON.parse(await fs.readFile(path.join(out, 'config.json'), 'utf8'));
+    expect(header.buildConfig).toMatchObject({ target: 'cuda', dtype: 'bfloat16', quantization: 'int8' });
   });
 });

@@ -22,6 +22,7 @@
 //   KILN_BENCH_TTFT_REQUESTS   TTFT requests (median)                       (20 [5])
 //   KILN_BENCH_LONG_PROMPT     long-context batch-1 decode: prompt length   (4000 [256])
 //   KILN_BENCH_LONG_NEW_TOKENS long-context batch-1 decode: new tokens      (64 [16])
+//   KILN_BENCH_VARIANTS        comma-separated engine variants to run       (all: bfloat16, int8)
 //   KILN_BENCH_SKIP            comma-separated phases to leave out: diagnostics (graphs-off modes, profile,
 //                              step timing), serving, http, ttft, longctx (long-context decode, split-K
 //                              on and off), peer, compile (transformers' compiled runs)
@@ -52,7 +53,11 @@ export const SHAPES = {
  * int4 (W4A16, group 128) batch1MsPerToken 0.40; int8 (W8A16, per channel) 0.55; FP8 e4m3 0.55 and
  * highConcurrencyVsReference 1.3. (Their accuracy against bfloat16 is a separate report.)
  */
-export const VARIANTS = [{ name: 'bfloat16', reference: true, build: { dtype: 'bfloat16' }, targets: { batch1MsPerToken: 0.85 } }];
+export const VARIANTS = [
+  { name: 'bfloat16', reference: true, build: { dtype: 'bfloat16' }, targets: { batch1MsPerToken: 0.85 } },
+  // Weight-only int8 (W8A16): bfloat16 activations, int8 linear matrices with per-channel scales.
+  { name: 'int8', build: { dtype: 'bfloat16', quantization: 'int8' }, targets: { batch1MsPerToken: 0.55 } },
+];
 
 /** The issue's "Done when" targets that do not depend on the variant. */
 export const TARGETS = {
@@ -100,6 +105,11 @@ export function benchConfig() {
     shapeName,
     shape,
     skip,
+    variants: (() => {
+      const names = (process.env.KILN_BENCH_VARIANTS || '').split(',').map((n) => n.trim()).filter(Boolean);
+      for (const n of names) if (!VARIANTS.some((v) => v.name === n)) throw new Error(`KILN_BENCH_VARIANTS: unknown variant ${JSON.stringify(n)} (variants: ${VARIANTS.map((v) => v.name).join(', ')})`);
+      return names.length ? VARIANTS.filter((v) => names.includes(v.name)) : VARIANTS;
+    })(),
     batch1: {
       promptTokens,
       newTokens,

@@ -61,6 +61,17 @@ bool gemvApplies(DType t, const void* x, int64_t rows, int64_t xStride, const vo
 void gemv(cudaStream_t stream, DType t, const void* x, int64_t rows, int64_t xStride, const void* w, int64_t N,
           int64_t K, const float* bias, Matrix y);
 
+// Weight-only int8 linears (gemv_int8.cu): w is an int8 matrix [N, K] (codes, then N float32 scales;
+// dtype.h), y[r, n] = scale[n] * (x[r, :] . q[n, :]) (+ bias[n]), x of the activation dtype (float32,
+// float16 or bfloat16). gemvInt8 takes decode rows when gemvInt8Applies; otherwise widenInt8 writes the
+// codes as outType into `out` ([N, K], exact), the caller multiplies with cuBLASLt, and scaleColumns
+// applies the scales and the bias to its output.
+bool gemvInt8Applies(DType xType, const void* x, int64_t rows, int64_t xStride, const void* w, int64_t K);
+void gemvInt8(cudaStream_t stream, DType xType, const void* x, int64_t rows, int64_t xStride, const void* w, int64_t N,
+              int64_t K, const float* bias, Matrix y);
+void widenInt8(cudaStream_t stream, const void* w, int64_t N, int64_t K, DType outType, void* out);
+void scaleColumns(cudaStream_t stream, Matrix y, int64_t rows, int64_t N, const void* w, int64_t K, const float* bias);
+
 // The add_rms_norm that feeds a linear, done inside the GEMV (decode rows): sum = a + b and y =
 // RMSNorm(sum) (H = the linear's K, one group) are computed by every block of the GEMV for its own use,
 // and stored once (sum and y keep their meaning for any later op). gemvAddRmsNormApplies says whether it

@@ -1,5 +1,5 @@
 // linear: a cuBLASLt GEMM with a float32 bias epilogue, over token rows or logit rows, or Kiln's GEMV for
-// decode rows (gemm.cpp). Its input is of the weight's dtype in the engines Kiln builds
+// decode rows (gemm.cpp); int8 weight-only matrices through gemv_int8.cu. Its input is of the weight's dtype in the engines Kiln builds
 // (activation-dtypes.ts); any other input is converted into scratch first, so every well-formed header
 // runs. With KILN_CUDA_FUSE_NORM=1, when the op bound just before is the add_rms_norm that makes this
 // linear's input, decode rows run both in one kernel (gemvAddRmsNorm) and the norm op skips those rows.
@@ -56,8 +56,32 @@ int64_t rowsFusedWithNorm(CudaBackend& be, const CudaBackend::NormForLinear& n, 
 
 }  // namespace
 
+// An int8 weight-only linear (W8A16): decode rows through gemvInt8; more rows through the codes widened to
+// the input's dtype in scratch, a cuBLASLt GEMM, then the scales and bias (kernels.h).
+BoundOp bindInt8Linear(OpBinding& b, const spec::Linear& s) {
+  CudaBackend* be = &backendOf(b);
+  const Matrix x = be->value(s.x);
+  const Matrix y = be->value(s.y);
+  if (x.dtype != DType::F32 && x.dtype != DType::F16 && x.dtype != DType::BF16) {
+    b.fail("input 0 of an int8 linear must be float32, float16 or bfloat16, not " + std::string(dtypeName(x.dtype)));
+  }
+  be->reserveScratch(static_cast<size_t>(s.N * s.K) * dtypeSize(x.dtype));
+  return [=](const StepRuntime& rt) {
+    const int64_t rows = s.x.numRows(*rt.step);
+    if (rows <= 0) return;
+    if (be->gemm().gemvEnabled() && gemvInt8Applies(x.dtype, x.data, rows, x.stride, s.weight, s.K)) {
+      gemvInt8(be->stream(), x.dtype, x.data, rows, x.stride, s.weight, s.N, s.K, s.bias, y);
+      return;
+    }
+    widenInt8(be->stream(), s.weight, s.N, s.K, x.dtype, be->scratch());
+    be->gemm().linear(x.dtype, x.data, rows, x.stride, be->scratch(), s.N, s.K, nullptr, y.dtype, y.data, y.stride);
+    scaleColumns(be->stream(), y, rows, s.N, s.weight, s.K, s.bias);
+  };
+}
+
 BoundOp bindLinear(OpBinding& b) {
   const spec::Linear s = spec::linear(b);
+  if (s.dtype == DType::I8) return bindInt8Linear(b, s);
   CudaBackend* be = &backendOf(b);
   const Matrix x = be->value(s.x);
   const Matrix y = be->value(s.y);
