@@ -8,7 +8,8 @@
 #   3. Every published tarball is checked (check-packages.sh: publint, are-the-types-wrong, contents).
 #   4. In empty projects, each with a fresh npm cache and no compiler on PATH: `@kiln/cli` alone runs
 #      `kiln generate`; `@kiln/runtime` + `@kiln/scribe-7m` generate through the API; the same with
-#      --omit=optional fails with the message that says what to do; install times and sizes recorded.
+#      --omit=optional fails with the message that says what to do; no engine warnings on this Node;
+#      install times and sizes recorded.
 #   5. The source-build project installs @kiln/runtime + @kiln/scribe-7m with --omit=optional and
 #      generates on its own build.
 #   6. Plugin compatibility: @kiln/models gets a patch release, @kiln/model-example is built against it,
@@ -127,6 +128,7 @@ install() {
     { cat "$work/install-$name.log"; fail "npm install $* ($name)"; }
   local took
   took=$(elapsed "$start")
+  ! grep -q EBADENGINE "$work/install-$name.log" || { cat "$work/install-$name.log"; fail "an engine warning installing $*"; }
   local count
   count=$(find node_modules -name package.json -regextype egrep -regex '.*node_modules/(@[^/]+/)?[^/@][^/]*/package.json' | wc -l)
   printf '| %s | %s s | %s | %s packages |\n' "$*" "$took" "$(du -sh node_modules | cut -f1)" "$count" >>"$report"
