@@ -2,6 +2,7 @@
 // `npx kiln-build-native`: builds kiln.node from the C++ sources this package ships, into
 // build/Release/kiln.node beside them, where loadNative() looks before the prebuilt packages. For a
 // platform without a prebuilt binary, or to build with CUDA or MPI (KILN_CUDA, KILN_MPI: auto|on|off).
+// The test-only bindings are left out (KILN_TESTING=ON keeps them).
 // Needs CMake 3.20+, a C++17 compiler, and cmake-js and node-addon-api installed in the project (they are
 // optional peer dependencies of @kiln/native, so a normal install does not fetch them).
 'use strict';
@@ -42,7 +43,8 @@ console.log(`kiln-build-native: building ${path.join(out, 'Release', 'kiln.node'
 const build = spawnSync(
   process.execPath,
   [cmakeJs, 'compile', '--directory', packageRoot, '--out', out, '--config', 'Release', '--parallel', jobs],
-  { stdio: 'inherit', cwd: packageRoot },
+  // Without the test-only bindings unless asked (KILN_TESTING=ON): they are for Kiln's own tests.
+  { stdio: 'inherit', cwd: packageRoot, env: { KILN_TESTING: 'OFF', ...process.env } },
 );
 if (build.status !== 0) fail(`the build failed (exit ${build.status ?? build.signal}); its output is above.`);
 

@@ -618,6 +618,10 @@ export interface NativeAddon {
    * it found without building a runtime. Rejects with the loader's error message.
    */
   inspectEngine(path: string): Promise<EngineInspection>;
-  /** Direct access to single kernels, for the tests that compare them with scalar references. */
-  testing: import('./testing-types').NativeTesting;
+  /**
+   * Direct access to single kernels, for the tests that compare them with scalar references. Only in
+   * builds with the test bindings (KILN_TESTING=ON: the repository's `npm ci`); not in the prebuilt
+   * packages or `kiln-build-native`'s builds.
+   */
+  testing?: import('./testing-types').NativeTesting;
 }

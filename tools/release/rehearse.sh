@@ -87,6 +87,8 @@ start=$(seconds)
 KILN_MPI=off KILN_CUDA=off npx kiln-build-native >"$work/build-native.log" 2>&1 || fail "kiln-build-native ($work/build-native.log)"
 build_seconds=$(elapsed "$start")
 tail -1 "$work/build-native.log"
+node -e 'process.exit(require("./node_modules/@kiln/native/build/Release/kiln.node").testing ? 1 : 0)' ||
+  fail "the source build has the test-only bindings"
 cp node_modules/@kiln/native/build/Release/kiln.node "$repo/packages/native-linux-x64-gnu/kiln.node"
 cd "$repo"
 
@@ -186,7 +188,8 @@ cd "$repo"
 
 {
   echo
-  echo "Source build (\`npx kiln-build-native\`, KILN_MPI=off KILN_CUDA=off): $build_seconds s."
+  echo "Source build (\`npx kiln-build-native\`, KILN_MPI=off KILN_CUDA=off): $build_seconds s;" \
+    "kiln.node $(du -h "$repo/packages/native-linux-x64-gnu/kiln.node" | cut -f1)."
   echo
   echo "| tarball | size |"
   echo "| --- | --- |"
