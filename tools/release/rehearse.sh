@@ -21,8 +21,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 repo=$PWD
-if [ -n "$(git status --porcelain --untracked-files=no)" ]; then
-  echo "rehearse.sh bumps versions and puts them back: run it on a clean tree (a fresh clone)" >&2
+# The paths it changes (versions, changelogs) and puts back at the end must hold no changes of yours.
+touched=(.changeset native packages examples package-lock.json)
+if [ -n "$(git status --porcelain --untracked-files=no -- "${touched[@]}")" ]; then
+  echo "rehearse.sh bumps versions and puts them back: commit or drop your changes under ${touched[*]} first" >&2
   exit 1
 fi
 work=${KILN_REHEARSAL_DIR:-$(mktemp -d)}
@@ -35,7 +37,7 @@ verdaccio_pid=
 cleanup() {
   [ -z "$verdaccio_pid" ] || kill "$verdaccio_pid" 2>/dev/null || true
   # Put back what `changeset version` and the patch release changed, and the changelogs they wrote.
-  git -C "$repo" checkout -q -- .changeset native packages examples package-lock.json
+  git -C "$repo" checkout -q -- "${touched[@]}"
   git -C "$repo" ls-files --others --exclude-standard -- 'native/CHANGELOG.md' 'packages/*/CHANGELOG.md' 'examples/CHANGELOG.md' |
     (cd "$repo" && xargs -r rm -f)
 }
