@@ -56,7 +56,13 @@ describe('resolveBuildConfig', () => {
     expect(resolve({ quantization: 'none' })).toEqual(resolve({}));
     expect(resolve({})).not.toHaveProperty('quantization');
     expect(() => resolve({ quantization: 'int4' })).toThrow('build config: quantization must be "int8" or "none", got "int4"');
-    expect(resolve({ target: 'cuda', computeCapability: '9.0', quantization: 'int8' })).toMatchObject({ target: 'cuda', quantization: 'int8' });
+    expect(() => resolve({ target: 'cuda', computeCapability: '9.0', quantization: 'int8' })).toThrow('set KILN_EXPERIMENTAL_CUDA_INT8=1');
+    process.env.KILN_EXPERIMENTAL_CUDA_INT8 = '1';
+    try {
+      expect(resolve({ target: 'cuda', computeCapability: '9.0', quantization: 'int8' })).toMatchObject({ target: 'cuda', quantization: 'int8' });
+    } finally {
+      delete process.env.KILN_EXPERIMENTAL_CUDA_INT8;
+    }
     expect(resolve({ target: 'cuda', computeCapability: '9.0', quantization: 'none' })).not.toHaveProperty('quantization');
     expect(() => resolve({ target: 'cuda', computeCapability: '9.0', quantization: 'int4' })).toThrow('quantization must be "int8" or "none"');
   });
