@@ -136,7 +136,7 @@ describe('KV cache flags and --verbose', () => {
     const result = kiln('generate', '--engine', engine, '--input-ids', '1,2,3', '--max-tokens', '2', '--json', '--verbose', '--kv-cache-bytes', String(32 * 512));
     expect(result.status).toBe(0);
     expect(JSON.parse(result.stdout).outputIds).toHaveLength(2);
-    expect(result.stderr).toMatch(/^engine: cpu on cpu \((avx2|generic), \d+ threads\), weights \d+\.\d MiB, KV cache 0\.0 MiB = 32 tokens\n$/);
+    expect(result.stderr).toMatch(/^engine: cpu on cpu \((generic|avx2|avx512|avx512_bf16), \d+ threads\), weights \d+\.\d MiB, KV cache 0\.0 MiB = 32 tokens\n$/);
 
     // With the fraction too (of the host's available memory: gigabytes), the smaller size wins.
     const both = kiln('generate', '--engine', engine, '--input-ids', '1,2,3', '--max-tokens', '2', '--json', '--verbose', '--kv-cache-free-gpu-memory-fraction', '0.5', '--kv-cache-bytes', String(48 * 512));
