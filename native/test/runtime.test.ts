@@ -607,6 +607,15 @@ describe('errors', () => {
     );
   });
 
+  test('int8 and int32 are refused as activation types (weights and indices only), naming the field', async () => {
+    const act = await writeVariant('act-int8.engine', (h) => (h.target = { backend: 'cuda', computeCapability: '9.0', activationDType: 'int8' }));
+    await expect(native.loadEngine(act)).rejects.toThrow(/target\.activationDType "int8" is not known/);
+    const value = await writeVariant('value-int8.engine', (h) => ((h.values[0] as { dtype?: string }).dtype = 'int8'));
+    await expect(native.loadEngine(value)).rejects.toThrow(/dtype "int8" is not known/);
+    const index = await writeVariant('value-int32.engine', (h) => ((h.values[0] as { dtype?: string }).dtype = 'int32'));
+    await expect(native.loadEngine(index)).rejects.toThrow(/dtype "int32" is not known/);
+  });
+
   test('an op referencing a value out of range is refused, naming the op', async () => {
     const file = await writeVariant('range.engine', (h) => (h.ops[2].inputs = [99]));
     await expect(native.loadEngine(file)).rejects.toThrow(/op 2 \(linear\): inputs\[0\] = 99 is out of range/);
