@@ -13,6 +13,9 @@ import { buildTestEngines, metric, type TestEngines } from './helpers';
 const kilnBin = path.resolve(__dirname, '..', '..', 'cli', 'dist', 'bin', 'kiln.js');
 const PROMPT = 'And the LORD said unto Moses,';
 
+// Timing on a shared machine: a failed attempt is retried twice (the errors are logged) before it counts.
+jest.retryTimes(2, { logErrorsBeforeRetry: true });
+
 describe('kiln serve under hostile input and slow clients (child process)', () => {
   let engines: TestEngines;
   let child: ChildProcess;
@@ -56,14 +59,13 @@ describe('kiln serve under hostile input and slow clients (child process)', () =
   const post = (route: string, body: string) => fetch(`${url}${route}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
   const rss = async () => metric(await (await fetch(`${url}/metrics`)).text(), 'process_resident_memory_bytes') as number;
 
-  // Issue 16's "/health within 50 ms while oversized inputs are processed". Opt-in
-  // (KILN_HEALTH_TIMING=1), not in CI yet: on the shared 2-core development machine (load average 7
-  // to 9, 97% CPU pressure from other builds) it measured 14 to 127 ms, with 14 to 43 ms of noise
-  // and no oversized input at all; the server's main thread is busy at most ~10 ms of CPU in a row
-  // during the burst (docs/hardening.md). To run it: KILN_HEALTH_TIMING=1 npx jest --config
-  // jest.timing.config.js test/hardening.timing.test.ts -t health (in packages/server).
-  const healthTest = process.env.KILN_HEALTH_TIMING === '1' ? test : test.skip;
-  healthTest('/health answers within 50 ms while oversized inputs are processed', async () => {
+  // Issue 16's "/health within 50 ms while oversized inputs are processed". It runs in CI's timing
+  // phase, alone on the machine: on the 2-core development machine at rest (load average ~1) seven
+  // runs gave maxima of 21 to 44.5 ms (medians 3 to 4 ms); the server's main thread is busy at most ~10
+  // ms of CPU in a row during the burst (docs/hardening.md). Under other builds' load (7 to 9) the
+  // machine's own scheduling noise alone reaches 14 to 43 ms, so a run is retried (retryTimes above)
+  // before it fails.
+  test('/health answers within 50 ms while oversized inputs are processed', async () => {
     // Warm-up: the first /health and the worker thread's start are not what is measured.
     await fetch(`${url}/health`);
     await post('/v1/completions', JSON.stringify({ model: 'scribe-7m', prompt: `${PROMPT} `.repeat(300), max_tokens: 1 }));
