@@ -68,6 +68,14 @@ WorldInfo worldInfo() {
       break;
     }
   }
+  w.localRank = w.rank;
+  for (const char* name : {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID"}) {
+    const int local = envInt(name);
+    if (w.launchedByMpirun && local >= 0 && local <= w.rank) {
+      w.localRank = local;
+      break;
+    }
+  }
   return w;
 }
 

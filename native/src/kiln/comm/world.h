@@ -13,6 +13,9 @@ namespace comm {
 struct WorldInfo {
   int rank = 0;
   int size = 1;
+  // This process's rank among the ranks on its machine (OMPI_COMM_WORLD_LOCAL_RANK, MPI_LOCALRANKID;
+  // the world rank when the launcher does not say): a CUDA rank's GPU.
+  int localRank = 0;
   bool launchedByMpirun = false;  // an Open MPI / PMIx / Hydra launcher set this process's rank
   bool mpiCompiled = false;       // this build has the MPI communicator (KILN_MPI)
 };

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "kiln/comm/communicator.h"
 #include "kiln/dtype.h"
 #include "kiln/runtime/kernel_registry.h"
 #include "kiln/sampling/sampling.h"
@@ -89,6 +90,18 @@ class Backend {
   virtual void runStepAndSample(const std::vector<BoundOp>& ops, const StepContext& step, const StepSampling& sampling) {
     (void)ops, (void)step, (void)sampling;
     throw std::logic_error("this backend does not sample on its device");
+  }
+
+  // A step run on a rank other than 0 of a tp/pp engine, which samples nothing: its logits, if any, are
+  // not wanted on the host.
+  virtual void runFollowerStep(const std::vector<BoundOp>& ops, const StepContext& step) { runStep(ops, step); }
+
+  // Tensor/pipeline parallelism (docs/decisions/0010): a communicator over the ranks of `hostGroup` (an
+  // MPI communicator; collective over it) whose buffers are this backend's device memory, ordered on its
+  // stream (NCCL on CUDA); null where the host communicator serves the ops (the CPU).
+  virtual std::unique_ptr<comm::Communicator> makeDeviceCommunicator(comm::Communicator& hostGroup) {
+    (void)hostGroup;
+    return nullptr;
   }
 
   // The ops' names, in the order runStep receives them (for a backend's profile).

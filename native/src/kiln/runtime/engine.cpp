@@ -120,7 +120,7 @@ void Engine::follow() {
         backend_->copyKvBlock(receiver.copySource(), receiver.copyTarget());
         break;
       case RankCommand::Step:
-        backend_->runStep(ops_, receiver.step());
+        backend_->runFollowerStep(ops_, receiver.step());
         break;
     }
   }
@@ -194,6 +194,7 @@ void Engine::configure(const EngineOptions& options) {
   // --- backend: where weights, activations and the KV cache live ---
   backend_ = makeBackend(bt, facts_);
   facts_.backend = backend_.get();
+  if (parallel_) parallel_->useDeviceCommunicators(*backend_);
   info_.isa = backend_->isa();
   info_.device = backend_->deviceDescription();
   const std::vector<EngineWeight>& weights = file_->weights();

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "kiln/comm/world.h"
+#include "kiln/runtime/backend.h"
 
 namespace kiln {
 
@@ -59,6 +60,13 @@ ParallelGroups::ParallelGroups(const ParallelMapping& mapping) : mapping_(mappin
   }
   world_ = &comm::worldCommunicator();
   tp_ = world_->split(mapping.ppRank(), mapping.tpRank());
+}
+
+void ParallelGroups::useDeviceCommunicators(Backend& backend) {
+  // Only the groups an op uses: the tensor-parallel group when tp > 1, the pipeline when pp > 1. Every
+  // rank makes them in the same order (NCCL's init is collective over each group).
+  if (mapping_.tpSize > 1) tpDevice_ = backend.makeDeviceCommunicator(*tp_);
+  if (mapping_.ppSize > 1) pipelineDevice_ = backend.makeDeviceCommunicator(*world_);
 }
 
 void announceStep(comm::Communicator& control, const StepContext& step, int32_t tokensPerBlock) {

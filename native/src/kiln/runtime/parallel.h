@@ -14,6 +14,8 @@
 
 namespace kiln {
 
+class Backend;
+
 // rank = ppRank * tpSize + tpRank, as TensorRT-LLM numbers ranks.
 struct ParallelMapping {
   int tpSize = 1;
@@ -35,17 +37,22 @@ class ParallelGroups {
 
   const ParallelMapping& mapping() const { return mapping_; }
   bool isLeader() const { return mapping_.rank == 0; }
-  // Host messages between the ranks: the schedule, the KV pool's size.
+  // Once the backend exists, before any op binds: the ops' communicators become the backend's device
+  // communicators (NCCL on CUDA) where it has them. Collective: every rank calls it at the same point.
+  void useDeviceCommunicators(Backend& backend);
+
+  // Host messages between the ranks: the schedule, the KV pool's size. Always MPI.
   comm::Communicator& control() { return *world_; }
   // The ops' collectives: the stage's tensor-parallel ranks, and every rank (pipeline send/recv,
   // peers numbered by global rank).
-  comm::Communicator& tensorParallel() { return *tp_; }
-  comm::Communicator& pipeline() { return *world_; }
+  comm::Communicator& tensorParallel() { return tpDevice_ ? *tpDevice_ : *tp_; }
+  comm::Communicator& pipeline() { return pipelineDevice_ ? *pipelineDevice_ : *world_; }
 
  private:
   ParallelMapping mapping_;
   comm::Communicator* world_ = nullptr;
   std::unique_ptr<comm::Communicator> tp_;
+  std::unique_ptr<comm::Communicator> tpDevice_, pipelineDevice_;
 };
 
 // What rank 0 announces before each thing every rank must do together.

@@ -10,6 +10,10 @@
 
 #include "kiln/backends/cuda/cuda_check.h"
 #include "kiln/backends/cuda/kernels/kernels.h"
+#include "kiln/comm/world.h"
+#ifdef KILN_WITH_NCCL
+#include "kiln/comm/nccl_communicator.h"
+#endif
 
 namespace kiln {
 namespace cuda {
@@ -71,6 +75,12 @@ CudaBackend::CudaBackend(const BackendTarget& target, const ModelFacts& facts) :
     throw std::runtime_error("the engine targets cuda (compute capability " + target.computeCapability +
                              ") but no usable CUDA device was found (" + why + ")");
   }
+  // The ranks of a tp/pp engine on one machine take one GPU each, by their rank on the machine (as
+  // TensorRT-LLM maps them); a single-process engine uses device 0 (CUDA_VISIBLE_DEVICES chooses it).
+  if (facts.parallel) {
+    device_ = comm::worldInfo().localRank % count;
+    parallel_ = true;
+  }
   check(cudaSetDevice(device_), "cudaSetDevice");
   check(cudaGetDeviceProperties(&props_, device_), "cudaGetDeviceProperties");
   // Kernels are compiled for one architecture (sm_90): an engine names the capability it was built for.
@@ -108,6 +118,23 @@ CudaBackend::CudaBackend(const BackendTarget& target, const ModelFacts& facts) :
     check(cudaEventCreate(&stepEnd_), "cudaEventCreate");
   }
   decodeGraphs_.assign(static_cast<size_t>(facts.maxBatchSize) + 1, nullptr);
+  decodeSeen_.assign(decodeGraphs_.size(), 0);
+}
+
+std::unique_ptr<comm::Communicator> CudaBackend::makeDeviceCommunicator(comm::Communicator& hostGroup) {
+#ifdef KILN_WITH_NCCL
+  check(cudaSetDevice(device_), "cudaSetDevice");
+  return comm::makeNcclCommunicator(hostGroup, device_, stream_);
+#else
+  (void)hostGroup;
+  throw std::runtime_error(
+      "this engine is a tp/pp engine for cuda, and this build of @kiln/native has no NCCL: install NCCL (libnccl-dev) "
+      "and rebuild the addon with the CUDA backend (KILN_CUDA=on npm run build:native)");
+#endif
+}
+
+void CudaBackend::runFollowerStep(const std::vector<BoundOp>& ops, const StepContext& step) {
+  runStepAndSample(ops, step, StepSampling{});  // no rows drawn, no logits copied to the host
 }
 
 CudaBackend::~CudaBackend() {
@@ -309,8 +336,9 @@ void CudaBackend::enqueueStep(const std::vector<BoundOp>& ops, const StepRuntime
     ops[i](rt);
   }
   if (profile_) check(cudaEventRecord(profileEvents_[ops.size()], stream_), "cudaEventRecord");
-  // The logits as float32 in their own buffer, where the sampler (device or host) reads them.
-  if (logitRows > 0) {
+  // The logits as float32 in their own buffer, where the sampler (device or host) reads them (none on
+  // the ranks of a tp/pp engine whose stage computes no logits).
+  if (logitRows > 0 && deviceLogits_) {
     elementwise(stream_, Elementwise::Copy, value(logits_), value(logits_), logitRows, vocab_, 0.0f,
                 Matrix{deviceLogits_, DType::F32, vocab_});
   }
@@ -356,12 +384,21 @@ void CudaBackend::runStepAndSample(const std::vector<BoundOp>& ops, const StepCo
   const bool decode = graphsAllowed_ && step.numTokens == step.numSeqs && R == step.numTokens && step.numTokens > 0;
   if (decode) {
     cudaGraphExec_t& graph = decodeGraphs_[static_cast<size_t>(step.numSeqs)];
-    if (!graph) graph = captureStep(ops, rt, R);
-    check(cudaGraphLaunch(graph, stream_), "cudaGraphLaunch");
+    // A tp/pp engine runs each batch size's first decode step eagerly, so that NCCL has set up its
+    // connections (lazily, at a first collective or send) before any of its calls is captured. Every
+    // rank runs the same steps, so every rank captures at the same step.
+    uint8_t& seen = decodeSeen_[static_cast<size_t>(step.numSeqs)];
+    if (!graph && parallel_ && !seen) {
+      seen = 1;
+      enqueueStep(ops, rt, R);
+    } else {
+      if (!graph) graph = captureStep(ops, rt, R);
+      check(cudaGraphLaunch(graph, stream_), "cudaGraphLaunch");
+    }
   } else {
     enqueueStep(ops, rt, R);
   }
-  if (R > 0 && sampling.hostLogits) {
+  if (R > 0 && sampling.hostLogits && deviceLogits_) {
     check(cudaMemcpyAsync(hostLogits_, deviceLogits_, static_cast<size_t>(R * vocab_) * sizeof(float), cudaMemcpyDeviceToHost,
                           stream_),
           "cudaMemcpyAsync (logits)");

@@ -52,6 +52,9 @@ class CudaBackend final : public Backend {
   bool samplesOnDevice() const override { return deviceSampling_; }
   void runStepAndSample(const std::vector<BoundOp>& ops, const StepContext& step, const StepSampling& sampling) override;
   const float* logitsRow(int64_t r) const override { return hostLogits_ + r * vocab_; }
+  void runFollowerStep(const std::vector<BoundOp>& ops, const StepContext& step) override;
+  // NCCL over the ranks of hostGroup, on this backend's device and stream (a build without NCCL refuses).
+  std::unique_ptr<comm::Communicator> makeDeviceCommunicator(comm::Communicator& hostGroup) override;
 
   ThreadPool* threadPool() override { return threads_.get(); }
   void setOpNames(std::vector<std::string> names) override { opNames_ = std::move(names); }
@@ -154,6 +157,8 @@ class CudaBackend final : public Backend {
   };
   StepTotals decodeTiming_, otherTiming_;
   std::vector<cudaGraphExec_t> decodeGraphs_;  // by batch size; null until captured
+  std::vector<uint8_t> decodeSeen_;             // by batch size: a tp/pp engine's first decode step ran eagerly
+  bool parallel_ = false;                       // a rank of a tp/pp engine
 
   ValueRef logits_;
   int64_t vocab_ = 0;

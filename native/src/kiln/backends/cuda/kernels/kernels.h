@@ -32,6 +32,10 @@ struct ConstMatrix {
 
 void embedding(cudaStream_t stream, const int32_t* ids, int64_t numTokens, const void* table, DType tableDType,
                int64_t hidden, float scale, Matrix out);
+// out[t] = table[ids[t] - vocabStart] * scale for the ids in [vocabStart, vocabStart + rows), zeros for
+// the others: a token embedding split by vocabulary across tensor-parallel ranks (an all-reduce follows).
+void vocabSliceEmbedding(cudaStream_t stream, const int32_t* ids, int64_t numTokens, int64_t vocabStart, int64_t rows,
+                         const void* table, DType tableDType, int64_t hidden, float scale, Matrix out);
 // out[t] = table[positions[t] + offset]; positions are checked on the host first.
 void positionEmbedding(cudaStream_t stream, const int32_t* positions, int64_t numTokens, int64_t offset,
                        const void* table, DType tableDType, int64_t hidden, Matrix out);

@@ -40,6 +40,12 @@ BoundOp bindRope(OpBinding& b);
 BoundOp bindAttention(OpBinding& b);
 BoundOp bindGatherRows(OpBinding& b);
 BoundOp bindMoe(OpBinding& b);
+// Tensor and pipeline parallelism (collectives.cpp, vocab_parallel_embedding.cpp).
+BoundOp bindAllReduce(OpBinding& b);
+BoundOp bindAllGather(OpBinding& b);
+BoundOp bindSend(OpBinding& b);
+BoundOp bindRecv(OpBinding& b);
+BoundOp bindVocabParallelEmbedding(OpBinding& b);
 
 }  // namespace ops
 }  // namespace cuda

@@ -19,6 +19,9 @@ void registerCudaOps(KernelRegistry& r) {
       {"attention", ops::bindAttention}, {"gather_rows", ops::bindGatherRows},
       {"moe", ops::bindMoe},             {"add_rms_norm", ops::bindAddRmsNorm},
       {"add_layer_norm", ops::bindAddLayerNorm},
+      {"all_reduce", ops::bindAllReduce}, {"all_gather", ops::bindAllGather},
+      {"send", ops::bindSend},           {"recv", ops::bindRecv},
+      {"vocab_parallel_embedding", ops::bindVocabParallelEmbedding},
   };
   for (const auto& e : table) {
     // After binding any op but add_rms_norm, no norm is pending for the next op (CudaBackend::normForLinear).
