@@ -12,7 +12,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { fixturesDir, fmt, kilnBin, kilnOk, makeTmpDir, markdownTable, onCuda, repoRoot, requirePackage, scribeDir, target, writeResult } from './helpers.mjs';
+import { compareUpToMargin, fixturesDir, fmt, kilnBin, kilnOk, makeTmpDir, markdownTable, onCuda, repoRoot, requirePackage, scribeDir, target, topMargin, writeResult } from './helpers.mjs';
 
 const RANK_SCRIPT = path.join(repoRoot, 'packages', 'runtime', 'test', 'parallel', 'generate-rank.js');
 const MPI_ENV = {
@@ -27,7 +27,7 @@ const MPIRUN = ['-n', '2', '--oversubscribe', '--bind-to', 'none', '-x', 'NCCL_N
 function gpuCount() {
   if (!onCuda) return 0;
   try {
-    return requirePackage('@kiln/native').cudaInfo().devices.length;
+    return requirePackage('@kiln/native').loadNative().cudaInfo().devices.length;
   } catch {
     return 0;
   }
@@ -114,27 +114,39 @@ describe('tp 2 and pp 2 on two GPUs (NCCL) reproduce the single-GPU engine', { s
         ['tp 2', 2, 1],
         ['pp 2', 1, 2],
       ]) {
-        it(`${label}, float32: greedy tokens equal, logits within 1e-3`, async () => {
+        it(`${label}, float32: greedy tokens equal, logits within 1e-4`, async () => {
           const parallel = generate(await engineFor(name, modelDir, { tp, pp }), 2);
           const equal = parallel.every((g, i) => g.outputIds.join() === reference[i].outputIds.join());
           const worst = Math.max(...parallel.map((g, i) => worstRowError(reference[i].generationLogits, g.generationLogits, vocab)));
           rows.push([name, label, 'float32', String(equal), fmt(worst)]);
           assert.deepEqual(parallel.map((g) => g.outputIds), reference.map((g) => g.outputIds));
-          assert.ok(worst <= 1e-3, `worst row error ${worst}`);
+          assert.ok(worst <= 1e-4, `worst row error ${worst}`);
         });
       }
     });
   }
 
-  it('bfloat16 tp 2 (NCCL sums in bfloat16): scribe-7m greedy tokens equal to the single-GPU bfloat16 engine', async () => {
+  it('bfloat16 tp 2 (NCCL sums in bfloat16): scribe-7m greedy tokens equal to the single-GPU bfloat16 engine up to near-ties', async () => {
+    // Each rank rounds its partial sums to bfloat16 before the all-reduce, so logits differ from the
+    // single GPU's by bfloat16 rounding; tokens are compared up to the first position whose top-1/top-2
+    // margin (single GPU) is below 0.1, and the logit rows up to there must agree within 5e-2.
     const single = generate(await engineFor('scribe-7m', scribeDir, { dtype: 'bfloat16' }), 1);
     const parallel = generate(await engineFor('scribe-7m', scribeDir, { dtype: 'bfloat16', tp: 2 }), 2);
     const vocab = single[0].generationLogits.length / MAX_TOKENS;
-    const worst = Math.max(...parallel.map((g, i) => worstRowError(single[i].generationLogits, g.generationLogits, vocab)));
-    const equal = parallel.every((g, i) => g.outputIds.join() === single[i].outputIds.join());
-    rows.push(['scribe-7m', 'tp 2', 'bfloat16', String(equal), fmt(worst)]);
+    let compared = 0;
+    let worst = 0;
+    for (let i = 0; i < PROMPTS.length; i++) {
+      const ref = single[i];
+      const out = parallel[i];
+      const result = compareUpToMargin(out.outputIds, ref.outputIds, (k) => topMargin(ref.generationLogits, k, vocab), 0.1);
+      assert.equal(result.mismatchAt, -1, `prompt ${i}: token ${result.mismatchAt} differs where the margin is at least 0.1`);
+      const rows = result.stoppedAt === -1 ? MAX_TOKENS : result.stoppedAt + 1;
+      worst = Math.max(worst, worstRowError(ref.generationLogits.slice(0, rows * vocab), out.generationLogits.slice(0, rows * vocab), vocab));
+      compared += result.compared;
+    }
+    rows.push(['scribe-7m', 'tp 2', 'bfloat16', `${compared}/${PROMPTS.length * MAX_TOKENS} compared equal`, fmt(worst)]);
+    assert.ok(compared >= PROMPTS.length * MAX_TOKENS * 0.5, `only ${compared} positions had a margin of 0.1`);
     assert.ok(worst <= 5e-2, `worst row error ${worst}`);
-    assert.deepEqual(parallel.map((g) => g.outputIds), single.map((g) => g.outputIds));
   });
 
   it('CUDA graphs off (KILN_CUDA_GRAPHS=0) give the same tokens (the graphs replay NCCL calls)', async () => {
