@@ -140,8 +140,8 @@ describe('tp 2 and pp 2 on two GPUs (NCCL) reproduce the single-GPU engine', { s
       const out = parallel[i];
       const result = compareUpToMargin(out.outputIds, ref.outputIds, (k) => topMargin(ref.generationLogits, k, vocab), 0.1);
       assert.equal(result.mismatchAt, -1, `prompt ${i}: token ${result.mismatchAt} differs where the margin is at least 0.1`);
-      const rows = result.stoppedAt === -1 ? MAX_TOKENS : result.stoppedAt + 1;
-      worst = Math.max(worst, worstRowError(ref.generationLogits.slice(0, rows * vocab), out.generationLogits.slice(0, rows * vocab), vocab));
+      const upTo = result.stoppedAt === -1 ? MAX_TOKENS : result.stoppedAt + 1;
+      worst = Math.max(worst, worstRowError(ref.generationLogits.slice(0, upTo * vocab), out.generationLogits.slice(0, upTo * vocab), vocab));
       compared += result.compared;
     }
     rows.push(['scribe-7m', 'tp 2', 'bfloat16', `${compared}/${PROMPTS.length * MAX_TOKENS} compared equal`, fmt(worst)]);
