@@ -39,10 +39,13 @@ export interface LinearArgs extends KernelRunOptions {
   N: number;
   xStride?: number;
   yStride?: number;
-  /** [N, K], exactly N * K elements (int8: the codes). */
-  weight: Float32Array | Uint16Array | Int8Array;
-  weightDtype: KernelWeightDType | 'int8';
-  /** int8 weights only, and required for them: [N] row scales (weight = code * scale). */
+  /** [N, K], exactly N * K elements (int8: the codes; float8_e4m3fn: the e4m3 codes). */
+  weight: Float32Array | Uint16Array | Int8Array | Uint8Array;
+  weightDtype: KernelWeightDType | 'int8' | 'float8_e4m3fn';
+  /**
+   * Required for quantized weights, refused otherwise: int8, [N] row scales (weight = code * scale);
+   * float8_e4m3fn, [1] the matrix's scale (x is then quantized per row too; native/src/kiln/fp8.h).
+   */
   scales?: Float32Array;
   /** [N] */
   bias?: Float32Array;

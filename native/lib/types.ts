@@ -163,9 +163,10 @@ export interface WriteGgufResult {
 /** A weight to pack into an engine: from checkpoint tensors, or a constant the builder computed. */
 /**
  * An engine weight's storage type: a WeightDType, or 'int8' (weight-only quantization, linear matrices
- * only): N * K int8 codes then N float32 row scales, quantized by the writer from the float sources.
+ * only): N * K int8 codes then N float32 row scales, quantized by the writer from the float sources; or
+ * 'float8_e4m3fn' (FP8 linears, matrices only): N * K e4m3 codes then one float32 scale for the matrix.
  */
-export type EngineWeightDType = WeightDType | 'int8';
+export type EngineWeightDType = WeightDType | 'int8' | 'float8_e4m3fn';
 
 export type EngineWeightSpec =
   | { name: string; dtype: EngineWeightDType; shape: number[]; sources: TensorSource[] }

@@ -107,12 +107,14 @@ class ArgReader {
     return true;
   }
 
-  // int8 (weight-only quantization) only where `allowInt8`: engine weights, not safetensors files.
+  // int8 and float8_e4m3fn (quantized weights) only where `allowInt8`: engine weights, not safetensors files.
   bool dtype(const Napi::Value& v, const std::string& what, kiln::DType* out, bool allowInt8 = false) {
     std::string name;
     if (!string(v, what, &name)) return false;
-    if (!kiln::parseDTypeName(name, out) || *out == kiln::DType::I32 || (*out == kiln::DType::I8 && !allowInt8)) {
-      return fail(what + " must be \"float32\", \"float16\"" + (allowInt8 ? ", \"bfloat16\" or \"int8\"" : " or \"bfloat16\"") +
+    const bool known = kiln::parseDTypeName(name, out);
+    const bool quantized = known && (*out == kiln::DType::I8 || *out == kiln::DType::F8E4M3);
+    if (!known || *out == kiln::DType::I32 || (quantized && !allowInt8)) {
+      return fail(what + " must be \"float32\", \"float16\"" + (allowInt8 ? ", \"bfloat16\", \"int8\" or \"float8_e4m3fn\"" : " or \"bfloat16\"") +
                   ", got \"" + name + "\"");
     }
     return true;

@@ -133,17 +133,23 @@ class Options {
   }
 
   // A weight array and its dtype key: Float32Array for 'float32', Uint16Array (raw bits) for 16-bit types,
-  // Int8Array (the codes; the scales come separately) for 'int8' where `allowInt8` (linear only).
+  // Int8Array (the codes; the scales come separately) for 'int8', Uint8Array (e4m3 codes; one scale comes
+  // separately) for 'float8_e4m3fn', where `allowInt8` (linear only).
   bool weights(const char* key, const char* dtypeKey, const void** data, DType* dt, int64_t* length,
                bool allowInt8 = false) {
     Napi::Value name = obj_.Get(dtypeKey);
     if (!name.IsString()) return fail(throwType, where(dtypeKey) + " must be 'float32', 'float16' or 'bfloat16'");
     const std::string s = name.As<Napi::String>().Utf8Value();
-    if (!kiln::parseDTypeName(s, dt) || *dt == DType::I32 || (*dt == DType::I8 && !allowInt8)) {
-      return fail(throwRange, where(dtypeKey) + " must be 'float32', 'float16'" + (allowInt8 ? ", 'bfloat16' or 'int8'" : " or 'bfloat16'") +
-                                  ", got '" + s + "'");
+    const bool known = kiln::parseDTypeName(s, dt);
+    if (!known || *dt == DType::I32 || (isQuantizedType(*dt) && !allowInt8)) {
+      return fail(throwRange, where(dtypeKey) + " must be 'float32', 'float16'" +
+                                  (allowInt8 ? ", 'bfloat16', 'int8' or 'float8_e4m3fn'" : " or 'bfloat16'") + ", got '" + s + "'");
     }
-    if (*dt == DType::I8) {
+    if (*dt == DType::F8E4M3) {
+      uint8_t* p;
+      if (!typed(key, napi_uint8_array, "Uint8Array (e4m3 codes)", &p, length)) return false;
+      *data = p;
+    } else if (*dt == DType::I8) {
       int8_t* p;
       if (!typed(key, napi_int8_array, "Int8Array (int8 codes)", &p, length)) return false;
       *data = p;
@@ -303,15 +309,16 @@ Napi::Value Linear(const Napi::CallbackInfo& info) {
       !o.integer("xStride", &xStride, 0, true, K) || !o.integer("yStride", &yStride, 0, true, N) ||
       !o.typed("x", napi_float32_array, "Float32Array", &x, &xLen) || !o.matrix("x", xLen, rows, K, xStride) ||
       !o.weights("weight", "weightDtype", &w, &wdt, &wLen, /*allowInt8=*/true) || !o.exactLength("weight", wLen, N * K) ||
-      !o.typed("scales", napi_float32_array, "Float32Array", &scales, &scalesLen, wdt != DType::I8) ||
+      !o.typed("scales", napi_float32_array, "Float32Array", &scales, &scalesLen, !isQuantizedType(wdt)) ||
       (wdt == DType::I8 && !o.exactLength("scales", scalesLen, N)) ||
+      (wdt == DType::F8E4M3 && !o.exactLength("scales", scalesLen, 1)) ||
       !o.typed("bias", napi_float32_array, "Float32Array", &bias, &biasLen, true) ||
       (bias && !o.exactLength("bias", biasLen, N)) || !o.matrix("yStride", rows * yStride, rows, N, yStride) ||
       !o.boolean("bf16Activations", &bf16Activations, false) || !o.kernelEnv(&ke)) {
     return env.Undefined();
   }
-  if (scales && wdt != DType::I8) {
-    o.range(o.where("scales") + " is for int8 weights only");
+  if (scales && !isQuantizedType(wdt)) {
+    o.range(o.where("scales") + " is for int8 and float8_e4m3fn weights only");
     return env.Undefined();
   }
   // int8: the engine's layout, codes then row scales, at an odd offset so unaligned scales are exercised.
@@ -320,6 +327,13 @@ Napi::Value Linear(const Napi::CallbackInfo& info) {
     packed.resize(static_cast<size_t>(1 + N * K + 4 * N));
     std::memcpy(packed.data() + 1, w, static_cast<size_t>(N * K));
     std::memcpy(packed.data() + 1 + N * K, scales, static_cast<size_t>(4 * N));
+    w = packed.data() + 1;
+  }
+  // FP8: the engine's layout, codes then the matrix's scale, likewise at an odd offset.
+  if (wdt == DType::F8E4M3) {
+    packed.resize(static_cast<size_t>(1 + N * K + 4));
+    std::memcpy(packed.data() + 1, w, static_cast<size_t>(N * K));
+    std::memcpy(packed.data() + 1 + N * K, scales, 4);
     w = packed.data() + 1;
   }
   Napi::Float32Array y;

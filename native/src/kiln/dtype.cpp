@@ -8,6 +8,7 @@ bool parseDTypeName(const std::string& name, DType* out) {
   else if (name == "bfloat16") *out = DType::BF16;
   else if (name == "int32") *out = DType::I32;
   else if (name == "int8") *out = DType::I8;
+  else if (name == "float8_e4m3fn") *out = DType::F8E4M3;
   else return false;
   return true;
 }
@@ -19,6 +20,7 @@ const char* dtypeName(DType t) {
     case DType::BF16: return "bfloat16";
     case DType::I32: return "int32";
     case DType::I8: return "int8";
+    case DType::F8E4M3: return "float8_e4m3fn";
   }
   return "unknown";
 }

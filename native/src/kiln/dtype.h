@@ -5,20 +5,30 @@
 #include <cstring>
 #include <string>
 
+#include "kiln/fp8.h"
+
 namespace kiln {
 
 // I8 is a weight-only type (issue 12): an int8 matrix [N, K] is stored as N * K int8 values, row-major,
 // then N float32 scales, one per row (output channel): w[n, k] = q[n, k] * scale[n]. int8ExtraBytes gives
 // the bytes after the values; nothing else in a weight has extra bytes.
-enum class DType : uint8_t { F32 = 0, F16 = 1, BF16 = 2, I32 = 3, I8 = 4 };
+//
+// F8E4M3 ("float8_e4m3fn") is the FP8 weight type (issue 10, decision 0015; kiln/fp8.h): a matrix [N, K]
+// is N * K e4m3 codes, row-major, then one float32 scale for the whole matrix: w[n, k] = e4m3(c[n, k]) *
+// scale. Its linears quantize their activations to e4m3 too, per row, on every call. (5 is left for int4.)
+enum class DType : uint8_t { F32 = 0, F16 = 1, BF16 = 2, I32 = 3, I8 = 4, F8E4M3 = 6 };
 
 inline size_t dtypeSize(DType t) {
-  return t == DType::F16 || t == DType::BF16 ? 2 : t == DType::I8 ? 1 : 4;
+  return t == DType::F16 || t == DType::BF16 ? 2 : t == DType::I8 || t == DType::F8E4M3 ? 1 : 4;
 }
 // The per-row scales after an int8 matrix of `rows` rows (0 for other types).
 inline uint64_t int8ExtraBytes(DType t, uint64_t rows) { return t == DType::I8 ? rows * 4 : 0; }
+// The one float32 scale after an FP8 matrix (0 for other types).
+inline uint64_t fp8ExtraBytes(DType t) { return t == DType::F8E4M3 ? 4 : 0; }
+// True for a weight-only (quantized) storage type, which is never an activation.
+inline bool isQuantizedType(DType t) { return t == DType::I8 || t == DType::F8E4M3; }
 
-// Kiln's names ("float32", "float16", "bfloat16", "int32", "int8"); false when unknown.
+// Kiln's names ("float32", "float16", "bfloat16", "int32", "int8", "float8_e4m3fn"); false when unknown.
 bool parseDTypeName(const std::string& name, DType* out);
 const char* dtypeName(DType t);
 
@@ -67,6 +77,7 @@ inline float loadAsF32(const void* data, DType t, size_t i) {
       return static_cast<float>(v);
     }
     case DType::I8: return static_cast<float>(static_cast<int8_t>(bytes[i]));  // the unscaled value
+    case DType::F8E4M3: return e4m3ToF32(bytes[i]);  // likewise
   }
   return 0.0f;
 }

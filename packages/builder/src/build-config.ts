@@ -49,8 +49,8 @@ export function resolveBuildConfig(partial: Partial<BuildConfig> = {}, model: Ba
 
   // Absent rather than "none" when off, so configs (and build hashes) without quantization stay as they were.
   const quantization = given.quantization === 'none' ? undefined : given.quantization;
-  if (quantization !== undefined && quantization !== 'int8') {
-    throw new RangeError(`build config: quantization must be "int8" or "none", got ${JSON.stringify(quantization)}`);
+  if (quantization !== undefined && quantization !== 'int8' && quantization !== 'fp8') {
+    throw new RangeError(`build config: quantization must be "int8", "fp8" or "none", got ${JSON.stringify(quantization)}`);
   }
   if (target === 'cpu') {
     if (given.computeCapability !== undefined) throw new RangeError('build config: computeCapability applies to target "cuda" only');
@@ -72,14 +72,24 @@ export function resolveBuildConfig(partial: Partial<BuildConfig> = {}, model: Ba
   if (given.isa !== undefined) throw new RangeError('build config: isa applies to target "cpu" only (a cuda engine is built for a computeCapability)');
   // The cuda int8 kernels (native/src/kiln/backends/cuda/kernels/gemv_int8.cu) are compiled but have not
   // run on a GPU yet (test/cuda/int8.test.mjs is their check): opt-in until a GPU run passes it.
-  if (quantization && process.env.KILN_EXPERIMENTAL_CUDA_INT8 !== '1') {
+  if (quantization === 'int8' && process.env.KILN_EXPERIMENTAL_CUDA_INT8 !== '1') {
     throw new RangeError(
       'build config: quantization "int8" on target "cuda" is experimental (its kernels have not been run on a GPU yet): set KILN_EXPERIMENTAL_CUDA_INT8=1 to build one',
+    );
+  }
+  // Likewise the cuda FP8 kernels (kernels/fp8.cu; test/cuda/fp8.test.mjs).
+  if (quantization === 'fp8' && process.env.KILN_EXPERIMENTAL_CUDA_FP8 !== '1') {
+    throw new RangeError(
+      'build config: quantization "fp8" on target "cuda" is experimental (its kernels have not been run on a GPU yet): set KILN_EXPERIMENTAL_CUDA_FP8=1 to build one',
     );
   }
   const computeCapability = given.computeCapability ?? defaultComputeCapability();
   if (typeof computeCapability !== 'string' || !/^\d+\.\d+$/.test(computeCapability)) {
     throw new RangeError(`build config: computeCapability must be "major.minor" (e.g. "9.0"), got ${JSON.stringify(computeCapability)}`);
+  }
+  // cuBLASLt's FP8 GEMM and the e4m3 conversions of kernels/fp8.cu need Ada or Hopper (8.9+).
+  if (quantization === 'fp8' && Number(computeCapability) < 8.9) {
+    throw new RangeError(`build config: quantization "fp8" needs computeCapability 8.9 or newer (FP8 tensor cores), got "${computeCapability}"`);
   }
   return { target, ...common, computeCapability, ...(quantization ? { quantization } : {}) };
 }

@@ -105,7 +105,7 @@ export async function buildEngine(options: BuildOptions): Promise<BuildResult> {
     }
     // Each quantized matrix's error against its float weights, kept beside the engine.
     if (quantization.length > 0) {
-      await fs.writeFile(path.join(tempDir, QUANTIZATION_REPORT_FILE), `${JSON.stringify({ method: 'int8 per-channel', weights: quantization }, null, 2)}\n`);
+      await fs.writeFile(path.join(tempDir, QUANTIZATION_REPORT_FILE), `${JSON.stringify({ method: QUANTIZATION_METHODS[buildConfig.quantization ?? 'int8'], weights: quantization }, null, 2)}\n`);
     }
     const engineConfig = {
       format: ENGINE_DIR_FORMAT,
@@ -134,6 +134,12 @@ export async function buildEngine(options: BuildOptions): Promise<BuildResult> {
   }
   return { engineDir: outputDir, cached: false, buildHash, config: buildConfig, ...(quantization.length > 0 ? { quantization } : {}) };
 }
+
+/** quantization.json's `method` for each build config `quantization`. */
+const QUANTIZATION_METHODS = {
+  int8: 'int8 per-channel',
+  fp8: 'float8_e4m3fn per-tensor weights (activations per-row dynamic at run time)',
+} as const;
 
 /** The per-weight error report of a quantized engine (written by the build), or undefined. */
 export const QUANTIZATION_REPORT_FILE = 'quantization.json';

@@ -7,7 +7,7 @@ import type { BuildConfig } from './types';
 
 export const ENGINE_FORMAT_VERSION = 1;
 
-const ELEMENT_BYTES = { float32: 4, float16: 2, bfloat16: 2, int8: 1 } as const;
+const ELEMENT_BYTES = { float32: 4, float16: 2, bfloat16: 2, int8: 1, float8_e4m3fn: 1 } as const;
 const align64 = (n: number) => Math.ceil(n / 64) * 64;
 
 /** What the engine runs on: the native loader picks the backend (and refuses one it cannot run) by it. */
@@ -54,8 +54,8 @@ export function assembleEngine(
   const weights: EngineHeader['weights'] = [];
   const specs: EngineWeightSpec[] = [];
   for (const entry of program.weights) {
-    // int8 matrices [N, K] carry N float32 row scales after their codes.
-    const scaleBytes = entry.dtype === 'int8' ? 4 * entry.shape[0] : 0;
+    // int8 matrices [N, K] carry N float32 row scales after their codes; FP8 matrices one float32 scale.
+    const scaleBytes = entry.dtype === 'int8' ? 4 * entry.shape[0] : entry.dtype === 'float8_e4m3fn' ? 4 : 0;
     const byteLength = entry.shape.reduce((a, b) => a * b, 1) * ELEMENT_BYTES[entry.dtype] + scaleBytes;
     weights.push({ name: entry.name, dtype: entry.dtype, shape: entry.shape, offset, byteLength });
     offset = align64(offset + byteLength);

@@ -46,9 +46,10 @@ export interface CpuBuildConfig extends BuildConfigCommon {
    * Weight-only quantization of the linear matrices (TensorRT-LLM's W8A16): "int8" stores each as int8
    * codes with a float32 scale per output channel (symmetric, max |w| / 127), activations stay 16/32-bit.
    * Embeddings, norms and biases keep `dtype`. Absent: none. The build reports each matrix's error
-   * (quantization.json in the engine directory).
+   * (quantization.json in the engine directory). "fp8": FP8 e4m3 weights with one scale per matrix and
+   * activations quantized per row at run time (decision 0015), the reference of the cuda fp8 engines.
    */
-  quantization?: 'int8';
+  quantization?: 'int8' | 'fp8';
   /**
    * bfloat16 engines only: linears read their input rounded to bfloat16, as cuda engines store it, so
    * CPUs with AVX512_BF16 multiply bfloat16 pairs at twice the float32 rate (prefill). Logits then differ
@@ -67,9 +68,11 @@ export interface CudaBuildConfig extends BuildConfigCommon {
   computeCapability: string;
   /**
    * Weight-only int8 linears (W8A16, as on the CPU): the decode GEMV streams half the bytes of bfloat16;
-   * prefill widens the codes for cuBLASLt. Absent: none.
+   * prefill widens the codes for cuBLASLt. "fp8": FP8 e4m3 weights (one float32 scale per matrix) and
+   * activations (one dynamic scale per row, computed on the device each call), multiplied by cuBLASLt's
+   * FP8 GEMM on sm_90 or an FP8 GEMV for decode rows (decision 0015). Absent: none.
    */
-  quantization?: 'int8';
+  quantization?: 'int8' | 'fp8';
 }
 
 /**

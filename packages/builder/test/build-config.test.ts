@@ -55,7 +55,7 @@ describe('resolveBuildConfig', () => {
     expect(resolve({ quantization: 'int8' })).toMatchObject({ target: 'cpu', quantization: 'int8' });
     expect(resolve({ quantization: 'none' })).toEqual(resolve({}));
     expect(resolve({})).not.toHaveProperty('quantization');
-    expect(() => resolve({ quantization: 'int4' })).toThrow('build config: quantization must be "int8" or "none", got "int4"');
+    expect(() => resolve({ quantization: 'int4' })).toThrow('build config: quantization must be "int8", "fp8" or "none", got "int4"');
     expect(() => resolve({ target: 'cuda', computeCapability: '9.0', quantization: 'int8' })).toThrow('set KILN_EXPERIMENTAL_CUDA_INT8=1');
     process.env.KILN_EXPERIMENTAL_CUDA_INT8 = '1';
     try {
@@ -64,7 +64,20 @@ describe('resolveBuildConfig', () => {
       delete process.env.KILN_EXPERIMENTAL_CUDA_INT8;
     }
     expect(resolve({ target: 'cuda', computeCapability: '9.0', quantization: 'none' })).not.toHaveProperty('quantization');
-    expect(() => resolve({ target: 'cuda', computeCapability: '9.0', quantization: 'int4' })).toThrow('quantization must be "int8" or "none"');
+    expect(() => resolve({ target: 'cuda', computeCapability: '9.0', quantization: 'int4' })).toThrow('quantization must be "int8", "fp8" or "none"');
+  });
+
+  it('takes fp8 on the cpu (the reference) and on cuda 8.9+ behind KILN_EXPERIMENTAL_CUDA_FP8=1', () => {
+    expect(resolve({ quantization: 'fp8' })).toMatchObject({ target: 'cpu', quantization: 'fp8' });
+    expect(() => resolve({ target: 'cuda', computeCapability: '9.0', quantization: 'fp8' })).toThrow('set KILN_EXPERIMENTAL_CUDA_FP8=1');
+    process.env.KILN_EXPERIMENTAL_CUDA_FP8 = '1';
+    try {
+      expect(resolve({ target: 'cuda', computeCapability: '9.0', quantization: 'fp8' })).toMatchObject({ target: 'cuda', quantization: 'fp8' });
+      expect(resolve({ target: 'cuda', computeCapability: '8.9', quantization: 'fp8' })).toMatchObject({ quantization: 'fp8' });
+      expect(() => resolve({ target: 'cuda', computeCapability: '8.0', quantization: 'fp8' })).toThrow('needs computeCapability 8.9 or newer');
+    } finally {
+      delete process.env.KILN_EXPERIMENTAL_CUDA_FP8;
+    }
   });
 
   it('builds cuda for the given compute capability, with no isa', () => {

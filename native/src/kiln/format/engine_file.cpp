@@ -79,6 +79,11 @@ std::vector<EngineWeight> parseWeights(const Json& header, uint64_t dataSize, co
       if (w.shape.size() != 2) throw std::runtime_error(where + what + ": int8 weights must be 2-D [N, K]");
       bytes += int8ExtraBytes(w.dtype, static_cast<uint64_t>(w.shape[0]));
     }
+    if (w.dtype == DType::F8E4M3) {
+      // FP8 matrices carry one float32 scale after their codes (dtype.h).
+      if (w.shape.size() != 2) throw std::runtime_error(where + what + ": float8_e4m3fn weights must be 2-D [N, K]");
+      bytes += fp8ExtraBytes(w.dtype);
+    }
     if (w.byteLength != bytes) {
       throw std::runtime_error(where + what + ": byteLength " + std::to_string(w.byteLength) + " but " + dtype +
                                " " + shapeString(w.shape) + " needs " + std::to_string(bytes) + " bytes");
@@ -215,6 +220,31 @@ QuantizationError quantizeRowsInt8(const std::string& name, const float* w, int6
   return e;
 }
 
+QuantizationError quantizeTensorFp8(const std::string& name, const float* w, int64_t rows, int64_t cols, uint8_t* codes,
+                                    float* scale) {
+  // One scale for the matrix (TensorRT-LLM's per-tensor FP8 weights): scale = amax / 448 and codes
+  // e4m3(w * (448 / amax)), the formulas the kernels use for activations (kiln/fp8.h).
+  const int64_t n = rows * cols;
+  float amax = 0;
+  for (int64_t i = 0; i < n; ++i) amax = std::max(amax, std::fabs(w[i]));
+  const float inv = fp8InverseScaleOf(amax);
+  *scale = fp8ScaleOf(amax);
+  double errSq = 0, refSq = 0, maxRel = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    codes[i] = f32ToE4m3(w[i] * inv);
+    const double err = static_cast<double>(e4m3ToF32(codes[i])) * *scale - w[i];
+    errSq += err * err;
+    refSq += static_cast<double>(w[i]) * w[i];
+    // Relative to the matrix's largest magnitude, as int8's is to its row's: an element's own value can be ~0.
+    if (amax > 0) maxRel = std::max(maxRel, std::fabs(err) / amax);
+  }
+  QuantizationError e;
+  e.name = name;
+  e.maxRelativeError = maxRel;
+  e.rmsRelativeError = refSq > 0 ? std::sqrt(errSq / refSq) : 0.0;
+  return e;
+}
+
 WriteEngineResult writeEngineFile(const std::string& path, const std::string& headerJson,
                                   const std::vector<EngineWeightSpec>& specs) {
   const std::string where = path + ": ";
@@ -269,8 +299,9 @@ WriteEngineResult writeEngineFile(const std::string& path, const std::string& he
                                  " elements but data has " + std::to_string(s.data.size()));
       }
     } else {
-      // int8 weights are gathered as float32 and quantized as they are written.
-      TensorWriteSpec ts{s.name, s.dtype == DType::I8 ? DType::F32 : s.dtype, s.shape, s.sources};
+      // int8 and FP8 weights are gathered as float32 and quantized as they are written.
+      const bool quantized = s.dtype == DType::I8 || s.dtype == DType::F8E4M3;
+      TensorWriteSpec ts{s.name, quantized ? DType::F32 : s.dtype, s.shape, s.sources};
       gatherer.check(path, ts);
     }
   }
@@ -318,6 +349,20 @@ WriteEngineResult writeEngineFile(const std::string& path, const std::string& he
       result.quantization.push_back(quantizeRowsInt8(s.name, values.data(), s.shape[0], s.shape[1], q.data(), scales.data()));
       emit(q.data(), q.size());
       emit(scales.data(), scales.size() * sizeof(float));
+    } else if (s.dtype == DType::F8E4M3) {
+      if (s.constant) throw std::runtime_error(where + "weight \"" + s.name + "\": float8_e4m3fn weights come from the checkpoint");
+      // The whole matrix as float32 first: its scale needs its largest magnitude.
+      std::vector<float> values;
+      values.reserve(static_cast<size_t>(s.shape[0] * s.shape[1]));
+      gatherer.gather(path, TensorWriteSpec{s.name, DType::F32, s.shape, s.sources}, [&](const void* data, size_t n) {
+        const float* f = static_cast<const float*>(data);
+        values.insert(values.end(), f, f + n / sizeof(float));
+      });
+      std::vector<uint8_t> codes(values.size());
+      float scale = 0;
+      result.quantization.push_back(quantizeTensorFp8(s.name, values.data(), s.shape[0], s.shape[1], codes.data(), &scale));
+      emit(codes.data(), codes.size());
+      emit(&scale, sizeof scale);
     } else if (s.constant) {
       cast.resize(s.data.size() * dtypeSize(s.dtype));
       castFromF32(s.data.data(), s.data.size(), s.dtype, cast.data());

@@ -74,12 +74,17 @@ struct QuantizationError {
 struct WriteEngineResult {
   uint64_t checksum = 0;
   uint64_t fileSize = 0;
-  std::vector<QuantizationError> quantization;  // one per int8 weight, in file order
+  std::vector<QuantizationError> quantization;  // one per int8 or FP8 weight, in file order
 };
 
 // Per-row symmetric int8 quantization of w [rows, cols] (dtype.h's layout: q, then the scales).
 QuantizationError quantizeRowsInt8(const std::string& name, const float* w, int64_t rows, int64_t cols, int8_t* q,
                                    float* scales);
+
+// Per-tensor FP8 e4m3 quantization of w [rows, cols] (dtype.h's layout: the codes, then one float32
+// scale; kiln/fp8.h's formulas). The error report is relative to the matrix's largest magnitude.
+QuantizationError quantizeTensorFp8(const std::string& name, const float* w, int64_t rows, int64_t cols, uint8_t* codes,
+                                    float* scale);
 
 // Writes a `.engine` file atomically. `headerJson` is parsed and its `weights` table must list exactly
 // `weights` (same order, names, dtypes, shapes; byteLength right; offsets multiples of 64, ascending and

@@ -31,6 +31,7 @@ const char* safetensorsCode(DType t) {
     case DType::BF16: return "BF16";
     case DType::I32: return "I32";
     case DType::I8: return "I8";
+    case DType::F8E4M3: return "F8_E4M3";
   }
   return "?";
 }
@@ -73,7 +74,8 @@ void castFromF32(const float* src, size_t n, DType out, void* dst) {
       return;
     }
     case DType::I32:
-    case DType::I8:  // int8 needs scales: quantizeRowsInt8 (engine_file.cpp)
+    case DType::I8:      // int8 needs scales: quantizeRowsInt8 (engine_file.cpp)
+    case DType::F8E4M3:  // so does FP8: quantizeTensorFp8
       break;
   }
   throw std::logic_error("castFromF32: unsupported output dtype");

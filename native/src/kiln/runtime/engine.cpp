@@ -143,7 +143,7 @@ void Engine::configure(const EngineOptions& options) {
     bt.computeCapability = target.string("computeCapability", "header.target");
     const std::string& act = target.string("activationDType", "header.target");
     // int32 and int8 are weight / index types only, never an activation.
-    if (!parseDTypeName(act, &bt.activationDType) || bt.activationDType == DType::I32 || bt.activationDType == DType::I8) {
+    if (!parseDTypeName(act, &bt.activationDType) || bt.activationDType == DType::I32 || isQuantizedType(bt.activationDType)) {
       throw headerError("target.activationDType " + quoted(act) + " is not known (expected \"float32\", \"float16\" or \"bfloat16\")");
     }
   } else {
@@ -241,7 +241,7 @@ void Engine::configure(const EngineOptions& options) {
     }
     if (const Json* dt = v.find("dtype")) {
       const std::string& name = v.string("dtype", what);
-      if (!parseDTypeName(name, &ref.dtype) || ref.dtype == DType::I32 || ref.dtype == DType::I8) {
+      if (!parseDTypeName(name, &ref.dtype) || ref.dtype == DType::I32 || isQuantizedType(ref.dtype)) {
         throw std::runtime_error(what + ".dtype " + quoted(name) + " is not known (expected \"float32\", \"float16\" or \"bfloat16\")");
       }
       (void)dt;

@@ -55,16 +55,26 @@ export interface LoweredProgram {
   views: Map<number, { of: number; colOffset: number }>;
 }
 
+/** The storage dtype of a quantizable matrix of this shape (fp8: decision 0015). */
+function quantizedDType(quantization: 'int8' | 'fp8', shape: readonly number[], lmHead: boolean): 'int8' | 'float8_e4m3fn' | undefined {
+  if (quantization === 'int8') return 'int8';
+  // The LM head stays in the weight dtype, as TensorRT-LLM's FP8 recipes leave it: e4m3's 3 mantissa bits
+  // on the last matrix go straight into the logits.
+  return !lmHead && shape.length === 2 && shape[1] % 16 === 0 ? 'float8_e4m3fn' : undefined;
+}
+
 /**
  * Lowers every node; `weightDType` is the engine's weight dtype (the build's `dtype`): parameters are
  * packed in it, except those a lowering asks to keep in float32 (biases), and linear matrices when
- * `options.quantization` is 'int8' (the writer quantizes them per row). `options.bf16LinearInputs`: linears
- * read their input rounded to bfloat16.
+ * `options.quantization` is 'int8' (the writer quantizes them per row) or 'fp8' (float8_e4m3fn, one scale
+ * per matrix; matrices whose K is not a multiple of 16, which cuBLASLt's FP8 GEMM needs, keep the weight
+ * dtype on every target so cpu and cuda engines stay alike). `options.bf16LinearInputs`: linears read their
+ * input rounded to bfloat16.
  */
 export function lowerGraph(
   graph: Graph,
   weightDType: 'float32' | 'float16' | 'bfloat16',
-  options: { quantization?: 'int8'; bf16LinearInputs?: boolean } = {},
+  options: { quantization?: 'int8' | 'fp8'; bf16LinearInputs?: boolean } = {},
 ): LoweredProgram {
   const { quantization } = options;
   const weights: WeightEntry[] = [];
@@ -77,7 +87,7 @@ export function lowerGraph(
     parameter(id, options = {}) {
       const value = graph.value(id);
       if (value.kind !== 'parameter' || !value.sources) throw new Error(`lowering: %${id} is not a parameter`);
-      const dtype = options.float32 ? 'float32' : options.quantizable && quantization ? quantization : weightDType;
+      const dtype = options.float32 ? 'float32' : options.quantizable && quantization ? (quantizedDType(quantization, value.shape as number[], options.lmHead === true) ?? weightDType) : weightDType;
       const name = value.name ?? `%${id}`;
       const key = `${name}:${dtype}`;
       let index = weightIndex.get(key);

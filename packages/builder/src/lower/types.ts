@@ -12,7 +12,7 @@ export interface LoweredOp {
 
 /** A weight of the engine: checkpoint tensors (concatenated along dim 0) or a constant the builder computed. */
 export type WeightEntry =
-  | { name: string; dtype: 'float32' | 'float16' | 'bfloat16' | 'int8'; shape: number[]; sources: string[] }
+  | { name: string; dtype: 'float32' | 'float16' | 'bfloat16' | 'int8' | 'float8_e4m3fn'; shape: number[]; sources: string[] }
   | { name: string; dtype: 'float32'; shape: number[]; data: Float32Array };
 
 export interface LoweringContext {
@@ -21,9 +21,10 @@ export interface LoweringContext {
   bf16LinearInputs: boolean;
   /**
    * The weight-table index of a parameter, stored in the engine's weight dtype (or float32 when `float32`
-   * is set, or int8 when `quantizable` is set and the build quantizes: linear matrices).
+   * is set, or int8 / float8_e4m3fn when `quantizable` is set and the build quantizes: linear matrices;
+   * `lmHead` marks the matrix that makes the logits, which fp8 builds keep in the weight dtype).
    */
-  parameter(id: number, options?: { float32?: boolean; quantizable?: boolean }): number;
+  parameter(id: number, options?: { float32?: boolean; quantizable?: boolean; lmHead?: boolean }): number;
   /** The weight-table index of a constant; identical constants share one entry. */
   constant(name: string, data: number[]): number;
   /** Checks that value `id` is the graph input `name` (ops that read step data instead of a buffer). */

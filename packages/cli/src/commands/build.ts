@@ -33,7 +33,7 @@ export function parsePositiveInteger(flag: string, value: string): number {
 /**
  * `kiln build --checkpoint <checkpoint-dir> --output <engine-dir> [--target cpu|cuda] [--dtype D]
  * [--compute-capability X.Y] [--max-batch-size N] [--max-seq-len N] [--max-num-tokens N]
- * [--gather-context-logits] [--tokens-per-block N] [--quantization int8|none] [--bf16-linear-inputs] [--force]`
+ * [--gather-context-logits] [--tokens-per-block N] [--quantization int8|fp8|none] [--bf16-linear-inputs] [--force]`
  */
 export function registerBuildCommand(program: Command): void {
   const command = program
@@ -48,7 +48,7 @@ export function registerBuildCommand(program: Command): void {
     .option('--gather-context-logits', 'let requests return the logits of every prompt token')
     .option('--max-beam-width <n>', 'most beams of one beam search request, at most max-batch-size (default 1: no beam search)')
     .option('--tokens-per-block <n>', 'tokens per KV cache block (default 16)')
-    .option('--quantization <method>', 'weight-only quantization of the linear matrices: int8 (per-channel scales) or none (default none)')
+    .option('--quantization <method>', 'quantization of the linear matrices: int8 (weight-only, per-channel scales), fp8 (e4m3 weights with a scale per matrix and activations with a dynamic scale per row; cuda on sm_89+, or cpu as its reference) or none (default none)')
     .option('--bf16-linear-inputs', 'cpu, --dtype bfloat16: linears read their input rounded to bfloat16, as cuda engines do (AVX512_BF16 prefill at twice the float32 rate; logits ~1e-3 from a float32-activation reference)')
     .option('--force', 'rebuild even when the output folder holds an engine with the same build hash')
     .action(async (flags: BuildFlags) => {
@@ -71,10 +71,10 @@ function buildConfigFromFlags(flags: BuildFlags): Partial<BuildConfig> {
   if (flags.tokensPerBlock !== undefined) config.tokensPerBlock = parsePositiveInteger('--tokens-per-block', flags.tokensPerBlock);
   if (flags.gatherContextLogits) config.gatherContextLogits = true;
   if (flags.quantization !== undefined) {
-    if (flags.quantization !== 'int8' && flags.quantization !== 'none') {
-      throw new CliError(`--quantization: expected int8 or none, got ${JSON.stringify(flags.quantization)}`);
+    if (flags.quantization !== 'int8' && flags.quantization !== 'fp8' && flags.quantization !== 'none') {
+      throw new CliError(`--quantization: expected int8, fp8 or none, got ${JSON.stringify(flags.quantization)}`);
     }
-    if (flags.quantization === 'int8') (config as Partial<CpuBuildConfig | CudaBuildConfig>).quantization = 'int8';
+    if (flags.quantization !== 'none') (config as Partial<CpuBuildConfig | CudaBuildConfig>).quantization = flags.quantization;
   }
   if (flags.bf16LinearInputs) {
     if (config.target === 'cuda') throw new CliError('--bf16-linear-inputs: applies to --target cpu only');
@@ -117,8 +117,8 @@ async function runBuild(flags: BuildFlags, progress: ProgressLine): Promise<void
     const worst = [...result.quantization].sort((a, b) => b.rmsRelativeError - a.rmsRelativeError);
     const pct = (v: number) => `${(100 * v).toFixed(2)}%`;
     process.stdout.write(
-      `Quantized ${worst.length} matrices to int8: RMS relative error ${pct(worst[worst.length - 1].rmsRelativeError)}-${pct(worst[0].rmsRelativeError)}, ` +
-        `max element error ${pct(Math.max(...worst.map((q) => q.maxRelativeError)))} of its row's largest weight; per matrix in ${QUANTIZATION_REPORT_FILE}:\n` +
+      `Quantized ${worst.length} matrices to ${c.quantization === 'fp8' ? 'float8_e4m3fn' : 'int8'}: RMS relative error ${pct(worst[worst.length - 1].rmsRelativeError)}-${pct(worst[0].rmsRelativeError)}, ` +
+        `max element error ${pct(Math.max(...worst.map((q) => q.maxRelativeError)))} of its ${c.quantization === 'fp8' ? "matrix's" : "row's"} largest weight; per matrix in ${QUANTIZATION_REPORT_FILE}:\n` +
         worst.slice(0, 5).map((q) => `  ${q.name}: RMS ${pct(q.rmsRelativeError)}, max ${pct(q.maxRelativeError)}\n`).join(''),
     );
   }

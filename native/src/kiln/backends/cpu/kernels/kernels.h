@@ -43,6 +43,11 @@ void embeddingKernel(const KernelEnv& env, const int32_t* ids, int64_t numTokens
 void linearKernel(const KernelEnv& env, const float* x, int64_t rows, int64_t xStride, const void* w, DType wdt,
                   int64_t N, int64_t K, const float* bias, float* y, int64_t yStride, bool bf16Activations = false);
 
+// FP8 e4m3 weights (wdt F8E4M3; linearKernel sends them here): N * K e4m3 codes then one float32 scale;
+// each row of x is quantized to e4m3 with its own dynamic scale, as kiln/fp8.h defines (decision 0015).
+void linearFp8Kernel(const KernelEnv& env, const float* x, int64_t rows, int64_t xStride, const void* w, int64_t N,
+                     int64_t K, const float* bias, float* y, int64_t yStride);
+
 // y[r, :] = x[r, :] / sqrt(mean(x[r, :]^2) + eps) * (weightOffset + w[:]); w is [H] of type `wdt`.
 // (weightOffset is 0 for LLaMA, 1 for Gemma's (1 + w) norm.)
 void rmsNormKernel(const KernelEnv& env, const float* x, int64_t rows, int64_t xStride, const void* w, DType wdt,

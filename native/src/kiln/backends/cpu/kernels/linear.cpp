@@ -53,6 +53,10 @@ inline uint16_t roundToBf16Bits(float v) {
 void linearKernel(const KernelEnv& env, const float* x, int64_t rows, int64_t xStride, const void* w, DType wdt,
                   int64_t N, int64_t K, const float* bias, float* y, int64_t yStride, bool bf16Activations) {
   if (rows <= 0 || N <= 0) return;
+  if (wdt == DType::F8E4M3) {  // weights and activations in e4m3: linear_fp8.cpp
+    linearFp8Kernel(env, x, rows, xStride, w, N, K, bias, y, yStride);
+    return;
+  }
   const int64_t featBlocks = (N + kFeatBlock - 1) / kFeatBlock;
   const int64_t rowBlocks = (rows + kRowBlock - 1) / kRowBlock;
   const bool roundX = bf16Activations && wdt == DType::BF16;

@@ -79,6 +79,11 @@ void toF32(const void* data, DType t, int64_t n, float* out) {
       for (int64_t i = 0; i < n; ++i) out[i] = static_cast<float>(p[i]);
       return;
     }
+    case DType::F8E4M3: {  // likewise unscaled
+      const uint8_t* p = static_cast<const uint8_t*>(data);
+      for (int64_t i = 0; i < n; ++i) out[i] = e4m3ToF32(p[i]);
+      return;
+    }
   }
 }
 

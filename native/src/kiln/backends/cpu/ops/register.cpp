@@ -34,6 +34,8 @@ void registerCpuOps(KernelRegistry& r) {
   }
   // Weight-only int8 (issue 12): linears only; every other weight stays 16- or 32-bit.
   r.registerOp("linear", "cpu", DType::I8, bindLinear);
+  // FP8 e4m3 weights and activations (decision 0015): linears only, the reference of the cuda kernels.
+  r.registerOp("linear", "cpu", DType::F8E4M3, bindLinear);
 }
 
 }  // namespace ops
