@@ -4,7 +4,8 @@
 // runs the prompts together, greedy; rank 1 follows); the single-GPU engine of the same checkpoint,
 // through the same script, is the reference: greedy tokens equal, generation logits close (per row:
 // max |difference| / max |logit|, reported in parallel-cuda.md). Then a bfloat16 tp 2 engine (NCCL's
-// bfloat16 sums), `kiln generate` under mpirun printing once, and a rank killed mid-generation.
+// bfloat16 sums), the one-shot peer all-reduce against NCCL alone, `kiln generate` under mpirun printing
+// once, and a rank killed mid-generation.
 // Needs two GPUs and mpirun; skipped otherwise (NCCL refuses two ranks on one GPU).
 // NVLink multicast stays off on the shared test machines: NCCL_NVLS_ENABLE=0 is passed to every rank.
 import assert from 'node:assert/strict';
@@ -22,7 +23,7 @@ const MPI_ENV = {
   OMPI_MCA_btl: 'self,vader',
   NCCL_NVLS_ENABLE: '0',
 };
-const MPIRUN = ['-n', '2', '--oversubscribe', '--bind-to', 'none', '-x', 'NCCL_NVLS_ENABLE', '-x', 'KILN_CUDA_GRAPHS'];
+const MPIRUN = ['-n', '2', '--oversubscribe', '--bind-to', 'none', '-x', 'NCCL_NVLS_ENABLE', '-x', 'KILN_CUDA_GRAPHS', '-x', 'KILN_CUDA_PEER_ALLREDUCE'];
 
 function gpuCount() {
   if (!onCuda) return 0;
@@ -149,11 +150,17 @@ describe('tp 2 and pp 2 on two GPUs (NCCL) reproduce the single-GPU engine', { s
     assert.ok(worst <= 5e-2, `worst row error ${worst}`);
   });
 
-  it('CUDA graphs off (KILN_CUDA_GRAPHS=0) give the same tokens (the graphs replay NCCL calls)', async () => {
+  it('the peer all-reduce, NCCL alone (KILN_CUDA_PEER_ALLREDUCE=0) and CUDA graphs off give the same tokens and logits', async () => {
     const engineDir = await engineFor('llama', path.join(fixturesDir, 'llama'), { tp: 2 });
-    const graphs = generate(engineDir, 2);
-    const eager = generate(engineDir, 2, { env: { KILN_CUDA_GRAPHS: '0' } });
-    assert.deepEqual(eager.map((g) => g.outputIds), graphs.map((g) => g.outputIds));
+    const shipped = generate(engineDir, 2);
+    const vocab = shipped[0].generationLogits.length / MAX_TOKENS;
+    for (const env of [{ KILN_CUDA_PEER_ALLREDUCE: '0' }, { KILN_CUDA_GRAPHS: '0' }]) {
+      const other = generate(engineDir, 2, { env });
+      assert.deepEqual(other.map((g) => g.outputIds), shipped.map((g) => g.outputIds), JSON.stringify(env));
+      const worst = Math.max(...other.map((g, i) => worstRowError(shipped[i].generationLogits, g.generationLogits, vocab)));
+      rows.push(['llama', `tp 2 with ${Object.entries(env).map(([k, v]) => `${k}=${v}`)}`, 'float32', 'true', fmt(worst)]);
+      assert.ok(worst <= 1e-6, `${JSON.stringify(env)}: worst row error ${worst}`);
+    }
   });
 
   it('kiln generate under mpirun -n 2 prints once, the single-GPU text', async () => {

@@ -64,14 +64,16 @@ function run(command, args, env = {}, timeoutMs = 600_000) {
   });
 }
 
-async function bench(engineDir, ranks, workload) {
+async function bench(engineDir, ranks, workload, env = {}) {
   const args = ['bench', '--engine', engineDir, '--num-requests', String(workload.numRequests), '--input-len', String(workload.inputLen)];
   args.push('--output-len', String(workload.outputLen), '--concurrency', String(workload.concurrency), '--json');
-  const command = ranks === 1 ? `kiln ${args.join(' ')}` : `mpirun -n ${ranks} kiln ${args.join(' ')}`;
+  if (workload.warmup) args.push('--warmup', String(workload.warmup));
+  const prefix = Object.entries(env).map(([k, v]) => `${k}=${v} `).join('');
+  const command = ranks === 1 ? `${prefix}kiln ${args.join(' ')}` : `${prefix}mpirun -n ${ranks} kiln ${args.join(' ')}`;
   const stdout =
     ranks === 1
-      ? await run(process.execPath, [kilnBin, ...args])
-      : await run('mpirun', ['-n', String(ranks), '--bind-to', 'none', '-x', 'NCCL_NVLS_ENABLE', process.execPath, kilnBin, ...args], MPI_ENV);
+      ? await run(process.execPath, [kilnBin, ...args], env)
+      : await run('mpirun', ['-n', String(ranks), '--bind-to', 'none', '-x', 'NCCL_NVLS_ENABLE', process.execPath, kilnBin, ...args], { ...MPI_ENV, ...env });
   const line = stdout.trim().split('\n').pop();
   return { command, ...JSON.parse(line) };
 }
@@ -119,9 +121,11 @@ async function main() {
   const results = { date: new Date().toISOString(), shape: SHAPE, engine: ENGINE, copyBandwidthGBs: COPY_BANDWIDTH_GBS, runs: [] };
   const save = () => {
     fs.writeFileSync(path.join(resultsDir, 'bench-parallel.json'), `${JSON.stringify(results, null, 2)}\n`);
-    const rows = results.runs.map((r) => {
+    const rows = results.runs.flatMap((r) => {
       const boundMs = (bytesPerStep / r.tp / (COPY_BANDWIDTH_GBS * 1e9)) * 1e3;
-      return `| tp ${r.tp} | ${r.batch1?.median_tpot_ms?.toFixed(3) ?? r.batch1?.error} | ${boundMs.toFixed(3)} | ${r.batch1?.median_tpot_ms ? ((100 * boundMs) / r.batch1.median_tpot_ms).toFixed(0) + '%' : ''} | ${r.c64?.output_throughput?.toFixed(0) ?? r.c64?.error} |`;
+      const row = (label, b1, c64) =>
+        `| ${label} | ${b1?.median_tpot_ms?.toFixed(3) ?? b1?.error} | ${boundMs.toFixed(3)} | ${b1?.median_tpot_ms ? ((100 * boundMs) / b1.median_tpot_ms).toFixed(0) + '%' : ''} | ${c64?.output_throughput?.toFixed(0) ?? c64?.error} |`;
+      return [row(`tp ${r.tp}`, r.batch1, r.c64), ...(r.batch1NcclOnly ? [row(`tp ${r.tp}, NCCL only (KILN_CUDA_PEER_ALLREDUCE=0)`, r.batch1NcclOnly, r.c64NcclOnly)] : [])];
     });
     const [one, two] = [results.runs.find((r) => r.tp === 1), results.runs.find((r) => r.tp === 2)];
     const ratio = one?.batch1?.median_tpot_ms && two?.batch1?.median_tpot_ms ? two.batch1.median_tpot_ms / one.batch1.median_tpot_ms : undefined;
@@ -137,7 +141,7 @@ async function main() {
       ratio ? `tp 2 / tp 1 batch-1 decode: **${ratio.toFixed(3)}** (target <= 0.6: ${ratio <= 0.6 ? 'met' : 'not met'})` : '',
       '',
       'Commands:',
-      ...results.runs.flatMap((r) => [r.batch1?.command, r.c64?.command].filter(Boolean).map((c) => `- \`${c}\``)),
+      ...results.runs.flatMap((r) => [r.batch1, r.c64, r.batch1NcclOnly, r.c64NcclOnly].map((x) => x?.command).filter(Boolean).map((c) => `- \`${c}\``)),
     ].join('\n');
     fs.writeFileSync(path.join(resultsDir, 'bench-parallel.md'), `${md}\n`);
     return md;
@@ -145,13 +149,18 @@ async function main() {
   for (const tp of [1, 2]) {
     const entry = { tp };
     results.runs.push(entry);
-    for (const [key, workload] of [
-      ['batch1', { numRequests: 3, inputLen: 128, outputLen: 256, concurrency: 1 }],
-      ['c64', { numRequests: 512, inputLen: 128, outputLen: 128, concurrency: 64 }],
+    // c64 warms up with 128 requests first (kiln bench --warmup), so that each batch size's CUDA graph is
+    // captured before the measured run, as a serving engine that has been up for a while has them. The
+    // tp 2 batch-1 run is repeated with NCCL alone (no peer all-reduce), for the record.
+    for (const [key, workload, env] of [
+      ['batch1', { numRequests: 3, inputLen: 128, outputLen: 256, concurrency: 1 }, {}],
+      ['c64', { numRequests: 512, inputLen: 128, outputLen: 128, concurrency: 64, warmup: 128 }, {}],
+      ...(tp > 1 ? [['batch1NcclOnly', { numRequests: 3, inputLen: 128, outputLen: 256, concurrency: 1 }, { KILN_CUDA_PEER_ALLREDUCE: '0' }]] : []),
+      ...(tp > 1 ? [['c64NcclOnly', { numRequests: 512, inputLen: 128, outputLen: 128, concurrency: 64, warmup: 128 }, { KILN_CUDA_PEER_ALLREDUCE: '0' }]] : []),
     ]) {
       const t = Date.now();
       try {
-        entry[key] = await bench(engines[tp], tp, workload);
+        entry[key] = await bench(engines[tp], tp, workload, env);
         log(`tp ${tp} ${key}: TPOT ${entry[key].median_tpot_ms.toFixed(3)} ms, ${entry[key].output_throughput.toFixed(0)} tok/s (${((Date.now() - t) / 1000).toFixed(1)} s)`);
       } catch (error) {
         entry[key] = { error: error.message.split('\n')[0] };

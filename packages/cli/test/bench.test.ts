@@ -75,6 +75,17 @@ describe('kiln bench', () => {
   });
   afterAll(() => fs.rmSync(workDir, { recursive: true, force: true }));
 
+  test('--warmup runs requests first that the metrics leave out; a bad count is refused', () => {
+    const result = kiln('--num-requests', '4', '--warmup', '6', '--input-len', '8', '--output-len', '4', '--concurrency', '2', '--json');
+    expect(result.stderr).toBe('');
+    expect(result.status).toBe(0);
+    const m = JSON.parse(result.stdout.trim()) as Record<string, number | string>;
+    expect(m).toMatchObject({ num_requests: 4, completed: 4, total_input_tokens: 32, total_output_tokens: 16 });
+    const bad = kiln('--num-requests', '4', '--warmup', '-1');
+    expect(bad.status).not.toBe(0);
+    expect(bad.stderr).toMatch(/--warmup/);
+  });
+
   test('--json prints one object with the serving metrics', () => {
     const result = kiln('--num-requests', '8', '--input-len', '16', '--output-len', '8', '--concurrency', '4', '--json');
     expect(result.stderr).toBe('');

@@ -26,10 +26,10 @@ class Communicator {
   // True when the buffers passed in are device memory (NCCL), false for host memory (MPI).
   virtual bool deviceBuffers() const = 0;
 
-  // data[0, count) = the sum over every rank's data[0, count), in place. float32, float16 or bfloat16
-  // (16-bit sums are accumulated by the transport's own rules: MPI sums float32 only, see
-  // mpi_communicator.cpp).
-  virtual void allReduceSum(void* data, size_t count, DType dtype) = 0;
+  // recv[0, count) = the sum over every rank's send[0, count); send may be recv (in place). float32,
+  // float16 or bfloat16 (16-bit sums are accumulated by the transport's own rules: MPI sums float32 only,
+  // see mpi_communicator.cpp). Every rank gets the same values.
+  virtual void allReduceSum(const void* send, void* recv, size_t count, DType dtype) = 0;
   // recv[r * bytes, (r + 1) * bytes) = rank r's send[0, bytes), for every rank r.
   virtual void allGather(const void* send, void* recv, size_t bytes) = 0;
   // Every rank's data[0, bytes) = the root's.

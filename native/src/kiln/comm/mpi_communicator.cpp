@@ -9,6 +9,7 @@
 #include <mpi.h>
 
 #include <climits>
+#include <cstring>
 #include <cstdlib>
 #include <mutex>
 #include <stdexcept>
@@ -38,10 +39,11 @@ class MpiCommunicator final : public Communicator {
   int size() const override { return size_; }
   bool deviceBuffers() const override { return false; }
 
-  void allReduceSum(void* data, size_t count, DType dtype) override {
+  void allReduceSum(const void* send, void* recv, size_t count, DType dtype) override {
     // CPU ranks compute in float32; MPI has no 16-bit float type to sum.
     if (dtype != DType::F32) throw std::runtime_error(std::string("MPI all-reduce of ") + dtypeName(dtype) + " is not supported");
-    float* p = static_cast<float*>(data);
+    float* p = static_cast<float*>(recv);
+    if (send != recv) std::memcpy(p, send, count * sizeof(float));
     for (size_t done = 0; done < count; done += kMaxChunk) {
       const int n = static_cast<int>(std::min(kMaxChunk, count - done));
       MPI_Allreduce(MPI_IN_PLACE, p + done, n, MPI_FLOAT, MPI_SUM, comm_);

@@ -51,8 +51,8 @@ class NcclCommunicator final : public Communicator {
   int size() const override { return host_.size(); }
   bool deviceBuffers() const override { return true; }
 
-  void allReduceSum(void* data, size_t count, DType dtype) override {
-    check(ncclAllReduce(data, data, count, ncclTypeOf(dtype), ncclSum, comm_, stream_), "ncclAllReduce");
+  void allReduceSum(const void* send, void* recv, size_t count, DType dtype) override {
+    check(ncclAllReduce(send, recv, count, ncclTypeOf(dtype), ncclSum, comm_, stream_), "ncclAllReduce");
   }
   void allGather(const void* send, void* recv, size_t bytes) override {
     check(ncclAllGather(send, recv, bytes, ncclUint8, comm_, stream_), "ncclAllGather");

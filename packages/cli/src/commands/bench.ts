@@ -30,6 +30,7 @@ interface BenchCommandOptions extends TargetFlags, KvCacheFlags {
   url?: string;
   apiKey?: string;
   numRequests: string;
+  warmup: string;
   inputLen: string;
   outputLen: string;
   concurrency?: string;
@@ -94,6 +95,7 @@ function table(header: Record<string, string | number>, m: BenchMetrics, memory:
 async function bench(options: BenchCommandOptions): Promise<void> {
   if (options.model !== undefined && options.engine !== undefined) throw new CliError('give --model or --engine, not both');
   const numRequests = parsePositiveInteger('--num-requests', options.numRequests);
+  const warmup = options.warmup === '0' ? 0 : parsePositiveInteger('--warmup', options.warmup);
   const inputLen = parsePositiveInteger('--input-len', options.inputLen);
   const outputLen = parsePositiveInteger('--output-len', options.outputLen);
   const requestRate = options.requestRate === undefined ? undefined : parseRate(options.requestRate);
@@ -132,6 +134,9 @@ async function bench(options: BenchCommandOptions): Promise<void> {
     const workload = makeWorkload({ numRequests, inputLen, outputLen, vocabSize: target.vocabSize, requestRate, seed });
     // One short request first, so that page faults of the first steps are not measured.
     await drive(target, makeWorkload({ numRequests: 1, inputLen, outputLen: 2, vocabSize: target.vocabSize, seed: seed + 1 }), 1);
+    // --warmup: requests of the same shape at the same concurrency, not measured (as trtllm-bench's
+    // --warmup): a GPU engine captures the CUDA graph of each batch size it meets in them.
+    if (warmup > 0) await drive(target, makeWorkload({ numRequests: warmup, inputLen, outputLen, vocabSize: target.vocabSize, seed: seed + 2 }), concurrency);
     // The memory figures cover the measured run only (KV blocks in use: their peak during it).
     const stopWatching = target.watchMemory();
     let driven: DriveResult;
@@ -184,6 +189,7 @@ export function registerBenchCommand(program: Command): void {
     .option('--url <url>', 'drive a running `kiln serve` (or OpenAI-compatible server) over HTTP instead, e.g. http://127.0.0.1:8000')
     .option('--api-key <key>', 'with --url: the server\'s API key (default: $KILN_API_KEY)')
     .option('--num-requests <n>', 'requests to send', '64')
+    .option('--warmup <n>', 'requests of the same shape sent first, at the same concurrency, and not measured', '0')
     .option('--input-len <n>', 'prompt tokens per request (random ids)', '128')
     .option('--output-len <n>', 'generated tokens per request (end-of-sequence ignored)', '128')
     .option('--concurrency <n>', 'most requests in flight (default 1, or unbounded with --request-rate)')

@@ -12,7 +12,7 @@
 #include "kiln/backends/cuda/kernels/kernels.h"
 #include "kiln/comm/world.h"
 #ifdef KILN_WITH_NCCL
-#include "kiln/comm/nccl_communicator.h"
+#include "kiln/backends/cuda/device_communicator.h"
 #endif
 
 namespace kiln {
@@ -124,7 +124,7 @@ CudaBackend::CudaBackend(const BackendTarget& target, const ModelFacts& facts) :
 std::unique_ptr<comm::Communicator> CudaBackend::makeDeviceCommunicator(comm::Communicator& hostGroup) {
 #ifdef KILN_WITH_NCCL
   check(cudaSetDevice(device_), "cudaSetDevice");
-  return comm::makeNcclCommunicator(hostGroup, device_, stream_);
+  return cuda::makeDeviceCommunicator(hostGroup, device_, stream_);
 #else
   (void)hostGroup;
   throw std::runtime_error(

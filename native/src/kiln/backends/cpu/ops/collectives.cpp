@@ -32,7 +32,7 @@ BoundOp bindAllReduce(OpBinding& b) {
   return [s, buffer](const StepRuntime& rt) {
     const int64_t rows = s.x.numRows(*rt.step);
     pack(s.x, rows, buffer->data());
-    s.group->allReduceSum(buffer->data(), static_cast<size_t>(rows * s.x.cols), DType::F32);
+    s.group->allReduceSum(buffer->data(), buffer->data(), static_cast<size_t>(rows * s.x.cols), DType::F32);
     unpack(buffer->data(), rows, s.y);
   };
 }

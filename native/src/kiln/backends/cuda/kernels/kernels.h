@@ -30,6 +30,23 @@ struct ConstMatrix {
   ConstMatrix(const Matrix& m) : data(m.data), dtype(m.dtype), stride(m.stride) {}  // NOLINT: a writable one reads too
 };
 
+// The ranks of a one-shot peer all-reduce (peer_allreduce.cu; set up by backends/cuda/peer_allreduce.cpp):
+// every rank's exchange buffer (two halves of halfBytes) and flag slots, opened in this process through
+// CUDA IPC, and this rank's own call counters.
+constexpr int kPeerAllReduceMaxRanks = 8;
+constexpr int kPeerAllReduceMaxBlocks = 32;
+struct PeerAllReduceRanks {
+  int rank = 0;
+  int world = 1;
+  char* buffers[kPeerAllReduceMaxRanks] = {};
+  uint32_t* flags[kPeerAllReduceMaxRanks] = {};  // [kPeerAllReduceMaxBlocks][kPeerAllReduceMaxRanks] each
+  uint32_t* counters = nullptr;                  // [kPeerAllReduceMaxBlocks], this rank's
+  size_t halfBytes = 0;
+};
+// y = the sum over the ranks of their x (bytes of dtype; a multiple of 16, 16-byte aligned, at most
+// halfBytes), the same on every rank. Every rank must make the same calls in the same order.
+void peerAllReduce(cudaStream_t stream, const PeerAllReduceRanks& ranks, const void* x, void* y, size_t bytes, DType dtype);
+
 void embedding(cudaStream_t stream, const int32_t* ids, int64_t numTokens, const void* table, DType tableDType,
                int64_t hidden, float scale, Matrix out);
 // out[t] = table[ids[t] - vocabStart] * scale for the ids in [vocabStart, vocabStart + rows), zeros for

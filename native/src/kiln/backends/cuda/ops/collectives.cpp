@@ -38,17 +38,22 @@ BoundOp bindAllReduce(OpBinding& b) {
   if (x.dtype != y.dtype) b.fail("input 0 and output 0 must have one dtype");
   const int64_t cols = s.x.cols;
   const size_t elem = dtypeSize(x.dtype);
-  // In place in y when y is dense; otherwise in scratch.
-  const bool inY = dense(y, cols);
-  if (!inY) be->reserveScratch(align256(static_cast<size_t>(s.maxRows * cols) * elem));
+  // Dense x and y (the usual case): x summed into y directly. Otherwise through dense scratch.
+  const bool direct = dense(x, cols) && dense(y, cols);
+  if (!direct) be->reserveScratch(align256(static_cast<size_t>(s.maxRows * cols) * elem));
   comm::Communicator* group = s.group;
   return [=](const StepRuntime& rt) {
     const int64_t rows = s.x.numRows(*rt.step);
     if (rows == 0) return;
-    void* buffer = inY ? y.data : be->scratch();
+    const size_t count = static_cast<size_t>(rows * cols);
+    if (direct) {
+      group->allReduceSum(x.data, y.data, count, x.dtype);
+      return;
+    }
+    void* buffer = be->scratch();
     copyRows(be->stream(), buffer, cols, x.data, x.stride, rows, cols, elem);
-    group->allReduceSum(buffer, static_cast<size_t>(rows * cols), x.dtype);
-    if (!inY) copyRows(be->stream(), y.data, y.stride, buffer, cols, rows, cols, elem);
+    group->allReduceSum(buffer, buffer, count, x.dtype);
+    copyRows(be->stream(), y.data, y.stride, buffer, cols, rows, cols, elem);
   };
 }
 
