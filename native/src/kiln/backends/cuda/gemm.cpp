@@ -28,6 +28,9 @@ cudaDataType_t cudaTypeOf(DType t) {
     case DType::F32: return CUDA_R_32F;
     case DType::F16: return CUDA_R_16F;
     case DType::BF16: return CUDA_R_16BF;
+    // FP8 linears (kernels/fp8.cu): e4m3 codes times e4m3 weights, float32 out. The layout here is TN (A
+    // transposed), the only one Hopper's FP8 GEMM takes; scales stay 1 (the epilogue kernel applies them).
+    case DType::F8E4M3: return CUDA_R_8F_E4M3;
     default: throw std::runtime_error("cuda linear: activations must be float32, float16 or bfloat16");
   }
 }

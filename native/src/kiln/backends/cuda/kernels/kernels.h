@@ -93,6 +93,23 @@ void gemvInt8(cudaStream_t stream, DType xType, const void* x, int64_t rows, int
 void widenInt8(cudaStream_t stream, const void* w, int64_t N, int64_t K, DType outType, void* out);
 void scaleColumns(cudaStream_t stream, Matrix y, int64_t rows, int64_t N, const void* w, int64_t K, const float* bias);
 
+// FP8 e4m3 linears (fp8.cu, decision 0015): w is an FP8 matrix [N, K] (e4m3 codes, then one float32
+// scale; dtype.h), K % 16 == 0, and each row of x (float32, float16 or bfloat16) is quantized to e4m3 with
+// its own scale (kiln/fp8.h). gemvFp8 takes decode rows when gemvFp8Applies (its blocks quantize x into
+// shared memory: rows * K bytes, at most kMaxGemvFp8SharedBytes; prepareFp8Kernels, once before any
+// launch, allows that much). Otherwise quantizeRowsFp8 writes the codes ([rows, ldCodes] bytes) and the
+// row scales into scratch, the caller multiplies codes by weights with cuBLASLt's FP8 GEMM into float32
+// acc [rows, ldAcc], and fp8Epilogue writes y = fma(acc, aScale[r] * wScale, bias[n]).
+constexpr int kMaxGemvFp8SharedBytes = 96 * 1024;
+bool gemvFp8Applies(DType xType, const void* x, int64_t rows, int64_t xStride, const void* w, int64_t K);
+void prepareFp8Kernels();
+void gemvFp8(cudaStream_t stream, DType xType, const void* x, int64_t rows, int64_t xStride, const void* w, int64_t N,
+             int64_t K, const float* bias, Matrix y);
+void quantizeRowsFp8(cudaStream_t stream, DType xType, const void* x, int64_t rows, int64_t xStride, int64_t K,
+                     void* codes, int64_t ldCodes, float* aScale);
+void fp8Epilogue(cudaStream_t stream, const float* acc, int64_t ldAcc, int64_t rows, int64_t N, const float* aScale,
+                 const void* w, int64_t K, const float* bias, Matrix y);
+
 // The add_rms_norm that feeds a linear, done inside the GEMV (decode rows): sum = a + b and y =
 // RMSNorm(sum) (H = the linear's K, one group) are computed by every block of the GEMV for its own use,
 // and stored once (sum and y keep their meaning for any later op). gemvAddRmsNormApplies says whether it

@@ -1,5 +1,5 @@
 // linear: a cuBLASLt GEMM with a float32 bias epilogue, over token rows or logit rows, or Kiln's GEMV for
-// decode rows (gemm.cpp); int8 weight-only matrices through gemv_int8.cu. Its input is of the weight's dtype in the engines Kiln builds
+// decode rows (gemm.cpp); int8 weight-only matrices through gemv_int8.cu, FP8 ones through fp8.cu. Its input is of the weight's dtype in the engines Kiln builds
 // (activation-dtypes.ts); any other input is converted into scratch first, so every well-formed header
 // runs. With KILN_CUDA_FUSE_NORM=1, when the op bound just before is the add_rms_norm that makes this
 // linear's input, decode rows run both in one kernel (gemvAddRmsNorm) and the norm op skips those rows.
@@ -79,9 +79,45 @@ BoundOp bindInt8Linear(OpBinding& b, const spec::Linear& s) {
   };
 }
 
+// An FP8 linear (decision 0015): decode rows through gemvFp8, which quantizes them itself; more rows
+// through quantizeRowsFp8 into scratch, cuBLASLt's FP8 GEMM into float32 scratch, then fp8Epilogue.
+BoundOp bindFp8Linear(OpBinding& b, const spec::Linear& s) {
+  CudaBackend* be = &backendOf(b);
+  const Matrix x = be->value(s.x);
+  const Matrix y = be->value(s.y);
+  if (x.dtype != DType::F32 && x.dtype != DType::F16 && x.dtype != DType::BF16) {
+    b.fail("input 0 of a float8_e4m3fn linear must be float32, float16 or bfloat16, not " + std::string(dtypeName(x.dtype)));
+  }
+  // cuBLASLt's FP8 GEMM needs 16-byte rows; the builder keeps other matrices 16-bit.
+  if (s.K % 16 != 0) b.fail("a float8_e4m3fn weight needs K to be a multiple of 16, got " + std::to_string(s.K));
+  // Scratch: the codes [rows, K], the row scales, the float32 products [rows, ldAcc], each 256-byte aligned.
+  const auto align = [](int64_t v) { return (v + 255) / 256 * 256; };
+  const int64_t maxRows = maxRowsOf(b, s.x);
+  const int64_t ldAcc = (s.N + 15) / 16 * 16;
+  const int64_t scalesAt = align(maxRows * s.K);
+  const int64_t accAt = scalesAt + align(maxRows * 4);
+  be->reserveScratch(static_cast<size_t>(accAt + maxRows * ldAcc * 4));
+  prepareFp8Kernels();
+  return [=](const StepRuntime& rt) {
+    const int64_t rows = s.x.numRows(*rt.step);
+    if (rows <= 0) return;
+    if (be->gemm().gemvEnabled() && gemvFp8Applies(x.dtype, x.data, rows, x.stride, s.weight, s.K)) {
+      gemvFp8(be->stream(), x.dtype, x.data, rows, x.stride, s.weight, s.N, s.K, s.bias, y);
+      return;
+    }
+    char* scratch = static_cast<char*>(be->scratch());
+    float* aScale = reinterpret_cast<float*>(scratch + scalesAt);
+    float* acc = reinterpret_cast<float*>(scratch + accAt);
+    quantizeRowsFp8(be->stream(), x.dtype, x.data, rows, x.stride, s.K, scratch, s.K, aScale);
+    be->gemm().linear(DType::F8E4M3, scratch, rows, s.K, s.weight, s.N, s.K, nullptr, DType::F32, acc, ldAcc);
+    fp8Epilogue(be->stream(), acc, ldAcc, rows, s.N, aScale, s.weight, s.K, s.bias, y);
+  };
+}
+
 BoundOp bindLinear(OpBinding& b) {
   const spec::Linear s = spec::linear(b);
   if (s.dtype == DType::I8) return bindInt8Linear(b, s);
+  if (s.dtype == DType::F8E4M3) return bindFp8Linear(b, s);
   CudaBackend* be = &backendOf(b);
   const Matrix x = be->value(s.x);
   const Matrix y = be->value(s.y);

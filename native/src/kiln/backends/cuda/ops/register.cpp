@@ -35,6 +35,8 @@ void registerCudaOps(KernelRegistry& r) {
     for (DType dt : {DType::F32, DType::F16, DType::BF16}) r.registerOp(e.first, "cuda", dt, factory);
     // Weight-only int8: linears only (kernels/gemv_int8.cu); every other weight stays 16- or 32-bit.
     if (std::string(e.first) == "linear") r.registerOp(e.first, "cuda", DType::I8, factory);
+    // FP8 e4m3 weights and activations (decision 0015): linears only (kernels/fp8.cu).
+    if (std::string(e.first) == "linear") r.registerOp(e.first, "cuda", DType::F8E4M3, factory);
   }
 }
 

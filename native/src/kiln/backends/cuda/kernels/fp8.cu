@@ -1,0 +1,237 @@
+// FP8 e4m3 linears (decision 0015; kiln/fp8.h defines the arithmetic, backends/cpu/kernels/linear_fp8.cpp is
+// its reference): an FP8 matrix [N, K] is its e4m3 codes row-major, then one float32 scale (dtype.h), and
+// every call quantizes each input row to e4m3 with its own scale amax_r / 448.
+//   - decode rows (at most kMaxGemvRows): gemvFp8. Every block finds its rows' amax and writes their e4m3
+//     codes into shared memory (one pass over x, which is in L2), then streams weights as kernels/gemv.cu
+//     does: a warp per feature, kInFlight 16-code vectors per lane loaded ahead (the first round before
+//     the wait for the kernel before), a warp reduction, then fma(sum, aScale_r * wScale, bias);
+//   - more rows: quantizeRowsFp8 (a block per row) writes the codes and aScale into scratch, cuBLASLt's FP8
+//     GEMM multiplies them into float32 scratch, and fp8Epilogue applies aScale_r * wScale and the bias.
+// Both paths convert with the same hardware instruction (cvt.rn.satfinite.e4m3x2.f32), so their codes are
+// identical and their results differ by the float32 summation order only.
+#include <cuda_fp8.h>
+
+#include "kiln/backends/cuda/kernels/common.cuh"
+#include "kiln/backends/cuda/kernels/kernels.h"
+#include "kiln/fp8.h"
+
+namespace kiln {
+namespace cuda {
+
+namespace {
+
+constexpr int kWarps = 8;  // features per block
+constexpr int kThreads = 32 * kWarps;
+constexpr int kInFlight = 4;  // 16-code vectors per lane loaded ahead of use (2 KB per warp)
+
+__device__ __forceinline__ uint4 loadStreaming(const uint4* p) {
+  uint4 v;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p));
+  return v;
+}
+
+// The matrix's scale: a float32 after the N * K codes (4-byte aligned, since K % 16 == 0, but read byte by
+// byte like int8's so no alignment is assumed).
+__device__ __forceinline__ float weightScaleOf(const uint8_t* w, int64_t N, int64_t K) {
+  const uint8_t* p = w + N * K;
+  const uint32_t bits = static_cast<uint32_t>(p[0]) | (static_cast<uint32_t>(p[1]) << 8) |
+                        (static_cast<uint32_t>(p[2]) << 16) | (static_cast<uint32_t>(p[3]) << 24);
+  return __uint_as_float(bits);
+}
+
+// Two floats to two e4m3 codes (low byte: a), round to nearest even, saturating: what kiln/fp8.h's
+// f32ToE4m3 computes on the CPU.
+__device__ __forceinline__ uint16_t toE4m3x2(float a, float b) {
+  return static_cast<uint16_t>(__nv_cvt_float2_to_fp8x2(make_float2(a, b), __NV_SATFINITE, __NV_E4M3));
+}
+
+// 16 e4m3 codes as float32 (exact: e4m3 -> half is exact, half -> float is exact).
+__device__ __forceinline__ void e4m3x16ToFloats(const uint4& v, float* f) {
+  const uint32_t words[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const __nv_fp8x2_storage_t pair = static_cast<__nv_fp8x2_storage_t>((words[i] >> (16 * h)) & 0xffffu);
+      const __half2_raw raw = __nv_cvt_fp8x2_to_halfraw2(pair, __NV_E4M3);
+      const float2 p = __half22float2(*reinterpret_cast<const __half2*>(&raw));
+      f[4 * i + 2 * h] = p.x;
+      f[4 * i + 2 * h + 1] = p.y;
+    }
+  }
+}
+
+// Row r of x (K elements, K even) quantized into `codes` by the whole block; returns amax / 448 to every
+// thread. `red` holds 32 floats.
+template <typename X>
+__device__ __forceinline__ float quantizeRow(const X* row, int64_t K, uint8_t* codes, float* red) {
+  float amax = 0.0f;
+  for (int64_t k = threadIdx.x; k < K; k += blockDim.x) amax = fmaxf(amax, fabsf(toF(row[k])));
+  amax = blockMax(amax, red);
+  const float inv = fp8InverseScaleOf(amax);
+  for (int64_t k = 2 * static_cast<int64_t>(threadIdx.x); k < K; k += 2 * static_cast<int64_t>(blockDim.x)) {
+    *reinterpret_cast<uint16_t*>(codes + k) = toE4m3x2(toF(row[k]) * inv, toF(row[k + 1]) * inv);
+  }
+  return fp8ScaleOf(amax);
+}
+
+template <typename X, int R>
+__global__ void __launch_bounds__(kThreads) gemvFp8Kernel(const X* x, int64_t xStride, const uint8_t* w, int64_t N,
+                                                          int64_t K, const float* bias, Matrix y) {
+  extern __shared__ uint4 sharedCodes[];  // R rows of K e4m3 codes
+  __shared__ float red[32];
+  __shared__ float rowScale[R];
+  uint8_t* xq = reinterpret_cast<uint8_t*>(sharedCodes);
+  const int lane = threadIdx.x & 31;
+  const int64_t n = static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
+  const int64_t vectors = n < N ? K / 16 : 0;  // the last block's spare warps load nothing
+  const uint4* row = reinterpret_cast<const uint4*>(w + (n < N ? n : 0) * K);
+  uint4 wv[kInFlight];
+#pragma unroll
+  for (int u = 0; u < kInFlight; ++u) {
+    const int64_t i = lane + 32 * u;
+    if (i < vectors) wv[u] = loadStreaming(row + i);
+  }
+  startAfterPriorKernels();
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    const float s = quantizeRow(x + r * xStride, K, xq + r * K, red);
+    if (threadIdx.x == 0) rowScale[r] = s;
+  }
+  __syncthreads();
+  float acc[R];
+#pragma unroll
+  for (int r = 0; r < R; ++r) acc[r] = 0.0f;
+  constexpr int64_t kRound = 32 * kInFlight;
+  for (int64_t base = 0; base < vectors; base += kRound) {
+    uint4 next[kInFlight];
+#pragma unroll
+    for (int u = 0; u < kInFlight; ++u) {
+      const int64_t i = base + kRound + lane + 32 * u;
+      if (i < vectors) next[u] = loadStreaming(row + i);
+    }
+#pragma unroll
+    for (int u = 0; u < kInFlight; ++u) {
+      const int64_t i = base + lane + 32 * u;
+      if (i >= vectors) continue;
+      float wf[16];
+      e4m3x16ToFloats(wv[u], wf);
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        float xf[16];
+        e4m3x16ToFloats(*reinterpret_cast<const uint4*>(xq + r * K + i * 16), xf);
+        float s = acc[r];
+#pragma unroll
+        for (int j = 0; j < 16; ++j) s = fmaf(wf[j], xf[j], s);
+        acc[r] = s;
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kInFlight; ++u) wv[u] = next[u];
+  }
+  if (n >= N) return;
+  const float wScale = weightScaleOf(w, N, K);
+  const float b = bias ? bias[n] : 0.0f;
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    const float sum = warpSum(acc[r]);
+    if (lane == 0) store(y.data, y.dtype, r * y.stride + n, fmaf(sum, rowScale[r] * wScale, b));
+  }
+}
+
+template <typename X>
+__global__ void quantizeRowsKernel(const X* x, int64_t xStride, int64_t K, uint8_t* codes, int64_t ldCodes,
+                                   float* aScale) {
+  __shared__ float red[32];
+  startAfterPriorKernels();
+  const int64_t r = blockIdx.x;
+  const float s = quantizeRow(x + r * xStride, K, codes + r * ldCodes, red);
+  if (threadIdx.x == 0) aScale[r] = s;
+}
+
+__global__ void epilogueKernel(const float* acc, int64_t ldAcc, int64_t rows, int64_t N, const float* aScale,
+                               const uint8_t* w, int64_t K, const float* bias, Matrix y) {
+  startAfterPriorKernels();
+  const float wScale = weightScaleOf(w, N, K);
+  const int64_t total = rows * N;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t r = i / N, n = i % N;
+    store(y.data, y.dtype, r * y.stride + n, fmaf(acc[r * ldAcc + n], aScale[r] * wScale, bias ? bias[n] : 0.0f));
+  }
+}
+
+template <typename F>
+void dispatchActivation(DType t, F&& f) {
+  switch (t) {
+    case DType::F32: f(float{}); return;
+    case DType::F16: f(__half{}); return;
+    case DType::BF16: f(__nv_bfloat16{}); return;
+    default: throw std::runtime_error("cuda fp8 linear: the input must be float32, float16 or bfloat16");
+  }
+}
+
+template <typename X, int R>
+void allowGemvShared() {
+  const cudaError_t status =
+      cudaFuncSetAttribute(gemvFp8Kernel<X, R>, cudaFuncAttributeMaxDynamicSharedMemorySize, kMaxGemvFp8SharedBytes);
+  if (status != cudaSuccess) throw std::runtime_error(std::string("cuda fp8 GEMV: shared memory: ") + cudaGetErrorString(status));
+}
+
+}  // namespace
+
+bool gemvFp8Applies(DType xType, const void* x, int64_t rows, int64_t xStride, const void* w, int64_t K) {
+  const auto aligned16 = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+  (void)x;
+  (void)xStride;
+  return (xType == DType::F32 || xType == DType::F16 || xType == DType::BF16) && rows >= 1 && rows <= kMaxGemvRows &&
+         K % 16 == 0 && rows * K <= kMaxGemvFp8SharedBytes && aligned16(w);
+}
+
+void prepareFp8Kernels() {
+#define KILN_FP8_ALLOW(R) allowGemvShared<float, R>(), allowGemvShared<__half, R>(), allowGemvShared<__nv_bfloat16, R>();
+  KILN_FP8_ALLOW(1) KILN_FP8_ALLOW(2) KILN_FP8_ALLOW(3) KILN_FP8_ALLOW(4)
+  KILN_FP8_ALLOW(5) KILN_FP8_ALLOW(6) KILN_FP8_ALLOW(7) KILN_FP8_ALLOW(8)
+#undef KILN_FP8_ALLOW
+}
+
+void gemvFp8(cudaStream_t stream, DType xType, const void* x, int64_t rows, int64_t xStride, const void* w, int64_t N,
+             int64_t K, const float* bias, Matrix y) {
+  const dim3 grid(static_cast<unsigned>((N + kWarps - 1) / kWarps));
+  const size_t shared = static_cast<size_t>(rows * K);
+  const uint8_t* codes = static_cast<const uint8_t*>(w);
+  dispatchActivation(xType, [&](auto z) {
+    using X = decltype(z);
+    const X* xs = static_cast<const X*>(x);
+    switch (rows) {
+#define KILN_GEMV_FP8(R) \
+  case R: launch(gemvFp8Kernel<X, R>, grid, dim3(kThreads), shared, stream, xs, xStride, codes, N, K, bias, y); return;
+      KILN_GEMV_FP8(1) KILN_GEMV_FP8(2) KILN_GEMV_FP8(3) KILN_GEMV_FP8(4)
+      KILN_GEMV_FP8(5) KILN_GEMV_FP8(6) KILN_GEMV_FP8(7) KILN_GEMV_FP8(8)
+#undef KILN_GEMV_FP8
+      default: throw std::runtime_error("cuda fp8 GEMV: at most kMaxGemvRows rows");
+    }
+  });
+}
+
+void quantizeRowsFp8(cudaStream_t stream, DType xType, const void* x, int64_t rows, int64_t xStride, int64_t K,
+                     void* codes, int64_t ldCodes, float* aScale) {
+  if (rows <= 0) return;
+  dispatchActivation(xType, [&](auto z) {
+    using X = decltype(z);
+    launch(quantizeRowsKernel<X>, dim3(static_cast<unsigned>(rows)), dim3(256), 0, stream, static_cast<const X*>(x), xStride,
+           K, static_cast<uint8_t*>(codes), ldCodes, aScale);
+  });
+}
+
+void fp8Epilogue(cudaStream_t stream, const float* acc, int64_t ldAcc, int64_t rows, int64_t N, const float* aScale,
+                 const void* w, int64_t K, const float* bias, Matrix y) {
+  if (rows <= 0) return;
+  launch(epilogueKernel, dim3(blocksFor(rows * N, 256, 8192)), dim3(256), 0, stream, acc, ldAcc, rows, N, aScale,
+         static_cast<const uint8_t*>(w), K, bias, y);
+}
+
+}  // namespace cuda
+}  // namespace kiln

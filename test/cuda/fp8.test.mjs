@@ -1,0 +1,213 @@
+// FP8 e4m3 cuda engines (`kiln build --target cuda --quantization fp8`, decision 0015: e4m3 weights with a
+// scale per matrix, activations quantized per row with a dynamic scale each call; kernels/fp8.cu) against
+// the cpu fp8 engine of the same checkpoint, whose scalar kernel is the reference of the format (itself
+// checked against an independent float64 model in native/test/fp8.test.ts). The llama fixture and
+// scribe-7m, three prompts generated together (prefill of more than 8 rows: quantize kernel + cuBLASLt's
+// FP8 GEMM + epilogue; decode of 3 rows: the FP8 GEMV):
+// - float32 activations: every generation row within 2e-2 relative of the cpu engine's, tokens equal up
+//   to a cpu top-1/top-2 margin below 0.1. The activations are quantized to e4m3 from the same float32
+//   values by the same formulas, so they differ only where an upstream float32 difference (attention,
+//   summation order) moves a value across an e4m3 rounding boundary: one step is ~6%, hence not 1e-4;
+// - the same engine with KILN_CUDA_GEMV=0 (decode through the GEMM path too): the same bound, and tokens
+//   equal up to the margin: a sequence's tokens do not depend on the path;
+// - bfloat16 activations: rows within 1e-1 of the cpu engine, tokens equal up to the margin.
+// Then the accuracy report against the cuda bfloat16 engine (issue 10): logits' relative error on both
+// models and scribe-7m's teacher-forced greedy agreement, written to $KILN_RESULTS_DIR/quantized-fp8.md.
+// With KILN_CUDA_SUITE_TARGET=cpu the "cuda" engines are cpu engines (a check of the test itself).
+import assert from 'node:assert/strict';
+import * as path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { compareUpToMargin, fixturesDir, fmt, kilnOk, makeTmpDir, markdownTable, onCuda, requirePackage, rowRelativeError, scribeDir, target, topMargin, writeResult } from './helpers.mjs';
+
+// Experimental until this suite passes on a GPU (packages/builder/src/build-config.ts).
+process.env.KILN_EXPERIMENTAL_CUDA_FP8 = '1';
+const { Engine, Tokenizer } = requirePackage('@kiln/runtime');
+const work = makeTmpDir('fp8');
+after(() => work.remove());
+
+const MODELS = [
+  ['llama fixture', path.join(fixturesDir, 'llama')],
+  ['scribe-7m', scribeDir],
+];
+const NEW_TOKENS = 10;
+const FORCED_TOKENS = 32;
+const TEXT_PROMPTS = ['And the LORD said unto Moses,', 'In the beginning God', 'And it came to pass, when', 'Blessed are they that'];
+const ID_PROMPTS = [[1, 5, 6, 7], [1, 300, 41, 9, 77, 12], [1, 2000, 18], [1, 64, 65, 66, 67, 68, 69, 70]];
+const common = ['--max-batch-size', '4', '--max-seq-len', '128', '--gather-context-logits'];
+const fp8 = ['--quantization', 'fp8'];
+const deviceFlags = (dtype) => (onCuda ? ['--target', 'cuda', '--dtype', dtype] : ['--target', 'cpu']);
+const results = new Map();
+
+async function withEngine(engineDir, env, fn) {
+  const saved = Object.fromEntries(Object.keys(env).map((k) => [k, process.env[k]]));
+  Object.assign(process.env, env);
+  try {
+    const engine = await Engine.load(engineDir, { numThreads: 2 });
+    try {
+      return await fn(engine);
+    } finally {
+      await engine.executor.shutdown();
+      await engine.dispose();
+    }
+  } finally {
+    for (const [k, v] of Object.entries(saved)) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
+  }
+}
+
+/** Greedy generations of the prompts, all at once, with their generation logits. */
+const generate = (engineDir, promptIds, env = {}) =>
+  withEngine(engineDir, env, (engine) =>
+    Promise.all(promptIds.map((inputIds) => engine.executor.generate({ inputIds, maxTokens: NEW_TOKENS, ignoreEos: true, returnGenerationLogits: true }))),
+  );
+
+/** Worst generation row error of `out` against `ref` over the rows where both chose the same tokens so far. */
+function worstRow(out, ref, vocab) {
+  let worst = 0;
+  out.forEach((result, i) => {
+    const rows = Math.min(result.outputIds.length, ref[i].outputIds.length);
+    for (let k = 0; k < rows; k++) {
+      worst = Math.max(worst, rowRelativeError(result.generationLogits, k, ref[i].generationLogits, k, vocab));
+      if (result.outputIds[k] !== ref[i].outputIds[k]) break;
+    }
+  });
+  return worst;
+}
+
+function assertTokensUpToMargin(out, ref, vocab, what) {
+  out.forEach((r, i) => {
+    const margin = (k) => topMargin(ref[i].generationLogits, k, vocab);
+    const c = compareUpToMargin(r.outputIds, ref[i].outputIds, margin, 0.1);
+    assert.equal(c.mismatchAt, -1, `${what}, prompt ${i}: token ${c.mismatchAt} differs before a near tie`);
+  });
+}
+
+/**
+ * The reference engine's greedy continuation of each prompt, read back by both engines with context
+ * logits: per position, the rows' relative error and whether the fp8 engine's greedy choice agrees.
+ */
+async function teacherForced(refDir, fp8Dir, prompts) {
+  const errors = [];
+  let same = 0;
+  let total = 0;
+  const forced = await withEngine(refDir, {}, async (engine) => {
+    const tokenizer = typeof prompts[0] === 'string' ? await Tokenizer.load(refDir) : undefined;
+    const out = [];
+    for (const prompt of prompts) {
+      const ids = tokenizer ? tokenizer.encode(prompt) : prompt.map((id) => id % engine.vocabSize);
+      const { outputIds } = await engine.generate(ids, { maxTokens: FORCED_TOKENS, ignoreEos: true });
+      const sequence = [...ids, ...outputIds.slice(0, -1)];
+      const { contextLogits } = await engine.generate(sequence, { maxTokens: 1, ignoreEos: true, returnContextLogits: true });
+      out.push({ ids, outputIds, contextLogits, vocab: engine.vocabSize });
+    }
+    return out;
+  });
+  await withEngine(fp8Dir, {}, async (engine) => {
+    for (const { ids, outputIds, contextLogits: ref, vocab } of forced) {
+      const { contextLogits } = await engine.generate([...ids, ...outputIds.slice(0, -1)], { maxTokens: 1, ignoreEos: true, returnContextLogits: true });
+      for (let j = 0; j < outputIds.length; j++) {
+        const row = ids.length - 1 + j;
+        errors.push(rowRelativeError(contextLogits, row, ref, row, vocab));
+        let best = row * vocab;
+        for (let v = row * vocab; v < (row + 1) * vocab; v++) if (contextLogits[v] > contextLogits[best]) best = v;
+        same += best - row * vocab === outputIds[j] ? 1 : 0;
+        total++;
+      }
+    }
+  });
+  errors.sort((a, b) => a - b);
+  return { same, total, median: errors[Math.floor(errors.length / 2)], worst: errors[errors.length - 1] };
+}
+
+describe(`fp8 ${target} engines against the cpu fp8 engine, and against bfloat16`, () => {
+  const dirs = new Map();
+  before(async () => {
+    await Promise.all(
+      MODELS.map(async ([name, modelDir]) => {
+        const checkpoint = path.join(work.dir, `${name}-checkpoint`);
+        await kilnOk(['convert', '--model', modelDir, '--output', checkpoint, '--dtype', 'float32']);
+        const build = (suffix, flags) => kilnOk(['build', '--checkpoint', checkpoint, '--output', path.join(work.dir, `${name}-${suffix}`), ...flags, ...common]);
+        await Promise.all([
+          build('cpu', ['--target', 'cpu', ...fp8]),
+          build('float32', [...deviceFlags('float32'), ...fp8]),
+          build('bfloat16', [...deviceFlags('bfloat16'), ...fp8]),
+          build('bfloat16-reference', deviceFlags('bfloat16')),
+        ]);
+        dirs.set(name, (suffix) => path.join(work.dir, `${name}-${suffix}`));
+      }),
+    );
+  });
+
+  for (const [name] of MODELS) {
+    it(`${name}: float32 and bfloat16 activations, GEMV and GEMM paths`, async () => {
+      const dir = dirs.get(name);
+      const promptIds = [
+        Array.from({ length: 12 }, (_, i) => 5 + ((i * 37) % 400)),
+        Array.from({ length: 31 }, (_, i) => 3 + ((i * 53) % 450)),
+        [7, 9, 11],
+      ];
+      const cpu = await generate(dir('cpu'), promptIds);
+      const vocab = cpu[0].generationLogits.length / cpu[0].outputIds.length;
+      const f32 = await generate(dir('float32'), promptIds);
+      const f32Gemm = await generate(dir('float32'), promptIds, { KILN_CUDA_GEMV: '0' });
+      const bf16 = await generate(dir('bfloat16'), promptIds);
+      const bf16Gemm = await generate(dir('bfloat16'), promptIds, { KILN_CUDA_GEMV: '0' });
+      const f32Error = worstRow(f32, cpu, vocab);
+      const pathError = worstRow(f32Gemm, f32, vocab);
+      const bf16Error = worstRow(bf16, cpu, vocab);
+      const bf16PathError = worstRow(bf16Gemm, bf16, vocab);
+      process.stdout.write(
+        `# ${name} fp8: float32 vs cpu worst row ${fmt(f32Error)}, GEMV vs GEMM ${fmt(pathError)}; bfloat16 vs cpu ${fmt(bf16Error)}, GEMV vs GEMM ${fmt(bf16PathError)}\n`,
+      );
+      results.set(name, { f32Error, pathError, bf16Error, bf16PathError });
+      assert.ok(f32Error <= 2e-2, `float32: worst row ${f32Error}`);
+      assertTokensUpToMargin(f32, cpu, vocab, 'float32');
+      assert.ok(pathError <= 2e-2, `float32, GEMV against GEMM: worst row ${pathError}`);
+      assertTokensUpToMargin(f32Gemm, f32, vocab, 'float32 GEMM path');
+      assert.ok(bf16Error <= 1e-1, `bfloat16: worst row ${bf16Error}`);
+      assertTokensUpToMargin(bf16, cpu, vocab, 'bfloat16');
+      assert.ok(bf16PathError <= 5e-2, `bfloat16, GEMV against GEMM: worst row ${bf16PathError}`);
+      assertTokensUpToMargin(bf16Gemm, bf16, vocab, 'bfloat16 GEMM path');
+    });
+  }
+
+  it('accuracy against the bfloat16 engine (issue 10), written to quantized-fp8.md', async () => {
+    const rows = [];
+    for (const [name] of MODELS) {
+      const dir = dirs.get(name);
+      const r = await teacherForced(dir('bfloat16-reference'), dir('bfloat16'), name === 'scribe-7m' ? TEXT_PROMPTS : ID_PROMPTS);
+      const paths = results.get(name);
+      rows.push([
+        name,
+        fmt(r.median),
+        fmt(r.worst),
+        `${r.same}/${r.total} (${((100 * r.same) / r.total).toFixed(1)}%)`,
+        paths ? `${fmt(paths.f32Error)} / ${fmt(paths.bf16Error)}` : 'not run',
+        paths ? `${fmt(paths.pathError)} / ${fmt(paths.bf16PathError)}` : 'not run',
+      ]);
+      process.stdout.write(`# ${name} fp8 vs bfloat16: logits median ${fmt(r.median)}, worst ${fmt(r.worst)}; greedy ${r.same}/${r.total}\n`);
+      // A broken kernel agrees on almost nothing; e4m3's 3 mantissa bits cost these tiny models some
+      // positions (cpu, against float32: 66/96 llama fixture, 84/96 scribe-7m; decision 0015).
+      assert.ok(r.same / r.total >= (name === 'scribe-7m' ? 0.8 : 0.55), `${name}: greedy agreement ${r.same}/${r.total}`);
+    }
+    const file = writeResult(
+      'quantized-fp8.md',
+      [
+        `# FP8 (e4m3) ${target} engines against the ${target} bfloat16 engine`,
+        '',
+        `Weights float8_e4m3fn with one scale per matrix (the LM head kept in the engine dtype), activations quantized per row each call (decision 0015). ` +
+          `Teacher-forced: the bfloat16 engine's greedy continuation (${FORCED_TOKENS} tokens per prompt) read back by both engines; logits error per position ` +
+          `is ||fp8 - bf16|| / ||bf16|| over the vocabulary. Issue 10 asks scribe-7m's agreement to be >= 95%.`,
+        '',
+        markdownTable(
+          ['model', 'logits rel. error (median)', 'worst', 'greedy agreement', `vs cpu fp8 (f32 / bf16 act.)`, 'GEMV vs GEMM (f32 / bf16)'],
+          rows,
+        ),
+        '',
+      ].join('\n'),
+    );
+    process.stdout.write(`# wrote ${file}\n`);
+  });
+});
