@@ -616,6 +616,13 @@ describe('errors', () => {
     await expect(native.loadEngine(index)).rejects.toThrow(/dtype "int32" is not known/);
   });
 
+  test('float8_e4m3fn (FP8 weights) is refused as an activation type too', async () => {
+    const act = await writeVariant('act-fp8.engine', (h) => (h.target = { backend: 'cuda', computeCapability: '9.0', activationDType: 'float8_e4m3fn' }));
+    await expect(native.loadEngine(act)).rejects.toThrow(/target\.activationDType "float8_e4m3fn" is not known/);
+    const value = await writeVariant('value-fp8.engine', (h) => ((h.values[0] as { dtype?: string }).dtype = 'float8_e4m3fn'));
+    await expect(native.loadEngine(value)).rejects.toThrow(/dtype "float8_e4m3fn" is not known/);
+  });
+
   test('an op referencing a value out of range is refused, naming the op', async () => {
     const file = await writeVariant('range.engine', (h) => (h.ops[2].inputs = [99]));
     await expect(native.loadEngine(file)).rejects.toThrow(/op 2 \(linear\): inputs\[0\] = 99 is out of range/);
