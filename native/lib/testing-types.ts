@@ -53,6 +53,27 @@ export interface LinearArgs extends KernelRunOptions {
   bf16Activations?: boolean;
 }
 
+/** linearInt4Kernel's arguments: an int4 matrix [N, K] in the engine layout (decision 0014). */
+export interface LinearInt4Args extends KernelRunOptions {
+  /** [rows, K] with row stride xStride. */
+  x: Float32Array;
+  rows: number;
+  K: number;
+  N: number;
+  /** Input features per scale: a multiple of 32 dividing K. */
+  groupSize: number;
+  xStride?: number;
+  yStride?: number;
+  /** [N * K / 2]: each row's 32-element blocks as 16 bytes, element j in the low nibble of byte j, element j + 16 in the high nibble, as code + 8. */
+  codes: Uint8Array;
+  /** [N * K / groupSize] bfloat16 bits, row-major: weight = code * scale[n, k / groupSize]. */
+  scales: Uint16Array;
+  /** [N] */
+  bias?: Float32Array;
+  /** Place codes and scales at an odd address (default false). */
+  misalign?: boolean;
+}
+
 export interface RmsNormArgs extends KernelRunOptions {
   x: Float32Array;
   rows: number;
@@ -316,6 +337,8 @@ export interface NativeTesting {
   embedding(args: EmbeddingArgs): Float32Array;
   /** [rows, yStride]: y = x w^T (+ bias). */
   linear(args: LinearArgs): Float32Array;
+  /** [rows, yStride]: y = x dequantize(int4 w)^T (+ bias). */
+  linearInt4(args: LinearInt4Args): Float32Array;
   /** [rows, yStride]: x / sqrt(mean(x^2) + eps) * (weightOffset + w). */
   rmsNorm(args: RmsNormArgs): Float32Array;
   /** [rows, outStride]: a + b. */

@@ -165,11 +165,13 @@ export interface WriteGgufResult {
  * An engine weight's storage type: a WeightDType, or 'int8' (weight-only quantization, linear matrices
  * only): N * K int8 codes then N float32 row scales, quantized by the writer from the float sources; or
  * 'float8_e4m3fn' (FP8 linears, matrices only): N * K e4m3 codes then one float32 scale for the matrix.
+ * 'int4' (likewise): N * K / 2 bytes of packed codes then N * K / groupSize bfloat16 scales, `groupSize`
+ * (a multiple of 32 dividing K) required and equal to the header entry's (decision 0014).
  */
-export type EngineWeightDType = WeightDType | 'int8' | 'float8_e4m3fn';
+export type EngineWeightDType = WeightDType | 'int8' | 'int4' | 'float8_e4m3fn';
 
 export type EngineWeightSpec =
-  | { name: string; dtype: EngineWeightDType; shape: number[]; sources: TensorSource[] }
+  | { name: string; dtype: EngineWeightDType; shape: number[]; sources: TensorSource[]; groupSize?: number }
   | { name: string; dtype: 'float32'; shape: number[]; data: Float32Array };
 
 export interface WriteEngineOptions {
@@ -197,7 +199,7 @@ export interface WriteEngineResult {
   /** XXH64 of the file, as 16 lowercase hex digits (also stored in its trailer). */
   checksum: string;
   fileSize: number;
-  /** One entry per int8 weight, in file order (empty without quantization). */
+  /** One entry per int8 or int4 weight, in file order (empty without quantization). */
   quantization: QuantizationErrorReport[];
 }
 

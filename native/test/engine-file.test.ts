@@ -364,3 +364,93 @@ test('cpuInfo', () => {
 function escape(s: string): string {
   return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
+
+describe('int4 weights (decision 0014)', () => {
+  // A [3, 64] float32 source: two groups of 32 per row, one row with a negative extreme and one of zeros.
+  const N = 3;
+  const K = 64;
+  let qsrc: string;
+  const values = Array.from({ length: N * K }, (_, i) => (i < 2 * K ? Math.sin(i * 1.7) * (i === 40 ? 3 : 1) : 0));
+  beforeAll(() => {
+    const header = JSON.stringify({ q: { dtype: 'F32', shape: [N, K], data_offsets: [0, 4 * N * K] } });
+    const len = Buffer.alloc(8);
+    len.writeBigUInt64LE(BigInt(Buffer.byteLength(header)));
+    qsrc = path.join(dir, 'int4.safetensors');
+    fs.writeFileSync(qsrc, Buffer.concat([len, Buffer.from(header), f32(values)]));
+  });
+  const bytesFor = (G: number) => (N * K) / 2 + 2 * N * (K / G);
+  const table = (G: number, extra: Record<string, unknown> = {}) => [
+    { name: 'q', dtype: 'int4', shape: [N, K], groupSize: G, offset: 0, byteLength: bytesFor(G), ...extra },
+  ];
+  const specs = (G: number): EngineWeightSpec[] => [{ name: 'q', dtype: 'int4', shape: [N, K], groupSize: G, sources: [{ file: qsrc, tensor: 'q' }] }];
+
+  test('codes two a byte in 32-element blocks, then bfloat16 scales; the report matches the bytes', async () => {
+    for (const G of [32, 64]) {
+      const file = path.join(dir, `int4-g${G}.engine`);
+      const header = engineHeader(table(G) as unknown as HeaderWeight[]);
+      const result = await native.writeEngine({ path: file, header, weights: specs(G) });
+      const bytes = fs.readFileSync(file);
+      const dataStart = Math.ceil((24 + Buffer.byteLength(header)) / 64) * 64;
+      const codes = bytes.subarray(dataStart, dataStart + (N * K) / 2);
+      const scaleAt = (i: number) => {
+        const bits = bytes.readUInt16LE(dataStart + (N * K) / 2 + 2 * i);
+        return new Float32Array(new Uint32Array([bits << 16]).buffer)[0];
+      };
+      // Decode by the documented layout: byte j of a block holds element j (low nibble) and j + 16 (high).
+      let errSq = 0;
+      let refSq = 0;
+      let maxRel = 0;
+      for (let n = 0; n < N; n++) {
+        const rowMax = Math.max(...values.slice(n * K, (n + 1) * K).map(Math.abs));
+        for (let k = 0; k < K; k++) {
+          const block = Math.floor(k / 32);
+          const j = k % 32;
+          const byte = codes[(n * K) / 2 + block * 16 + (j % 16)];
+          const code = (j < 16 ? byte & 15 : byte >> 4) - 8;
+          const w = code * scaleAt(n * (K / G) + Math.floor(k / G));
+          const err = w - values[n * K + k];
+          errSq += err * err;
+          refSq += values[n * K + k] ** 2;
+          if (rowMax > 0) maxRel = Math.max(maxRel, Math.abs(err) / rowMax);
+        }
+      }
+      // Row 2 is zeros: zero scales and code 8 (q = 0), decoded exactly.
+      expect(codes.subarray(K, (3 * K) / 2).every((b) => b === 0x88)).toBe(true);
+      expect(result.quantization).toHaveLength(1);
+      expect(result.quantization[0].name).toBe('q');
+      expect(result.quantization[0].rmsRelativeError).toBeCloseTo(Math.sqrt(errSq / refSq), 6);
+      expect(result.quantization[0].maxRelativeError).toBeCloseTo(maxRel, 6);
+      expect(Math.sqrt(errSq / refSq)).toBeLessThan(0.12);
+      expect(maxRel).toBeLessThan(0.2);
+      expect(bytes.length).toBe(dataStart + bytesFor(G) + 8); // the weight, then the trailer
+      const inspection = await native.inspectEngine(file);
+      expect(inspection.weights[0]).toMatchObject({ name: 'q', dtype: 'int4', shape: [N, K], byteLength: bytesFor(G) });
+    }
+  });
+
+  test('the group size is checked: required, a multiple of 32 dividing K, int4 only, the same in header and spec', async () => {
+    const attempt = async (name: string, t: unknown[], s: EngineWeightSpec[] = specs(32)) => {
+      const file = path.join(dir, name);
+      const message = await native.writeEngine({ path: file, header: engineHeader(t as HeaderWeight[]), weights: s }).then(
+        () => 'resolved',
+        (e: Error) => e.message,
+      );
+      expect(leftovers(name)).toEqual([]);
+      return message.startsWith(`${file}: `) ? message.slice(file.length + 2) : message;
+    };
+    expect(await attempt('g-missing.engine', [{ ...table(32)[0], groupSize: undefined }])).toMatch(/header\.weights\[0\] "q".*groupSize/);
+    expect(await attempt('g-48.engine', table(48, { byteLength: 0 }))).toBe('header.weights[0] "q": groupSize 48 is not a multiple of 32');
+    expect(await attempt('g-128.engine', table(128, { byteLength: 0 }))).toBe('header.weights[0] "q": K = 64 is not a multiple of groupSize 128');
+    expect(await attempt('g-len.engine', table(32, { byteLength: 100 }))).toBe(
+      'header.weights[0] "q": byteLength 100 but int4 [3, 64] needs 108 bytes',
+    );
+    expect(await attempt('g-spec.engine', table(32), specs(64))).toBe('weight 0 "q": groupSize 64 but the header says 32');
+    const f32Table = [{ name: 'q', dtype: 'float32', shape: [N, K], groupSize: 32, offset: 0, byteLength: 4 * N * K }];
+    expect(await attempt('g-f32.engine', f32Table, [{ name: 'q', dtype: 'float32', shape: [N, K], sources: [{ file: qsrc, tensor: 'q' }] }])).toBe(
+      'header.weights[0] "q": groupSize is for int4 weights only',
+    );
+    await expect(
+      native.writeEngine({ path: path.join(dir, 'g-arg.engine'), header: engineHeader(table(32) as unknown as HeaderWeight[]), weights: [{ ...specs(32)[0], groupSize: undefined }] }),
+    ).rejects.toThrow(/options\.weights\[0\]\.groupSize is required for int4 weights/);
+  });
+});

@@ -286,6 +286,67 @@ describe('linear', () => {
     }
   }
 
+  // int4 weight-only (decision 0014): codes packed two a byte in 32-element blocks (element j low nibble,
+  // j + 16 high nibble, as code + 8), a bfloat16 scale per row and group. Packed here by a TS encoder of the
+  // documented layout, against dequantize-then-multiply in float64: the kernels scale each code exactly,
+  // so only float32 summation order separates them from the reference (the same bound as float32 weights,
+  // well inside the issue's 1e-4). Group sizes 32, 64 and 128; rows cover every row grouping of the AVX2
+  // (4, 3, 2, 1) and AVX-512 (4, 3, 2, 1) tiles; N = 29 and 389 leave feature tails; misaligned scales
+  // take the kernel's copy path.
+  function packInt4(codes: Int8Array, N: number, K: number): Uint8Array {
+    const out = new Uint8Array((N * K) / 2);
+    for (let n = 0; n < N; n++) {
+      for (let b = 0; b < K; b += 32) {
+        for (let j = 0; j < 16; j++) {
+          out[(n * K + b) / 2 + j] = (codes[n * K + b + j] + 8) | ((codes[n * K + b + j + 16] + 8) << 4);
+        }
+      }
+    }
+    return out;
+  }
+  for (const isa of ISAS) {
+    for (const c of [
+      ...[1, 2, 3, 4, 5, 7, 9].map((rows) => ({ rows, K: 96, N: 29, G: 32, xStride: 100, yStride: 31, threads: 1, misalign: false })),
+      { rows: 1, K: 128, N: 50, G: 64, xStride: 128, yStride: 50, threads: 1, misalign: true },
+      { rows: 70, K: 256, N: 101, G: 128, xStride: 260, yStride: 103, threads: 2, misalign: false },
+      { rows: 1, K: 512, N: 389, G: 32, xStride: 512, yStride: 389, threads: 2, misalign: true },
+      { rows: 6, K: 384, N: 53, G: 128, xStride: 384, yStride: 53, threads: 1, misalign: false },
+    ]) {
+      test(`${isa} int4 group=${c.G} rows=${c.rows} K=${c.K} N=${c.N} threads=${c.threads} misalign=${c.misalign}`, () => {
+        const seed = 13 + c.rows * 1000 + c.K * 7 + c.N;
+        const x = randomArray(c.rows * c.xStride, seed, -3, 3);
+        const random = rng(seed + 1);
+        const codes = Int8Array.from({ length: c.N * c.K }, () => Math.floor(random() * 16) - 8);
+        const groups = c.K / c.G;
+        // Scales of both signs (the Q4_0 rule gives negative ones), as bfloat16 bits.
+        const scaleValues = randomArray(c.N * groups, seed + 2, -0.05, 0.05);
+        const scales = Uint16Array.from(scaleValues, (v) => encodeHalf(v, BF16));
+        const bias = randomArray(c.N, seed + 3);
+        const y = testing.linearInt4({
+          x, rows: c.rows, K: c.K, N: c.N, groupSize: c.G, xStride: c.xStride, yStride: c.yStride,
+          codes: packInt4(codes, c.N, c.K), scales, bias, isa, threads: c.threads, misalign: c.misalign,
+        });
+        const decoded = Float64Array.from(codes, (q, i) => {
+          const n = Math.floor(i / c.K);
+          return q * decodeHalf(scales[n * groups + Math.floor((i % c.K) / c.G)], BF16);
+        });
+        const { want, tol } = reference(x, c.rows, c.K, c.xStride, decoded, c.N, bias, c.yStride);
+        expectClose(y, want, tol, 'linear');
+      });
+    }
+  }
+
+  test('int4 arguments are checked: group size, codes and scales lengths', () => {
+    const x = new Float32Array(2 * 64);
+    const ok = { x, rows: 2, K: 64, N: 2, groupSize: 32, codes: new Uint8Array(64), scales: new Uint16Array(4) };
+    expect(testing.linearInt4(ok)).toHaveLength(4);
+    expectError(() => testing.linearInt4({ ...ok, groupSize: 48 }), 'RangeError');
+    expectError(() => testing.linearInt4({ ...ok, groupSize: 128 }), 'RangeError');
+    expectError(() => testing.linearInt4({ ...ok, codes: new Uint8Array(63) }), 'RangeError');
+    expectError(() => testing.linearInt4({ ...ok, scales: new Uint16Array(2) }), 'RangeError');
+    expectError(() => testing.linearInt4({ ...ok, scales: new Float32Array(4) as never }), 'TypeError');
+  });
+
   test('int8 weights need their scales, and only they take scales', () => {
     const x = new Float32Array(6);
     expectError(() => testing.linear({ x, rows: 2, K: 3, N: 2, weight: new Int8Array(6), weightDtype: 'int8' }), 'TypeError');

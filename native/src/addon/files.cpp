@@ -107,15 +107,13 @@ class ArgReader {
     return true;
   }
 
-  // int8 and float8_e4m3fn (quantized weights) only where `allowInt8`: engine weights, not safetensors files.
-  bool dtype(const Napi::Value& v, const std::string& what, kiln::DType* out, bool allowInt8 = false) {
+  // int8, int4 and float8_e4m3fn (quantized weights) only where `allowQuantized`: engine weights, not safetensors files.
+  bool dtype(const Napi::Value& v, const std::string& what, kiln::DType* out, bool allowQuantized = false) {
     std::string name;
     if (!string(v, what, &name)) return false;
-    const bool known = kiln::parseDTypeName(name, out);
-    const bool quantized = known && (*out == kiln::DType::I8 || *out == kiln::DType::F8E4M3);
-    if (!known || *out == kiln::DType::I32 || (quantized && !allowInt8)) {
-      return fail(what + " must be \"float32\", \"float16\"" + (allowInt8 ? ", \"bfloat16\", \"int8\" or \"float8_e4m3fn\"" : " or \"bfloat16\"") +
-                  ", got \"" + name + "\"");
+    if (!kiln::parseDTypeName(name, out) || *out == kiln::DType::I32 || (kiln::isQuantizedType(*out) && !allowQuantized)) {
+      return fail(what + " must be \"float32\", \"float16\"" +
+                  (allowQuantized ? ", \"bfloat16\", \"int8\", \"int4\" or \"float8_e4m3fn\"" : " or \"bfloat16\"") + ", got \"" + name + "\"");
     }
     return true;
   }
@@ -423,8 +421,16 @@ Napi::Value WriteEngine(const Napi::CallbackInfo& info) {
       kiln::EngineWeightSpec spec;
       if (!args.element(list, i, &item) || !args.object(item, w, &obj)) return false;
       if (!args.get(obj, "name", &field) || !args.nonEmptyString(field, w + ".name", &spec.name)) return false;
-      if (!args.get(obj, "dtype", &field) || !args.dtype(field, w + ".dtype", &spec.dtype, /*allowInt8=*/true)) return false;
+      if (!args.get(obj, "dtype", &field) || !args.dtype(field, w + ".dtype", &spec.dtype, /*allowQuantized=*/true)) return false;
       if (!args.get(obj, "shape", &field) || !args.shape(field, w + ".shape", &spec.shape)) return false;
+      // int4: the group size (checked against the header's entry, and the shape, by writeEngineFile).
+      if (!args.get(obj, "groupSize", &field)) return false;
+      if (!field.IsUndefined()) {
+        if (spec.dtype != kiln::DType::I4) return args.fail(w + ".groupSize is for int4 weights only");
+        if (!args.integer(field, w + ".groupSize", &spec.groupSize)) return false;
+      } else if (spec.dtype == kiln::DType::I4) {
+        return args.fail(w + ".groupSize is required for int4 weights");
+      }
       if (!args.get(obj, "data", &data) || !args.get(obj, "sources", &sources)) return false;
       if (!data.IsUndefined() == !sources.IsUndefined()) {
         return args.fail(w + " must have exactly one of `sources` and `data`");

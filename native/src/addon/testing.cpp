@@ -342,6 +342,47 @@ Napi::Value Linear(const Napi::CallbackInfo& info) {
   return y;
 }
 
+// linearInt4Kernel on the engine's int4 layout (dtype.h): `codes` [N * K / 2] packed nibbles, `scales`
+// [N * K / groupSize] bfloat16 bits, copied behind the codes as in an engine; `misalign` puts the pair at an
+// odd address, so the kernel's unaligned-scales copy runs.
+Napi::Value LinearInt4(const Napi::CallbackInfo& info) {
+  Options o(info, "linearInt4");
+  Napi::Env env = info.Env();
+  float *x, *bias;
+  uint8_t* codes;
+  uint16_t* scales;
+  int64_t xLen, biasLen, codesLen, scalesLen, rows, K, N, G, xStride, yStride;
+  KernelEnv ke;
+  bool misalign;
+  if (!o.ok() || !o.integer("rows", &rows, 0) || !o.integer("K", &K, 0) || !o.integer("N", &N, 0) ||
+      !o.integer("groupSize", &G, 1) || !o.integer("xStride", &xStride, 0, true, K) ||
+      !o.integer("yStride", &yStride, 0, true, N)) {
+    return env.Undefined();
+  }
+  if (G % kiln::kInt4Block != 0 || K % G != 0) {
+    o.range(o.where("groupSize") + " must be a multiple of 32 dividing K");
+    return env.Undefined();
+  }
+  if (!o.typed("x", napi_float32_array, "Float32Array", &x, &xLen) || !o.matrix("x", xLen, rows, K, xStride) ||
+      !o.typed("codes", napi_uint8_array, "Uint8Array", &codes, &codesLen) || !o.exactLength("codes", codesLen, N * K / 2) ||
+      !o.typed("scales", napi_uint16_array, "Uint16Array", &scales, &scalesLen) ||
+      !o.exactLength("scales", scalesLen, N * (K / G)) ||
+      !o.typed("bias", napi_float32_array, "Float32Array", &bias, &biasLen, true) ||
+      (bias && !o.exactLength("bias", biasLen, N)) || !o.matrix("yStride", rows * yStride, rows, N, yStride) ||
+      !o.boolean("misalign", &misalign, false) || !o.kernelEnv(&ke)) {
+    return env.Undefined();
+  }
+  const size_t at = misalign ? 1 : 0;
+  std::vector<uint8_t> packed(at + static_cast<size_t>(codesLen + 2 * scalesLen) + 64);
+  // std::vector's storage is at least 16-byte aligned; `at` decides the scales' alignment.
+  std::memcpy(packed.data() + at, codes, static_cast<size_t>(codesLen));
+  std::memcpy(packed.data() + at + codesLen, scales, static_cast<size_t>(2 * scalesLen));
+  Napi::Float32Array y;
+  if (!newOutput(env, rows * yStride, &y)) return env.Undefined();
+  kiln::linearInt4Kernel(ke, x, rows, xStride, packed.data() + at, N, K, G, bias, y.Data(), yStride);
+  return y;
+}
+
 Napi::Value RmsNorm(const Napi::CallbackInfo& info) {
   Options o(info, "rmsNorm");
   Napi::Env env = info.Env();
@@ -768,6 +809,7 @@ void InitTesting(Napi::Env env, Napi::Object exports) {
   t.Set("f16ToF32", Napi::Function::New(env, F16ToF32, "f16ToF32"));
   t.Set("embedding", Napi::Function::New(env, Embedding, "embedding"));
   t.Set("linear", Napi::Function::New(env, Linear, "linear"));
+  t.Set("linearInt4", Napi::Function::New(env, LinearInt4, "linearInt4"));
   t.Set("rmsNorm", Napi::Function::New(env, RmsNorm, "rmsNorm"));
   t.Set("add", Napi::Function::New(env, Add, "add"));
   t.Set("mul", Napi::Function::New(env, Mul, "mul"));

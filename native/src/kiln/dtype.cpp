@@ -9,6 +9,7 @@ bool parseDTypeName(const std::string& name, DType* out) {
   else if (name == "int32") *out = DType::I32;
   else if (name == "int8") *out = DType::I8;
   else if (name == "float8_e4m3fn") *out = DType::F8E4M3;
+  else if (name == "int4") *out = DType::I4;
   else return false;
   return true;
 }
@@ -21,6 +22,7 @@ const char* dtypeName(DType t) {
     case DType::I32: return "int32";
     case DType::I8: return "int8";
     case DType::F8E4M3: return "float8_e4m3fn";
+    case DType::I4: return "int4";
   }
   return "unknown";
 }

@@ -15,20 +15,33 @@ namespace kiln {
 //
 // F8E4M3 ("float8_e4m3fn") is the FP8 weight type (issue 10, decision 0015; kiln/fp8.h): a matrix [N, K]
 // is N * K e4m3 codes, row-major, then one float32 scale for the whole matrix: w[n, k] = e4m3(c[n, k]) *
-// scale. Its linears quantize their activations to e4m3 too, per row, on every call. (5 is left for int4.)
-enum class DType : uint8_t { F32 = 0, F16 = 1, BF16 = 2, I32 = 3, I8 = 4, F8E4M3 = 6 };
+// scale. Its linears quantize their activations to e4m3 too, per row, on every call.
+//
+// I4 ("int4") is the other weight-only type (issue 12 on the CPU, issue 10 on the GPU; decision 0014): an
+// int4 matrix [N, K] with group size G (a multiple of 32 dividing K, recorded per weight as "groupSize") is
+// N rows of K / 2 bytes, then N * (K / G) bfloat16 scales, row-major (row n's groups in order).
+// A row is blocks of 32 elements in 16 bytes: byte j of a block holds element j in its low nibble and
+// element j + 16 in its high nibble, each as q + 8 with q in [-8, 7]. w[n, k] = q[n, k] * scale[n, k / G].
+// Nothing but linear matrices is ever int4; dtypeSize is meaningless for it (int4Bytes is the size).
+enum class DType : uint8_t { F32 = 0, F16 = 1, BF16 = 2, I32 = 3, I8 = 4, I4 = 5, F8E4M3 = 6 };
 
 inline size_t dtypeSize(DType t) {
-  return t == DType::F16 || t == DType::BF16 ? 2 : t == DType::I8 || t == DType::F8E4M3 ? 1 : 4;
+  return t == DType::F16 || t == DType::BF16 ? 2 : t == DType::I8 || t == DType::F8E4M3 || t == DType::I4 ? 1 : 4;
 }
 // The per-row scales after an int8 matrix of `rows` rows (0 for other types).
 inline uint64_t int8ExtraBytes(DType t, uint64_t rows) { return t == DType::I8 ? rows * 4 : 0; }
 // The one float32 scale after an FP8 matrix (0 for other types).
 inline uint64_t fp8ExtraBytes(DType t) { return t == DType::F8E4M3 ? 4 : 0; }
 // True for a weight-only (quantized) storage type, which is never an activation.
-inline bool isQuantizedType(DType t) { return t == DType::I8 || t == DType::F8E4M3; }
+inline bool isQuantizedType(DType t) { return t == DType::I8 || t == DType::I4 || t == DType::F8E4M3; }
 
-// Kiln's names ("float32", "float16", "bfloat16", "int32", "int8", "float8_e4m3fn"); false when unknown.
+// int4 layout constants (above): elements per 16-byte block, and the bytes of a whole [N, K] matrix of
+// group size G (codes then scales); the caller has checked K % G == 0 and G % kInt4Block == 0.
+constexpr int64_t kInt4Block = 32;
+inline uint64_t int4CodeBytes(uint64_t N, uint64_t K) { return N * (K / 2); }
+inline uint64_t int4Bytes(uint64_t N, uint64_t K, uint64_t G) { return int4CodeBytes(N, K) + N * (K / G) * 2; }
+
+// Kiln's names ("float32", "float16", "bfloat16", "int32", "int8", "int4", "float8_e4m3fn"); false when unknown.
 bool parseDTypeName(const std::string& name, DType* out);
 const char* dtypeName(DType t);
 
@@ -78,6 +91,7 @@ inline float loadAsF32(const void* data, DType t, size_t i) {
     }
     case DType::I8: return static_cast<float>(static_cast<int8_t>(bytes[i]));  // the unscaled value
     case DType::F8E4M3: return e4m3ToF32(bytes[i]);  // likewise
+    case DType::I4: return 0.0f;  // never read element-wise: its elements are nibbles (linearInt4Kernel)
   }
   return 0.0f;
 }

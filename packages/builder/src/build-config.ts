@@ -6,6 +6,9 @@ import type { BuildConfig, BuildConfigCommon } from './types';
 /** The compute capability a cuda build defaults to when no device is visible: Hopper (H100, H200). */
 export const FALLBACK_COMPUTE_CAPABILITY = '9.0';
 
+/** The largest int4 group size a build accepts (the native reader takes up to 65536). */
+const MAX_GROUP_SIZE = 4096;
+
 function checkInteger(name: keyof BuildConfigCommon, value: number, min: number, max: number): number {
   if (!Number.isSafeInteger(value) || value < min || value > max) {
     throw new RangeError(`build config: ${name} must be an integer in [${min}, ${max}], got ${value}`);
@@ -27,7 +30,7 @@ export function defaultComputeCapability(): string {
  * `checkpointDType` is the storage dtype of the checkpoint's weights: the default `dtype`.
  */
 export function resolveBuildConfig(partial: Partial<BuildConfig> = {}, model: BaseModelConfig, checkpointDType: WeightDType): BuildConfig {
-  const given = partial as Partial<Record<'target' | 'isa' | 'computeCapability' | 'dtype' | 'quantization' | 'bf16LinearInputs', unknown>>;
+  const given = partial as Partial<Record<'target' | 'isa' | 'computeCapability' | 'dtype' | 'quantization' | 'groupSize' | 'bf16LinearInputs', unknown>>;
   const target = given.target ?? 'cpu';
   if (target !== 'cpu' && target !== 'cuda') throw new RangeError(`build config: target must be "cpu" or "cuda", got ${JSON.stringify(target)}`);
   const dtype = given.dtype ?? checkpointDType;
@@ -49,9 +52,19 @@ export function resolveBuildConfig(partial: Partial<BuildConfig> = {}, model: Ba
 
   // Absent rather than "none" when off, so configs (and build hashes) without quantization stay as they were.
   const quantization = given.quantization === 'none' ? undefined : given.quantization;
-  if (quantization !== undefined && quantization !== 'int8' && quantization !== 'fp8') {
-    throw new RangeError(`build config: quantization must be "int8", "fp8" or "none", got ${JSON.stringify(quantization)}`);
+  if (quantization !== undefined && quantization !== 'int8' && quantization !== 'int4' && quantization !== 'fp8') {
+    throw new RangeError(`build config: quantization must be "int8", "int4", "fp8" or "none", got ${JSON.stringify(quantization)}`);
   }
+  // int4's group size (decision 0014): input features per scale, a multiple of 32 (one packed block).
+  // Defaults: 32 on the CPU (issue 12, llama.cpp's Q4_0 block), 128 on cuda (issue 10, TensorRT-LLM's W4A16).
+  if (given.groupSize !== undefined && quantization !== 'int4') {
+    throw new RangeError('build config: groupSize applies to quantization "int4" only');
+  }
+  const groupSize = quantization === 'int4' ? (given.groupSize ?? (target === 'cuda' ? 128 : 32)) : undefined;
+  if (groupSize !== undefined && (typeof groupSize !== 'number' || !Number.isSafeInteger(groupSize) || groupSize < 32 || groupSize > MAX_GROUP_SIZE || groupSize % 32 !== 0)) {
+    throw new RangeError(`build config: groupSize must be a multiple of 32 in [32, ${MAX_GROUP_SIZE}], got ${JSON.stringify(groupSize)}`);
+  }
+  const quantized = quantization ? { quantization, ...(groupSize !== undefined ? { groupSize } : {}) } : {};
   if (target === 'cpu') {
     if (given.computeCapability !== undefined) throw new RangeError('build config: computeCapability applies to target "cuda" only');
     // Asked of the CPU only when not given, so a build for another machine's ISA needs no probing.
@@ -64,7 +77,7 @@ export function resolveBuildConfig(partial: Partial<BuildConfig> = {}, model: Ba
     if (bf16LinearInputs && (dtype !== 'bfloat16' || quantization)) {
       throw new RangeError('build config: bf16LinearInputs applies to bfloat16 weights only (dtype "bfloat16", no quantization)');
     }
-    return { target, ...common, isa, ...(quantization ? { quantization } : {}), ...(bf16LinearInputs ? { bf16LinearInputs: true as const } : {}) };
+    return { target, ...common, isa, ...quantized, ...(bf16LinearInputs ? { bf16LinearInputs: true as const } : {}) };
   }
   if (given.bf16LinearInputs !== undefined && given.bf16LinearInputs !== false) {
     throw new RangeError('build config: bf16LinearInputs applies to target "cpu" only (cuda engines read GEMM inputs in their activation dtype anyway)');
@@ -83,6 +96,12 @@ export function resolveBuildConfig(partial: Partial<BuildConfig> = {}, model: Ba
       'build config: quantization "fp8" on target "cuda" is experimental (its kernels have not been run on a GPU yet): set KILN_EXPERIMENTAL_CUDA_FP8=1 to build one',
     );
   }
+  // Likewise the cuda int4 kernels (kernels/gemv_int4.cu; test/cuda/int4.test.mjs).
+  if (quantization === 'int4' && process.env.KILN_EXPERIMENTAL_CUDA_INT4 !== '1') {
+    throw new RangeError(
+      'build config: quantization "int4" on target "cuda" is experimental (its kernels have not been run on a GPU yet): set KILN_EXPERIMENTAL_CUDA_INT4=1 to build one',
+    );
+  }
   const computeCapability = given.computeCapability ?? defaultComputeCapability();
   if (typeof computeCapability !== 'string' || !/^\d+\.\d+$/.test(computeCapability)) {
     throw new RangeError(`build config: computeCapability must be "major.minor" (e.g. "9.0"), got ${JSON.stringify(computeCapability)}`);
@@ -91,7 +110,7 @@ export function resolveBuildConfig(partial: Partial<BuildConfig> = {}, model: Ba
   if (quantization === 'fp8' && Number(computeCapability) < 8.9) {
     throw new RangeError(`build config: quantization "fp8" needs computeCapability 8.9 or newer (FP8 tensor cores), got "${computeCapability}"`);
   }
-  return { target, ...common, computeCapability, ...(quantization ? { quantization } : {}) };
+  return { target, ...common, computeCapability, ...quantized };
 }
 
 /**

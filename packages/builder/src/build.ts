@@ -66,8 +66,8 @@ export async function buildEngine(options: BuildOptions): Promise<BuildResult> {
       graph,
       buildConfig.dtype,
       buildConfig.target === 'cpu'
-        ? { quantization: buildConfig.quantization, bf16LinearInputs: buildConfig.bf16LinearInputs }
-        : { quantization: buildConfig.quantization },
+        ? { quantization: buildConfig.quantization, groupSize: buildConfig.groupSize, bf16LinearInputs: buildConfig.bf16LinearInputs }
+        : { quantization: buildConfig.quantization, groupSize: buildConfig.groupSize },
     );
     report({ stage: 'lower', message: `${where}${program.ops.length} ops, ${program.weights.length} weights` });
 
@@ -105,7 +105,12 @@ export async function buildEngine(options: BuildOptions): Promise<BuildResult> {
     }
     // Each quantized matrix's error against its float weights, kept beside the engine.
     if (quantization.length > 0) {
-      await fs.writeFile(path.join(tempDir, QUANTIZATION_REPORT_FILE), `${JSON.stringify({ method: QUANTIZATION_METHODS[buildConfig.quantization ?? 'int8'], weights: quantization }, null, 2)}\n`);
+      // The method names the format (int4's with its group size: decision 0014).
+      const groupSize = buildConfig.quantization === 'int4' ? { groupSize: buildConfig.groupSize } : {};
+      await fs.writeFile(
+        path.join(tempDir, QUANTIZATION_REPORT_FILE),
+        `${JSON.stringify({ method: QUANTIZATION_METHODS[buildConfig.quantization ?? 'int8'], ...groupSize, weights: quantization }, null, 2)}\n`,
+      );
     }
     const engineConfig = {
       format: ENGINE_DIR_FORMAT,
@@ -138,6 +143,7 @@ export async function buildEngine(options: BuildOptions): Promise<BuildResult> {
 /** quantization.json's `method` for each build config `quantization`. */
 const QUANTIZATION_METHODS = {
   int8: 'int8 per-channel',
+  int4: 'int4 per-group',
   fp8: 'float8_e4m3fn per-tensor weights (activations per-row dynamic at run time)',
 } as const;
 

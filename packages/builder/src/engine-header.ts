@@ -28,7 +28,8 @@ export interface EngineHeader {
   outputs: { logits?: number };
   /** Tensor/pipeline-parallel engines only: this file's rank (rank = ppRank * tpSize + tpRank). */
   mapping?: { tpSize: number; ppSize: number; rank: number };
-  weights: Array<{ name: string; dtype: string; shape: number[]; offset: number; byteLength: number }>;
+  /** groupSize: int4 weights only (input features per scale). */
+  weights: Array<{ name: string; dtype: string; shape: number[]; groupSize?: number; offset: number; byteLength: number }>;
   ops: Array<{ op: string; inputs: number[]; outputs: number[]; weights: Record<string, number>; attrs: Record<string, number | boolean | string> }>;
 }
 
@@ -54,15 +55,20 @@ export function assembleEngine(
   const weights: EngineHeader['weights'] = [];
   const specs: EngineWeightSpec[] = [];
   for (const entry of program.weights) {
-    // int8 matrices [N, K] carry N float32 row scales after their codes; FP8 matrices one float32 scale.
-    const scaleBytes = entry.dtype === 'int8' ? 4 * entry.shape[0] : entry.dtype === 'float8_e4m3fn' ? 4 : 0;
-    const byteLength = entry.shape.reduce((a, b) => a * b, 1) * ELEMENT_BYTES[entry.dtype] + scaleBytes;
-    weights.push({ name: entry.name, dtype: entry.dtype, shape: entry.shape, offset, byteLength });
+    // int8 matrices [N, K] carry N float32 row scales after their codes; FP8 matrices one float32 scale;
+    // int4 matrices are K / 2 bytes a row, then N * K / groupSize bfloat16 scales (native/src/kiln/dtype.h).
+    const elements = entry.shape.reduce((a, b) => a * b, 1);
+    const byteLength =
+      entry.dtype === 'int4'
+        ? elements / 2 + 2 * (elements / entry.groupSize)
+        : elements * ELEMENT_BYTES[entry.dtype] + (entry.dtype === 'int8' ? 4 * entry.shape[0] : entry.dtype === 'float8_e4m3fn' ? 4 : 0);
+    const groupSize = entry.dtype === 'int4' ? { groupSize: entry.groupSize } : {};
+    weights.push({ name: entry.name, dtype: entry.dtype, shape: entry.shape, ...groupSize, offset, byteLength });
     offset = align64(offset + byteLength);
     specs.push(
       'data' in entry
         ? { name: entry.name, dtype: 'float32', shape: entry.shape, data: entry.data }
-        : { name: entry.name, dtype: entry.dtype, shape: entry.shape, sources: entry.sources.map((tensor) => ({ file: weightsFile, tensor })) },
+        : { name: entry.name, dtype: entry.dtype, shape: entry.shape, ...groupSize, sources: entry.sources.map((tensor) => ({ file: weightsFile, tensor })) },
     );
   }
 

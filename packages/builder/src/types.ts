@@ -46,10 +46,15 @@ export interface CpuBuildConfig extends BuildConfigCommon {
    * Weight-only quantization of the linear matrices (TensorRT-LLM's W8A16): "int8" stores each as int8
    * codes with a float32 scale per output channel (symmetric, max |w| / 127), activations stay 16/32-bit.
    * Embeddings, norms and biases keep `dtype`. Absent: none. The build reports each matrix's error
-   * (quantization.json in the engine directory). "fp8": FP8 e4m3 weights with one scale per matrix and
-   * activations quantized per row at run time (decision 0015), the reference of the cuda fp8 engines.
+   * (quantization.json in the engine directory). "int4" (TensorRT-LLM's W4A16, llama.cpp's Q4_0 rule):
+   * 4-bit codes with a bfloat16 scale per output channel and group of `groupSize` input features
+   * (decision 0014); every linear's input width must be a multiple of the group size. "fp8": FP8 e4m3
+   * weights with one scale per matrix and activations quantized per row at run time (decision 0015), the
+   * reference of the cuda fp8 engines.
    */
-  quantization?: 'int8' | 'fp8';
+  quantization?: 'int8' | 'int4' | 'fp8';
+  /** int4 only: input features per scale, a multiple of 32 (default 32 on the CPU, 128 on cuda). */
+  groupSize?: number;
   /**
    * bfloat16 engines only: linears read their input rounded to bfloat16, as cuda engines store it, so
    * CPUs with AVX512_BF16 multiply bfloat16 pairs at twice the float32 rate (prefill). Logits then differ
@@ -68,11 +73,14 @@ export interface CudaBuildConfig extends BuildConfigCommon {
   computeCapability: string;
   /**
    * Weight-only int8 linears (W8A16, as on the CPU): the decode GEMV streams half the bytes of bfloat16;
-   * prefill widens the codes for cuBLASLt. "fp8": FP8 e4m3 weights (one float32 scale per matrix) and
+   * prefill widens the codes for cuBLASLt. "int4" (W4A16, group `groupSize`): a quarter of the bytes; the
+   * same format as on the CPU (decision 0014). "fp8": FP8 e4m3 weights (one float32 scale per matrix) and
    * activations (one dynamic scale per row, computed on the device each call), multiplied by cuBLASLt's
    * FP8 GEMM on sm_90 or an FP8 GEMV for decode rows (decision 0015). Absent: none.
    */
-  quantization?: 'int8' | 'fp8';
+  quantization?: 'int8' | 'int4' | 'fp8';
+  /** int4 only: input features per scale, a multiple of 32 (default 128). */
+  groupSize?: number;
 }
 
 /**
@@ -102,7 +110,7 @@ export interface BuildOptions {
 
 export interface BuildResult {
   engineDir: string;
-  /** Quantized builds: each int8 matrix's error against its float weights (also in quantization.json). */
+  /** Quantized builds: each int8 or int4 matrix's error against its float weights (also in quantization.json). */
   quantization?: QuantizationErrorReport[];
   /** True when an existing engine with the same build hash was reused. */
   cached: boolean;

@@ -55,7 +55,7 @@ describe('resolveBuildConfig', () => {
     expect(resolve({ quantization: 'int8' })).toMatchObject({ target: 'cpu', quantization: 'int8' });
     expect(resolve({ quantization: 'none' })).toEqual(resolve({}));
     expect(resolve({})).not.toHaveProperty('quantization');
-    expect(() => resolve({ quantization: 'int4' })).toThrow('build config: quantization must be "int8", "fp8" or "none", got "int4"');
+    expect(() => resolve({ quantization: 'int3' as never })).toThrow('build config: quantization must be "int8", "int4", "fp8" or "none", got "int3"');
     expect(() => resolve({ target: 'cuda', computeCapability: '9.0', quantization: 'int8' })).toThrow('set KILN_EXPERIMENTAL_CUDA_INT8=1');
     process.env.KILN_EXPERIMENTAL_CUDA_INT8 = '1';
     try {
@@ -64,7 +64,6 @@ describe('resolveBuildConfig', () => {
       delete process.env.KILN_EXPERIMENTAL_CUDA_INT8;
     }
     expect(resolve({ target: 'cuda', computeCapability: '9.0', quantization: 'none' })).not.toHaveProperty('quantization');
-    expect(() => resolve({ target: 'cuda', computeCapability: '9.0', quantization: 'int4' })).toThrow('quantization must be "int8", "fp8" or "none"');
   });
 
   it('takes fp8 on the cpu (the reference) and on cuda 8.9+ behind KILN_EXPERIMENTAL_CUDA_FP8=1', () => {
@@ -77,6 +76,25 @@ describe('resolveBuildConfig', () => {
       expect(() => resolve({ target: 'cuda', computeCapability: '8.0', quantization: 'fp8' })).toThrow('needs computeCapability 8.9 or newer');
     } finally {
       delete process.env.KILN_EXPERIMENTAL_CUDA_FP8;
+    }
+  });
+
+  it('takes int4 with a group size: 32 by default on the cpu, 128 on cuda (behind KILN_EXPERIMENTAL_CUDA_INT4)', () => {
+    expect(resolve({ quantization: 'int4' })).toMatchObject({ target: 'cpu', quantization: 'int4', groupSize: 32 });
+    expect(resolve({ quantization: 'int4', groupSize: 128 })).toMatchObject({ quantization: 'int4', groupSize: 128 });
+    expect(resolve({ quantization: 'int8' })).not.toHaveProperty('groupSize');
+    expect(() => resolve({ quantization: 'int8', groupSize: 32 })).toThrow('build config: groupSize applies to quantization "int4" only');
+    expect(() => resolve({ groupSize: 32 })).toThrow('groupSize applies to quantization "int4" only');
+    for (const bad of [48, 0, 16, 8192, 32.5, '32']) {
+      expect(() => resolve({ quantization: 'int4', groupSize: bad as number })).toThrow('build config: groupSize must be a multiple of 32 in [32, 4096]');
+    }
+    expect(() => resolve({ target: 'cuda', computeCapability: '9.0', quantization: 'int4' })).toThrow('set KILN_EXPERIMENTAL_CUDA_INT4=1');
+    process.env.KILN_EXPERIMENTAL_CUDA_INT4 = '1';
+    try {
+      expect(resolve({ target: 'cuda', computeCapability: '9.0', quantization: 'int4' })).toMatchObject({ target: 'cuda', quantization: 'int4', groupSize: 128 });
+      expect(resolve({ target: 'cuda', computeCapability: '9.0', quantization: 'int4', groupSize: 64 })).toMatchObject({ groupSize: 64 });
+    } finally {
+      delete process.env.KILN_EXPERIMENTAL_CUDA_INT4;
     }
   });
 

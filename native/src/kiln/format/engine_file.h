@@ -24,8 +24,12 @@ struct EngineWeight {
   std::vector<int64_t> shape;
   uint64_t offset = 0;      // relative to dataStart
   uint64_t byteLength = 0;
+  int64_t groupSize = 0;       // int4 only (dtype.h): input features per scale; 0 otherwise
   const void* data = nullptr;  // into the map, 64-byte aligned
 };
+
+// The largest int4 group size accepted (a group's scale covers at most this many input features).
+constexpr int64_t kMaxInt4GroupSize = 1 << 16;
 
 class EngineFile {
  public:
@@ -60,10 +64,12 @@ struct EngineWeightSpec {
   std::vector<TensorSourceSpec> sources;
   bool constant = false;
   std::vector<float> data;
+  int64_t groupSize = 0;  // int4 only: must equal the header entry's "groupSize"
 };
 
 // How far a quantized weight is from the float values it was made from: the largest error of an element
-// relative to its row's largest magnitude (the quantization step is that / 127 for int8), and the RMS
+// relative to its row's largest magnitude (the quantization step is that / 127 for int8; for int4 a group's
+// largest magnitude / 8), and the RMS
 // error relative to the RMS of the weight.
 struct QuantizationError {
   std::string name;
@@ -74,7 +80,7 @@ struct QuantizationError {
 struct WriteEngineResult {
   uint64_t checksum = 0;
   uint64_t fileSize = 0;
-  std::vector<QuantizationError> quantization;  // one per int8 or FP8 weight, in file order
+  std::vector<QuantizationError> quantization;  // one per int8, int4 or FP8 weight, in file order
 };
 
 // Per-row symmetric int8 quantization of w [rows, cols] (dtype.h's layout: q, then the scales).
@@ -85,6 +91,11 @@ QuantizationError quantizeRowsInt8(const std::string& name, const float* w, int6
 // scale; kiln/fp8.h's formulas). The error report is relative to the matrix's largest magnitude.
 QuantizationError quantizeTensorFp8(const std::string& name, const float* w, int64_t rows, int64_t cols, uint8_t* codes,
                                     float* scale);
+// Symmetric int4 quantization of w [rows, cols] in groups of `groupSize` columns (dtype.h's layout): `codes`
+// gets rows * cols / 2 bytes, `scales` rows * (cols / groupSize) bfloat16 bits. cols % groupSize == 0 and
+// groupSize % 32 == 0 are the caller's to check.
+QuantizationError quantizeGroupsInt4(const std::string& name, const float* w, int64_t rows, int64_t cols,
+                                     int64_t groupSize, uint8_t* codes, uint16_t* scales);
 
 // Writes a `.engine` file atomically. `headerJson` is parsed and its `weights` table must list exactly
 // `weights` (same order, names, dtypes, shapes; byteLength right; offsets multiples of 64, ascending and

@@ -32,6 +32,7 @@ const char* safetensorsCode(DType t) {
     case DType::I32: return "I32";
     case DType::I8: return "I8";
     case DType::F8E4M3: return "F8_E4M3";
+    case DType::I4: break;  // engine-only (dtype.h): never in a safetensors file
   }
   return "?";
 }
@@ -76,6 +77,7 @@ void castFromF32(const float* src, size_t n, DType out, void* dst) {
     case DType::I32:
     case DType::I8:      // int8 needs scales: quantizeRowsInt8 (engine_file.cpp)
     case DType::F8E4M3:  // so does FP8: quantizeTensorFp8
+    case DType::I4:      // and int4: quantizeGroupsInt4
       break;
   }
   throw std::logic_error("castFromF32: unsupported output dtype");

@@ -330,6 +330,7 @@ void Engine::configure(const EngineOptions& options) {
           ref.name = ew.name;
           ref.dtype = ew.dtype;
           ref.shape = ew.shape;
+          ref.groupSize = ew.groupSize;
           ref.data = backend_->weightAddress(ew.data);
           slots.emplace(m.first, std::move(ref));
         }

@@ -52,6 +52,7 @@ struct WeightRef {
   std::string name;
   DType dtype = DType::F32;
   std::vector<int64_t> shape;
+  int64_t groupSize = 0;  // int4 weights: input features per scale (EngineWeight::groupSize); else 0
   const void* data = nullptr;
 };
 

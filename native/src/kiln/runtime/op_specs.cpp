@@ -57,7 +57,12 @@ Linear linear(OpBinding& b) {
   b.expectCols(out, N, "output 0");
   const bool bf16Inputs = b.attrBool("bf16Inputs", false);
   if (bf16Inputs && w.dtype != DType::BF16) b.fail("attr bf16Inputs needs bfloat16 weights, not " + std::string(dtypeName(w.dtype)));
-  return {in, out, w.data, w.dtype, N, K, bias ? static_cast<const float*>(bias->data) : nullptr, bf16Inputs};
+  // int4: the engine file checked groupSize (a multiple of 32 dividing K) against the weight's bytes.
+  if (w.dtype == DType::I4 && (w.groupSize <= 0 || w.groupSize % kInt4Block != 0 || K % w.groupSize != 0)) {
+    b.fail("int4 weight \"" + w.name + "\" has group size " + std::to_string(w.groupSize) + ", which does not divide K = " + std::to_string(K));
+  }
+  return {in, out, w.data, w.dtype, N, K, bias ? static_cast<const float*>(bias->data) : nullptr, bf16Inputs,
+          w.dtype == DType::I4 ? w.groupSize : 0};
 }
 
 RmsNorm rmsNorm(OpBinding& b) {

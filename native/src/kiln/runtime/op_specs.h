@@ -39,6 +39,8 @@ struct Linear {
   // Attr bf16Inputs (bfloat16 weights only; default false): x is read rounded to bfloat16, as a cuda engine
   // stores it, so the CPU's AVX512_BF16 set can multiply bfloat16 pairs (decision 0012).
   bool bf16Inputs;
+  // int4 weights (dtype.h): input features per scale; 0 for other weight types.
+  int64_t groupSize;
 };
 Linear linear(OpBinding& b);
 

@@ -55,9 +55,10 @@ export interface LoweredProgram {
   views: Map<number, { of: number; colOffset: number }>;
 }
 
-/** The storage dtype of a quantizable matrix of this shape (fp8: decision 0015). */
-function quantizedDType(quantization: 'int8' | 'fp8', shape: readonly number[], lmHead: boolean): 'int8' | 'float8_e4m3fn' | undefined {
-  if (quantization === 'int8') return 'int8';
+/** The storage dtype of a quantizable matrix of this shape (int4: decision 0014; fp8: decision 0015). */
+function quantizedDType(quantization: 'int8' | 'int4' | 'fp8', shape: readonly number[], lmHead: boolean): 'int8' | 'int4' | 'float8_e4m3fn' | undefined {
+  // int8 and int4 quantize the LM head too (as llama.cpp's Q8_0 and Q4_0 files do); int4 checks K (lowerGraph).
+  if (quantization === 'int8' || quantization === 'int4') return quantization;
   // The LM head stays in the weight dtype, as TensorRT-LLM's FP8 recipes leave it: e4m3's 3 mantissa bits
   // on the last matrix go straight into the logits.
   return !lmHead && shape.length === 2 && shape[1] % 16 === 0 ? 'float8_e4m3fn' : undefined;
@@ -66,17 +67,18 @@ function quantizedDType(quantization: 'int8' | 'fp8', shape: readonly number[], 
 /**
  * Lowers every node; `weightDType` is the engine's weight dtype (the build's `dtype`): parameters are
  * packed in it, except those a lowering asks to keep in float32 (biases), and linear matrices when
- * `options.quantization` is 'int8' (the writer quantizes them per row) or 'fp8' (float8_e4m3fn, one scale
- * per matrix; matrices whose K is not a multiple of 16, which cuBLASLt's FP8 GEMM needs, keep the weight
- * dtype on every target so cpu and cuda engines stay alike). `options.bf16LinearInputs`: linears read their
- * input rounded to bfloat16.
+ * `options.quantization` is 'int8' (the writer quantizes them per row), 'int4' (per row and group of
+ * `options.groupSize` input features: each matrix's K must be a multiple of it) or 'fp8' (float8_e4m3fn, one
+ * scale per matrix; matrices whose K is not a multiple of 16, which cuBLASLt's FP8 GEMM needs, keep the
+ * weight dtype on every target so cpu and cuda engines stay alike). `options.bf16LinearInputs`: linears read
+ * their input rounded to bfloat16.
  */
 export function lowerGraph(
   graph: Graph,
   weightDType: 'float32' | 'float16' | 'bfloat16',
-  options: { quantization?: 'int8' | 'fp8'; bf16LinearInputs?: boolean } = {},
+  options: { quantization?: 'int8' | 'int4' | 'fp8'; groupSize?: number; bf16LinearInputs?: boolean } = {},
 ): LoweredProgram {
-  const { quantization } = options;
+  const { quantization, groupSize = 32 } = options;
   const weights: WeightEntry[] = [];
   const weightIndex = new Map<string, number>();
   const views = new Map<number, { of: number; colOffset: number }>();
@@ -91,8 +93,19 @@ export function lowerGraph(
       const name = value.name ?? `%${id}`;
       const key = `${name}:${dtype}`;
       let index = weightIndex.get(key);
+      if (index === undefined && dtype === 'int4') {
+        const [N, K] = value.shape as number[];
+        if (value.shape.length !== 2 || K % groupSize !== 0) {
+          throw new Error(
+            `int4 quantization: "${name}" [${value.shape.join(', ')}] has ${K} input features, not a multiple of the group size ${groupSize} ` +
+              '(build with a --group-size that divides it, or without int4)',
+          );
+        }
+        index = weights.push({ name, dtype, shape: [N, K], sources: value.sources, groupSize }) - 1;
+        weightIndex.set(key, index);
+      }
       if (index === undefined) {
-        index = weights.push({ name, dtype, shape: value.shape as number[], sources: value.sources }) - 1;
+        index = weights.push({ name, dtype: dtype as Exclude<typeof dtype, 'int4'>, shape: value.shape as number[], sources: value.sources }) - 1;
         weightIndex.set(key, index);
       }
       return index;

@@ -1,7 +1,7 @@
 import type { Lowering } from './types';
 
 // Biases are stored in float32: they are tiny and added after float32 accumulation. The matrix is what
-// quantization (build config `quantization`) turns into int8 or float8_e4m3fn.
+// quantization (build config `quantization`) turns into int8, int4 or float8_e4m3fn.
 export const lowerLinear: Lowering = (node, context) => {
   const [x, weight, bias] = node.inputs;
   // The linear that writes the logits is the LM head, which FP8 builds leave unquantized (decision 0015).

@@ -13,6 +13,8 @@ export interface LoweredOp {
 /** A weight of the engine: checkpoint tensors (concatenated along dim 0) or a constant the builder computed. */
 export type WeightEntry =
   | { name: string; dtype: 'float32' | 'float16' | 'bfloat16' | 'int8' | 'float8_e4m3fn'; shape: number[]; sources: string[] }
+  /** An int4 matrix [N, K]: codes in groups of `groupSize` input features, one scale each (decision 0014). */
+  | { name: string; dtype: 'int4'; shape: number[]; sources: string[]; groupSize: number }
   | { name: string; dtype: 'float32'; shape: number[]; data: Float32Array };
 
 export interface LoweringContext {
@@ -21,7 +23,7 @@ export interface LoweringContext {
   bf16LinearInputs: boolean;
   /**
    * The weight-table index of a parameter, stored in the engine's weight dtype (or float32 when `float32`
-   * is set, or int8 / float8_e4m3fn when `quantizable` is set and the build quantizes: linear matrices;
+   * is set, or int8 / int4 / float8_e4m3fn when `quantizable` is set and the build quantizes: linear matrices;
    * `lmHead` marks the matrix that makes the logits, which fp8 builds keep in the weight dtype).
    */
   parameter(id: number, options?: { float32?: boolean; quantizable?: boolean; lmHead?: boolean }): number;

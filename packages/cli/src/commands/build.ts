@@ -14,6 +14,7 @@ interface BuildFlags extends TargetFlags {
   gatherContextLogits?: boolean;
   tokensPerBlock?: string;
   quantization?: string;
+  groupSize?: string;
   bf16LinearInputs?: boolean;
   force?: boolean;
 }
@@ -33,7 +34,8 @@ export function parsePositiveInteger(flag: string, value: string): number {
 /**
  * `kiln build --checkpoint <checkpoint-dir> --output <engine-dir> [--target cpu|cuda] [--dtype D]
  * [--compute-capability X.Y] [--max-batch-size N] [--max-seq-len N] [--max-num-tokens N]
- * [--gather-context-logits] [--tokens-per-block N] [--quantization int8|fp8|none] [--bf16-linear-inputs] [--force]`
+ * [--gather-context-logits] [--tokens-per-block N] [--quantization int8|int4|fp8|none] [--group-size N]
+ * [--bf16-linear-inputs] [--force]`
  */
 export function registerBuildCommand(program: Command): void {
   const command = program
@@ -48,7 +50,8 @@ export function registerBuildCommand(program: Command): void {
     .option('--gather-context-logits', 'let requests return the logits of every prompt token')
     .option('--max-beam-width <n>', 'most beams of one beam search request, at most max-batch-size (default 1: no beam search)')
     .option('--tokens-per-block <n>', 'tokens per KV cache block (default 16)')
-    .option('--quantization <method>', 'quantization of the linear matrices: int8 (weight-only, per-channel scales), fp8 (e4m3 weights with a scale per matrix and activations with a dynamic scale per row; cuda on sm_89+, or cpu as its reference) or none (default none)')
+    .option('--quantization <method>', 'quantization of the linear matrices: int8 (weight-only, per-channel scales), int4 (weight-only, per-group scales), fp8 (e4m3 weights with a scale per matrix and activations with a dynamic scale per row; cuda on sm_89+, or cpu as its reference) or none (default none)')
+    .option('--group-size <n>', 'int4: input features per scale, a multiple of 32 (default 32 on cpu, 128 on cuda)')
     .option('--bf16-linear-inputs', 'cpu, --dtype bfloat16: linears read their input rounded to bfloat16, as cuda engines do (AVX512_BF16 prefill at twice the float32 rate; logits ~1e-3 from a float32-activation reference)')
     .option('--force', 'rebuild even when the output folder holds an engine with the same build hash')
     .action(async (flags: BuildFlags) => {
@@ -71,10 +74,14 @@ function buildConfigFromFlags(flags: BuildFlags): Partial<BuildConfig> {
   if (flags.tokensPerBlock !== undefined) config.tokensPerBlock = parsePositiveInteger('--tokens-per-block', flags.tokensPerBlock);
   if (flags.gatherContextLogits) config.gatherContextLogits = true;
   if (flags.quantization !== undefined) {
-    if (flags.quantization !== 'int8' && flags.quantization !== 'fp8' && flags.quantization !== 'none') {
-      throw new CliError(`--quantization: expected int8, fp8 or none, got ${JSON.stringify(flags.quantization)}`);
+    if (flags.quantization !== 'int8' && flags.quantization !== 'int4' && flags.quantization !== 'fp8' && flags.quantization !== 'none') {
+      throw new CliError(`--quantization: expected int8, int4, fp8 or none, got ${JSON.stringify(flags.quantization)}`);
     }
     if (flags.quantization !== 'none') (config as Partial<CpuBuildConfig | CudaBuildConfig>).quantization = flags.quantization;
+  }
+  if (flags.groupSize !== undefined) {
+    if (flags.quantization !== 'int4') throw new CliError('--group-size: applies to --quantization int4 only');
+    (config as Partial<CpuBuildConfig | CudaBuildConfig>).groupSize = parsePositiveInteger('--group-size', flags.groupSize);
   }
   if (flags.bf16LinearInputs) {
     if (config.target === 'cuda') throw new CliError('--bf16-linear-inputs: applies to --target cpu only');
@@ -101,12 +108,13 @@ async function runBuild(flags: BuildFlags, progress: ProgressLine): Promise<void
   progress.clear();
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;
   const c = result.config;
+  const weights = c.quantization ? `, ${c.quantization}${c.groupSize ? ` (group ${c.groupSize})` : ''} weights` : '';
   const settings =
     `maxBatchSize ${c.maxBatchSize}, maxSeqLen ${c.maxSeqLen}, maxNumTokens ${c.maxNumTokens}, ` +
     `tokensPerBlock ${c.tokensPerBlock}, gatherContextLogits ${c.gatherContextLogits}, ` +
     (c.target === 'cuda'
-      ? `cuda (compute capability ${c.computeCapability}, ${c.dtype}${c.quantization ? `, ${c.quantization} weights` : ''})`
-      : c.isa + (c.quantization ? `, ${c.quantization} weights` : '') + (c.bf16LinearInputs ? ', bfloat16 linear inputs' : ''));
+      ? `cuda (compute capability ${c.computeCapability}, ${c.dtype}${weights})`
+      : c.isa + weights + (c.bf16LinearInputs ? ', bfloat16 linear inputs' : ''));
   process.stdout.write(
     result.cached
       ? `Engine ${result.engineDir} is up to date (build ${result.buildHash}; ${settings}); --force rebuilds it\n`
@@ -117,7 +125,7 @@ async function runBuild(flags: BuildFlags, progress: ProgressLine): Promise<void
     const worst = [...result.quantization].sort((a, b) => b.rmsRelativeError - a.rmsRelativeError);
     const pct = (v: number) => `${(100 * v).toFixed(2)}%`;
     process.stdout.write(
-      `Quantized ${worst.length} matrices to ${c.quantization === 'fp8' ? 'float8_e4m3fn' : 'int8'}: RMS relative error ${pct(worst[worst.length - 1].rmsRelativeError)}-${pct(worst[0].rmsRelativeError)}, ` +
+      `Quantized ${worst.length} matrices to ${c.quantization === 'fp8' ? 'float8_e4m3fn' : (c.quantization ?? 'int8')}: RMS relative error ${pct(worst[worst.length - 1].rmsRelativeError)}-${pct(worst[0].rmsRelativeError)}, ` +
         `max element error ${pct(Math.max(...worst.map((q) => q.maxRelativeError)))} of its ${c.quantization === 'fp8' ? "matrix's" : "row's"} largest weight; per matrix in ${QUANTIZATION_REPORT_FILE}:\n` +
         worst.slice(0, 5).map((q) => `  ${q.name}: RMS ${pct(q.rmsRelativeError)}, max ${pct(q.maxRelativeError)}\n`).join(''),
     );

@@ -10,6 +10,12 @@
 namespace kiln {
 namespace avx512 {
 
+// y[r, n] for r in [r0, r1), n in [n0, n1) of linearInt4Kernel: `codes` the int4 matrix's nibbles (K / 2
+// bytes a row), `scales` its N * (K / G) bfloat16 scale bits.
+void linearTileInt4(const float* x, int64_t xStride, int64_t r0, int64_t r1, const uint8_t* codes,
+                    const uint16_t* scales, int64_t n0, int64_t n1, int64_t K, int64_t G, const float* bias, float* y,
+                    int64_t yStride);
+
 // y[r, n] for r in [r0, r1), n in [n0, n1) of linearKernel, float32 FMAs on weights widened to float32
 // (int8 codes too, their row's scale applied to the finished sum; `scales` [N], int8 only).
 void linearTile(const float* x, int64_t xStride, int64_t r0, int64_t r1, const void* w, DType wdt, int64_t n0,

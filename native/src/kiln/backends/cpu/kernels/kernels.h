@@ -48,6 +48,14 @@ void linearKernel(const KernelEnv& env, const float* x, int64_t rows, int64_t xS
 void linearFp8Kernel(const KernelEnv& env, const float* x, int64_t rows, int64_t xStride, const void* w, int64_t N,
                      int64_t K, const float* bias, float* y, int64_t yStride);
 
+// linearKernel for an int4 matrix w [N, K] of group size G (dtype.h's layout: K / 2 bytes of nibbles per
+// row, then N * (K / G) bfloat16 scales; K % G == 0, G % 32 == 0): y[r, n] = sum_k x[r, k] * q[n, k] *
+// scale[n, k / G] (+ bias[n]). Each set widens a block's codes, multiplies them by their group's scale
+// (exact in float32: a 4-bit code times a bfloat16 scale) and accumulates with float32 FMAs, so the result
+// is dequantize-then-multiply up to float32 summation order (linear_int4*.cpp).
+void linearInt4Kernel(const KernelEnv& env, const float* x, int64_t rows, int64_t xStride, const void* w, int64_t N,
+                      int64_t K, int64_t G, const float* bias, float* y, int64_t yStride);
+
 // y[r, :] = x[r, :] / sqrt(mean(x[r, :]^2) + eps) * (weightOffset + w[:]); w is [H] of type `wdt`.
 // (weightOffset is 0 for LLaMA, 1 for Gemma's (1 + w) norm.)
 void rmsNormKernel(const KernelEnv& env, const float* x, int64_t rows, int64_t xStride, const void* w, DType wdt,

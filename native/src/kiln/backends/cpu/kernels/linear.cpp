@@ -1,5 +1,6 @@
 #include <algorithm>
 #include <cstring>
+#include <stdexcept>
 #include <vector>
 
 #include "kiln/backends/cpu/kernels/avx2.h"
@@ -57,6 +58,8 @@ void linearKernel(const KernelEnv& env, const float* x, int64_t rows, int64_t xS
     linearFp8Kernel(env, x, rows, xStride, w, N, K, bias, y, yStride);
     return;
   }
+  // int4 matrices have their own layout and kernel (linearInt4Kernel); the op routes them there.
+  if (wdt == DType::I4) throw std::logic_error("linearKernel: int4 weights go to linearInt4Kernel");
   const int64_t featBlocks = (N + kFeatBlock - 1) / kFeatBlock;
   const int64_t rowBlocks = (rows + kRowBlock - 1) / kRowBlock;
   const bool roundX = bf16Activations && wdt == DType::BF16;

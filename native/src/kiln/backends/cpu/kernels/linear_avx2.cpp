@@ -163,6 +163,7 @@ void linearTile(const float* x, int64_t xStride, int64_t r0, int64_t r1, const v
     case DType::I8: tile<kI8>(x, xStride, r0, r1, w, n0, n1, K, scales, bias, y, yStride); return;
     case DType::I32:     // never routed here (see linearKernel)
     case DType::F8E4M3:  // linearFp8Kernel
+    case DType::I4:      // linearInt4Kernel (linear_int4_avx2.cpp)
       return;
   }
 }

@@ -84,6 +84,9 @@ void toF32(const void* data, DType t, int64_t n, float* out) {
       for (int64_t i = 0; i < n; ++i) out[i] = e4m3ToF32(p[i]);
       return;
     }
+    case DType::I4:  // packed nibbles with group scales: only linearInt4Kernel reads them
+      for (int64_t i = 0; i < n; ++i) out[i] = 0.0f;
+      return;
   }
 }
 

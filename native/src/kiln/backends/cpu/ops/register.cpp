@@ -36,6 +36,8 @@ void registerCpuOps(KernelRegistry& r) {
   r.registerOp("linear", "cpu", DType::I8, bindLinear);
   // FP8 e4m3 weights and activations (decision 0015): linears only, the reference of the cuda kernels.
   r.registerOp("linear", "cpu", DType::F8E4M3, bindLinear);
+  // int4 weight-only (decision 0014): linears only, through linearInt4Kernel.
+  r.registerOp("linear", "cpu", DType::I4, bindLinear);
 }
 
 }  // namespace ops
