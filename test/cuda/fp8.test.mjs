@@ -6,7 +6,8 @@
 // FP8 GEMM + epilogue; decode of 3 rows: the FP8 GEMV):
 // - float32 activations: every generation row within 0.25 relative of the cpu engine's, tokens equal up
 //   to a cpu top-1/top-2 margin below 0.5;
-// - the same engine with KILN_CUDA_GEMV=0 (decode through the GEMM path too): the same bounds against the
+// - the same engine with KILN_CUDA_GEMV=0 (decode through the GEMM path too, and with
+//   KILN_CUDA_FP8_CHUNK_ROWS=5 prefill in chunks of 5 rows): the same bounds against the
 //   GEMV run: a sequence's tokens do not depend on the path, up to near ties;
 // - bfloat16 activations: rows within 0.35 of the cpu engine, tokens equal up to a margin of 0.75; its
 //   GEMV and GEMM runs within 0.25 / 0.5 of each other.
@@ -163,7 +164,8 @@ describe(`fp8 ${target} engines against the cpu fp8 engine, and against bfloat16
       const cpu = await generate(dir('cpu'), promptIds);
       const vocab = cpu[0].generationLogits.length / cpu[0].outputIds.length;
       const f32 = await generate(dir('float32'), promptIds);
-      const f32Gemm = await generate(dir('float32'), promptIds, { KILN_CUDA_GEMV: '0' });
+      // KILN_CUDA_FP8_CHUNK_ROWS=5: the GEMM path's rows in several chunks (prompts of 12 and 31 tokens).
+      const f32Gemm = await generate(dir('float32'), promptIds, { KILN_CUDA_GEMV: '0', KILN_CUDA_FP8_CHUNK_ROWS: '5' });
       const bf16 = await generate(dir('bfloat16'), promptIds);
       const bf16Gemm = await generate(dir('bfloat16'), promptIds, { KILN_CUDA_GEMV: '0' });
       const f32Error = worstRow(f32, cpu, vocab);

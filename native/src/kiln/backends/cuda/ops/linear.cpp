@@ -3,6 +3,7 @@
 // (activation-dtypes.ts); any other input is converted into scratch first, so every well-formed header
 // runs. With KILN_CUDA_FUSE_NORM=1, when the op bound just before is the add_rms_norm that makes this
 // linear's input, decode rows run both in one kernel (gemvAddRmsNorm) and the norm op skips those rows.
+#include <algorithm>
 #include <cstdlib>
 #include <string>
 
@@ -90,14 +91,22 @@ BoundOp bindFp8Linear(OpBinding& b, const spec::Linear& s) {
   }
   // cuBLASLt's FP8 GEMM needs 16-byte rows; the builder keeps other matrices 16-bit.
   if (s.K % 16 != 0) b.fail("a float8_e4m3fn weight needs K to be a multiple of 16, got " + std::to_string(s.K));
-  // Scratch: the codes [rows, K], the row scales, the float32 products [rows, ldAcc], each 256-byte aligned.
+  // Scratch: the codes [chunk, K], the row scales, the float32 products [chunk, ldAcc], each 256-byte
+  // aligned. Rows go in chunks so that the products take at most 64 MB (a whole prefill of a wide MLP
+  // would take hundreds).
   const auto align = [](int64_t v) { return (v + 255) / 256 * 256; };
-  const int64_t maxRows = maxRowsOf(b, s.x);
   const int64_t ldAcc = (s.N + 15) / 16 * 16;
-  const int64_t scalesAt = align(maxRows * s.K);
-  const int64_t accAt = scalesAt + align(maxRows * 4);
-  be->reserveScratch(static_cast<size_t>(accAt + maxRows * ldAcc * 4));
+  // KILN_CUDA_FP8_CHUNK_ROWS (read at load) makes chunks smaller, so tests cover several on tiny models.
+  int64_t chunk = std::max<int64_t>(1, std::min<int64_t>(maxRowsOf(b, s.x), (int64_t{64} << 20) / (ldAcc * 4)));
+  if (const char* setting = std::getenv("KILN_CUDA_FP8_CHUNK_ROWS")) {
+    const long long wanted = std::atoll(setting);
+    if (wanted > 0 && wanted < chunk) chunk = static_cast<int64_t>(wanted);
+  }
+  const int64_t scalesAt = align(chunk * s.K);
+  const int64_t accAt = scalesAt + align(chunk * 4);
+  be->reserveScratch(static_cast<size_t>(accAt + chunk * ldAcc * 4));
   prepareFp8Kernels();
+  const int64_t xElement = static_cast<int64_t>(dtypeSize(x.dtype)), yElement = static_cast<int64_t>(dtypeSize(y.dtype));
   return [=](const StepRuntime& rt) {
     const int64_t rows = s.x.numRows(*rt.step);
     if (rows <= 0) return;
@@ -108,9 +117,14 @@ BoundOp bindFp8Linear(OpBinding& b, const spec::Linear& s) {
     char* scratch = static_cast<char*>(be->scratch());
     float* aScale = reinterpret_cast<float*>(scratch + scalesAt);
     float* acc = reinterpret_cast<float*>(scratch + accAt);
-    quantizeRowsFp8(be->stream(), x.dtype, x.data, rows, x.stride, s.K, scratch, s.K, aScale);
-    be->gemm().linear(DType::F8E4M3, scratch, rows, s.K, s.weight, s.N, s.K, nullptr, DType::F32, acc, ldAcc);
-    fp8Epilogue(be->stream(), acc, ldAcc, rows, s.N, aScale, s.weight, s.K, s.bias, y);
+    for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
+      const int64_t n = std::min(chunk, rows - r0);
+      const void* xr = static_cast<const char*>(x.data) + r0 * x.stride * xElement;
+      const Matrix yr{static_cast<char*>(y.data) + r0 * y.stride * yElement, y.dtype, y.stride};
+      quantizeRowsFp8(be->stream(), x.dtype, xr, n, x.stride, s.K, scratch, s.K, aScale);
+      be->gemm().linear(DType::F8E4M3, scratch, n, s.K, s.weight, s.N, s.K, nullptr, DType::F32, acc, ldAcc);
+      fp8Epilogue(be->stream(), acc, ldAcc, n, s.N, aScale, s.weight, s.K, s.bias, yr);
+    }
   };
 }
 
