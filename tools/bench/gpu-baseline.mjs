@@ -122,6 +122,8 @@ async function main() {
   process.env.KILN_EXPERIMENTAL_CUDA_INT8 = '1';
   // Likewise the fp8 variant's, until test/cuda/fp8.test.mjs passes on a GPU.
   process.env.KILN_EXPERIMENTAL_CUDA_FP8 = '1';
+  // And the int4 variant's, until test/cuda/int4.test.mjs passes on a GPU.
+  process.env.KILN_EXPERIMENTAL_CUDA_INT4 = '1';
   const cfg = benchConfig();
   cfg.commit = commit();
   cfg.command = [...Object.entries(process.env).filter(([k]) => k.startsWith('KILN_BENCH_')).map(([k, v]) => `${k}=${v}`), 'node tools/bench/gpu-baseline.mjs'].join(' ');

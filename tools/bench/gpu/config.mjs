@@ -22,7 +22,7 @@
 //   KILN_BENCH_TTFT_REQUESTS   TTFT requests (median)                       (20 [5])
 //   KILN_BENCH_LONG_PROMPT     long-context batch-1 decode: prompt length   (4000 [256])
 //   KILN_BENCH_LONG_NEW_TOKENS long-context batch-1 decode: new tokens      (64 [16])
-//   KILN_BENCH_VARIANTS        comma-separated engine variants to run       (all: bfloat16, int8, fp8)
+//   KILN_BENCH_VARIANTS        comma-separated engine variants to run       (all: bfloat16, int8, int4, fp8)
 //   KILN_BENCH_SKIP            comma-separated phases to leave out: diagnostics (graphs-off modes, profile,
 //                              step timing), serving, http, ttft, longctx (long-context decode, split-K
 //                              on and off), peer, compile (transformers' compiled runs)
@@ -57,6 +57,9 @@ export const VARIANTS = [
   { name: 'bfloat16', reference: true, build: { dtype: 'bfloat16' }, targets: { batch1MsPerToken: 0.85 } },
   // Weight-only int8 (W8A16): bfloat16 activations, int8 linear matrices with per-channel scales.
   { name: 'int8', build: { dtype: 'bfloat16', quantization: 'int8' }, targets: { batch1MsPerToken: 0.55 } },
+  // Weight-only int4 (W4A16, group 128, issue 10): bfloat16 activations, int4 linear matrices with a
+  // bfloat16 scale per row and group of 128 (decision 0014).
+  { name: 'int4', build: { dtype: 'bfloat16', quantization: 'int4', groupSize: 128 }, targets: { batch1MsPerToken: 0.4 } },
   // FP8 e4m3 weights (a scale per matrix) and activations (a dynamic scale per row), bfloat16 elsewhere
   // (decision 0015). Its concurrency ratio needs the bfloat16 variant in the same run.
   { name: 'fp8', build: { dtype: 'bfloat16', quantization: 'fp8' }, targets: { batch1MsPerToken: 0.55, highConcurrencyVsReference: 1.3 } },

@@ -93,6 +93,15 @@ void gemvInt8(cudaStream_t stream, DType xType, const void* x, int64_t rows, int
 void widenInt8(cudaStream_t stream, const void* w, int64_t N, int64_t K, DType outType, void* out);
 void scaleColumns(cudaStream_t stream, Matrix y, int64_t rows, int64_t N, const void* w, int64_t K, const float* bias);
 
+// Weight-only int4 linears (gemv_int4.cu, decision 0014): w is an int4 matrix [N, K] of group size G
+// (packed codes, then N * K / G bfloat16 scales; dtype.h), y[r, n] = sum_k x[r, k] * q[n, k] *
+// scale[n, k / G] (+ bias[n]), x of the activation dtype. gemvInt4 takes decode rows when gemvInt4Applies;
+// otherwise dequantizeInt4 writes q * scale as outType into `out` ([N, K]) for the cuBLASLt GEMM.
+bool gemvInt4Applies(DType xType, const void* x, int64_t rows, int64_t xStride, const void* w, int64_t K);
+void gemvInt4(cudaStream_t stream, DType xType, const void* x, int64_t rows, int64_t xStride, const void* w, int64_t N,
+              int64_t K, int64_t G, const float* bias, Matrix y);
+void dequantizeInt4(cudaStream_t stream, const void* w, int64_t N, int64_t K, int64_t G, DType outType, void* out);
+
 // FP8 e4m3 linears (fp8.cu, decision 0015): w is an FP8 matrix [N, K] (e4m3 codes, then one float32
 // scale; dtype.h), K % 16 == 0, and each row of x (float32, float16 or bfloat16) is quantized to e4m3 with
 // its own scale (kiln/fp8.h). gemvFp8 takes decode rows when gemvFp8Applies (its blocks quantize x into

@@ -80,6 +80,28 @@ BoundOp bindInt8Linear(OpBinding& b, const spec::Linear& s) {
   };
 }
 
+// An int4 weight-only linear (W4A16, decision 0014): decode rows through gemvInt4; more rows through the
+// matrix dequantized to the input's dtype in scratch and a cuBLASLt GEMM with the bias epilogue.
+BoundOp bindInt4Linear(OpBinding& b, const spec::Linear& s) {
+  CudaBackend* be = &backendOf(b);
+  const Matrix x = be->value(s.x);
+  const Matrix y = be->value(s.y);
+  if (x.dtype != DType::F32 && x.dtype != DType::F16 && x.dtype != DType::BF16) {
+    b.fail("input 0 of an int4 linear must be float32, float16 or bfloat16, not " + std::string(dtypeName(x.dtype)));
+  }
+  be->reserveScratch(static_cast<size_t>(s.N * s.K) * dtypeSize(x.dtype));
+  return [=](const StepRuntime& rt) {
+    const int64_t rows = s.x.numRows(*rt.step);
+    if (rows <= 0) return;
+    if (be->gemm().gemvEnabled() && gemvInt4Applies(x.dtype, x.data, rows, x.stride, s.weight, s.K)) {
+      gemvInt4(be->stream(), x.dtype, x.data, rows, x.stride, s.weight, s.N, s.K, s.groupSize, s.bias, y);
+      return;
+    }
+    dequantizeInt4(be->stream(), s.weight, s.N, s.K, s.groupSize, x.dtype, be->scratch());
+    be->gemm().linear(x.dtype, x.data, rows, x.stride, be->scratch(), s.N, s.K, s.bias, y.dtype, y.data, y.stride);
+  };
+}
+
 // An FP8 linear (decision 0015): decode rows through gemvFp8, which quantizes them itself; more rows
 // through quantizeRowsFp8 into scratch, cuBLASLt's FP8 GEMM into float32 scratch, then fp8Epilogue.
 BoundOp bindFp8Linear(OpBinding& b, const spec::Linear& s) {
@@ -132,6 +154,7 @@ BoundOp bindLinear(OpBinding& b) {
   const spec::Linear s = spec::linear(b);
   if (s.dtype == DType::I8) return bindInt8Linear(b, s);
   if (s.dtype == DType::F8E4M3) return bindFp8Linear(b, s);
+  if (s.dtype == DType::I4) return bindInt4Linear(b, s);
   CudaBackend* be = &backendOf(b);
   const Matrix x = be->value(s.x);
   const Matrix y = be->value(s.y);

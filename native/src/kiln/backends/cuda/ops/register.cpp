@@ -37,6 +37,8 @@ void registerCudaOps(KernelRegistry& r) {
     if (std::string(e.first) == "linear") r.registerOp(e.first, "cuda", DType::I8, factory);
     // FP8 e4m3 weights and activations (decision 0015): linears only (kernels/fp8.cu).
     if (std::string(e.first) == "linear") r.registerOp(e.first, "cuda", DType::F8E4M3, factory);
+    // int4 weight-only (decision 0014): linears only (kernels/gemv_int4.cu).
+    if (std::string(e.first) == "linear") r.registerOp(e.first, "cuda", DType::I4, factory);
   }
 }
 
