@@ -89,6 +89,13 @@ void Engine::runStep(const StepContext& step) {
 
 void Engine::runStepAndSample(const StepContext& step, const StepSampling& sampling) {
   if (!samplesOnDevice()) throw std::logic_error("runStepAndSample: this engine samples on the host");
+  if (parallel_) {  // rank 0 (samplesOnDevice): the other ranks run the step with it
+    std::lock_guard<std::mutex> lock(announceMutex_);
+    if (stopAnnounced_) throw std::runtime_error("the other ranks have been told to stop: this engine is shutting down");
+    announceStep(parallel_->control(), step, kvGeometry_.tokensPerBlock);
+    backend_->runStepAndSample(ops_, step, sampling);
+    return;
+  }
   backend_->runStepAndSample(ops_, step, sampling);
 }
 

@@ -75,9 +75,11 @@ class Engine {
   // logit row r are then at logitsRow(r), in host memory.
   // On rank 0 of a tp/pp engine, the step is first announced to every other rank.
   void runStep(const StepContext& step);
-  // A single-rank engine whose backend samples on its device (the CUDA backend; KILN_CUDA_SAMPLING=host
-  // turns it off) runs a step and draws `sampling`'s rows there (Backend::runStepAndSample).
-  bool samplesOnDevice() const { return !parallel_ && backend_->samplesOnDevice(); }
+  // An engine whose backend samples on its device (the CUDA backend; KILN_CUDA_SAMPLING=host turns it
+  // off) runs a step and draws `sampling`'s rows there (Backend::runStepAndSample); of a tp/pp engine,
+  // rank 0, which holds the logits (all-gathered, or received from the last stage), after announcing
+  // the step to the other ranks.
+  bool samplesOnDevice() const { return (!parallel_ || parallel_->isLeader()) && backend_->samplesOnDevice(); }
   void runStepAndSample(const StepContext& step, const StepSampling& sampling);
 
   // The engine's place among tp/pp ranks (one rank of 1 for an ordinary engine).
