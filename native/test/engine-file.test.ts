@@ -454,3 +454,80 @@ describe('int4 weights (decision 0014)', () => {
     ).rejects.toThrow(/options\.weights\[0\]\.groupSize is required for int4 weights/);
   });
 });
+
+describe('float8_e4m3fn weights (decision 0015)', () => {
+  // A [3, 64] float32 source: one row up to ~3, one of small values, one of zeros.
+  const N = 3;
+  const K = 64;
+  let src: string;
+  const values = Array.from({ length: N * K }, (_, i) => (i < K ? Math.sin(i * 1.7) * (i === 40 ? 3 : 1) : i < 2 * K ? Math.cos(i) * 1e-3 : 0));
+  beforeAll(() => {
+    const header = JSON.stringify({ w: { dtype: 'F32', shape: [N, K], data_offsets: [0, 4 * N * K] } });
+    const len = Buffer.alloc(8);
+    len.writeBigUInt64LE(BigInt(Buffer.byteLength(header)));
+    src = path.join(dir, 'fp8.safetensors');
+    fs.writeFileSync(src, Buffer.concat([len, Buffer.from(header), f32(values)]));
+  });
+  const table = (extra: Record<string, unknown> = {}) => [{ name: 'w', dtype: 'float8_e4m3fn', shape: [N, K], offset: 0, byteLength: N * K + 4, ...extra }];
+  const specs = (): EngineWeightSpec[] => [{ name: 'w', dtype: 'float8_e4m3fn', shape: [N, K], sources: [{ file: src, tensor: 'w' }] }];
+  // e4m3 (bias 7, 3 mantissa bits, 0x7f / 0xff NaN), decoded from its definition.
+  const e4m3 = (c: number) => {
+    const e = (c >> 3) & 15;
+    const m = c & 7;
+    const v = (c & 0x7f) === 0x7f ? NaN : e === 0 ? (m / 8) * 2 ** -6 : (1 + m / 8) * 2 ** (e - 7);
+    return c & 0x80 ? -v : v;
+  };
+
+  test('codes row-major, then one float32 scale (max |w| / 448); the report matches the bytes', async () => {
+    const file = path.join(dir, 'fp8.engine');
+    const header = engineHeader(table() as unknown as HeaderWeight[]);
+    const result = await native.writeEngine({ path: file, header, weights: specs() });
+    const bytes = fs.readFileSync(file);
+    const dataStart = Math.ceil((24 + Buffer.byteLength(header)) / 64) * 64;
+    const scale = bytes.readFloatLE(dataStart + N * K);
+    const magnitudes = values.map((v) => Math.abs(Math.fround(v)));
+    const amax = Math.max(...magnitudes);
+    expect(scale).toBe(Math.fround(amax / 448));
+    let errSq = 0;
+    let refSq = 0;
+    let maxRel = 0;
+    for (let i = 0; i < N * K; i++) {
+      const code = bytes[dataStart + i];
+      expect((code & 0x7f) === 0x7f).toBe(false);
+      const err = e4m3(code) * scale - values[i];
+      errSq += err * err;
+      refSq += values[i] ** 2;
+      maxRel = Math.max(maxRel, Math.abs(err) / amax);
+    }
+    expect(bytes[dataStart + magnitudes.indexOf(amax)] & 0x7f).toBe(0x7e); // the largest magnitude codes +-448
+    expect(bytes.subarray(dataStart + 2 * K, dataStart + 3 * K).every((b) => b === 0)).toBe(true);
+    expect(result.quantization).toHaveLength(1);
+    expect(result.quantization[0].name).toBe('w');
+    expect(result.quantization[0].rmsRelativeError).toBeCloseTo(Math.sqrt(errSq / refSq), 6);
+    expect(result.quantization[0].maxRelativeError).toBeCloseTo(maxRel, 6);
+    expect(maxRel).toBeLessThanOrEqual(16 / 448 + 1e-6); // half a step of the top binade
+    expect(Math.sqrt(errSq / refSq)).toBeLessThan(0.06);
+    expect(bytes.length).toBe(dataStart + N * K + 4 + 8); // the weight, then the trailer
+    const inspection = await native.inspectEngine(file);
+    expect(inspection.weights[0]).toMatchObject({ name: 'w', dtype: 'float8_e4m3fn', shape: [N, K], byteLength: N * K + 4 });
+  });
+
+  test('the layout is checked: 2-D, N * K + 4 bytes', async () => {
+    const attempt = async (name: string, t: unknown[], s: EngineWeightSpec[]) => {
+      const file = path.join(dir, name);
+      const message = await native.writeEngine({ path: file, header: engineHeader(t as HeaderWeight[]), weights: s }).then(
+        () => 'resolved',
+        (e: Error) => e.message,
+      );
+      expect(leftovers(name)).toEqual([]);
+      return message.startsWith(`${file}: `) ? message.slice(file.length + 2) : message;
+    };
+    expect(await attempt('fp8-len.engine', table({ byteLength: N * K }), specs())).toBe(
+      `header.weights[0] "w": byteLength ${N * K} but float8_e4m3fn [3, 64] needs ${N * K + 4} bytes`,
+    );
+    const flat = [{ name: 'w', dtype: 'float8_e4m3fn', shape: [N * K], offset: 0, byteLength: N * K + 4 }];
+    expect(await attempt('fp8-1d.engine', flat, [{ name: 'w', dtype: 'float8_e4m3fn', shape: [N * K], sources: [{ file: src, tensor: 'w' }] }])).toBe(
+      'header.weights[0] "w": float8_e4m3fn weights must be 2-D [N, K]',
+    );
+  });
+});
