@@ -90,6 +90,9 @@ describe('kiln build --quantization fp8', () => {
     const report = JSON.parse(await fs.readFile(path.join(engines.fp8, 'quantization.json'), 'utf8'));
     expect(report.method).toMatch(/^float8_e4m3fn per-tensor/);
     expect(report.weights.length).toBeGreaterThan(0);
+    // Every linear matrix but the LM head (decision 0015).
+    expect(report.weights.map((w: { name: string }) => w.name)).not.toContain('lm_head.weight');
+    expect(report.weights.some((w: { name: string }) => w.name.includes('mlp'))).toBe(true);
     for (const w of report.weights) {
       // Round to nearest: at most half a step of the top binade (32 / 2 of 448) of the matrix's largest weight.
       expect(w.maxRelativeError).toBeLessThanOrEqual(16 / 448 + 1e-6);
