@@ -1,7 +1,9 @@
 // AVX-512 F/BW/VL body of linearInt4Kernel (linear_int4.cpp). See avx512.h for why everything here has
 // internal linkage. A 32-element block's 16 bytes give 16 low-nibble codes (elements 0-15) and 16
-// high-nibble codes (16-31): each widens to one 16-lane vector that lines up with 16 contiguous x, so a
-// block is two FMAs per row, with 32 registers for accumulators (RT * NT of them) and unpacked codes.
+// high-nibble codes (16-31): each widens to one 16-lane vector of indices that lines up with 16
+// contiguous x, so a block is two FMAs per row. The weights come from a 16-entry table per row and group,
+// (i - 8) * scale for i in 0..15 (exact in float32), looked up with one vpermps: a 16-lane zmm holds the
+// whole table, which replaces the subtract, int-to-float conversion and multiply of each code vector.
 #include <immintrin.h>
 
 #include <cstring>
@@ -20,7 +22,6 @@ inline __m512 scaleOf(const uint16_t* scales, int64_t i) {
   return _mm512_set1_ps(f);
 }
 
-inline __m512 widen16(__m128i q, __m512 scale) { return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q)), scale); }
 
 template <int RT, int NT>
 inline void microTile(const float* x, int64_t xStride, int64_t r, const uint8_t* codes, const uint16_t* scales,
@@ -33,10 +34,10 @@ inline void microTile(const float* x, int64_t xStride, int64_t r, const uint8_t*
   const int64_t rowBytes = K / 2;
   const int64_t groups = K / G;
   const __m128i low4 = _mm_set1_epi8(0x0f);
-  const __m128i eight = _mm_set1_epi8(8);
+  const __m512 codes16 = _mm512_setr_ps(-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7);
   for (int64_t g = 0; g < groups; ++g) {
-    __m512 s[NT];
-    for (int j = 0; j < NT; ++j) s[j] = scaleOf(scales, (n + j) * groups + g);
+    __m512 table[NT];
+    for (int j = 0; j < NT; ++j) table[j] = _mm512_mul_ps(codes16, scaleOf(scales, (n + j) * groups + g));
     for (int64_t k = g * G; k < (g + 1) * G; k += 32) {
       // Decode: prefetch the next tile's rows one tile ahead, a cache line (128 codes) at a time.
       if (RT == 1 && (k & 127) == 0) {
@@ -45,8 +46,8 @@ inline void microTile(const float* x, int64_t xStride, int64_t r, const uint8_t*
       __m512 wlo[NT], whi[NT];
       for (int j = 0; j < NT; ++j) {
         const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + (n + j) * rowBytes + k / 2));
-        wlo[j] = widen16(_mm_sub_epi8(_mm_and_si128(b, low4), eight), s[j]);
-        whi[j] = widen16(_mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(b, 4), low4), eight), s[j]);
+        wlo[j] = _mm512_permutexvar_ps(_mm512_cvtepu8_epi32(_mm_and_si128(b, low4)), table[j]);
+        whi[j] = _mm512_permutexvar_ps(_mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(b, 4), low4)), table[j]);
       }
       for (int i = 0; i < RT; ++i) {
         const __m512 xlo = _mm512_loadu_ps(xr[i] + k);
