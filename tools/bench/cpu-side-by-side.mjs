@@ -5,7 +5,7 @@
 // checkpoint of it. One pairing per precision:
 //   16-bit: Kiln bfloat16 engine, bfloat16 linear inputs   vs  GGUF BF16 (the same bits)
 //   8-bit:  Kiln int8 weight-only (per-channel scales)     vs  GGUF Q8_0
-//   (4-bit, Kiln int4 group 32 vs Q4_0, waits for Kiln's int4.)
+//   4-bit:  Kiln int4 weight-only (group 32, decision 0014)  vs  GGUF Q4_0
 // Figures, at each thread count: decode tokens/s at batch 1 (128-token prompt, 128 new tokens), prefill
 // tokens/s of a 512-token prompt (call to first token), and each engine's peak RSS. llama.cpp runs with
 // flash attention off and on and is credited with its better figure. Every engine lives in its own child
@@ -13,7 +13,7 @@
 // median of --runs runs after one warm-up. A streaming-read probe (memchr over 256 MB buffers, one worker
 // thread per compute thread) in the same run gives the decode bound: read bytes/s / bytes streamed per token.
 //
-// Usage: node tools/bench/cpu-side-by-side.mjs [--json] [--runs 5] [--threads 2,1] [--precisions 16,8]
+// Usage: node tools/bench/cpu-side-by-side.mjs [--json] [--runs 5] [--threads 2,1] [--precisions 16,8,4]
 //          [--flash-attention off,on] [--layers 22]
 //   (after `npm ci`: the repository's packages built, node-llama-cpp installed as a dev dependency.)
 // Results go to docs/benchmarks.md with the machine, command, date and load average.
@@ -35,14 +35,15 @@ const requireFromRoot = createRequire(path.join(here, '..', '..', 'package.json'
 // The pairings: Kiln's build options on the bfloat16 checkpoint, and the GGUF type made from the same
 // float weights. The 16-bit Kiln engine reads bfloat16 linear inputs, as llama.cpp's BF16 matmuls do (they
 // convert activations to bfloat16); int8 is weight-only (float32 inputs), where Q8_0 also quantizes the
-// activations to 8 bits. 4-bit (Kiln int4 group 32 vs Q4_0) waits for Kiln's int4.
+// activations to 8 bits; int4 group 32 is Q4_0's block (32 weights, one scale), weight-only too.
 const PRECISIONS = {
   16: { label: '16-bit', build: { bf16LinearInputs: true }, kilnName: 'bf16', gguf: 'bf16' },
   8: { label: '8-bit', build: { quantization: 'int8' }, kilnName: 'int8', gguf: 'q8_0' },
+  4: { label: '4-bit', build: { quantization: 'int4', groupSize: 32 }, kilnName: 'int4', gguf: 'q4_0' },
 };
 
 function parseArgs(argv) {
-  const args = { json: false, runs: 5, threads: [2, 1], precisions: [16, 8], flashAttention: [false, true], layers: 22, promptTokens: 128, genTokens: 128, prefillTokens: 512 };
+  const args = { json: false, runs: 5, threads: [2, 1], precisions: [16, 8, 4], flashAttention: [false, true], layers: 22, promptTokens: 128, genTokens: 128, prefillTokens: 512 };
   const positive = (name, text) => {
     const value = Number(text);
     if (!Number.isSafeInteger(value) || value < 1 || value > 1024) throw new Error(`${name} needs positive integers, got ${JSON.stringify(text)}`);
@@ -56,7 +57,7 @@ function parseArgs(argv) {
     else if (arg === '--threads') args.threads = String(argv[++i]).split(',').map((t) => positive('--threads', t));
     else if (arg === '--precisions') {
       args.precisions = String(argv[++i]).split(',').map((p) => {
-        if (!PRECISIONS[p]) throw new Error(`--precisions takes 16 and 8 (Kiln has no int4 yet), got ${JSON.stringify(p)}`);
+        if (!PRECISIONS[p]) throw new Error(`--precisions takes 16, 8 and 4, got ${JSON.stringify(p)}`);
         return Number(p);
       });
     } else if (arg === '--flash-attention') {
