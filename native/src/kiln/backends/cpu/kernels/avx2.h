@@ -15,6 +15,9 @@ namespace avx2 {
 
 // y[r, n] for r in [r0, r1), n in [n0, n1) of linearInt4Kernel: `codes` the int4 matrix's nibbles (K / 2
 // bytes a row), `scales` its N * (K / G) bfloat16 scale bits.
+// Rows [n0, n1) of an int4 matrix dequantized (code * scale, exact) into out [(n1 - n0), K].
+void dequantizeInt4Rows(const uint8_t* codes, const uint16_t* scales, int64_t n0, int64_t n1, int64_t K, int64_t G,
+                        float* out);
 void linearTileInt4(const float* x, int64_t xStride, int64_t r0, int64_t r1, const uint8_t* codes,
                     const uint16_t* scales, int64_t n0, int64_t n1, int64_t K, int64_t G, const float* bias, float* y,
                     int64_t yStride);

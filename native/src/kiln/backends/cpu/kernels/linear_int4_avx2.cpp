@@ -98,6 +98,27 @@ inline void featureSweep(const float* x, int64_t xStride, int64_t r, const uint8
 
 }  // namespace
 
+void dequantizeInt4Rows(const uint8_t* codes, const uint16_t* scales, int64_t n0, int64_t n1, int64_t K, int64_t G,
+                        float* out) {
+  const __m128i low4 = _mm_set1_epi8(0x0f);
+  const __m128i eight = _mm_set1_epi8(8);
+  const int64_t groups = K / G;
+  for (int64_t n = n0; n < n1; ++n) {
+    const uint8_t* row = codes + n * (K / 2);
+    float* o = out + (n - n0) * K;
+    for (int64_t k = 0; k < K; k += 32) {
+      const __m256 s = scaleOf(scales, n * groups + k / G);
+      const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + k / 2));
+      const __m128i lo = _mm_sub_epi8(_mm_and_si128(b, low4), eight);
+      const __m128i hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(b, 4), low4), eight);
+      const __m128i q[4] = {lo, _mm_unpackhi_epi64(lo, lo), hi, _mm_unpackhi_epi64(hi, hi)};
+      for (int v = 0; v < 4; ++v) {
+        _mm256_storeu_ps(o + k + 8 * v, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q[v])), s));
+      }
+    }
+  }
+}
+
 // Row groups 4 x 2, 3 x 3, 2 x 4 and 1 x 6 (decode): besides the accumulators, each weight row holds two
 // registers of codes and a scale, so the tiles are narrower than the 16-bit ones.
 void linearTileInt4(const float* x, int64_t xStride, int64_t r0, int64_t r1, const uint8_t* codes,
