@@ -39,12 +39,13 @@ export interface LinearArgs extends KernelRunOptions {
   N: number;
   xStride?: number;
   yStride?: number;
-  /** [N, K], exactly N * K elements (int8: the codes; float8_e4m3fn: the e4m3 codes). */
+  /** [N, K], exactly N * K elements (int8: the codes; float8_e4m3fn: the e4m3 codes; q8_0: the N * K / 32 blocks of 34 bytes). */
   weight: Float32Array | Uint16Array | Int8Array | Uint8Array;
-  weightDtype: KernelWeightDType | 'int8' | 'float8_e4m3fn';
+  weightDtype: KernelWeightDType | 'int8' | 'float8_e4m3fn' | 'q8_0';
   /**
    * Required for quantized weights, refused otherwise: int8, [N] row scales (weight = code * scale);
    * float8_e4m3fn, [1] the matrix's scale (x is then quantized per row too; native/src/kiln/fp8.h).
+   * q8_0 weights carry their scales in their blocks and take none.
    */
   scales?: Float32Array;
   /** [N] */

@@ -167,8 +167,11 @@ export interface WriteGgufResult {
  * 'float8_e4m3fn' (FP8 linears, matrices only): N * K e4m3 codes then one float32 scale for the matrix.
  * 'int4' (likewise): N * K / 2 bytes of packed codes then N * K / groupSize bfloat16 scales, `groupSize`
  * (a multiple of 32 dividing K) required and equal to the header entry's (decision 0014).
+ * 'q8_0' (linear matrices with K a multiple of 32): llama.cpp's Q8_0 blocks (float16 scale + 32 int8
+ * codes), lossless for the values of GGUF Q8_0 and Q4_0 tensors, whose linears quantize their input to
+ * the same blocks as llama.cpp's CPU does (decision 0016).
  */
-export type EngineWeightDType = WeightDType | 'int8' | 'int4' | 'float8_e4m3fn';
+export type EngineWeightDType = WeightDType | 'int8' | 'int4' | 'float8_e4m3fn' | 'q8_0';
 
 export type EngineWeightSpec =
   | { name: string; dtype: EngineWeightDType; shape: number[]; sources: TensorSource[]; groupSize?: number }
@@ -193,13 +196,16 @@ export interface QuantizationErrorReport {
   maxRelativeError: number;
   /** sqrt(sum (dequantized - float)^2 / sum float^2) over the weight. */
   rmsRelativeError: number;
+  /** q8_0 weights: blocks of 32 kept exactly (a GGUF Q8_0/Q4_0 block's values), of `blocks`. */
+  losslessBlocks?: number;
+  blocks?: number;
 }
 
 export interface WriteEngineResult {
   /** XXH64 of the file, as 16 lowercase hex digits (also stored in its trailer). */
   checksum: string;
   fileSize: number;
-  /** One entry per int8 or int4 weight, in file order (empty without quantization). */
+  /** One entry per int8, int4 or q8_0 weight, in file order (empty without quantization). */
   quantization: QuantizationErrorReport[];
 }
 

@@ -107,13 +107,13 @@ class ArgReader {
     return true;
   }
 
-  // int8, int4 and float8_e4m3fn (quantized weights) only where `allowQuantized`: engine weights, not safetensors files.
+  // int8, int4, float8_e4m3fn and q8_0 (quantized weights) only where `allowQuantized`: engine weights, not safetensors files.
   bool dtype(const Napi::Value& v, const std::string& what, kiln::DType* out, bool allowQuantized = false) {
     std::string name;
     if (!string(v, what, &name)) return false;
     if (!kiln::parseDTypeName(name, out) || *out == kiln::DType::I32 || (kiln::isQuantizedType(*out) && !allowQuantized)) {
       return fail(what + " must be \"float32\", \"float16\"" +
-                  (allowQuantized ? ", \"bfloat16\", \"int8\", \"int4\" or \"float8_e4m3fn\"" : " or \"bfloat16\"") + ", got \"" + name + "\"");
+                  (allowQuantized ? ", \"bfloat16\", \"int8\", \"int4\", \"float8_e4m3fn\" or \"q8_0\"" : " or \"bfloat16\"") + ", got \"" + name + "\"");
     }
     return true;
   }
@@ -388,6 +388,10 @@ class WriteEngineWorker : public PromiseWorker {
       e.Set("name", q.name);
       e.Set("maxRelativeError", q.maxRelativeError);
       e.Set("rmsRelativeError", q.rmsRelativeError);
+      if (q.blocks > 0) {
+        e.Set("losslessBlocks", static_cast<double>(q.losslessBlocks));
+        e.Set("blocks", static_cast<double>(q.blocks));
+      }
       report.Set(static_cast<uint32_t>(i), e);
     }
     out.Set("quantization", report);

@@ -143,9 +143,13 @@ class Options {
     const bool known = kiln::parseDTypeName(s, dt);
     if (!known || *dt == DType::I32 || (isQuantizedType(*dt) && !allowInt8)) {
       return fail(throwRange, where(dtypeKey) + " must be 'float32', 'float16'" +
-                                  (allowInt8 ? ", 'bfloat16', 'int8' or 'float8_e4m3fn'" : " or 'bfloat16'") + ", got '" + s + "'");
+                                  (allowInt8 ? ", 'bfloat16', 'int8', 'float8_e4m3fn' or 'q8_0'" : " or 'bfloat16'") + ", got '" + s + "'");
     }
-    if (*dt == DType::F8E4M3) {
+    if (*dt == DType::Q8_0) {  // the blocks' bytes
+      uint8_t* p;
+      if (!typed(key, napi_uint8_array, "Uint8Array (q8_0 blocks)", &p, length)) return false;
+      *data = p;
+    } else if (*dt == DType::F8E4M3) {
       uint8_t* p;
       if (!typed(key, napi_uint8_array, "Uint8Array (e4m3 codes)", &p, length)) return false;
       *data = p;
@@ -308,8 +312,10 @@ Napi::Value Linear(const Napi::CallbackInfo& info) {
   if (!o.ok() || !o.integer("rows", &rows, 0) || !o.integer("K", &K, 0) || !o.integer("N", &N, 0) ||
       !o.integer("xStride", &xStride, 0, true, K) || !o.integer("yStride", &yStride, 0, true, N) ||
       !o.typed("x", napi_float32_array, "Float32Array", &x, &xLen) || !o.matrix("x", xLen, rows, K, xStride) ||
-      !o.weights("weight", "weightDtype", &w, &wdt, &wLen, /*allowInt8=*/true) || !o.exactLength("weight", wLen, N * K) ||
-      !o.typed("scales", napi_float32_array, "Float32Array", &scales, &scalesLen, !isQuantizedType(wdt)) ||
+      !o.weights("weight", "weightDtype", &w, &wdt, &wLen, /*allowInt8=*/true) ||
+      (wdt == DType::Q8_0 && K % kiln::kQ8_0BlockElements != 0 && !o.range(o.where("K") + " must be a multiple of 32 for q8_0 weights")) ||
+      !o.exactLength("weight", wLen, wdt == DType::Q8_0 ? static_cast<int64_t>(kiln::q8_0MatrixBytes(N, K)) : N * K) ||
+      !o.typed("scales", napi_float32_array, "Float32Array", &scales, &scalesLen, !isQuantizedType(wdt) || wdt == DType::Q8_0) ||
       (wdt == DType::I8 && !o.exactLength("scales", scalesLen, N)) ||
       (wdt == DType::F8E4M3 && !o.exactLength("scales", scalesLen, 1)) ||
       !o.typed("bias", napi_float32_array, "Float32Array", &bias, &biasLen, true) ||

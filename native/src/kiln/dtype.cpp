@@ -10,6 +10,7 @@ bool parseDTypeName(const std::string& name, DType* out) {
   else if (name == "int8") *out = DType::I8;
   else if (name == "float8_e4m3fn") *out = DType::F8E4M3;
   else if (name == "int4") *out = DType::I4;
+  else if (name == "q8_0") *out = DType::Q8_0;
   else return false;
   return true;
 }
@@ -23,6 +24,7 @@ const char* dtypeName(DType t) {
     case DType::I8: return "int8";
     case DType::F8E4M3: return "float8_e4m3fn";
     case DType::I4: return "int4";
+    case DType::Q8_0: return "q8_0";
   }
   return "unknown";
 }

@@ -52,8 +52,8 @@ export function resolveBuildConfig(partial: Partial<BuildConfig> = {}, model: Ba
 
   // Absent rather than "none" when off, so configs (and build hashes) without quantization stay as they were.
   const quantization = given.quantization === 'none' ? undefined : given.quantization;
-  if (quantization !== undefined && quantization !== 'int8' && quantization !== 'int4' && quantization !== 'fp8') {
-    throw new RangeError(`build config: quantization must be "int8", "int4", "fp8" or "none", got ${JSON.stringify(quantization)}`);
+  if (quantization !== undefined && quantization !== 'int8' && quantization !== 'int4' && quantization !== 'fp8' && quantization !== 'q8_0') {
+    throw new RangeError(`build config: quantization must be "int8", "int4", "fp8", "q8_0" or "none", got ${JSON.stringify(quantization)}`);
   }
   // int4's group size (decision 0014): input features per scale, a multiple of 32 (one packed block).
   // Defaults: 32 on the CPU (issue 12, llama.cpp's Q4_0 block), 128 on cuda (issue 10, TensorRT-LLM's W4A16).
@@ -83,6 +83,9 @@ export function resolveBuildConfig(partial: Partial<BuildConfig> = {}, model: Ba
     throw new RangeError('build config: bf16LinearInputs applies to target "cpu" only (cuda engines read GEMM inputs in their activation dtype anyway)');
   }
   if (given.isa !== undefined) throw new RangeError('build config: isa applies to target "cpu" only (a cuda engine is built for a computeCapability)');
+  if (quantization === 'q8_0') {
+    throw new RangeError('build config: quantization "q8_0" (llama.cpp\'s Q8_0 blocks, decision 0016) has cpu kernels only; use target "cpu"');
+  }
   // The cuda int8 kernels (native/src/kiln/backends/cuda/kernels/gemv_int8.cu) are compiled but have not
   // run on a GPU yet (test/cuda/int8.test.mjs is their check): opt-in until a GPU run passes it.
   if (quantization === 'int8' && process.env.KILN_EXPERIMENTAL_CUDA_INT8 !== '1') {

@@ -145,6 +145,7 @@ const QUANTIZATION_METHODS = {
   int8: 'int8 per-channel',
   int4: 'int4 per-group',
   fp8: 'float8_e4m3fn per-tensor weights (activations per-row dynamic at run time)',
+  q8_0: "llama.cpp's Q8_0 blocks of 32 (activations quantized to the same blocks at run time)",
 } as const;
 
 /** The per-weight error report of a quantized engine (written by the build), or undefined. */

@@ -7,7 +7,7 @@ import type { BuildConfig } from './types';
 
 export const ENGINE_FORMAT_VERSION = 1;
 
-const ELEMENT_BYTES = { float32: 4, float16: 2, bfloat16: 2, int8: 1, float8_e4m3fn: 1 } as const;
+const ELEMENT_BYTES = { float32: 4, float16: 2, bfloat16: 2, int8: 1, float8_e4m3fn: 1, q8_0: 1 } as const;
 const align64 = (n: number) => Math.ceil(n / 64) * 64;
 
 /** What the engine runs on: the native loader picks the backend (and refuses one it cannot run) by it. */
@@ -56,12 +56,15 @@ export function assembleEngine(
   const specs: EngineWeightSpec[] = [];
   for (const entry of program.weights) {
     // int8 matrices [N, K] carry N float32 row scales after their codes; FP8 matrices one float32 scale;
-    // int4 matrices are K / 2 bytes a row, then N * K / groupSize bfloat16 scales (native/src/kiln/dtype.h).
+    // int4 matrices are K / 2 bytes a row, then N * K / groupSize bfloat16 scales (native/src/kiln/dtype.h);
+    // q8_0 matrices are blocks of a float16 scale and 32 codes (34 bytes per 32 elements).
     const elements = entry.shape.reduce((a, b) => a * b, 1);
     const byteLength =
       entry.dtype === 'int4'
         ? elements / 2 + 2 * (elements / entry.groupSize)
-        : elements * ELEMENT_BYTES[entry.dtype] + (entry.dtype === 'int8' ? 4 * entry.shape[0] : entry.dtype === 'float8_e4m3fn' ? 4 : 0);
+        : entry.dtype === 'q8_0'
+          ? (elements / 32) * 34
+          : elements * ELEMENT_BYTES[entry.dtype] + (entry.dtype === 'int8' ? 4 * entry.shape[0] : entry.dtype === 'float8_e4m3fn' ? 4 : 0);
     const groupSize = entry.dtype === 'int4' ? { groupSize: entry.groupSize } : {};
     weights.push({ name: entry.name, dtype: entry.dtype, shape: entry.shape, ...groupSize, offset, byteLength });
     offset = align64(offset + byteLength);

@@ -51,8 +51,13 @@ export interface CpuBuildConfig extends BuildConfigCommon {
    * (decision 0014); every linear's input width must be a multiple of the group size. "fp8": FP8 e4m3
    * weights with one scale per matrix and activations quantized per row at run time (decision 0015), the
    * reference of the cuda fp8 engines.
+   * "q8_0" stores each matrix whose input width is a multiple of 32 as llama.cpp's Q8_0 blocks (a float16
+   * scale per 32 codes) and quantizes each linear's input to the same blocks, multiplying codes in
+   * integers, as llama.cpp's CPU runs Q8_0 and Q4_0 weights; attention then rounds as over llama.cpp's
+   * float16 KV cache, and rope angles are llama.cpp's (decision 0016). The values of a GGUF file's Q8_0
+   * and Q4_0 tensors (imported as float32) are kept exactly. Other matrices keep `dtype`.
    */
-  quantization?: 'int8' | 'int4' | 'fp8';
+  quantization?: 'int8' | 'int4' | 'fp8' | 'q8_0';
   /** int4 only: input features per scale, a multiple of 32 (default 32 on the CPU, 128 on cuda). */
   groupSize?: number;
   /**

@@ -55,7 +55,7 @@ describe('resolveBuildConfig', () => {
     expect(resolve({ quantization: 'int8' })).toMatchObject({ target: 'cpu', quantization: 'int8' });
     expect(resolve({ quantization: 'none' })).toEqual(resolve({}));
     expect(resolve({})).not.toHaveProperty('quantization');
-    expect(() => resolve({ quantization: 'int3' as never })).toThrow('build config: quantization must be "int8", "int4", "fp8" or "none", got "int3"');
+    expect(() => resolve({ quantization: 'int3' as never })).toThrow('build config: quantization must be "int8", "int4", "fp8", "q8_0" or "none", got "int3"');
     expect(() => resolve({ target: 'cuda', computeCapability: '9.0', quantization: 'int8' })).toThrow('set KILN_EXPERIMENTAL_CUDA_INT8=1');
     process.env.KILN_EXPERIMENTAL_CUDA_INT8 = '1';
     try {
@@ -96,6 +96,11 @@ describe('resolveBuildConfig', () => {
     } finally {
       delete process.env.KILN_EXPERIMENTAL_CUDA_INT4;
     }
+  });
+
+  it("takes q8_0 (llama.cpp's blocks, decision 0016) on the cpu only", () => {
+    expect(resolve({ quantization: 'q8_0' })).toMatchObject({ target: 'cpu', quantization: 'q8_0' });
+    expect(() => resolve({ target: 'cuda', computeCapability: '9.0', quantization: 'q8_0' })).toThrow('quantization "q8_0"');
   });
 
   it('builds cuda for the given compute capability, with no isa', () => {

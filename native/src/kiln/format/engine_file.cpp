@@ -7,6 +7,7 @@
 
 #include "kiln/format/atomic_file.h"
 #include "kiln/format/describe.h"
+#include "kiln/format/ggml_quants.h"
 #include "kiln/format/xxhash.h"
 
 namespace kiln {
@@ -100,6 +101,14 @@ std::vector<EngineWeight> parseWeights(const Json& header, uint64_t dataSize, co
       bytes = int4Bytes(static_cast<uint64_t>(w.shape[0]), static_cast<uint64_t>(w.shape[1]), static_cast<uint64_t>(w.groupSize));
     } else if (entry.find("groupSize")) {
       throw std::runtime_error(where + what + ": groupSize is for int4 weights only");
+    }
+    if (w.dtype == DType::Q8_0) {
+      // Blocks of 32 codes and their float16 scale along each row (dtype.h).
+      if (w.shape.size() != 2 || w.shape[1] % kQ8_0BlockElements != 0) {
+        throw std::runtime_error(where + what + ": q8_0 weights must be 2-D [N, K] with K a multiple of 32, not " +
+                                 shapeString(w.shape));
+      }
+      bytes = q8_0MatrixBytes(static_cast<uint64_t>(w.shape[0]), static_cast<uint64_t>(w.shape[1]));
     }
     if (w.byteLength != bytes) {
       throw std::runtime_error(where + what + ": byteLength " + std::to_string(w.byteLength) + " but " + dtype +
@@ -348,6 +357,37 @@ QuantizationError quantizeTensorFp8(const std::string& name, const float* w, int
   return e;
 }
 
+QuantizationError quantizeRowsQ8_0(const std::string& name, const float* w, int64_t rows, int64_t cols, uint8_t* out,
+                                   uint64_t* losslessBlocks) {
+  double errSq = 0, refSq = 0, maxRel = 0;
+  const int64_t blocksPerRow = cols / kQ8_0BlockElements;
+  *losslessBlocks = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* row = w + r * cols;
+    float amax = 0;
+    for (int64_t c = 0; c < cols; ++c) amax = std::max(amax, std::fabs(row[c]));
+    for (int64_t b = 0; b < blocksPerRow; ++b) {
+      uint8_t* block = out + (r * blocksPerRow + b) * kQ8_0BlockBytes;
+      const float* x = row + b * kQ8_0BlockElements;
+      if (quantizeBlockQ8_0Lossless(x, block)) ++*losslessBlocks;
+      for (int64_t j = 0; j < kQ8_0BlockElements; ++j) {
+        const double err = static_cast<double>(loadAsF32(block, DType::Q8_0, static_cast<size_t>(j))) - x[j];
+        errSq += err * err;
+        refSq += static_cast<double>(x[j]) * x[j];
+        // Relative to the row's largest magnitude, as int8's.
+        if (amax > 0) maxRel = std::max(maxRel, std::fabs(err) / amax);
+      }
+    }
+  }
+  QuantizationError e;
+  e.name = name;
+  e.maxRelativeError = maxRel;
+  e.rmsRelativeError = refSq > 0 ? std::sqrt(errSq / refSq) : 0.0;
+  e.losslessBlocks = *losslessBlocks;
+  e.blocks = static_cast<uint64_t>(rows * blocksPerRow);
+  return e;
+}
+
 WriteEngineResult writeEngineFile(const std::string& path, const std::string& headerJson,
                                   const std::vector<EngineWeightSpec>& specs) {
   const std::string where = path + ": ";
@@ -465,6 +505,14 @@ WriteEngineResult writeEngineFile(const std::string& path, const std::string& he
         result.quantization.push_back(quantizeTensorFp8(s.name, values.data(), s.shape[0], s.shape[1], codes.data(), &scale));
         emit(codes.data(), codes.size());
         emit(&scale, sizeof scale);
+      } else if (s.dtype == DType::Q8_0) {
+        if (s.shape.size() != 2 || s.shape[1] % kQ8_0BlockElements != 0) {
+          throw std::runtime_error(where + "weight \"" + s.name + "\": q8_0 weights must be [N, K] with K a multiple of 32");
+        }
+        std::vector<uint8_t> blocks(static_cast<size_t>(q8_0MatrixBytes(s.shape[0], s.shape[1])));
+        uint64_t lossless = 0;
+        result.quantization.push_back(quantizeRowsQ8_0(s.name, values.data(), s.shape[0], s.shape[1], blocks.data(), &lossless));
+        emit(blocks.data(), blocks.size());
       } else {
         std::vector<int8_t> q(values.size());
         std::vector<float> scales(static_cast<size_t>(s.shape[0]));

@@ -75,12 +75,15 @@ struct QuantizationError {
   std::string name;
   double maxRelativeError = 0;
   double rmsRelativeError = 0;
+  // q8_0 weights: how many of the blocks were kept exactly (GGUF Q8_0/Q4_0 values), of how many.
+  uint64_t losslessBlocks = 0;
+  uint64_t blocks = 0;
 };
 
 struct WriteEngineResult {
   uint64_t checksum = 0;
   uint64_t fileSize = 0;
-  std::vector<QuantizationError> quantization;  // one per int8, int4 or FP8 weight, in file order
+  std::vector<QuantizationError> quantization;  // one per int8, int4, FP8 or q8_0 weight, in file order
 };
 
 // Per-row symmetric int8 quantization of w [rows, cols] (dtype.h's layout: q, then the scales).
@@ -96,6 +99,11 @@ QuantizationError quantizeTensorFp8(const std::string& name, const float* w, int
 // groupSize % 32 == 0 are the caller's to check.
 QuantizationError quantizeGroupsInt4(const std::string& name, const float* w, int64_t rows, int64_t cols,
                                      int64_t groupSize, uint8_t* codes, uint16_t* scales);
+// Q8_0 blocks of w [rows, cols] (cols a multiple of 32; dtype.h's layout), each lossless where the values
+// are a dequantized Q8_0 or Q4_0 block (quantizeBlockQ8_0Lossless), else ggml's reference Q8_0.
+// `losslessBlocks` counts the former.
+QuantizationError quantizeRowsQ8_0(const std::string& name, const float* w, int64_t rows, int64_t cols, uint8_t* out,
+                                   uint64_t* losslessBlocks);
 
 // Writes a `.engine` file atomically. `headerJson` is parsed and its `weights` table must list exactly
 // `weights` (same order, names, dtypes, shapes; byteLength right; offsets multiples of 64, ascending and

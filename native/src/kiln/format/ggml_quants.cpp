@@ -209,6 +209,24 @@ void dequantizeRow(GgmlType type, const uint8_t* src, size_t elements, float* ds
   }
 }
 
+bool quantizeBlockQ8_0Lossless(const float* x, uint8_t* block) {
+  float back[kQK];
+  const auto same = [&] { return std::equal(back, back + kQK, x); };  // values, so -0 == 0
+  quantizeQ8_0(x, block);
+  dequantizeQ8_0(block, back);
+  if (same()) return true;
+  uint8_t q4[2 + kQK / 2];
+  quantizeQ4_0(x, q4);
+  dequantizeQ4_0(q4, back);
+  if (!same()) return false;  // the block keeps the Q8_0 reference quantization
+  std::memcpy(block, q4, 2);
+  for (uint32_t j = 0; j < kQK / 2; ++j) {
+    block[2 + j] = static_cast<uint8_t>(static_cast<int8_t>((q4[2 + j] & 0xF) - 8));
+    block[2 + j + kQK / 2] = static_cast<uint8_t>(static_cast<int8_t>((q4[2 + j] >> 4) - 8));
+  }
+  return true;
+}
+
 void quantizeRow(GgmlType type, const float* src, size_t elements, uint8_t* dst) {
   switch (type) {
     case GgmlType::F32: std::memcpy(dst, src, elements * 4); return;

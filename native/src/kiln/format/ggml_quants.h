@@ -42,4 +42,11 @@ void dequantizeRow(GgmlType type, const uint8_t* src, size_t elements, float* ds
 // back what it would have written. Throws std::logic_error for a type it cannot write.
 void quantizeRow(GgmlType type, const float* src, size_t elements, uint8_t* dst);
 
+// One block of 32 floats as a Q8_0 block (float16 d, 32 int8 codes; Kiln's q8_0 engine weights, dtype.h),
+// exactly when the values are those of a Q8_0 or a Q4_0 block (what a GGUF import of those types
+// dequantizes to, in float32): ggml's reference quantizers give back their d and codes, Q4_0's codes
+// q - 8 kept as int8 (its dot products are then the integers llama.cpp computes). Returns true then;
+// any other block is quantized with quantize_row_q8_0_ref and false is returned.
+bool quantizeBlockQ8_0Lossless(const float* x, uint8_t* block);
+
 }  // namespace kiln

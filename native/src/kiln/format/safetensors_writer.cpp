@@ -33,6 +33,7 @@ const char* safetensorsCode(DType t) {
     case DType::I8: return "I8";
     case DType::F8E4M3: return "F8_E4M3";
     case DType::I4: break;  // engine-only (dtype.h): never in a safetensors file
+    case DType::Q8_0: break;  // an engine type only
   }
   return "?";
 }
@@ -78,6 +79,7 @@ void castFromF32(const float* src, size_t n, DType out, void* dst) {
     case DType::I8:      // int8 needs scales: quantizeRowsInt8 (engine_file.cpp)
     case DType::F8E4M3:  // so does FP8: quantizeTensorFp8
     case DType::I4:      // and int4: quantizeGroupsInt4
+    case DType::Q8_0:    // and Q8_0 blocks: quantizeRowsQ8_0
       break;
   }
   throw std::logic_error("castFromF32: unsupported output dtype");

@@ -45,6 +45,9 @@ Linear linear(OpBinding& b) {
   if (w.shape.size() != 2) b.fail("weight \"weight\" (\"" + w.name + "\") must be 2-D [N, K]");
   const int64_t N = w.shape[0];
   const int64_t K = w.shape[1];
+  if (w.dtype == DType::Q8_0 && K % kQ8_0BlockElements != 0) {
+    b.fail("weight \"weight\" (\"" + w.name + "\") is q8_0 with " + std::to_string(K) + " columns, not a multiple of 32");
+  }
   const WeightRef* bias = b.optionalWeight("bias");
   if (bias) {
     b.expectDType(*bias, DType::F32, "bias");
@@ -205,7 +208,10 @@ Rope rope(OpBinding& b) {
   b.expectCols(in, numHeads * headDim, "input 0");
   b.expectRows(out, RowsKind::Tokens, "output 0");
   b.expectCols(out, numHeads * headDim, "output 0");
-  return {in, out, static_cast<const float*>(invFreq.data), numHeads, headDim, rotaryDim, interleaved, attentionScaling};
+  const double thetaBase = b.attrNumber("llamaCppThetaBase", 0.0);
+  if (!(thetaBase == 0.0 || (thetaBase > 1.0 && thetaBase < 1e30))) b.fail("attribute \"llamaCppThetaBase\" must be > 1 (or 0: off)");
+  return {in, out, static_cast<const float*>(invFreq.data), numHeads, headDim, rotaryDim, interleaved, attentionScaling,
+          static_cast<float>(thetaBase)};
 }
 
 Attention attention(OpBinding& b) {
@@ -253,7 +259,7 @@ Attention attention(OpBinding& b) {
   b.expectRows(out, RowsKind::Tokens, "output 0");
   b.expectCols(out, numHeads * headDim, "output 0");
   return {q, k, v, out, static_cast<int32_t>(layer), numHeads, numKvHeads, headDim, slidingWindow, scale,
-          static_cast<float>(softcap), alibi ? static_cast<const float*>(alibi->data) : nullptr};
+          static_cast<float>(softcap), alibi ? static_cast<const float*>(alibi->data) : nullptr, b.attrBool("llamaCppF16", false)};
 }
 
 GatherRows gatherRows(OpBinding& b) {

@@ -96,6 +96,9 @@ struct Rope {
   int64_t numHeads, headDim, rotaryDim;
   bool interleaved;
   float attentionScaling;
+  // attr llamaCppThetaBase (cpu; 0 = absent): angles as llama.cpp computes them, pos * s^i by repeated
+  // float32 products with s = powf(base, -2 / rotaryDim), instead of pos * invFreq[i] (decision 0016).
+  float llamaCppThetaBase;
 };
 Rope rope(OpBinding& b);
 
@@ -105,6 +108,7 @@ struct Attention {
   int64_t numHeads, numKvHeads, headDim, slidingWindow;
   float scale, softcap;
   const float* alibiSlopes;  // [numHeads], or null
+  bool llamaCppF16;          // attr llamaCppF16 (cpu): llama.cpp's float16 KV cache numerics, decision 0016
 };
 Attention attention(OpBinding& b);
 

@@ -17,6 +17,7 @@ export const lowerAttention: Lowering = (node, context) => {
       slidingWindow: Number(node.attrs.slidingWindow ?? 0),
     },
   };
+  if (context.llamaCppNumerics) op.attrs.llamaCppF16 = true;
   const softcap = Number(node.attrs.softcap ?? 0);
   if (softcap !== 0) op.attrs.softcap = softcap;
   const slopes = node.attrs.alibiSlopes;

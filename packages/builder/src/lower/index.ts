@@ -55,10 +55,17 @@ export interface LoweredProgram {
   views: Map<number, { of: number; colOffset: number }>;
 }
 
-/** The storage dtype of a quantizable matrix of this shape (int4: decision 0014; fp8: decision 0015). */
-function quantizedDType(quantization: 'int8' | 'int4' | 'fp8', shape: readonly number[], lmHead: boolean): 'int8' | 'int4' | 'float8_e4m3fn' | undefined {
+/** The storage dtype of a quantizable matrix of this shape (int4: decision 0014; fp8: decision 0015; q8_0: decision 0016). */
+function quantizedDType(
+  quantization: 'int8' | 'int4' | 'fp8' | 'q8_0',
+  shape: readonly number[],
+  lmHead: boolean,
+): 'int8' | 'int4' | 'float8_e4m3fn' | 'q8_0' | undefined {
   // int8 and int4 quantize the LM head too (as llama.cpp's Q8_0 and Q4_0 files do); int4 checks K (lowerGraph).
   if (quantization === 'int8' || quantization === 'int4') return quantization;
+  // q8_0 blocks run along a row of 32 inputs: a matrix of another width keeps the weight dtype (as
+  // llama.cpp's converter keeps it 16-bit). The LM head is quantized too, as in a GGUF Q8_0/Q4_0 file.
+  if (quantization === 'q8_0') return shape.length === 2 && shape[1] % 32 === 0 ? 'q8_0' : undefined;
   // The LM head stays in the weight dtype, as TensorRT-LLM's FP8 recipes leave it: e4m3's 3 mantissa bits
   // on the last matrix go straight into the logits.
   return !lmHead && shape.length === 2 && shape[1] % 16 === 0 ? 'float8_e4m3fn' : undefined;
@@ -68,15 +75,16 @@ function quantizedDType(quantization: 'int8' | 'int4' | 'fp8', shape: readonly n
  * Lowers every node; `weightDType` is the engine's weight dtype (the build's `dtype`): parameters are
  * packed in it, except those a lowering asks to keep in float32 (biases), and linear matrices when
  * `options.quantization` is 'int8' (the writer quantizes them per row), 'int4' (per row and group of
- * `options.groupSize` input features: each matrix's K must be a multiple of it) or 'fp8' (float8_e4m3fn, one
+ * `options.groupSize` input features: each matrix's K must be a multiple of it), 'fp8' (float8_e4m3fn, one
  * scale per matrix; matrices whose K is not a multiple of 16, which cuBLASLt's FP8 GEMM needs, keep the
- * weight dtype on every target so cpu and cuda engines stay alike). `options.bf16LinearInputs`: linears read
- * their input rounded to bfloat16.
+ * weight dtype on every target so cpu and cuda engines stay alike) or 'q8_0' (llama.cpp's blocks of 32
+ * inputs; matrices whose K is not a multiple of 32 keep the weight dtype). `options.bf16LinearInputs`:
+ * linears read their input rounded to bfloat16.
  */
 export function lowerGraph(
   graph: Graph,
   weightDType: 'float32' | 'float16' | 'bfloat16',
-  options: { quantization?: 'int8' | 'int4' | 'fp8'; groupSize?: number; bf16LinearInputs?: boolean } = {},
+  options: { quantization?: 'int8' | 'int4' | 'fp8' | 'q8_0'; groupSize?: number; bf16LinearInputs?: boolean } = {},
 ): LoweredProgram {
   const { quantization, groupSize = 32 } = options;
   const weights: WeightEntry[] = [];
@@ -86,6 +94,7 @@ export function lowerGraph(
   const context: LoweringContext = {
     graph,
     bf16LinearInputs: options.bf16LinearInputs === true,
+    llamaCppNumerics: quantization === 'q8_0',
     parameter(id, options = {}) {
       const value = graph.value(id);
       if (value.kind !== 'parameter' || !value.sources) throw new Error(`lowering: %${id} is not a parameter`);

@@ -12,7 +12,7 @@ export interface LoweredOp {
 
 /** A weight of the engine: checkpoint tensors (concatenated along dim 0) or a constant the builder computed. */
 export type WeightEntry =
-  | { name: string; dtype: 'float32' | 'float16' | 'bfloat16' | 'int8' | 'float8_e4m3fn'; shape: number[]; sources: string[] }
+  | { name: string; dtype: 'float32' | 'float16' | 'bfloat16' | 'int8' | 'float8_e4m3fn' | 'q8_0'; shape: number[]; sources: string[] }
   /** An int4 matrix [N, K]: codes in groups of `groupSize` input features, one scale each (decision 0014). */
   | { name: string; dtype: 'int4'; shape: number[]; sources: string[]; groupSize: number }
   | { name: string; dtype: 'float32'; shape: number[]; data: Float32Array };
@@ -21,6 +21,11 @@ export interface LoweringContext {
   graph: Graph;
   /** Linears read their input rounded to bfloat16 (build config bf16LinearInputs; bfloat16 weights only). */
   bf16LinearInputs: boolean;
+  /**
+   * llama.cpp's CPU numerics around its Q8_0 blocks (build quantization "q8_0", decision 0016): attention
+   * rounds as over llama.cpp's float16 KV cache, and rope angles are computed as llama.cpp computes them.
+   */
+  llamaCppNumerics: boolean;
   /**
    * The weight-table index of a parameter, stored in the engine's weight dtype (or float32 when `float32`
    * is set, or int8 / int4 / float8_e4m3fn when `quantizable` is set and the build quantizes: linear matrices;

@@ -34,7 +34,7 @@ export function parsePositiveInteger(flag: string, value: string): number {
 /**
  * `kiln build --checkpoint <checkpoint-dir> --output <engine-dir> [--target cpu|cuda] [--dtype D]
  * [--compute-capability X.Y] [--max-batch-size N] [--max-seq-len N] [--max-num-tokens N]
- * [--gather-context-logits] [--tokens-per-block N] [--quantization int8|int4|fp8|none] [--group-size N]
+ * [--gather-context-logits] [--tokens-per-block N] [--quantization int8|int4|fp8|q8_0|none] [--group-size N]
  * [--bf16-linear-inputs] [--force]`
  */
 export function registerBuildCommand(program: Command): void {
@@ -50,7 +50,7 @@ export function registerBuildCommand(program: Command): void {
     .option('--gather-context-logits', 'let requests return the logits of every prompt token')
     .option('--max-beam-width <n>', 'most beams of one beam search request, at most max-batch-size (default 1: no beam search)')
     .option('--tokens-per-block <n>', 'tokens per KV cache block (default 16)')
-    .option('--quantization <method>', 'quantization of the linear matrices: int8 (weight-only, per-channel scales), int4 (weight-only, per-group scales), fp8 (e4m3 weights with a scale per matrix and activations with a dynamic scale per row; cuda on sm_89+, or cpu as its reference) or none (default none)')
+    .option('--quantization <method>', 'quantization of the linear matrices: int8 (weight-only, per-channel scales), int4 (weight-only, per-group scales), fp8 (e4m3 weights with a scale per matrix and activations with a dynamic scale per row; cuda on sm_89+, or cpu as its reference), q8_0 (cpu: llama.cpp\'s Q8_0 blocks, inputs quantized too as llama.cpp does; keeps GGUF Q8_0/Q4_0 weights exactly) or none (default none)')
     .option('--group-size <n>', 'int4: input features per scale, a multiple of 32 (default 32 on cpu, 128 on cuda)')
     .option('--bf16-linear-inputs', 'cpu, --dtype bfloat16: linears read their input rounded to bfloat16, as cuda engines do (AVX512_BF16 prefill at twice the float32 rate; logits ~1e-3 from a float32-activation reference)')
     .option('--force', 'rebuild even when the output folder holds an engine with the same build hash')
@@ -74,10 +74,10 @@ function buildConfigFromFlags(flags: BuildFlags): Partial<BuildConfig> {
   if (flags.tokensPerBlock !== undefined) config.tokensPerBlock = parsePositiveInteger('--tokens-per-block', flags.tokensPerBlock);
   if (flags.gatherContextLogits) config.gatherContextLogits = true;
   if (flags.quantization !== undefined) {
-    if (flags.quantization !== 'int8' && flags.quantization !== 'int4' && flags.quantization !== 'fp8' && flags.quantization !== 'none') {
-      throw new CliError(`--quantization: expected int8, int4, fp8 or none, got ${JSON.stringify(flags.quantization)}`);
+    if (!['int8', 'int4', 'fp8', 'q8_0', 'none'].includes(flags.quantization)) {
+      throw new CliError(`--quantization: expected int8, int4, fp8, q8_0 or none, got ${JSON.stringify(flags.quantization)}`);
     }
-    if (flags.quantization !== 'none') (config as Partial<CpuBuildConfig | CudaBuildConfig>).quantization = flags.quantization;
+    if (flags.quantization !== 'none') (config as Partial<CpuBuildConfig>).quantization = flags.quantization;
   }
   if (flags.groupSize !== undefined) {
     if (flags.quantization !== 'int4') throw new CliError('--group-size: applies to --quantization int4 only');

@@ -14,6 +14,8 @@ namespace {
 // Below about this many multiply-adds in the whole call, threads cost more than they save.
 constexpr int64_t kMinWorkToSplit = 1 << 15;
 
+float roundToF16(float v) { return f16ToF32(f32ToF16(v)); }
+
 struct CacheAddressing {
   float* pool;
   int64_t numLayers;
@@ -50,8 +52,16 @@ void attentionKernel(const KernelEnv& env, const StepContext& step, int32_t laye
   for (int64_t t = 0; t < T; ++t) {
     const int32_t* table = step.blockTables[step.tokenSeq[t]];
     const size_t bytes = static_cast<size_t>(cache.rowSize) * sizeof(float);
-    std::memcpy(cache.row(table, step.positions[t], 0), k + t * kStride, bytes);
-    std::memcpy(cache.row(table, step.positions[t], 1), v + t * vStride, bytes);
+    float* kRow = cache.row(table, step.positions[t], 0);
+    float* vRow = cache.row(table, step.positions[t], 1);
+    std::memcpy(kRow, k + t * kStride, bytes);
+    std::memcpy(vRow, v + t * vStride, bytes);
+    if (extras.roundF16) {
+      for (int64_t i = 0; i < cache.rowSize; ++i) {
+        kRow[i] = roundToF16(kRow[i]);
+        vRow[i] = roundToF16(vRow[i]);
+      }
+    }
   }
 
   const int64_t group = numHeads / numKvHeads;
@@ -93,9 +103,11 @@ void attentionKernel(const KernelEnv& env, const StepContext& step, int32_t laye
     }
   };
 
-  // 2b. Portable: one task per (token, query head); softmax with the maximum subtracted, all in float32.
+  // 2b. Portable: one task per (token, query head); softmax with the maximum subtracted, all in float32
+  //     (with roundF16, the query and the weights rounded to float16 as llama.cpp does).
   auto portableBody = [&](int64_t begin, int64_t end) {
     thread_local std::vector<float> probs;
+    thread_local std::vector<float> qRounded;
     for (int64_t task = begin; task < end; ++task) {
       const int64_t t = tokenOf(task / numHeads);
       const int64_t h = task % numHeads;
@@ -105,6 +117,11 @@ void attentionKernel(const KernelEnv& env, const StepContext& step, int32_t laye
       const int64_t len = pos - lo + 1;
       const int32_t* table = step.blockTables[step.tokenSeq[t]];
       const float* qh = q + t * qStride + h * headDim;
+      if (extras.roundF16) {
+        qRounded.resize(static_cast<size_t>(headDim));
+        for (int64_t i = 0; i < headDim; ++i) qRounded[i] = roundToF16(qh[i]);
+        qh = qRounded.data();
+      }
       float* oh = out + t * outStride + h * headDim;
       if (static_cast<int64_t>(probs.size()) < len) probs.resize(static_cast<size_t>(len));
 
@@ -126,12 +143,13 @@ void attentionKernel(const KernelEnv& env, const StepContext& step, int32_t laye
       const float invSum = 1.0f / sum;
       std::fill(oh, oh + headDim, 0.0f);
       for (int64_t j = 0; j < len; ++j) {
-        portable::axpy(probs[j] * invSum, cache.row(table, lo + j, 1) + kvHead * headDim, oh, headDim);
+        const float p = probs[j] * invSum;
+        portable::axpy(extras.roundF16 ? roundToF16(p) : p, cache.row(table, lo + j, 1) + kvHead * headDim, oh, headDim);
       }
     }
   };
 
-  const bool avx = env.isa >= Isa::Avx2;
+  const bool avx = env.isa >= Isa::Avx2 && !extras.roundF16;
   const int64_t tasks = T * (avx ? numKvHeads : numHeads);
   int64_t work = 0;
   for (int64_t t = 0; t < T; ++t) {

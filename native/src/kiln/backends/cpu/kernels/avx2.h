@@ -26,6 +26,10 @@ void linearTileInt4(const float* x, int64_t xStride, int64_t r0, int64_t r1, con
 void linearTile(const float* x, int64_t xStride, int64_t r0, int64_t r1, const void* w, DType wdt, int64_t n0,
                 int64_t n1, int64_t K, const float* scales, const float* bias, float* y, int64_t yStride);
 
+// sums[b] = the integer dot product of the 32 codes of Q8_0 block b of wBlocks (34 bytes each: float16 d,
+// then the codes) and xCodes[32 b, 32 b + 32), for b < blocks (linear_q8_0.cpp).
+void q8_0BlockDots(const uint8_t* wBlocks, const int8_t* xCodes, int64_t blocks, int32_t* sums);
+
 // Rows [r0, r1) of rmsNormKernel.
 void rmsNormRows(const float* x, int64_t xStride, int64_t r0, int64_t r1, const void* w, DType wdt, int64_t H,
                  float eps, float weightOffset, float* y, int64_t yStride);

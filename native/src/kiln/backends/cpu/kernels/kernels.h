@@ -47,6 +47,14 @@ void linearKernel(const KernelEnv& env, const float* x, int64_t rows, int64_t xS
 // each row of x is quantized to e4m3 with its own dynamic scale, as kiln/fp8.h defines (decision 0015).
 void linearFp8Kernel(const KernelEnv& env, const float* x, int64_t rows, int64_t xStride, const void* w, int64_t N,
                      int64_t K, const float* bias, float* y, int64_t yStride);
+// linearKernel for Q8_0 weights (dtype.h), as llama.cpp multiplies Q8_0 and Q4_0 matrices
+// (linear_q8_0.cpp): each row of x is quantized to Q8_0 blocks, codes are multiplied in integers and each
+// block's sum scaled by d_w * d_x. K must be a multiple of 32 (the op spec checks it).
+void linearQ8_0Kernel(const KernelEnv& env, const float* x, int64_t rows, int64_t xStride, const uint8_t* w,
+                      int64_t N, int64_t K, const float* bias, float* y, int64_t yStride);
+// One row of x (K a multiple of 32) as ggml's x86 quantize_row_q8_0 writes it: codes [K] and the block
+// scales [K / 32] (float16 values, as float).
+void quantizeRowQ8_0Activations(const float* x, int64_t K, int8_t* codes, float* scales);
 
 // linearKernel for an int4 matrix w [N, K] of group size G (dtype.h's layout: K / 2 bytes of nibbles per
 // row, then N * (K / G) bfloat16 scales; K % G == 0, G % 32 == 0): y[r, n] = sum_k x[r, k] * q[n, k] *
@@ -116,10 +124,12 @@ void moeKernel(const KernelEnv& env, const float* x, int64_t T, int64_t xStride,
 // are rotated by angle positions[t] * invFreq[i] (i < rotaryDim / 2), cos and sin multiplied by
 // `attentionScaling`; the rest are copied. `interleaved` false: pairs (i, i + rotaryDim/2) (GPT-NeoX /
 // LLaMA "rotate_half"); true: pairs (2i, 2i + 1) (GPT-J). The angle is computed as in transformers:
-// float32 product position * invFreq, then cos/sin of that float32 value.
+// float32 product position * invFreq, then cos/sin of that float32 value. With `llamaCppThetaBase` > 0
+// the angles are llama.cpp's instead (ggml_rope_cache_init): theta = position, then theta *= s after each
+// pair with s = powf(base, -2 / rotaryDim) in float32, cos/sin by cosf/sinf; invFreq is not read.
 void ropeKernel(const KernelEnv& env, const float* x, int64_t numTokens, int64_t xStride, const int32_t* positions,
                 int64_t numHeads, int64_t headDim, int64_t rotaryDim, bool interleaved, const float* invFreq,
-                float attentionScaling, float* y, int64_t yStride);
+                float attentionScaling, float* y, int64_t yStride, float llamaCppThetaBase = 0.0f);
 
 // Fused attention over the paged KV cache, for layer `layer`:
 //  1. stores k[t] and v[t] ([numKvHeads * headDim] each) of every packed token t into the cache of its
@@ -134,6 +144,11 @@ void ropeKernel(const KernelEnv& env, const float* x, int64_t numTokens, int64_t
 struct AttentionExtras {
   float softcap = 0.0f;
   const float* alibiSlopes = nullptr;  // [numHeads] or null
+  // llama.cpp's CPU attention over its default float16 KV cache (attr llamaCppF16, decision 0016): K and V
+  // are rounded to float16 as they are stored, the query to float16 for the scores, and the normalised
+  // softmax weights to float16 before they weight V (ggml's mul_mat casts its float32 operand to the
+  // float16 one's type); products of float16 values are exact in float32. Runs the portable path.
+  bool roundF16 = false;
 };
 void attentionKernel(const KernelEnv& env, const StepContext& step, int32_t layer, const float* q, int64_t qStride,
                      const float* k, int64_t kStride, const float* v, int64_t vStride, int64_t numHeads,

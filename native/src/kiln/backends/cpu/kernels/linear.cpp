@@ -60,6 +60,10 @@ void linearKernel(const KernelEnv& env, const float* x, int64_t rows, int64_t xS
   }
   // int4 matrices have their own layout and kernel (linearInt4Kernel); the op routes them there.
   if (wdt == DType::I4) throw std::logic_error("linearKernel: int4 weights go to linearInt4Kernel");
+  if (wdt == DType::Q8_0) {  // llama.cpp's Q8_0 blocks, inputs quantized to the same: linear_q8_0.cpp
+    linearQ8_0Kernel(env, x, rows, xStride, static_cast<const uint8_t*>(w), N, K, bias, y, yStride);
+    return;
+  }
   const int64_t featBlocks = (N + kFeatBlock - 1) / kFeatBlock;
   const int64_t rowBlocks = (rows + kRowBlock - 1) / kRowBlock;
   const bool roundX = bf16Activations && wdt == DType::BF16;

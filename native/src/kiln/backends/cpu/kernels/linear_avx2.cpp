@@ -164,6 +164,7 @@ void linearTile(const float* x, int64_t xStride, int64_t r0, int64_t r1, const v
     case DType::I32:     // never routed here (see linearKernel)
     case DType::F8E4M3:  // linearFp8Kernel
     case DType::I4:      // linearInt4Kernel (linear_int4_avx2.cpp)
+    case DType::Q8_0:    // linearQ8_0Kernel
       return;
   }
 }

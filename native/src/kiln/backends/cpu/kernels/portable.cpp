@@ -87,6 +87,9 @@ void toF32(const void* data, DType t, int64_t n, float* out) {
     case DType::I4:  // packed nibbles with group scales: only linearInt4Kernel reads them
       for (int64_t i = 0; i < n; ++i) out[i] = 0.0f;
       return;
+    case DType::Q8_0:  // whole blocks from a block's start: d * q
+      for (int64_t i = 0; i < n; ++i) out[i] = loadAsF32(data, t, static_cast<size_t>(i));
+      return;
   }
 }
 

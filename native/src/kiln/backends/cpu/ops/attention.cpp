@@ -9,6 +9,7 @@ BoundOp bindAttention(OpBinding& b) {
   AttentionExtras extras;
   extras.softcap = s.softcap;
   extras.alibiSlopes = s.alibiSlopes;
+  extras.roundF16 = s.llamaCppF16;
   return [s, extras](const StepRuntime& rt) {
     attentionKernel(rt.env, *rt.step, s.layer, s.q.data, s.q.rowStride, s.k.data, s.k.rowStride, s.v.data,
                     s.v.rowStride, s.numHeads, s.numKvHeads, s.headDim, s.scale, s.slidingWindow, extras, s.out.data,

@@ -38,6 +38,8 @@ void registerCpuOps(KernelRegistry& r) {
   r.registerOp("linear", "cpu", DType::F8E4M3, bindLinear);
   // int4 weight-only (decision 0014): linears only, through linearInt4Kernel.
   r.registerOp("linear", "cpu", DType::I4, bindLinear);
+  // llama.cpp's Q8_0 blocks with Q8_0-quantized inputs (GGUF Q8_0 / Q4_0 weights, decision 0016).
+  r.registerOp("linear", "cpu", DType::Q8_0, bindLinear);
 }
 
 }  // namespace ops

@@ -8,7 +8,7 @@ BoundOp bindRope(OpBinding& b) {
   const spec::Rope s = spec::rope(b);
   return [s](const StepRuntime& rt) {
     ropeKernel(rt.env, s.x.data, rt.step->numTokens, s.x.rowStride, rt.step->positions, s.numHeads, s.headDim,
-               s.rotaryDim, s.interleaved, s.invFreq, s.attentionScaling, s.y.data, s.y.rowStride);
+               s.rotaryDim, s.interleaved, s.invFreq, s.attentionScaling, s.y.data, s.y.rowStride, s.llamaCppThetaBase);
   };
 }
 
