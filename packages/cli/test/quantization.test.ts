@@ -109,7 +109,7 @@ describe('kiln build --quantization int8', () => {
   test('refuses an unknown method', () => {
     const bad = kiln(['build', '--checkpoint', 'x', '--output', 'y', '--quantization', 'int3']);
     expect(bad.status).not.toBe(0);
-    expect(bad.stderr).toContain('--quantization: expected int8, int4, fp8 or none, got "int3"');
+    expect(bad.stderr).toContain('--quantization: expected int8, int4, fp8, q8_0 or none, got "int3"');
   });
 
   test('writes a cuda int8 engine (int8 matrices, 16-bit linear inputs) only when asked to, while experimental', async () => {

@@ -77,7 +77,7 @@ function buildConfigFromFlags(flags: BuildFlags): Partial<BuildConfig> {
     if (!['int8', 'int4', 'fp8', 'q8_0', 'none'].includes(flags.quantization)) {
       throw new CliError(`--quantization: expected int8, int4, fp8, q8_0 or none, got ${JSON.stringify(flags.quantization)}`);
     }
-    if (flags.quantization !== 'none') (config as Partial<CpuBuildConfig>).quantization = flags.quantization;
+    if (flags.quantization !== 'none') (config as Partial<CpuBuildConfig>).quantization = flags.quantization as CpuBuildConfig['quantization'];
   }
   if (flags.groupSize !== undefined) {
     if (flags.quantization !== 'int4') throw new CliError('--group-size: applies to --quantization int4 only');
