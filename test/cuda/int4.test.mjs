@@ -22,8 +22,6 @@ import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { compareUpToMargin, fixturesDir, fmt, kilnOk, makeTmpDir, markdownTable, onCuda, requirePackage, rowRelativeError, scribeDir, target, topMargin, writeResult } from './helpers.mjs';
 
-// Experimental until this suite passes on a GPU (packages/builder/src/build-config.ts).
-process.env.KILN_EXPERIMENTAL_CUDA_INT4 = '1';
 const { Engine, Tokenizer } = requirePackage('@kiln/runtime');
 const work = makeTmpDir('int4');
 after(() => work.remove());

@@ -12,8 +12,6 @@ import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { compareUpToMargin, fixturesDir, fmt, kilnOk, makeTmpDir, onCuda, requirePackage, rowRelativeError, scribeDir, target, topMargin } from './helpers.mjs';
 
-// Experimental until this suite passes on a GPU (packages/builder/src/build-config.ts).
-process.env.KILN_EXPERIMENTAL_CUDA_INT8 = '1';
 const { Engine } = requirePackage('@kiln/runtime');
 const work = makeTmpDir('int8');
 after(() => work.remove());

@@ -118,12 +118,8 @@ function commit() {
 }
 
 async function main() {
-  // The int8 variant's cuda engines are experimental until test/cuda/int8.test.mjs passes on a GPU.
-  process.env.KILN_EXPERIMENTAL_CUDA_INT8 = '1';
-  // Likewise the fp8 variant's, until test/cuda/fp8.test.mjs passes on a GPU.
+  // The fp8 variant's cuda engines are experimental until test/cuda/fp8.test.mjs passes on a GPU.
   process.env.KILN_EXPERIMENTAL_CUDA_FP8 = '1';
-  // And the int4 variant's, until test/cuda/int4.test.mjs passes on a GPU.
-  process.env.KILN_EXPERIMENTAL_CUDA_INT4 = '1';
   const cfg = benchConfig();
   cfg.commit = commit();
   cfg.command = [...Object.entries(process.env).filter(([k]) => k.startsWith('KILN_BENCH_')).map(([k, v]) => `${k}=${v}`), 'node tools/bench/gpu-baseline.mjs'].join(' ');

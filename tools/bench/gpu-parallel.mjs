@@ -151,12 +151,11 @@ async function main() {
     results.runs.push(entry);
     // c64 warms up with 128 requests first (kiln bench --warmup), so that each batch size's CUDA graph is
     // captured before the measured run, as a serving engine that has been up for a while has them. The
-    // tp 2 batch-1 run is repeated with NCCL alone (no peer all-reduce), for the record.
+    // tp 2 batch-1 run is repeated with NCCL alone (no peer all-reduce).
     for (const [key, workload, env] of [
       ['batch1', { numRequests: 3, inputLen: 128, outputLen: 256, concurrency: 1 }, {}],
       ['c64', { numRequests: 512, inputLen: 128, outputLen: 128, concurrency: 64, warmup: 128 }, {}],
       ...(tp > 1 ? [['batch1NcclOnly', { numRequests: 3, inputLen: 128, outputLen: 256, concurrency: 1 }, { KILN_CUDA_PEER_ALLREDUCE: '0' }]] : []),
-      ...(tp > 1 ? [['c64NcclOnly', { numRequests: 512, inputLen: 128, outputLen: 128, concurrency: 64, warmup: 128 }, { KILN_CUDA_PEER_ALLREDUCE: '0' }]] : []),
     ]) {
       const t = Date.now();
       try {

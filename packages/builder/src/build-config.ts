@@ -86,23 +86,12 @@ export function resolveBuildConfig(partial: Partial<BuildConfig> = {}, model: Ba
   if (quantization === 'q8_0') {
     throw new RangeError('build config: quantization "q8_0" (llama.cpp\'s Q8_0 blocks, decision 0016) has cpu kernels only; use target "cpu"');
   }
-  // The cuda int8 kernels (native/src/kiln/backends/cuda/kernels/gemv_int8.cu) are compiled but have not
-  // run on a GPU yet (test/cuda/int8.test.mjs is their check): opt-in until a GPU run passes it.
-  if (quantization === 'int8' && process.env.KILN_EXPERIMENTAL_CUDA_INT8 !== '1') {
-    throw new RangeError(
-      'build config: quantization "int8" on target "cuda" is experimental (its kernels have not been run on a GPU yet): set KILN_EXPERIMENTAL_CUDA_INT8=1 to build one',
-    );
-  }
-  // Likewise the cuda FP8 kernels (kernels/fp8.cu; test/cuda/fp8.test.mjs).
+  // The cuda FP8 kernels (kernels/fp8.cu) stay opt-in: on two H200s (2026-11-30) test/cuda/fp8.test.mjs
+  // passed its accuracy report but not its sharp check against the cpu fp8 engine (the cuBLASLt FP8 GEMM
+  // path had no float32 row within 1e-4 of it). int8 and int4 passed theirs and are not gated.
   if (quantization === 'fp8' && process.env.KILN_EXPERIMENTAL_CUDA_FP8 !== '1') {
     throw new RangeError(
       'build config: quantization "fp8" on target "cuda" is experimental (its kernels have not been run on a GPU yet): set KILN_EXPERIMENTAL_CUDA_FP8=1 to build one',
-    );
-  }
-  // Likewise the cuda int4 kernels (kernels/gemv_int4.cu; test/cuda/int4.test.mjs).
-  if (quantization === 'int4' && process.env.KILN_EXPERIMENTAL_CUDA_INT4 !== '1') {
-    throw new RangeError(
-      'build config: quantization "int4" on target "cuda" is experimental (its kernels have not been run on a GPU yet): set KILN_EXPERIMENTAL_CUDA_INT4=1 to build one',
     );
   }
   const computeCapability = given.computeCapability ?? defaultComputeCapability();

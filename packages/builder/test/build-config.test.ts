@@ -56,13 +56,7 @@ describe('resolveBuildConfig', () => {
     expect(resolve({ quantization: 'none' })).toEqual(resolve({}));
     expect(resolve({})).not.toHaveProperty('quantization');
     expect(() => resolve({ quantization: 'int3' as never })).toThrow('build config: quantization must be "int8", "int4", "fp8", "q8_0" or "none", got "int3"');
-    expect(() => resolve({ target: 'cuda', computeCapability: '9.0', quantization: 'int8' })).toThrow('set KILN_EXPERIMENTAL_CUDA_INT8=1');
-    process.env.KILN_EXPERIMENTAL_CUDA_INT8 = '1';
-    try {
-      expect(resolve({ target: 'cuda', computeCapability: '9.0', quantization: 'int8' })).toMatchObject({ target: 'cuda', quantization: 'int8' });
-    } finally {
-      delete process.env.KILN_EXPERIMENTAL_CUDA_INT8;
-    }
+    expect(resolve({ target: 'cuda', computeCapability: '9.0', quantization: 'int8' })).toMatchObject({ target: 'cuda', quantization: 'int8' });
     expect(resolve({ target: 'cuda', computeCapability: '9.0', quantization: 'none' })).not.toHaveProperty('quantization');
   });
 
@@ -79,7 +73,7 @@ describe('resolveBuildConfig', () => {
     }
   });
 
-  it('takes int4 with a group size: 32 by default on the cpu, 128 on cuda (behind KILN_EXPERIMENTAL_CUDA_INT4)', () => {
+  it('takes int4 with a group size: 32 by default on the cpu, 128 on cuda', () => {
     expect(resolve({ quantization: 'int4' })).toMatchObject({ target: 'cpu', quantization: 'int4', groupSize: 32 });
     expect(resolve({ quantization: 'int4', groupSize: 128 })).toMatchObject({ quantization: 'int4', groupSize: 128 });
     expect(resolve({ quantization: 'int8' })).not.toHaveProperty('groupSize');
@@ -88,14 +82,8 @@ describe('resolveBuildConfig', () => {
     for (const bad of [48, 0, 16, 8192, 32.5, '32']) {
       expect(() => resolve({ quantization: 'int4', groupSize: bad as number })).toThrow('build config: groupSize must be a multiple of 32 in [32, 4096]');
     }
-    expect(() => resolve({ target: 'cuda', computeCapability: '9.0', quantization: 'int4' })).toThrow('set KILN_EXPERIMENTAL_CUDA_INT4=1');
-    process.env.KILN_EXPERIMENTAL_CUDA_INT4 = '1';
-    try {
-      expect(resolve({ target: 'cuda', computeCapability: '9.0', quantization: 'int4' })).toMatchObject({ target: 'cuda', quantization: 'int4', groupSize: 128 });
-      expect(resolve({ target: 'cuda', computeCapability: '9.0', quantization: 'int4', groupSize: 64 })).toMatchObject({ groupSize: 64 });
-    } finally {
-      delete process.env.KILN_EXPERIMENTAL_CUDA_INT4;
-    }
+    expect(resolve({ target: 'cuda', computeCapability: '9.0', quantization: 'int4' })).toMatchObject({ target: 'cuda', quantization: 'int4', groupSize: 128 });
+    expect(resolve({ target: 'cuda', computeCapability: '9.0', quantization: 'int4', groupSize: 64 })).toMatchObject({ groupSize: 64 });
   });
 
   it("takes q8_0 (llama.cpp's blocks, decision 0016) on the cpu only", () => {

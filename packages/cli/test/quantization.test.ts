@@ -112,13 +112,10 @@ describe('kiln build --quantization int8', () => {
     expect(bad.stderr).toContain('--quantization: expected int8, int4, fp8, q8_0 or none, got "int3"');
   });
 
-  test('writes a cuda int8 engine (int8 matrices, 16-bit linear inputs) only when asked to, while experimental', async () => {
+  test('writes a cuda int8 engine (int8 matrices, 16-bit linear inputs)', async () => {
     const out = path.join(root, 'scribe-7m-cuda-int8');
     const args = ['build', '--checkpoint', path.join(root, 'scribe-7m-checkpoint'), '--output', out, '--target', 'cuda', '--compute-capability', '9.0', '--dtype', 'bfloat16', '--quantization', 'int8'];
-    const refused = kiln(args);
-    expect(refused.status).not.toBe(0);
-    expect(refused.stderr).toContain('set KILN_EXPERIMENTAL_CUDA_INT8=1');
-    const built = kiln(args, { KILN_EXPERIMENTAL_CUDA_INT8: '1' });
+    const built = kiln(args);
     expect(built.status).toBe(0);
     expect(built.stdout).toContain('int8 weights');
     const header = JSON.parse(await fs.readFile(path.join(out, 'config.json'), 'utf8'));
@@ -221,13 +218,10 @@ describe('kiln build --quantization int4', () => {
     expect(odd.stderr).toContain('groupSize must be a multiple of 32');
   });
 
-  test('writes a cuda int4 engine (group 128 by default) only when asked to, while experimental', async () => {
+  test('writes a cuda int4 engine (group 128 by default)', async () => {
     const out = path.join(root, 'scribe-7m-cuda-int4');
     const args = ['build', '--checkpoint', path.join(root, 'scribe-7m-checkpoint'), '--output', out, '--target', 'cuda', '--compute-capability', '9.0', '--dtype', 'bfloat16', '--quantization', 'int4'];
-    const refused = kiln(args);
-    expect(refused.status).not.toBe(0);
-    expect(refused.stderr).toContain('set KILN_EXPERIMENTAL_CUDA_INT4=1');
-    const built = kiln(args, { KILN_EXPERIMENTAL_CUDA_INT4: '1' });
+    const built = kiln(args);
     expect(built.status).toBe(0);
     expect(built.stdout).toContain('int4 (group 128) weights');
     const header = JSON.parse(await fs.readFile(path.join(out, 'config.json'), 'utf8'));
