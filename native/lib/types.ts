@@ -121,6 +121,8 @@ export interface WriteSafetensorsFromGgufOptions {
     unpermuteHeads?: number;
     /** Added to every dequantized value (Gemma's norm weights: -1). Default 0. */
     valueOffset?: number;
+    /** Write the 2-D tensor transposed (GPT-2's Conv1D weights, [in, out] in transformers). Default false. */
+    transpose?: boolean;
   }>;
   /** Refuse NaN and infinite dequantized values, naming the tensor. Default false. */
   rejectNonFinite?: boolean;

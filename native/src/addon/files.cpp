@@ -686,6 +686,11 @@ Napi::Value WriteSafetensorsFromGguf(const Napi::CallbackInfo& info) {
         if (!field.IsNumber() || !std::isfinite(field.As<Napi::Number>().DoubleValue())) return args.fail(w + ".valueOffset must be a finite number");
         spec.valueOffset = field.As<Napi::Number>().FloatValue();
       }
+      if (!args.get(obj, "transpose", &field)) return false;
+      if (!field.IsUndefined()) {
+        if (!field.IsBoolean()) return args.fail(w + ".transpose must be a boolean");
+        spec.transpose = field.As<Napi::Boolean>().Value();
+      }
       tensors.push_back(std::move(spec));
     }
     return true;

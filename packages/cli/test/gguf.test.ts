@@ -244,7 +244,7 @@ test('`kiln export-gguf` documents its flags and refuses a type it does not writ
   await expect(fs.stat(out)).rejects.toThrow();
 });
 
-const FIXTURES_EXPORTED = ['llama', 'qwen2', 'qwen3', 'gemma', 'gemma2', 'phi3', 'starcoder2'];
+const FIXTURES_EXPORTED = ['llama', 'qwen2', 'qwen3', 'gemma', 'gemma2', 'phi3', 'starcoder2', 'gpt2'];
 describe.each(FIXTURES_EXPORTED)('the %s fixture exported to F32 GGUF', (fixture) => {
   test('node-llama-cpp gives the greedy tokens Kiln gives (teacher-forced, 3 prompts x 16 tokens)', async () => {
     // general.name is the checkpoint folder's name, and llama.cpp keys a fix-up of real Phi-3 vocabularies

@@ -26,7 +26,7 @@ async function loadTokenizer(dir: string): Promise<Tokenizer> {
   return new Tokenizer(json, config);
 }
 
-describe.each(['llama', 'qwen2', 'qwen3', 'gemma', 'gemma2', 'phi3', 'starcoder2'])('%s: Kiln checkpoint -> F32 GGUF -> Kiln checkpoint', (fixture) => {
+describe.each(['llama', 'qwen2', 'qwen3', 'gemma', 'gemma2', 'phi3', 'starcoder2', 'gpt2'])('%s: Kiln checkpoint -> F32 GGUF -> Kiln checkpoint', (fixture) => {
   test('gives back every tensor bit for bit, the same model config and a tokenizer that encodes alike', async () => {
     const original = path.join(root, `${fixture}-ckpt`);
     await convertCheckpoint({ modelDir: path.join(FIXTURES, fixture), outputDir: original, dtype: 'float32' });

@@ -32,6 +32,10 @@ void writeSafetensorsFromGguf(const std::string& ggufPath, const std::string& ou
     if (spec.dtype == DType::I32) throw std::runtime_error(what + ": output dtype must be F32, F16 or BF16");
     if (!names.insert(spec.name).second) throw std::runtime_error(outPath + ": tensor \"" + spec.name + "\" is written twice");
     const uint64_t rows = t->dims.size() == 1 ? 1 : static_cast<uint64_t>(t->shape()[0]);
+    if (spec.transpose && (t->dims.size() != 2 || spec.unpermuteHeads > 0)) {
+      throw std::runtime_error(what + ": only a 2-D tensor without a rope permutation can be transposed, not " +
+                               shapeString(t->shape()));
+    }
     if (spec.unpermuteHeads > 0 && (t->dims.size() != 2 || rows % (2ull * spec.unpermuteHeads) != 0)) {
       throw std::runtime_error(what + ": cannot undo the rope permutation of " + shapeString(t->shape()) + " for " +
                                std::to_string(spec.unpermuteHeads) + " heads");
@@ -59,8 +63,10 @@ void writeSafetensorsFromGguf(const std::string& ggufPath, const std::string& ou
     const uint64_t bytes = elements * dtypeSize(tensors[i].dtype);
     if (!first) header += ",";
     first = false;
+    std::vector<int64_t> shape = sources[i]->shape();
+    if (tensors[i].transpose) std::swap(shape[0], shape[1]);
     header += jsonQuote(tensors[i].name) + ":{\"dtype\":\"" + safetensorsCode(tensors[i].dtype) + "\",\"shape\":" +
-              shapeString(sources[i]->shape()) + ",\"data_offsets\":[" + std::to_string(offset) + "," +
+              shapeString(shape) + ",\"data_offsets\":[" + std::to_string(offset) + "," +
               std::to_string(offset + bytes) + "]}";
     offset += bytes;
   }
@@ -85,6 +91,31 @@ void writeSafetensorsFromGguf(const std::string& ggufPath, const std::string& ou
     const uint64_t rowBytes = rowElements / traits.blockElements * traits.blockBytes;
     row.resize(rowElements);
     cast.resize(rowElements * dtypeSize(spec.dtype));
+    if (spec.transpose) {
+      // The whole matrix as float32 (the largest GPT-2 matrix, 4 x hidden x hidden, is what a float32
+      // checkpoint holds anyway), then written column by column.
+      std::vector<float> all(static_cast<size_t>(elements));
+      for (uint64_t r = 0; r < rows; ++r) {
+        dequantizeRow(static_cast<GgmlType>(t.type), t.data + r * rowBytes, rowElements, all.data() + r * rowElements);
+      }
+      std::vector<float> column(static_cast<size_t>(rows));
+      cast.resize(rows * dtypeSize(spec.dtype));
+      for (uint64_t c = 0; c < rowElements; ++c) {
+        for (uint64_t r = 0; r < rows; ++r) column[r] = all[r * rowElements + c] + spec.valueOffset;
+        if (rejectNonFinite) {
+          for (uint64_t r = 0; r < rows; ++r) {
+            if (!std::isfinite(column[r])) {
+              throw std::runtime_error(ggufPath + ": tensor \"" + t.name + "\" holds " +
+                                       (std::isnan(column[r]) ? "NaN" : "an infinite value") + " at element " +
+                                       std::to_string(r * rowElements + c) + " (a model with non-finite weights generates garbage)");
+            }
+          }
+        }
+        castFromF32(column.data(), rows, spec.dtype, cast.data());
+        out.write(cast.data(), cast.size());
+      }
+      continue;
+    }
     for (uint64_t r = 0; r < rows; ++r) {
       const uint64_t from = spec.unpermuteHeads ? ropePermutedRow(r, rows, spec.unpermuteHeads, true) : r;
       dequantizeRow(static_cast<GgmlType>(t.type), t.data + from * rowBytes, rowElements, row.data());

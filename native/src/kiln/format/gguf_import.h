@@ -18,6 +18,9 @@ struct GgufImportSpec {
   uint32_t unpermuteHeads = 0;   // > 0: undo llama.cpp's rope permutation for this many heads
   // Added to every dequantized value: -1 for Gemma's norm weights, which llama.cpp stores as 1 + w.
   float valueOffset = 0.0f;
+  // Write the 2-D tensor transposed ([out, in] in the file, [in, out] out): GPT-2's Conv1D weights, which
+  // llama.cpp's converter transposes.
+  bool transpose = false;
 };
 
 // Writes `outPath` atomically. With rejectNonFinite, a NaN or infinite dequantized value is refused,

@@ -182,14 +182,22 @@ GgufWriteResult writeGguf(const std::string& path, const std::vector<std::pair<s
     // Rows in order across the parts: dimension 0 of a row-major tensor is its outermost.
     std::vector<std::pair<const Source::Part*, uint64_t>> rowsOf;
     for (const Source::Part& part : s.parts) {
-      // Rows of the innermost dimension (a 1-D tensor is one row).
-      for (uint64_t r = 0; r < part.elements / s.rowElements; ++r) rowsOf.emplace_back(&part, r);
+      // Rows of the innermost dimension (vectors are handled whole below).
+      for (uint64_t r = 0; s.shape.size() > 1 && r < part.elements / s.rowElements; ++r) rowsOf.emplace_back(&part, r);
     }
     for (uint64_t r = 0; r < s.rows; ++r) {
-      const uint64_t index = spec.permuteHeads ? ropePermutedRow(r, s.rows, spec.permuteHeads, false) : r;
-      const Source::Part& part = *rowsOf[index].first;
-      const uint64_t from = rowsOf[index].second;
-      for (uint64_t j = 0; j < s.rowElements; ++j) row[j] = loadAsF32(part.tensor->data, part.dtype, from * s.rowElements + j) + spec.valueOffset;
+      if (s.shape.size() == 1) {
+        // A vector is one row, which its parts fill one after another (GPT-2's q/k/v biases back into c_attn's).
+        uint64_t j = 0;
+        for (const Source::Part& part : s.parts) {
+          for (uint64_t e = 0; e < part.elements; ++e) row[j++] = loadAsF32(part.tensor->data, part.dtype, e) + spec.valueOffset;
+        }
+      } else {
+        const uint64_t index = spec.permuteHeads ? ropePermutedRow(r, s.rows, spec.permuteHeads, false) : r;
+        const Source::Part& part = *rowsOf[index].first;
+        const uint64_t from = rowsOf[index].second;
+        for (uint64_t j = 0; j < s.rowElements; ++j) row[j] = loadAsF32(part.tensor->data, part.dtype, from * s.rowElements + j) + spec.valueOffset;
+      }
       quantizeRow(spec.type, row.data(), row.size(), packed.data());
       dequantizeRow(spec.type, packed.data(), row.size(), back.data());
       for (uint64_t j = 0; j < s.rowElements; ++j) {

@@ -28,8 +28,47 @@ export interface GgufArchitecture {
   normWeightOffset?: number;
   /** transformers' `hidden_act` of llama.cpp's graph for this family. Default silu. */
   activation?: string;
+  /** transformers' prefix of the per-layer tensors. Default `model.layers`. */
+  hfLayerPrefix?: string;
+  /**
+   * GPT-2: the weights transformers stores as Conv1D [in, out], which llama.cpp's converter transposes to
+   * [out, in] (the import transposes them back; Kiln's checkpoint already holds them [out, in]).
+   */
+  conv1dWeights?: RegExp;
 }
 
+// GPT-2: learned positions, LayerNorms with biases, fused q/k/v (c_attn) and a plain GELU (tanh) MLP, all
+// Conv1D; llama.cpp's gpt2 graph runs exactly that, attention scaled by 1 / sqrt(head size).
+const GPT2: GgufArchitecture = {
+  gguf: 'gpt2',
+  hfClass: 'GPT2LMHeadModel',
+  modelType: 'gpt2',
+  ropePermuted: false,
+  norm: 'layer',
+  activation: 'gelu_new',
+  hfLayerPrefix: 'transformer.h',
+  conv1dWeights: /\.(attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj)\.weight$/,
+  layerTensors: [
+    ['attn_norm.weight', 'ln_1.weight'],
+    ['attn_norm.bias', 'ln_1.bias'],
+    ['attn_qkv.weight', 'attn.c_attn.weight'],
+    ['attn_qkv.bias', 'attn.c_attn.bias'],
+    ['attn_output.weight', 'attn.c_proj.weight'],
+    ['attn_output.bias', 'attn.c_proj.bias'],
+    ['ffn_norm.weight', 'ln_2.weight'],
+    ['ffn_norm.bias', 'ln_2.bias'],
+    ['ffn_up.weight', 'mlp.c_fc.weight'],
+    ['ffn_up.bias', 'mlp.c_fc.bias'],
+    ['ffn_down.weight', 'mlp.c_proj.weight'],
+    ['ffn_down.bias', 'mlp.c_proj.bias'],
+  ],
+  globalTensors: [
+    ['token_embd.weight', 'transformer.wte.weight'],
+    ['position_embd.weight', 'transformer.wpe.weight'],
+    ['output_norm.weight', 'transformer.ln_f.weight'],
+    ['output_norm.bias', 'transformer.ln_f.bias'],
+  ],
+};
 export const GGUF_ARCHITECTURES: readonly GgufArchitecture[] = [
   // Mistral files are written as "llama" by llama.cpp's converter (MistralForCausalLM -> LlamaModel).
   { gguf: 'llama', hfClass: 'LlamaForCausalLM', modelType: 'llama', ropePermuted: true, norm: 'rms' },
@@ -92,7 +131,9 @@ export const GGUF_ARCHITECTURES: readonly GgufArchitecture[] = [
     ],
     globalTensors: [['output_norm.bias', 'model.norm.bias']],
   },
+  GPT2,
 ];
+
 
 export function ggufArchitectureByName(file: string, name: string): GgufArchitecture {
   const arch = GGUF_ARCHITECTURES.find((a) => a.gguf === name);
@@ -172,7 +213,7 @@ export function hfTensorName(arch: GgufArchitecture, ggufName: string): string |
   if (global) return global;
   const m = /^blk\.(0|[1-9][0-9]{0,5})\.(.+)$/.exec(ggufName);
   const inner = m && names.ggufToHfLayer.get(m[2]);
-  return inner ? `model.layers.${m[1]}.${inner}` : undefined;
+  return inner ? `${arch.hfLayerPrefix ?? 'model.layers'}.${m[1]}.${inner}` : undefined;
 }
 
 /** llama.cpp's name of a transformers tensor of this family, or undefined. */
@@ -180,7 +221,8 @@ export function ggufTensorName(arch: GgufArchitecture, hfName: string): string |
   const names = namesOf(arch);
   const global = names.hfToGgufGlobal.get(hfName);
   if (global) return global;
-  const m = /^model\.layers\.(0|[1-9][0-9]{0,5})\.(.+)$/.exec(hfName);
+  const prefix = arch.hfLayerPrefix ?? 'model.layers';
+  const m = hfName.startsWith(`${prefix}.`) ? /^(0|[1-9][0-9]{0,5})\.(.+)$/.exec(hfName.slice(prefix.length + 1)) : null;
   const inner = m && names.hfToGgufLayer.get(m[2]);
   return inner ? `blk.${m[1]}.${inner}` : undefined;
 }
@@ -208,6 +250,7 @@ export function ropePermutationHeads(
  * rope Kiln cannot reproduce (llama.cpp's rope_freqs tensor, YaRN) is an error naming the key.
  */
 export function hfConfigFromGguf(file: GgufModelFile, arch: GgufArchitecture): Record<string, unknown> {
+  if (arch.gguf === 'gpt2') return gpt2ConfigFromGguf(file, arch);
   const k = (key: string) => `${arch.gguf}.${key}`;
   const hidden = file.positiveInteger(k('embedding_length'));
   const heads = file.positiveInteger(k('attention.head_count'));
@@ -284,4 +327,32 @@ export function hfConfigFromGguf(file: GgufModelFile, arch: GgufArchitecture): R
     config.rope_scaling = { rope_type: 'linear', factor };
   }
   return config;
+}
+
+/** transformers' GPT2Config for a gpt2 GGUF file (llama.cpp's LLM_ARCH_GPT2 keys). */
+function gpt2ConfigFromGguf(file: GgufModelFile, arch: GgufArchitecture): Record<string, unknown> {
+  const k = (key: string) => `${arch.gguf}.${key}`;
+  const hidden = file.positiveInteger(k('embedding_length'));
+  const heads = file.positiveInteger(k('attention.head_count'));
+  const kvHeads = file.optionalInteger(k('attention.head_count_kv'), 1) ?? heads;
+  if (kvHeads !== heads) throw new ConfigError(file.path, k('attention.head_count_kv'), `${kvHeads}: GPT-2 has no grouped-query attention (${heads} heads)`);
+  if (hidden % heads !== 0) throw new ConfigError(file.path, k('embedding_length'), `${hidden} is not a multiple of ${k('attention.head_count')} ${heads}`);
+  const embedding = file.tensors.get('token_embd.weight');
+  if (!embedding || embedding.shape.length !== 2) throw new ConfigError(file.path, 'token_embd.weight', 'missing or not 2-D (the token embedding is required)');
+  const positions = file.tensors.get('position_embd.weight');
+  if (!positions || positions.shape.length !== 2) throw new ConfigError(file.path, 'position_embd.weight', 'missing or not 2-D (GPT-2 learns its positions)');
+  return {
+    architectures: [arch.hfClass],
+    model_type: arch.modelType,
+    n_embd: hidden,
+    n_head: heads,
+    n_layer: file.positiveInteger(k('block_count')),
+    n_positions: positions.shape[0],
+    n_inner: file.positiveInteger(k('feed_forward_length')),
+    vocab_size: embedding.shape[0],
+    layer_norm_epsilon: file.optionalPositive(k('attention.layer_norm_epsilon')) ?? 1e-5,
+    activation_function: arch.activation,
+    scale_attn_weights: true,
+    tie_word_embeddings: !file.tensors.has('output.weight'),
+  };
 }

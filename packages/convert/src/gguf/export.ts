@@ -158,6 +158,61 @@ function hyperparameters(file: string, family: GgufArchitecture, m: Hyperparamet
   return entries;
 }
 
+/** The part of the zoo's DecoderConfig a GPT-2 export reads. */
+interface Gpt2Config {
+  vocabSize: number;
+  hiddenSize: number;
+  numLayers: number;
+  numHeads: number;
+  numKvHeads: number;
+  headDim: number;
+  norm: { kind: string; eps: number };
+  learnedPositions?: { tableSize: number; offset: number };
+  attention: { scale: number; scaleByInverseLayer?: boolean; qkvBias: boolean; denseBias: boolean };
+  mlp: { kind: string; activation: string; intermediateSize: number; bias: boolean };
+  lmHeadBias?: boolean;
+}
+
+/** llama.cpp's gpt2 keys, after checking that its graph (LLM_ARCH_GPT2) computes this model. */
+function gpt2Hyperparameters(file: string, family: GgufArchitecture, m: Gpt2Config): { model: Hyperparameters; entries: GgufMetadataEntry[] } {
+  const refuse = (key: string, why: string) => {
+    throw new ConfigError(file, `model.${key}`, `${why}: llama.cpp's gpt2 graph does not compute this model`);
+  };
+  if (!m.learnedPositions || m.learnedPositions.offset !== 0) refuse('learnedPositions', 'GPT-2 positions from 0 are required');
+  if (m.norm.kind !== 'layer') refuse('norm.kind', `"${m.norm.kind}"`);
+  if (Math.abs(m.attention.scale * Math.sqrt(m.headDim) - 1) > 1e-6 || m.attention.scaleByInverseLayer) refuse('attention.scale', 'only 1 / sqrt(head size)');
+  if (!m.attention.qkvBias || !m.attention.denseBias || !m.mlp.bias) refuse('attention.qkvBias', 'biases everywhere are required');
+  if (m.mlp.kind !== 'plain' || m.mlp.activation !== 'gelu_tanh') refuse('mlp.activation', `"${m.mlp.activation}" (tanh GELU only)`);
+  if (m.lmHeadBias) refuse('lmHeadBias', 'an LM head bias');
+  const u32 = (key: string, value: number): GgufMetadataEntry => ({ key: `${family.gguf}.${key}`, type: 'UINT32', value });
+  const positions = m.learnedPositions!.tableSize;
+  const model: Hyperparameters = {
+    vocabSize: m.vocabSize,
+    hiddenSize: m.hiddenSize,
+    intermediateSize: m.mlp.intermediateSize,
+    numLayers: m.numLayers,
+    numHeads: m.numHeads,
+    numKvHeads: m.numKvHeads,
+    headDim: m.headDim,
+    maxPositionEmbeddings: positions,
+    normEps: m.norm.eps,
+    ropeTheta: 0,
+    rotaryDim: 0,
+    ropeScaling: { type: 'default' },
+    slidingWindows: [],
+  };
+  const entries: GgufMetadataEntry[] = [
+    u32('vocab_size', m.vocabSize),
+    u32('context_length', positions),
+    u32('embedding_length', m.hiddenSize),
+    u32('feed_forward_length', m.mlp.intermediateSize),
+    u32('block_count', m.numLayers),
+    u32('attention.head_count', m.numHeads),
+    { key: `${family.gguf}.attention.layer_norm_epsilon`, type: 'FLOAT32', value: m.norm.eps },
+  ];
+  return { model, entries };
+}
+
 /** Whether the tokenizer's post-processor puts BOS first (transformers' add_bos_token). */
 function addsBos(tokenizer: Record<string, unknown>, bos: number | null): boolean {
   const post = tokenizer.post_processor as { type?: string; single?: Array<Record<string, { id?: string }>>; special_tokens?: Record<string, { ids?: number[] }> } | null;
@@ -187,7 +242,8 @@ export async function exportGguf(
     );
   }
   const arch = getArchitecture(config.architecture, configFile);
-  const model = readHyperparameters(configFile, config.model as ModelConfig);
+  const gpt2 = family.gguf === 'gpt2' ? gpt2Hyperparameters(configFile, family, config.model as unknown as Gpt2Config) : undefined;
+  const model = gpt2?.model ?? readHyperparameters(configFile, config.model as ModelConfig);
   const plan = arch.checkpointTensors(config.model as never);
 
   const matrixType = type.toUpperCase() as 'F32' | 'F16' | 'BF16' | 'Q8_0' | 'Q4_0';
@@ -197,11 +253,15 @@ export async function exportGguf(
   const groups = new Map<string, Array<{ name: string; rowStart: number; rows: number; shape: number[] }>>();
   for (const entry of plan) {
     const source = entry.sources[0];
-    if (entry.sources.length !== 1 || source.transpose) {
+    // A transposed source (GPT-2's Conv1D [in, out]) is held [out, in] by Kiln, llama.cpp's orientation:
+    // its rows are the transposed tensor's.
+    const transposed = source?.transpose === true && family.conv1dWeights?.test(source.tensor) === true;
+    if (entry.sources.length !== 1 || (source.transpose && !transposed)) {
       throw new ConvertError(checkpoint.weightsFile, `tensor ${entry.name} has no llama.cpp counterpart in ${family.gguf}`);
     }
+    const shape = transposed ? [source.shape[1], source.shape[0]] : source.shape;
     const parts = groups.get(source.tensor) ?? [];
-    parts.push({ name: entry.name, rowStart: source.rowStart ?? 0, rows: source.rowCount ?? source.shape[0], shape: source.shape });
+    parts.push({ name: entry.name, rowStart: source.rowStart ?? 0, rows: source.rowCount ?? shape[0], shape });
     groups.set(source.tensor, parts);
   }
   const tensors: WriteGgufOptions['tensors'] = [...groups].map(([hfName, parts]) => {
@@ -255,7 +315,7 @@ export async function exportGguf(
     { key: 'general.name', type: 'STRING', value: path.basename(dir) },
     { key: 'general.file_type', type: 'UINT32', value: FILE_TYPE[type] },
     ...(blockType ? [{ key: 'general.quantization_version', type: 'UINT32', value: 2 } as GgufMetadataEntry] : []),
-    ...hyperparameters(configFile, family, model),
+    ...(gpt2?.entries ?? hyperparameters(configFile, family, model)),
     ...ggufTokenizerMetadata(tokenizerPath, tokenizer, model.vocabSize, ids, chatTemplate),
   ];
   const outputFile = path.resolve(options.outputFile);

@@ -57,7 +57,13 @@ export async function stageGgufAsHf(
       throw new ConfigError(file.path, t.name, `a tensor the ${arch.gguf} import does not know (it would be dropped)`);
     }
     if (t.shape.length > 1) matrixTypes.push(t.type);
-    return { name, tensor: t.name, unpermuteHeads: ropePermutationHeads(arch, name, heads), valueOffset: -ggufValueOffset(arch, name) };
+    return {
+      name,
+      tensor: t.name,
+      unpermuteHeads: ropePermutationHeads(arch, name, heads),
+      valueOffset: -ggufValueOffset(arch, name),
+      ...(arch.conv1dWeights?.test(name) ? { transpose: true } : {}),
+    };
   });
   const dtype = options.dtype ?? defaultGgufDType(matrixTypes);
   config.dtype = dtype;
