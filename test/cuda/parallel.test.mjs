@@ -75,7 +75,7 @@ function generate(engineDir, ranks, { extra = [], env = {}, timeout = 300_000 } 
 }
 
 /** Per generated row: max |a - b| / max |a|; the worst row. */
-function worstRowError(a, b, vocab) {
+function worstMaxRowError(a, b, vocab) {
   assert.equal(b.length, a.length);
   let worst = 0;
   for (let row = 0; row * vocab < a.length; row++) {
@@ -118,7 +118,7 @@ describe('tp 2 and pp 2 on two GPUs (NCCL) reproduce the single-GPU engine', { s
         it(`${label}, float32: greedy tokens equal, logits within 1e-4`, async () => {
           const parallel = generate(await engineFor(name, modelDir, { tp, pp }), 2);
           const equal = parallel.every((g, i) => g.outputIds.join() === reference[i].outputIds.join());
-          const worst = Math.max(...parallel.map((g, i) => worstRowError(reference[i].generationLogits, g.generationLogits, vocab)));
+          const worst = Math.max(...parallel.map((g, i) => worstMaxRowError(reference[i].generationLogits, g.generationLogits, vocab)));
           rows.push([name, label, 'float32', String(equal), fmt(worst)]);
           assert.deepEqual(parallel.map((g) => g.outputIds), reference.map((g) => g.outputIds));
           assert.ok(worst <= 1e-4, `worst row error ${worst}`);
@@ -144,7 +144,7 @@ describe('tp 2 and pp 2 on two GPUs (NCCL) reproduce the single-GPU engine', { s
       const result = compareUpToMargin(out.outputIds, ref.outputIds, (k) => topMargin(ref.generationLogits, k, vocab), 0.05);
       assert.equal(result.mismatchAt, -1, `prompt ${i}: token ${result.mismatchAt} differs where the margin is at least 0.05`);
       const upTo = result.stoppedAt === -1 ? MAX_TOKENS : result.stoppedAt + 1;
-      worst = Math.max(worst, worstRowError(ref.generationLogits.slice(0, upTo * vocab), out.generationLogits.slice(0, upTo * vocab), vocab));
+      worst = Math.max(worst, worstMaxRowError(ref.generationLogits.slice(0, upTo * vocab), out.generationLogits.slice(0, upTo * vocab), vocab));
       compared += result.compared;
     }
     rows.push(['scribe-7m', 'tp 2', 'bfloat16', `${compared}/${PROMPTS.length * MAX_TOKENS} compared equal`, fmt(worst)]);
@@ -159,7 +159,7 @@ describe('tp 2 and pp 2 on two GPUs (NCCL) reproduce the single-GPU engine', { s
     for (const env of [{ KILN_CUDA_PEER_ALLREDUCE: '0' }, { KILN_CUDA_GRAPHS: '0' }]) {
       const other = generate(engineDir, 2, { env });
       assert.deepEqual(other.map((g) => g.outputIds), shipped.map((g) => g.outputIds), JSON.stringify(env));
-      const worst = Math.max(...other.map((g, i) => worstRowError(shipped[i].generationLogits, g.generationLogits, vocab)));
+      const worst = Math.max(...other.map((g, i) => worstMaxRowError(shipped[i].generationLogits, g.generationLogits, vocab)));
       rows.push(['llama', `tp 2 with ${Object.entries(env).map(([k, v]) => `${k}=${v}`)}`, 'float32', 'true', fmt(worst)]);
       assert.ok(worst <= 1e-5, `${JSON.stringify(env)}: worst row error ${worst}`);
     }

@@ -109,6 +109,16 @@ __device__ __forceinline__ float blockMax(float v, float* shared) {
   return warpMax(r);
 }
 
+// A 16-byte load of weights that are read once per kernel: it bypasses L1 so that they do not evict the
+// activations the GEMVs reuse (gemv.cu, gemv_int8.cu, gemv_int4.cu, fp8.cu).
+__device__ __forceinline__ uint4 loadStreaming(const uint4* p) {
+  uint4 v;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p));
+  return v;
+}
+
 // Blocks for n items of `threads`, capped so that grid-stride loops cover the rest.
 inline unsigned blocksFor(int64_t n, int threads, int64_t cap = 65536) {
   int64_t b = (n + threads - 1) / threads;

@@ -24,14 +24,6 @@ constexpr int kWarps = 8;  // features per block
 constexpr int kThreads = 32 * kWarps;
 constexpr int kInFlight = 4;  // 16-code vectors per lane loaded ahead of use (2 KB per warp)
 
-__device__ __forceinline__ uint4 loadStreaming(const uint4* p) {
-  uint4 v;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "l"(p));
-  return v;
-}
-
 // The matrix's scale: a float32 after the N * K codes (4-byte aligned, since K % 16 == 0, but read byte by
 // byte like int8's so no alignment is assumed).
 __device__ __forceinline__ float weightScaleOf(const uint8_t* w, int64_t N, int64_t K) {

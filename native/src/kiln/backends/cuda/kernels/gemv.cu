@@ -22,15 +22,6 @@ constexpr int kWarps = 8;  // features per block
 constexpr int kThreads = 32 * kWarps;
 constexpr int kInFlight = 8;  // 16-byte weight vectors per lane loaded ahead of use
 
-// Weights are read once: bypass L1 so they do not evict x.
-__device__ __forceinline__ uint4 loadStreaming(const uint4* p) {
-  uint4 v;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "l"(p));
-  return v;
-}
-
 // acc[r] += w . x[r] over one 8-element vector i of the row.
 template <typename T, int R>
 __device__ __forceinline__ void accumulate(const uint4& wv, const T* __restrict__ x, int64_t xStride, int64_t i,

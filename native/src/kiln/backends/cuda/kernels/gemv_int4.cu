@@ -25,14 +25,6 @@ constexpr int kThreads = 32 * kWarps;
 constexpr int kInFlight = 4;  // 16-byte blocks per lane loaded ahead of use (2 KB per warp)
 constexpr int64_t kBlock = 32;  // elements per 16-byte block (dtype.h's kInt4Block)
 
-__device__ __forceinline__ uint4 loadStreaming(const uint4* p) {
-  uint4 v;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "l"(p));
-  return v;
-}
-
 __device__ __forceinline__ float bf16BitsToFloat(uint16_t bits) { return __uint_as_float(static_cast<uint32_t>(bits) << 16); }
 
 // A nibble v (0..15) as the float v - 8, exactly: 0x4B000000 | v is 2^23 + v, and 2^23 + 8 is exact.

@@ -21,14 +21,6 @@ constexpr int kWarps = 8;  // features per block
 constexpr int kThreads = 32 * kWarps;
 constexpr int kInFlight = 4;  // 16-code vectors per lane loaded ahead of use (2 KB per warp)
 
-__device__ __forceinline__ uint4 loadStreaming(const uint4* p) {
-  uint4 v;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "l"(p));
-  return v;
-}
-
 // The scale of row n: a float32 after the N * K codes, read byte by byte (N * K need not be a multiple of 4).
 __device__ __forceinline__ float scaleOf(const uint8_t* scales, int64_t n) {
   const uint8_t* p = scales + 4 * n;
