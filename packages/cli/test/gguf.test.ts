@@ -138,8 +138,12 @@ describe.each(['q8_0', 'q4_0'])('scribe-7m exported to %s', (type) => {
   test('imported as float32 and built with --quantization q8_0: every block kept, and llama.cpp\'s own logits', async () => {
     const gguf = path.join(root, `scribe-${type}.gguf`);
     if (!(await fs.stat(gguf).catch(() => null))) kilnOk(['export-gguf', '--checkpoint', scribeCheckpoint, '--output', gguf, '--type', type]);
+    // `kiln convert` says how to keep the blocks, and that they are kept once imported as float32.
+    const hint = kilnOk(['convert', '--model', gguf, '--output', path.join(root, `scribe-${type}-hint`)]);
+    expect(hint.stdout).toContain('convert with --dtype float32, then `kiln build --quantization q8_0`');
     const imported = path.join(root, `scribe-${type}-imported-f32`);
-    await convertCheckpoint({ modelFile: gguf, outputDir: imported, dtype: 'float32' });
+    const run = kilnOk(['convert', '--model', gguf, '--output', imported, '--dtype', 'float32']);
+    expect(run.stdout).toContain('Its Q8_0/Q4_0 blocks are kept exactly: `kiln build --quantization q8_0`');
     const kilnRun = await kilnGreedy(imported, `scribe-${type}-q8_0`, { quantization: 'q8_0' });
     // 25 matrices (6 layers x q/k/v, o, gate/up, down, and the LM head), every block the file's own.
     expect(kilnRun.quantization).toHaveLength(25);

@@ -63,6 +63,8 @@ export interface ConvertOptions {
 export interface ConvertResult {
   outputDir: string;
   config: KilnCheckpointConfig;
+  /** A GGUF import: the GGML types of the file's matrices, each once (e.g. ["Q8_0", "F32"]). */
+  ggufMatrixTypes?: string[];
 }
 
 /**
@@ -139,7 +141,8 @@ async function convertGgufFile(options: ConvertOptions, modelFile: string): Prom
   await assertReplaceable(path.resolve(options.outputDir));
   const staged = await stageGgufAsHf(modelFile, options.outputDir, loadNative(), options);
   try {
-    return await convertCheckpoint({ ...options, modelFile: undefined, modelDir: staged.dir, dtype: staged.dtype });
+    const result = await convertCheckpoint({ ...options, modelFile: undefined, modelDir: staged.dir, dtype: staged.dtype });
+    return { ...result, ggufMatrixTypes: staged.matrixTypes };
   } finally {
     await staged.dispose();
   }

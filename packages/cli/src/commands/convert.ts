@@ -82,4 +82,13 @@ async function runConvert(flags: ConvertFlags, progress: ProgressLine): Promise<
     `Converted ${result.config.architecture} (${result.config.dtype}, ${formatBytes(size)}${ranks}) to ${result.outputDir} ` +
       `in ${seconds.toFixed(1)} s\n`,
   );
+  // A Q8_0/Q4_0 file can keep its blocks (decision 0016): say how, unless it was already imported so.
+  const types = result.ggufMatrixTypes ?? [];
+  if (types.some((t) => t === 'Q8_0' || t === 'Q4_0') && types.every((t) => ['Q8_0', 'Q4_0', 'F32', 'F16', 'BF16'].includes(t))) {
+    process.stdout.write(
+      result.config.dtype === 'float32'
+        ? 'Its Q8_0/Q4_0 blocks are kept exactly: `kiln build --quantization q8_0` runs them as llama.cpp does.\n'
+        : 'Its matrices are Q8_0/Q4_0: convert with --dtype float32, then `kiln build --quantization q8_0`, to keep every block and run them as llama.cpp does.\n',
+    );
+  }
 }

@@ -30,6 +30,8 @@ export interface StagedGguf {
   /** The Hugging Face folder; remove it with `dispose()` once converted. */
   dir: string;
   dtype: CheckpointDType;
+  /** The GGML types of the file's matrices (2-D and up), each once, in file order. */
+  matrixTypes: GgmlTypeName[];
   dispose(): Promise<void>;
 }
 
@@ -98,5 +100,5 @@ export async function stageGgufAsHf(
     if (error instanceof ConfigError || error instanceof ConvertError) throw error;
     throw new ConvertError(file.path, (error as Error).message.replace(`${file.path}: `, ''));
   }
-  return { dir: staged.dir, dtype, dispose };
+  return { dir: staged.dir, dtype, matrixTypes: [...new Set(matrixTypes)], dispose };
 }
