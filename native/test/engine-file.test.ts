@@ -531,3 +531,69 @@ describe('float8_e4m3fn weights (decision 0015)', () => {
     );
   });
 });
+
+describe('q8_0 weights (decision 0016)', () => {
+  // A [2, 64] float32 source: row 0 the values of two Q8_0 blocks (d * q, q up to 127), row 1 those of a
+  // Q4_0 block (d * (q - 8), q - 8 = -8 at its largest magnitude) then arbitrary floats.
+  const N = 2;
+  const K = 64;
+  let qsrc: string;
+  const d0 = 0.015625;
+  const d1 = -0.0625;
+  const values = [
+    ...Array.from({ length: 64 }, (_, i) => d0 * (i === 3 ? 127 : i === 40 ? -127 : ((i * 37) % 255) - 127)),
+    ...Array.from({ length: 32 }, (_, i) => d1 * (i === 5 ? -8 : (i % 16) - 8)),
+    ...Array.from({ length: 32 }, (_, i) => Math.sin(i * 1.3)),
+  ];
+  beforeAll(() => {
+    const header = JSON.stringify({ q: { dtype: 'F32', shape: [N, K], data_offsets: [0, 4 * N * K] } });
+    const len = Buffer.alloc(8);
+    len.writeBigUInt64LE(BigInt(Buffer.byteLength(header)));
+    qsrc = path.join(dir, 'q8_0.safetensors');
+    fs.writeFileSync(qsrc, Buffer.concat([len, Buffer.from(header), f32(values)]));
+  });
+  const BYTES = (N * K) / 32 * 34;
+  const table = (extra: Record<string, unknown> = {}) => [{ name: 'q', dtype: 'q8_0', shape: [N, K], offset: 0, byteLength: BYTES, ...extra }];
+  const specs = (): EngineWeightSpec[] => [{ name: 'q', dtype: 'q8_0', shape: [N, K], sources: [{ file: qsrc, tensor: 'q' }] }];
+
+  test('Q8_0 and Q4_0 values are kept exactly in 34-byte blocks; others get ggml reference Q8_0', async () => {
+    const file = path.join(dir, 'q8_0.engine');
+    const header = engineHeader(table() as unknown as HeaderWeight[]);
+    const result = await native.writeEngine({ path: file, header, weights: specs() });
+    const bytes = fs.readFileSync(file);
+    const dataStart = Math.ceil((24 + Buffer.byteLength(header)) / 64) * 64;
+    const block = (b: number) => bytes.subarray(dataStart + 34 * b, dataStart + 34 * (b + 1));
+    const half = (h: number) => {
+      const e = (h >> 10) & 31;
+      const m = h & 1023;
+      return (h & 0x8000 ? -1 : 1) * (e === 0 ? m * 2 ** -24 : (1 + m / 1024) * 2 ** (e - 15));
+    };
+    const decoded = (b: number) => Array.from({ length: 32 }, (_, j) => half(block(b).readUInt16LE(0)) * block(b).readInt8(2 + j));
+    expect(decoded(0)).toEqual(values.slice(0, 32));
+    expect(decoded(1)).toEqual(values.slice(32, 64));
+    // The Q4_0 block keeps its d (negative) and its codes q - 8 in [-8, 7].
+    expect(half(block(2).readUInt16LE(0))).toBe(d1);
+    expect(decoded(2)).toEqual(values.slice(64, 96));
+    const lossy = decoded(3);
+    expect(lossy).not.toEqual(values.slice(96, 128));
+    lossy.forEach((v, j) => expect(Math.abs(v - values[96 + j])).toBeLessThanOrEqual(0.5 * (1 / 127) + 1e-3));
+    expect(result.quantization).toEqual([expect.objectContaining({ name: 'q', losslessBlocks: 3, blocks: 4 })]);
+    expect(bytes.length).toBe(dataStart + BYTES + 8);
+  });
+
+  test('the shape is checked: [N, K] with K a multiple of 32, and the byte length', async () => {
+    const attempt = async (name: string, t: unknown[]) => {
+      const file = path.join(dir, name);
+      const message = await native.writeEngine({ path: file, header: engineHeader(t as HeaderWeight[]), weights: specs() }).then(
+        () => 'resolved',
+        (e: Error) => e.message,
+      );
+      expect(leftovers(name)).toEqual([]);
+      return message.startsWith(`${file}: `) ? message.slice(file.length + 2) : message;
+    };
+    expect(await attempt('q8-k.engine', table({ shape: [4, 32 + 16], byteLength: 0 }))).toBe(
+      'header.weights[0] "q": q8_0 weights must be 2-D [N, K] with K a multiple of 32, not [4, 48]',
+    );
+    expect(await attempt('q8-len.engine', table({ byteLength: 128 }))).toBe('header.weights[0] "q": byteLength 128 but q8_0 [2, 64] needs 136 bytes');
+  });
+});

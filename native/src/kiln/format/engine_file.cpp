@@ -108,6 +108,11 @@ std::vector<EngineWeight> parseWeights(const Json& header, uint64_t dataSize, co
         throw std::runtime_error(where + what + ": q8_0 weights must be 2-D [N, K] with K a multiple of 32, not " +
                                  shapeString(w.shape));
       }
+      // 34 bytes per 32 elements: refuse a shape whose byte count would wrap (a crafted header could
+      // otherwise pass a small byteLength for a huge matrix).
+      if (elements > UINT64_MAX / kQ8_0BlockBytes) {
+        throw std::runtime_error(where + what + ": shape " + shapeString(w.shape) + " has too many elements");
+      }
       bytes = q8_0MatrixBytes(static_cast<uint64_t>(w.shape[0]), static_cast<uint64_t>(w.shape[1]));
     }
     if (w.byteLength != bytes) {
