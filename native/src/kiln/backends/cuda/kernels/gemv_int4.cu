@@ -43,17 +43,6 @@ __device__ __forceinline__ void unpackBlock(const uint4& b, float* w) {
   }
 }
 
-// Codes 16 * half .. 16 * half + 15 of a block: the low nibbles (half 0) or the high ones (half 1).
-__device__ __forceinline__ void unpackHalf(const uint4& b, int half, float* w) {
-  const uint32_t words[4] = {b.x, b.y, b.z, b.w};
-  const int shift = 4 * half;
-#pragma unroll
-  for (int t = 0; t < 4; ++t) {
-#pragma unroll
-    for (int k = 0; k < 4; ++k) w[4 * t + k] = code((words[t] >> (8 * k + shift)) & 0xFu);
-  }
-}
-
 // 16 elements of x from element `at` of a row, as float32.
 template <typename X>
 __device__ __forceinline__ void load16(const X* row, int64_t at, float* f) {
@@ -98,24 +87,18 @@ __global__ void __launch_bounds__(kThreads) gemvInt4Kernel(const X* x, int64_t x
       const int64_t i = base + lane + 32 * u;
       if (i >= blocks) continue;
       const float scale = bf16BitsToFloat(__ldg(scales + i / blocksPerGroup));
-      float sums[R];
+      float wf[kBlock];
+      unpackBlock(wv[u], wf);
 #pragma unroll
-      for (int r = 0; r < R; ++r) sums[r] = 0.0f;
-      // The low nibbles (elements 0-15), then the high ones (16-31): 16 codes and 16 x live at a time.
+      for (int r = 0; r < R; ++r) {
+        float xf[kBlock];
+        load16(x + r * xStride, i * kBlock, xf);
+        load16(x + r * xStride, i * kBlock + 16, xf + 16);
+        float s = 0.0f;
 #pragma unroll
-      for (int half = 0; half < 2; ++half) {
-        float wf[16];
-        unpackHalf(wv[u], half, wf);
-#pragma unroll
-        for (int r = 0; r < R; ++r) {
-          float xf[16];
-          load16(x + r * xStride, i * kBlock + 16 * half, xf);
-#pragma unroll
-          for (int j = 0; j < 16; ++j) sums[r] = fmaf(wf[j], xf[j], sums[r]);
-        }
+        for (int j = 0; j < kBlock; ++j) s = fmaf(wf[j], xf[j], s);
+        acc[r] = fmaf(s, scale, acc[r]);
       }
-#pragma unroll
-      for (int r = 0; r < R; ++r) acc[r] = fmaf(sums[r], scale, acc[r]);
     }
 #pragma unroll
     for (int u = 0; u < kInFlight; ++u) wv[u] = next[u];
