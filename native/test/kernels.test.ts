@@ -237,6 +237,12 @@ describe('linear', () => {
       ...[1, 2, 3, 4, 7, 9].map((rows) => ({ rows, K: 77, N: 29, xStride: 80, yStride: 31, threads: 1 })),
       { rows: 70, K: 64, N: 101, xStride: 64, yStride: 101, threads: 2 },
       { rows: 1, K: 517, N: 389, xStride: 517, yStride: 389, threads: 2 },
+      // From 12 rows AVX512_BF16 runs the packed GEMM (64-feature panels, 256 inputs per K block): odd K
+      // (the last pair half zero), rows 12 / 13 / 17 (6-row tiles and each remainder), a partial panel,
+      // several panels and K blocks over two threads, and a K of exactly two blocks.
+      ...[11, 12, 13, 17].map((rows) => ({ rows, K: 77, N: 29, xStride: 80, yStride: 31, threads: 1 })),
+      { rows: 41, K: 517, N: 130, xStride: 519, yStride: 133, threads: 2 },
+      { rows: 24, K: 512, N: 192, xStride: 512, yStride: 192, threads: 3 },
     ]) {
       test(`${isa} bfloat16 activations rows=${c.rows} K=${c.K} N=${c.N} threads=${c.threads}`, () => {
         const seed = 5 + c.rows * 1000 + c.K * 7 + c.N;

@@ -31,5 +31,13 @@ namespace avx512bf16 {
 void linearTileBf16(const uint16_t* xb, int64_t r0, int64_t r1, const uint16_t* w, int64_t n0, int64_t n1, int64_t K,
                     const float* bias, float* y, int64_t yStride);
 
+// The multi-row GEMM (linear_gemm_avx512_bf16.cpp): y[r, n] for all `rows` and n in [n0, n1), n0 a
+// multiple of kGemmBf16Panel. xb [rows, xStride] bfloat16 bits with xStride even and, when K is odd,
+// xb[r, K] = 0. `pack` is scratch of gemmBf16PackWords() 32-bit words (one per thread).
+constexpr int64_t kGemmBf16Panel = 64;
+int64_t gemmBf16PackWords();
+void linearGemmBf16(const uint16_t* xb, int64_t xStride, int64_t rows, const uint16_t* w, int64_t n0, int64_t n1,
+                    int64_t K, const float* bias, float* y, int64_t yStride, uint32_t* pack);
+
 }  // namespace avx512bf16
 }  // namespace kiln
