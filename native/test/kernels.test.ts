@@ -247,6 +247,8 @@ describe('linear', () => {
       test(`${isa} bfloat16 activations rows=${c.rows} K=${c.K} N=${c.N} threads=${c.threads}`, () => {
         const seed = 5 + c.rows * 1000 + c.K * 7 + c.N;
         const x = randomArray(c.rows * c.xStride, seed, -3, 3);
+        // Exact ties (to even: down, then up) and denormals, which the rounding must keep (not flush).
+        x.set([1 + 2 ** -8, 1 + 3 * 2 ** -8, 1e-39, -3.3e-39, 2 ** -130], 0);
         const { data, decoded } = makeWeights(randomArray(c.N * c.K, seed + 1), 'bfloat16');
         const bias = randomArray(c.N, seed + 2);
         const y = testing.linear({
@@ -258,6 +260,36 @@ describe('linear', () => {
         expect(rounded.some((v, i) => v !== x[i])).toBe(true);
         const { want, tol } = reference(rounded, c.rows, c.K, c.xStride, decoded, c.N, bias, c.yStride);
         expectClose(y, want, tol, 'linear');
+      });
+    }
+  }
+
+  // The rounding of x itself, where a product shows it: ties to even, denormals kept and a NaN, on the
+  // one-row tile (rows 1) and the GEMM (rows 12), every set. vdpbf16ps reads denormal inputs as zero
+  // whatever MXCSR says (Intel SDM, VDPBF16PS), so on avx512_bf16 their products are 0: |x| < 1.2e-38,
+  // far below anything a product's float32 sum could keep beside normal activations.
+  for (const isa of ISAS) {
+    for (const rows of [1, 12]) {
+      test(`${isa} bfloat16 activations round ties to even and keep denormals, rows=${rows}`, () => {
+        const K = 4;
+        const N = 4;
+        const row = [1 + 2 ** -8, 1 + 3 * 2 ** -8, 1e-39, -3.3e-39];
+        const x = new Float32Array(rows * K);
+        for (let r = 0; r < rows; r++) x.set(row, r * K);
+        // Weight row n picks x[n] alone, scaled by 2^100 so a denormal's product is a normal float.
+        const w = new Float32Array(N * K);
+        for (let n = 0; n < N; n++) w[n * K + n] = 2 ** 100;
+        const y = testing.linear({ x, rows, K, N, weight: testing.f32ToBf16(w), weightDtype: 'bfloat16', isa, bf16Activations: true });
+        const want = row.map((v) => decodeHalf(encodeHalf(v, BF16), BF16) * 2 ** 100);
+        expect(want[0]).toBe(2 ** 100);
+        expect(want[1]).toBe((1 + 2 ** -6) * 2 ** 100);
+        expect(want[2]).not.toBe(0);
+        if (isa === 'avx512_bf16') want[2] = want[3] = 0;
+        for (let r = 0; r < rows; r++) {
+          for (let n = 0; n < N; n++) expect(y[r * N + n]).toBe(Math.fround(want[n]));
+        }
+        x[0] = NaN;
+        expect(Number.isNaN(testing.linear({ x, rows, K, N, weight: testing.f32ToBf16(w), weightDtype: 'bfloat16', isa, bf16Activations: true })[0])).toBe(true);
       });
     }
   }

@@ -35,6 +35,8 @@ void linearTileBf16(const uint16_t* xb, int64_t r0, int64_t r1, const uint16_t* 
 // multiple of kGemmBf16Panel. xb [rows, xStride] bfloat16 bits with xStride even and, when K is odd,
 // xb[r, K] = 0. `pack` is scratch of gemmBf16PackWords() 32-bit words (one per thread).
 constexpr int64_t kGemmBf16Panel = 64;
+// out[k] = x[k] rounded to bfloat16 bits (nearest even, NaN quiet), as linear.cpp's roundToBf16Bits.
+void roundRowBf16(const float* x, int64_t K, uint16_t* out);
 int64_t gemmBf16PackWords();
 void linearGemmBf16(const uint16_t* xb, int64_t xStride, int64_t rows, const uint16_t* w, int64_t n0, int64_t n1,
                     int64_t K, const float* bias, float* y, int64_t yStride, uint32_t* pack);

@@ -102,14 +102,13 @@ void linearKernel(const KernelEnv& env, const float* x, int64_t rows, int64_t xS
     float* xrp = xr.data();
     portable::forEachRow(env, rows, K, [&](int64_t r) {
       if (xbStride > K) xbp[r * xbStride + K] = 0;
+      if (dotBf16) {
+        avx512bf16::roundRowBf16(x + r * xStride, K, xbp + r * xbStride);
+        return;
+      }
       for (int64_t k = 0; k < K; ++k) {
-        const uint16_t h = roundToBf16Bits(x[r * xStride + k]);
-        if (dotBf16) {
-          xbp[r * xbStride + k] = h;
-        } else {
-          const uint32_t bits = static_cast<uint32_t>(h) << 16;
-          std::memcpy(xrp + r * K + k, &bits, 4);
-        }
+        const uint32_t bits = static_cast<uint32_t>(roundToBf16Bits(x[r * xStride + k])) << 16;
+        std::memcpy(xrp + r * K + k, &bits, 4);
       }
     });
     if (!dotBf16) {

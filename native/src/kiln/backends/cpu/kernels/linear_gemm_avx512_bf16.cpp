@@ -142,19 +142,65 @@ inline void microTile(const uint16_t* xb, int64_t xStride, int64_t r0, int64_t p
 
 }  // namespace
 
+void roundRowBf16(const float* x, int64_t K, uint16_t* out) {
+  // Integer rounding to nearest even, lane by lane as roundToBf16Bits in linear.cpp (vcvtneps2bf16 would
+  // flush denormals to zero, so it is not used): bits + 0x7fff + lsb, then the high half; NaN stays a
+  // quiet NaN.
+  const __m512i bias = _mm512_set1_epi32(0x7fff);
+  const __m512i one = _mm512_set1_epi32(1);
+  const __m512i absMask = _mm512_set1_epi32(0x7fffffff);
+  const __m512i inf = _mm512_set1_epi32(0x7f800000);
+  const __m512i quiet = _mm512_set1_epi32(0x40);
+  for (int64_t k = 0; k < K; k += 16) {
+    const __mmask16 m = K - k >= 16 ? 0xffff : static_cast<__mmask16>((1u << (K - k)) - 1);
+    const __m512i bits = _mm512_maskz_loadu_epi32(m, x + k);
+    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(bits, 16), one);
+    __m512i h = _mm512_srli_epi32(_mm512_add_epi32(bits, _mm512_add_epi32(bias, lsb)), 16);
+    const __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(bits, absMask), inf);
+    h = _mm512_mask_or_epi32(h, nan, _mm512_srli_epi32(bits, 16), quiet);
+    _mm256_mask_storeu_epi16(out + k, m, _mm512_cvtepi32_epi16(h));
+  }
+}
+
 int64_t gemmBf16PackWords() { return kPanel * (kKc / 2); }
 
 void linearGemmBf16(const uint16_t* xb, int64_t xStride, int64_t rows, const uint16_t* w, int64_t n0, int64_t n1,
                     int64_t K, const float* bias, float* y, int64_t yStride, uint32_t* pack) {
   const int64_t pairs = (K + 1) / 2;
+  const int64_t tiles = (rows + kRows - 1) / kRows;
   for (int64_t n = n0; n < n1; n += kPanel) {
     const int64_t nValid = std::min(kPanel, n1 - n);
     for (int64_t p0 = 0; p0 < pairs; p0 += kKc / 2) {
       const int64_t np = std::min(kKc / 2, pairs - p0);
       packPanel(w, K, n, nValid, p0, np, pack);
       const bool first = p0 == 0;
+      // The weights come from memory (a model does not fit in cache) through 64 row streams at once, too
+      // many for the hardware prefetcher: packing stalled on them (10% of a prefill's time). While the
+      // rows of x pass over this block, fetch the next block's lines into L2, a few per micro-tile.
+      int64_t nextN = n, nextP = p0 + kKc / 2;
+      if (nextP >= pairs) {
+        nextN = n + kPanel;
+        nextP = 0;
+      }
+      const int64_t nextRows = nextN < n1 ? std::min(kPanel, n1 - nextN) : 0;
+      const int64_t lineElems = 32;  // bfloat16 per 64-byte line
+      const int64_t rowLines = (2 * std::min(kKc / 2, pairs - nextP) + lineElems - 1) / lineElems + 1;
+      const int64_t totalLines = nextRows * rowLines;
+      const int64_t linesPerTile = (totalLines + tiles - 1) / tiles;
+      int64_t line = 0;
+      auto prefetchNext = [&]() {
+        for (int64_t q = 0; q < linesPerTile && line < totalLines; ++q, ++line) {
+          const int64_t j = line / rowLines;
+          const int64_t k = std::min(K - 1, 2 * nextP + (line % rowLines) * lineElems);
+          _mm_prefetch(reinterpret_cast<const char*>(w + (nextN + j) * K + k), _MM_HINT_T0);
+        }
+      };
       int64_t r = 0;
-      for (; r + kRows <= rows; r += kRows) microTile<kRows>(xb, xStride, r, p0, np, pack, n, nValid, first, bias, y, yStride);
+      for (; r + kRows <= rows; r += kRows) {
+        prefetchNext();
+        microTile<kRows>(xb, xStride, r, p0, np, pack, n, nValid, first, bias, y, yStride);
+      }
+      prefetchNext();
       switch (rows - r) {
         case 5: microTile<5>(xb, xStride, r, p0, np, pack, n, nValid, first, bias, y, yStride); break;
         case 4: microTile<4>(xb, xStride, r, p0, np, pack, n, nValid, first, bias, y, yStride); break;
