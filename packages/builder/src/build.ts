@@ -8,6 +8,7 @@ import { resolveBuildConfig } from './build-config';
 import { ENGINE_FORMAT_VERSION, assembleEngine } from './engine-header';
 import { Graph } from './graph';
 import { lowerGraph } from './lower';
+import { fuseLinearNeighbours } from './lower/fuse-linear-neighbours';
 import { activationDTypes } from './activation-dtypes';
 import { planMemory } from './memory-plan';
 import { runPasses, type PassReport } from './passes';
@@ -69,6 +70,9 @@ export async function buildEngine(options: BuildOptions): Promise<BuildResult> {
         ? { quantization: buildConfig.quantization, groupSize: buildConfig.groupSize, bf16LinearInputs: buildConfig.bf16LinearInputs }
         : { quantization: buildConfig.quantization, groupSize: buildConfig.groupSize },
     );
+    if (buildConfig.target === 'cuda') {
+      passes.push({ pass: 'fuse-linear-neighbours', changes: fuseLinearNeighbours(program, graph) });
+    }
     report({ stage: 'lower', message: `${where}${program.ops.length} ops, ${program.weights.length} weights` });
 
     // Only rank 0 samples: other ranks of a pipeline may compute no logits (parallel.ts).
@@ -83,7 +87,6 @@ export async function buildEngine(options: BuildOptions): Promise<BuildResult> {
         logitRows: buildConfig.gatherContextLogits ? buildConfig.maxNumTokens : buildConfig.maxBatchSize,
       },
       dtypes,
-      { normInputsLiveThroughNextLinear: buildConfig.target === 'cuda' },
     );
     report({ stage: 'plan', message: `${where}activation arena ${plan.arenaBytes} bytes (${plan.unsharedBytes} without reuse)` });
     const assembled = assembleEngine(program, plan, logits, buildConfig, checkpoint, weightsFiles[rank], mapping);

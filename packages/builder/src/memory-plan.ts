@@ -46,22 +46,12 @@ interface Buffer {
   offset: number;
 }
 
-export interface PlanOptions {
-  /**
-   * An add_rms_norm's inputs stay alive through the op after it when that op is the linear reading the
-   * norm's output (cuda engines): the CUDA backend runs both in one kernel for decode rows, whose blocks
-   * read the inputs while others write the linear's output, so the two must not share bytes.
-   */
-  normInputsLiveThroughNextLinear?: boolean;
-}
-
 /** `dtypes`: element type of the buffers (root values) that are not float32. */
 export function planMemory(
   graph: Graph,
   program: LoweredProgram,
   maxRows: Record<RowKind, number>,
   dtypes: ReadonlyMap<number, ActivationDType> = new Map(),
-  options: PlanOptions = {},
 ): MemoryPlan {
   const rootOf = (id: number) => program.views.get(id)?.of ?? id;
   const buffers = new Map<number, Buffer>();
@@ -85,16 +75,6 @@ export function planMemory(
       buffer.lastOp = Math.max(buffer.lastOp, index);
     }
   });
-  if (options.normInputsLiveThroughNextLinear) {
-    program.ops.forEach((op, index) => {
-      const next = program.ops[index + 1];
-      if (op.op !== 'add_rms_norm' || next?.op !== 'linear' || next.inputs[0] !== op.outputs[1]) return;
-      for (const id of op.inputs) {
-        const buffer = buffers.get(rootOf(id));
-        if (buffer) buffer.lastOp = Math.max(buffer.lastOp, index + 1);
-      }
-    });
-  }
   for (const id of Object.values(graph.outputs)) {
     const buffer = buffers.get(rootOf(id));
     if (buffer) buffer.lastOp = program.ops.length;

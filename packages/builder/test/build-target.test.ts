@@ -139,8 +139,10 @@ describe('activation dtypes of a 16-bit cuda engine', () => {
     type Value = { name: string; rows: string; cols: number; offset: number; rowStride: number; dtype?: string };
     const values = header.values as Value[];
     const linearInputs = new Set<number>();
-    for (const op of header.ops as Array<{ op: string; inputs: number[] }>) {
-      if (op.op === 'linear' || op.op === 'moe') linearInputs.add(op.inputs[0]);
+    for (const op of header.ops as Array<{ op: string; inputs: number[]; outputs: number[]; attrs?: { prologue?: string } }>) {
+      // A linear with a norm prologue multiplies the normed copy, its last output (fuse-linear-neighbours).
+      if (op.op === 'linear' && op.attrs?.prologue) linearInputs.add(op.outputs[op.outputs.length - 1]);
+      else if (op.op === 'linear' || op.op === 'moe') linearInputs.add(op.inputs[0]);
     }
     expect(linearInputs.size).toBeGreaterThan(0);
     values.forEach((value, index) => {
@@ -164,34 +166,41 @@ describe('activation dtypes of a 16-bit cuda engine', () => {
   });
 });
 
-describe('memory plan of a cuda engine', () => {
+describe('linears with fused neighbours in a cuda engine', () => {
   type Value = { rows: string; cols: number; offset: number; rowStride: number; dtype?: string };
-  type Op = { op: string; inputs: number[]; outputs: number[] };
+  type Op = { op: string; inputs: number[]; outputs: number[]; attrs?: Record<string, unknown>; weights?: Record<string, number> };
   const span = (v: Value, rows: number) => [v.offset, v.offset + (v.dtype ? 2 : 4) * ((rows - 1) * v.rowStride + v.cols)];
   const overlap = (a: number[], b: number[]) => a[0] < b[1] && b[0] < a[1];
-  /** For each add_rms_norm followed by the linear that reads its output: does that linear's output share bytes with the norm's inputs? */
-  async function normLinearOverlaps(target: 'cuda' | 'cpu') {
-    const engineDir = path.join(root, `llama-${target}-norm-linear`);
-    await buildEngine({ checkpointDir: llama, outputDir: engineDir, config: { ...LIMITS, target, dtype: target === 'cuda' ? 'bfloat16' : undefined } });
-    const { header } = await inspect(engineDir);
-    const values = header.values as Value[];
-    const ops = header.ops as Op[];
-    const rows = header.limits.maxNumTokens;
-    const found: boolean[] = [];
-    ops.forEach((op, i) => {
-      const next = ops[i + 1];
-      if (op.op !== 'add_rms_norm' || next?.op !== 'linear' || next.inputs[0] !== op.outputs[1]) return;
-      const out = span(values[next.outputs[0]], rows);
-      found.push(op.inputs.some((input) => overlap(out, span(values[input], rows))));
-    });
-    return found;
-  }
 
-  it('keeps an add_rms_norm\'s inputs apart from the output of the linear after it (the CUDA backend fuses the two)', async () => {
-    const cuda = await normLinearOverlaps('cuda');
-    expect(cuda.length).toBeGreaterThan(0);
-    expect(cuda.every((o) => !o)).toBe(true);
-    // The cpu plan may reuse those bytes (the two ops run one after the other there), and does.
-    expect((await normLinearOverlaps('cpu')).some((o) => o)).toBe(true);
+  it('takes each layer\'s norms, rope, SwiGLU and residual adds into its linears, cuda only', async () => {
+    const cudaDir = path.join(root, 'llama-cuda-fused');
+    await buildEngine({ checkpointDir: llama, outputDir: cudaDir, config: { ...LIMITS, target: 'cuda', dtype: 'bfloat16' } });
+    const { header } = await inspect(cudaDir);
+    const ops = header.ops as Op[];
+    const layer = (op: Op) => (op.op === 'linear' ? `linear(${String(op.attrs?.prologue ?? '')}/${String(op.attrs?.epilogue ?? '')})` : op.op);
+    // embedding, then per layer: QKV with the norm and rope, attention, o with the residual add, gate/up
+    // with the norm and SwiGLU, down with the residual add; the final norm goes into the LM head.
+    const perLayer = ['linear(rms_norm/rope)', 'attention', 'linear(/residual)', 'linear(rms_norm/swiglu)', 'linear(/residual)'];
+    const layers = (ops.length - 3) / perLayer.length;
+    expect(layers).toBe(2);
+    expect(ops.map(layer)).toEqual(['embedding', ...perLayer, ...perLayer, 'gather_rows', 'linear(rms_norm/)']);
+    expect(ops.some((op) => ['rope', 'swiglu', 'add', 'add_rms_norm', 'rms_norm'].includes(op.op))).toBe(false);
+
+    // Nothing a fused linear writes shares bytes with what it reads: its GEMV reads every input row while
+    // other blocks write the outputs.
+    const values = header.values as Value[];
+    const bytes = (v: Value) => span(v, v.rows === 'tokens' ? header.limits.maxNumTokens : header.limits.maxLogitRows);
+    for (const op of ops.filter((o) => o.op === 'linear' && (o.attrs?.prologue || o.attrs?.epilogue))) {
+      for (const out of op.outputs) {
+        for (const input of op.inputs) expect(overlap(bytes(values[out]), bytes(values[input]))).toBe(false);
+      }
+    }
+
+    // The cpu engine of the same checkpoint keeps the ops apart.
+    const cpuDir = path.join(root, 'llama-cpu-unfused');
+    await buildEngine({ checkpointDir: llama, outputDir: cpuDir, config: { ...LIMITS, target: 'cpu' } });
+    const cpu = (await inspect(cpuDir)).header.ops as Op[];
+    expect(cpu.every((op) => op.attrs?.prologue === undefined && op.attrs?.epilogue === undefined)).toBe(true);
+    expect(cpu.filter((op) => op.op === 'rope')).toHaveLength(4);
   });
 });

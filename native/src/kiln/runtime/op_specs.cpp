@@ -40,7 +40,11 @@ std::string positionPastTable(const PositionEmbedding& s, int64_t position) {
 }
 
 Linear linear(OpBinding& b) {
-  b.expectArity(1, 1);
+  const std::string prologue = b.attrEnum("prologue", {"none", "rms_norm"}, "none");
+  const std::string epilogue = b.attrEnum("epilogue", {"none", "residual", "swiglu", "rope"}, "none");
+  const bool normPrologue = prologue == "rms_norm";
+  const size_t epilogueOutputs = epilogue == "none" ? 0 : epilogue == "rope" ? 2 : 1;
+  b.expectArity(epilogue == "residual" ? 2 : 1, 1 + epilogueOutputs + (normPrologue ? 1 : 0));
   const WeightRef& w = b.weight("weight");
   if (w.shape.size() != 2) b.fail("weight \"weight\" (\"" + w.name + "\") must be 2-D [N, K]");
   const int64_t N = w.shape[0];
@@ -57,15 +61,68 @@ Linear linear(OpBinding& b) {
   const ValueRef& out = b.output(0);
   b.expectCols(in, K, "input 0");
   b.expectRows(out, in.rows, "output 0");
-  b.expectCols(out, N, "output 0");
   const bool bf16Inputs = b.attrBool("bf16Inputs", false);
   if (bf16Inputs && w.dtype != DType::BF16) b.fail("attr bf16Inputs needs bfloat16 weights, not " + std::string(dtypeName(w.dtype)));
   // int4: the engine file checked groupSize (a multiple of 32 dividing K) against the weight's bytes.
   if (w.dtype == DType::I4 && (w.groupSize <= 0 || w.groupSize % kInt4Block != 0 || K % w.groupSize != 0)) {
     b.fail("int4 weight \"" + w.name + "\" has group size " + std::to_string(w.groupSize) + ", which does not divide K = " + std::to_string(K));
   }
-  return {in, out, w.data, w.dtype, N, K, bias ? static_cast<const float*>(bias->data) : nullptr, bf16Inputs,
-          w.dtype == DType::I4 ? w.groupSize : 0};
+  Linear s{in, out, w.data, w.dtype, N, K, bias ? static_cast<const float*>(bias->data) : nullptr, bf16Inputs,
+           w.dtype == DType::I4 ? w.groupSize : 0};
+  size_t next = 1;
+  if (epilogue == "none") {
+    b.expectCols(out, N, "output 0");
+  } else if (epilogue == "residual") {
+    s.epilogue = Linear::Epilogue::Residual;
+    s.residual = b.input(1);
+    b.expectRows(s.residual, in.rows, "input 1");
+    b.expectCols(s.residual, N, "input 1");
+    b.expectCols(out, N, "output 0");
+  } else if (epilogue == "swiglu") {
+    s.epilogue = Linear::Epilogue::Swiglu;
+    if (N % 2 != 0) b.fail("epilogue swiglu needs an even N, got " + std::to_string(N));
+    b.expectCols(out, N / 2, "output 0");
+  } else {
+    s.epilogue = Linear::Epilogue::Rope;
+    s.numHeads = b.attrInt("numHeads", 1, 1 << 16);
+    s.numKvHeads = b.attrInt("numKvHeads", 1, 1 << 16);
+    s.headDim = b.attrInt("headDim", 2, 1 << 16);
+    s.rotaryDim = b.attrInt("rotaryDim", 2, s.headDim);
+    if (s.rotaryDim % 2 != 0 || s.headDim % 2 != 0) b.fail("epilogue rope needs an even headDim and rotaryDim");
+    s.interleaved = b.attrBool("interleaved", false);
+    s.attentionScaling = static_cast<float>(b.attrNumber("attentionScaling", 1.0));
+    const WeightRef& invFreq = b.weight("invFreq");
+    b.expectDType(invFreq, DType::F32, "invFreq");
+    b.expectShape(invFreq, {s.rotaryDim / 2}, "invFreq");
+    s.invFreq = static_cast<const float*>(invFreq.data);
+    const int64_t qCols = s.numHeads * s.headDim, kCols = s.numKvHeads * s.headDim;
+    if (in.rows != RowsKind::Tokens) b.fail("epilogue rope needs token rows");
+    if (qCols + kCols > N || (N - qCols - kCols) % 2 != 0) {
+      b.fail("epilogue rope: q (" + std::to_string(qCols) + ") and k (" + std::to_string(kCols) + ") columns do not fit N = " + std::to_string(N));
+    }
+    b.expectCols(out, qCols, "output 0");
+    s.ropedK = b.output(next++);
+    b.expectRows(s.ropedK, in.rows, "output 1");
+    b.expectCols(s.ropedK, kCols, "output 1");
+  }
+  if (s.epilogue != Linear::Epilogue::None) {
+    s.product = b.output(next++);
+    b.expectRows(s.product, in.rows, "the product output");
+    b.expectCols(s.product, N, "the product output");
+  }
+  if (normPrologue) {
+    s.normPrologue = true;
+    s.normed = b.output(next++);
+    b.expectRows(s.normed, in.rows, "the normed output");
+    b.expectCols(s.normed, K, "the normed output");
+    const WeightRef& nw = b.weight("normWeight");
+    b.expectShape(nw, {K}, "normWeight");
+    s.normWeight = nw.data;
+    s.normWDType = nw.dtype;
+    s.normEps = static_cast<float>(b.attrNumber("normEps"));
+    s.normWeightOffset = static_cast<float>(b.attrNumber("normWeightOffset", 0.0));
+  }
+  return s;
 }
 
 RmsNorm rmsNorm(OpBinding& b) {

@@ -41,6 +41,31 @@ struct Linear {
   bool bf16Inputs;
   // int4 weights (dtype.h): input features per scale; 0 for other weight types.
   int64_t groupSize;
+
+  // Fused neighbours (cuda engines; the builder's lower/fuse-linear-neighbours.ts). Attr prologue
+  // "rms_norm": x is the norm's input and `normed` (the last output) the GEMM operand, y = RMSNorm(x)
+  // with normWeight. Attr epilogue:
+  //   "residual": input 1 is `residual`; y = residual + x W^T (+ bias); `product` holds x W^T (+ bias);
+  //   "swiglu":   y = silu(p[:, :N/2]) * p[:, N/2:] with p = x W^T (+ bias), written to `product`;
+  //   "rope":     `product` = x W^T (+ bias) = [q | k | v]; y = rope(q), `ropedK` = rope(k) (the rope
+  //               op's numHeads / numKvHeads, headDim, rotaryDim, interleaved, attentionScaling, invFreq).
+  // Outputs in order: y, ropedK (rope), product (any epilogue), normed (prologue).
+  enum class Epilogue { None, Residual, Swiglu, Rope };
+  bool normPrologue = false;
+  ValueRef normed;
+  const void* normWeight = nullptr;
+  DType normWDType = DType::F32;
+  float normEps = 0.0f, normWeightOffset = 0.0f;
+  Epilogue epilogue = Epilogue::None;
+  ValueRef residual, product, ropedK;
+  int64_t numHeads = 0, numKvHeads = 0, headDim = 0, rotaryDim = 0;
+  bool interleaved = false;
+  float attentionScaling = 1.0f;
+  const float* invFreq = nullptr;
+  bool fused() const { return normPrologue || epilogue != Epilogue::None; }
+  // The GEMM's input and output values (what the op reads and writes without its neighbours).
+  const ValueRef& gemmIn() const { return normPrologue ? normed : x; }
+  const ValueRef& gemmOut() const { return epilogue == Epilogue::None ? y : product; }
 };
 Linear linear(OpBinding& b);
 

@@ -86,20 +86,6 @@ class CudaBackend final : public Backend {
   }
   int multiProcessors() const { return props_.multiProcessorCount; }
   const float* table(const std::string& key) const { return tables_.at(key); }
-  // The add_rms_norm bound last, when the op bound right after it may compute it itself (a decode-step
-  // linear reading its output: gemvAddRmsNorm). The norm's own closure then skips the rows the linear
-  // takes (`linearTakesRows`, set by that linear's adapter). register.cpp clears it after every other op.
-  struct NormForLinear {
-    ValueRef a, b, sum, y;
-    const void* w;
-    DType wDType;
-    int64_t H;
-    float eps, weightOffset;
-    std::shared_ptr<int64_t> linearTakesRows;  // rows <= this are done by the linear (0: none)
-  };
-  void setNormForLinear(const NormForLinear& n) { normForLinear_ = n; hasNormForLinear_ = true; }
-  const NormForLinear* normForLinear() const { return hasNormForLinear_ ? &normForLinear_ : nullptr; }
-  void clearNormForLinear() { hasNormForLinear_ = false; }
   // An op whose step could fail on the host (a check of the step's data) makes replaying captured
   // steps unsafe: it turns CUDA graphs off for the engine.
   void disallowGraphs() { graphsAllowed_ = false; }
@@ -169,8 +155,6 @@ class CudaBackend final : public Backend {
   bool deviceSampling_ = true;
   DeviceSampler sampler_;
 
-  NormForLinear normForLinear_{};
-  bool hasNormForLinear_ = false;
   std::map<std::string, float*> tables_;  // deviceTable's, freed on dispose
   size_t scratchWanted_ = 0;
   void* scratch_ = nullptr;

@@ -9,6 +9,8 @@ namespace ops {
 
 BoundOp bindLinear(OpBinding& b) {
   const spec::Linear s = spec::linear(b);
+  // Fused neighbours are written into cuda engines only (the builder's lower/fuse-linear-neighbours.ts).
+  if (s.fused()) b.fail("a linear with a fused prologue or epilogue runs on cuda only");
   if (s.dtype == DType::I4) {
     return [s](const StepRuntime& rt) {
       linearInt4Kernel(rt.env, s.x.data, s.x.numRows(*rt.step), s.x.rowStride, s.weight, s.N, s.K, s.groupSize, s.bias,

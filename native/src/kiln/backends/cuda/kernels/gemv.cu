@@ -22,16 +22,75 @@ constexpr int kWarps = 8;  // features per block
 constexpr int kThreads = 32 * kWarps;
 constexpr int kInFlight = 8;  // 16-byte weight vectors per lane loaded ahead of use
 
+// Eight consecutive elements of x at element offset i (16-byte aligned) as float32.
+__device__ __forceinline__ void load8(const void* x, DType t, int64_t i, float* f) {
+  if (t == DType::F32) {
+    const float4 a = *reinterpret_cast<const float4*>(static_cast<const float*>(x) + i);
+    const float4 b = *reinterpret_cast<const float4*>(static_cast<const float*>(x) + i + 4);
+    f[0] = a.x, f[1] = a.y, f[2] = a.z, f[3] = a.w, f[4] = b.x, f[5] = b.y, f[6] = b.z, f[7] = b.w;
+  } else if (t == DType::BF16) {
+    vectorToFloats(*reinterpret_cast<const uint4*>(static_cast<const __nv_bfloat16*>(x) + i), static_cast<const __nv_bfloat16*>(nullptr), f);
+  } else {
+    vectorToFloats(*reinterpret_cast<const uint4*>(static_cast<const __half*>(x) + i), static_cast<const __half*>(nullptr), f);
+  }
+}
+
+// The GEMV's input rows as stored (x of the weights' type T).
+template <typename T>
+struct PlainX {
+  const T* x;
+  int64_t stride;
+  __device__ __forceinline__ void vector(int r, int64_t i, float* f) const {
+    vectorToFloats(*reinterpret_cast<const uint4*>(x + r * stride + i * 8), static_cast<const T*>(nullptr), f);
+  }
+};
+
+// The GEMV's input made on the fly by an RMSNorm prologue: element c of row r is
+// T((x[r, c] * inv[r]) * (offset + w[c])), the value rmsNormKernel would have stored for the GEMV.
+template <typename T>
+struct NormedX {
+  const void* x;
+  DType xType;
+  int64_t stride;
+  const void* w;
+  DType wType;
+  float offset;
+  float inv[kMaxGemvRows];
+  __device__ __forceinline__ void vector(int r, int64_t i, float* f) const {
+    float v[8], g[8];
+    load8(x, xType, r * stride + i * 8, v);
+    load8(w, wType, i * 8, g);
+#pragma unroll
+    for (int j = 0; j < 8; ++j) f[j] = toF(fromF<T>((v[j] * inv[r]) * (offset + g[j])));
+  }
+  // inv[r] = 1 / sqrt(mean(x[r]^2) + eps), each warp for itself over the whole row: no block barrier, and
+  // the loads overlap the weights already in flight.
+  template <int R>
+  __device__ __forceinline__ void computeInverseRms(int64_t K, float eps) {
+    const int lane = threadIdx.x & 31;
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      float sq = 0.0f;
+      for (int64_t i = lane; i < K / 8; i += 32) {
+        float v[8];
+        load8(x, xType, r * stride + i * 8, v);
+#pragma unroll
+        for (int j = 0; j < 8; ++j) sq += v[j] * v[j];
+      }
+      inv[r] = 1.0f / sqrtf(warpSum(sq) / static_cast<float>(K) + eps);
+    }
+  }
+};
+
 // acc[r] += w . x[r] over one 8-element vector i of the row.
-template <typename T, int R>
-__device__ __forceinline__ void accumulate(const uint4& wv, const T* __restrict__ x, int64_t xStride, int64_t i,
-                                           float* acc) {
+template <typename T, int R, typename Src>
+__device__ __forceinline__ void accumulate(const uint4& wv, const Src& x, int64_t i, float* acc) {
   float wf[8];
   vectorToFloats(wv, static_cast<const T*>(nullptr), wf);
 #pragma unroll
   for (int r = 0; r < R; ++r) {
     float xf[8];
-    vectorToFloats(*reinterpret_cast<const uint4*>(x + r * xStride + i * 8), static_cast<const T*>(nullptr), xf);
+    x.vector(r, i, xf);
     float s = acc[r];
 #pragma unroll
     for (int j = 0; j < 8; ++j) s = fmaf(wf[j], xf[j], s);
@@ -46,21 +105,20 @@ __device__ __forceinline__ void accumulate(const uint4& wv, const T* __restrict_
 template <typename T, int R, int kRows>
 struct WarpRows {
   int lane;
-  int64_t first, vectors;
+  int64_t vectors;
   const uint4* wRow[kRows];
-  int64_t rowVectors[kRows];  // 0 for a feature past N: the last block's spare warps load nothing
+  int64_t rowVectors[kRows];  // 0 for an inactive feature (< 0): the last block's spare warps load nothing
   uint4 wv[kRows][kInFlight];
   float acc[kRows][R];
 
   // The first round of each row: issued before the kernel waits for its predecessor.
-  __device__ __forceinline__ WarpRows(const T* w, int64_t N, int64_t K) {
+  __device__ __forceinline__ WarpRows(const T* w, const int64_t (&features)[kRows], int64_t K) {
     lane = threadIdx.x & 31;
-    first = (static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5)) * kRows;
     vectors = K / 8;
 #pragma unroll
     for (int j = 0; j < kRows; ++j) {
-      const bool active = first + j < N;
-      wRow[j] = reinterpret_cast<const uint4*>(w + (active ? first + j : 0) * K);
+      const bool active = features[j] >= 0;
+      wRow[j] = reinterpret_cast<const uint4*>(w + (active ? features[j] : 0) * K);
       rowVectors[j] = active ? vectors : 0;
 #pragma unroll
       for (int r = 0; r < R; ++r) acc[j][r] = 0.0f;
@@ -74,8 +132,9 @@ struct WarpRows {
       }
   }
 
-  // The rest of the rows, applied to x (global or shared memory).
-  __device__ __forceinline__ void run(const T* x, int64_t xStride) {
+  // The rest of the rows, applied to the rows of x (Src: PlainX or NormedX).
+  template <typename Src>
+  __device__ __forceinline__ void run(const Src& x) {
     constexpr int64_t kRound = 32 * kInFlight;
     if constexpr (kRows == 1) {
       uint4 next[kInFlight];
@@ -88,7 +147,7 @@ struct WarpRows {
 #pragma unroll
         for (int u = 0; u < kInFlight; ++u) {
           const int64_t i = base + lane + 32 * u;
-          if (i < rowVectors[0]) accumulate<T, R>(wv[0][u], x, xStride, i, acc[0]);
+          if (i < rowVectors[0]) accumulate<T, R>(wv[0][u], x, i, acc[0]);
         }
 #pragma unroll
         for (int u = 0; u < kInFlight; ++u) wv[0][u] = next[u];
@@ -100,7 +159,7 @@ struct WarpRows {
 #pragma unroll
           for (int u = 0; u < kInFlight; ++u) {
             const int64_t i = base + lane + 32 * u;
-            if (i < rowVectors[j]) accumulate<T, R>(wv[j][u], x, xStride, i, acc[j]);
+            if (i < rowVectors[j]) accumulate<T, R>(wv[j][u], x, i, acc[j]);
           }
         if (base + kRound >= vectors) break;
 #pragma unroll
@@ -114,67 +173,161 @@ struct WarpRows {
     }
   }
 
-  __device__ __forceinline__ void store(int64_t N, const float* bias, Matrix y) {
+  // Reduces the accumulators: afterwards lane r < R holds row r's dot product of feature j in out[j].
+  __device__ __forceinline__ void reduce(float (&out)[kRows]) {
 #pragma unroll
     for (int j = 0; j < kRows; ++j) {
 #pragma unroll
       for (int r = 0; r < R; ++r) acc[j][r] = warpSum(acc[j][r]);
-      const int64_t n = first + j;
-      if (n < N && lane < R) {
-        // Lane r stores row r (acc is indexed by compile-time r, so pick it out with a loop).
-        float s = 0.0f;
+      // acc is indexed by compile-time r, so pick lane's row out with a loop.
+      float v = 0.0f;
 #pragma unroll
-        for (int r = 0; r < R; ++r)
-          if (r == lane) s = acc[j][r];
-        cuda::store(y.data, y.dtype, lane * y.stride + n, bias ? s + bias[n] : s);
-      }
+      for (int r = 0; r < R; ++r)
+        if (r == lane) v = acc[j][r];
+      out[j] = v;
     }
   }
 };
 
+// Consecutive features for warp w: kRows of them from w * kRows (-1 past N).
+template <int kRows>
+__device__ __forceinline__ void consecutiveFeatures(int64_t N, int64_t (&features)[kRows]) {
+  const int64_t first = (static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5)) * kRows;
+#pragma unroll
+  for (int j = 0; j < kRows; ++j) features[j] = first + j < N ? first + j : -1;
+}
+
+// Stores feature j's result of lane's row (+ bias, + the residual row when there is one).
+template <int R, int kRows>
+__device__ __forceinline__ void storeFeatures(const int64_t (&features)[kRows], const float (&dot)[kRows], const float* bias,
+                                              const void* residual, DType residualType, int64_t residualStride, Matrix y) {
+  const int lane = threadIdx.x & 31;
+  if (lane >= R) return;
+#pragma unroll
+  for (int j = 0; j < kRows; ++j) {
+    const int64_t n = features[j];
+    if (n < 0) continue;
+    float v = bias ? dot[j] + bias[n] : dot[j];
+    if (residual) v += load(residual, residualType, lane * residualStride + n);
+    cuda::store(y.data, y.dtype, lane * y.stride + n, v);
+  }
+}
+
 template <typename T, int R, int kRows>
 __global__ void __launch_bounds__(kThreads) gemvKernel(const T* __restrict__ x, int64_t xStride, const T* __restrict__ w,
                                                        int64_t N, int64_t K, const float* __restrict__ bias, Matrix y) {
-  WarpRows<T, R, kRows> rows(w, N, K);
+  int64_t features[kRows];
+  consecutiveFeatures<kRows>(N, features);
+  WarpRows<T, R, kRows> rows(w, features, K);
   startAfterPriorKernels();
-  rows.run(x, xStride);
-  rows.store(N, bias, y);
+  rows.run(PlainX<T>{x, xStride});
+  float dot[kRows];
+  rows.reduce(dot);
+  storeFeatures<R, kRows>(features, dot, bias, nullptr, DType::F32, 0, y);
 }
 
-// The GEMV with the add_rms_norm before it done by its own blocks: each block computes sum = a + b and
-// y = RMSNorm(sum) for the R rows into shared memory (as addRmsNormKernel does, in the same order when
-// the row has 2,048 features: one element in 256 per thread, the same block reduction), block 0 also
-// stores sum and y for the ops after (the next residual add reads sum), and the GEMV reads x = y from
-// shared memory. Two launches become one, and the norm's latency hides behind the first weight loads.
-template <typename T, int R, int kRows>
-__global__ void __launch_bounds__(kThreads) gemvAddRmsNormKernel(NormPrologue norm, const T* __restrict__ w, int64_t N,
-                                                                 int64_t K, const float* __restrict__ bias, Matrix y) {
-  extern __shared__ uint4 dynamicShared[];
-  T* xs = reinterpret_cast<T*>(dynamicShared);  // [R][K]
-  __shared__ float reduce[32];
-  WarpRows<T, R, kRows> rows(w, N, K);
-  startAfterPriorKernels();
-  const bool writer = blockIdx.x == 0;
-  for (int r = 0; r < R; ++r) {
-    float sq = 0.0f;
-    for (int64_t i = threadIdx.x; i < K; i += kThreads) {
-      const float v = load(norm.a.data, norm.a.dtype, r * norm.a.stride + i) + load(norm.b.data, norm.b.dtype, r * norm.b.stride + i);
-      if (writer) cuda::store(norm.sum.data, norm.sum.dtype, r * norm.sum.stride + i, v);
-      const float rounded = roundTo(norm.sum.dtype, v);
-      sq += rounded * rounded;
-    }
-    const float inv = 1.0f / sqrtf(blockSum(sq, reduce) / static_cast<float>(K) + norm.eps);
-    for (int64_t i = threadIdx.x; i < K; i += kThreads) {
-      const float v = roundTo(norm.sum.dtype, load(norm.a.data, norm.a.dtype, r * norm.a.stride + i) +
-                                                  load(norm.b.data, norm.b.dtype, r * norm.b.stride + i));
-      const float out = (v * inv) * (norm.weightOffset + load(norm.w, norm.wDType, i));
-      xs[r * K + i] = fromF<T>(out);
-      if (writer) cuda::store(norm.y.data, norm.y.dtype, r * norm.y.stride + i, out);
+// --- The fused linear (gemvFused): a norm prologue and a residual, SwiGLU or rope epilogue. ---
+
+enum class Epi : int { Store, Swiglu, Rope };
+
+__device__ __forceinline__ float silu(float x) { return x / (1.0f + expf(-x)); }
+
+// The rope epilogue's pair p of [q | k | v] (p < N / 2): its two features, and the rotary frequency index
+// (-1: stored as computed: the non-rotary dimensions of a head, and v). Rotary pairs are those the rope
+// op rotates together: (i, i + rotaryDim / 2) of a head, or (2i, 2i + 1) when interleaved.
+__device__ __forceinline__ void ropePair(const GemvFusion& f, int64_t p, int64_t& f0, int64_t& f1, int64_t& freq) {
+  const int64_t qPairs = f.qCols / 2, kPairs = f.kCols / 2;
+  freq = -1;
+  if (p >= qPairs + kPairs) {
+    f0 = f.qCols + f.kCols + 2 * (p - qPairs - kPairs);
+    f1 = f0 + 1;
+    return;
+  }
+  const int64_t base = p < qPairs ? 0 : f.qCols;
+  const int64_t local = p < qPairs ? p : p - qPairs;
+  const int64_t headPairs = f.headDim / 2, half = f.rotaryDim / 2;
+  const int64_t h = local / headPairs, t = local % headPairs;
+  const int64_t head = base + h * f.headDim;
+  if (t < half) {
+    f0 = head + (f.interleaved ? 2 * t : t);
+    f1 = head + (f.interleaved ? 2 * t + 1 : t + half);
+    freq = t;
+  } else {
+    f0 = head + f.rotaryDim + 2 * (t - half);
+    f1 = f0 + 1;
+  }
+}
+
+// Stores feature n (< qCols: q' in y; then k' in ropedK; then v in the product's v columns).
+__device__ __forceinline__ void storeQkv(const GemvFusion& f, Matrix y, int r, int64_t n, float v) {
+  if (n < f.qCols) {
+    cuda::store(y.data, y.dtype, r * y.stride + n, v);
+  } else if (n < f.qCols + f.kCols) {
+    cuda::store(f.ropedK.data, f.ropedK.dtype, r * f.ropedK.stride + (n - f.qCols), v);
+  } else {
+    cuda::store(f.v.data, f.v.dtype, r * f.v.stride + (n - f.qCols - f.kCols), v);
+  }
+}
+
+template <typename T, int R, int kRows, bool kNorm, Epi kEpi>
+__global__ void __launch_bounds__(kThreads) gemvFusedKernel(ConstMatrix x, const T* __restrict__ w, int64_t N, int64_t K,
+                                                            const float* __restrict__ bias, GemvFusion f, Matrix y) {
+  const int64_t slot = static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
+  int64_t features[kRows];
+  int64_t freq = -1;
+  if constexpr (kEpi == Epi::Store) {
+    consecutiveFeatures<kRows>(N, features);
+  } else if constexpr (kEpi == Epi::Swiglu) {
+    features[0] = slot < N / 2 ? slot : -1;
+    features[1] = slot < N / 2 ? slot + N / 2 : -1;
+  } else {
+    if (slot < N / 2) {
+      ropePair(f, slot, features[0], features[1], freq);
+    } else {
+      features[0] = features[1] = -1;
     }
   }
-  __syncthreads();
-  rows.run(xs, K);
-  rows.store(N, bias, y);
+  WarpRows<T, R, kRows> rows(w, features, K);
+  startAfterPriorKernels();
+  float dot[kRows];
+  if constexpr (kNorm) {
+    NormedX<T> src{x.data, x.dtype, x.stride, f.normWeight, f.normWDType, f.normWeightOffset, {}};
+    src.template computeInverseRms<R>(K, f.normEps);
+    rows.run(src);
+  } else {
+    rows.run(PlainX<T>{static_cast<const T*>(x.data), x.stride});
+  }
+  rows.reduce(dot);
+  if constexpr (kEpi == Epi::Store) {
+    storeFeatures<R, kRows>(features, dot, bias, f.residual.data, f.residual.dtype, f.residual.stride, y);
+  } else {
+    const int r = threadIdx.x & 31;
+    if (r >= R || features[0] < 0) return;
+    const float a = bias ? dot[0] + bias[features[0]] : dot[0];
+    const float b = bias ? dot[1] + bias[features[1]] : dot[1];
+    if constexpr (kEpi == Epi::Swiglu) {
+      cuda::store(y.data, y.dtype, r * y.stride + features[0], silu(a) * b);
+    } else if (freq < 0) {
+      storeQkv(f, y, r, features[0], a);
+      storeQkv(f, y, r, features[1], b);
+    } else {
+      // As ropeKernel: the table's (cos, sin) x attentionScaling below tablePositions, else computed.
+      const int32_t position = f.positions[r];
+      const int64_t half = f.rotaryDim / 2;
+      float c, sn;
+      if (f.cosSin != nullptr && position >= 0 && position < f.tablePositions) {
+        const float2 cs = reinterpret_cast<const float2*>(f.cosSin)[position * half + freq];
+        c = cs.x;
+        sn = cs.y;
+      } else {
+        const float angle = static_cast<float>(position) * f.invFreq[freq];
+        c = static_cast<float>(cos(static_cast<double>(angle))) * f.attentionScaling;
+        sn = static_cast<float>(sin(static_cast<double>(angle))) * f.attentionScaling;
+      }
+      storeQkv(f, y, r, features[0], a * c - b * sn);
+      storeQkv(f, y, r, features[1], b * c + a * sn);
+    }
+  }
 }
 
 // Two features per warp where a row is one round and there are features enough for several waves.
@@ -195,16 +348,20 @@ void launchRows(cudaStream_t stream, const T* x, int64_t xStride, const T* w, in
   }
 }
 
-template <typename T, int R>
-void launchNormRows(cudaStream_t stream, const NormPrologue& norm, const T* w, int64_t N, int64_t K, const float* bias,
-                    Matrix y) {
-  const size_t shared = static_cast<size_t>(R * K) * sizeof(T);
-  if (twoFeaturesPerWarp<R>(N, K)) {
-    const unsigned blocks = static_cast<unsigned>((N + 2 * kWarps - 1) / (2 * kWarps));
-    launch(gemvAddRmsNormKernel<T, R, 2>, dim3(blocks), dim3(kThreads), shared, stream, norm, w, N, K, bias, y);
-  } else {
-    const unsigned blocks = static_cast<unsigned>((N + kWarps - 1) / kWarps);
-    launch(gemvAddRmsNormKernel<T, R, 1>, dim3(blocks), dim3(kThreads), shared, stream, norm, w, N, K, bias, y);
+template <typename T, int R, bool kNorm>
+void launchFusedRows(cudaStream_t stream, ConstMatrix x, const T* w, int64_t N, int64_t K, const float* bias,
+                     const GemvFusion& f, Matrix y) {
+  const auto blocksFor = [](int64_t slots) { return dim3(static_cast<unsigned>((slots + kWarps - 1) / kWarps)); };
+  switch (f.epilogue) {
+    case GemvFusion::Swiglu:
+      return launch(gemvFusedKernel<T, R, 2, kNorm, Epi::Swiglu>, blocksFor(N / 2), dim3(kThreads), 0, stream, x, w, N, K, bias, f, y);
+    case GemvFusion::Rope:
+      return launch(gemvFusedKernel<T, R, 2, kNorm, Epi::Rope>, blocksFor(N / 2), dim3(kThreads), 0, stream, x, w, N, K, bias, f, y);
+    default:
+      if (twoFeaturesPerWarp<R>(N, K)) {
+        return launch(gemvFusedKernel<T, R, 2, kNorm, Epi::Store>, blocksFor((N + 1) / 2), dim3(kThreads), 0, stream, x, w, N, K, bias, f, y);
+      }
+      return launch(gemvFusedKernel<T, R, 1, kNorm, Epi::Store>, blocksFor(N), dim3(kThreads), 0, stream, x, w, N, K, bias, f, y);
   }
 }
 
@@ -221,14 +378,14 @@ void launchGemv(cudaStream_t stream, const void* x, int64_t rows, int64_t xStrid
   }
 }
 
-template <typename T>
-void launchGemvNorm(cudaStream_t stream, const NormPrologue& norm, int64_t rows, const void* w, int64_t N, int64_t K,
-                    const float* bias, Matrix y) {
+template <typename T, bool kNorm>
+void launchGemvFused(cudaStream_t stream, ConstMatrix x, int64_t rows, const void* w, int64_t N, int64_t K,
+                     const float* bias, const GemvFusion& f, Matrix y) {
   const T* wt = static_cast<const T*>(w);
   switch (rows) {
 #define KILN_ROWS(R) \
-  case R: return launchNormRows<T, R>(stream, norm, wt, N, K, bias, y);
-    KILN_ROWS(1) KILN_ROWS(2) KILN_ROWS(3) KILN_ROWS(4) KILN_ROWS(5) KILN_ROWS(6) KILN_ROWS(7) KILN_ROWS(8)
+  case R: return launchFusedRows<T, R, kNorm>(stream, x, wt, N, K, bias, f, y);
+    KILN_ROWS(1) KILN_ROWS(2) KILN_ROWS(3) KILN_ROWS(4)
 #undef KILN_ROWS
   }
 }
@@ -241,18 +398,20 @@ bool gemvApplies(DType t, const void* x, int64_t rows, int64_t xStride, const vo
          xStride % 8 == 0 && aligned16(x) && aligned16(w);
 }
 
-bool gemvAddRmsNormApplies(DType t, int64_t rows, const void* w, int64_t K) {
-  return (t == DType::BF16 || t == DType::F16) && rows >= 1 && rows <= kMaxGemvRows && K % 8 == 0 &&
-         reinterpret_cast<uintptr_t>(w) % 16 == 0 && static_cast<size_t>(rows * K) * 2 <= kMaxNormPrologueBytes;
+bool gemvFusedApplies(DType t, ConstMatrix x, int64_t rows, const void* w, int64_t K, bool normPrologue) {
+  const auto aligned16 = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+  // Without a prologue x is the GEMV's operand, of the weights' type; with one, any activation type
+  // (load8 reads 8 elements with 16-byte loads).
+  const bool xType = normPrologue ? (x.dtype == DType::F32 || x.dtype == DType::BF16 || x.dtype == DType::F16) : x.dtype == t;
+  return t == DType::BF16 && xType && rows >= 1 && rows <= kMaxFusedGemvRows && K % 8 == 0 && x.stride % 8 == 0 &&
+         aligned16(x.data) && aligned16(w);
 }
 
-void gemvAddRmsNorm(cudaStream_t stream, DType t, const NormPrologue& norm, int64_t rows, const void* w, int64_t N,
-                    int64_t K, const float* bias, Matrix y) {
-  if (t == DType::BF16) {
-    launchGemvNorm<__nv_bfloat16>(stream, norm, rows, w, N, K, bias, y);
-  } else {
-    launchGemvNorm<__half>(stream, norm, rows, w, N, K, bias, y);
-  }
+void gemvFused(cudaStream_t stream, DType t, ConstMatrix x, int64_t rows, const void* w, int64_t N, int64_t K,
+               const float* bias, const GemvFusion& f, Matrix y) {
+  if (t != DType::BF16) throw std::runtime_error("cuda gemvFused: bfloat16 weights only");
+  f.normWeight != nullptr ? launchGemvFused<__nv_bfloat16, true>(stream, x, rows, w, N, K, bias, f, y)
+                          : launchGemvFused<__nv_bfloat16, false>(stream, x, rows, w, N, K, bias, f, y);
 }
 
 void gemv(cudaStream_t stream, DType t, const void* x, int64_t rows, int64_t xStride, const void* w, int64_t N,

@@ -119,21 +119,40 @@ void quantizeRowsFp8(cudaStream_t stream, DType xType, const void* x, int64_t ro
 void fp8Epilogue(cudaStream_t stream, const float* acc, int64_t ldAcc, int64_t rows, int64_t N, const float* aScale,
                  const void* w, int64_t K, const float* bias, Matrix y);
 
-// The add_rms_norm that feeds a linear, done inside the GEMV (decode rows): sum = a + b and y =
-// RMSNorm(sum) (H = the linear's K, one group) are computed by every block of the GEMV for its own use,
-// and stored once (sum and y keep their meaning for any later op). gemvAddRmsNormApplies says whether it
-// takes these operands: 16-bit weights, at most kMaxGemvRows rows, the rows' y in 48 KB of shared memory.
-struct NormPrologue {
-  ConstMatrix a, b;
-  Matrix sum, y;
-  const void* w;
-  DType wDType;
-  float eps, weightOffset;
+// The linear with its neighbours fused (spec::Linear's prologue and epilogue; the builder's
+// lower/fuse-linear-neighbours.ts), for decode rows: one GEMV kernel instead of a norm, the GEMV and a
+// rope / SwiGLU / residual-add kernel. Each warp computes the RMSNorm's scale of x itself (no block
+// barrier) and applies the epilogue to the features it owns: a pair (i, i + N/2) for SwiGLU, the pair
+// that rope rotates together for rope. Results equal the separate kernels' (the norm's sum of squares
+// may round differently in its last bit: another summation order).
+struct GemvFusion {
+  // Prologue: normWeight not null => the GEMV's operand is RMSNorm(x) rounded to the weights' type.
+  const void* normWeight = nullptr;
+  DType normWDType = DType::F32;
+  float normEps = 0.0f, normWeightOffset = 0.0f;
+  enum Kind : int { None = 0, Residual = 1, Swiglu = 2, Rope = 3 } epilogue = None;
+  // Residual: y += residual (any dtype; data null for none).
+  ConstMatrix residual{nullptr, DType::F32, 0};
+  // Rope over [q | k | v] (qCols, kCols wide): q' to y, k' to ropedK, v to v, at the step's positions;
+  // (cos, sin) from cosSin below tablePositions (as rope()).
+  Matrix ropedK{}, v{};
+  int64_t qCols = 0, kCols = 0, headDim = 0, rotaryDim = 0;
+  bool interleaved = false;
+  const float* cosSin = nullptr;
+  int64_t tablePositions = 0;
+  const float* invFreq = nullptr;
+  float attentionScaling = 1.0f;
+  const int32_t* positions = nullptr;
 };
-constexpr size_t kMaxNormPrologueBytes = 48 * 1024;
-bool gemvAddRmsNormApplies(DType t, int64_t rows, const void* w, int64_t K);
-void gemvAddRmsNorm(cudaStream_t stream, DType t, const NormPrologue& norm, int64_t rows, const void* w, int64_t N,
-                    int64_t K, const float* bias, Matrix y);
+// Whether gemvFused takes these operands: bfloat16 weights, at most kMaxFusedGemvRows rows, x of the
+// weights' type (of float32, float16 or bfloat16 with a norm prologue), 16-byte aligned rows. (Each
+// (rows, prologue, epilogue) is its own kernel: the batch-1 path that matters is kept to what compiles
+// in reasonable time; float16 engines and larger batches run the neighbours as separate kernels.)
+constexpr int64_t kMaxFusedGemvRows = 4;
+bool gemvFusedApplies(DType t, ConstMatrix x, int64_t rows, const void* w, int64_t K, bool normPrologue);
+// y: the linear's output (SwiGLU: [rows, N/2]; rope: q').
+void gemvFused(cudaStream_t stream, DType t, ConstMatrix x, int64_t rows, const void* w, int64_t N, int64_t K,
+               const float* bias, const GemvFusion& f, Matrix y);
 
 // y[r, n] += bias[n] (float32 bias).
 void addBias(cudaStream_t stream, Matrix y, int64_t rows, const float* bias, int64_t N);

@@ -1,8 +1,10 @@
 // linear: a cuBLASLt GEMM with a float32 bias epilogue, over token rows or logit rows, or Kiln's GEMV for
-// decode rows (gemm.cpp); int8 weight-only matrices through gemv_int8.cu, FP8 ones through fp8.cu. Its input is of the weight's dtype in the engines Kiln builds
+// decode rows (gemm.cpp); int8 weight-only matrices through gemv_int8.cu, int4 through gemv_int4.cu, FP8
+// ones through fp8.cu. Its input is of the weight's dtype in the engines Kiln builds
 // (activation-dtypes.ts); any other input is converted into scratch first, so every well-formed header
-// runs. With KILN_CUDA_FUSE_NORM=1, when the op bound just before is the add_rms_norm that makes this
-// linear's input, decode rows run both in one kernel (gemvAddRmsNorm) and the norm op skips those rows.
+// runs. A linear with fused neighbours (an RMSNorm prologue; a residual, SwiGLU or rope epilogue: see
+// spec::Linear) runs as one gemvFused kernel for decode rows of bfloat16 weights, and otherwise as the
+// separate kernels the unfused ops would have run, through the op's extra outputs.
 #include <algorithm>
 #include <cstdlib>
 #include <string>
@@ -12,50 +14,6 @@
 namespace kiln {
 namespace cuda {
 namespace ops {
-
-namespace {
-
-// The bytes a value's first `rows` rows span in the arena.
-struct Span {
-  int64_t begin, end;
-};
-Span spanOf(const ValueRef& v, int64_t rows) {
-  const int64_t element = static_cast<int64_t>(dtypeSize(v.dtype));
-  return {v.byteOffset, v.byteOffset + ((rows - 1) * v.rowStride + v.cols) * element};
-}
-bool overlap(Span x, Span y) { return x.begin < y.end && y.begin < x.end; }
-
-// How many decode rows this linear can take over from the norm before it (0: none). The fused kernel
-// reads a and b in every block while block 0 writes sum and y and every block writes the output, so
-// nothing it writes may share bytes with what it reads.
-int64_t rowsFusedWithNorm(CudaBackend& be, const CudaBackend::NormForLinear& n, const spec::Linear& s) {
-  // Off unless KILN_CUDA_FUSE_NORM=1: measured on an H200 (TinyLlama shape, batch 1) it made decode
-  // slower, 1.89 against 1.48 ms/token: every block of the GEMV repeats the norm's two passes over the
-  // residual before it can use its weights (docs/benchmarks.md).
-  static const bool enabled = [] {
-    const char* setting = std::getenv("KILN_CUDA_FUSE_NORM");
-    return setting && std::string(setting) == "1";
-  }();
-  if (!enabled || !be.gemm().gemvEnabled()) return 0;
-  if (n.y.byteOffset != s.x.byteOffset || n.y.dtype != s.x.dtype || n.y.rowStride != s.x.rowStride) return 0;
-  if (s.x.dtype != s.dtype || n.H != s.K || n.y.cols != s.K) return 0;
-  int64_t rows = 0;
-  for (int64_t r = kMaxGemvRows; r >= 1 && rows == 0; --r) {
-    if (gemvAddRmsNormApplies(s.dtype, r, s.weight, s.K)) rows = r;
-  }
-  if (rows == 0) return 0;
-  const Span reads[] = {spanOf(n.a, rows), spanOf(n.b, rows)};
-  const Span writes[] = {spanOf(n.sum, rows), spanOf(n.y, rows), spanOf(s.y, rows)};
-  for (const Span& w : writes) {
-    for (const Span& r : reads) {
-      if (overlap(w, r)) return 0;
-    }
-  }
-  if (overlap(writes[2], writes[0]) || overlap(writes[2], writes[1])) return 0;
-  return rows;
-}
-
-}  // namespace
 
 // An int8 weight-only linear (W8A16): decode rows through gemvInt8; more rows through the codes widened to
 // the input's dtype in scratch, a cuBLASLt GEMM, then the scales and bias (kernels.h).
@@ -150,11 +108,10 @@ BoundOp bindFp8Linear(OpBinding& b, const spec::Linear& s) {
   };
 }
 
-BoundOp bindLinear(OpBinding& b) {
-  const spec::Linear s = spec::linear(b);
-  if (s.dtype == DType::I8) return bindInt8Linear(b, s);
-  if (s.dtype == DType::F8E4M3) return bindFp8Linear(b, s);
-  if (s.dtype == DType::I4) return bindInt4Linear(b, s);
+namespace {
+
+// A bfloat16 / float16 / float32 matrix: cuBLASLt, or the GEMV for decode rows (gemm.cpp).
+BoundOp bindDenseLinear(OpBinding& b, const spec::Linear& s) {
   CudaBackend* be = &backendOf(b);
   const Matrix x = be->value(s.x);
   const Matrix y = be->value(s.y);
@@ -163,24 +120,9 @@ BoundOp bindLinear(OpBinding& b) {
   }
   const bool convert = x.dtype != s.dtype;
   if (convert) be->reserveScratch(static_cast<size_t>(maxRowsOf(b, s.x) * s.K) * dtypeSize(s.dtype));
-
-  int64_t fusedRows = 0;
-  NormPrologue norm{ConstMatrix(nullptr, DType::F32, 0), ConstMatrix(nullptr, DType::F32, 0), Matrix{}, Matrix{},
-                    nullptr, DType::F32, 0.0f, 0.0f};
-  if (const CudaBackend::NormForLinear* n = be->normForLinear(); n && !convert) {
-    fusedRows = rowsFusedWithNorm(*be, *n, s);
-    if (fusedRows > 0) {
-      *n->linearTakesRows = fusedRows;
-      norm = NormPrologue{be->value(n->a), be->value(n->b), be->value(n->sum), be->value(n->y), n->w, n->wDType, n->eps,
-                          n->weightOffset};
-    }
-  }
   return [=](const StepRuntime& rt) {
     const int64_t rows = s.x.numRows(*rt.step);
-    if (rows <= fusedRows) {
-      if (rows > 0) gemvAddRmsNorm(be->stream(), s.dtype, norm, rows, s.weight, s.N, s.K, s.bias, y);
-      return;
-    }
+    if (rows <= 0) return;
     Matrix in = x;
     if (convert) {
       in = Matrix{be->scratch(), s.dtype, s.K};
@@ -188,6 +130,111 @@ BoundOp bindLinear(OpBinding& b) {
     }
     be->gemm().linear(s.dtype, in.data, rows, in.stride, s.weight, s.N, s.K, s.bias, y.dtype, y.data, y.stride);
   };
+}
+
+// x -> y through the matrix, whatever its dtype.
+BoundOp bindGemm(OpBinding& b, const spec::Linear& s) {
+  if (s.dtype == DType::I8) return bindInt8Linear(b, s);
+  if (s.dtype == DType::F8E4M3) return bindFp8Linear(b, s);
+  if (s.dtype == DType::I4) return bindInt4Linear(b, s);
+  return bindDenseLinear(b, s);
+}
+
+// Columns [from, from + cols) of m.
+Matrix columns(const Matrix& m, int64_t from) {
+  return Matrix{static_cast<char*>(m.data) + from * static_cast<int64_t>(dtypeSize(m.dtype)), m.dtype, m.stride};
+}
+
+BoundOp bindFusedLinear(OpBinding& b, const spec::Linear& s) {
+  CudaBackend* be = &backendOf(b);
+  spec::Linear inner = s;
+  inner.x = s.gemmIn();
+  inner.y = s.gemmOut();
+  inner.normPrologue = false;
+  inner.epilogue = spec::Linear::Epilogue::None;
+  const BoundOp gemm = bindGemm(b, inner);
+
+  const Matrix x = be->value(s.x), y = be->value(s.y);
+  const Matrix normed = s.normPrologue ? be->value(s.normed) : Matrix{};
+  const Matrix product = s.epilogue != spec::Linear::Epilogue::None ? be->value(s.product) : Matrix{};
+  GemvFusion f;
+  if (s.normPrologue) {
+    f.normWeight = s.normWeight;
+    f.normWDType = s.normWDType;
+    f.normEps = s.normEps;
+    f.normWeightOffset = s.normWeightOffset;
+  }
+  const int64_t qCols = s.numHeads * s.headDim, kCols = s.numKvHeads * s.headDim;
+  RopeTable table;
+  switch (s.epilogue) {
+    case spec::Linear::Epilogue::Residual:
+      f.epilogue = GemvFusion::Residual;
+      f.residual = be->value(s.residual);
+      break;
+    case spec::Linear::Epilogue::Swiglu:
+      f.epilogue = GemvFusion::Swiglu;
+      break;
+    case spec::Linear::Epilogue::Rope:
+      f.epilogue = GemvFusion::Rope;
+      f.ropedK = be->value(s.ropedK);
+      f.v = columns(product, qCols + kCols);
+      f.qCols = qCols;
+      f.kCols = kCols;
+      f.headDim = s.headDim;
+      f.rotaryDim = s.rotaryDim;
+      f.interleaved = s.interleaved;
+      f.invFreq = s.invFreq;
+      f.attentionScaling = s.attentionScaling;
+      table = ropeTable(b, s.invFreq, s.rotaryDim / 2, s.attentionScaling);
+      f.cosSin = table.cosSin;
+      f.tablePositions = table.positions;
+      break;
+    case spec::Linear::Epilogue::None:
+      break;
+  }
+  // KILN_CUDA_FUSED_LINEAR=0 (read when the engine loads) runs every fused linear as separate kernels,
+  // for comparisons.
+  const char* setting = std::getenv("KILN_CUDA_FUSED_LINEAR");
+  const bool enabled = !(setting && std::string(setting) == "0");
+  const bool gemvTypes = enabled && be->gemm().gemvEnabled() && (s.normPrologue ? normed.dtype : x.dtype) == s.dtype;
+  return [=](const StepRuntime& rt) {
+    const int64_t rows = s.x.numRows(*rt.step);
+    if (rows <= 0) return;
+    cudaStream_t stream = be->stream();
+    if (gemvTypes && gemvFusedApplies(s.dtype, x, rows, s.weight, s.K, s.normPrologue)) {
+      GemvFusion g = f;
+      g.positions = deviceStep(rt).positions;
+      gemvFused(stream, s.dtype, x, rows, s.weight, s.N, s.K, s.bias, g, y);
+      return;
+    }
+    if (s.normPrologue) rmsNorm(stream, x, rows, s.normWeight, s.normWDType, 1, s.K, s.normEps, s.normWeightOffset, normed);
+    gemm(rt);
+    switch (s.epilogue) {
+      case spec::Linear::Epilogue::Residual:
+        elementwise(stream, Elementwise::Add, f.residual, product, rows, s.N, 0.0f, y);
+        break;
+      case spec::Linear::Epilogue::Swiglu:
+        elementwise(stream, Elementwise::Swiglu, product, columns(product, s.N / 2), rows, s.N / 2, 0.0f, y);
+        break;
+      case spec::Linear::Epilogue::Rope: {
+        const int32_t* positions = deviceStep(rt).positions;
+        rope(stream, product, rows, positions, s.numHeads, s.headDim, s.rotaryDim, s.interleaved, s.invFreq,
+             s.attentionScaling, table.cosSin, table.positions, y);
+        rope(stream, columns(product, qCols), rows, positions, s.numKvHeads, s.headDim, s.rotaryDim, s.interleaved,
+             s.invFreq, s.attentionScaling, table.cosSin, table.positions, f.ropedK);
+        break;
+      }
+      case spec::Linear::Epilogue::None:
+        break;
+    }
+  };
+}
+
+}  // namespace
+
+BoundOp bindLinear(OpBinding& b) {
+  const spec::Linear s = spec::linear(b);
+  return s.fused() ? bindFusedLinear(b, s) : bindGemm(b, s);
 }
 
 }  // namespace ops

@@ -1,6 +1,4 @@
 // rms_norm and layer_norm, alone or fused with the residual add before them.
-#include <memory>
-
 #include "kiln/backends/cuda/ops/ops.h"
 
 namespace kiln {
@@ -31,16 +29,8 @@ BoundOp bindAddRmsNorm(OpBinding& b) {
   const spec::AddRmsNorm s = spec::addRmsNorm(b);
   CudaBackend* be = &backendOf(b);
   const Matrix a = be->value(s.a), c = be->value(s.b), sum = be->value(s.norm.x), y = be->value(s.norm.y);
-  // The linear bound next may take this norm over for decode rows (ops/linear.cpp).
-  auto linearTakesRows = std::make_shared<int64_t>(0);
-  if (s.norm.numGroups == 1) {
-    be->setNormForLinear({s.a, s.b, s.norm.x, s.norm.y, s.norm.weight, s.norm.dtype, s.norm.groupSize, s.norm.eps,
-                          s.norm.weightOffset, linearTakesRows});
-  }
   return [=](const StepRuntime& rt) {
-    const int64_t rows = s.a.numRows(*rt.step);
-    if (rows <= *linearTakesRows) return;
-    addRmsNorm(be->stream(), a, c, rows, s.norm.groupSize, s.norm.weight, s.norm.dtype, s.norm.eps,
+    addRmsNorm(be->stream(), a, c, s.a.numRows(*rt.step), s.norm.groupSize, s.norm.weight, s.norm.dtype, s.norm.eps,
                s.norm.weightOffset, sum, y);
   };
 }

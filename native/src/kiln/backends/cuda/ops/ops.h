@@ -21,6 +21,14 @@ inline int64_t maxRowsOf(OpBinding& b, const ValueRef& v) {
 }
 inline size_t align256(size_t n) { return (n + 255) / 256 * 256; }
 
+// Rope's (cos, sin) x attentionScaling for the positions below maxSeqLen, made once on the host and
+// shared by every op with the same frequencies (rope.cpp); positions = 0 and cosSin null when too large.
+struct RopeTable {
+  const float* cosSin = nullptr;
+  int64_t positions = 0;
+};
+RopeTable ropeTable(OpBinding& b, const float* invFreq, int64_t half, float attentionScaling);
+
 BoundOp bindEmbedding(OpBinding& b);
 BoundOp bindPositionEmbedding(OpBinding& b);
 BoundOp bindLinear(OpBinding& b);

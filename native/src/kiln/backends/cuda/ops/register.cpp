@@ -24,14 +24,7 @@ void registerCudaOps(KernelRegistry& r) {
       {"vocab_parallel_embedding", ops::bindVocabParallelEmbedding},
   };
   for (const auto& e : table) {
-    // After binding any op but add_rms_norm, no norm is pending for the next op (CudaBackend::normForLinear).
-    const bool isAddRmsNorm = std::string(e.first) == "add_rms_norm";
-    BoundOp (*bind)(OpBinding&) = e.second;
-    const OpFactory factory = [bind, isAddRmsNorm](OpBinding& b) {
-      BoundOp op = bind(b);
-      if (!isAddRmsNorm) ops::backendOf(b).clearNormForLinear();
-      return op;
-    };
+    const OpFactory factory = e.second;
     for (DType dt : {DType::F32, DType::F16, DType::BF16}) r.registerOp(e.first, "cuda", dt, factory);
     // Weight-only int8: linears only (kernels/gemv_int8.cu); every other weight stays 16- or 32-bit.
     if (std::string(e.first) == "linear") r.registerOp(e.first, "cuda", DType::I8, factory);

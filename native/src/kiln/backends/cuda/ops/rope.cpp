@@ -32,27 +32,28 @@ std::vector<float> cosSinTable(const float* invFreq, int64_t half, int64_t posit
 
 }  // namespace
 
+RopeTable ropeTable(OpBinding& b, const float* invFreq, int64_t half, float attentionScaling) {
+  CudaBackend* be = &backendOf(b);
+  const int64_t positions = b.facts().maxSeqLen;
+  if (positions <= 0 || positions * half * 2 * static_cast<int64_t>(sizeof(float)) > kMaxTableBytes) return {};
+  const float* hostInvFreq = static_cast<const float*>(be->hostWeight(invFreq));
+  // The key: the frequencies' bytes, the scaling and the length.
+  std::string key = "rope:" + std::to_string(positions) + ":" + std::to_string(half) + ":";
+  key.append(reinterpret_cast<const char*>(&attentionScaling), sizeof(float));
+  key.append(reinterpret_cast<const char*>(hostInvFreq), static_cast<size_t>(half) * sizeof(float));
+  const float* cosSin = be->hasTable(key) ? be->table(key) : be->deviceTable(key, cosSinTable(hostInvFreq, half, positions, attentionScaling));
+  return {cosSin, positions};
+}
+
 BoundOp bindRope(OpBinding& b) {
   const spec::Rope s = spec::rope(b);
   CudaBackend* be = &backendOf(b);
   const Matrix x = be->value(s.x);
   const Matrix y = be->value(s.y);
-  const int64_t half = s.rotaryDim / 2;
-  int64_t positions = b.facts().maxSeqLen;
-  const float* cosSin = nullptr;
-  if (positions > 0 && positions * half * 2 * static_cast<int64_t>(sizeof(float)) <= kMaxTableBytes) {
-    const float* hostInvFreq = static_cast<const float*>(be->hostWeight(s.invFreq));
-    // The key: the frequencies' bytes, the scaling and the length.
-    std::string key = "rope:" + std::to_string(positions) + ":" + std::to_string(half) + ":";
-    key.append(reinterpret_cast<const char*>(&s.attentionScaling), sizeof(float));
-    key.append(reinterpret_cast<const char*>(hostInvFreq), static_cast<size_t>(half) * sizeof(float));
-    cosSin = be->hasTable(key) ? be->table(key) : be->deviceTable(key, cosSinTable(hostInvFreq, half, positions, s.attentionScaling));
-  } else {
-    positions = 0;
-  }
+  const RopeTable table = ropeTable(b, s.invFreq, s.rotaryDim / 2, s.attentionScaling);
   return [=](const StepRuntime& rt) {
     rope(be->stream(), x, rt.step->numTokens, deviceStep(rt).positions, s.numHeads, s.headDim, s.rotaryDim,
-         s.interleaved, s.invFreq, s.attentionScaling, cosSin, positions, y);
+         s.interleaved, s.invFreq, s.attentionScaling, table.cosSin, table.positions, y);
   };
 }
 
