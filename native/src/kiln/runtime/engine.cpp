@@ -360,7 +360,13 @@ void Engine::configure(const EngineOptions& options) {
         throw std::runtime_error("unknown weight slot " + quoted(key));
       }
       ops_.push_back(std::move(bound));
-      opNames.push_back(opName);
+      // Profiles (KILN_CUDA_PROFILE) tell a linear's fused neighbours apart: "linear+rms_norm+rope".
+      std::string label = opName;
+      for (const char* key : {"prologue", "epilogue"}) {
+        const Json* a = attrs ? attrs->find(key) : nullptr;
+        if (a && a->isString()) label += "+" + a->asString();
+      }
+      opNames.push_back(label);
     } catch (const std::exception& e) {
       throw std::runtime_error(prefix + e.what());
     }

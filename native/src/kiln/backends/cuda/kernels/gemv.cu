@@ -45,43 +45,6 @@ struct PlainX {
   }
 };
 
-// The GEMV's input made on the fly by an RMSNorm prologue: element c of row r is
-// T((x[r, c] * inv[r]) * (offset + w[c])), the value rmsNormKernel would have stored for the GEMV.
-template <typename T>
-struct NormedX {
-  const void* x;
-  DType xType;
-  int64_t stride;
-  const void* w;
-  DType wType;
-  float offset;
-  float inv[kMaxGemvRows];
-  __device__ __forceinline__ void vector(int r, int64_t i, float* f) const {
-    float v[8], g[8];
-    load8(x, xType, r * stride + i * 8, v);
-    load8(w, wType, i * 8, g);
-#pragma unroll
-    for (int j = 0; j < 8; ++j) f[j] = toF(fromF<T>((v[j] * inv[r]) * (offset + g[j])));
-  }
-  // inv[r] = 1 / sqrt(mean(x[r]^2) + eps), each warp for itself over the whole row: no block barrier, and
-  // the loads overlap the weights already in flight.
-  template <int R>
-  __device__ __forceinline__ void computeInverseRms(int64_t K, float eps) {
-    const int lane = threadIdx.x & 31;
-#pragma unroll
-    for (int r = 0; r < R; ++r) {
-      float sq = 0.0f;
-      for (int64_t i = lane; i < K / 8; i += 32) {
-        float v[8];
-        load8(x, xType, r * stride + i * 8, v);
-#pragma unroll
-        for (int j = 0; j < 8; ++j) sq += v[j] * v[j];
-      }
-      inv[r] = 1.0f / sqrtf(warpSum(sq) / static_cast<float>(K) + eps);
-    }
-  }
-};
-
 // acc[r] += w . x[r] over one 8-element vector i of the row.
 template <typename T, int R, typename Src>
 __device__ __forceinline__ void accumulate(const uint4& wv, const Src& x, int64_t i, float* acc) {
@@ -132,7 +95,7 @@ struct WarpRows {
       }
   }
 
-  // The rest of the rows, applied to the rows of x (Src: PlainX or NormedX).
+  // The rest of the rows, applied to the rows of x (Src: PlainX, over global or shared memory).
   template <typename Src>
   __device__ __forceinline__ void run(const Src& x) {
     constexpr int64_t kRound = 32 * kInFlight;
@@ -197,19 +160,18 @@ __device__ __forceinline__ void consecutiveFeatures(int64_t N, int64_t (&feature
   for (int j = 0; j < kRows; ++j) features[j] = first + j < N ? first + j : -1;
 }
 
-// Stores feature j's result of lane's row (+ bias, + the residual row when there is one).
+// Stores feature j's result of lane's row (+ bias, + extra[j]: the residual, or 0).
 template <int R, int kRows>
 __device__ __forceinline__ void storeFeatures(const int64_t (&features)[kRows], const float (&dot)[kRows], const float* bias,
-                                              const void* residual, DType residualType, int64_t residualStride, Matrix y) {
+                                              const float (&extra)[kRows], Matrix y) {
   const int lane = threadIdx.x & 31;
   if (lane >= R) return;
 #pragma unroll
   for (int j = 0; j < kRows; ++j) {
     const int64_t n = features[j];
     if (n < 0) continue;
-    float v = bias ? dot[j] + bias[n] : dot[j];
-    if (residual) v += load(residual, residualType, lane * residualStride + n);
-    cuda::store(y.data, y.dtype, lane * y.stride + n, v);
+    const float v = bias ? dot[j] + bias[n] : dot[j];
+    cuda::store(y.data, y.dtype, lane * y.stride + n, v + extra[j]);
   }
 }
 
@@ -221,9 +183,11 @@ __global__ void __launch_bounds__(kThreads) gemvKernel(const T* __restrict__ x, 
   WarpRows<T, R, kRows> rows(w, features, K);
   startAfterPriorKernels();
   rows.run(PlainX<T>{x, xStride});
-  float dot[kRows];
+  float dot[kRows], zero[kRows];
   rows.reduce(dot);
-  storeFeatures<R, kRows>(features, dot, bias, nullptr, DType::F32, 0, y);
+#pragma unroll
+  for (int j = 0; j < kRows; ++j) zero[j] = 0.0f;
+  storeFeatures<R, kRows>(features, dot, bias, zero, y);
 }
 
 // --- The fused linear (gemvFused): a norm prologue and a residual, SwiGLU or rope epilogue. ---
@@ -269,10 +233,53 @@ __device__ __forceinline__ void storeQkv(const GemvFusion& f, Matrix y, int r, i
   }
 }
 
+// The RMSNorm prologue's rows, normed into shared memory xs [R][K] as rmsNormKernel would store them:
+// T((x * inv) * (offset + w)). Each thread issues all its loads at once (a vector of 8 elements, up to
+// kNormVectors per row) so that the block waits for one L2 round trip, not one per element; the norm's
+// weights (g) were loaded before the kernel waited for its predecessor.
+constexpr int kNormVectors = 2;  // K <= 8 * kThreads * kNormVectors = 4096
+constexpr int64_t kMaxNormK = 8 * kThreads * kNormVectors;
+
+template <typename T, int R>
+__device__ __forceinline__ void normRowsToShared(const GemvFusion& f, ConstMatrix x, int64_t K,
+                                                 const float (&g)[kNormVectors][8], T* xs, float* reduce) {
+  const int64_t vectors = K / 8;
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    float v[kNormVectors][8];
+#pragma unroll
+    for (int u = 0; u < kNormVectors; ++u) {
+      const int64_t i = threadIdx.x + static_cast<int64_t>(u) * kThreads;
+      if (i < vectors) load8(x.data, x.dtype, r * x.stride + i * 8, v[u]);
+    }
+    float sq = 0.0f;
+#pragma unroll
+    for (int u = 0; u < kNormVectors; ++u) {
+      const int64_t i = threadIdx.x + static_cast<int64_t>(u) * kThreads;
+#pragma unroll
+      for (int j = 0; j < 8; ++j) sq += i < vectors ? v[u][j] * v[u][j] : 0.0f;
+    }
+    const float inv = 1.0f / sqrtf(blockSum(sq, reduce) / static_cast<float>(K) + f.normEps);
+#pragma unroll
+    for (int u = 0; u < kNormVectors; ++u) {
+      const int64_t i = threadIdx.x + static_cast<int64_t>(u) * kThreads;
+      if (i >= vectors) continue;
+      alignas(16) T out[8];
+#pragma unroll
+      for (int j = 0; j < 8; ++j) out[j] = fromF<T>((v[u][j] * inv) * g[u][j]);
+      *reinterpret_cast<uint4*>(xs + r * K + i * 8) = *reinterpret_cast<const uint4*>(out);
+    }
+  }
+  __syncthreads();
+}
+
 template <typename T, int R, int kRows, bool kNorm, Epi kEpi>
 __global__ void __launch_bounds__(kThreads) gemvFusedKernel(ConstMatrix x, const T* __restrict__ w, int64_t N, int64_t K,
                                                             const float* __restrict__ bias, GemvFusion f, Matrix y) {
+  extern __shared__ uint4 dynamicShared[];
+  __shared__ float reduce[32];
   const int64_t slot = static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
+  const int lane = threadIdx.x & 31;
   int64_t features[kRows];
   int64_t freq = -1;
   if constexpr (kEpi == Epi::Store) {
@@ -287,45 +294,73 @@ __global__ void __launch_bounds__(kThreads) gemvFusedKernel(ConstMatrix x, const
       features[0] = features[1] = -1;
     }
   }
+  // Before the wait: the first round of weights and the norm's weights (they depend on no kernel).
   WarpRows<T, R, kRows> rows(w, features, K);
-  startAfterPriorKernels();
-  float dot[kRows];
+  float g[kNormVectors][8];
   if constexpr (kNorm) {
-    NormedX<T> src{x.data, x.dtype, x.stride, f.normWeight, f.normWDType, f.normWeightOffset, {}};
-    src.template computeInverseRms<R>(K, f.normEps);
-    rows.run(src);
+#pragma unroll
+    for (int u = 0; u < kNormVectors; ++u) {
+      const int64_t i = threadIdx.x + static_cast<int64_t>(u) * kThreads;
+      if (i < K / 8) {
+        load8(f.normWeight, f.normWDType, i * 8, g[u]);
+#pragma unroll
+        for (int j = 0; j < 8; ++j) g[u][j] += f.normWeightOffset;
+      }
+    }
+  }
+  startAfterPriorKernels();
+  // What the epilogue reads besides the dot products, loaded now so that it arrives while the weights
+  // stream: the residual, or rope's (cos, sin) at lane's row position.
+  float extra[kRows];
+#pragma unroll
+  for (int j = 0; j < kRows; ++j) extra[j] = 0.0f;
+  float c = 1.0f, sn = 0.0f;
+  if (lane < R) {
+    if constexpr (kEpi == Epi::Store) {
+      if (f.residual.data) {
+#pragma unroll
+        for (int j = 0; j < kRows; ++j)
+          if (features[j] >= 0) extra[j] = load(f.residual.data, f.residual.dtype, lane * f.residual.stride + features[j]);
+      }
+    } else if constexpr (kEpi == Epi::Rope) {
+      if (freq >= 0) {
+        // As ropeKernel: the table's (cos, sin) x attentionScaling below tablePositions, else computed.
+        const int32_t position = f.positions[lane];
+        if (f.cosSin != nullptr && position >= 0 && position < f.tablePositions) {
+          const float2 cs = reinterpret_cast<const float2*>(f.cosSin)[position * (f.rotaryDim / 2) + freq];
+          c = cs.x;
+          sn = cs.y;
+        } else {
+          const float angle = static_cast<float>(position) * f.invFreq[freq];
+          c = static_cast<float>(cos(static_cast<double>(angle))) * f.attentionScaling;
+          sn = static_cast<float>(sin(static_cast<double>(angle))) * f.attentionScaling;
+        }
+      }
+    }
+  }
+  if constexpr (kNorm) {
+    T* xs = reinterpret_cast<T*>(dynamicShared);
+    normRowsToShared<T, R>(f, x, K, g, xs, reduce);
+    rows.run(PlainX<T>{xs, K});
   } else {
     rows.run(PlainX<T>{static_cast<const T*>(x.data), x.stride});
   }
+  float dot[kRows];
   rows.reduce(dot);
   if constexpr (kEpi == Epi::Store) {
-    storeFeatures<R, kRows>(features, dot, bias, f.residual.data, f.residual.dtype, f.residual.stride, y);
+    storeFeatures<R, kRows>(features, dot, bias, extra, y);
   } else {
-    const int r = threadIdx.x & 31;
-    if (r >= R || features[0] < 0) return;
+    if (lane >= R || features[0] < 0) return;
     const float a = bias ? dot[0] + bias[features[0]] : dot[0];
     const float b = bias ? dot[1] + bias[features[1]] : dot[1];
     if constexpr (kEpi == Epi::Swiglu) {
-      cuda::store(y.data, y.dtype, r * y.stride + features[0], silu(a) * b);
+      cuda::store(y.data, y.dtype, lane * y.stride + features[0], silu(a) * b);
     } else if (freq < 0) {
-      storeQkv(f, y, r, features[0], a);
-      storeQkv(f, y, r, features[1], b);
+      storeQkv(f, y, lane, features[0], a);
+      storeQkv(f, y, lane, features[1], b);
     } else {
-      // As ropeKernel: the table's (cos, sin) x attentionScaling below tablePositions, else computed.
-      const int32_t position = f.positions[r];
-      const int64_t half = f.rotaryDim / 2;
-      float c, sn;
-      if (f.cosSin != nullptr && position >= 0 && position < f.tablePositions) {
-        const float2 cs = reinterpret_cast<const float2*>(f.cosSin)[position * half + freq];
-        c = cs.x;
-        sn = cs.y;
-      } else {
-        const float angle = static_cast<float>(position) * f.invFreq[freq];
-        c = static_cast<float>(cos(static_cast<double>(angle))) * f.attentionScaling;
-        sn = static_cast<float>(sin(static_cast<double>(angle))) * f.attentionScaling;
-      }
-      storeQkv(f, y, r, features[0], a * c - b * sn);
-      storeQkv(f, y, r, features[1], b * c + a * sn);
+      storeQkv(f, y, lane, features[0], a * c - b * sn);
+      storeQkv(f, y, lane, features[1], b * c + a * sn);
     }
   }
 }
@@ -352,16 +387,17 @@ template <typename T, int R, bool kNorm>
 void launchFusedRows(cudaStream_t stream, ConstMatrix x, const T* w, int64_t N, int64_t K, const float* bias,
                      const GemvFusion& f, Matrix y) {
   const auto blocksFor = [](int64_t slots) { return dim3(static_cast<unsigned>((slots + kWarps - 1) / kWarps)); };
+  const size_t shared = kNorm ? static_cast<size_t>(R * K) * sizeof(T) : 0;
   switch (f.epilogue) {
     case GemvFusion::Swiglu:
-      return launch(gemvFusedKernel<T, R, 2, kNorm, Epi::Swiglu>, blocksFor(N / 2), dim3(kThreads), 0, stream, x, w, N, K, bias, f, y);
+      return launch(gemvFusedKernel<T, R, 2, kNorm, Epi::Swiglu>, blocksFor(N / 2), dim3(kThreads), shared, stream, x, w, N, K, bias, f, y);
     case GemvFusion::Rope:
-      return launch(gemvFusedKernel<T, R, 2, kNorm, Epi::Rope>, blocksFor(N / 2), dim3(kThreads), 0, stream, x, w, N, K, bias, f, y);
+      return launch(gemvFusedKernel<T, R, 2, kNorm, Epi::Rope>, blocksFor(N / 2), dim3(kThreads), shared, stream, x, w, N, K, bias, f, y);
     default:
       if (twoFeaturesPerWarp<R>(N, K)) {
-        return launch(gemvFusedKernel<T, R, 2, kNorm, Epi::Store>, blocksFor((N + 1) / 2), dim3(kThreads), 0, stream, x, w, N, K, bias, f, y);
+        return launch(gemvFusedKernel<T, R, 2, kNorm, Epi::Store>, blocksFor((N + 1) / 2), dim3(kThreads), shared, stream, x, w, N, K, bias, f, y);
       }
-      return launch(gemvFusedKernel<T, R, 1, kNorm, Epi::Store>, blocksFor(N), dim3(kThreads), 0, stream, x, w, N, K, bias, f, y);
+      return launch(gemvFusedKernel<T, R, 1, kNorm, Epi::Store>, blocksFor(N), dim3(kThreads), shared, stream, x, w, N, K, bias, f, y);
   }
 }
 
@@ -404,7 +440,7 @@ bool gemvFusedApplies(DType t, ConstMatrix x, int64_t rows, const void* w, int64
   // (load8 reads 8 elements with 16-byte loads).
   const bool xType = normPrologue ? (x.dtype == DType::F32 || x.dtype == DType::BF16 || x.dtype == DType::F16) : x.dtype == t;
   return t == DType::BF16 && xType && rows >= 1 && rows <= kMaxFusedGemvRows && K % 8 == 0 && x.stride % 8 == 0 &&
-         aligned16(x.data) && aligned16(w);
+         aligned16(x.data) && aligned16(w) && (!normPrologue || K <= kMaxNormK);
 }
 
 void gemvFused(cudaStream_t stream, DType t, ConstMatrix x, int64_t rows, const void* w, int64_t N, int64_t K,

@@ -121,10 +121,11 @@ void fp8Epilogue(cudaStream_t stream, const float* acc, int64_t ldAcc, int64_t r
 
 // The linear with its neighbours fused (spec::Linear's prologue and epilogue; the builder's
 // lower/fuse-linear-neighbours.ts), for decode rows: one GEMV kernel instead of a norm, the GEMV and a
-// rope / SwiGLU / residual-add kernel. Each warp computes the RMSNorm's scale of x itself (no block
-// barrier) and applies the epilogue to the features it owns: a pair (i, i + N/2) for SwiGLU, the pair
-// that rope rotates together for rope. Results equal the separate kernels' (the norm's sum of squares
-// may round differently in its last bit: another summation order).
+// rope / SwiGLU / residual-add kernel. Each block norms the rows into shared memory itself (they are a
+// few KB, read once from L2) while its first weights are in flight, and each warp applies the epilogue to
+// the features it owns: a pair (i, i + N/2) for SwiGLU, the pair that rope rotates together for rope.
+// Results equal the separate kernels' (the norm's sum of squares may round differently in its last bit:
+// another summation order).
 struct GemvFusion {
   // Prologue: normWeight not null => the GEMV's operand is RMSNorm(x) rounded to the weights' type.
   const void* normWeight = nullptr;
