@@ -315,6 +315,8 @@ describe('linear', () => {
           const y = testing.linear({
             x, rows: c.rows, K: c.K, N: c.N, xStride: c.xStride, yStride: c.yStride,
             weight: codes, weightDtype: 'int8', scales, bias, isa, threads: c.threads, bf16Activations,
+            // the weight-only path on every set; kernels-int8-act.test.ts tests the quantized-input one
+            int8Activations: 'float',
           });
           const decoded = Float64Array.from(codes, (q, i) => q * scales[Math.floor(i / c.K)]);
           const { want, tol } = reference(x, c.rows, c.K, c.xStride, decoded, c.N, bias, c.yStride);

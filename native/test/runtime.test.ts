@@ -537,8 +537,8 @@ describe('a one-layer attention program', () => {
         console.log(JSON.stringify({ device: engine.info.device, outputIds: Array.from(r.outputIds), context: Array.from(r.contextLogits) }));
         engine.dispose();
       }, (e) => { console.error(e.message); process.exit(3); });`;
-    const run = (set: string | undefined) => {
-      const env = { ...process.env };
+    const run = (set: string | undefined, extra: Record<string, string> = {}) => {
+      const env = { ...process.env, ...extra };
       delete env.KILN_CPU_ISA;
       // Under tools/sanitize/run.sh: the child's V8 heap alive at exit is not a leak of Kiln's.
       if (env.ASAN_OPTIONS) env.ASAN_OPTIONS += ':detect_leaks=0';
@@ -558,6 +558,10 @@ describe('a one-layer attention program', () => {
     const bad = run('sse4');
     expect(bad.status).toBe(3);
     expect(bad.stderr).toContain('KILN_CPU_ISA="sse4" is not a kernel set (expected generic, avx2, avx512 or avx512_bf16)');
+    // The int8 linears' input mode (decision 0017) is read at load too.
+    const badMode = run(undefined, { KILN_CPU_INT8_ACTIVATIONS: 'int4' });
+    expect(badMode.status).toBe(3);
+    expect(badMode.stderr).toContain('KILN_CPU_INT8_ACTIVATIONS="int4" is not a mode (expected auto, float, int8 or int8x2)');
   });
 
   test('a KV cache too small for the request is refused, and the engine still works after', async () => {

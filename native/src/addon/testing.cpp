@@ -323,6 +323,14 @@ Napi::Value Linear(const Napi::CallbackInfo& info) {
       !o.boolean("bf16Activations", &bf16Activations, false) || !o.kernelEnv(&ke)) {
     return env.Undefined();
   }
+  // int8Activations: 'auto' (default), 'float', 'int8' or 'int8x2', as KILN_CPU_INT8_ACTIVATIONS sets it.
+  if (Napi::Value v = info[0].As<Napi::Object>().Get("int8Activations"); !v.IsUndefined()) {
+    const std::string mode = v.IsString() ? v.As<Napi::String>().Utf8Value() : std::string();
+    if (!kiln::parseInt8Activations(mode.c_str(), &ke.int8Act)) {
+      o.range(o.where("int8Activations") + " must be 'auto', 'float', 'int8' or 'int8x2'");
+      return env.Undefined();
+    }
+  }
   if (scales && !isQuantizedType(wdt)) {
     o.range(o.where("scales") + " is for int8 and float8_e4m3fn weights only");
     return env.Undefined();

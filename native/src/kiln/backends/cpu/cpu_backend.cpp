@@ -52,6 +52,16 @@ Isa chooseIsa() {
   return isa;
 }
 
+// How multi-row int8 linears treat their input (KernelEnv::int8Act, decision 0017):
+// KILN_CPU_INT8_ACTIVATIONS=auto (the default: int8x2 on the VNNI set), float (weight-only), int8 or int8x2.
+Int8Activations chooseInt8Activations() {
+  Int8Activations mode = Int8Activations::Auto;
+  if (const char* v = std::getenv("KILN_CPU_INT8_ACTIVATIONS"); v && *v && !parseInt8Activations(v, &mode)) {
+    throw std::runtime_error(std::string("KILN_CPU_INT8_ACTIVATIONS=\"") + v + "\" is not a mode (expected auto, float, int8 or int8x2)");
+  }
+  return mode;
+}
+
 class CpuBackend final : public Backend {
  public:
   explicit CpuBackend(const BackendTarget& target) {
@@ -67,6 +77,7 @@ class CpuBackend final : public Backend {
                                "\" is not known to this runtime (expected \"avx2\" or \"generic\")");
     }
     isaName_ = target.isa;
+    int8Act_ = chooseInt8Activations();
     int numThreads = target.numThreads;
     if (numThreads <= 0) numThreads = std::max(1u, std::thread::hardware_concurrency());
     threads_ = std::make_unique<ThreadPool>(numThreads);
@@ -114,6 +125,7 @@ class CpuBackend final : public Backend {
     step.kv = kv_->view();
     StepRuntime rt;
     rt.env.isa = isa_;
+    rt.env.int8Act = int8Act_;
     rt.env.pool = threads_.get();
     rt.step = &step;
     for (const BoundOp& op : ops) op(rt);
@@ -124,6 +136,7 @@ class CpuBackend final : public Backend {
 
  private:
   Isa isa_ = Isa::Generic;
+  Int8Activations int8Act_ = Int8Activations::Auto;
   std::string isaName_;
   uint64_t weightBytes_ = 0;
   AlignedBuffer arena_;

@@ -23,9 +23,22 @@ Isa detectIsa();  // the best this CPU supports (CPUID, read once)
 const char* isaName(Isa isa);  // "generic", "avx2", "avx512", "avx512_bf16"
 bool parseIsa(const char* name, Isa* out);  // the inverse of isaName; false for any other string
 
+// How a multi-row linear over int8 weights treats its input (linear_int8_act.cpp, decision 0017):
+//   Float:  x stays float32 (weight-only W8A16; the only mode before decision 0017).
+//   Int8x2: each row of x becomes two rows of int8 codes, the row quantized and then its rounding error
+//           quantized again (about 15 bits, as accurate as float32 x on the greedy-token checks), and the
+//           codes are multiplied in integers: twice the integer work of Int8, still faster than float32.
+//   Int8:   one row of int8 codes per row of x (per-row scale; llama.cpp-like speed, 8-bit accuracy:
+//           greedy agreement with float32 drops below the 95% bar on the fixtures, see decision 0017).
+//   Auto:   Int8x2 on the Avx512Bf16 set (VNNI) for calls of at least kInt8ActMinRows rows, else Float.
+// On other sets Int8 and Int8x2 run the scalar reference (tests). KILN_CPU_INT8_ACTIVATIONS sets it.
+enum class Int8Activations : uint8_t { Auto = 0, Float = 1, Int8 = 2, Int8x2 = 3 };
+bool parseInt8Activations(const char* name, Int8Activations* out);  // "auto", "float", "int8", "int8x2"
+
 struct KernelEnv {
   Isa isa = Isa::Generic;
   ThreadPool* pool = nullptr;  // may be null: single-threaded
+  Int8Activations int8Act = Int8Activations::Auto;
 };
 
 // out[t, :] = table[ids[t], :] * scale, table [vocab, hidden] of type `dt`. ids are checked against vocab
@@ -52,6 +65,21 @@ void linearFp8Kernel(const KernelEnv& env, const float* x, int64_t rows, int64_t
 // block's sum scaled by d_w * d_x. K must be a multiple of 32 (the op spec checks it).
 void linearQ8_0Kernel(const KernelEnv& env, const float* x, int64_t rows, int64_t xStride, const uint8_t* w,
                       int64_t N, int64_t K, const float* bias, float* y, int64_t yStride);
+// linearKernel for int8 weights (dtype.h's layout) with activations quantized to int8 (Int8 or Int8x2
+// of Int8Activations). Each row of x gets s1 = max|x| / 127 and codes q1 = round half even(x * (127 /
+// max|x|)); Int8x2 adds s2 = s1 / 254 and q2 = round half even((x - s1 q1) / s2) clamped to +-127. Then
+// y[r, n] = (float(sum_k q1 q_w) * s1 (+ float(sum_k q2 q_w) * s2)) * s_w[n] (+ bias[n]), the integer sums
+// exact. A row holding NaN or infinity gives NaN outputs. Needs K <= kInt8ActMaxK.
+constexpr int64_t kInt8ActMinRows = 2;
+constexpr int64_t kInt8ActMaxK = int64_t{1} << 17;  // 128 * 127 * K stays inside int32
+// The mode a call of `rows` rows runs (Float, Int8 or Int8x2; Auto resolved).
+Int8Activations int8ActivationsFor(const KernelEnv& env, int64_t rows, int64_t K);
+void linearInt8ActKernel(const KernelEnv& env, Int8Activations mode, const float* x, int64_t rows, int64_t xStride,
+                         const void* w, int64_t N, int64_t K, const float* bias, float* y, int64_t yStride);
+// One row of x quantized as linearInt8ActKernel does: `passes` (1 or 2) rows of K codes, their scales and
+// the sums of their codes.
+void quantizeRowInt8Act(const float* x, int64_t K, int passes, int8_t* codes, float* scales, int32_t* codeSums);
+
 // One row of x (K a multiple of 32) as ggml's x86 quantize_row_q8_0 writes it: codes [K] and the block
 // scales [K / 32] (float16 values, as float).
 void quantizeRowQ8_0Activations(const float* x, int64_t K, int8_t* codes, float* scales);

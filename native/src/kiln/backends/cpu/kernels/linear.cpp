@@ -67,6 +67,14 @@ void linearKernel(const KernelEnv& env, const float* x, int64_t rows, int64_t xS
     linearQ8_0Kernel(env, x, rows, xStride, static_cast<const uint8_t*>(w), N, K, bias, y, yStride);
     return;
   }
+  // int8 weights with several rows of x: the input quantized to int8 where that is faster (VNNI), see
+  // Int8Activations and linear_int8_act.cpp.
+  if (wdt == DType::I8) {
+    if (const Int8Activations mode = int8ActivationsFor(env, rows, K); mode != Int8Activations::Float) {
+      linearInt8ActKernel(env, mode, x, rows, xStride, w, N, K, bias, y, yStride);
+      return;
+    }
+  }
   const int64_t featBlocks = (N + kFeatBlock - 1) / kFeatBlock;
   const int64_t rowBlocks = (rows + kRowBlock - 1) / kRowBlock;
   const bool roundX = bf16Activations && wdt == DType::BF16;

@@ -1,0 +1,161 @@
+// AVX512_VNNI tile of linear_int8_act.cpp (compiled with the *_avx512_bf16.cpp flags, which include
+// -mavx512vnni; Isa::Avx512Bf16 implies VNNI, see isa.cpp).
+//
+// vpdpbusd multiplies unsigned by signed bytes. Rather than llama.cpp's sign juggling (vpsignb has no
+// 512-bit form), the weight codes are offset to unsigned: w ^ 0x80 = w + 128 in [0, 255] as a u8, one
+// vpxord per weight vector shared by the tile's rows. Then sum_k (w + 128) x = sum_k w x + 128 sum_k x,
+// and the row's code sum (made with its codes) removes the offset. Every sum is int32 and wraps like it;
+// the true sum_k w x fits (|.| <= 128 * 127 * K, K <= kInt8ActMaxK), so the wrapped difference is exact.
+//
+// The tile is a dot product along k (16 int32 lanes of 4 products each, reduced at the end), like the
+// float tiles, so it reads the engine's row-major codes as they are; no packed copy of the weights.
+#include <immintrin.h>
+
+#include "kiln/backends/cpu/kernels/linear_int8_act.h"
+
+namespace kiln {
+namespace avx512bf16 {
+
+namespace {
+
+// acc += the u8 x s8 dot products of w and x, in place. GCC 12 compiles _mm512_dpbusd_epi32 in an
+// unrolled tile to a copy of the accumulator before and after every vpdpbusd, and spills some to the
+// stack: the inline form ties the accumulator to one register (two to three times the tile's speed).
+inline void dpbusd(__m512i& acc, __m512i w, __m512i x) {
+#if defined(__GNUC__) && !defined(__clang__)
+  __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(w), "v"(x));
+#else
+  acc = _mm512_dpbusd_epi32(acc, w, x);
+#endif
+}
+
+// The four horizontal sums of a, b, c, d (16 int32 lanes each) as one vector: pairs of lanes, then pairs
+// of pairs, then the four 128-bit quarters. 13 instructions for what four separate reductions do in ~36;
+// at K = 2048 the reductions would otherwise cost a quarter of the tile's 32 steps.
+inline __m128i reduce4(__m512i a, __m512i b, __m512i c, __m512i d) {
+  const __m512i ab = _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b));
+  const __m512i cd = _mm512_add_epi32(_mm512_unpacklo_epi32(c, d), _mm512_unpackhi_epi32(c, d));
+  // ab per 128-bit quarter: [a0+a2, b0+b2, a1+a3, b1+b3]; cd likewise.
+  const __m512i abcd = _mm512_add_epi32(_mm512_unpacklo_epi64(ab, cd), _mm512_unpackhi_epi64(ab, cd));
+  // abcd per quarter: [a, b, c, d] partial sums.
+  const __m256i h = _mm256_add_epi32(_mm512_castsi512_si256(abcd), _mm512_extracti64x4_epi64(abcd, 1));
+  return _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+}
+
+// RT code rows (RT / P rows of x, P code rows each) times NT weight rows (NT = 4, or 1 for a feature
+// tail): RT * NT accumulators, NT weight vectors and one x vector live. Each 64-byte weight load serves RT
+// code rows, each x load NT weight rows.
+template <int P, int RT, int NT>
+inline void microTile(const Int8ActRows& x, int64_t r, const int8_t* w, const float* wScale, int64_t n,
+                      const float* bias, float* y, int64_t yStride) {
+  static_assert(RT % P == 0, "a row's code rows stay in one tile");
+  static_assert(NT == 4 || NT == 1, "reduce4 takes four features");
+  const int64_t K = x.K;
+  const int64_t c0 = r * P;  // first code row
+  __m512i acc[RT][NT];
+#pragma GCC unroll 8
+  for (int i = 0; i < RT; ++i)
+  #pragma GCC unroll 8
+    for (int j = 0; j < NT; ++j) acc[i][j] = _mm512_setzero_si512();
+  const int8_t* xr[RT];
+#pragma GCC unroll 8
+  for (int i = 0; i < RT; ++i) xr[i] = x.codes + (c0 + i) * K;
+  const int8_t* wr[NT];
+#pragma GCC unroll 8
+  for (int j = 0; j < NT; ++j) wr[j] = w + (n + j) * K;
+  const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
+  // Every loop over i, j and p is unrolled, so acc stays in registers: a loop left rolled indexes acc at
+  // run time, and GCC then stores each accumulator to the stack after every vpdpbusd. The step is a macro
+  // rather than a lambda for the same reason (a lambda capturing acc kept it in memory too).
+  // Masked-off lanes of the last step: w reads 0 and becomes 128, x reads 0, so they add nothing.
+#define KILN_INT8ACT_STEP(LOADW, LOADX)                                              \
+  {                                                                                  \
+    __m512i wv[NT];                                                                  \
+    _Pragma("GCC unroll 8") for (int j = 0; j < NT; ++j) wv[j] = _mm512_xor_si512(LOADW(wr[j] + k), flip); \
+    _Pragma("GCC unroll 8") for (int i = 0; i < RT; ++i) {                           \
+      const __m512i xv = LOADX(xr[i] + k);                                           \
+      _Pragma("GCC unroll 8") for (int j = 0; j < NT; ++j) dpbusd(acc[i][j], wv[j], xv); \
+    }                                                                                \
+  }
+  int64_t k = 0;
+  for (; k + 64 <= K; k += 64) KILN_INT8ACT_STEP(_mm512_loadu_si512, _mm512_loadu_si512)
+  if (k < K) {
+    const __mmask64 m = (__mmask64{1} << (K - k)) - 1;
+    auto load = [m](const int8_t* p) { return _mm512_maskz_loadu_epi8(m, p); };
+    KILN_INT8ACT_STEP(load, load)
+  }
+#undef KILN_INT8ACT_STEP
+#pragma GCC unroll 8
+  for (int i = 0; i < RT; i += P) {
+    alignas(16) int32_t sums[P][4];
+  #pragma GCC unroll 8
+    for (int p = 0; p < P; ++p) {
+      if (NT == 4) {
+        _mm_store_si128(reinterpret_cast<__m128i*>(sums[p]),
+                        reduce4(acc[i + p][0], acc[i + p][NT > 1 ? 1 : 0], acc[i + p][NT > 2 ? 2 : 0], acc[i + p][NT > 3 ? 3 : 0]));
+      } else {
+        sums[p][0] = _mm512_reduce_add_epi32(acc[i + p][0]);
+      }
+    }
+  #pragma GCC unroll 8
+    for (int j = 0; j < NT; ++j) {
+      float sum = 0.0f;
+#pragma GCC unroll 8
+      for (int p = 0; p < P; ++p) {
+        // The +128 offset comes off in wrapping int32, like the lanes summed it (see above).
+        const uint32_t offset = static_cast<uint32_t>(x.codeSum[c0 + i + p]) * 128u;
+        const int32_t s = static_cast<int32_t>(static_cast<uint32_t>(sums[p][j]) - offset);
+        sum += static_cast<float>(s) * x.scale[c0 + i + p];
+      }
+      y[(r + i / P) * yStride + n + j] = sum * wScale[n + j] + (bias ? bias[n + j] : 0.0f);
+    }
+  }
+}
+
+// Rows [r0, r1) of x against weight rows [n, n + NT): 6 code rows at a time (24 accumulators), then the
+// rest. The NT weight rows (NT * K bytes) stay in L1 while the rows of x stream past them from L2.
+template <int P, int NT>
+inline void rowSweep(const Int8ActRows& x, int64_t r0, int64_t r1, const int8_t* w, const float* wScale, int64_t n,
+                     const float* bias, float* y, int64_t yStride) {
+  constexpr int64_t kRows = 6 / P;  // rows of x per 6 code rows
+  int64_t r = r0;
+  for (; r + kRows <= r1; r += kRows) microTile<P, 6, NT>(x, r, w, wScale, n, bias, y, yStride);
+  int64_t left = (r1 - r) * P;  // code rows left: fewer than 6
+  if (left >= 4) {
+    microTile<P, 4, NT>(x, r, w, wScale, n, bias, y, yStride);
+    r += 4 / P;
+    left -= 4;
+  }
+  if (P == 1 && left == 3) {
+    microTile<1, 3, NT>(x, r, w, wScale, n, bias, y, yStride);
+    return;
+  }
+  if (left >= 2) {
+    microTile<P, 2, NT>(x, r, w, wScale, n, bias, y, yStride);
+    r += 2 / P;
+    left -= 2;
+  }
+  if (P == 1 && left == 1) microTile<1, 1, NT>(x, r, w, wScale, n, bias, y, yStride);
+}
+
+template <int P>
+void tile(const Int8ActRows& x, int64_t r0, int64_t r1, const int8_t* w, const float* wScale, int64_t n0, int64_t n1,
+          const float* bias, float* y, int64_t yStride) {
+  int64_t n = n0;
+  for (; n + 4 <= n1; n += 4) rowSweep<P, 4>(x, r0, r1, w, wScale, n, bias, y, yStride);
+  for (; n < n1; ++n) rowSweep<P, 1>(x, r0, r1, w, wScale, n, bias, y, yStride);
+}
+
+}  // namespace
+
+void linearTileInt8Act(const Int8ActRows& x, int64_t r0, int64_t r1, const int8_t* w, const float* wScale, int64_t n0,
+                       int64_t n1, const float* bias, float* y, int64_t yStride) {
+  if (x.passes == 2) {
+    tile<2>(x, r0, r1, w, wScale, n0, n1, bias, y, yStride);
+  } else {
+    tile<1>(x, r0, r1, w, wScale, n0, n1, bias, y, yStride);
+  }
+}
+
+}  // namespace avx512bf16
+}  // namespace kiln
