@@ -160,6 +160,25 @@ describe('int8 linear with int8 activations', () => {
     expect(auto).toEqual(want);
   });
 
+  test('codes round half to even on every set (ties of x * 127 / max|x|, and of the second pass)', () => {
+    // max|x| = 127 makes 127 / max|x| = 1, so x = j + 0.5 are ties of the first pass; the second pass then
+    // sees errors of exactly +-0.5 = 127 steps of s2.
+    const c: Case = { rows: 3, K: 70, N: 12, xStride: 70, yStride: 12, threads: 1, bias: false };
+    const x = new Float32Array(c.rows * c.K);
+    for (let i = 0; i < x.length; i++) x[i] = ((i * 7) % 51) - 25 + 0.5;
+    for (let r = 0; r < c.rows; r++) x[r * c.K + 5] = 127;
+    const random = rng(3);
+    const codes = Int8Array.from({ length: c.N * c.K }, () => Math.floor(random() * 255) - 127);
+    const scales = randomArray(c.N, 4, 0.001, 0.05);
+    for (const isa of ISAS) {
+      for (const [mode, passes] of [['int8', 1], ['int8x2', 2]] as const) {
+        const y = testing.linear({ x, rows: c.rows, K: c.K, N: c.N, weight: codes, weightDtype: 'int8', scales, isa, int8Activations: mode });
+        const { want, tol } = reference(c, x, codes, scales, undefined, passes);
+        expectClose(y, want, tol, `${isa} ${mode} ties`);
+      }
+    }
+  });
+
   test('a row holding NaN or infinity gives NaN outputs; the other rows are unaffected', () => {
     const c: Case = { rows: 4, K: 70, N: 9, xStride: 70, yStride: 9, threads: 1, bias: true };
     for (const isa of ISAS) {

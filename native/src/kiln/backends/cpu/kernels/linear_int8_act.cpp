@@ -161,7 +161,11 @@ void linearInt8ActKernel(const KernelEnv& env, Int8Activations mode, const float
   int32_t* qsum = xSum.data();
   const bool vnni = env.isa >= Isa::Avx512Bf16;
   portable::forEachRow(env, rows, K * passes, [&](int64_t r) {
-    quantizeRowInt8Act(x + r * xStride, K, passes, qc + r * passes * K, qs + r * passes, qsum + r * passes);
+    if (vnni) {
+      avx512bf16::quantizeRowInt8Act(x + r * xStride, K, passes, qc + r * passes * K, qs + r * passes, qsum + r * passes);
+    } else {
+      quantizeRowInt8Act(x + r * xStride, K, passes, qc + r * passes * K, qs + r * passes, qsum + r * passes);
+    }
   });
   const Int8ActRows xq{qc, qs, qsum, K, passes};
   const int64_t featBlocks = (N + kFeatBlock - 1) / kFeatBlock;

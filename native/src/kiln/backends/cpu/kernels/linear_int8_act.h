@@ -26,6 +26,8 @@ namespace avx512bf16 {
 // The same with AVX512_VNNI's vpdpbusd (64 u8 x s8 products per instruction).
 void linearTileInt8Act(const Int8ActRows& x, int64_t r0, int64_t r1, const int8_t* w, const float* wScale, int64_t n0,
                        int64_t n1, const float* bias, float* y, int64_t yStride);
+// kiln::quantizeRowInt8Act (kernels.h) with AVX-512: the same codes, scales and sums.
+void quantizeRowInt8Act(const float* x, int64_t K, int passes, int8_t* codes, float* scales, int32_t* codeSums);
 }  // namespace avx512bf16
 
 }  // namespace kiln

@@ -11,6 +11,8 @@
 // float tiles, so it reads the engine's row-major codes as they are; no packed copy of the weights.
 #include <immintrin.h>
 
+#include <cfloat>
+
 #include "kiln/backends/cpu/kernels/linear_int8_act.h"
 
 namespace kiln {
@@ -147,6 +149,58 @@ void tile(const Int8ActRows& x, int64_t r0, int64_t r1, const int8_t* w, const f
 }
 
 }  // namespace
+
+// quantizeRowInt8Act with 16 lanes: the same codes, scales and sums bit for bit. The products are rounded
+// on their own (mul_round cannot be fused into the subtraction), as the portable code rounds them, and
+// vcvtps2dq rounds half to even under the default MXCSR, as its magic-number rounding does.
+void quantizeRowInt8Act(const float* x, int64_t K, int passes, int8_t* codes, float* scales, int32_t* codeSums) {
+  constexpr int kRound = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+  const __m512 absMask = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff));
+  const __m512 big = _mm512_set1_ps(FLT_MAX);
+  __m512 vmax = _mm512_setzero_ps();
+  __mmask16 bad = 0;
+  for (int64_t k = 0; k < K; k += 16) {
+    const __mmask16 m = K - k >= 16 ? __mmask16(0xffff) : __mmask16((1u << (K - k)) - 1);
+    const __m512 a = _mm512_and_ps(_mm512_maskz_loadu_ps(m, x + k), absMask);
+    bad |= _mm512_mask_cmp_ps_mask(m, a, big, _CMP_NLE_UQ);  // NaN or infinity
+    vmax = _mm512_max_ps(vmax, a);
+  }
+  if (bad) {  // as the portable code: every output of the row NaN
+    for (int64_t k = 0; k < passes * K; ++k) codes[k] = 0;
+    for (int p = 0; p < passes; ++p) {
+      scales[p] = __builtin_nanf("");  // not numeric_limits: no inline code shared with portable files
+      codeSums[p] = 0;
+    }
+    return;
+  }
+  const float amax = _mm512_reduce_max_ps(vmax);
+  const float s1 = amax / 127.0f;
+  const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+  const float s2 = s1 / 254.0f;
+  const float id2 = s2 != 0.0f ? 1.0f / s2 : 0.0f;
+  const __m512 vid = _mm512_set1_ps(id), vs1 = _mm512_set1_ps(s1), vid2 = _mm512_set1_ps(id2);
+  const __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127);
+  __m512i sum1 = _mm512_setzero_si512(), sum2 = _mm512_setzero_si512();
+  for (int64_t k = 0; k < K; k += 16) {
+    const __mmask16 m = K - k >= 16 ? __mmask16(0xffff) : __mmask16((1u << (K - k)) - 1);
+    const __m512 v = _mm512_maskz_loadu_ps(m, x + k);
+    const __m512i q1 = _mm512_cvtps_epi32(_mm512_mul_round_ps(v, vid, kRound));  // masked lanes: 0
+    _mm512_mask_cvtsepi32_storeu_epi8(codes + k, m, q1);
+    sum1 = _mm512_add_epi32(sum1, q1);
+    if (passes > 1) {
+      const __m512 e = _mm512_sub_round_ps(v, _mm512_mul_round_ps(vs1, _mm512_cvtepi32_ps(q1), kRound), kRound);
+      const __m512i q2 = _mm512_min_epi32(hi, _mm512_max_epi32(lo, _mm512_cvtps_epi32(_mm512_mul_round_ps(e, vid2, kRound))));
+      _mm512_mask_cvtsepi32_storeu_epi8(codes + K + k, m, q2);
+      sum2 = _mm512_add_epi32(sum2, q2);
+    }
+  }
+  scales[0] = s1;
+  codeSums[0] = _mm512_reduce_add_epi32(sum1);
+  if (passes > 1) {
+    scales[1] = s2;
+    codeSums[1] = _mm512_reduce_add_epi32(sum2);
+  }
+}
 
 void linearTileInt8Act(const Int8ActRows& x, int64_t r0, int64_t r1, const int8_t* w, const float* wScale, int64_t n0,
                        int64_t n1, const float* bias, float* y, int64_t yStride) {
