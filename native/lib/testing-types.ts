@@ -81,6 +81,8 @@ export interface LinearInt4Args extends KernelRunOptions {
   bias?: Float32Array;
   /** Place codes and scales at an odd address (default false). */
   misalign?: boolean;
+  /** W4A16: keep x float32 (dequantize-then-multiply) instead of quantizing it to int8 blocks (default false). */
+  floatActivations?: boolean;
 }
 
 export interface RmsNormArgs extends KernelRunOptions {
@@ -346,7 +348,7 @@ export interface NativeTesting {
   embedding(args: EmbeddingArgs): Float32Array;
   /** [rows, yStride]: y = x w^T (+ bias). */
   linear(args: LinearArgs): Float32Array;
-  /** [rows, yStride]: y = x dequantize(int4 w)^T (+ bias). */
+  /** [rows, yStride]: y = quantize8(x) . int4 w^T per 32-element block (+ bias), or x dequantize(int4 w)^T with floatActivations. */
   linearInt4(args: LinearInt4Args): Float32Array;
   /** [rows, yStride]: x / sqrt(mean(x^2) + eps) * (weightOffset + w). */
   rmsNorm(args: RmsNormArgs): Float32Array;

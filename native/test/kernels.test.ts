@@ -327,12 +327,17 @@ describe('linear', () => {
   }
 
   // int4 weight-only (decision 0014): codes packed two a byte in 32-element blocks (element j low nibble,
-  // j + 16 high nibble, as code + 8), a bfloat16 scale per row and group. Packed here by a TS encoder of the
-  // documented layout, against dequantize-then-multiply in float64: the kernels scale each code exactly,
-  // so only float32 summation order separates them from the reference (the same bound as float32 weights,
-  // well inside the issue's 1e-4). Group sizes 32, 64 and 128; rows cover every row grouping of the AVX2
-  // (4, 3, 2, 1) and AVX-512 (4, 3, 2, 1) tiles; N = 29 and 389 leave feature tails; misaligned scales
-  // take the kernel's copy path.
+  // j + 16 high nibble, as code + 8), a bfloat16 scale per row and group, packed here by a TS encoder of the
+  // documented layout. Every set computes llama.cpp's Q4_0 x Q8_0 maths (linear_int4.cpp): x quantized to
+  // int8 per block of 32 (float32 arithmetic, round half to even: emulated here with Math.fround), exact
+  // integer block dot products, each scaled by dw * dx. The reference does the same in float64, so only
+  // the kernels' float32 rounding of dw * dx and of the block sums separates them: 1e-5 of the sum of the
+  // block terms' magnitudes (the issue asks 1e-4). Separately, the result must stay within 1% of the
+  // magnitudes of dequantize-then-multiply with x unquantized (the activations' own rounding, ~0.4% of a
+  // block's largest input, and well above any wrong index or scale). Group sizes 32, 64, 96 and 128; rows
+  // cover every row grouping of the AVX2 and VNNI tiles (2, 1); K = 64, 96, 160, 224, 288
+  // leave a last unit of 2, 3, 1, 3 and 1 blocks; N = 29 and 389 leave feature tails; misaligned scales
+  // take the kernel's copy path; a zero block of x has no scale.
   function packInt4(codes: Int8Array, N: number, K: number): Uint8Array {
     const out = new Uint8Array((N * K) / 2);
     for (let n = 0; n < N; n++) {
@@ -344,6 +349,19 @@ describe('linear', () => {
     }
     return out;
   }
+  /** x's row r quantized as the kernels do: codes, and each block's scale (float32 arithmetic). */
+  function quantizeActivations(x: Float32Array, r: number, xStride: number, K: number): { q: Int8Array; d: Float64Array } {
+    const q = new Int8Array(K);
+    const d = new Float64Array(K / 32);
+    for (let b = 0; b < K / 32; b++) {
+      let amax = 0;
+      for (let j = 0; j < 32; j++) amax = Math.max(amax, Math.abs(x[r * xStride + b * 32 + j]));
+      const id = amax !== 0 ? Math.fround(127 / amax) : 0;
+      d[b] = Math.fround(amax / 127);
+      for (let j = 0; j < 32; j++) q[b * 32 + j] = roundHalfEven(Math.fround(x[r * xStride + b * 32 + j] * id));
+    }
+    return { q, d };
+  }
   for (const isa of ISAS) {
     for (const c of [
       ...[1, 2, 3, 4, 5, 7, 9].map((rows) => ({ rows, K: 96, N: 29, G: 32, xStride: 100, yStride: 31, threads: 1, misalign: false })),
@@ -351,10 +369,15 @@ describe('linear', () => {
       { rows: 70, K: 256, N: 101, G: 128, xStride: 260, yStride: 103, threads: 2, misalign: false },
       { rows: 1, K: 512, N: 389, G: 32, xStride: 512, yStride: 389, threads: 2, misalign: true },
       { rows: 6, K: 384, N: 53, G: 128, xStride: 384, yStride: 53, threads: 1, misalign: false },
+      { rows: 1, K: 64, N: 17, G: 32, xStride: 64, yStride: 17, threads: 1, misalign: false },
+      { rows: 3, K: 160, N: 24, G: 32, xStride: 161, yStride: 24, threads: 1, misalign: false },
+      { rows: 5, K: 224, N: 33, G: 32, xStride: 224, yStride: 35, threads: 2, misalign: false },
+      { rows: 2, K: 288, N: 19, G: 96, xStride: 290, yStride: 19, threads: 1, misalign: false },
     ]) {
       test(`${isa} int4 group=${c.G} rows=${c.rows} K=${c.K} N=${c.N} threads=${c.threads} misalign=${c.misalign}`, () => {
         const seed = 13 + c.rows * 1000 + c.K * 7 + c.N;
         const x = randomArray(c.rows * c.xStride, seed, -3, 3);
+        x.fill(0, 32, 64); // row 0's second block is zero
         const random = rng(seed + 1);
         const codes = Int8Array.from({ length: c.N * c.K }, () => Math.floor(random() * 16) - 8);
         const groups = c.K / c.G;
@@ -366,12 +389,46 @@ describe('linear', () => {
           x, rows: c.rows, K: c.K, N: c.N, groupSize: c.G, xStride: c.xStride, yStride: c.yStride,
           codes: packInt4(codes, c.N, c.K), scales, bias, isa, threads: c.threads, misalign: c.misalign,
         });
-        const decoded = Float64Array.from(codes, (q, i) => {
-          const n = Math.floor(i / c.K);
-          return q * decodeHalf(scales[n * groups + Math.floor((i % c.K) / c.G)], BF16);
+        const { want, tol } = strided(c.rows, c.N, c.yStride);
+        const near = strided(c.rows, c.N, c.yStride);
+        for (let r = 0; r < c.rows; r++) {
+          const { q, d } = quantizeActivations(x, r, c.xStride, c.K);
+          for (let n = 0; n < c.N; n++) {
+            let s = bias[n];
+            let mag = Math.abs(bias[n]);
+            let f = bias[n];
+            let fmag = Math.abs(bias[n]);
+            for (let b = 0; b < c.K / 32; b++) {
+              const dw = decodeHalf(scales[n * groups + Math.floor((b * 32) / c.G)], BF16);
+              let isum = 0;
+              for (let j = 0; j < 32; j++) {
+                const k = b * 32 + j;
+                isum += codes[n * c.K + k] * q[k];
+                f += codes[n * c.K + k] * dw * x[r * c.xStride + k];
+                fmag += Math.abs(codes[n * c.K + k] * dw * x[r * c.xStride + k]);
+              }
+              s += dw * d[b] * isum;
+              mag += Math.abs(dw * d[b] * isum);
+            }
+            want[r * c.yStride + n] = s;
+            tol[r * c.yStride + n] = relTol(s, mag);
+            near.want[r * c.yStride + n] = f;
+            near.tol[r * c.yStride + n] = 0.01 * fmag;
+          }
+        }
+        expectClose(y, want, tol, 'int4 x int8 activations');
+        expectClose(y, near.want, near.tol, 'int4 against unquantized activations');
+        // W4A16 (KILN_CPU_INT4_ACTIVATIONS=float32): dequantize-then-multiply, float32 summation order only.
+        const yf = testing.linearInt4({
+          x, rows: c.rows, K: c.K, N: c.N, groupSize: c.G, xStride: c.xStride, yStride: c.yStride,
+          codes: packInt4(codes, c.N, c.K), scales, bias, isa, threads: c.threads, misalign: c.misalign, floatActivations: true,
         });
-        const { want, tol } = reference(x, c.rows, c.K, c.xStride, decoded, c.N, bias, c.yStride);
-        expectClose(y, want, tol, 'linear');
+        const decoded = Float64Array.from(codes, (v, i) => {
+          const n = Math.floor(i / c.K);
+          return v * decodeHalf(scales[n * groups + Math.floor((i % c.K) / c.G)], BF16);
+        });
+        const exact = reference(x, c.rows, c.K, c.xStride, decoded, c.N, bias, c.yStride);
+        expectClose(yf, exact.want, exact.tol, 'int4 with float32 activations');
       });
     }
   }

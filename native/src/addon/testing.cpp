@@ -358,7 +358,7 @@ Napi::Value Linear(const Napi::CallbackInfo& info) {
 
 // linearInt4Kernel on the engine's int4 layout (dtype.h): `codes` [N * K / 2] packed nibbles, `scales`
 // [N * K / groupSize] bfloat16 bits, copied behind the codes as in an engine; `misalign` puts the pair at an
-// odd address, so the kernel's unaligned-scales copy runs.
+// odd address, so the kernel's unaligned-scales copy runs; `floatActivations` runs the W4A16 reference path.
 Napi::Value LinearInt4(const Napi::CallbackInfo& info) {
   Options o(info, "linearInt4");
   Napi::Env env = info.Env();
@@ -367,7 +367,7 @@ Napi::Value LinearInt4(const Napi::CallbackInfo& info) {
   uint16_t* scales;
   int64_t xLen, biasLen, codesLen, scalesLen, rows, K, N, G, xStride, yStride;
   KernelEnv ke;
-  bool misalign;
+  bool misalign, floatActivations;
   if (!o.ok() || !o.integer("rows", &rows, 0) || !o.integer("K", &K, 0) || !o.integer("N", &N, 0) ||
       !o.integer("groupSize", &G, 1) || !o.integer("xStride", &xStride, 0, true, K) ||
       !o.integer("yStride", &yStride, 0, true, N)) {
@@ -383,7 +383,8 @@ Napi::Value LinearInt4(const Napi::CallbackInfo& info) {
       !o.exactLength("scales", scalesLen, N * (K / G)) ||
       !o.typed("bias", napi_float32_array, "Float32Array", &bias, &biasLen, true) ||
       (bias && !o.exactLength("bias", biasLen, N)) || !o.matrix("yStride", rows * yStride, rows, N, yStride) ||
-      !o.boolean("misalign", &misalign, false) || !o.kernelEnv(&ke)) {
+      !o.boolean("misalign", &misalign, false) || !o.boolean("floatActivations", &floatActivations, false) ||
+      !o.kernelEnv(&ke)) {
     return env.Undefined();
   }
   const size_t at = misalign ? 1 : 0;
@@ -393,7 +394,7 @@ Napi::Value LinearInt4(const Napi::CallbackInfo& info) {
   std::memcpy(packed.data() + at + codesLen, scales, static_cast<size_t>(2 * scalesLen));
   Napi::Float32Array y;
   if (!newOutput(env, rows * yStride, &y)) return env.Undefined();
-  kiln::linearInt4Kernel(ke, x, rows, xStride, packed.data() + at, N, K, G, bias, y.Data(), yStride);
+  kiln::linearInt4Kernel(ke, x, rows, xStride, packed.data() + at, N, K, G, bias, y.Data(), yStride, floatActivations);
   return y;
 }
 

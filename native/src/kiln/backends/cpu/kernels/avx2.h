@@ -13,14 +13,15 @@
 namespace kiln {
 namespace avx2 {
 
-// y[r, n] for r in [r0, r1), n in [n0, n1) of linearInt4Kernel: `codes` the int4 matrix's nibbles (K / 2
-// bytes a row), `scales` its N * (K / G) bfloat16 scale bits.
-// Rows [n0, n1) of an int4 matrix dequantized (code * scale, exact) into out [(n1 - n0), K].
-void dequantizeInt4Rows(const uint8_t* codes, const uint16_t* scales, int64_t n0, int64_t n1, int64_t K, int64_t G,
-                        float* out);
-void linearTileInt4(const float* x, int64_t xStride, int64_t r0, int64_t r1, const uint8_t* codes,
-                    const uint16_t* scales, int64_t n0, int64_t n1, int64_t K, int64_t G, const float* bias, float* y,
-                    int64_t yStride);
+// y[r, n] for r in [r0, r1), n in [n0, n1) of linearInt4Kernel, from x quantized by
+// quantizeInt4Activations (xq, xd, xc with row strides qStride and sStride): `codes` the int4 matrix's
+// nibbles (K / 2 bytes a row), `bscales` one bfloat16 scale per 32-element block, row n's at
+// bscales + (n - n0) * bsStride (vpmaddubsw; the plain AVX-512 set runs it too).
+void linearTileInt4(const int8_t* xq, const float* xd, const int32_t* xc, int64_t qStride, int64_t sStride,
+                    int64_t r0, int64_t r1, const uint8_t* codes, const uint16_t* bscales, int64_t bsStride,
+                    int64_t n0, int64_t n1, int64_t K, const float* bias, float* y, int64_t yStride);
+// One row of quantizeInt4Activations.
+void quantizeInt4ActivationRow(const float* x, int64_t K, int8_t* q, float* d, int32_t* c);
 
 // y[r, n] for r in [r0, r1), n in [n0, n1): see linearKernel. `scales` [N]: int8 weights' row scales.
 void linearTile(const float* x, int64_t xStride, int64_t r0, int64_t r1, const void* w, DType wdt, int64_t n0,

@@ -10,11 +10,8 @@
 namespace kiln {
 namespace avx512 {
 
-// y[r, n] for r in [r0, r1), n in [n0, n1) of linearInt4Kernel: `codes` the int4 matrix's nibbles (K / 2
-// bytes a row), `scales` its N * (K / G) bfloat16 scale bits.
-void linearTileInt4(const float* x, int64_t xStride, int64_t r0, int64_t r1, const uint8_t* codes,
-                    const uint16_t* scales, int64_t n0, int64_t n1, int64_t K, int64_t G, const float* bias, float* y,
-                    int64_t yStride);
+// One row of quantizeInt4Activations (kernels.h), 32 inputs a step.
+void quantizeInt4ActivationRow(const float* x, int64_t K, int8_t* q, float* d, int32_t* c);
 
 // y[r, n] for r in [r0, r1), n in [n0, n1) of linearKernel, float32 FMAs on weights widened to float32
 // (int8 codes too, their row's scale applied to the finished sum; `scales` [N], int8 only).
@@ -24,6 +21,12 @@ void linearTile(const float* x, int64_t xStride, int64_t r0, int64_t r1, const v
 }  // namespace avx512
 
 namespace avx512bf16 {
+
+// avx2::linearTileInt4 with vpdpbusd (AVX512_VNNI): four blocks (128 weights) a step
+// (linear_int4_avx512_bf16.cpp).
+void linearTileInt4(const int8_t* xq, const float* xd, const int32_t* xc, int64_t qStride, int64_t sStride,
+                    int64_t r0, int64_t r1, const uint8_t* codes, const uint16_t* bscales, int64_t bsStride,
+                    int64_t n0, int64_t n1, int64_t K, const float* bias, float* y, int64_t yStride);
 
 // The same tile for bfloat16 weights w [N, K] and activations already rounded to bfloat16, xb [rows, K]
 // (row stride K, raw bfloat16 bits): vdpbf16ps multiplies 32 pairs per instruction, products exact in

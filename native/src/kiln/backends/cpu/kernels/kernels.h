@@ -85,12 +85,36 @@ void quantizeRowInt8Act(const float* x, int64_t K, int passes, int8_t* codes, fl
 void quantizeRowQ8_0Activations(const float* x, int64_t K, int8_t* codes, float* scales);
 
 // linearKernel for an int4 matrix w [N, K] of group size G (dtype.h's layout: K / 2 bytes of nibbles per
-// row, then N * (K / G) bfloat16 scales; K % G == 0, G % 32 == 0): y[r, n] = sum_k x[r, k] * q[n, k] *
-// scale[n, k / G] (+ bias[n]). Each set widens a block's codes, multiplies them by their group's scale
-// (exact in float32: a 4-bit code times a bfloat16 scale) and accumulates with float32 FMAs, so the result
-// is dequantize-then-multiply up to float32 summation order (linear_int4*.cpp).
+// row, then N * (K / G) bfloat16 scales; K % G == 0, G % 32 == 0), as llama.cpp multiplies Q4_0 by Q8_0:
+// each row of x is quantized to int8 in blocks of 32 (quantizeInt4Activations), and
+// y[r, n] = sum_b (scale[n, 32b / G] * dx[r, b]) * sum_{k in block b} (q[n, k] * xq[r, k]) (+ bias[n]),
+// the block sums exact in integers, the block terms summed in float32 (linear_int4.cpp states it fully).
+// `floatActivations` (W4A16; KILN_CPU_INT4_ACTIVATIONS=float32 at load): x stays float32 and the result is
+// dequantize-then-multiply up to float32 summation order, as the cuda int4 engines compute; a reference,
+// not tuned for speed.
 void linearInt4Kernel(const KernelEnv& env, const float* x, int64_t rows, int64_t xStride, const void* w, int64_t N,
-                      int64_t K, int64_t G, const float* bias, float* y, int64_t yStride);
+                      int64_t K, int64_t G, const float* bias, float* y, int64_t yStride, bool floatActivations = false);
+
+// The int8 activations of linearInt4Kernel, laid out for its tiles. A row of K inputs (K % 32 == 0) is
+// blocks of 32 taken four at a time ("units", the last padded with zero blocks): a unit's 128 code bytes
+// hold elements 0-15 of its four blocks (16 bytes each), then elements 16-31 of the same four, which is
+// where a 64-byte load of the four blocks' nibbles puts the low and the high nibbles. Beside the codes,
+// per block, four copies of dx (floats) and the integer correction -8 * sum(codes) followed by three
+// zeros (int32s), so a unit's scales and corrections are each one 16-lane vector.
+struct Int4ActLayout {
+  int64_t units;        // ceil(K / 128)
+  int64_t codeStride;   // bytes of codes per row: units * 128
+  int64_t scaleStride;  // floats (and int32s) of dx (and corrections) per row: units * 16
+};
+inline Int4ActLayout int4ActLayout(int64_t K) {
+  const int64_t units = (K / 32 + 3) / 4;
+  return {units, units * 128, units * 16};
+}
+// Index in a row's codes of element j (< 32) of block b.
+inline int64_t int4ActCodeIndex(int64_t b, int64_t j) { return (b / 4) * 128 + (j / 16) * 64 + (b % 4) * 16 + j % 16; }
+// Quantizes rows [0, rows) of x into q [rows, codeStride], d and c [rows, scaleStride] (the layout above).
+void quantizeInt4Activations(const KernelEnv& env, const float* x, int64_t rows, int64_t xStride, int64_t K,
+                             int8_t* q, float* d, int32_t* c);
 
 // y[r, :] = x[r, :] / sqrt(mean(x[r, :]^2) + eps) * (weightOffset + w[:]); w is [H] of type `wdt`.
 // (weightOffset is 0 for LLaMA, 1 for Gemma's (1 + w) norm.)

@@ -1,11 +1,11 @@
-// AVX2/FMA body of linearInt4Kernel (linear_int4.cpp). See avx2.h for why everything here has internal
-// linkage (and why the bfloat16 scale is widened here rather than with dtype.h's inline helper).
-//
-// A 32-element block is 16 bytes: the low nibbles are elements 0-15, the high nibbles elements 16-31
-// (dtype.h), so one load, an and and a shift give two runs of 16 codes that line up with contiguous x.
-// Codes minus 8 are widened to float32 and accumulated with FMAs, 8 lanes at a time, as the 16-bit tiles
-// of linear_avx2.cpp do; the group's scale multiplies either each code vector (exact) or, for one row,
-// the group's sum.
+// AVX2 tile and activation quantizer of linearInt4Kernel (linear_int4.cpp states the maths; avx2.h why
+// everything here has internal linkage). Also the plain AVX-512 set's tile. A step is two 32-element
+// blocks of a weight row: a 32-byte load of their nibbles, an and and a shift give the low nibbles
+// (elements 0-15 of each block, one block per 128-bit lane) and the high ones (16-31), lined up with half
+// of an activation unit (kernels.h). vpmaddubsw multiplies the unsigned nibbles by the signed int8
+// activations into int16 pairs (at most 2 * 15 * 127, and the low and high sums added, 4 * 15 * 127: no
+// saturation), vpmaddwd with ones widens them to four int32 lanes per block, and the block's correction
+// -8 * sum(x codes) makes each lane group its block's exact dot product, then scaled by dw * dx.
 #include <immintrin.h>
 
 #include <cstring>
@@ -18,68 +18,50 @@ namespace avx2 {
 
 namespace {
 
-inline __m256 scaleOf(const uint16_t* scales, int64_t i) {
-  const uint32_t bits = static_cast<uint32_t>(scales[i]) << 16;
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return _mm256_set1_ps(f);
-}
-
-// RT rows of x times NT weight rows (RT * NT accumulators, as linear_avx2.cpp's microTile).
 template <int RT, int NT>
-inline void microTile(const float* x, int64_t xStride, int64_t r, const uint8_t* codes, const uint16_t* scales,
-                      int64_t n, int64_t K, int64_t G, const float* bias, float* y, int64_t yStride) {
-  // One row (decode) sums each group's unscaled codes times x and scales the sum (one FMA a group, not a
-  // multiply per 8 codes: 12% faster); more rows have no registers to spare for the group sums, so
-  // they scale the codes (exact) before the FMAs.
-  constexpr bool kGroupSums = RT == 1;
-  __m256 acc[RT][NT], gacc[RT][NT];
-  for (int i = 0; i < RT; ++i) {
-    for (int j = 0; j < NT; ++j) acc[i][j] = gacc[i][j] = _mm256_setzero_ps();
-  }
-  const float* xr[RT];
-  for (int i = 0; i < RT; ++i) xr[i] = x + (r + i) * xStride;
+inline void microTile(const int8_t* xq, const float* xd, const int32_t* xc, int64_t qStride, int64_t sStride,
+                      int64_t r, const uint8_t* codes, const uint16_t* bscales, int64_t bsStride, int64_t n0,
+                      int64_t n, int64_t K, const float* bias, float* y, int64_t yStride) {
+  __m256 acc[RT][NT];
+  for (int i = 0; i < RT; ++i)
+    for (int j = 0; j < NT; ++j) acc[i][j] = _mm256_setzero_ps();
   const int64_t rowBytes = K / 2;
-  const int64_t groups = K / G;
-  const __m128i low4 = _mm_set1_epi8(0x0f);
-  const __m128i eight = _mm_set1_epi8(8);
-  for (int64_t g = 0; g < groups; ++g) {
-    __m256 s[NT];
-    for (int j = 0; j < NT; ++j) s[j] = scaleOf(scales, (n + j) * groups + g);
-    for (int64_t k = g * G; k < (g + 1) * G; k += 32) {
-      // Decode streams the codes from memory NT rows (NT pages) at a time: fetch the same position of the
-      // next tile's rows one tile ahead, a cache line (128 codes) at a time, as linear_avx2.cpp does.
-      if (RT == 1 && (k & 127) == 0) {
-        for (int j = 0; j < NT; ++j) _mm_prefetch(reinterpret_cast<const char*>(codes + (n + NT + j) * rowBytes + k / 2), _MM_HINT_T0);
-      }
-      __m128i lo[NT], hi[NT];
-      for (int j = 0; j < NT; ++j) {
-        const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(codes + (n + j) * rowBytes + k / 2));
-        lo[j] = _mm_sub_epi8(_mm_and_si128(b, low4), eight);
-        hi[j] = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(b, 4), low4), eight);
-      }
-      for (int v = 0; v < 4; ++v) {
-        __m256 wv[NT];
-        for (int j = 0; j < NT; ++j) {
-          const __m128i q = v == 0 ? lo[j] : v == 1 ? _mm_unpackhi_epi64(lo[j], lo[j]) : v == 2 ? hi[j] : _mm_unpackhi_epi64(hi[j], hi[j]);
-          const __m256 codes = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q));
-          wv[j] = kGroupSums ? codes : _mm256_mul_ps(codes, s[j]);
-        }
-        for (int i = 0; i < RT; ++i) {
-          const __m256 xv = _mm256_loadu_ps(xr[i] + k + 8 * v);
-          for (int j = 0; j < NT; ++j) {
-            if (kGroupSums) gacc[i][j] = _mm256_fmadd_ps(xv, wv[j], gacc[i][j]);
-            else acc[i][j] = _mm256_fmadd_ps(xv, wv[j], acc[i][j]);
-          }
-        }
-      }
+  const int64_t blocks = K / 32;
+  const __m256i low4 = _mm256_set1_epi8(0x0f);
+  const __m256i ones = _mm256_set1_epi16(1);
+  const __m256i spread = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
+  for (int64_t b = 0; b < blocks; b += 2) {
+    // Block pair (b, b + 1): half h of unit u of the activations. An odd last block pairs with zeros.
+    const int64_t u = b / 4;
+    const int64_t h = (b % 4) / 2;
+    const bool pair = b + 1 < blocks;
+    if (RT == 1 && (b & 3) == 0) {
+      for (int j = 0; j < NT; ++j) _mm_prefetch(reinterpret_cast<const char*>(codes + (n + NT + j) * rowBytes + b * 16), _MM_HINT_T0);
     }
-    if (kGroupSums) {  // the group's codes are done: its scale multiplies their sum once
-      for (int i = 0; i < RT; ++i) {
-        for (int j = 0; j < NT; ++j) {
-          acc[i][j] = _mm256_fmadd_ps(gacc[i][j], s[j], acc[i][j]);
-          gacc[i][j] = _mm256_setzero_ps();
-        }
+    __m256i lo[NT], hi[NT];
+    __m256 dw[NT];
+    for (int j = 0; j < NT; ++j) {
+      const uint8_t* p = codes + (n + j) * rowBytes + b * 16;
+      const __m256i v = pair ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))
+                             : _mm256_zextsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+      lo[j] = _mm256_and_si256(v, low4);
+      hi[j] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
+      const uint16_t* s = bscales + (n + j - n0) * bsStride + b;
+      uint32_t two = s[0];
+      if (pair) two |= static_cast<uint32_t>(s[1]) << 16;
+      dw[j] = _mm256_castsi256_ps(_mm256_slli_epi32(
+          _mm256_permutevar8x32_epi32(_mm256_cvtepu16_epi32(_mm_cvtsi32_si128(static_cast<int>(two))), spread), 16));
+    }
+    for (int i = 0; i < RT; ++i) {
+      const int8_t* qr = xq + (r + i) * qStride + u * 128 + h * 32;
+      const __m256i xlo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qr));
+      const __m256i xhi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qr + 64));
+      const __m256i corr = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xc + (r + i) * sStride + u * 16 + h * 8));
+      const __m256 dx = _mm256_loadu_ps(xd + (r + i) * sStride + u * 16 + h * 8);
+      for (int j = 0; j < NT; ++j) {
+        const __m256i pairs = _mm256_add_epi16(_mm256_maddubs_epi16(lo[j], xlo), _mm256_maddubs_epi16(hi[j], xhi));
+        const __m256i dot = _mm256_add_epi32(_mm256_madd_epi16(pairs, ones), corr);
+        acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(dw[j], dx), acc[i][j]);
       }
     }
   }
@@ -89,49 +71,67 @@ inline void microTile(const float* x, int64_t xStride, int64_t r, const uint8_t*
 }
 
 template <int RT, int NT>
-inline void featureSweep(const float* x, int64_t xStride, int64_t r, const uint8_t* codes, const uint16_t* scales,
-                         int64_t n0, int64_t n1, int64_t K, int64_t G, const float* bias, float* y, int64_t yStride) {
+inline void featureSweep(const int8_t* xq, const float* xd, const int32_t* xc, int64_t qStride, int64_t sStride,
+                         int64_t r, const uint8_t* codes, const uint16_t* bscales, int64_t bsStride, int64_t n0,
+                         int64_t n1, int64_t K, const float* bias, float* y, int64_t yStride) {
   int64_t n = n0;
-  for (; n + NT <= n1; n += NT) microTile<RT, NT>(x, xStride, r, codes, scales, n, K, G, bias, y, yStride);
-  for (; n < n1; ++n) microTile<RT, 1>(x, xStride, r, codes, scales, n, K, G, bias, y, yStride);
+  for (; n + NT <= n1; n += NT) microTile<RT, NT>(xq, xd, xc, qStride, sStride, r, codes, bscales, bsStride, n0, n, K, bias, y, yStride);
+  for (; n < n1; ++n) microTile<RT, 1>(xq, xd, xc, qStride, sStride, r, codes, bscales, bsStride, n0, n, K, bias, y, yStride);
 }
 
 }  // namespace
 
-void dequantizeInt4Rows(const uint8_t* codes, const uint16_t* scales, int64_t n0, int64_t n1, int64_t K, int64_t G,
-                        float* out) {
-  const __m128i low4 = _mm_set1_epi8(0x0f);
-  const __m128i eight = _mm_set1_epi8(8);
-  const int64_t groups = K / G;
-  for (int64_t n = n0; n < n1; ++n) {
-    const uint8_t* row = codes + n * (K / 2);
-    float* o = out + (n - n0) * K;
-    for (int64_t k = 0; k < K; k += 32) {
-      const __m256 s = scaleOf(scales, n * groups + k / G);
-      const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + k / 2));
-      const __m128i lo = _mm_sub_epi8(_mm_and_si128(b, low4), eight);
-      const __m128i hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(b, 4), low4), eight);
-      const __m128i q[4] = {lo, _mm_unpackhi_epi64(lo, lo), hi, _mm_unpackhi_epi64(hi, hi)};
-      for (int v = 0; v < 4; ++v) {
-        _mm256_storeu_ps(o + k + 8 * v, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q[v])), s));
-      }
+// Produces exactly the portable quantizer's codes (the same float32 max, division and product; the
+// conversion rounds half to even under the default rounding mode, as nearbyint does).
+void quantizeInt4ActivationRow(const float* x, int64_t K, int8_t* q, float* d, int32_t* c) {
+  const int64_t blocks = K / 32;
+  const int64_t units = (blocks + 3) / 4;
+  const __m256 absMask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  for (int64_t b = 0; b < blocks; ++b) {
+    __m256 v[4];
+    __m256 m = _mm256_setzero_ps();
+    for (int t = 0; t < 4; ++t) {
+      v[t] = _mm256_loadu_ps(x + b * 32 + 8 * t);
+      m = _mm256_max_ps(m, _mm256_and_ps(v[t], absMask));
     }
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+    const float amax = _mm_cvtss_f32(m4);
+    const __m256 id = _mm256_set1_ps(amax != 0.0f ? 127.0f / amax : 0.0f);
+    __m256i iv[4];
+    for (int t = 0; t < 4; ++t) iv[t] = _mm256_cvtps_epi32(_mm256_mul_ps(v[t], id));
+    // packs interleave 128-bit lanes: [0-3 8-11 16-19 24-27 | 4-7 12-15 20-23 28-31]; the permute restores order.
+    const __m256i packed = _mm256_permutevar8x32_epi32(
+        _mm256_packs_epi16(_mm256_packs_epi32(iv[0], iv[1]), _mm256_packs_epi32(iv[2], iv[3])), order);
+    int8_t* unit = q + (b / 4) * 128 + (b % 4) * 16;
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(unit), _mm256_castsi256_si128(packed));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(unit + 64), _mm256_extracti128_si256(packed, 1));
+    const __m256i s8 = _mm256_add_epi32(_mm256_add_epi32(iv[0], iv[1]), _mm256_add_epi32(iv[2], iv[3]));
+    __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s8), _mm256_extracti128_si256(s8, 1));
+    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4e));
+    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xb1));
+    _mm_storeu_ps(d + b * 4, _mm_set1_ps(amax / 127.0f));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(c + b * 4), _mm_setr_epi32(-8 * _mm_cvtsi128_si32(s4), 0, 0, 0));
+  }
+  for (int64_t b = blocks; b < units * 4; ++b) {
+    int8_t* unit = q + (b / 4) * 128 + (b % 4) * 16;
+    std::memset(unit, 0, 16);
+    std::memset(unit + 64, 0, 16);
+    std::memset(d + b * 4, 0, 4 * sizeof(float));
+    std::memset(c + b * 4, 0, 4 * sizeof(int32_t));
   }
 }
 
-// Row groups 4 x 2, 3 x 3, 2 x 4 and 1 x 6 (decode): besides the accumulators, each weight row holds two
-// registers of codes and a scale, so the tiles are narrower than the 16-bit ones.
-void linearTileInt4(const float* x, int64_t xStride, int64_t r0, int64_t r1, const uint8_t* codes,
-                    const uint16_t* scales, int64_t n0, int64_t n1, int64_t K, int64_t G, const float* bias, float* y,
-                    int64_t yStride) {
+// Row groups 2 x 2 and 1 x 4 (decode): 16 ymm registers hold the accumulators, each weight row's low and
+// high nibbles and scales, and one row of activations.
+void linearTileInt4(const int8_t* xq, const float* xd, const int32_t* xc, int64_t qStride, int64_t sStride,
+                    int64_t r0, int64_t r1, const uint8_t* codes, const uint16_t* bscales, int64_t bsStride,
+                    int64_t n0, int64_t n1, int64_t K, const float* bias, float* y, int64_t yStride) {
   int64_t r = r0;
-  for (; r + 4 <= r1; r += 4) featureSweep<4, 2>(x, xStride, r, codes, scales, n0, n1, K, G, bias, y, yStride);
-  switch (r1 - r) {
-    case 3: featureSweep<3, 3>(x, xStride, r, codes, scales, n0, n1, K, G, bias, y, yStride); break;
-    case 2: featureSweep<2, 4>(x, xStride, r, codes, scales, n0, n1, K, G, bias, y, yStride); break;
-    case 1: featureSweep<1, 6>(x, xStride, r, codes, scales, n0, n1, K, G, bias, y, yStride); break;
-    default: break;
-  }
+  for (; r + 2 <= r1; r += 2) featureSweep<2, 2>(xq, xd, xc, qStride, sStride, r, codes, bscales, bsStride, n0, n1, K, bias, y, yStride);
+  if (r < r1) featureSweep<1, 4>(xq, xd, xc, qStride, sStride, r, codes, bscales, bsStride, n0, n1, K, bias, y, yStride);
 }
 
 }  // namespace avx2
