@@ -172,18 +172,22 @@ describe('linears with fused neighbours in a cuda engine', () => {
   const span = (v: Value, rows: number) => [v.offset, v.offset + (v.dtype ? 2 : 4) * ((rows - 1) * v.rowStride + v.cols)];
   const overlap = (a: number[], b: number[]) => a[0] < b[1] && b[0] < a[1];
 
-  it('takes each layer\'s norms, rope, SwiGLU and residual adds into its linears, cuda only', async () => {
+  it('takes each layer\'s norms, rope, SwiGLU and residual adds into its linears, bfloat16 cuda engines only', async () => {
     const cudaDir = path.join(root, 'llama-cuda-fused');
     await buildEngine({ checkpointDir: llama, outputDir: cudaDir, config: { ...LIMITS, target: 'cuda', dtype: 'bfloat16' } });
     const { header } = await inspect(cudaDir);
     const ops = header.ops as Op[];
     const layer = (op: Op) => (op.op === 'linear' ? `linear(${String(op.attrs?.prologue ?? '')}/${String(op.attrs?.epilogue ?? '')})` : op.op);
-    // embedding, then per layer: QKV with the norm and rope, attention, o with the residual add, gate/up
-    // with the norm and SwiGLU, down with the residual add; the final norm goes into the LM head.
-    const perLayer = ['linear(rms_norm/rope)', 'attention', 'linear(/residual)', 'linear(rms_norm/swiglu)', 'linear(/residual)'];
-    const layers = (ops.length - 3) / perLayer.length;
-    expect(layers).toBe(2);
-    expect(ops.map(layer)).toEqual(['embedding', ...perLayer, ...perLayer, 'gather_rows', 'linear(rms_norm/)']);
+    // embedding, then per layer: QKV with the (residual add and) norm and rope, attention, o, gate/up with
+    // the residual add, the norm and SwiGLU, down; the last down takes the final residual add, and the
+    // final norm goes into the LM head.
+    expect(ops.map(layer)).toEqual([
+      'embedding',
+      ...['linear(rms_norm/rope)', 'attention', 'linear(/)', 'linear(add_rms_norm/swiglu)', 'linear(/)'],
+      ...['linear(add_rms_norm/rope)', 'attention', 'linear(/)', 'linear(add_rms_norm/swiglu)', 'linear(/residual)'],
+      'gather_rows',
+      'linear(rms_norm/)',
+    ]);
     expect(ops.some((op) => ['rope', 'swiglu', 'add', 'add_rms_norm', 'rms_norm'].includes(op.op))).toBe(false);
 
     // Nothing a fused linear writes shares bytes with what it reads: its GEMV reads every input row while
@@ -202,5 +206,12 @@ describe('linears with fused neighbours in a cuda engine', () => {
     const cpu = (await inspect(cpuDir)).header.ops as Op[];
     expect(cpu.every((op) => op.attrs?.prologue === undefined && op.attrs?.epilogue === undefined)).toBe(true);
     expect(cpu.filter((op) => op.op === 'rope')).toHaveLength(4);
+
+    // So does a cuda engine whose matrices have no fused kernel (int8 here).
+    const int8Dir = path.join(root, 'llama-cuda-int8-unfused');
+    await buildEngine({ checkpointDir: llama, outputDir: int8Dir, config: { ...LIMITS, target: 'cuda', dtype: 'bfloat16', quantization: 'int8' } });
+    const int8 = (await inspect(int8Dir)).header.ops as Op[];
+    expect(int8.filter((op) => op.op === 'rope')).toHaveLength(4);
+    expect(int8.every((op) => op.attrs?.prologue === undefined && op.attrs?.epilogue === undefined)).toBe(true);
   });
 });

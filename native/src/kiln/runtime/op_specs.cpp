@@ -40,11 +40,12 @@ std::string positionPastTable(const PositionEmbedding& s, int64_t position) {
 }
 
 Linear linear(OpBinding& b) {
-  const std::string prologue = b.attrEnum("prologue", {"none", "rms_norm"}, "none");
+  const std::string prologue = b.attrEnum("prologue", {"none", "rms_norm", "add_rms_norm"}, "none");
   const std::string epilogue = b.attrEnum("epilogue", {"none", "residual", "swiglu", "rope"}, "none");
-  const bool normPrologue = prologue == "rms_norm";
+  const bool normPrologue = prologue != "none", addPrologue = prologue == "add_rms_norm";
   const size_t epilogueOutputs = epilogue == "none" ? 0 : epilogue == "rope" ? 2 : 1;
-  b.expectArity(epilogue == "residual" ? 2 : 1, 1 + epilogueOutputs + (normPrologue ? 1 : 0));
+  b.expectArity(1 + (addPrologue ? 1 : 0) + (epilogue == "residual" ? 1 : 0),
+                1 + epilogueOutputs + (normPrologue ? 1 : 0) + (addPrologue ? 1 : 0));
   const WeightRef& w = b.weight("weight");
   if (w.shape.size() != 2) b.fail("weight \"weight\" (\"" + w.name + "\") must be 2-D [N, K]");
   const int64_t N = w.shape[0];
@@ -74,9 +75,9 @@ Linear linear(OpBinding& b) {
     b.expectCols(out, N, "output 0");
   } else if (epilogue == "residual") {
     s.epilogue = Linear::Epilogue::Residual;
-    s.residual = b.input(1);
-    b.expectRows(s.residual, in.rows, "input 1");
-    b.expectCols(s.residual, N, "input 1");
+    s.residual = b.input(addPrologue ? 2 : 1);
+    b.expectRows(s.residual, in.rows, "the residual input");
+    b.expectCols(s.residual, N, "the residual input");
     b.expectCols(out, N, "output 0");
   } else if (epilogue == "swiglu") {
     s.epilogue = Linear::Epilogue::Swiglu;
@@ -109,6 +110,15 @@ Linear linear(OpBinding& b) {
     s.product = b.output(next++);
     b.expectRows(s.product, in.rows, "the product output");
     b.expectCols(s.product, N, "the product output");
+  }
+  if (addPrologue) {
+    s.addPrologue = true;
+    s.addend = b.input(1);
+    b.expectRows(s.addend, in.rows, "input 1");
+    b.expectCols(s.addend, K, "input 1");
+    s.sum = b.output(next++);
+    b.expectRows(s.sum, in.rows, "the sum output");
+    b.expectCols(s.sum, K, "the sum output");
   }
   if (normPrologue) {
     s.normPrologue = true;

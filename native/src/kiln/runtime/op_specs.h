@@ -43,16 +43,18 @@ struct Linear {
   int64_t groupSize;
 
   // Fused neighbours (cuda engines; the builder's lower/fuse-linear-neighbours.ts). Attr prologue
-  // "rms_norm": x is the norm's input and `normed` (the last output) the GEMM operand, y = RMSNorm(x)
-  // with normWeight. Attr epilogue:
+  // "rms_norm": x is the norm's input and `normed` (the last output) the GEMM operand, normed =
+  // RMSNorm(x) with normWeight; "add_rms_norm": input 1 is `addend`, sum = x + addend (the output before
+  // normed) and normed = RMSNorm(sum). Attr epilogue:
   //   "residual": input 1 is `residual`; y = residual + x W^T (+ bias); `product` holds x W^T (+ bias);
   //   "swiglu":   y = silu(p[:, :N/2]) * p[:, N/2:] with p = x W^T (+ bias), written to `product`;
   //   "rope":     `product` = x W^T (+ bias) = [q | k | v]; y = rope(q), `ropedK` = rope(k) (the rope
   //               op's numHeads / numKvHeads, headDim, rotaryDim, interleaved, attentionScaling, invFreq).
-  // Outputs in order: y, ropedK (rope), product (any epilogue), normed (prologue).
+  // Inputs in order: x, addend (add_rms_norm), residual. Outputs in order: y, ropedK (rope), product
+  // (any epilogue), sum (add_rms_norm), normed (prologue).
   enum class Epilogue { None, Residual, Swiglu, Rope };
-  bool normPrologue = false;
-  ValueRef normed;
+  bool normPrologue = false, addPrologue = false;
+  ValueRef normed, addend, sum;
   const void* normWeight = nullptr;
   DType normWDType = DType::F32;
   float normEps = 0.0f, normWeightOffset = 0.0f;

@@ -6,10 +6,9 @@
 //
 // - rope:     linear -> h; rope(h[:, q]) -> q', rope(h[:, k]) -> k'     => linear(epilogue rope) -> [q', k', h]
 // - swiglu:   linear -> h; swiglu(h[:, :I], h[:, I:]) -> o                => linear(epilogue swiglu) -> [o, h]
-// - residual: linear -> a; add_rms_norm(b, a) -> [s, y]                   => linear(x, b; epilogue residual) -> [s, a];
-//                                                                           rms_norm(s) -> y
-//             (or add(b, a) -> s, which goes away)
+// - residual: linear -> a; add(b, a) -> s                                => linear(x, b; epilogue residual) -> [s, a]
 // - prologue: rms_norm(s) -> y; linear(y)                                 => linear(s; prologue rms_norm) -> [..., y]
+//             add_rms_norm(a, b) -> [s, y]; linear(y)                     => linear(a, b; prologue add_rms_norm) -> [..., s, y]
 //
 // The values the fused op no longer needs for decode rows (h, a, y) stay as its last outputs: the CUDA
 // backend computes prefill and mixed steps (many rows, where a GEMM and separate kernels are faster) as
@@ -26,8 +25,11 @@ export function fuseLinearNeighbours(program: LoweredProgram, graph: Graph): num
   const rootOf = (id: number) => program.views.get(id)?.of ?? id;
   const graphOutputs = new Set(Object.values(graph.outputs).map(rootOf));
   const readersOf = (root: number) => program.ops.filter((op) => op.inputs.some((id) => rootOf(id) === root));
+  // Only bfloat16 matrices have the fused kernel (kernels/gemv.cu); the others would run the separate
+  // kernels anyway.
+  const bf16 = (op: LoweredOp) => program.weights[op.weights.weight]?.dtype === 'bfloat16';
   const plainLinear = (op: LoweredOp) =>
-    op.op === 'linear' && op.outputs.length === 1 && op.attrs.epilogue === undefined && op.attrs.prologue === undefined &&
+    op.op === 'linear' && bf16(op) && op.outputs.length === 1 && op.attrs.epilogue === undefined && op.attrs.prologue === undefined &&
     !program.views.has(op.outputs[0]) && !graphOutputs.has(op.outputs[0]);
   const viewAt = (id: number, of: number, colOffset: number, cols: number) => {
     const view = program.views.get(id);
@@ -87,34 +89,34 @@ export function fuseLinearNeighbours(program: LoweredProgram, graph: Graph): num
         continue;
       }
     }
-    const add = readers.length === 1 && (readers[0].op === 'add' || (readers[0].op === 'add_rms_norm' && readers[0].attrs.groupSize === undefined)) ? readers[0] : undefined;
+    // (An add_rms_norm after the linear stays: it becomes the next linear's prologue, whose separate-kernel
+    // form is then the one fused kernel it was, for prefill and large batches.)
+    const add = readers.length === 1 && readers[0].op === 'add' ? readers[0] : undefined;
     if (add && add.inputs.length === 2 && add.inputs.indexOf(h) === add.inputs.lastIndexOf(h)) {
       const residual = add.inputs[1 - add.inputs.indexOf(h)];
-      const [sum, y] = add.outputs;
+      const [sum] = add.outputs;
       linear.inputs = [linear.inputs[0], residual];
       linear.outputs = [sum, h];
       linear.attrs = { ...linear.attrs, epilogue: 'residual' };
-      if (add.op === 'add') {
-        remove(add);
-      } else {
-        add.op = 'rms_norm';
-        add.inputs = [sum];
-        add.outputs = [y];
-      }
+      remove(add);
     }
   }
 
   for (const norm of [...program.ops]) {
-    if (norm.op !== 'rms_norm' || norm.attrs.groupSize !== undefined || program.views.has(norm.outputs[0])) continue;
-    const y = norm.outputs[0];
-    if (graphOutputs.has(y)) continue;
+    const add = norm.op === 'add_rms_norm';
+    if ((norm.op !== 'rms_norm' && !add) || norm.attrs.groupSize !== undefined) continue;
+    const y = norm.outputs[norm.outputs.length - 1];
+    if (graphOutputs.has(y) || program.views.has(y)) continue;
     const readers = readersOf(y);
     if (readers.length !== 1) continue;
     const linear = readers[0];
-    if (linear.op !== 'linear' || linear.attrs.prologue !== undefined || linear.inputs[0] !== y || linear.inputs.lastIndexOf(y) !== 0) continue;
-    linear.inputs = [norm.inputs[0], ...linear.inputs.slice(1)];
-    linear.outputs = [...linear.outputs, y];
-    linear.attrs = { ...linear.attrs, prologue: 'rms_norm', normEps: norm.attrs.eps, normWeightOffset: norm.attrs.weightOffset ?? 0 };
+    if (linear.op !== 'linear' || !bf16(linear) || linear.attrs.prologue !== undefined || linear.inputs[0] !== y || linear.inputs.lastIndexOf(y) !== 0) continue;
+    // The sum becomes the linear's output: nothing between the two may read it.
+    const between = program.ops.slice(program.ops.indexOf(norm) + 1, program.ops.indexOf(linear));
+    if (add && between.some((op) => op.inputs.some((id) => rootOf(id) === norm.outputs[0]))) continue;
+    linear.inputs = [...norm.inputs, ...linear.inputs.slice(1)];
+    linear.outputs = [...linear.outputs, ...norm.outputs];
+    linear.attrs = { ...linear.attrs, prologue: norm.op, normEps: norm.attrs.eps, normWeightOffset: norm.attrs.weightOffset ?? 0 };
     linear.weights = { ...linear.weights, normWeight: norm.weights.weight };
     remove(norm);
   }

@@ -246,11 +246,28 @@ __device__ __forceinline__ void normRowsToShared(const GemvFusion& f, ConstMatri
   const int64_t vectors = K / 8;
 #pragma unroll
   for (int r = 0; r < R; ++r) {
-    float v[kNormVectors][8];
+    float v[kNormVectors][8], e[kNormVectors][8];
 #pragma unroll
     for (int u = 0; u < kNormVectors; ++u) {
       const int64_t i = threadIdx.x + static_cast<int64_t>(u) * kThreads;
-      if (i < vectors) load8(x.data, x.dtype, r * x.stride + i * 8, v[u]);
+      if (i < vectors) {
+        load8(x.data, x.dtype, r * x.stride + i * 8, v[u]);
+        if (f.addend.data) load8(f.addend.data, f.addend.dtype, r * f.addend.stride + i * 8, e[u]);
+      }
+    }
+    // add_rms_norm: the sum, stored by block 0 (as addRmsNormKernel stores it), rounded as stored.
+    if (f.addend.data) {
+#pragma unroll
+      for (int u = 0; u < kNormVectors; ++u) {
+        const int64_t i = threadIdx.x + static_cast<int64_t>(u) * kThreads;
+        if (i >= vectors) continue;
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+          const float sum = v[u][j] + e[u][j];
+          if (blockIdx.x == 0) cuda::store(f.sum.data, f.sum.dtype, r * f.sum.stride + i * 8 + j, sum);
+          v[u][j] = roundTo(f.sum.dtype, sum);
+        }
+      }
     }
     float sq = 0.0f;
 #pragma unroll
@@ -439,6 +456,7 @@ bool gemvFusedApplies(DType t, ConstMatrix x, int64_t rows, const void* w, int64
   // Without a prologue x is the GEMV's operand, of the weights' type; with one, any activation type
   // (load8 reads 8 elements with 16-byte loads).
   const bool xType = normPrologue ? (x.dtype == DType::F32 || x.dtype == DType::BF16 || x.dtype == DType::F16) : x.dtype == t;
+  // (An add_rms_norm prologue's addend passes the same checks: gemvFusedApplies is asked for both.)
   return t == DType::BF16 && xType && rows >= 1 && rows <= kMaxFusedGemvRows && K % 8 == 0 && x.stride % 8 == 0 &&
          aligned16(x.data) && aligned16(w) && (!normPrologue || K <= kMaxNormK);
 }

@@ -131,6 +131,9 @@ struct GemvFusion {
   const void* normWeight = nullptr;
   DType normWDType = DType::F32;
   float normEps = 0.0f, normWeightOffset = 0.0f;
+  // add_rms_norm prologue: the norm's input is x + addend; block 0 stores it to sum.
+  ConstMatrix addend{nullptr, DType::F32, 0};
+  Matrix sum{};
   enum Kind : int { None = 0, Residual = 1, Swiglu = 2, Rope = 3 } epilogue = None;
   // Residual: y += residual (any dtype; data null for none).
   ConstMatrix residual{nullptr, DType::F32, 0};

@@ -164,6 +164,10 @@ BoundOp bindFusedLinear(OpBinding& b, const spec::Linear& s) {
     f.normEps = s.normEps;
     f.normWeightOffset = s.normWeightOffset;
   }
+  if (s.addPrologue) {
+    f.addend = be->value(s.addend);
+    f.sum = be->value(s.sum);
+  }
   const int64_t qCols = s.numHeads * s.headDim, kCols = s.numKvHeads * s.headDim;
   RopeTable table;
   switch (s.epilogue) {
@@ -201,13 +205,18 @@ BoundOp bindFusedLinear(OpBinding& b, const spec::Linear& s) {
     const int64_t rows = s.x.numRows(*rt.step);
     if (rows <= 0) return;
     cudaStream_t stream = be->stream();
-    if (gemvTypes && gemvFusedApplies(s.dtype, x, rows, s.weight, s.K, s.normPrologue)) {
+    if (gemvTypes && gemvFusedApplies(s.dtype, x, rows, s.weight, s.K, s.normPrologue) &&
+        (!s.addPrologue || gemvFusedApplies(s.dtype, f.addend, rows, s.weight, s.K, true))) {
       GemvFusion g = f;
       g.positions = deviceStep(rt).positions;
       gemvFused(stream, s.dtype, x, rows, s.weight, s.N, s.K, s.bias, g, y);
       return;
     }
-    if (s.normPrologue) rmsNorm(stream, x, rows, s.normWeight, s.normWDType, 1, s.K, s.normEps, s.normWeightOffset, normed);
+    if (s.addPrologue) {
+      addRmsNorm(stream, x, f.addend, rows, s.K, s.normWeight, s.normWDType, s.normEps, s.normWeightOffset, f.sum, normed);
+    } else if (s.normPrologue) {
+      rmsNorm(stream, x, rows, s.normWeight, s.normWDType, 1, s.K, s.normEps, s.normWeightOffset, normed);
+    }
     gemm(rt);
     switch (s.epilogue) {
       case spec::Linear::Epilogue::Residual:
