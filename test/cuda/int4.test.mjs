@@ -22,6 +22,10 @@ import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { compareUpToMargin, fixturesDir, fmt, kilnOk, makeTmpDir, markdownTable, onCuda, requirePackage, rowRelativeError, scribeDir, target, topMargin, writeResult } from './helpers.mjs';
 
+// The cpu int4 engine is the reference of W4A16 maths: keep its linears' inputs in float32 (by default
+// they are quantized to int8 blocks as llama.cpp's Q4_0 x Q8_0). Read when an engine loads.
+process.env.KILN_CPU_INT4_ACTIVATIONS = 'float32';
+
 const { Engine, Tokenizer } = requirePackage('@kiln/runtime');
 const work = makeTmpDir('int4');
 after(() => work.remove());

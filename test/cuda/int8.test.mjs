@@ -12,6 +12,10 @@ import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { compareUpToMargin, fixturesDir, fmt, kilnOk, makeTmpDir, onCuda, requirePackage, rowRelativeError, scribeDir, target, topMargin } from './helpers.mjs';
 
+// The cpu int8 engine is the reference of W8A16 maths: keep its linears' inputs in float (by default
+// they are quantized to int8 codes from 2 rows on: decision 0017). Read when an engine loads.
+process.env.KILN_CPU_INT8_ACTIVATIONS = 'float';
+
 const { Engine } = requirePackage('@kiln/runtime');
 const work = makeTmpDir('int8');
 after(() => work.remove());
