@@ -189,6 +189,11 @@ describe('linears with fused neighbours in a cuda engine', () => {
       'linear(rms_norm/)',
     ]);
     expect(ops.some((op) => ['rope', 'swiglu', 'add', 'add_rms_norm', 'rms_norm'].includes(op.op))).toBe(false);
+    // Each QKV linear stores its layer's K and V rows; its attention does not.
+    const qkv = ops.filter((op) => op.attrs?.epilogue === 'rope');
+    const attention = ops.filter((op) => op.op === 'attention');
+    expect(qkv.map((op) => op.attrs?.kvLayer)).toEqual(attention.map((op) => op.attrs?.layer));
+    expect(attention.every((op) => op.attrs?.kvStored === true)).toBe(true);
 
     // Nothing a fused linear writes shares bytes with what it reads: its GEMV reads every input row while
     // other blocks write the outputs.

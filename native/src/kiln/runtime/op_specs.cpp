@@ -102,6 +102,12 @@ Linear linear(OpBinding& b) {
       b.fail("epilogue rope: q (" + std::to_string(qCols) + ") and k (" + std::to_string(kCols) + ") columns do not fit N = " + std::to_string(N));
     }
     b.expectCols(out, qCols, "output 0");
+    s.kvLayer = b.attrInt("kvLayer", -1, 1 << 20, -1);
+    if (s.kvLayer >= 0) {
+      const ModelFacts& f = b.facts();
+      if (s.kvLayer >= f.kvNumLayers) b.fail("attribute \"kvLayer\" = " + std::to_string(s.kvLayer) + " but kvCache.numLayers is " + std::to_string(f.kvNumLayers));
+      if (s.numKvHeads != f.kvNumKvHeads || s.headDim != f.kvHeadDim) b.fail("attribute \"kvLayer\": numKvHeads and headDim must match kvCache");
+    }
     s.ropedK = b.output(next++);
     b.expectRows(s.ropedK, in.rows, "output 1");
     b.expectCols(s.ropedK, kCols, "output 1");
@@ -326,7 +332,8 @@ Attention attention(OpBinding& b) {
   b.expectRows(out, RowsKind::Tokens, "output 0");
   b.expectCols(out, numHeads * headDim, "output 0");
   return {q, k, v, out, static_cast<int32_t>(layer), numHeads, numKvHeads, headDim, slidingWindow, scale,
-          static_cast<float>(softcap), alibi ? static_cast<const float*>(alibi->data) : nullptr, b.attrBool("llamaCppF16", false)};
+          static_cast<float>(softcap), alibi ? static_cast<const float*>(alibi->data) : nullptr, b.attrBool("llamaCppF16", false),
+          b.attrBool("kvStored", false)};
 }
 
 GatherRows gatherRows(OpBinding& b) {

@@ -64,6 +64,9 @@ struct Linear {
   bool interleaved = false;
   float attentionScaling = 1.0f;
   const float* invFreq = nullptr;
+  // Rope epilogue with attr kvLayer: k' and v are also stored into that layer of the KV cache at the
+  // step's positions (the attention op after it has attr kvStored).
+  int64_t kvLayer = -1;
   bool fused() const { return normPrologue || epilogue != Epilogue::None; }
   // The GEMM's input and output values (what the op reads and writes without its neighbours).
   const ValueRef& gemmIn() const { return normPrologue ? normed : x; }
@@ -136,6 +139,9 @@ struct Attention {
   float scale, softcap;
   const float* alibiSlopes;  // [numHeads], or null
   bool llamaCppF16;          // attr llamaCppF16 (cpu): llama.cpp's float16 KV cache numerics, decision 0016
+  // attr kvStored (cuda engines): the linear that makes q, k and v (epilogue rope, attr kvLayer) already
+  // wrote the step's K and V rows into the cache.
+  bool kvStored = false;
 };
 Attention attention(OpBinding& b);
 

@@ -5,6 +5,7 @@
 // pass removes about half of them. Rewrites, on the lowered program:
 //
 // - rope:     linear -> h; rope(h[:, q]) -> q', rope(h[:, k]) -> k'     => linear(epilogue rope) -> [q', k', h]
+//             (and the attention after it finds K and V stored: linear attr kvLayer, attention kvStored)
 // - swiglu:   linear -> h; swiglu(h[:, :I], h[:, I:]) -> o                => linear(epilogue swiglu) -> [o, h]
 // - residual: linear -> a; add(b, a) -> s                                => linear(x, b; epilogue residual) -> [s, a]
 // - prologue: rms_norm(s) -> y; linear(y)                                 => linear(s; prologue rms_norm) -> [..., y]
@@ -76,6 +77,15 @@ export function fuseLinearNeighbours(program: LoweredProgram, graph: Graph): num
           attentionScaling: q.attrs.attentionScaling ?? 1,
         };
         linear.weights = { ...linear.weights, invFreq: q.weights.invFreq };
+        // The attention that reads q', k' and v lets the linear store the step's K and V rows into the
+        // cache (in its epilogue for decode rows, else with the same store kernel), one kernel less.
+        const vId = readers.find((op) => op.op === 'attention')?.inputs[2];
+        const attentions = program.ops.filter((op) => op.op === 'attention' && op.inputs[0] === q.outputs[0]);
+        if (attentions.length === 1 && attentions[0].inputs[1] === k.outputs[0] && attentions[0].inputs[2] === vId &&
+            readersOf(k.outputs[0]).length === 1 && attentions[0].attrs.llamaCppF16 === undefined) {
+          linear.attrs.kvLayer = attentions[0].attrs.layer;
+          attentions[0].attrs = { ...attentions[0].attrs, kvStored: true };
+        }
         remove(q, k);
         continue;
       }

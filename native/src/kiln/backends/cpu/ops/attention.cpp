@@ -6,6 +6,7 @@ namespace ops {
 
 BoundOp bindAttention(OpBinding& b) {
   const spec::Attention s = spec::attention(b);
+  if (s.kvStored) b.fail("attribute \"kvStored\" is for cuda engines only");
   AttentionExtras extras;
   extras.softcap = s.softcap;
   extras.alibiSlopes = s.alibiSlopes;

@@ -530,10 +530,24 @@ int32_t attentionSplits(int64_t numTokens, int64_t blocksPerToken, int multiProc
   return static_cast<int32_t>(std::min<int64_t>(std::max<int64_t>(splits, 1), kMaxAttentionSplits));
 }
 
+void storeKvRows(cudaStream_t stream, DType cacheDType, const DeviceStep& step, const DeviceKv& kv, int32_t layer,
+                 ConstMatrix k, ConstMatrix v) {
+  if (step.numTokens <= 0) return;
+  Cache cache;
+  cache.numLayers = kv.numLayers;
+  cache.tokensPerBlock = kv.tokensPerBlock;
+  cache.rowSize = static_cast<int64_t>(kv.numKvHeads) * kv.headDim;
+  cache.blockStride = cache.tokensPerBlock * cache.rowSize;
+  dispatch(cacheDType, [&](auto z) {
+    using T = decltype(z);
+    launch(storeKv<T>, dim3(static_cast<unsigned>(step.numTokens)), dim3(128), 0, stream, step, static_cast<T*>(kv.pool), cache, layer, k, v);
+  });
+}
+
 void attention(cudaStream_t stream, DType cacheDType, const DeviceStep& step, const DeviceKv& kv, int32_t layer,
                ConstMatrix q, ConstMatrix k, ConstMatrix v, int64_t numHeads, int64_t numKvHeads, int64_t headDim,
                float scale, int64_t slidingWindow, float softcap, const float* alibiSlopes, Matrix out,
-               const AttentionSplit& split) {
+               const AttentionSplit& split, bool storeRows) {
   if (step.numTokens <= 0) return;
   if (headDim > kMaxHeadDim) throw std::runtime_error("cuda attention: headDim above 512");
   Cache cache;
@@ -543,7 +557,9 @@ void attention(cudaStream_t stream, DType cacheDType, const DeviceStep& step, co
   cache.blockStride = cache.tokensPerBlock * cache.rowSize;
   dispatch(cacheDType, [&](auto z) {
     using T = decltype(z);
-    launch(storeKv<T>, dim3(static_cast<unsigned>(step.numTokens)), dim3(128), 0, stream, step, static_cast<T*>(kv.pool), cache, layer, k, v);
+    if (storeRows) {
+      launch(storeKv<T>, dim3(static_cast<unsigned>(step.numTokens)), dim3(128), 0, stream, step, static_cast<T*>(kv.pool), cache, layer, k, v);
+    }
     const dim3 grid(static_cast<unsigned>(step.numTokens), static_cast<unsigned>(numHeads));
     const int64_t group = numHeads / numKvHeads;
     const T* pool = static_cast<const T*>(kv.pool);

@@ -222,14 +222,17 @@ __device__ __forceinline__ void ropePair(const GemvFusion& f, int64_t p, int64_t
   }
 }
 
-// Stores feature n (< qCols: q' in y; then k' in ropedK; then v in the product's v columns).
-__device__ __forceinline__ void storeQkv(const GemvFusion& f, Matrix y, int r, int64_t n, float v) {
+// Stores feature n (< qCols: q' in y; then k' in ropedK; then v in the product's v columns), and k' and v
+// also into the KV cache rows at element offsets kvAt[0] (K) and kvAt[1] (V) when f.kvLayer >= 0.
+__device__ __forceinline__ void storeQkv(const GemvFusion& f, Matrix y, int r, int64_t n, float v, const int64_t (&kvAt)[2]) {
   if (n < f.qCols) {
     cuda::store(y.data, y.dtype, r * y.stride + n, v);
   } else if (n < f.qCols + f.kCols) {
     cuda::store(f.ropedK.data, f.ropedK.dtype, r * f.ropedK.stride + (n - f.qCols), v);
+    if (f.kvLayer >= 0) cuda::store(f.kvPool, f.kvDType, kvAt[0] + (n - f.qCols), v);
   } else {
     cuda::store(f.v.data, f.v.dtype, r * f.v.stride + (n - f.qCols - f.kCols), v);
+    if (f.kvLayer >= 0) cuda::store(f.kvPool, f.kvDType, kvAt[1] + (n - f.qCols - f.kCols), v);
   }
 }
 
@@ -332,6 +335,7 @@ __global__ void __launch_bounds__(kThreads) gemvFusedKernel(ConstMatrix x, const
 #pragma unroll
   for (int j = 0; j < kRows; ++j) extra[j] = 0.0f;
   float c = 1.0f, sn = 0.0f;
+  int64_t kvAt[2] = {0, 0};
   if (lane < R) {
     if constexpr (kEpi == Epi::Store) {
       if (f.residual.data) {
@@ -340,6 +344,16 @@ __global__ void __launch_bounds__(kThreads) gemvFusedKernel(ConstMatrix x, const
           if (features[j] >= 0) extra[j] = load(f.residual.data, f.residual.dtype, lane * f.residual.stride + features[j]);
       }
     } else if constexpr (kEpi == Epi::Rope) {
+      if (f.kvLayer >= 0) {
+        // The cache rows of lane's token (device_step.h's DeviceKv layout, PagedCache::row).
+        const int32_t position = f.positions[lane];
+        const int32_t block = f.blockTables[static_cast<int64_t>(f.tokenSeq[lane]) * f.blockTableStride + position / f.kvTokensPerBlock];
+        const int64_t rowSize = f.kCols;
+        const int64_t at = ((static_cast<int64_t>(block) * f.kvNumLayers + f.kvLayer) * 2) * f.kvTokensPerBlock * rowSize +
+                           (position % f.kvTokensPerBlock) * rowSize;
+        kvAt[0] = at;
+        kvAt[1] = at + f.kvTokensPerBlock * rowSize;
+      }
       if (freq >= 0) {
         // As ropeKernel: the table's (cos, sin) x attentionScaling below tablePositions, else computed.
         const int32_t position = f.positions[lane];
@@ -373,11 +387,11 @@ __global__ void __launch_bounds__(kThreads) gemvFusedKernel(ConstMatrix x, const
     if constexpr (kEpi == Epi::Swiglu) {
       cuda::store(y.data, y.dtype, lane * y.stride + features[0], silu(a) * b);
     } else if (freq < 0) {
-      storeQkv(f, y, lane, features[0], a);
-      storeQkv(f, y, lane, features[1], b);
+      storeQkv(f, y, lane, features[0], a, kvAt);
+      storeQkv(f, y, lane, features[1], b, kvAt);
     } else {
-      storeQkv(f, y, lane, features[0], a * c - b * sn);
-      storeQkv(f, y, lane, features[1], b * c + a * sn);
+      storeQkv(f, y, lane, features[0], a * c - b * sn, kvAt);
+      storeQkv(f, y, lane, features[1], b * c + a * sn, kvAt);
     }
   }
 }

@@ -147,6 +147,15 @@ struct GemvFusion {
   const float* invFreq = nullptr;
   float attentionScaling = 1.0f;
   const int32_t* positions = nullptr;
+  // Rope with kvLayer >= 0: k' and v also go into that layer of the paged KV cache (elements of kvDType)
+  // at the step's positions, as storeKvRows would store them.
+  int64_t kvLayer = -1;
+  void* kvPool = nullptr;
+  DType kvDType = DType::F32;
+  int64_t kvNumLayers = 0, kvTokensPerBlock = 0;
+  const int32_t* tokenSeq = nullptr;
+  const int32_t* blockTables = nullptr;
+  int64_t blockTableStride = 0;
 };
 // Whether gemvFused takes these operands: bfloat16 weights, at most kMaxFusedGemvRows rows, x of the
 // weights' type (of float32, float16 or bfloat16 with a norm prologue), 16-byte aligned rows. (Each
@@ -195,10 +204,14 @@ constexpr int32_t kMaxAttentionSplits = 16;
 // query heads per KV head at most 8 on the grouped path.
 inline int64_t attentionSplitCounters(int multiProcessors) { return 4 * static_cast<int64_t>(multiProcessors) + kMaxAttentionSplits; }
 inline int64_t attentionSplitPartials(int multiProcessors) { return 8 * attentionSplitCounters(multiProcessors); }
+// storeRows = false: the step's K and V rows are in the cache already (storeKvRows, or a fused linear).
 void attention(cudaStream_t stream, DType cacheDType, const DeviceStep& step, const DeviceKv& kv, int32_t layer,
                ConstMatrix q, ConstMatrix k, ConstMatrix v, int64_t numHeads, int64_t numKvHeads, int64_t headDim,
                float scale, int64_t slidingWindow, float softcap, const float* alibiSlopes, Matrix out,
-               const AttentionSplit& split = AttentionSplit{});
+               const AttentionSplit& split = AttentionSplit{}, bool storeRows = true);
+// The step's K and V rows (numKvHeads * headDim each) into layer `layer` of the cache.
+void storeKvRows(cudaStream_t stream, DType cacheDType, const DeviceStep& step, const DeviceKv& kv, int32_t layer,
+                 ConstMatrix k, ConstMatrix v);
 
 void gatherRows(cudaStream_t stream, ConstMatrix x, const int32_t* rows, int64_t numRows, int64_t cols, Matrix out);
 

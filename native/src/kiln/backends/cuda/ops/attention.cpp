@@ -51,7 +51,7 @@ BoundOp bindAttention(OpBinding& b) {
       }
     }
     attention(be->stream(), be->kvDType(), step, be->kv(), s.layer, q, k, v, s.numHeads, s.numKvHeads, s.headDim,
-              s.scale, s.slidingWindow, s.softcap, s.alibiSlopes, out, split);
+              s.scale, s.slidingWindow, s.softcap, s.alibiSlopes, out, split, !s.kvStored);
   };
 }
 

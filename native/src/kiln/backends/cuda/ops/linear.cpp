@@ -192,6 +192,13 @@ BoundOp bindFusedLinear(OpBinding& b, const spec::Linear& s) {
       table = ropeTable(b, s.invFreq, s.rotaryDim / 2, s.attentionScaling);
       f.cosSin = table.cosSin;
       f.tablePositions = table.positions;
+      if (s.kvLayer >= 0) {
+        f.kvLayer = s.kvLayer;
+        f.kvPool = be->kv().pool;  // null until the cache is allocated: read again at step time
+        f.kvDType = be->kvDType();
+        f.kvNumLayers = be->kv().numLayers;
+        f.kvTokensPerBlock = be->kv().tokensPerBlock;
+      }
       break;
     case spec::Linear::Epilogue::None:
       break;
@@ -208,7 +215,16 @@ BoundOp bindFusedLinear(OpBinding& b, const spec::Linear& s) {
     if (gemvTypes && gemvFusedApplies(s.dtype, x, rows, s.weight, s.K, s.normPrologue) &&
         (!s.addPrologue || gemvFusedApplies(s.dtype, f.addend, rows, s.weight, s.K, true))) {
       GemvFusion g = f;
-      g.positions = deviceStep(rt).positions;
+      const DeviceStep& step = deviceStep(rt);
+      g.positions = step.positions;
+      if (g.kvLayer >= 0) {
+        g.kvPool = be->kv().pool;
+        g.kvNumLayers = be->kv().numLayers;
+        g.kvTokensPerBlock = be->kv().tokensPerBlock;
+        g.tokenSeq = step.tokenSeq;
+        g.blockTables = step.blockTables;
+        g.blockTableStride = step.blockTableStride;
+      }
       gemvFused(stream, s.dtype, x, rows, s.weight, s.N, s.K, s.bias, g, y);
       return;
     }
@@ -231,6 +247,10 @@ BoundOp bindFusedLinear(OpBinding& b, const spec::Linear& s) {
              s.attentionScaling, table.cosSin, table.positions, y);
         rope(stream, columns(product, qCols), rows, positions, s.numKvHeads, s.headDim, s.rotaryDim, s.interleaved,
              s.invFreq, s.attentionScaling, table.cosSin, table.positions, f.ropedK);
+        if (s.kvLayer >= 0) {
+          storeKvRows(stream, be->kvDType(), deviceStep(rt), be->kv(), static_cast<int32_t>(s.kvLayer), f.ropedK,
+                      columns(product, qCols + kCols));
+        }
         break;
       }
       case spec::Linear::Epilogue::None:
