@@ -16,7 +16,7 @@ import { partitionForRank } from './parallel';
 import type { BuildOptions, BuildResult } from './types';
 
 /** Bumped whenever the builder's output for the same inputs changes, so caches miss. */
-export const BUILDER_VERSION = '0.4.0';
+export const BUILDER_VERSION = '0.4.1';
 export const ENGINE_DIR_FORMAT = 'kiln-engine-dir';
 export const ENGINE_FILE = 'rank0.engine';
 
@@ -97,6 +97,11 @@ export async function buildEngine(options: BuildOptions): Promise<BuildResult> {
   // killed build of the same output is removed here (see createTempDirBeside).
   const temp = await createTempDirBeside(outputDir);
   const quantization: QuantizationErrorReport[] = [];
+  // int4 builds also name the matrices kept at int8 (the first layer's and the LM head: decision 0014).
+  const int8Weights =
+    buildConfig.quantization === 'int4'
+      ? [...new Set(ranks.flatMap(({ weights }) => weights.filter((w) => w.dtype === 'int8').map((w) => w.name)))]
+      : [];
   const tempDir = temp.dir;
   try {
     const checksums: Record<string, string> = {};
@@ -109,7 +114,7 @@ export async function buildEngine(options: BuildOptions): Promise<BuildResult> {
     // Each quantized matrix's error against its float weights, kept beside the engine.
     if (quantization.length > 0) {
       // The method names the format (int4's with its group size: decision 0014).
-      const groupSize = buildConfig.quantization === 'int4' ? { groupSize: buildConfig.groupSize } : {};
+      const groupSize = buildConfig.quantization === 'int4' ? { groupSize: buildConfig.groupSize, int8Weights } : {};
       await fs.writeFile(
         path.join(tempDir, QUANTIZATION_REPORT_FILE),
         `${JSON.stringify({ method: QUANTIZATION_METHODS[buildConfig.quantization ?? 'int8'], ...groupSize, weights: quantization }, null, 2)}\n`,
@@ -140,7 +145,14 @@ export async function buildEngine(options: BuildOptions): Promise<BuildResult> {
   } finally {
     temp.release();
   }
-  return { engineDir: outputDir, cached: false, buildHash, config: buildConfig, ...(quantization.length > 0 ? { quantization } : {}) };
+  return {
+    engineDir: outputDir,
+    cached: false,
+    buildHash,
+    config: buildConfig,
+    ...(quantization.length > 0 ? { quantization } : {}),
+    ...(int8Weights.length > 0 ? { int8Weights } : {}),
+  };
 }
 
 /** quantization.json's `method` for each build config `quantization`. */

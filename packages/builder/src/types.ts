@@ -48,7 +48,9 @@ export interface CpuBuildConfig extends BuildConfigCommon {
    * Embeddings, norms and biases keep `dtype`. Absent: none. The build reports each matrix's error
    * (quantization.json in the engine directory). "int4" (TensorRT-LLM's W4A16, llama.cpp's Q4_0 rule):
    * 4-bit codes with a bfloat16 scale per output channel and group of `groupSize` input features
-   * (decision 0014); every linear's input width must be a multiple of the group size. "fp8": FP8 e4m3
+   * (decision 0014); every linear's input width must be a multiple of the group size. The first
+   * transformer layer's linears and the LM head are stored as int8 instead (their errors cost the most).
+   * "fp8": FP8 e4m3
    * weights with one scale per matrix and activations quantized per row at run time (decision 0015), the
    * reference of the cuda fp8 engines.
    * "q8_0" stores each matrix whose input width is a multiple of 32 as llama.cpp's Q8_0 blocks (a float16
@@ -117,6 +119,8 @@ export interface BuildResult {
   engineDir: string;
   /** Quantized builds: each int8 or int4 matrix's error against its float weights (also in quantization.json). */
   quantization?: QuantizationErrorReport[];
+  /** int4 builds: the matrices kept at int8, the first layer's and the LM head (decision 0014; also in quantization.json). */
+  int8Weights?: string[];
   /** True when an existing engine with the same build hash was reused. */
   cached: boolean;
   buildHash: string;

@@ -125,11 +125,13 @@ describe('kiln build --quantization int8', () => {
 
 // Weight-only int4 (decision 0014), group 32 as issue 12 asks of the CPU, measured by scribe-7m's perplexity
 // over the Book of Ruth (KJV, public domain: fixtures/text/ruth-kjv.txt, ~3,550 tokens) against the float32
-// engine's. Issue 12 asks for within 5%; round-to-nearest int4 gives +38.6% (3.127 -> 4.33) on this 6.8 M
-// model, whose memorised KJV makes it unusually sensitive (int8: +0.2%; the cost grows with the square of the
-// weights' 8% RMS error): the target is not met (decision 0014 says what would close it), so the bar here is
-// a regression bar at +45%. A broken kernel or layout (a wrong nibble order, a wrong group's scale) gives
-// perplexities in the hundreds. Greedy agreement is reported beside it (teacher-forced, as for int8).
+// engine's. Issue 12 asks for within 5%. All-int4 gives +38.6% (3.127 -> 4.33) on this 6.8 M model, whose
+// memorised KJV makes it unusually sensitive (int8: +0.2%; the cost grows with the square of the weights'
+// 8% RMS error); int4 builds keep the first layer's linears and the LM head at int8, which halves it:
+// +20.4% (3.766), with the cpu's int8 activations. The target is not met (decision 0014 says what each
+// alternative measured and what would close it), so the bar here is a regression bar at +25%. A broken
+// kernel or layout (a wrong nibble order, a wrong group's scale) gives perplexities in the hundreds.
+// Greedy agreement is reported beside it (teacher-forced, as for int8).
 describe('kiln build --quantization int4', () => {
   const WINDOW = 256; // scribe-7m was trained on 256-token sequences
   async function perplexity(engineDir: string, ids: number[]): Promise<number> {
@@ -158,7 +160,7 @@ describe('kiln build --quantization int4', () => {
     }
   }
 
-  test('scribe-7m group 32: perplexity over 2,000+ tokens of English within 45% of the float32 engine (issue 12 asks 5%)', async () => {
+  test('scribe-7m group 32: perplexity over 2,000+ tokens of English within 25% of the float32 engine (issue 12 asks 5%)', async () => {
     const checkpoint = path.join(root, 'scribe-7m-ppl-checkpoint');
     const common = ['--max-batch-size', '1', '--max-seq-len', String(WINDOW + 8), '--gather-context-logits'];
     kilnOk(['convert', '--model', scribe7mPath, '--output', checkpoint, '--dtype', 'float32']);
@@ -167,7 +169,7 @@ describe('kiln build --quantization int4', () => {
     kilnOk(['build', '--checkpoint', checkpoint, '--output', float32, ...common]);
     const built = kilnOk(['build', '--checkpoint', checkpoint, '--output', int4, ...common, '--quantization', 'int4']);
     expect(built.stdout).toContain('int4 (group 32) weights');
-    expect(built.stdout).toMatch(/Quantized \d+ matrices to int4: RMS relative error [0-9.]+%-[0-9.]+%/);
+    expect(built.stdout).toMatch(/Quantized \d+ matrices to int4 \(\d+ of them int8: the first layer's and the LM head, decision 0014\): RMS relative error [0-9.]+%-[0-9.]+%/);
     const text = await fs.readFile(path.join(repoRoot, 'fixtures/text/ruth-kjv.txt'), 'utf8');
     const encoded = (await Tokenizer.load(float32)).encode(text);
     const ids = encoded[0] === 0 ? encoded.slice(1) : encoded;
@@ -178,7 +180,7 @@ describe('kiln build --quantization int4', () => {
       `scribe-7m perplexity over ${ids.length} tokens of Ruth (KJV): float32 ${reference.toFixed(3)}, int4 group 32 ${quantized.toFixed(3)} ` +
         `(${(100 * (quantized / reference - 1)).toFixed(2)}%)\n`,
     );
-    expect(quantized / reference).toBeLessThanOrEqual(1.45);
+    expect(quantized / reference).toBeLessThanOrEqual(1.25);
     // Sanity: the model knows this text (it was trained on the KJV), so a broken engine cannot hide here.
     expect(reference).toBeLessThan(20);
   });
@@ -186,12 +188,13 @@ describe('kiln build --quantization int4', () => {
   test.each([
     ['llama', path.join(fixturesDir, 'llama'), ID_PROMPTS],
     ['scribe-7m', scribe7mPath, TEXT_PROMPTS],
-    // Measured: llama 58/128 (random weights: near-flat logits, so argmax flips easily), scribe-7m 89/128.
+    // Measured: llama 110/128 (random weights: near-flat logits, so argmax flips easily; its first layer
+    // is half of its two, kept at int8), scribe-7m 100/128 (all-int4: 58 and 89).
   ] as const)('%s: int4 group 32 greedy agreement with the float32 engine (reported, with a regression bar)', async (name, modelDir, prompts) => {
     const { same, total, report } = await agreement(name, modelDir, prompts as number[][] | string[], ['--quantization', 'int4']);
     expect(report).toMatch(/Quantized \d+ matrices to int4/);
     process.stderr.write(`${name}: int4 group 32 agrees with float32 on ${same}/${total} greedy positions\n`);
-    expect(same / total).toBeGreaterThanOrEqual(name === 'llama' ? 0.35 : 0.6);
+    expect(same / total).toBeGreaterThanOrEqual(0.7);
   });
 
   test('quantization.json records the method and group size, and int4-sized errors', async () => {
@@ -199,13 +202,27 @@ describe('kiln build --quantization int4', () => {
     expect(report).toMatchObject({ method: 'int4 per-group', groupSize: 32 });
     const header = JSON.parse(await fs.readFile(path.join(root, 'llama-int4', 'config.json'), 'utf8'));
     expect(header.buildConfig).toMatchObject({ quantization: 'int4', groupSize: 32 });
+    // The first layer's linears and the LM head are kept at int8 (decision 0014), the rest int4.
+    const int8Names: string[] = report.int8Weights;
+    expect(int8Names.length).toBeGreaterThan(0);
+    // Layer 0's, and one outside every layer: the LM head (lm_head, or the embedding when tied).
+    expect(int8Names.every((n) => /(^|\.)layers\.0\./.test(n) || !/(^|\.)layers\.\d+\./.test(n))).toBe(true);
+    expect(int8Names.filter((n) => !/(^|\.)layers\.\d+\./.test(n))).toHaveLength(1);
+    let int4Count = 0;
     for (const w of report.weights) {
+      if (int8Names.includes(w.name)) {
+        expect(w.rmsRelativeError).toBeLessThan(0.01); // 8 bits: ~0.6%
+        continue;
+      }
+      int4Count++;
+      expect(/(^|\.)layers\.0\./.test(w.name)).toBe(false);
       // 4 bits: RMS error ~8% of the weights' RMS (random and trained weights alike); an element's error is
       // half a step, or a clamped extreme's (at most ~15% of its row's largest weight).
       expect(w.maxRelativeError).toBeLessThan(0.2);
       expect(w.rmsRelativeError).toBeGreaterThan(0.04);
       expect(w.rmsRelativeError).toBeLessThan(0.1);
     }
+    expect(int4Count).toBeGreaterThan(0);
   });
 
   test('refuses a group size that does not divide a linear input width, naming the weight', () => {

@@ -125,9 +125,15 @@ async function runBuild(flags: BuildFlags, progress: ProgressLine): Promise<void
     const worst = [...result.quantization].sort((a, b) => b.rmsRelativeError - a.rmsRelativeError);
     const pct = (v: number) => `${(100 * v).toFixed(2)}%`;
     process.stdout.write(
-      `Quantized ${worst.length} matrices to ${c.quantization === 'fp8' ? 'float8_e4m3fn' : (c.quantization ?? 'int8')}: RMS relative error ${pct(worst[worst.length - 1].rmsRelativeError)}-${pct(worst[0].rmsRelativeError)}, ` +
+      `Quantized ${worst.length} matrices to ${c.quantization === 'fp8' ? 'float8_e4m3fn' : (c.quantization ?? 'int8')}${int4Kept(c.quantization, result.int8Weights)}: RMS relative error ${pct(worst[worst.length - 1].rmsRelativeError)}-${pct(worst[0].rmsRelativeError)}, ` +
         `max element error ${pct(Math.max(...worst.map((q) => q.maxRelativeError)))} of its ${c.quantization === 'fp8' ? "matrix's" : "row's"} largest weight; per matrix in ${QUANTIZATION_REPORT_FILE}:\n` +
         worst.slice(0, 5).map((q) => `  ${q.name}: RMS ${pct(q.rmsRelativeError)}, max ${pct(q.maxRelativeError)}\n`).join(''),
     );
   }
+}
+
+/** int4 builds keep the first layer's linears and the LM head at int8 (decision 0014): say how many. */
+function int4Kept(quantization: string | undefined, int8Weights: readonly string[] | undefined): string {
+  if (quantization !== 'int4' || !int8Weights || int8Weights.length === 0) return '';
+  return ` (${int8Weights.length} of them int8: the first layer's and the LM head, decision 0014)`;
 }
