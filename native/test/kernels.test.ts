@@ -691,7 +691,8 @@ describe('rope', () => {
 // Two geometries: head dim 28 (16 + 8 + 4) with 4-token blocks walks every tail of the AVX2 kernel (short
 // dot products, runs of fewer than 8 keys); head dim 40 with 16-token blocks its main paths (scores of 8
 // keys at a time, 32 output features per pass over V, runs starting mid-block under the sliding window).
-for (const [headDim, tokensPerBlock] of [[28, 4], [40, 16]]) {
+// 64 / 32: AVX-512 tiles with no masked head-dim tail (28 and 40 have one) and runs longer than 16 keys.
+for (const [headDim, tokensPerBlock] of [[28, 4], [40, 16], [64, 32]]) {
   describe(`attention (paged KV cache) headDim=${headDim} tokensPerBlock=${tokensPerBlock}`, () => {
     const numHeads = 4;
     const numKvHeads = 2; // GQA: query heads 0,1 read kv head 0; 2,3 read kv head 1

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "kiln/backends/cpu/kernels/avx2.h"
+#include "kiln/backends/cpu/kernels/avx512.h"
 #include "kiln/backends/cpu/kernels/kernels.h"
 #include "kiln/backends/cpu/kernels/portable.h"
 
@@ -103,6 +104,51 @@ void attentionKernel(const KernelEnv& env, const StepContext& step, int32_t laye
     }
   };
 
+  // 2a'. AVX-512, several tokens: one task per (tile of up to 16 / group consecutive tokens, KV head),
+  //     their query heads scored together against 16 keys at a time (attention_avx512.cpp). A tile whose
+  //     tokens belong to different sequences is cut where the sequence changes. Tiles are visited in the
+  //     same alternating order as tokens above.
+  const int64_t tileTokens = std::max<int64_t>(1, 16 / group);
+  const int64_t numTiles = (T + tileTokens - 1) / tileTokens;
+  auto tileBody = [&](int64_t begin, int64_t end) {
+    thread_local std::vector<float> scratch;
+    const size_t need = static_cast<size_t>(32 * headDim + 48);
+    if (scratch.size() < need) scratch.resize(need);
+    avx512::AttentionTileArgs a;
+    a.group = group;
+    a.headDim = headDim;
+    a.pool = cache.pool;
+    a.tokensPerBlock = cache.tokensPerBlock;
+    a.blockPitch = cache.numLayers * 2 * cache.blockStride;
+    a.rowStride = cache.rowSize;
+    a.scale = scale;
+    a.softcap = extras.softcap;
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t slot = task / numKvHeads;
+      const int64_t tile = (slot % 2 == 0) ? slot / 2 : numTiles - 1 - slot / 2;
+      const int64_t kvHead = task % numKvHeads;
+      const int64_t h0 = kvHead * group;
+      a.kOffset = layer * 2 * cache.blockStride + kvHead * headDim;
+      a.vOffset = a.kOffset + cache.blockStride;
+      a.alibiSlopes = extras.alibiSlopes ? extras.alibiSlopes + h0 : nullptr;
+      const int64_t tEnd = std::min(T, (tile + 1) * tileTokens);
+      for (int64_t t0 = tile * tileTokens; t0 < tEnd;) {
+        int64_t t1 = t0 + 1;
+        while (t1 < tEnd && step.tokenSeq[t1] == step.tokenSeq[t0]) ++t1;
+        a.numTokens = t1 - t0;
+        a.blockTable = step.blockTables[step.tokenSeq[t0]];
+        for (int64_t t = t0; t < t1; ++t) {
+          a.q[t - t0] = q + t * qStride + h0 * headDim;
+          a.out[t - t0] = out + t * outStride + h0 * headDim;
+          a.hi[t - t0] = step.positions[t];
+          a.lo[t - t0] = windowStart(step.positions[t]);
+        }
+        avx512::attendTile(a, scratch.data());
+        t0 = t1;
+      }
+    }
+  };
+
   // 2b. Portable: one task per (token, query head); softmax with the maximum subtracted, all in float32
   //     (with roundF16, the query and the weights rounded to float16 as llama.cpp does).
   auto portableBody = [&](int64_t begin, int64_t end) {
@@ -157,7 +203,13 @@ void attentionKernel(const KernelEnv& env, const StepContext& step, int32_t laye
     work += (pos - windowStart(pos) + 1) * numHeads * headDim * 2;
   }
   const bool split = env.pool && env.pool->size() > 1 && work >= kMinWorkToSplit;
-  if (avx) {
+  // One token (decode) keeps the per-token path; from two, tiles pay. A tile holds at most 16 query
+  // heads, so groups wider than that (multi-query attention with many heads) keep it too.
+  const bool tiles = avx && env.isa >= Isa::Avx512 && T >= 2 && group <= 16;
+  if (tiles) {
+    const int64_t tileTasks = numTiles * numKvHeads;
+    if (split) env.pool->parallelFor(tileTasks, 1, tileBody); else tileBody(0, tileTasks);
+  } else if (avx) {
     if (split) env.pool->parallelFor(tasks, 1, avxBody); else avxBody(0, tasks);
   } else {
     if (split) env.pool->parallelFor(tasks, 1, portableBody); else portableBody(0, tasks);

@@ -10,6 +10,31 @@
 namespace kiln {
 namespace avx512 {
 
+// Prefill attention for up to 16 query vectors at once (attention_avx512.cpp): the `group` heads sharing
+// one KV head, of numTokens tokens of one sequence (numTokens * group <= 16); token t attends to cached
+// positions lo[t] .. hi[t]. The cache addressing is avx2::AttentionGroupArgs'.
+struct AttentionTileArgs {
+  const float* q[16];  // per token: its group's query heads back to back
+  float* out[16];
+  int64_t lo[16];
+  int64_t hi[16];
+  int64_t numTokens;
+  int64_t group;
+  int64_t headDim;
+  const float* pool;
+  const int32_t* blockTable;
+  int64_t tokensPerBlock;
+  int64_t blockPitch;
+  int64_t kOffset;
+  int64_t vOffset;
+  int64_t rowStride;
+  float scale;
+  float softcap;              // <= 0: none
+  const float* alibiSlopes;   // [group] or null
+};
+// scratch: at least 32 * headDim + 48 floats.
+void attendTile(const AttentionTileArgs& args, float* scratch);
+
 // One row of quantizeInt4Activations (kernels.h), 32 inputs a step.
 void quantizeInt4ActivationRow(const float* x, int64_t K, int8_t* q, float* d, int32_t* c);
 
