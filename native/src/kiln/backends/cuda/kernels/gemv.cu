@@ -222,7 +222,7 @@ __device__ __forceinline__ void ropePair(const GemvFusion& f, int64_t p, int64_t
   }
 }
 
-// Stores feature n (< qCols: q' in y; then k' in ropedK; then v in the product's v columns), and k' and v
+// Stores feature n (< qCols: q' in y; then k' in ropedK; then the rest, v first, in the product), and k' and v
 // also into the KV cache rows at element offsets kvAt[0] (K) and kvAt[1] (V) when f.kvLayer >= 0.
 __device__ __forceinline__ void storeQkv(const GemvFusion& f, Matrix y, int r, int64_t n, float v, const int64_t (&kvAt)[2]) {
   if (n < f.qCols) {
@@ -232,7 +232,8 @@ __device__ __forceinline__ void storeQkv(const GemvFusion& f, Matrix y, int r, i
     if (f.kvLayer >= 0) cuda::store(f.kvPool, f.kvDType, kvAt[0] + (n - f.qCols), v);
   } else {
     cuda::store(f.v.data, f.v.dtype, r * f.v.stride + (n - f.qCols - f.kCols), v);
-    if (f.kvLayer >= 0) cuda::store(f.kvPool, f.kvDType, kvAt[1] + (n - f.qCols - f.kCols), v);
+    // The product may hold more than v after it (a parallel block's MLP input: falcon, phi).
+    if (f.kvLayer >= 0 && n - f.qCols - f.kCols < f.kCols) cuda::store(f.kvPool, f.kvDType, kvAt[1] + (n - f.qCols - f.kCols), v);
   }
 }
 
