@@ -2,7 +2,8 @@
 // generate`: a replayed graph must give bit-for-bit the logits of the same kernels launched one by one
 // (KILN_CUDA_GRAPHS=0); the GEMV (16-bit engines, up to 8 rows) sums in another order than cuBLASLt
 // (KILN_CUDA_GEMV=0), so its logits agree to bfloat16 rounding and its greedy tokens while the
-// reference's margin is clear. Also a batch of 8 concurrent decodes (graph of batch 8) against solo runs.
+// reference's margin is clear. Also a batch of 8 concurrent decodes (graph of batch 8) against solo runs,
+// and the fused linears of bfloat16 engines (decision 0018) against their separate kernels.
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -49,6 +50,53 @@ describe('decode graphs and the GEMV (cuda)', { skip: !onCuda && 'cuda only' }, 
     const vocab = eager.logits.length / 16;
     const error = worstRowError(eager.logits.subarray(0, rows * vocab), cublas.logits, 0, vocab, rows);
     assert.ok(error < 1e-2, `GEMV vs cuBLASLt worst row error ${error}`);
+  });
+
+  // Decision 0018: bfloat16 linears take their norm and their rope + KV store, SwiGLU or residual add;
+  // decode rows run them as one gemvFused kernel. Against the same engine's separate kernels
+  // (KILN_CUDA_FUSED_LINEAR=0) only the norm's sum of squares is summed in another order.
+  // The fixtures cover: llama (RMSNorm, SwiGLU), qwen2 (QKV bias), gemma (RMSNorm weight offset 1),
+  // gptj (interleaved rope, a parallel block), phi (partial rotary, LayerNorm, a parallel block: the MLP's
+  // input after v in the fused product), falcon (multi-query, a parallel block).
+  for (const name of ['llama', 'qwen2', 'gemma', 'gptj', 'phi', 'falcon']) {
+    it(`${name}, bfloat16: fused linears within bfloat16 rounding of the separate kernels`, async () => {
+      const fixture = JSON.parse(fs.readFileSync(path.join(fixturesDir, name, 'reference.json'), 'utf8'));
+      const ids = fixture.prompts[fixture.prompts.length - 1].input_ids;
+      const engine = await convertAndBuild({ workDir: work.dir, modelDir: path.join(fixturesDir, name), name, dtype: 'bfloat16', buildFlags: ['--gather-context-logits'], checkpoints });
+      const run = async (tag, env) => {
+        const logitsFile = path.join(work.dir, `${name}-${tag}.safetensors`);
+        const out = await kilnOk(
+          ['generate', '--engine', engine, '--input-ids', ids.join(','), '--max-tokens', '12', '--ignore-eos', '--json', '--logits-out', logitsFile],
+          { env },
+        );
+        const lines = out.stdout.trimEnd().split('\n');
+        return { ids: JSON.parse(lines[lines.length - 1]).outputIds, logits: readSafetensors(logitsFile).get('generation_logits').data };
+      };
+      const fused = await run('fused', {});
+      const separate = await run('separate', { KILN_CUDA_FUSED_LINEAR: '0' });
+      let same = 0;
+      while (same < 12 && fused.ids[same] === separate.ids[same]) same++;
+      const rows = Math.min(12, same + 1);
+      const vocab = fused.logits.length / 12;
+      const error = worstRowError(fused.logits.subarray(0, rows * vocab), separate.logits, 0, vocab, rows);
+      assert.ok(same >= 8, `${name}: tokens agree for ${same} of 12 (fused ${fused.ids}, separate ${separate.ids})`);
+      assert.ok(error < 1e-2, `${name}: fused vs separate kernels worst row error ${error}`);
+    });
+  }
+
+  it('3 concurrent decodes through the fused linears (rows 3) give each request its solo tokens', async () => {
+    const engineDir = await convertAndBuild({ workDir: work.dir, modelDir: path.join(fixturesDir, 'llama'), name: 'llama', dtype: 'bfloat16', buildFlags: ['--gather-context-logits'], checkpoints });
+    const { Engine } = requirePackage('@kiln/runtime');
+    const engine = await Engine.load(engineDir);
+    try {
+      const prompts = Array.from({ length: 3 }, (_, i) => prompt.slice(0, 4 + 3 * i));
+      const solo = [];
+      for (const p of prompts) solo.push((await engine.generate(p, { maxTokens: 12, ignoreEos: true })).outputIds);
+      const together = await Promise.all(prompts.map((p) => engine.generate(p, { maxTokens: 12, ignoreEos: true })));
+      together.forEach((r, i) => assert.deepEqual(r.outputIds, solo[i], `request ${i}`));
+    } finally {
+      await engine.dispose();
+    }
   });
 
   it('8 concurrent decodes (a batch-8 graph) give each request its solo tokens', async () => {
