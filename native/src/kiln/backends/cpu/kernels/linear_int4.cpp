@@ -45,8 +45,12 @@ void quantizeRowGeneric(const float* x, int64_t K, int8_t* q, float* d, int32_t*
     const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
     int32_t sum = 0;
     for (int64_t j = 0; j < kInt4Block; ++j) {
-      // nearbyint under the default rounding mode: round half to even, as the vector conversions.
-      const int8_t code = static_cast<int8_t>(std::nearbyint(v[j] * id));
+      // nearbyint under the default rounding mode: round half to even, as the vector conversions. A NaN
+      // product (a NaN input, or any input of a block holding an infinity) gives code 0, as the vector
+      // conversions' truncated 0x80000000 does, without C++'s undefined float-to-int conversion; a block
+      // with an infinity has an infinite dx, so the output is NaN.
+      const float r = std::nearbyint(v[j] * id);
+      const int8_t code = r >= -127.0f && r <= 127.0f ? static_cast<int8_t>(r) : 0;
       q[int4ActCodeIndex(b, j)] = code;
       sum += code;
     }
