@@ -139,7 +139,10 @@ void CudaBackend::runFollowerStep(const std::vector<BoundOp>& ops, const StepCon
 
 CudaBackend::~CudaBackend() {
   if (stream_) cudaStreamSynchronize(stream_);
-  if (profile_) printProfile();
+  if (profile_) {
+    printProfile(profileDecode_, "decode");
+    printProfile(profileOther_, "other (prefill, mixed)");
+  }
   if (stepTiming_) {
     const std::pair<const char*, const StepTotals*> kinds[] = {{"decode", &decodeTiming_}, {"other", &otherTiming_}};
     for (const auto& [kind, t] : kinds) {
@@ -329,7 +332,8 @@ void CudaBackend::enqueueStep(const std::vector<BoundOp>& ops, const StepRuntime
       check(cudaEventCreate(&e), "cudaEventCreate");
       profileEvents_.push_back(e);
     }
-    profileMs_.assign(ops.size(), 0.0);
+    profileDecode_.ms.assign(ops.size(), 0.0);
+    profileOther_.ms.assign(ops.size(), 0.0);
   }
   for (size_t i = 0; i < ops.size(); ++i) {
     if (profile_) check(cudaEventRecord(profileEvents_[i], stream_), "cudaEventRecord");
@@ -419,32 +423,34 @@ void CudaBackend::runStepAndSample(const std::vector<BoundOp>& ops, const StepCo
     totals.tokens += step.numTokens;
     ++totals.steps;
   }
-  if (profile_ && step.numTokens == step.numSeqs && !ops.empty()) {
+  if (profile_ && !ops.empty()) {
+    ProfileTotals& totals = step.numTokens == step.numSeqs ? profileDecode_ : profileOther_;
     for (size_t i = 0; i < ops.size(); ++i) {
       float ms = 0.0f;
       check(cudaEventElapsedTime(&ms, profileEvents_[i], profileEvents_[i + 1]), "cudaEventElapsedTime");
-      profileMs_[i] += ms;
+      totals.ms[i] += ms;
     }
-    ++profileSteps_;
+    ++totals.steps;
+    totals.tokens += step.numTokens;
   }
 }
 
-void CudaBackend::printProfile() const {
-  if (profileSteps_ == 0) return;
+void CudaBackend::printProfile(const ProfileTotals& p, const char* what) const {
+  if (p.steps == 0) return;
   std::vector<std::pair<std::string, double>> byOp;
   double total = 0.0;
-  for (size_t i = 0; i < profileMs_.size(); ++i) {
+  for (size_t i = 0; i < p.ms.size(); ++i) {
     const std::string& name = i < opNames_.size() ? opNames_[i] : std::string("?");
     auto it = std::find_if(byOp.begin(), byOp.end(), [&](const auto& e) { return e.first == name; });
-    if (it == byOp.end()) byOp.emplace_back(name, profileMs_[i]); else it->second += profileMs_[i];
-    total += profileMs_[i];
+    if (it == byOp.end()) byOp.emplace_back(name, p.ms[i]); else it->second += p.ms[i];
+    total += p.ms[i];
   }
   std::sort(byOp.begin(), byOp.end(), [](const auto& a, const auto& b) { return a.second > b.second; });
-  std::fprintf(stderr, "kiln cuda profile: %lld decode steps, %.1f us of ops per step\n", static_cast<long long>(profileSteps_),
-               1e3 * total / static_cast<double>(profileSteps_));
+  const double steps = static_cast<double>(p.steps);
+  std::fprintf(stderr, "kiln cuda profile: %lld %s steps (%.1f tokens per step), %.1f us of ops per step\n",
+               static_cast<long long>(p.steps), what, static_cast<double>(p.tokens) / steps, 1e3 * total / steps);
   for (const auto& e : byOp) {
-    std::fprintf(stderr, "  %-20s %9.1f us/step  %5.1f%%\n", e.first.c_str(), 1e3 * e.second / static_cast<double>(profileSteps_),
-                 100.0 * e.second / total);
+    std::fprintf(stderr, "  %-20s %9.1f us/step  %5.1f%%\n", e.first.c_str(), 1e3 * e.second / steps, 100.0 * e.second / total);
   }
 }
 

@@ -129,9 +129,13 @@ class CudaBackend final : public Backend {
   bool profile_ = false;
   std::vector<std::string> opNames_;
   std::vector<cudaEvent_t> profileEvents_;
-  std::vector<double> profileMs_;  // per op index
-  int64_t profileSteps_ = 0;
-  void printProfile() const;
+  // Per op index, for decode steps and for the others (prefill and mixed steps) apart.
+  struct ProfileTotals {
+    std::vector<double> ms;
+    int64_t steps = 0, tokens = 0;
+  };
+  ProfileTotals profileDecode_, profileOther_;
+  void printProfile(const ProfileTotals& p, const char* what) const;
   // KILN_CUDA_STEP_TIMING=1: the host time of runStep and the device time of the step (events around
   // it; graphs stay on), averaged and printed to stderr on dispose.
   // Decode steps (replayed graphs) and the others (prefill, mixed) apart.
