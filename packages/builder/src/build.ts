@@ -16,7 +16,7 @@ import { partitionForRank } from './parallel';
 import type { BuildOptions, BuildResult } from './types';
 
 /** Bumped whenever the builder's output for the same inputs changes, so caches miss. */
-export const BUILDER_VERSION = '0.4.1';
+export const BUILDER_VERSION = '0.5.0'; // 0.5.0: cuda engines' fused linears (decision 0018)
 export const ENGINE_DIR_FORMAT = 'kiln-engine-dir';
 export const ENGINE_FILE = 'rank0.engine';
 
