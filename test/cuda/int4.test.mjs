@@ -25,6 +25,8 @@ import { compareUpToMargin, fixturesDir, fmt, kilnOk, makeTmpDir, markdownTable,
 // The cpu int4 engine is the reference of W4A16 maths: keep its linears' inputs in float32 (by default
 // they are quantized to int8 blocks as llama.cpp's Q4_0 x Q8_0). Read when an engine loads.
 process.env.KILN_CPU_INT4_ACTIVATIONS = 'float32';
+// int4 builds keep the first layer and the LM head at int8 (decision 0014): those keep float inputs too.
+process.env.KILN_CPU_INT8_ACTIVATIONS = 'float';
 
 const { Engine, Tokenizer } = requirePackage('@kiln/runtime');
 const work = makeTmpDir('int4');
