@@ -31,11 +31,14 @@ inline void microTile(const uint16_t* xb, int64_t r, const uint16_t* w, int64_t 
     }
   };
   int64_t k = 0;
-  // One row (decode) streams the weights from memory, NT rows at a time, with no software prefetch: on
-  // this Zen machine the hardware prefetchers keep 12 row streams at the memchr rate, and prefetching
-  // the next tile's rows (as this loop once did) cost 10% (1.9 GB of 1.1B-shaped matrices, two threads,
-  // per-thread CPU time: 8 rows + prefetch 58 GB/s, 12 rows 64-65 GB/s, memchr 62-64 GB/s).
-  for (; k + 32 <= K; k += 32) step(k, 0xffffffffu);
+  for (; k + 32 <= K; k += 32) {
+    // One row (decode) streams the weights from memory NT rows (pages) at a time; the hardware prefetcher
+    // stops at page boundaries, so fetch the same position of the next tile's rows one tile ahead.
+    if (RT == 1) {
+      for (int j = 0; j < NT; ++j) _mm_prefetch(reinterpret_cast<const char*>(w + (n + NT + j) * K + k), _MM_HINT_T0);
+    }
+    step(k, 0xffffffffu);
+  }
   if (k < K) step(k, static_cast<__mmask32>((uint64_t{1} << (K - k)) - 1));
   for (int i = 0; i < RT; ++i) {
     for (int j = 0; j < NT; ++j) {
@@ -62,7 +65,7 @@ void linearTileBf16(const uint16_t* xb, int64_t r0, int64_t r1, const uint16_t* 
   switch (r1 - r) {
     case 3: featureSweep<3, 8>(xb, r, w, n0, n1, K, bias, y, yStride); break;
     case 2: featureSweep<2, 12>(xb, r, w, n0, n1, K, bias, y, yStride); break;
-    case 1: featureSweep<1, 12>(xb, r, w, n0, n1, K, bias, y, yStride); break;
+    case 1: featureSweep<1, 8>(xb, r, w, n0, n1, K, bias, y, yStride); break;
     default: break;
   }
 }
