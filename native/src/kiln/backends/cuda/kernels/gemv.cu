@@ -153,9 +153,9 @@ struct WarpRows {
 };
 
 // Consecutive features for warp w: kRows of them from w * kRows (-1 past N).
-template <int kRows>
+template <int kRows, int kBlockWarps = kWarps>
 __device__ __forceinline__ void consecutiveFeatures(int64_t N, int64_t (&features)[kRows]) {
-  const int64_t first = (static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5)) * kRows;
+  const int64_t first = (static_cast<int64_t>(blockIdx.x) * kBlockWarps + (threadIdx.x >> 5)) * kRows;
 #pragma unroll
   for (int j = 0; j < kRows; ++j) features[j] = first + j < N ? first + j : -1;
 }
@@ -241,10 +241,10 @@ __device__ __forceinline__ void storeQkv(const GemvFusion& f, Matrix y, int r, i
 // T((x * inv) * (offset + w)). Each thread issues all its loads at once (a vector of 8 elements, up to
 // kNormVectors per row) so that the block waits for one L2 round trip, not one per element; the norm's
 // weights (g) were loaded before the kernel waited for its predecessor.
-constexpr int kNormVectors = 2;  // K <= 8 * kThreads * kNormVectors = 4096
+constexpr int kNormVectors = 2;  // K <= 8 * threads * kNormVectors: 4096 for 8-warp blocks, 2048 for 4
 constexpr int64_t kMaxNormK = 8 * kThreads * kNormVectors;
 
-template <typename T, int R>
+template <typename T, int R, int kBlockThreads>
 __device__ __forceinline__ void normRowsToShared(const GemvFusion& f, ConstMatrix x, int64_t K,
                                                  const float (&g)[kNormVectors][8], T* xs, float* reduce) {
   const int64_t vectors = K / 8;
@@ -253,7 +253,7 @@ __device__ __forceinline__ void normRowsToShared(const GemvFusion& f, ConstMatri
     float v[kNormVectors][8], e[kNormVectors][8];
 #pragma unroll
     for (int u = 0; u < kNormVectors; ++u) {
-      const int64_t i = threadIdx.x + static_cast<int64_t>(u) * kThreads;
+      const int64_t i = threadIdx.x + static_cast<int64_t>(u) * kBlockThreads;
       if (i < vectors) {
         load8(x.data, x.dtype, r * x.stride + i * 8, v[u]);
         if (f.addend.data) load8(f.addend.data, f.addend.dtype, r * f.addend.stride + i * 8, e[u]);
@@ -263,7 +263,7 @@ __device__ __forceinline__ void normRowsToShared(const GemvFusion& f, ConstMatri
     if (f.addend.data) {
 #pragma unroll
       for (int u = 0; u < kNormVectors; ++u) {
-        const int64_t i = threadIdx.x + static_cast<int64_t>(u) * kThreads;
+        const int64_t i = threadIdx.x + static_cast<int64_t>(u) * kBlockThreads;
         if (i >= vectors) continue;
 #pragma unroll
         for (int j = 0; j < 8; ++j) {
@@ -276,14 +276,14 @@ __device__ __forceinline__ void normRowsToShared(const GemvFusion& f, ConstMatri
     float sq = 0.0f;
 #pragma unroll
     for (int u = 0; u < kNormVectors; ++u) {
-      const int64_t i = threadIdx.x + static_cast<int64_t>(u) * kThreads;
+      const int64_t i = threadIdx.x + static_cast<int64_t>(u) * kBlockThreads;
 #pragma unroll
       for (int j = 0; j < 8; ++j) sq += i < vectors ? v[u][j] * v[u][j] : 0.0f;
     }
     const float inv = 1.0f / sqrtf(blockSum(sq, reduce) / static_cast<float>(K) + f.normEps);
 #pragma unroll
     for (int u = 0; u < kNormVectors; ++u) {
-      const int64_t i = threadIdx.x + static_cast<int64_t>(u) * kThreads;
+      const int64_t i = threadIdx.x + static_cast<int64_t>(u) * kBlockThreads;
       if (i >= vectors) continue;
       alignas(16) T out[8];
 #pragma unroll
@@ -294,17 +294,18 @@ __device__ __forceinline__ void normRowsToShared(const GemvFusion& f, ConstMatri
   __syncthreads();
 }
 
-template <typename T, int R, int kRows, bool kNorm, Epi kEpi>
-__global__ void __launch_bounds__(kThreads) gemvFusedKernel(ConstMatrix x, const T* __restrict__ w, int64_t N, int64_t K,
+template <typename T, int R, int kRows, bool kNorm, Epi kEpi, int kBlockWarps>
+__global__ void __launch_bounds__(32 * kBlockWarps) gemvFusedKernel(ConstMatrix x, const T* __restrict__ w, int64_t N, int64_t K,
                                                             const float* __restrict__ bias, GemvFusion f, Matrix y) {
   extern __shared__ uint4 dynamicShared[];
   __shared__ float reduce[32];
-  const int64_t slot = static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
+  constexpr int kBlockThreads = 32 * kBlockWarps;
+  const int64_t slot = static_cast<int64_t>(blockIdx.x) * kBlockWarps + (threadIdx.x >> 5);
   const int lane = threadIdx.x & 31;
   int64_t features[kRows];
   int64_t freq = -1;
   if constexpr (kEpi == Epi::Store) {
-    consecutiveFeatures<kRows>(N, features);
+    consecutiveFeatures<kRows, kBlockWarps>(N, features);
   } else if constexpr (kEpi == Epi::Swiglu) {
     features[0] = slot < N / 2 ? slot : -1;
     features[1] = slot < N / 2 ? slot + N / 2 : -1;
@@ -321,7 +322,7 @@ __global__ void __launch_bounds__(kThreads) gemvFusedKernel(ConstMatrix x, const
   if constexpr (kNorm) {
 #pragma unroll
     for (int u = 0; u < kNormVectors; ++u) {
-      const int64_t i = threadIdx.x + static_cast<int64_t>(u) * kThreads;
+      const int64_t i = threadIdx.x + static_cast<int64_t>(u) * kBlockThreads;
       if (i < K / 8) {
         load8(f.normWeight, f.normWDType, i * 8, g[u]);
 #pragma unroll
@@ -372,7 +373,7 @@ __global__ void __launch_bounds__(kThreads) gemvFusedKernel(ConstMatrix x, const
   }
   if constexpr (kNorm) {
     T* xs = reinterpret_cast<T*>(dynamicShared);
-    normRowsToShared<T, R>(f, x, K, g, xs, reduce);
+    normRowsToShared<T, R, kBlockThreads>(f, x, K, g, xs, reduce);
     rows.run(PlainX<T>{xs, K});
   } else {
     rows.run(PlainX<T>{static_cast<const T*>(x.data), x.stride});
@@ -418,18 +419,23 @@ void launchRows(cudaStream_t stream, const T* x, int64_t xStride, const T* w, in
 template <typename T, int R, bool kNorm>
 void launchFusedRows(cudaStream_t stream, ConstMatrix x, const T* w, int64_t N, int64_t K, const float* bias,
                      const GemvFusion& f, Matrix y) {
-  const auto blocksFor = [](int64_t slots) { return dim3(static_cast<unsigned>((slots + kWarps - 1) / kWarps)); };
+  const auto blocksFor = [](int64_t slots, int warps) { return dim3(static_cast<unsigned>((slots + warps - 1) / warps)); };
   const size_t shared = kNorm ? static_cast<size_t>(R * K) * sizeof(T) : 0;
   switch (f.epilogue) {
     case GemvFusion::Swiglu:
-      return launch(gemvFusedKernel<T, R, 2, kNorm, Epi::Swiglu>, blocksFor(N / 2), dim3(kThreads), shared, stream, x, w, N, K, bias, f, y);
+      return launch(gemvFusedKernel<T, R, 2, kNorm, Epi::Swiglu, kWarps>, blocksFor(N / 2, kWarps), dim3(kThreads), shared, stream, x, w, N, K, bias, f, y);
     case GemvFusion::Rope:
-      return launch(gemvFusedKernel<T, R, 2, kNorm, Epi::Rope>, blocksFor(N / 2), dim3(kThreads), shared, stream, x, w, N, K, bias, f, y);
+      // QKV is narrow (a warp per rope pair: 1,280 warps for TinyLlama): 4-warp blocks spread it over
+      // twice as many blocks, so that every SM gets a share (8-warp blocks left 160 for 132 SMs).
+      if (!kNorm || K <= 8 * 128 * kNormVectors) {
+        return launch(gemvFusedKernel<T, R, 2, kNorm, Epi::Rope, 4>, blocksFor(N / 2, 4), dim3(128), shared, stream, x, w, N, K, bias, f, y);
+      }
+      return launch(gemvFusedKernel<T, R, 2, kNorm, Epi::Rope, kWarps>, blocksFor(N / 2, kWarps), dim3(kThreads), shared, stream, x, w, N, K, bias, f, y);
     default:
       if (twoFeaturesPerWarp<R>(N, K)) {
-        return launch(gemvFusedKernel<T, R, 2, kNorm, Epi::Store>, blocksFor((N + 1) / 2), dim3(kThreads), shared, stream, x, w, N, K, bias, f, y);
+        return launch(gemvFusedKernel<T, R, 2, kNorm, Epi::Store, kWarps>, blocksFor((N + 1) / 2, kWarps), dim3(kThreads), shared, stream, x, w, N, K, bias, f, y);
       }
-      return launch(gemvFusedKernel<T, R, 1, kNorm, Epi::Store>, blocksFor(N), dim3(kThreads), shared, stream, x, w, N, K, bias, f, y);
+      return launch(gemvFusedKernel<T, R, 1, kNorm, Epi::Store, kWarps>, blocksFor(N, kWarps), dim3(kThreads), shared, stream, x, w, N, K, bias, f, y);
   }
 }
 
