@@ -34,6 +34,9 @@ inline void microTile(const uint16_t* xb, int64_t r, const uint16_t* w, int64_t 
   for (; k + 32 <= K; k += 32) {
     // One row (decode) streams the weights from memory NT rows (pages) at a time; the hardware prefetcher
     // stops at page boundaries, so fetch the same position of the next tile's rows one tile ahead.
+    // Measured on the 1.1B-shaped engine (builds alternated, 2 threads): 12 rows without this prefetch
+    // decoded ~35% slower, 12 rows with it ~50% slower, and fetching two tiles ahead no faster, although
+    // a bare loop over the same matrices ran 12 rows without prefetch at the memchr rate.
     if (RT == 1) {
       for (int j = 0; j < NT; ++j) _mm_prefetch(reinterpret_cast<const char*>(w + (n + NT + j) * K + k), _MM_HINT_T0);
     }
