@@ -197,7 +197,7 @@ async function main() {
     // 3. The same at high concurrency over HTTP (reference variant).
     if (variant.reference && !cfg.skip.has('http')) {
       out.http = await step(`${variant.name}: kiln serve + kiln bench --url, concurrency ${concurrency}`, () =>
-        withServer(engines.serving, path.join(workDir, 'serve.log'), (url) => {
+        withServer(engines.serving, path.join(resultsDir, 'serve.log'), (url) => {
           log(`kiln serve is ready at ${url}`);
           return kilnBench(['--url', url], { numRequests, inputLen, outputLen, concurrency });
         }),

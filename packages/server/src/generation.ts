@@ -158,7 +158,8 @@ export function startChoice(llm: LLM, metrics: ServerMetrics, request: ChoiceReq
           executorDone = true;
           const failure = (event as { failure?: unknown }).failure;
           if (failure !== undefined) throw failure;
-          throw new Error(`the executor failed request ${id}`);
+          const reason = (event as { error?: string }).error;
+          throw new Error(`the executor failed request ${id}${reason ? `: ${reason}` : ''}`);
         }
         numOutputTokens += event.outputIds.length;
         for (const token of event.outputIds) text += decoder.push(token);
