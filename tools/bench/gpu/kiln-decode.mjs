@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 const { Engine } = createRequire(path.join(root, 'package.json'))('@kiln/runtime');
 
-const SWITCHES = ['KILN_CUDA_FUSED_LINEAR', 'KILN_CUDA_GEMV_STAGING', 'KILN_CUDA_GRAPHS', 'KILN_CUDA_GEMV', 'KILN_CUDA_PROFILE', 'KILN_CUDA_STEP_TIMING', 'KILN_CUDA_SAMPLING', 'KILN_CUDA_ATTENTION_SPLIT_KEYS'];
+const SWITCHES = ['KILN_CUDA_FUSED_LINEAR', 'KILN_CUDA_GRAPHS', 'KILN_CUDA_GEMV', 'KILN_CUDA_PROFILE', 'KILN_CUDA_STEP_TIMING', 'KILN_CUDA_SAMPLING', 'KILN_CUDA_ATTENTION_SPLIT_KEYS'];
 const seconds = (t0) => Number(process.hrtime.bigint() - t0) / 1e9;
 
 function withSwitches(env) {
@@ -22,7 +22,6 @@ function withSwitches(env) {
 
 export const DIAGNOSTIC_MODES = [
   { name: 'neighbours of each linear as separate kernels', env: { KILN_CUDA_FUSED_LINEAR: '0' } },
-  { name: 'GEMV weights through registers only (no cp.async staging)', env: { KILN_CUDA_GEMV_STAGING: '0' } },
   { name: 'without CUDA graphs', env: { KILN_CUDA_GRAPHS: '0' } },
   { name: 'without graphs or GEMV (cuBLASLt only)', env: { KILN_CUDA_GRAPHS: '0', KILN_CUDA_GEMV: '0' } },
   { name: 'sampling on the host (logits copied)', env: { KILN_CUDA_SAMPLING: 'host' } },

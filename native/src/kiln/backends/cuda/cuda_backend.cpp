@@ -104,8 +104,6 @@ CudaBackend::CudaBackend(const BackendTarget& target, const ModelFacts& facts) :
                                            2 * maxNumTokens_);
   check(cudaMallocHost(&hostStage_, stage * sizeof(int32_t)), "cudaMallocHost (step)");
   check(cudaMalloc(&deviceStage_, stage * sizeof(int32_t)), "cudaMalloc (step)");
-  const char* staging = std::getenv("KILN_CUDA_GEMV_STAGING");
-  setGemvStaging(!(staging && std::string(staging) == "0"));
   const char* graphs = std::getenv("KILN_CUDA_GRAPHS");
   graphsAllowed_ = !(graphs && std::string(graphs) == "0");
   const char* profile = std::getenv("KILN_CUDA_PROFILE");

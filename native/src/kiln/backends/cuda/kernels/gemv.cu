@@ -45,15 +45,6 @@ struct PlainX {
   }
 };
 
-// Asynchronous 16-byte copies global -> shared (cp.async, sm_80+), bypassing L1: a warp can have a whole
-// row in flight without holding it in registers.
-__device__ __forceinline__ void copyAsync16(uint4* shared, const uint4* global) {
-  const unsigned at = static_cast<unsigned>(__cvta_generic_to_shared(shared));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(at), "l"(global) : "memory");
-}
-__device__ __forceinline__ void commitAsyncCopies() { asm volatile("cp.async.commit_group;" ::: "memory"); }
-__device__ __forceinline__ void waitAsyncCopies() { asm volatile("cp.async.wait_all;" ::: "memory"); }
-
 // acc[r] += w . x[r] over one 8-element vector i of the row.
 template <typename T, int R, typename Src>
 __device__ __forceinline__ void accumulate(const uint4& wv, const Src& x, int64_t i, float* acc) {
@@ -82,14 +73,9 @@ struct WarpRows {
   int64_t rowVectors[kRows];  // 0 for an inactive feature (< 0): the last block's spare warps load nothing
   uint4 wv[kRows][kInFlight];
   float acc[kRows][R];
-  // Staged: the warp's whole rows are copied into shared memory at `stage` (kRows x K / 8 vectors) at
-  // once, instead of a first round into registers (narrow layers: every byte in flight from the start).
-  uint4* stage;
 
-  // The first round of each row (or the whole rows, staged): issued before the kernel waits for its
-  // predecessor.
-  __device__ __forceinline__ WarpRows(const T* w, const int64_t (&features)[kRows], int64_t K, uint4* stageAt = nullptr) {
-    stage = stageAt;
+  // The first round of each row: issued before the kernel waits for its predecessor.
+  __device__ __forceinline__ WarpRows(const T* w, const int64_t (&features)[kRows], int64_t K) {
     lane = threadIdx.x & 31;
     vectors = K / 8;
 #pragma unroll
@@ -99,13 +85,6 @@ struct WarpRows {
       rowVectors[j] = active ? vectors : 0;
 #pragma unroll
       for (int r = 0; r < R; ++r) acc[j][r] = 0.0f;
-    }
-    if (stage) {
-#pragma unroll
-      for (int j = 0; j < kRows; ++j)
-        for (int64_t i = lane; i < rowVectors[j]; i += 32) copyAsync16(stage + j * vectors + i, wRow[j] + i);
-      commitAsyncCopies();
-      return;
     }
 #pragma unroll
     for (int j = 0; j < kRows; ++j)
@@ -119,17 +98,6 @@ struct WarpRows {
   // The rest of the rows, applied to the rows of x (Src: PlainX, over global or shared memory).
   template <typename Src>
   __device__ __forceinline__ void run(const Src& x) {
-    if (stage) {
-      // Each lane reads back only the vectors it copied itself: its own wait is all the ordering needed.
-      waitAsyncCopies();
-#pragma unroll 4
-      for (int64_t i = lane; i < vectors; i += 32) {
-#pragma unroll
-        for (int j = 0; j < kRows; ++j)
-          if (i < rowVectors[j]) accumulate<T, R>(stage[j * vectors + i], x, i, acc[j]);
-      }
-      return;
-    }
     constexpr int64_t kRound = 32 * kInFlight;
     if constexpr (kRows == 1) {
       uint4 next[kInFlight];
@@ -209,12 +177,10 @@ __device__ __forceinline__ void storeFeatures(const int64_t (&features)[kRows], 
 
 template <typename T, int R, int kRows>
 __global__ void __launch_bounds__(kThreads) gemvKernel(const T* __restrict__ x, int64_t xStride, const T* __restrict__ w,
-                                                       int64_t N, int64_t K, const float* __restrict__ bias, Matrix y,
-                                                       bool staged) {
-  extern __shared__ uint4 dynamicShared[];
+                                                       int64_t N, int64_t K, const float* __restrict__ bias, Matrix y) {
   int64_t features[kRows];
   consecutiveFeatures<kRows>(N, features);
-  WarpRows<T, R, kRows> rows(w, features, K, staged ? dynamicShared + (threadIdx.x >> 5) * kRows * (K / 8) : nullptr);
+  WarpRows<T, R, kRows> rows(w, features, K);
   startAfterPriorKernels();
   rows.run(PlainX<T>{x, xStride});
   float dot[kRows], zero[kRows];
@@ -330,8 +296,7 @@ __device__ __forceinline__ void normRowsToShared(const GemvFusion& f, ConstMatri
 
 template <typename T, int R, int kRows, bool kNorm, Epi kEpi, int kBlockWarps>
 __global__ void __launch_bounds__(32 * kBlockWarps) gemvFusedKernel(ConstMatrix x, const T* __restrict__ w, int64_t N, int64_t K,
-                                                            const float* __restrict__ bias, GemvFusion f, Matrix y,
-                                                            bool staged) {
+                                                            const float* __restrict__ bias, GemvFusion f, Matrix y) {
   extern __shared__ uint4 dynamicShared[];
   __shared__ float reduce[32];
   constexpr int kBlockThreads = 32 * kBlockWarps;
@@ -352,9 +317,7 @@ __global__ void __launch_bounds__(32 * kBlockWarps) gemvFusedKernel(ConstMatrix 
     }
   }
   // Before the wait: the first round of weights and the norm's weights (they depend on no kernel).
-  // Shared memory: the normed rows (kNorm: R x K of T, a multiple of 16 bytes), then the staged weights.
-  uint4* stageAt = dynamicShared + (kNorm ? R * K * sizeof(T) / 16 : 0) + (threadIdx.x >> 5) * kRows * (K / 8);
-  WarpRows<T, R, kRows> rows(w, features, K, staged ? stageAt : nullptr);
+  WarpRows<T, R, kRows> rows(w, features, K);
   float g[kNormVectors][8];
   if constexpr (kNorm) {
 #pragma unroll
@@ -441,22 +404,15 @@ bool twoFeaturesPerWarp(int64_t N, int64_t K) {
   return R <= 2 && K <= 32 * 8 * kInFlight && N >= 4096;
 }
 
-// Staging (cp.async into shared memory) where a block's rows fit the 48 KB a launch gets without opting in.
-bool gemvStaging = true;
-constexpr size_t kMaxStagedBytes = 48 * 1024;
-inline size_t stagedBytes(int warps, int kRows, int64_t K) { return static_cast<size_t>(warps) * kRows * K * 2; }
-
 template <typename T, int R>
 void launchRows(cudaStream_t stream, const T* x, int64_t xStride, const T* w, int64_t N, int64_t K, const float* bias,
                 Matrix y) {
   if (twoFeaturesPerWarp<R>(N, K)) {
     const unsigned blocks = static_cast<unsigned>((N + 2 * kWarps - 1) / (2 * kWarps));
-    const bool staged = gemvStaging && stagedBytes(kWarps, 2, K) <= kMaxStagedBytes;
-    launch(gemvKernel<T, R, 2>, dim3(blocks), dim3(kThreads), staged ? stagedBytes(kWarps, 2, K) : 0, stream, x, xStride, w, N, K, bias, y, staged);
+    launch(gemvKernel<T, R, 2>, dim3(blocks), dim3(kThreads), 0, stream, x, xStride, w, N, K, bias, y);
   } else {
     const unsigned blocks = static_cast<unsigned>((N + kWarps - 1) / kWarps);
-    const bool staged = gemvStaging && stagedBytes(kWarps, 1, K) <= kMaxStagedBytes;
-    launch(gemvKernel<T, R, 1>, dim3(blocks), dim3(kThreads), staged ? stagedBytes(kWarps, 1, K) : 0, stream, x, xStride, w, N, K, bias, y, staged);
+    launch(gemvKernel<T, R, 1>, dim3(blocks), dim3(kThreads), 0, stream, x, xStride, w, N, K, bias, y);
   }
 }
 
@@ -464,24 +420,22 @@ template <typename T, int R, bool kNorm>
 void launchFusedRows(cudaStream_t stream, ConstMatrix x, const T* w, int64_t N, int64_t K, const float* bias,
                      const GemvFusion& f, Matrix y) {
   const auto blocksFor = [](int64_t slots, int warps) { return dim3(static_cast<unsigned>((slots + warps - 1) / warps)); };
-  const size_t normBytes = kNorm ? static_cast<size_t>(R * K) * sizeof(T) : 0;
-  // The launch with `warps` warps of kRows features each: staged when the block's rows fit beside the norm.
-  const auto go = [&](auto kernel, int64_t slots, int warps, int kRows) {
-    const bool staged = gemvStaging && normBytes + stagedBytes(warps, kRows, K) <= kMaxStagedBytes;
-    launch(kernel, blocksFor(slots, warps), dim3(32 * warps), normBytes + (staged ? stagedBytes(warps, kRows, K) : 0), stream,
-           x, w, N, K, bias, f, y, staged);
-  };
+  const size_t shared = kNorm ? static_cast<size_t>(R * K) * sizeof(T) : 0;
   switch (f.epilogue) {
     case GemvFusion::Swiglu:
-      return go(gemvFusedKernel<T, R, 2, kNorm, Epi::Swiglu, kWarps>, N / 2, kWarps, 2);
+      return launch(gemvFusedKernel<T, R, 2, kNorm, Epi::Swiglu, kWarps>, blocksFor(N / 2, kWarps), dim3(kThreads), shared, stream, x, w, N, K, bias, f, y);
     case GemvFusion::Rope:
       // QKV is narrow (a warp per rope pair: 1,280 warps for TinyLlama): 4-warp blocks spread it over
       // twice as many blocks, so that every SM gets a share (8-warp blocks left 160 for 132 SMs).
-      if (!kNorm || K <= 8 * 128 * kNormVectors) return go(gemvFusedKernel<T, R, 2, kNorm, Epi::Rope, 4>, N / 2, 4, 2);
-      return go(gemvFusedKernel<T, R, 2, kNorm, Epi::Rope, kWarps>, N / 2, kWarps, 2);
+      if (!kNorm || K <= 8 * 128 * kNormVectors) {
+        return launch(gemvFusedKernel<T, R, 2, kNorm, Epi::Rope, 4>, blocksFor(N / 2, 4), dim3(128), shared, stream, x, w, N, K, bias, f, y);
+      }
+      return launch(gemvFusedKernel<T, R, 2, kNorm, Epi::Rope, kWarps>, blocksFor(N / 2, kWarps), dim3(kThreads), shared, stream, x, w, N, K, bias, f, y);
     default:
-      if (twoFeaturesPerWarp<R>(N, K)) return go(gemvFusedKernel<T, R, 2, kNorm, Epi::Store, kWarps>, (N + 1) / 2, kWarps, 2);
-      return go(gemvFusedKernel<T, R, 1, kNorm, Epi::Store, kWarps>, N, kWarps, 1);
+      if (twoFeaturesPerWarp<R>(N, K)) {
+        return launch(gemvFusedKernel<T, R, 2, kNorm, Epi::Store, kWarps>, blocksFor((N + 1) / 2, kWarps), dim3(kThreads), shared, stream, x, w, N, K, bias, f, y);
+      }
+      return launch(gemvFusedKernel<T, R, 1, kNorm, Epi::Store, kWarps>, blocksFor(N, kWarps), dim3(kThreads), shared, stream, x, w, N, K, bias, f, y);
   }
 }
 
@@ -517,8 +471,6 @@ bool gemvApplies(DType t, const void* x, int64_t rows, int64_t xStride, const vo
   return (t == DType::BF16 || t == DType::F16) && rows >= 1 && rows <= kMaxGemvRows && K % 8 == 0 &&
          xStride % 8 == 0 && aligned16(x) && aligned16(w);
 }
-
-void setGemvStaging(bool on) { gemvStaging = on; }
 
 bool gemvFusedApplies(DType t, ConstMatrix x, int64_t rows, const void* w, int64_t K, bool normPrologue) {
   const auto aligned16 = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };

@@ -167,11 +167,6 @@ bool gemvFusedApplies(DType t, ConstMatrix x, int64_t rows, const void* w, int64
 void gemvFused(cudaStream_t stream, DType t, ConstMatrix x, int64_t rows, const void* w, int64_t N, int64_t K,
                const float* bias, const GemvFusion& f, Matrix y);
 
-// Whether the GEMVs copy a block's weight rows into shared memory with cp.async when they fit 48 KB
-// (narrow layers: all their bytes in flight at once, registers free); CudaBackend sets it from
-// KILN_CUDA_GEMV_STAGING (default on) when an engine loads.
-void setGemvStaging(bool on);
-
 // y[r, n] += bias[n] (float32 bias).
 void addBias(cudaStream_t stream, Matrix y, int64_t rows, const float* bias, int64_t N);
 
