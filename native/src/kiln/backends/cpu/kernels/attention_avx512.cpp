@@ -14,6 +14,7 @@
 
 #include "kiln/backends/cpu/kernels/avx2.h"
 #include "kiln/backends/cpu/kernels/avx512.h"
+#include "kiln/backends/cpu/kernels/transpose_avx512.h"
 
 namespace kiln {
 namespace avx512 {
@@ -87,32 +88,11 @@ void accumulateRun(const float* p, const float* v, int64_t rowStride, int64_t n,
 void transposeKeys(const float* rows, int64_t rowStride, int64_t n, int64_t D, float* dst) {
   for (int64_t d0 = 0; d0 < D; d0 += 16) {
     const __mmask16 m = tailMask(D - d0);
-    __m512i r[16], t[16];
+    __m512i r[16];
     for (int j = 0; j < 16; ++j) {
       r[j] = j < n ? _mm512_castps_si512(_mm512_maskz_loadu_ps(m, rows + j * rowStride + d0)) : _mm512_setzero_si512();
     }
-    for (int i = 0; i < 16; i += 2) {
-      t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
-      t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
-    }
-    for (int i = 0; i < 16; i += 4) {
-      r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
-      r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
-      r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
-      r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
-    }
-    for (int c = 0; c < 4; ++c) {
-      t[c] = _mm512_shuffle_i32x4(r[c], r[c + 4], 0x88);
-      t[c + 4] = _mm512_shuffle_i32x4(r[c], r[c + 4], 0xdd);
-      t[c + 8] = _mm512_shuffle_i32x4(r[c + 8], r[c + 12], 0x88);
-      t[c + 12] = _mm512_shuffle_i32x4(r[c + 8], r[c + 12], 0xdd);
-    }
-    for (int c = 0; c < 4; ++c) {
-      r[c] = _mm512_shuffle_i32x4(t[c], t[c + 8], 0x88);
-      r[c + 8] = _mm512_shuffle_i32x4(t[c], t[c + 8], 0xdd);
-      r[c + 4] = _mm512_shuffle_i32x4(t[c + 4], t[c + 12], 0x88);
-      r[c + 12] = _mm512_shuffle_i32x4(t[c + 4], t[c + 12], 0xdd);
-    }
+    transpose16x16(r);
     for (int64_t d = 0; d < 16 && d0 + d < D; ++d) _mm512_storeu_si512(dst + (d0 + d) * 16, r[d]);
   }
 }

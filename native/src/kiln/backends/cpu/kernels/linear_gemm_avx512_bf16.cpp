@@ -20,6 +20,7 @@
 #include <cstring>
 
 #include "kiln/backends/cpu/kernels/avx512.h"
+#include "kiln/backends/cpu/kernels/transpose_avx512.h"
 
 namespace kiln {
 namespace avx512bf16 {
@@ -31,35 +32,6 @@ constexpr int kRows = 6;        // rows of x per micro-tile: 6 x 4 accumulators
 constexpr int64_t kKc = 256;    // inputs (k) per packed panel: 64 x 256 bfloat16 = 32 KiB, in L1
 
 typedef int32_t __attribute__((may_alias)) PairBits;  // a bfloat16 pair read as one 32-bit lane
-
-// A 16 x 16 transpose of 32-bit lanes: r[i] holds 16 pairs of feature i in, pair i of the 16 features out.
-inline void transpose16x16(__m512i r[16]) {
-  __m512i t[16];
-  for (int i = 0; i < 16; i += 2) {
-    t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
-    t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
-  }
-  // r[4q + c], 128-bit lane L: column 4L + c of rows 4q .. 4q + 3.
-  for (int i = 0; i < 16; i += 4) {
-    r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
-    r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
-    r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
-    r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
-  }
-  // Gather lane L of the four row quads: 0x88 picks lanes (0, 2) of each source, 0xdd lanes (1, 3).
-  for (int c = 0; c < 4; ++c) {
-    t[c] = _mm512_shuffle_i32x4(r[c], r[c + 4], 0x88);
-    t[c + 4] = _mm512_shuffle_i32x4(r[c], r[c + 4], 0xdd);
-    t[c + 8] = _mm512_shuffle_i32x4(r[c + 8], r[c + 12], 0x88);
-    t[c + 12] = _mm512_shuffle_i32x4(r[c + 8], r[c + 12], 0xdd);
-  }
-  for (int c = 0; c < 4; ++c) {
-    r[c] = _mm512_shuffle_i32x4(t[c], t[c + 8], 0x88);
-    r[c + 8] = _mm512_shuffle_i32x4(t[c], t[c + 8], 0xdd);
-    r[c + 4] = _mm512_shuffle_i32x4(t[c + 4], t[c + 12], 0x88);
-    r[c + 12] = _mm512_shuffle_i32x4(t[c + 4], t[c + 12], 0xdd);
-  }
-}
 
 // Packs features [n0, n0 + nValid) (nValid <= kPanel) x pairs [p0, p0 + np) of w [N, K] into dst[p][j]
 // (kPanel pairs per p). Features past nValid are zero, so their sums are 0 (and never stored). With K odd
