@@ -33,7 +33,16 @@ test('the event loop stays responsive during a long generation', async () => {
     } finally {
       clearInterval(timer);
     }
-    expect(lags.length).toBeGreaterThan(20);
-    expect(Math.max(...lags)).toBeLessThan(20);
+    // A step run on the main thread would delay nearly every 5 ms tick by a step's time, so the 99th
+    // percentile is the check; the maximum only has to rule out one whole generation blocking the loop
+    // (~900 ms). A single 20 ms stall was seen once on a shared 2-core CI machine (hypervisor, not Kiln),
+    // which a tighter maximum turned into a red run.
+    const sorted = [...lags].sort((a, b) => a - b);
+    const p99 = sorted[Math.floor(sorted.length * 0.99)];
+    const max = sorted[sorted.length - 1];
+    console.log(`event-loop lag over ${sorted.length} ticks: median ${sorted[sorted.length >> 1].toFixed(2)} ms, p99 ${p99.toFixed(2)} ms, max ${max.toFixed(2)} ms`);
+    expect(sorted.length).toBeGreaterThan(20);
+    expect(p99).toBeLessThan(10);
+    expect(max).toBeLessThan(100);
   });
 });
