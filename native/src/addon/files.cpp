@@ -79,6 +79,31 @@ class ArgReader {
     return true;
   }
 
+  // obj[key] when it is a boolean; `out` keeps its default when the key is absent.
+  bool optionalBoolean(const Napi::Object& obj, const char* key, const std::string& what, bool* out) {
+    Napi::Value v;
+    if (!get(obj, key, &v)) return false;
+    if (v.IsUndefined()) return true;
+    if (!v.IsBoolean()) return fail(what + " must be a boolean");
+    *out = v.As<Napi::Boolean>().Value();
+    return true;
+  }
+
+  // A plain object of string values, read key by key (own enumerable keys).
+  bool stringMap(const Napi::Value& v, const std::string& what, std::map<std::string, std::string>* out) {
+    Napi::Object obj;
+    if (!object(v, what, &obj)) return false;
+    Napi::Array keys = obj.GetPropertyNames();
+    for (uint32_t i = 0; i < keys.Length(); ++i) {
+      Napi::Value key, value;
+      std::string k, text;
+      if (!element(keys, i, &key) || !string(key, what + " key", &k)) return false;
+      if (!get(obj, k.c_str(), &value) || !string(value, what + "[\"" + k + "\"]", &text)) return false;
+      (*out)[k] = text;
+    }
+    return true;
+  }
+
   bool array(const Napi::Value& v, const std::string& what, Napi::Array* out) {
     if (!v.IsArray()) return fail(what + " must be an array");
     *out = v.As<Napi::Array>();
@@ -129,11 +154,7 @@ class ArgReader {
       if (!element(a, i, &item) || !object(item, w, &obj)) return false;
       if (!get(obj, "file", &field) || !nonEmptyString(field, w + ".file", &src.file)) return false;
       if (!get(obj, "tensor", &field) || !string(field, w + ".tensor", &src.tensor)) return false;
-      if (!get(obj, "transpose", &field)) return false;
-      if (!field.IsUndefined()) {
-        if (!field.IsBoolean()) return fail(w + ".transpose must be a boolean");
-        src.transpose = field.As<Napi::Boolean>().Value();
-      }
+      if (!optionalBoolean(obj, "transpose", w + ".transpose", &src.transpose)) return false;
       if (!get(obj, "rowStart", &field)) return false;
       if (!field.IsUndefined() && !integer(field, w + ".rowStart", &src.rowStart)) return false;
       if (!get(obj, "rowCount", &field)) return false;
@@ -149,17 +170,44 @@ class ArgReader {
   bool jsThrew_ = false;
 };
 
-// A promise settled by an AsyncWorker: OnError rejects it with the message Execute set.
-class PromiseWorker : public Napi::AsyncWorker {
- public:
-  PromiseWorker(Napi::Env env, const char* name)
-      : Napi::AsyncWorker(env, name), deferred_(Napi::Promise::Deferred::New(env)) {}
-  Napi::Promise promise() const { return deferred_.Promise(); }
+// Runs `work` on a libuv worker thread and returns a promise: resolved with what `toJs` makes of the
+// result on the JS thread, or rejected with the message of what `work` threw. Each binding below is
+// then its argument reading and these two functions.
+template <typename Work, typename ToJs>
+Napi::Promise queueTask(Napi::Env env, const char* name, Work work, ToJs toJs) {
+  using Result = decltype(work());
+  class Task : public Napi::AsyncWorker {
+   public:
+    Task(Napi::Env env, const char* name, Work work, ToJs toJs)
+        : Napi::AsyncWorker(env, name), deferred_(Napi::Promise::Deferred::New(env)), work_(std::move(work)), toJs_(std::move(toJs)) {}
+    Napi::Promise promise() const { return deferred_.Promise(); }
 
- protected:
-  void OnError(const Napi::Error& error) override { deferred_.Reject(error.Value()); }
-  Napi::Promise::Deferred deferred_;
-};
+   protected:
+    void Execute() override {
+      try {
+        result_ = work_();
+      } catch (const std::exception& e) {
+        SetError(e.what());
+      }
+    }
+    void OnOK() override { deferred_.Resolve(toJs_(Env(), result_)); }
+    void OnError(const Napi::Error& error) override { deferred_.Reject(error.Value()); }
+
+   private:
+    Napi::Promise::Deferred deferred_;
+    Work work_;
+    ToJs toJs_;
+    Result result_{};
+  };
+  auto* task = new Task(env, name, std::move(work), std::move(toJs));
+  Napi::Promise promise = task->promise();
+  task->Queue();
+  return promise;
+}
+
+// For work that returns nothing of interest: the promise resolves with undefined.
+struct Done {};
+inline Napi::Value undefinedResult(Napi::Env env, Done&) { return env.Undefined(); }
 
 // A promise rejected at once because the arguments were wrong: a TypeError naming the field, or the
 // exception a property getter threw.
@@ -219,34 +267,34 @@ Napi::Value CudaInfo(const Napi::CallbackInfo& info) {
 
 // ---- readSafetensors -----------------------------------------------------------------------------
 
-class ReadSafetensorsWorker : public PromiseWorker {
- public:
-  ReadSafetensorsWorker(Napi::Env env, std::string path)
-      : PromiseWorker(env, "kiln.readSafetensors"), path_(std::move(path)) {}
+struct SafetensorsListing {
+  std::string path;
+  size_t fileSize = 0;
+  std::map<std::string, std::string> metadata;
+  std::vector<kiln::SafetensorsTensor> tensors;
+};
 
-  void Execute() override {
-    try {
-      kiln::SafetensorsFile file(path_);
-      fileSize_ = file.fileSize();
-      metadata_ = file.metadata();
-      tensors_ = file.tensors();
-      for (auto& t : tensors_) t.data = nullptr;  // the map is gone once `file` is
-    } catch (const std::exception& e) {
-      SetError(e.what());
-    }
-  }
-
-  void OnOK() override {
-    Napi::Env env = Env();
+Napi::Value ReadSafetensors(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  ArgReader args(env);
+  std::string path;
+  if (!args.nonEmptyString(info[0], "path", &path)) return rejectArgs(env, args, "readSafetensors");
+  auto work = [path]() {
+    kiln::SafetensorsFile file(path);
+    SafetensorsListing listing{path, file.fileSize(), file.metadata(), file.tensors()};
+    for (auto& t : listing.tensors) t.data = nullptr;  // the map is gone once `file` is
+    return listing;
+  };
+  auto toJs = [](Napi::Env env, SafetensorsListing& listing) -> Napi::Value {
     Napi::Object out = Napi::Object::New(env);
-    out.Set("path", path_);
-    out.Set("fileSize", static_cast<double>(fileSize_));
+    out.Set("path", listing.path);
+    out.Set("fileSize", static_cast<double>(listing.fileSize));
     Napi::Object metadata = Napi::Object::New(env);
-    for (const auto& kv : metadata_) metadata.Set(kv.first, kv.second);
+    for (const auto& kv : listing.metadata) metadata.Set(kv.first, kv.second);
     out.Set("metadata", metadata);
-    Napi::Array tensors = Napi::Array::New(env, tensors_.size());
-    for (size_t i = 0; i < tensors_.size(); ++i) {
-      const auto& t = tensors_[i];
+    Napi::Array tensors = Napi::Array::New(env, listing.tensors.size());
+    for (size_t i = 0; i < listing.tensors.size(); ++i) {
+      const auto& t = listing.tensors[i];
       Napi::Object o = Napi::Object::New(env);
       o.Set("name", t.name);
       o.Set("dtype", t.dtype);
@@ -256,55 +304,12 @@ class ReadSafetensorsWorker : public PromiseWorker {
       tensors.Set(static_cast<uint32_t>(i), o);
     }
     out.Set("tensors", tensors);
-    deferred_.Resolve(out);
-  }
-
- private:
-  std::string path_;
-  size_t fileSize_ = 0;
-  std::map<std::string, std::string> metadata_;
-  std::vector<kiln::SafetensorsTensor> tensors_;
-};
-
-Napi::Value ReadSafetensors(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  ArgReader args(env);
-  std::string path;
-  if (!args.nonEmptyString(info[0], "path", &path)) return rejectArgs(env, args, "readSafetensors");
-  auto* worker = new ReadSafetensorsWorker(env, std::move(path));
-  Napi::Promise promise = worker->promise();
-  worker->Queue();
-  return promise;
+    return out;
+  };
+  return queueTask(env, "kiln.readSafetensors", std::move(work), toJs);
 }
 
 // ---- writeSafetensors ----------------------------------------------------------------------------
-
-class WriteSafetensorsWorker : public PromiseWorker {
- public:
-  WriteSafetensorsWorker(Napi::Env env, std::string path, std::map<std::string, std::string> metadata,
-                         std::vector<kiln::TensorWriteSpec> tensors, bool rejectNonFinite)
-      : PromiseWorker(env, "kiln.writeSafetensors"),
-        path_(std::move(path)),
-        metadata_(std::move(metadata)),
-        tensors_(std::move(tensors)),
-        rejectNonFinite_(rejectNonFinite) {}
-
-  void Execute() override {
-    try {
-      kiln::writeSafetensors(path_, metadata_, tensors_, rejectNonFinite_);
-    } catch (const std::exception& e) {
-      SetError(e.what());
-    }
-  }
-
-  void OnOK() override { deferred_.Resolve(Env().Undefined()); }
-
- private:
-  std::string path_;
-  std::map<std::string, std::string> metadata_;
-  std::vector<kiln::TensorWriteSpec> tensors_;
-  bool rejectNonFinite_;
-};
 
 Napi::Value WriteSafetensors(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -318,24 +323,9 @@ Napi::Value WriteSafetensors(const Napi::CallbackInfo& info) {
   auto read = [&]() -> bool {
     if (!args.object(info[0], "options", &options)) return false;
     if (!args.get(options, "path", &field) || !args.nonEmptyString(field, "options.path", &path)) return false;
-    if (!args.get(options, "rejectNonFinite", &field)) return false;
-    if (!field.IsUndefined()) {
-      if (!field.IsBoolean()) return args.fail("options.rejectNonFinite must be a boolean");
-      rejectNonFinite = field.As<Napi::Boolean>().Value();
-    }
+    if (!args.optionalBoolean(options, "rejectNonFinite", "options.rejectNonFinite", &rejectNonFinite)) return false;
     if (!args.get(options, "metadata", &field)) return false;
-    if (!field.IsUndefined()) {
-      Napi::Object md;
-      if (!args.object(field, "options.metadata", &md)) return false;
-      Napi::Array keys = md.GetPropertyNames();
-      for (uint32_t i = 0; i < keys.Length(); ++i) {
-        Napi::Value key, value;
-        std::string k, v;
-        if (!args.element(keys, i, &key) || !args.string(key, "options.metadata key", &k)) return false;
-        if (!args.get(md, k.c_str(), &value) || !args.string(value, "options.metadata[\"" + k + "\"]", &v)) return false;
-        metadata[k] = v;
-      }
-    }
+    if (!field.IsUndefined() && !args.stringMap(field, "options.metadata", &metadata)) return false;
     Napi::Array list;
     if (!args.get(options, "tensors", &field) || !args.array(field, "options.tensors", &list)) return false;
     for (uint32_t i = 0; i < list.Length(); ++i) {
@@ -353,57 +343,14 @@ Napi::Value WriteSafetensors(const Napi::CallbackInfo& info) {
     return true;
   };
   if (!read()) return rejectArgs(env, args, "writeSafetensors");
-  auto* worker = new WriteSafetensorsWorker(env, std::move(path), std::move(metadata), std::move(tensors), rejectNonFinite);
-  Napi::Promise promise = worker->promise();
-  worker->Queue();
-  return promise;
+  auto work = [path, metadata = std::move(metadata), tensors = std::move(tensors), rejectNonFinite]() {
+    kiln::writeSafetensors(path, metadata, tensors, rejectNonFinite);
+    return Done{};
+  };
+  return queueTask(env, "kiln.writeSafetensors", std::move(work), undefinedResult);
 }
 
 // ---- writeEngine ---------------------------------------------------------------------------------
-
-class WriteEngineWorker : public PromiseWorker {
- public:
-  WriteEngineWorker(Napi::Env env, std::string path, std::string header, std::vector<kiln::EngineWeightSpec> weights)
-      : PromiseWorker(env, "kiln.writeEngine"),
-        path_(std::move(path)),
-        header_(std::move(header)),
-        weights_(std::move(weights)) {}
-
-  void Execute() override {
-    try {
-      result_ = kiln::writeEngineFile(path_, header_, weights_);
-    } catch (const std::exception& e) {
-      SetError(e.what());
-    }
-  }
-
-  void OnOK() override {
-    Napi::Object out = Napi::Object::New(Env());
-    out.Set("checksum", kiln::hex64(result_.checksum));
-    out.Set("fileSize", static_cast<double>(result_.fileSize));
-    Napi::Array report = Napi::Array::New(Env(), result_.quantization.size());
-    for (size_t i = 0; i < result_.quantization.size(); ++i) {
-      const kiln::QuantizationError& q = result_.quantization[i];
-      Napi::Object e = Napi::Object::New(Env());
-      e.Set("name", q.name);
-      e.Set("maxRelativeError", q.maxRelativeError);
-      e.Set("rmsRelativeError", q.rmsRelativeError);
-      if (q.blocks > 0) {
-        e.Set("losslessBlocks", static_cast<double>(q.losslessBlocks));
-        e.Set("blocks", static_cast<double>(q.blocks));
-      }
-      report.Set(static_cast<uint32_t>(i), e);
-    }
-    out.Set("quantization", report);
-    deferred_.Resolve(out);
-  }
-
- private:
-  std::string path_;
-  std::string header_;
-  std::vector<kiln::EngineWeightSpec> weights_;
-  kiln::WriteEngineResult result_;
-};
 
 Napi::Value WriteEngine(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -456,40 +403,58 @@ Napi::Value WriteEngine(const Napi::CallbackInfo& info) {
     return true;
   };
   if (!read()) return rejectArgs(env, args, "writeEngine");
-  auto* worker = new WriteEngineWorker(env, std::move(path), std::move(header), std::move(weights));
-  Napi::Promise promise = worker->promise();
-  worker->Queue();
-  return promise;
+  auto work = [path, header = std::move(header), weights = std::move(weights)]() { return kiln::writeEngineFile(path, header, weights); };
+  auto toJs = [](Napi::Env env, kiln::WriteEngineResult& result) -> Napi::Value {
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("checksum", kiln::hex64(result.checksum));
+    out.Set("fileSize", static_cast<double>(result.fileSize));
+    Napi::Array report = Napi::Array::New(env, result.quantization.size());
+    for (size_t i = 0; i < result.quantization.size(); ++i) {
+      const kiln::QuantizationError& q = result.quantization[i];
+      Napi::Object e = Napi::Object::New(env);
+      e.Set("name", q.name);
+      e.Set("maxRelativeError", q.maxRelativeError);
+      e.Set("rmsRelativeError", q.rmsRelativeError);
+      if (q.blocks > 0) {
+        e.Set("losslessBlocks", static_cast<double>(q.losslessBlocks));
+        e.Set("blocks", static_cast<double>(q.blocks));
+      }
+      report.Set(static_cast<uint32_t>(i), e);
+    }
+    out.Set("quantization", report);
+    return out;
+  };
+  return queueTask(env, "kiln.writeEngine", std::move(work), toJs);
 }
 
 // ---- inspectEngine (tests) -----------------------------------------------------------------------
 
 // Opens an engine with every structural check the loader does, and reports what it found, so tests can
 // exercise the container without the runtime.
-class InspectEngineWorker : public PromiseWorker {
- public:
-  InspectEngineWorker(Napi::Env env, std::string path) : PromiseWorker(env, "kiln.inspectEngine"), path_(std::move(path)) {}
+struct EngineListing {
+  std::string checksum;
+  std::string headerJson;
+  std::vector<kiln::EngineWeight> weights;
+};
 
-  void Execute() override {
-    try {
-      kiln::EngineFile file(path_);
-      checksum_ = file.checksumHex();
-      headerJson_ = file.headerText();
-      weights_ = file.weights();
-      for (auto& w : weights_) w.data = nullptr;  // unmapped when `file` goes
-    } catch (const std::exception& e) {
-      SetError(e.what());
-    }
-  }
-
-  void OnOK() override {
-    Napi::Env env = Env();
+Napi::Value InspectEngine(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  ArgReader args(env);
+  std::string path;
+  if (!args.nonEmptyString(info[0], "path", &path)) return rejectArgs(env, args, "inspectEngine");
+  auto work = [path]() {
+    kiln::EngineFile file(path);
+    EngineListing listing{file.checksumHex(), file.headerText(), file.weights()};
+    for (auto& w : listing.weights) w.data = nullptr;  // unmapped when `file` goes
+    return listing;
+  };
+  auto toJs = [](Napi::Env env, EngineListing& listing) -> Napi::Value {
     Napi::Object out = Napi::Object::New(env);
-    out.Set("checksum", checksum_);
-    out.Set("headerJson", headerJson_);
-    Napi::Array weights = Napi::Array::New(env, weights_.size());
-    for (size_t i = 0; i < weights_.size(); ++i) {
-      const auto& w = weights_[i];
+    out.Set("checksum", listing.checksum);
+    out.Set("headerJson", listing.headerJson);
+    Napi::Array weights = Napi::Array::New(env, listing.weights.size());
+    for (size_t i = 0; i < listing.weights.size(); ++i) {
+      const auto& w = listing.weights[i];
       Napi::Object o = Napi::Object::New(env);
       o.Set("name", w.name);
       o.Set("dtype", kiln::dtypeName(w.dtype));
@@ -499,25 +464,9 @@ class InspectEngineWorker : public PromiseWorker {
       weights.Set(static_cast<uint32_t>(i), o);
     }
     out.Set("weights", weights);
-    deferred_.Resolve(out);
-  }
-
- private:
-  std::string path_;
-  std::string checksum_;
-  std::string headerJson_;
-  std::vector<kiln::EngineWeight> weights_;
-};
-
-Napi::Value InspectEngine(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  ArgReader args(env);
-  std::string path;
-  if (!args.nonEmptyString(info[0], "path", &path)) return rejectArgs(env, args, "inspectEngine");
-  auto* worker = new InspectEngineWorker(env, std::move(path));
-  Napi::Promise promise = worker->promise();
-  worker->Queue();
-  return promise;
+    return out;
+  };
+  return queueTask(env, "kiln.inspectEngine", std::move(work), toJs);
 }
 
 // ---- GGUF: readGguf, writeSafetensorsFromGguf, writeGguf -----------------------------------------
@@ -541,27 +490,20 @@ Napi::Value ggufScalar(Napi::Env env, kiln::GgufValueType type, double number) {
   return Napi::Number::New(env, number);
 }
 
-class ReadGgufWorker : public PromiseWorker {
- public:
-  ReadGgufWorker(Napi::Env env, std::string path) : PromiseWorker(env, "kiln.readGguf"), path_(std::move(path)) {}
-
-  void Execute() override {
-    try {
-      file_ = std::make_unique<kiln::GgufFile>(path_);
-    } catch (const std::exception& e) {
-      SetError(e.what());
-    }
-  }
-
-  void OnOK() override {
-    Napi::Env env = Env();
+Napi::Value ReadGguf(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  ArgReader args(env);
+  std::string path;
+  if (!args.nonEmptyString(info[0], "path", &path)) return rejectArgs(env, args, "readGguf");
+  auto work = [path]() { return std::make_unique<kiln::GgufFile>(path); };
+  auto toJs = [path](Napi::Env env, std::unique_ptr<kiln::GgufFile>& file) -> Napi::Value {
     Napi::Object out = Napi::Object::New(env);
-    out.Set("path", path_);
-    out.Set("fileSize", static_cast<double>(file_->fileSize()));
-    out.Set("version", file_->version());
-    out.Set("alignment", static_cast<double>(file_->alignment()));
+    out.Set("path", path);
+    out.Set("fileSize", static_cast<double>(file->fileSize()));
+    out.Set("version", file->version());
+    out.Set("alignment", static_cast<double>(file->alignment()));
     // An array of entries, not an object: keys are untrusted ("__proto__" must stay a plain key).
-    const auto& metadata = file_->metadata();
+    const auto& metadata = file->metadata();
     Napi::Array entries = Napi::Array::New(env, metadata.size());
     for (size_t i = 0; i < metadata.size(); ++i) {
       const kiln::GgufValue& v = metadata[i].second;
@@ -585,7 +527,7 @@ class ReadGgufWorker : public PromiseWorker {
       entries.Set(static_cast<uint32_t>(i), o);
     }
     out.Set("metadata", entries);
-    const auto& list = file_->tensors();
+    const auto& list = file->tensors();
     Napi::Array tensors = Napi::Array::New(env, list.size());
     for (size_t i = 0; i < list.size(); ++i) {
       const auto& t = list[i];
@@ -599,53 +541,11 @@ class ReadGgufWorker : public PromiseWorker {
       tensors.Set(static_cast<uint32_t>(i), o);
     }
     out.Set("tensors", tensors);
-    file_.reset();  // unmapped here, on the JS thread, once nothing points into it
-    deferred_.Resolve(out);
-  }
-
- private:
-  std::string path_;
-  std::unique_ptr<kiln::GgufFile> file_;
-};
-
-Napi::Value ReadGguf(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  ArgReader args(env);
-  std::string path;
-  if (!args.nonEmptyString(info[0], "path", &path)) return rejectArgs(env, args, "readGguf");
-  auto* worker = new ReadGgufWorker(env, std::move(path));
-  Napi::Promise promise = worker->promise();
-  worker->Queue();
-  return promise;
+    file.reset();  // unmapped here, on the JS thread, once nothing points into it
+    return out;
+  };
+  return queueTask(env, "kiln.readGguf", std::move(work), toJs);
 }
-
-class WriteSafetensorsFromGgufWorker : public PromiseWorker {
- public:
-  WriteSafetensorsFromGgufWorker(Napi::Env env, std::string gguf, std::string path, std::map<std::string, std::string> metadata,
-                                 std::vector<kiln::GgufImportSpec> tensors, bool rejectNonFinite)
-      : PromiseWorker(env, "kiln.writeSafetensorsFromGguf"),
-        gguf_(std::move(gguf)),
-        path_(std::move(path)),
-        metadata_(std::move(metadata)),
-        tensors_(std::move(tensors)),
-        rejectNonFinite_(rejectNonFinite) {}
-
-  void Execute() override {
-    try {
-      kiln::writeSafetensorsFromGguf(gguf_, path_, metadata_, tensors_, rejectNonFinite_);
-    } catch (const std::exception& e) {
-      SetError(e.what());
-    }
-  }
-
-  void OnOK() override { deferred_.Resolve(Env().Undefined()); }
-
- private:
-  std::string gguf_, path_;
-  std::map<std::string, std::string> metadata_;
-  std::vector<kiln::GgufImportSpec> tensors_;
-  bool rejectNonFinite_;
-};
 
 Napi::Value WriteSafetensorsFromGguf(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -660,11 +560,7 @@ Napi::Value WriteSafetensorsFromGguf(const Napi::CallbackInfo& info) {
     if (!args.object(info[0], "options", &options)) return false;
     if (!args.get(options, "gguf", &field) || !args.nonEmptyString(field, "options.gguf", &gguf)) return false;
     if (!args.get(options, "path", &field) || !args.nonEmptyString(field, "options.path", &path)) return false;
-    if (!args.get(options, "rejectNonFinite", &field)) return false;
-    if (!field.IsUndefined()) {
-      if (!field.IsBoolean()) return args.fail("options.rejectNonFinite must be a boolean");
-      rejectNonFinite = field.As<Napi::Boolean>().Value();
-    }
+    if (!args.optionalBoolean(options, "rejectNonFinite", "options.rejectNonFinite", &rejectNonFinite)) return false;
     Napi::Array list;
     if (!args.get(options, "tensors", &field) || !args.array(field, "options.tensors", &list)) return false;
     for (uint32_t i = 0; i < list.Length(); ++i) {
@@ -686,66 +582,18 @@ Napi::Value WriteSafetensorsFromGguf(const Napi::CallbackInfo& info) {
         if (!field.IsNumber() || !std::isfinite(field.As<Napi::Number>().DoubleValue())) return args.fail(w + ".valueOffset must be a finite number");
         spec.valueOffset = field.As<Napi::Number>().FloatValue();
       }
-      if (!args.get(obj, "transpose", &field)) return false;
-      if (!field.IsUndefined()) {
-        if (!field.IsBoolean()) return args.fail(w + ".transpose must be a boolean");
-        spec.transpose = field.As<Napi::Boolean>().Value();
-      }
+      if (!args.optionalBoolean(obj, "transpose", w + ".transpose", &spec.transpose)) return false;
       tensors.push_back(std::move(spec));
     }
     return true;
   };
   if (!read()) return rejectArgs(env, args, "writeSafetensorsFromGguf");
-  auto* worker = new WriteSafetensorsFromGgufWorker(env, std::move(gguf), std::move(path), std::move(metadata),
-                                                    std::move(tensors), rejectNonFinite);
-  Napi::Promise promise = worker->promise();
-  worker->Queue();
-  return promise;
+  auto work = [gguf, path, metadata = std::move(metadata), tensors = std::move(tensors), rejectNonFinite]() {
+    kiln::writeSafetensorsFromGguf(gguf, path, metadata, tensors, rejectNonFinite);
+    return Done{};
+  };
+  return queueTask(env, "kiln.writeSafetensorsFromGguf", std::move(work), undefinedResult);
 }
-
-class WriteGgufWorker : public PromiseWorker {
- public:
-  WriteGgufWorker(Napi::Env env, std::string path, std::vector<std::pair<std::string, kiln::GgufValue>> metadata,
-                  std::vector<kiln::GgufTensorWriteSpec> tensors, uint32_t alignment)
-      : PromiseWorker(env, "kiln.writeGguf"),
-        path_(std::move(path)),
-        metadata_(std::move(metadata)),
-        tensors_(std::move(tensors)),
-        alignment_(alignment) {}
-
-  void Execute() override {
-    try {
-      result_ = kiln::writeGguf(path_, metadata_, tensors_, alignment_);
-    } catch (const std::exception& e) {
-      SetError(e.what());
-    }
-  }
-
-  void OnOK() override {
-    Napi::Env env = Env();
-    Napi::Object out = Napi::Object::New(env);
-    out.Set("fileSize", static_cast<double>(result_.fileSize));
-    Napi::Array errors = Napi::Array::New(env, result_.errors.size());
-    for (size_t i = 0; i < result_.errors.size(); ++i) {
-      const auto& e = result_.errors[i];
-      Napi::Object o = Napi::Object::New(env);
-      o.Set("name", e.name);
-      o.Set("rms", e.rms);
-      o.Set("rmsError", e.rmsError);
-      o.Set("maxAbsError", e.maxAbsError);
-      errors.Set(static_cast<uint32_t>(i), o);
-    }
-    out.Set("errors", errors);
-    deferred_.Resolve(out);
-  }
-
- private:
-  std::string path_;
-  std::vector<std::pair<std::string, kiln::GgufValue>> metadata_;
-  std::vector<kiln::GgufTensorWriteSpec> tensors_;
-  uint32_t alignment_;
-  kiln::GgufWriteResult result_;
-};
 
 // A JS value as a GGUF number of `type`: integers in the type's range, finite floats, booleans for BOOL.
 bool ggufNumber(ArgReader& args, const Napi::Value& v, kiln::GgufValueType type, const std::string& what, double* out) {
@@ -877,10 +725,26 @@ Napi::Value WriteGguf(const Napi::CallbackInfo& info) {
     return true;
   };
   if (!read()) return rejectArgs(env, args, "writeGguf");
-  auto* worker = new WriteGgufWorker(env, std::move(path), std::move(metadata), std::move(tensors), static_cast<uint32_t>(alignment));
-  Napi::Promise promise = worker->promise();
-  worker->Queue();
-  return promise;
+  auto work = [path, metadata = std::move(metadata), tensors = std::move(tensors), alignment = static_cast<uint32_t>(alignment)]() {
+    return kiln::writeGguf(path, metadata, tensors, alignment);
+  };
+  auto toJs = [](Napi::Env env, kiln::GgufWriteResult& result) -> Napi::Value {
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("fileSize", static_cast<double>(result.fileSize));
+    Napi::Array errors = Napi::Array::New(env, result.errors.size());
+    for (size_t i = 0; i < result.errors.size(); ++i) {
+      const auto& e = result.errors[i];
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("name", e.name);
+      o.Set("rms", e.rms);
+      o.Set("rmsError", e.rmsError);
+      o.Set("maxAbsError", e.maxAbsError);
+      errors.Set(static_cast<uint32_t>(i), o);
+    }
+    out.Set("errors", errors);
+    return out;
+  };
+  return queueTask(env, "kiln.writeGguf", std::move(work), toJs);
 }
 
 }  // namespace
