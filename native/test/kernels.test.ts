@@ -336,7 +336,7 @@ describe('linear', () => {
   // magnitudes of dequantize-then-multiply with x unquantized (the activations' own rounding, ~0.4% of a
   // block's largest input, and well above any wrong index or scale). Group sizes 32, 64, 96 and 128; rows
   // cover every row grouping of the AVX2 and VNNI tiles (2, 1); K = 64, 96, 160, 224, 288
-  // and 3136 leave a last unit of 2, 3, 1, 3, 1 and 2 blocks; N = 29 and 389 leave feature tails; misaligned scales
+  // and 3136 leave a last unit of 2, 3, 1, 3, 1 and 2 blocks (the VNNI decode row's tails below); N = 29 and 389 leave feature tails; misaligned scales
   // take the kernel's copy path; a zero block of x has no scale.
   function packInt4(codes: Int8Array, N: number, K: number): Uint8Array {
     const out = new Uint8Array((N * K) / 2);
@@ -373,8 +373,13 @@ describe('linear', () => {
       { rows: 3, K: 160, N: 24, G: 32, xStride: 161, yStride: 24, threads: 1, misalign: false },
       { rows: 5, K: 224, N: 33, G: 32, xStride: 224, yStride: 35, threads: 2, misalign: false },
       { rows: 2, K: 288, N: 19, G: 96, xStride: 290, yStride: 19, threads: 1, misalign: false },
-      // K > 3072: the VNNI decode tile streams 4 rows at a time instead of 8.
+      // The VNNI decode row (linear_int4_avx512_bf16.cpp) takes steps of 16 blocks, then a tail of 1-4 units:
+      // K = 3136 is six steps and 2 blocks, 480 a tail of three units and a partial one, 640 one step and a
+      // whole unit, 1024 two steps and no tail.
       { rows: 1, K: 3136, N: 11, G: 64, xStride: 3136, yStride: 11, threads: 1, misalign: false },
+      { rows: 1, K: 480, N: 13, G: 32, xStride: 480, yStride: 13, threads: 1, misalign: false },
+      { rows: 3, K: 640, N: 9, G: 32, xStride: 641, yStride: 9, threads: 2, misalign: false },
+      { rows: 1, K: 1024, N: 7, G: 128, xStride: 1024, yStride: 7, threads: 1, misalign: true },
     ]) {
       test(`${isa} int4 group=${c.G} rows=${c.rows} K=${c.K} N=${c.N} threads=${c.threads} misalign=${c.misalign}`, () => {
         const seed = 13 + c.rows * 1000 + c.K * 7 + c.N;
