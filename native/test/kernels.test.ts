@@ -380,6 +380,9 @@ describe('linear', () => {
       { rows: 1, K: 480, N: 13, G: 32, xStride: 480, yStride: 13, threads: 1, misalign: false },
       { rows: 3, K: 640, N: 9, G: 32, xStride: 641, yStride: 9, threads: 2, misalign: false },
       { rows: 1, K: 1024, N: 7, G: 128, xStride: 1024, yStride: 7, threads: 1, misalign: true },
+      // A thread's range of >= 256 features is read as four streams of quarters (and the leftover rows alone).
+      { rows: 1, K: 480, N: 263, G: 32, xStride: 480, yStride: 263, threads: 1, misalign: false },
+      { rows: 1, K: 544, N: 517, G: 32, xStride: 544, yStride: 519, threads: 2, misalign: true },
     ]) {
       test(`${isa} int4 group=${c.G} rows=${c.rows} K=${c.K} N=${c.N} threads=${c.threads} misalign=${c.misalign}`, () => {
         const seed = 13 + c.rows * 1000 + c.K * 7 + c.N;
