@@ -56,10 +56,11 @@ export interface LinearArgs extends KernelRunOptions {
    * int8 weights only, how x is multiplied (decision 0017): 'float' keeps it float32 (weight-only);
    * 'int8' quantizes each row to int8 codes with one scale; 'int8x2' adds a second row of codes for the
    * rounding error (about 15 bits); both multiply codes in integers (VNNI on avx512_bf16, the scalar
-   * reference on other sets). 'auto' (default) is 'int8x2' on avx512_bf16 for two rows or more, else
+   * reference on other sets); 'adaptive' makes the second row of codes only for rows whose max |x| exceeds
+   * 6 times their RMS. 'auto' (default) is 'int8x2' on avx512_bf16 for two rows or more, else
    * 'float'. KILN_CPU_INT8_ACTIVATIONS sets the same for engines.
    */
-  int8Activations?: 'auto' | 'float' | 'int8' | 'int8x2';
+  int8Activations?: 'auto' | 'float' | 'int8' | 'int8x2' | 'adaptive';
 }
 
 /** linearInt4Kernel's arguments: an int4 matrix [N, K] in the engine layout (decision 0014). */

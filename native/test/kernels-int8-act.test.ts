@@ -24,11 +24,19 @@ function roundHalfEven(v: number): number {
 
 interface Case { rows: number; K: number; N: number; xStride: number; yStride: number; threads: number; bias: boolean }
 
-function makeCase(c: Case, seed: number) {
+function makeCase(c: Case, seed: number, strongOutliers = false) {
   const x = randomArray(c.rows * c.xStride, seed, -3, 3);
-  // An outlier per row, as real activations have: the row's scale follows it.
+  // An outlier per row, as real activations have: the row's scale follows it. With strongOutliers, the
+  // odd rows' are 30 times larger, beyond 'adaptive''s crest limit (max|x| > 6 rms), and the even rows'
+  // at most 10, inside it.
   const pick = rng(seed + 4);
-  for (let r = 0; r < c.rows; r++) x[r * c.xStride + Math.floor(pick() * c.K)] = (pick() < 0.5 ? -1 : 1) * (5 + 20 * pick());
+  for (let r = 0; r < c.rows; r++) {
+    const k = Math.floor(pick() * c.K);
+    const sign = pick() < 0.5 ? -1 : 1;
+    const u = pick();
+    const size = !strongOutliers ? 5 + 20 * u : r % 2 === 1 ? (5 + 20 * u) * 30 : 5 + 5 * u;
+    x[r * c.xStride + k] = sign * size;
+  }
   const random = rng(seed + 1);
   const codes = Int8Array.from({ length: c.N * c.K }, () => Math.floor(random() * 255) - 127);
   const scales = randomArray(c.N, seed + 2, 0.001, 0.05);
@@ -36,11 +44,32 @@ function makeCase(c: Case, seed: number) {
   return { x, codes, scales, bias };
 }
 
-/** The maths in scalar form: want, and the bound for each output (0 between rows of y). */
-function reference(c: Case, x: Float32Array, codes: Int8Array, scales: Float32Array, bias: Float32Array | undefined, passes: 1 | 2) {
+/** Which rows 'adaptive' gives a second pass: max|x| > 6 rms(x) (kInt8ActCrestLimit), the sum of squares in double. */
+function crestRows(c: Case, x: Float32Array): boolean[] {
+  const rows: boolean[] = [];
+  for (let r = 0; r < c.rows; r++) {
+    let amax = 0;
+    let sq = 0;
+    for (let k = 0; k < c.K; k++) {
+      const v = x[r * c.xStride + k];
+      amax = Math.max(amax, Math.abs(v));
+      sq += v * v;
+    }
+    rows.push(amax * amax * c.K > 36 * sq);
+  }
+  return rows;
+}
+
+/**
+ * The maths in scalar form: want, and the bound for each output (0 between rows of y). passes 'adaptive':
+ * two for the rows crestRows picks, one for the others.
+ */
+function reference(c: Case, x: Float32Array, codes: Int8Array, scales: Float32Array, bias: Float32Array | undefined, mode: 1 | 2 | 'adaptive') {
   const want = new Float64Array(c.rows * c.yStride);
   const tol = new Float64Array(c.rows * c.yStride);
+  const second = crestRows(c, x);
   for (let r = 0; r < c.rows; r++) {
+    const passes = mode === 'adaptive' ? (second[r] ? 2 : 1) : mode;
     let amax = 0;
     for (let k = 0; k < c.K; k++) amax = Math.max(amax, Math.abs(x[r * c.xStride + k]));
     const s1 = Math.fround(amax / 127);
@@ -98,13 +127,19 @@ describe('int8 linear with int8 activations', () => {
   for (const isa of ISAS) {
     // 'int8' and 'int8x2' force the quantized input on every set; 'auto' takes two passes where it is the
     // default (VNNI).
-    const modes: Array<['int8' | 'int8x2' | 'auto', 1 | 2]> = [['int8', 1], ['int8x2', 2]];
+    const modes: Array<['int8' | 'int8x2' | 'adaptive' | 'auto', 1 | 2 | 'adaptive']> = [['int8', 1], ['int8x2', 2], ['adaptive', 'adaptive']];
     if (isa === 'avx512_bf16') modes.push(['auto', 2]);
     for (const [mode, passes] of modes) {
       for (const c of CASES) {
         test(`${isa} ${mode} rows=${c.rows} K=${c.K} N=${c.N} threads=${c.threads}`, () => {
           const seed = 17 + c.rows * 1000 + c.K * 7 + c.N;
-          const { x, codes, scales, bias } = makeCase(c, seed);
+          const { x, codes, scales, bias } = makeCase(c, seed, mode === 'adaptive');
+          if (mode === 'adaptive') {
+            // Both kinds of row are there.
+            const second = crestRows(c, x).filter(Boolean).length;
+            expect(second).toBeGreaterThan(0);
+            expect(second).toBeLessThan(c.rows);
+          }
           const y = testing.linear({
             x, rows: c.rows, K: c.K, N: c.N, xStride: c.xStride, yStride: c.yStride,
             weight: codes, weightDtype: 'int8', scales, bias, isa, threads: c.threads, int8Activations: mode,
@@ -182,8 +217,8 @@ describe('int8 linear with int8 activations', () => {
   test('a row holding NaN or infinity gives NaN outputs; the other rows are unaffected', () => {
     const c: Case = { rows: 4, K: 70, N: 9, xStride: 70, yStride: 9, threads: 1, bias: true };
     for (const isa of ISAS) {
-      for (const [mode, passes] of [['int8', 1], ['int8x2', 2]] as const) {
-        const { x, codes, scales, bias } = makeCase(c, 7);
+      for (const [mode, passes] of [['int8', 1], ['int8x2', 2], ['adaptive', 'adaptive']] as const) {
+        const { x, codes, scales, bias } = makeCase(c, 7, true);
         x[1 * c.K + 3] = NaN;
         x[2 * c.K + 69] = -Infinity;
         const y = testing.linear({ x, rows: c.rows, K: c.K, N: c.N, weight: codes, weightDtype: 'int8', scales, bias, isa, int8Activations: mode });

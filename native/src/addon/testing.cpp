@@ -323,11 +323,11 @@ Napi::Value Linear(const Napi::CallbackInfo& info) {
       !o.boolean("bf16Activations", &bf16Activations, false) || !o.kernelEnv(&ke)) {
     return env.Undefined();
   }
-  // int8Activations: 'auto' (default), 'float', 'int8' or 'int8x2', as KILN_CPU_INT8_ACTIVATIONS sets it.
+  // int8Activations: 'auto' (default), 'float', 'int8', 'int8x2' or 'adaptive', as KILN_CPU_INT8_ACTIVATIONS sets it.
   if (Napi::Value v = info[0].As<Napi::Object>().Get("int8Activations"); !v.IsUndefined()) {
     const std::string mode = v.IsString() ? v.As<Napi::String>().Utf8Value() : std::string();
     if (!kiln::parseInt8Activations(mode.c_str(), &ke.int8Act)) {
-      o.range(o.where("int8Activations") + " must be 'auto', 'float', 'int8' or 'int8x2'");
+      o.range(o.where("int8Activations") + " must be 'auto', 'float', 'int8', 'int8x2' or 'adaptive'");
       return env.Undefined();
     }
   }

@@ -53,11 +53,12 @@ Isa chooseIsa() {
 }
 
 // How multi-row int8 linears treat their input (KernelEnv::int8Act, decision 0017):
-// KILN_CPU_INT8_ACTIVATIONS=auto (the default: int8x2 on the VNNI set), float (weight-only), int8 or int8x2.
+// KILN_CPU_INT8_ACTIVATIONS=auto (the default: int8x2 on the VNNI set), float (weight-only), int8, int8x2
+// or adaptive.
 Int8Activations chooseInt8Activations() {
   Int8Activations mode = Int8Activations::Auto;
   if (const char* v = std::getenv("KILN_CPU_INT8_ACTIVATIONS"); v && *v && !parseInt8Activations(v, &mode)) {
-    throw std::runtime_error(std::string("KILN_CPU_INT8_ACTIVATIONS=\"") + v + "\" is not a mode (expected auto, float, int8 or int8x2)");
+    throw std::runtime_error(std::string("KILN_CPU_INT8_ACTIVATIONS=\"") + v + "\" is not a mode (expected auto, float, int8, int8x2 or adaptive)");
   }
   return mode;
 }

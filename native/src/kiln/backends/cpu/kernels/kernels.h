@@ -32,8 +32,11 @@ bool parseIsa(const char* name, Isa* out);  // the inverse of isaName; false for
 //           greedy agreement with float32 drops below the 95% bar on the fixtures, see decision 0017).
 //   Auto:   Int8x2 on the Avx512Bf16 set (VNNI) for calls of at least kInt8ActMinRows rows, else Float.
 // On other sets Int8 and Int8x2 run the scalar reference (tests). KILN_CPU_INT8_ACTIVATIONS sets it.
-enum class Int8Activations : uint8_t { Auto = 0, Float = 1, Int8 = 2, Int8x2 = 3 };
-bool parseInt8Activations(const char* name, Int8Activations* out);  // "auto", "float", "int8", "int8x2"
+//   Adaptive: one pass for every row, and the second pass only for rows whose max|x| exceeds
+//           kInt8ActCrestLimit times their RMS (where 8-bit codes lose the small elements next to outliers).
+enum class Int8Activations : uint8_t { Auto = 0, Float = 1, Int8 = 2, Int8x2 = 3, Adaptive = 4 };
+// "auto", "float", "int8", "int8x2", "adaptive"
+bool parseInt8Activations(const char* name, Int8Activations* out);
 
 struct KernelEnv {
   Isa isa = Isa::Generic;
@@ -72,13 +75,17 @@ void linearQ8_0Kernel(const KernelEnv& env, const float* x, int64_t rows, int64_
 // exact. A row holding NaN or infinity gives NaN outputs. Needs K <= kInt8ActMaxK.
 constexpr int64_t kInt8ActMinRows = 2;
 constexpr int64_t kInt8ActMaxK = int64_t{1} << 17;  // 128 * 127 * K stays inside int32
+// Adaptive's second pass: rows with max|x| > kInt8ActCrestLimit * rms(x) (decision 0017 has the trade).
+constexpr float kInt8ActCrestLimit = 6.0f;
 // The mode a call of `rows` rows runs (Float, Int8 or Int8x2; Auto resolved).
 Int8Activations int8ActivationsFor(const KernelEnv& env, int64_t rows, int64_t K);
 void linearInt8ActKernel(const KernelEnv& env, Int8Activations mode, const float* x, int64_t rows, int64_t xStride,
                          const void* w, int64_t N, int64_t K, const float* bias, float* y, int64_t yStride);
 // One row of x quantized as linearInt8ActKernel does: `passes` (1 or 2) rows of K codes, their scales and
-// the sums of their codes.
-void quantizeRowInt8Act(const float* x, int64_t K, int passes, int8_t* codes, float* scales, int32_t* codeSums);
+// the sums of their codes. With passes 2 and crestLimit > 0, the second pass is made only where
+// max|x| > crestLimit * rms(x) (sum of squares in double); returns the passes made.
+int quantizeRowInt8Act(const float* x, int64_t K, int passes, int8_t* codes, float* scales, int32_t* codeSums,
+                       float crestLimit = 0.0f);
 
 // One row of x (K a multiple of 32) as ggml's x86 quantize_row_q8_0 writes it: codes [K] and the block
 // scales [K / 32] (float16 values, as float).

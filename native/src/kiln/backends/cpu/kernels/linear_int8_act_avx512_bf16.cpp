@@ -47,13 +47,21 @@ inline __m128i reduce4(__m512i a, __m512i b, __m512i c, __m512i d) {
 // RT code rows (RT / P rows of x, P code rows each) times NT weight rows (NT = 4, or 1 for a feature
 // tail): RT * NT accumulators, NT weight vectors and one x vector live. Each 64-byte weight load serves RT
 // code rows, each x load NT weight rows.
-template <int P, int RT, int NT>
+// With MAP, r is a position in x.index (P = 1): tile row i is row x.index[r + i], and y is added to.
+template <int P, int RT, int NT, bool MAP>
 inline void microTile(const Int8ActRows& x, int64_t r, const int8_t* w, const float* wScale, int64_t n,
                       const float* bias, float* y, int64_t yStride) {
   static_assert(RT % P == 0, "a row's code rows stay in one tile");
   static_assert(NT == 4 || NT == 1, "reduce4 takes four features");
+  static_assert(!MAP || P == 1, "a mapped product reads one code row per row");
   const int64_t K = x.K;
-  const int64_t c0 = r * P;  // first code row
+  int64_t cr[RT];   // code row of each tile row
+  int64_t row[RT];  // row of y of each tile row
+#pragma GCC unroll 8
+  for (int i = 0; i < RT; ++i) {
+    row[i] = MAP ? x.index[r + i] : r + i / P;
+    cr[i] = row[i] * x.stride + x.first + i % P;
+  }
   __m512i acc[RT][NT];
 #pragma GCC unroll 8
   for (int i = 0; i < RT; ++i)
@@ -61,7 +69,7 @@ inline void microTile(const Int8ActRows& x, int64_t r, const int8_t* w, const fl
     for (int j = 0; j < NT; ++j) acc[i][j] = _mm512_setzero_si512();
   const int8_t* xr[RT];
 #pragma GCC unroll 8
-  for (int i = 0; i < RT; ++i) xr[i] = x.codes + (c0 + i) * K;
+  for (int i = 0; i < RT; ++i) xr[i] = x.codes + cr[i] * K;
   const int8_t* wr[NT];
 #pragma GCC unroll 8
   for (int j = 0; j < NT; ++j) wr[j] = w + (n + j) * K;
@@ -105,47 +113,51 @@ inline void microTile(const Int8ActRows& x, int64_t r, const int8_t* w, const fl
 #pragma GCC unroll 8
       for (int p = 0; p < P; ++p) {
         // The +128 offset comes off in wrapping int32, like the lanes summed it (see above).
-        const uint32_t offset = static_cast<uint32_t>(x.codeSum[c0 + i + p]) * 128u;
+        const uint32_t offset = static_cast<uint32_t>(x.codeSum[cr[i + p]]) * 128u;
         const int32_t s = static_cast<int32_t>(static_cast<uint32_t>(sums[p][j]) - offset);
-        sum += static_cast<float>(s) * x.scale[c0 + i + p];
+        sum += static_cast<float>(s) * x.scale[cr[i + p]];
       }
-      y[(r + i / P) * yStride + n + j] = sum * wScale[n + j] + (bias ? bias[n + j] : 0.0f);
+      if (MAP) {
+        y[row[i] * yStride + n + j] += sum * wScale[n + j];
+      } else {
+        y[row[i] * yStride + n + j] = sum * wScale[n + j] + (bias ? bias[n + j] : 0.0f);
+      }
     }
   }
 }
 
 // Rows [r0, r1) of x against weight rows [n, n + NT): 6 code rows at a time (24 accumulators), then the
 // rest. The NT weight rows (NT * K bytes) stay in L1 while the rows of x stream past them from L2.
-template <int P, int NT>
+template <int P, int NT, bool MAP>
 inline void rowSweep(const Int8ActRows& x, int64_t r0, int64_t r1, const int8_t* w, const float* wScale, int64_t n,
                      const float* bias, float* y, int64_t yStride) {
   constexpr int64_t kRows = 6 / P;  // rows of x per 6 code rows
   int64_t r = r0;
-  for (; r + kRows <= r1; r += kRows) microTile<P, 6, NT>(x, r, w, wScale, n, bias, y, yStride);
+  for (; r + kRows <= r1; r += kRows) microTile<P, 6, NT, MAP>(x, r, w, wScale, n, bias, y, yStride);
   int64_t left = (r1 - r) * P;  // code rows left: fewer than 6
   if (left >= 4) {
-    microTile<P, 4, NT>(x, r, w, wScale, n, bias, y, yStride);
+    microTile<P, 4, NT, MAP>(x, r, w, wScale, n, bias, y, yStride);
     r += 4 / P;
     left -= 4;
   }
   if (P == 1 && left == 3) {
-    microTile<1, 3, NT>(x, r, w, wScale, n, bias, y, yStride);
+    microTile<1, 3, NT, MAP>(x, r, w, wScale, n, bias, y, yStride);
     return;
   }
   if (left >= 2) {
-    microTile<P, 2, NT>(x, r, w, wScale, n, bias, y, yStride);
+    microTile<P, 2, NT, MAP>(x, r, w, wScale, n, bias, y, yStride);
     r += 2 / P;
     left -= 2;
   }
-  if (P == 1 && left == 1) microTile<1, 1, NT>(x, r, w, wScale, n, bias, y, yStride);
+  if (P == 1 && left == 1) microTile<1, 1, NT, MAP>(x, r, w, wScale, n, bias, y, yStride);
 }
 
-template <int P>
+template <int P, bool MAP>
 void tile(const Int8ActRows& x, int64_t r0, int64_t r1, const int8_t* w, const float* wScale, int64_t n0, int64_t n1,
           const float* bias, float* y, int64_t yStride) {
   int64_t n = n0;
-  for (; n + 4 <= n1; n += 4) rowSweep<P, 4>(x, r0, r1, w, wScale, n, bias, y, yStride);
-  for (; n < n1; ++n) rowSweep<P, 1>(x, r0, r1, w, wScale, n, bias, y, yStride);
+  for (; n + 4 <= n1; n += 4) rowSweep<P, 4, MAP>(x, r0, r1, w, wScale, n, bias, y, yStride);
+  for (; n < n1; ++n) rowSweep<P, 1, MAP>(x, r0, r1, w, wScale, n, bias, y, yStride);
 }
 
 }  // namespace
@@ -153,17 +165,26 @@ void tile(const Int8ActRows& x, int64_t r0, int64_t r1, const int8_t* w, const f
 // quantizeRowInt8Act with 16 lanes: the same codes, scales and sums bit for bit. The products are rounded
 // on their own (mul_round cannot be fused into the subtraction), as the portable code rounds them, and
 // vcvtps2dq rounds half to even under the default MXCSR, as its magic-number rounding does.
-void quantizeRowInt8Act(const float* x, int64_t K, int passes, int8_t* codes, float* scales, int32_t* codeSums) {
+int quantizeRowInt8Act(const float* x, int64_t K, int passes, int8_t* codes, float* scales, int32_t* codeSums,
+                       float crestLimit) {
   constexpr int kRound = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
   const __m512 absMask = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff));
   const __m512 big = _mm512_set1_ps(FLT_MAX);
   __m512 vmax = _mm512_setzero_ps();
+  __m512d sq0 = _mm512_setzero_pd(), sq1 = _mm512_setzero_pd();  // sum of squares, in double (see portable)
   __mmask16 bad = 0;
+  const bool crest = passes > 1 && crestLimit > 0.0f;
   for (int64_t k = 0; k < K; k += 16) {
     const __mmask16 m = K - k >= 16 ? __mmask16(0xffff) : __mmask16((1u << (K - k)) - 1);
     const __m512 a = _mm512_and_ps(_mm512_maskz_loadu_ps(m, x + k), absMask);
     bad |= _mm512_mask_cmp_ps_mask(m, a, big, _CMP_NLE_UQ);  // NaN or infinity
     vmax = _mm512_max_ps(vmax, a);
+    if (crest) {
+      const __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(a));
+      const __m512d hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1)));
+      sq0 = _mm512_fmadd_pd(lo, lo, sq0);
+      sq1 = _mm512_fmadd_pd(hi, hi, sq1);
+    }
   }
   if (bad) {  // as the portable code: every output of the row NaN
     for (int64_t k = 0; k < passes * K; ++k) codes[k] = 0;
@@ -171,9 +192,14 @@ void quantizeRowInt8Act(const float* x, int64_t K, int passes, int8_t* codes, fl
       scales[p] = __builtin_nanf("");  // not numeric_limits: no inline code shared with portable files
       codeSums[p] = 0;
     }
-    return;
+    return passes;
   }
   const float amax = _mm512_reduce_max_ps(vmax);
+  if (crest) {
+    const double a = amax;
+    // The second pass where max|x| > crestLimit * rms(x) (kernels.h).
+    if (!(a * a * static_cast<double>(K) > static_cast<double>(crestLimit) * crestLimit * _mm512_reduce_add_pd(_mm512_add_pd(sq0, sq1)))) passes = 1;
+  }
   const float s1 = amax / 127.0f;
   const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
   const float s2 = s1 / 254.0f;
@@ -200,14 +226,17 @@ void quantizeRowInt8Act(const float* x, int64_t K, int passes, int8_t* codes, fl
     scales[1] = s2;
     codeSums[1] = _mm512_reduce_add_epi32(sum2);
   }
+  return passes;
 }
 
 void linearTileInt8Act(const Int8ActRows& x, int64_t r0, int64_t r1, const int8_t* w, const float* wScale, int64_t n0,
                        int64_t n1, const float* bias, float* y, int64_t yStride) {
-  if (x.passes == 2) {
-    tile<2>(x, r0, r1, w, wScale, n0, n1, bias, y, yStride);
+  if (x.index) {
+    tile<1, true>(x, r0, r1, w, wScale, n0, n1, bias, y, yStride);
+  } else if (x.passes == 2) {
+    tile<2, false>(x, r0, r1, w, wScale, n0, n1, bias, y, yStride);
   } else {
-    tile<1>(x, r0, r1, w, wScale, n0, n1, bias, y, yStride);
+    tile<1, false>(x, r0, r1, w, wScale, n0, n1, bias, y, yStride);
   }
 }
 
