@@ -23,7 +23,9 @@ inline void microTile(const int8_t* xq, const float* xd, const int32_t* xc, int6
                       int64_t r, const uint8_t* codes, const uint16_t* bscales, int64_t bsStride, int64_t n0,
                       int64_t n, int64_t K, const float* bias, float* y, int64_t yStride) {
   __m512 acc[RT][NT];
+#pragma GCC unroll 8
   for (int i = 0; i < RT; ++i)
+#pragma GCC unroll 8
     for (int j = 0; j < NT; ++j) acc[i][j] = _mm512_setzero_ps();
   const int64_t rowBytes = K / 2;
   const int64_t blocks = K / 32;
@@ -43,33 +45,43 @@ inline void microTile(const int8_t* xq, const float* xd, const int32_t* xc, int6
   const int64_t rem = blocks % 4;
   const __mmask64 tailCodes = rem ? (uint64_t{1} << (16 * rem)) - 1 : ~uint64_t{0};
   const __mmask8 tailScales = static_cast<__mmask8>(rem ? (1u << rem) - 1 : 0xf);
-  for (int64_t u = 0; u < units; ++u) {
-    const __mmask64 cm = u < full ? ~uint64_t{0} : tailCodes;
-    const __mmask8 sm = u < full ? static_cast<__mmask8>(0xf) : tailScales;
-    __m512i lo[NT], hi[NT];
-    __m512 dw[NT];
-    for (int j = 0; j < NT; ++j) {
-      const __m512i b = _mm512_maskz_loadu_epi8(cm, wr[j] + u * 64);
-      lo[j] = _mm512_and_si512(b, low4);
-      hi[j] = _mm512_and_si512(_mm512_srli_epi16(b, 4), low4);
-      const __m128i s = _mm_maskz_loadu_epi16(sm, sr[j] + u * 4);
-      // bfloat16 bits to float32 in one vpermw: block i's bits into the high half of lane i's four floats,
-      // low halves zeroed (3 instructions before: widen, spread, shift; decode 7-10% faster in cache).
-      dw[j] = _mm512_castsi512_ps(_mm512_maskz_permutexvar_epi16(0xAAAAAAAAu, spread16, _mm512_castsi128_si512(s)));
-    }
-    for (int i = 0; i < RT; ++i) {
-      const int8_t* qr = xq + (r + i) * qStride + u * 128;
-      const __m512i xlo = _mm512_load_si512(qr);
-      const __m512i xhi = _mm512_load_si512(qr + 64);
-      const __m512i corr = _mm512_load_si512(xc + (r + i) * sStride + u * 16);
-      const __m512 dx = _mm512_load_ps(xd + (r + i) * sStride + u * 16);
-      for (int j = 0; j < NT; ++j) {
-        const __m512i dot = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(corr, lo[j], xlo), hi[j], xhi);
-        acc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(dw[j], dx), acc[i][j]);
-      }
-    }
+  // One step: unit u of the tile's rows, codes and scales loaded under masks cm and sm. A macro, used
+  // for the whole units' loop and the last partial unit apart: with the masks chosen inside one loop,
+  // GCC split it in two and stored all RT * NT accumulators to the stack every step.
+#define KILN_INT4_STEP(cm, sm)                                                                              \
+  {                                                                                                       \
+    __m512i lo[NT], hi[NT];                                                                               \
+    __m512 dw[NT];                                                                                        \
+    _Pragma("GCC unroll 8") for (int j = 0; j < NT; ++j) {                                                \
+      const __m512i b = _mm512_maskz_loadu_epi8(cm, wr[j] + u * 64);                                      \
+      lo[j] = _mm512_and_si512(b, low4);                                                                  \
+      hi[j] = _mm512_and_si512(_mm512_srli_epi16(b, 4), low4);                                            \
+      const __m128i s = _mm_maskz_loadu_epi16(sm, sr[j] + u * 4);                                         \
+      dw[j] = _mm512_castsi512_ps(_mm512_maskz_permutexvar_epi16(0xAAAAAAAAu, spread16, _mm512_castsi128_si512(s))); \
+    }                                                                                                     \
+    _Pragma("GCC unroll 8") for (int i = 0; i < RT; ++i) {                                                \
+      const int8_t* qr = xq + (r + i) * qStride + u * 128;                                                \
+      const __m512i xlo = _mm512_load_si512(qr);                                                          \
+      const __m512i xhi = _mm512_load_si512(qr + 64);                                                     \
+      const __m512i corr = _mm512_load_si512(xc + (r + i) * sStride + u * 16);                            \
+      const __m512 dx = _mm512_load_ps(xd + (r + i) * sStride + u * 16);                                  \
+      _Pragma("GCC unroll 8") for (int j = 0; j < NT; ++j) {                                              \
+        const __m512i dot = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(corr, lo[j], xlo), hi[j], xhi);       \
+        acc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(dw[j], dx), acc[i][j]);        \
+      }                                                                                                   \
+    }                                                                                                     \
   }
+  // bfloat16 bits to float32 in one vpermw: block i's bits into the high half of lane i's four floats,
+  // low halves zeroed (3 instructions before: widen, spread, shift; decode 7-10% faster in cache).
+  int64_t u = 0;
+  for (; u < full; ++u) KILN_INT4_STEP(~uint64_t{0}, static_cast<__mmask8>(0xf))
+  if (u < units) KILN_INT4_STEP(tailCodes, tailScales)
+#undef KILN_INT4_STEP
+  // Unrolled like every loop over acc: one indexed at run time keeps acc in memory, and GCC then stores
+  // every accumulator to the stack on every step.
+#pragma GCC unroll 8
   for (int i = 0; i < RT; ++i) {
+#pragma GCC unroll 8
     for (int j = 0; j < NT; ++j) y[(r + i) * yStride + n + j] = _mm512_reduce_add_ps(acc[i][j]) + (bias ? bias[n + j] : 0.0f);
   }
 }
@@ -211,15 +223,19 @@ void decodeSweep(const int8_t* xq, const float* xd, const int32_t* xc, const uin
 
 }  // namespace
 
-// Row pairs 2 x 4 (4 divides linear_int4.cpp's 48-feature blocks) and a last row by decodeSweep. In the
-// 2 x 4 tile each weight row holds three registers (low and high nibbles, scales),
-// and each x row four loads a step. Measured on one Zen 4 core, 384 rows x [2048, 2048], one run each
-// alternating in one process: 2 x 4 at 96 GMAC/s, 3 x 4 at 82, 4 x 4 at 76, 4 x 3 at 64, 2 x 6 at 72 (the
-// larger tiles spill); the float32 int4 tile before this one ran at 46-50.
+// Row triples 3 x 4 (4 divides linear_int4.cpp's 48-feature blocks), then a pair 2 x 4, and a last row by
+// decodeSweep. Each weight row holds three registers (low and high nibbles, scales), and each x row four
+// loads a step. Measured on one Zen 4 core, 384 rows x [2048, 2048], one run each alternating in one
+// process: 2 x 4 at 96 GMAC/s, 3 x 4 at 82, 4 x 4 at 76, 4 x 3 at 64, 2 x 6 at 72; the float32 int4 tile
+// before this one ran at 46-50. Those larger tiles had spilled: GCC kept the accumulators in memory (see
+// microTile's last loop). Without that, on one Zen 5 core under load, 64 rows x 48-feature tiles of the
+// 1.1B shapes in L2: 3 x 4 at 152-156 GMAC/s, 2 x 4 at 146-148 (136-140 before the fix), 4 x 4 134-140,
+// 2 x 6 131-138, 4 x 3 100-108.
 void linearTileInt4(const int8_t* xq, const float* xd, const int32_t* xc, int64_t qStride, int64_t sStride,
                     int64_t r0, int64_t r1, const uint8_t* codes, const uint16_t* bscales, int64_t bsStride,
                     int64_t n0, int64_t n1, int64_t K, const float* bias, float* y, int64_t yStride) {
   int64_t r = r0;
+  for (; r + 3 <= r1; r += 3) featureSweep<3, 4>(xq, xd, xc, qStride, sStride, r, codes, bscales, bsStride, n0, n1, K, bias, y, yStride);
   for (; r + 2 <= r1; r += 2) featureSweep<2, 4>(xq, xd, xc, qStride, sStride, r, codes, bscales, bsStride, n0, n1, K, bias, y, yStride);
   // A last row (decode) streams its weight rows (decodeSweep). Measured on one Zen 5 core under load, the
   // 1.1B engine's int4 shapes ([2560 | 2048 | 11264, 2048], [2048, 5632]; 21 layers, 470 MB from DRAM),
