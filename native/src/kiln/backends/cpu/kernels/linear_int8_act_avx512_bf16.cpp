@@ -48,9 +48,10 @@ inline __m128i reduce4(__m512i a, __m512i b, __m512i c, __m512i d) {
 // tail): RT * NT accumulators, NT weight vectors and one x vector live. Each 64-byte weight load serves RT
 // code rows, each x load NT weight rows.
 // With MAP, r is a position in x.index (P = 1): tile row i is row x.index[r + i], and y is added to.
+// `prefetch`: this is the first row tile over these weight rows (below).
 template <int P, int RT, int NT, bool MAP>
 inline void microTile(const Int8ActRows& x, int64_t r, const int8_t* w, const float* wScale, int64_t n,
-                      const float* bias, float* y, int64_t yStride) {
+                      const float* bias, float* y, int64_t yStride, bool prefetch) {
   static_assert(RT % P == 0, "a row's code rows stay in one tile");
   static_assert(NT == 4 || NT == 1, "reduce4 takes four features");
   static_assert(!MAP || P == 1, "a mapped product reads one code row per row");
@@ -88,6 +89,20 @@ inline void microTile(const Int8ActRows& x, int64_t r, const int8_t* w, const fl
     }                                                                                \
   }
   int64_t k = 0;
+  if (prefetch && NT == 4) {
+    // The first row tile of a weight group also asks L2 for the next group's rows (the next 4 K bytes,
+    // possibly past this task's: a prefetch does not fault). perf showed the 16-row decode steps' tile
+    // stalled on its weight loads (~60% of its samples on the vpxord that loads them): each weight byte
+    // serves only 16 rows there, and the hardware prefetcher, following 4 streams of K bytes, does not
+    // run far enough ahead. Measured in user cycles of the int8 linears (perf, kiln bench 16 x 128/64 at
+    // c16, int8, three pairs alternated at load ~7): 17.5-18.4 G with it against 19.4-21.8 G without;
+    // int8x2 (one pair) 30.8 against 31.5 G.
+    const int8_t* next = w + (n + NT) * K;
+    for (; k + 64 <= K; k += 64) {
+      KILN_INT8ACT_STEP(_mm512_loadu_si512, _mm512_loadu_si512)
+      _Pragma("GCC unroll 8") for (int j = 0; j < NT; ++j) _mm_prefetch(reinterpret_cast<const char*>(next + j * K + k), _MM_HINT_T1);
+    }
+  }
   for (; k + 64 <= K; k += 64) KILN_INT8ACT_STEP(_mm512_loadu_si512, _mm512_loadu_si512)
   if (k < K) {
     const __mmask64 m = (__mmask64{1} << (K - k)) - 1;
@@ -133,23 +148,23 @@ inline void rowSweep(const Int8ActRows& x, int64_t r0, int64_t r1, const int8_t*
                      const float* bias, float* y, int64_t yStride) {
   constexpr int64_t kRows = 6 / P;  // rows of x per 6 code rows
   int64_t r = r0;
-  for (; r + kRows <= r1; r += kRows) microTile<P, 6, NT, MAP>(x, r, w, wScale, n, bias, y, yStride);
+  for (; r + kRows <= r1; r += kRows) microTile<P, 6, NT, MAP>(x, r, w, wScale, n, bias, y, yStride, r == r0);
   int64_t left = (r1 - r) * P;  // code rows left: fewer than 6
   if (left >= 4) {
-    microTile<P, 4, NT, MAP>(x, r, w, wScale, n, bias, y, yStride);
+    microTile<P, 4, NT, MAP>(x, r, w, wScale, n, bias, y, yStride, r == r0);
     r += 4 / P;
     left -= 4;
   }
   if (P == 1 && left == 3) {
-    microTile<1, 3, NT, MAP>(x, r, w, wScale, n, bias, y, yStride);
+    microTile<1, 3, NT, MAP>(x, r, w, wScale, n, bias, y, yStride, r == r0);
     return;
   }
   if (left >= 2) {
-    microTile<P, 2, NT, MAP>(x, r, w, wScale, n, bias, y, yStride);
+    microTile<P, 2, NT, MAP>(x, r, w, wScale, n, bias, y, yStride, r == r0);
     r += 2 / P;
     left -= 2;
   }
-  if (P == 1 && left == 1) microTile<1, 1, NT, MAP>(x, r, w, wScale, n, bias, y, yStride);
+  if (P == 1 && left == 1) microTile<1, 1, NT, MAP>(x, r, w, wScale, n, bias, y, yStride, r == r0);
 }
 
 template <int P, bool MAP>
