@@ -561,7 +561,7 @@ describe('a one-layer attention program', () => {
     // The int8 linears' input mode (decision 0017) is read at load too.
     const badMode = run(undefined, { KILN_CPU_INT8_ACTIVATIONS: 'int4' });
     expect(badMode.status).toBe(3);
-    expect(badMode.stderr).toContain('KILN_CPU_INT8_ACTIVATIONS="int4" is not a mode (expected auto, float, int8 or int8x2)');
+    expect(badMode.stderr).toContain('KILN_CPU_INT8_ACTIVATIONS="int4" is not a mode (expected auto, float, int8, int8x2 or adaptive)');
   });
 
   test('a KV cache too small for the request is refused, and the engine still works after', async () => {
