@@ -30,10 +30,10 @@ bool parseIsa(const char* name, Isa* out);  // the inverse of isaName; false for
 //           codes are multiplied in integers: twice the integer work of Int8, still faster than float32.
 //   Int8:   one row of int8 codes per row of x (per-row scale; llama.cpp-like speed, 8-bit accuracy:
 //           greedy agreement with float32 drops below the 95% bar on the fixtures, see decision 0017).
-//   Auto:   Int8x2 on the Avx512Bf16 set (VNNI) for calls of at least kInt8ActMinRows rows, else Float.
-// On other sets Int8 and Int8x2 run the scalar reference (tests). KILN_CPU_INT8_ACTIVATIONS sets it.
 //   Adaptive: one pass for every row, and the second pass only for rows whose max|x| exceeds
 //           kInt8ActCrestLimit times their RMS (where 8-bit codes lose the small elements next to outliers).
+//   Auto:   Int8x2 on the Avx512Bf16 set (VNNI) for calls of at least kInt8ActMinRows rows, else Float.
+// On other sets Int8, Int8x2 and Adaptive run the scalar reference (tests). KILN_CPU_INT8_ACTIVATIONS sets it.
 enum class Int8Activations : uint8_t { Auto = 0, Float = 1, Int8 = 2, Int8x2 = 3, Adaptive = 4 };
 // "auto", "float", "int8", "int8x2", "adaptive"
 bool parseInt8Activations(const char* name, Int8Activations* out);
@@ -77,7 +77,7 @@ constexpr int64_t kInt8ActMinRows = 2;
 constexpr int64_t kInt8ActMaxK = int64_t{1} << 17;  // 128 * 127 * K stays inside int32
 // Adaptive's second pass: rows with max|x| > kInt8ActCrestLimit * rms(x) (decision 0017 has the trade).
 constexpr float kInt8ActCrestLimit = 6.0f;
-// The mode a call of `rows` rows runs (Float, Int8 or Int8x2; Auto resolved).
+// The mode a call of `rows` rows runs (Float, Int8, Int8x2 or Adaptive; Auto resolved).
 Int8Activations int8ActivationsFor(const KernelEnv& env, int64_t rows, int64_t K);
 void linearInt8ActKernel(const KernelEnv& env, Int8Activations mode, const float* x, int64_t rows, int64_t xStride,
                          const void* w, int64_t N, int64_t K, const float* bias, float* y, int64_t yStride);
