@@ -8,7 +8,8 @@
 //   2. `kiln bench --engine E --num-requests 512 --input-len 128 --output-len 128 --concurrency 64 --json`
 //      and at --concurrency 1 (16 requests), E built with maxBatchSize 64, maxNumTokens 4096;
 //   3. the same workload at concurrency 64 over HTTP: `kiln serve --engine E` on 127.0.0.1, `kiln bench --url`;
-//   4. TTFT of a 512-token prompt at concurrency 1 (`kiln bench --input-len 512 --output-len 1`, median);
+//   4. TTFT of a 512-token prompt at concurrency 1 (`kiln bench --input-len 512 --output-len 1`, median),
+//      and for the reference variant again with KILN_CUDA_PREFILL_ATTENTION=wmma (the older kernel);
 //   5. transformers on the same weights (gpu_transformers.py): eager and static cache + torch.compile, at
 //      batch 1 and batch 64, and the device copy bandwidth, which gives the HBM bound;
 // and writes bench-gpu.json and bench-gpu.md (every figure with its target of the issue, met or not) to
@@ -211,6 +212,35 @@ async function main() {
         kilnBench(source, { numRequests: cfg.ttft.numRequests, inputLen: cfg.ttft.promptTokens, outputLen: 1, concurrency: 1 }),
       );
       if (!out.ttft.error) log(`TTFT ${cfg.ttft.promptTokens} tokens: median ${out.ttft.median_ttft_ms.toFixed(2)} ms, p90 ${out.ttft.p90_ttft_ms.toFixed(2)} ms`);
+      save();
+    }
+    // 4b. The same with the WMMA prefill attention that the mma.sync kernel replaced (reference variant).
+    if (variant.reference && !cfg.skip.has('ttft') && !cfg.skip.has('ttft-wmma') && cfg.target === 'cuda') {
+      const env = { KILN_CUDA_PREFILL_ATTENTION: 'wmma' };
+      out.ttftWmma = await step(`${variant.name}: TTFT as in 4, KILN_CUDA_PREFILL_ATTENTION=wmma`, () =>
+        kilnBench(source, { numRequests: cfg.ttft.numRequests, inputLen: cfg.ttft.promptTokens, outputLen: 1, concurrency: 1 }, env),
+      );
+      if (!out.ttftWmma.error) log(`TTFT ${cfg.ttft.promptTokens} tokens, wmma prefill attention: median ${out.ttftWmma.median_ttft_ms.toFixed(2)} ms, p90 ${out.ttftWmma.p90_ttft_ms.toFixed(2)} ms`);
+      save();
+    }
+    // 4c. The high-concurrency and TTFT runs again with each GEMM's algorithm chosen by timing
+    // (KILN_CUDA_GEMM_TUNE=1, decision 0021; off by default), for the side-by-side figures.
+    if (!cfg.skip.has('tuned')) {
+      const tunedEnv = { KILN_CUDA_GEMM_TUNE: '1' };
+      const label = 'KILN_CUDA_GEMM_TUNE=1';
+      out.tuned = { env: tunedEnv };
+      if (!cfg.skip.has('serving')) {
+        out.tuned.highConcurrency = await step(`${variant.name}, ${label}: kiln bench, ${numRequests} requests ${inputLen}/${outputLen}, concurrency ${concurrency}`, () =>
+          kilnBench(source, { numRequests, inputLen, outputLen, concurrency }, tunedEnv),
+        );
+        logBench(out.tuned.highConcurrency);
+      }
+      if (!cfg.skip.has('ttft')) {
+        out.tuned.ttft = await step(`${variant.name}, ${label}: TTFT, ${cfg.ttft.numRequests} requests of ${cfg.ttft.promptTokens} tokens, concurrency 1`, () =>
+          kilnBench(source, { numRequests: cfg.ttft.numRequests, inputLen: cfg.ttft.promptTokens, outputLen: 1, concurrency: 1 }, tunedEnv),
+        );
+        if (!out.tuned.ttft.error) log(`${label}: TTFT ${cfg.ttft.promptTokens} tokens: median ${out.tuned.ttft.median_ttft_ms.toFixed(2)} ms, p90 ${out.tuned.ttft.p90_ttft_ms.toFixed(2)} ms`);
+      }
       save();
     }
     // 5. Batch-1 decode at a long context: split-K decode attention as shipped, with smaller splits, off.

@@ -1,8 +1,15 @@
 #!/usr/bin/env node
 // Writes a random-weight LlamaForCausalLM Hugging Face folder (config.json, generation_config.json, a bf16
-// model.safetensors, and scribe-7m's tokenizer files, so vocab_size is 4096) that is far larger than the
-// CPU's last-level cache. The benchmark in bandwidth.mjs decodes on it to see how close each runtime gets to
-// the DRAM bandwidth bound, which scribe-7m (13.6 MB, in L3) cannot show. See docs/benchmarks.md.
+// model.safetensors, and scribe-7m's tokenizer files; vocab_size 4096 unless the shape says otherwise) that
+// is far larger than the CPU's last-level cache. The benchmark in bandwidth.mjs decodes on it to see how close
+// each runtime gets to the DRAM bandwidth bound, which scribe-7m (13.6 MB, in L3) cannot show. See
+// docs/benchmarks.md.
+//
+// A vocabulary larger than scribe-7m's 4096 (TinyLlama's 32000, issue 12's side-by-side) gets, with
+// padTokenizer, a tokenizer.json of exactly vocab_size entries: scribe-7m's, plus filler tokens
+// "kilnfill<id>" for ids 4096.. (see paddedTokenizer). Without it the tokenizer keeps 4096 entries and the
+// ids above are undefined to it (the GPU benchmark's choice; the GGUF export then writes them as "[PAD<id>]"
+// of type UNUSED).
 //
 // The weights are deterministic: each tensor has its own xorshift32 stream seeded from its name, and each
 // value is an Irwin-Hall sum of the four bytes of one 32-bit draw (close to a normal), scaled to std 0.02
@@ -11,6 +18,7 @@
 // memory stays small whatever the size.
 //
 // Usage: node tools/bench/make-random-llama.mjs [out-dir] [--layers N] [--hidden N] [--intermediate N]
+//          [--heads N] [--vocab N] [--pad-tokenizer]
 //   default out-dir: tools/bench/.out/random-llama (git-ignored); the folder is reused when its config and
 //   generator version match.
 
@@ -23,7 +31,33 @@ const scribeModelDir = path.join(here, '..', '..', 'packages', 'scribe-7m', 'mod
 const GENERATOR_VERSION = 1; // bump when the weights a given config produces change
 const CHUNK_VALUES = 4 * 1024 * 1024; // bf16 values generated and written per write (8 MB)
 
-export const DEFAULT_SHAPE = { layers: 8, hidden: 2048, intermediate: 5632, heads: 16, kvHeads: 4, vocab: 4096, maxPositions: 512, seed: 1234 };
+export const DEFAULT_SHAPE = { layers: 8, hidden: 2048, intermediate: 5632, heads: 16, kvHeads: 4, vocab: 4096, maxPositions: 512, seed: 1234, padTokenizer: false };
+
+/**
+ * scribe-7m's tokenizer.json with filler entries appended up to `vocab` ids, so that a model with a larger
+ * vocabulary has a tokenizer (and a GGUF `tokenizer.ggml.tokens` array) of exactly vocab_size entries, every
+ * one an ordinary vocabulary token. The benchmarks feed token ids, so the fillers only need to be valid:
+ *  - distinct from every other entry ("kilnfill" + the id; scribe-7m has no such token);
+ *  - never produced by encoding: the GPT-2 pre-tokenizer splits letters from digits, so no pre-token is
+ *    "kilnfill4096", and no merge yields one (merges only build scribe-7m's own entries);
+ *  - made of printable ASCII, which byte-level BPE maps to itself, so both Hugging Face's ByteLevel decoder
+ *    and llama.cpp's gpt2 detokenizer turn them back into text (a character outside the byte map would not
+ *    decode in llama.cpp);
+ *  - not added tokens, so neither runtime treats them as special (llama.cpp types them NORMAL).
+ */
+export function paddedTokenizer(tokenizer, vocab) {
+  const entries = Object.keys(tokenizer.model.vocab).length;
+  const maxId = Math.max(...Object.values(tokenizer.model.vocab), ...tokenizer.added_tokens.map((t) => t.id));
+  if (maxId + 1 !== entries) throw new Error(`scribe-7m's tokenizer ids are not 0..${entries - 1} (largest ${maxId})`);
+  if (vocab < entries) throw new Error(`vocab ${vocab} is smaller than the tokenizer's ${entries} entries`);
+  const padded = structuredClone(tokenizer);
+  for (let id = entries; id < vocab; id++) {
+    const text = `kilnfill${id}`;
+    if (text in padded.model.vocab) throw new Error(`the tokenizer already has ${JSON.stringify(text)}`);
+    padded.model.vocab[text] = id;
+  }
+  return padded;
+}
 
 /** FNV-1a of a string, 32 bits: a per-tensor seed that does not depend on the order tensors are written. */
 function fnv1a(text) {
@@ -121,7 +155,8 @@ export function makeRandomLlama(outDir, shape = {}) {
   const tensors = tensorList(s);
   const parameters = tensors.reduce((sum, [, shp]) => sum + shp.reduce((a, b) => a * b, 1), 0);
   const config = configJson(s);
-  const stamp = JSON.stringify({ generator: GENERATOR_VERSION, seed: s.seed, config });
+  // The tokenizer is in the stamp only when padded, so folders written before the option stay reusable.
+  const stamp = JSON.stringify({ generator: GENERATOR_VERSION, seed: s.seed, config, ...(s.padTokenizer ? { tokenizer: 'padded' } : {}) });
   const stampFile = path.join(outDir, '.random-llama-stamp.json');
   const stFile = path.join(outDir, 'model.safetensors');
   if (fs.existsSync(stampFile) && fs.readFileSync(stampFile, 'utf8') === stamp && fs.existsSync(stFile)) {
@@ -135,7 +170,13 @@ export function makeRandomLlama(outDir, shape = {}) {
     path.join(outDir, 'generation_config.json'),
     `${JSON.stringify({ bos_token_id: 0, eos_token_id: 0, pad_token_id: 0 }, null, 2)}\n`,
   );
-  for (const file of ['tokenizer.json', 'tokenizer_config.json']) fs.copyFileSync(path.join(scribeModelDir, file), path.join(outDir, file));
+  fs.copyFileSync(path.join(scribeModelDir, 'tokenizer_config.json'), path.join(outDir, 'tokenizer_config.json'));
+  if (s.padTokenizer) {
+    const tokenizer = JSON.parse(fs.readFileSync(path.join(scribeModelDir, 'tokenizer.json'), 'utf8'));
+    fs.writeFileSync(path.join(outDir, 'tokenizer.json'), JSON.stringify(paddedTokenizer(tokenizer, s.vocab)));
+  } else {
+    fs.copyFileSync(path.join(scribeModelDir, 'tokenizer.json'), path.join(outDir, 'tokenizer.json'));
+  }
 
   // Header: every tensor's dtype, shape and [begin, end) within the data section, in writing order.
   const header = { __metadata__: { format: 'pt', generator: `kiln tools/bench/make-random-llama.mjs v${GENERATOR_VERSION}`, seed: String(s.seed) } };
@@ -183,8 +224,9 @@ if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.me
   let outDir = path.join(here, '.out', 'random-llama');
   const shape = {};
   for (let i = 0; i < argv.length; i++) {
-    const flag = { '--layers': 'layers', '--hidden': 'hidden', '--intermediate': 'intermediate' }[argv[i]];
-    if (flag) {
+    const flag = { '--layers': 'layers', '--hidden': 'hidden', '--intermediate': 'intermediate', '--heads': 'heads', '--vocab': 'vocab' }[argv[i]];
+    if (argv[i] === '--pad-tokenizer') shape.padTokenizer = true;
+    else if (flag) {
       const value = Number(argv[++i]);
       if (!Number.isSafeInteger(value) || value < 1 || value > 65536) {
         console.error(`${argv[i - 1]} needs a positive integer, got ${JSON.stringify(argv[i])}`);
@@ -193,7 +235,7 @@ if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.me
       shape[flag] = value;
     } else if (!argv[i].startsWith('--')) outDir = argv[i];
     else {
-      console.error(`unknown argument ${argv[i]} (usage: make-random-llama.mjs [out-dir] [--layers N] [--hidden N] [--intermediate N])`);
+      console.error(`unknown argument ${argv[i]} (usage: make-random-llama.mjs [out-dir] [--layers N] [--hidden N] [--intermediate N] [--heads N] [--vocab N] [--pad-tokenizer])`);
       process.exit(2);
     }
   }

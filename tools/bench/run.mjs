@@ -78,7 +78,7 @@ export function kilnWeights(engineFile) {
     // The embedding table is gathered (one row per token), not streamed; every other weight is read whole.
     const embedding = weights.find((w) => /embed/i.test(w.name));
     const streamed = total - (embedding ? embedding.byteLength - embedding.byteLength / embedding.shape[0] : 0);
-    return { total, streamed, fileBytes: fs.statSync(engineFile).size };
+    return { total, streamed, fileBytes: fs.statSync(engineFile).size, weights };
   } finally {
     fs.closeSync(fd);
   }

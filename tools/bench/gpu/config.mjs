@@ -24,7 +24,10 @@
 //   KILN_BENCH_LONG_NEW_TOKENS long-context batch-1 decode: new tokens      (64 [16])
 //   KILN_BENCH_VARIANTS        comma-separated engine variants to run       (all: bfloat16, int8, int4, fp8)
 //   KILN_BENCH_SKIP            comma-separated phases to leave out: diagnostics (graphs-off modes, profile,
-//                              step timing), serving, http, ttft, longctx (long-context decode, split-K
+//                              step timing), serving, http, ttft, ttft-wmma (the reference variant's TTFT
+//                              again with KILN_CUDA_PREFILL_ATTENTION=wmma), tuned (the concurrency and
+//                              TTFT runs again with KILN_CUDA_GEMM_TUNE=1:
+//                              GEMM algorithms chosen by timing, decision 0021), longctx (long-context decode, split-K
 //                              on and off), peer, compile (transformers' compiled runs)
 //   KILN_BENCH_PEER_TIMEOUT_S  gpu_transformers.py is stopped after this    (300; the phases it finished stay)
 //   KILN_BENCH_PYTHON          the Python that runs gpu_transformers.py     (python3)
@@ -85,7 +88,7 @@ function envInt(name, fallback) {
   return value;
 }
 
-const PHASES = ['diagnostics', 'serving', 'http', 'ttft', 'longctx', 'peer', 'compile'];
+const PHASES = ['diagnostics', 'serving', 'http', 'ttft', 'ttft-wmma', 'tuned', 'longctx', 'peer', 'compile'];
 
 /** The run's settings, from the environment. */
 export function benchConfig() {

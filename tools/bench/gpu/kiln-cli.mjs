@@ -10,9 +10,9 @@ const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..',
 export const kilnBin = path.join(root, 'packages', 'cli', 'dist', 'bin', 'kiln.js');
 
 /** Runs `node kiln.js ...args`; resolves with its stdout (stderr goes to ours), rejects on a non-zero exit. */
-function runKiln(args, { timeoutMs = 240_000 } = {}) {
+function runKiln(args, { timeoutMs = 240_000, env = {} } = {}) {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [kilnBin, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(process.execPath, [kilnBin, ...args], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...env } });
     let stdout = '';
     child.stdout.setEncoding('utf8');
     child.stdout.on('data', (text) => (stdout += text));
@@ -26,12 +26,15 @@ function runKiln(args, { timeoutMs = 240_000 } = {}) {
   });
 }
 
-/** `kiln bench … --json`: the one JSON object it prints (vLLM's metric names, plus the memory figures). */
-export async function kilnBench(source, workload) {
+/**
+ * `kiln bench … --json`: the one JSON object it prints (vLLM's metric names, plus the memory figures).
+ * `env`: variables added to the command's environment (a kernel switch to compare).
+ */
+export async function kilnBench(source, workload, env = {}) {
   const args = ['bench', ...source];
   args.push('--num-requests', String(workload.numRequests), '--input-len', String(workload.inputLen), '--output-len', String(workload.outputLen));
   args.push('--concurrency', String(workload.concurrency), '--json');
-  const stdout = await runKiln(args);
+  const stdout = await runKiln(args, { env });
   const line = stdout.trim().split('\n').pop();
   try {
     return { command: `kiln ${args.join(' ')}`, ...JSON.parse(line) };

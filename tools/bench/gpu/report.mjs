@@ -82,7 +82,7 @@ export function buildReport({ cfg, model, variants, peer, totalSeconds, stepSeco
     for (const [kind, e] of Object.entries(v.engines)) if (e.error) errors.push(`${v.name}: ${kind} engine build: ${firstLine(e.error)}`);
     for (const r of v.batch1 ?? []) if (r.error) errors.push(`${v.name}: batch 1 ${r.mode}: ${firstLine(r.error)}`);
     for (const r of v.longContext ?? []) if (r.error) errors.push(`${v.name}: long context ${r.mode}: ${firstLine(r.error)}`);
-    for (const key of ['stepTiming', 'highConcurrency', 'concurrency1', 'http', 'ttft']) if (v[key]?.error) errors.push(`${v.name}: ${key}: ${firstLine(v[key].error)}`);
+    for (const key of ['stepTiming', 'highConcurrency', 'concurrency1', 'http', 'ttft', 'ttftWmma']) if (v[key]?.error) errors.push(`${v.name}: ${key}: ${firstLine(v[key].error)}`);
   }
   if (peer?.error) errors.push(`transformers: ${firstLine(peer.error)}`);
   if (peerOk && peer.incomplete) errors.push(`transformers: ${peer.incomplete}`);
@@ -191,6 +191,9 @@ export function buildReport({ cfg, model, variants, peer, totalSeconds, stepSeco
     lines.push(benchRow(`${v.name}: in process, ${s.c1Requests} requests, concurrency 1`, v.concurrency1));
     if (v.reference) lines.push(benchRow(`${v.name}: over HTTP (kiln serve), ${s.numRequests} requests, concurrency ${s.concurrency}`, v.http));
     lines.push(benchRow(`${v.name}: TTFT, ${cfg.ttft.numRequests} requests of ${cfg.ttft.promptTokens} in / 1 out, concurrency 1`, v.ttft));
+    if (v.ttftWmma) lines.push(benchRow(`${v.name}: TTFT as above, KILN_CUDA_PREFILL_ATTENTION=wmma`, v.ttftWmma));
+    if (v.tuned?.highConcurrency) lines.push(benchRow(`${v.name}, GEMMs tuned (KILN_CUDA_GEMM_TUNE=1): concurrency ${s.concurrency}`, v.tuned.highConcurrency));
+    if (v.tuned?.ttft) lines.push(benchRow(`${v.name}, GEMMs tuned: TTFT, ${cfg.ttft.numRequests} requests of ${cfg.ttft.promptTokens} in / 1 out`, v.tuned.ttft));
   }
   lines.push('');
   const refHigh = reference.highConcurrency;

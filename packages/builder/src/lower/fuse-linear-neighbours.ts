@@ -26,11 +26,11 @@ export function fuseLinearNeighbours(program: LoweredProgram, graph: Graph): num
   const rootOf = (id: number) => program.views.get(id)?.of ?? id;
   const graphOutputs = new Set(Object.values(graph.outputs).map(rootOf));
   const readersOf = (root: number) => program.ops.filter((op) => op.inputs.some((id) => rootOf(id) === root));
-  // Only bfloat16 matrices have the fused kernel (kernels/gemv.cu); the others would run the separate
-  // kernels anyway.
-  const bf16 = (op: LoweredOp) => program.weights[op.weights.weight]?.dtype === 'bfloat16';
+  // Only bfloat16, int8 and int4 matrices have the fused kernel (kernels/gemv.cu; the quantized ones at
+  // batch 1); the others (FP8, float32) would run the separate kernels anyway.
+  const fusable = (op: LoweredOp) => ['bfloat16', 'int8', 'int4'].includes(program.weights[op.weights.weight]?.dtype ?? '');
   const plainLinear = (op: LoweredOp) =>
-    op.op === 'linear' && bf16(op) && op.outputs.length === 1 && op.attrs.epilogue === undefined && op.attrs.prologue === undefined &&
+    op.op === 'linear' && fusable(op) && op.outputs.length === 1 && op.attrs.epilogue === undefined && op.attrs.prologue === undefined &&
     !program.views.has(op.outputs[0]) && !graphOutputs.has(op.outputs[0]);
   const viewAt = (id: number, of: number, colOffset: number, cols: number) => {
     const view = program.views.get(id);
@@ -120,7 +120,7 @@ export function fuseLinearNeighbours(program: LoweredProgram, graph: Graph): num
     const readers = readersOf(y);
     if (readers.length !== 1) continue;
     const linear = readers[0];
-    if (linear.op !== 'linear' || !bf16(linear) || linear.attrs.prologue !== undefined || linear.inputs[0] !== y || linear.inputs.lastIndexOf(y) !== 0) continue;
+    if (linear.op !== 'linear' || !fusable(linear) || linear.attrs.prologue !== undefined || linear.inputs[0] !== y || linear.inputs.lastIndexOf(y) !== 0) continue;
     // The sum becomes the linear's output: nothing between the two may read it.
     const between = program.ops.slice(program.ops.indexOf(norm) + 1, program.ops.indexOf(linear));
     if (add && between.some((op) => op.inputs.some((id) => rootOf(id) === norm.outputs[0]))) continue;

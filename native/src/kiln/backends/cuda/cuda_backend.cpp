@@ -396,8 +396,19 @@ void CudaBackend::runStepAndSample(const std::vector<BoundOp>& ops, const StepCo
       seen = 1;
       enqueueStep(ops, rt, R);
     } else {
-      if (!graph) graph = captureStep(ops, rt, R);
-      check(cudaGraphLaunch(graph, stream_), "cudaGraphLaunch");
+      if (!graph) {
+        // A GEMM whose algorithm is chosen by timing (gemm.h, decision 0021) meeting a new shape during
+        // the capture could not time it: then the graph is dropped, this step runs eagerly (and tunes),
+        // and the next step of this batch size captures the tuned plans.
+        const uint64_t provisional = gemm_->provisionalPlans();
+        graph = captureStep(ops, rt, R);
+        if (!parallel_ && gemm_->provisionalPlans() != provisional) {
+          check(cudaGraphExecDestroy(graph), "cudaGraphExecDestroy");
+          graph = nullptr;
+          enqueueStep(ops, rt, R);
+        }
+      }
+      if (graph) check(cudaGraphLaunch(graph, stream_), "cudaGraphLaunch");
     }
   } else {
     enqueueStep(ops, rt, R);

@@ -5,7 +5,8 @@
 // a power-of-two number of lanes (head dims 64 and 128 in 16 bits or float32, 256 in 16 bits): a warp
 // then takes several keys at once, each key a group of lanes; otherwise attend, a key per warp. Decode
 // steps of head dims 64 and 128 with up to 8 query heads per KV head take attention_decode.cu's kernel,
-// a block per (token, KV head) instead; prefill and mixed steps of 16-bit caches take attendTiled.
+// a block per (token, KV head) instead; prefill and mixed steps of 16-bit caches take attendTiled, or
+// attention_prefill.cu's mma.sync kernel for the same tiles where it applies (the default).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <mma.h>
@@ -16,6 +17,7 @@
 #include <type_traits>
 
 #include "kiln/backends/cuda/kernels/attention_decode.h"
+#include "kiln/backends/cuda/kernels/attention_prefill.h"
 #include "kiln/backends/cuda/kernels/common.cuh"
 #include "kiln/backends/cuda/kernels/kernels.h"
 
@@ -515,12 +517,15 @@ void launchTiled(cudaStream_t stream, const DeviceStep& step, const T* pool, Cac
 }  // namespace
 
 bool decodeGroupedByKvHead(int64_t numTokens, int64_t headDim, int64_t group) {
-  // KILN_CUDA_GROUPED_DECODE=0: decode steps take attendVectorized / attendTiled (for comparisons).
-  static const bool enabled = [] {
+  // KILN_CUDA_GROUPED_DECODE=0: decode steps take attendVectorized / attendTiled (for comparisons); a
+  // positive number N: decode steps of N sequences or more are grouped (default kGroupedDecodeBatch).
+  static const int64_t fromBatch = [] {
     const char* setting = std::getenv("KILN_CUDA_GROUPED_DECODE");
-    return !(setting && std::string(setting) == "0");
+    if (!setting) return kGroupedDecodeBatch;
+    const long long n = std::atoll(setting);
+    return n <= 0 ? INT64_MAX : static_cast<int64_t>(n);
   }();
-  return enabled && numTokens >= kGroupedDecodeBatch && groupedDecodeApplies(headDim, group);
+  return numTokens >= fromBatch && groupedDecodeApplies(headDim, group);
 }
 
 int32_t attentionSplits(int64_t numTokens, int64_t blocksPerToken, int multiProcessors) {
@@ -575,6 +580,12 @@ void attention(cudaStream_t stream, DType cacheDType, const DeviceStep& step, co
       const bool decode = step.numTokens == step.numSeqs;
       if (step.numTiles > 0 && (headDim == 64 || headDim == 128) && group <= kQueryTile &&
           (!decode || step.numSeqs >= kTiledDecodeBatch)) {
+        // The same tiles on mma.sync (attention_prefill.cu) unless KILN_CUDA_PREFILL_ATTENTION=wmma.
+        if (prefillMmaSelected() && prefillMmaApplies(cacheDType, headDim, softcap, alibiSlopes)) {
+          attendPrefill(stream, cacheDType, step, kv.pool, cache, layer, q, numKvHeads, group, headDim, scale, slidingWindow,
+                        out);
+          return;
+        }
         if (headDim == 64) {
           launchTiled<T, 64>(stream, step, pool, cache, layer, q, numKvHeads, group, scale, slidingWindow, softcap,
                              alibiSlopes, out);

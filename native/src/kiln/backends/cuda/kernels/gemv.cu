@@ -1,17 +1,21 @@
 // Small-batch linear layers (decode): y[r, n] = x[r, :] . w[n, :] (+ bias[n]) for up to kMaxGemvRows rows,
 // 16-bit weights and inputs. At these batch sizes a linear is a stream of its weights, and cuBLASLt's
-// GEMM tiles leave bandwidth on the table. Here one warp owns one output feature: its lanes read the
-// weight row in 16-byte vectors (8 elements), kInFlight of them per lane issued before any is used, so
-// that a warp keeps 4 KB of loads in flight; each vector is applied to every row of x (x is small and
+// GEMM tiles leave bandwidth on the table. Here one warp owns one output feature (or two): its lanes read
+// the weight row in 16-byte vectors (8 elements), kInFlight of them per lane and round, the next round's
+// loads issued before the current one is used; each vector is applied to every row of x (x is small and
 // stays in L1/L2), accumulating in float32; a warp reduction gives the feature. No shared memory and no
 // block barrier. The first weights are loaded before the kernel waits for its predecessor
 // (waitForPriorKernels, common.cuh): weights depend on nothing, so their first loads overlap the end of
 // the kernel before (typically a norm or attention).
+#include <cstdlib>
+#include <string>
+
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
 #include "kiln/backends/cuda/kernels/common.cuh"
 #include "kiln/backends/cuda/kernels/kernels.h"
+#include "kiln/backends/cuda/kernels/weight_formats.cuh"
 
 namespace kiln {
 namespace cuda {
@@ -20,7 +24,10 @@ namespace {
 
 constexpr int kWarps = 8;  // features per block
 constexpr int kThreads = 32 * kWarps;
-constexpr int kInFlight = 8;  // 16-byte weight vectors per lane loaded ahead of use
+// 16-byte weight vectors per lane and feature per round. Few, so that a thread needs few registers: on an
+// H200 a GEMV of TinyLlama's shapes with 2 ran at 85-95% of a plain streaming read of the same bytes, and
+// 15-35% slower with 8 (tools/gpu/gemv-bench.cu, docs/benchmarks.md, session 8).
+constexpr int kInFlight = 2;
 
 // Eight consecutive elements of x at element offset i (16-byte aligned) as float32.
 __device__ __forceinline__ void load8(const void* x, DType t, int64_t i, float* f) {
@@ -45,53 +52,57 @@ struct PlainX {
   }
 };
 
-// acc[r] += w . x[r] over one 8-element vector i of the row.
-template <typename T, int R, typename Src>
-__device__ __forceinline__ void accumulate(const uint4& wv, const Src& x, int64_t i, float* acc) {
-  float wf[8];
-  vectorToFloats(wv, static_cast<const T*>(nullptr), wf);
-#pragma unroll
-  for (int r = 0; r < R; ++r) {
-    float xf[8];
-    x.vector(r, i, xf);
-    float s = acc[r];
-#pragma unroll
-    for (int j = 0; j < 8; ++j) s = fmaf(wf[j], xf[j], s);
-    acc[r] = s;
-  }
-}
-
-// kRows output features per warp (consecutive), each with a float32 accumulator per row of x.
-// kRows = 2 keeps 8 KB of loads in flight per warp when a row is only one round of loads (K <= 2048):
-// the wide layers (gate/up, the LM head) then run fewer, fuller waves. kRows = 1 double-buffers instead:
-// the next round of the row is loaded while the current one is used (K > 2048, e.g. the down projection).
-template <typename T, int R, int kRows>
+// kRows output features per warp (consecutive, or a SwiGLU / rope pair), each with a float32 accumulator
+// per row of x. W is the weights' format (weight_formats.cuh: 16-bit, int8 or int4 rows of 16-byte
+// vectors). Each lane streams kInFlight vectors of every feature per round, double-buffered: the next
+// round's loads (and int4's group scales) are issued before the current round is used, and each x vector
+// is loaded once for all kRows features. int8's row scales are loaded with the first round and applied by
+// reduce().
+template <typename W, int R, int kRows>
 struct WarpRows {
+  static constexpr int kChunks = W::kElems / 8;  // 8-element x vectors per weight vector
+  W weights;
   int lane;
-  int64_t vectors;
+  int64_t begin, vectors;  // this warp's vectors of each row: [begin, vectors)
+  int64_t feature[kRows];
   const uint4* wRow[kRows];
   int64_t rowVectors[kRows];  // 0 for an inactive feature (< 0): the last block's spare warps load nothing
   uint4 wv[kRows][kInFlight];
+  float sv[kRows][kInFlight];  // the vectors' scales (int4)
+  float rowScale[kRows];
   float acc[kRows][R];
 
   // The first round of each row: issued before the kernel waits for its predecessor.
-  __device__ __forceinline__ WarpRows(const T* w, const int64_t (&features)[kRows], int64_t K) {
+  // part / parts: split-K, this warp's share of each row (parts > 1: the caller adds the parts' sums).
+  __device__ __forceinline__ WarpRows(const W& w, const int64_t (&features)[kRows], int64_t K, int part = 0, int parts = 1)
+      : weights(w) {
     lane = threadIdx.x & 31;
-    vectors = K / 8;
+    const int64_t all = K / W::kElems, per = (all + parts - 1) / parts;
+    begin = min(all, part * per);
+    vectors = min(all, begin + per);
 #pragma unroll
     for (int j = 0; j < kRows; ++j) {
       const bool active = features[j] >= 0;
-      wRow[j] = reinterpret_cast<const uint4*>(w + (active ? features[j] : 0) * K);
+      feature[j] = active ? features[j] : 0;
+      wRow[j] = weights.row(feature[j]);
       rowVectors[j] = active ? vectors : 0;
+      rowScale[j] = active ? weights.rowScale(feature[j]) : 0.0f;
 #pragma unroll
       for (int r = 0; r < R; ++r) acc[j][r] = 0.0f;
     }
+    load(begin, wv, sv);
+  }
+
+  __device__ __forceinline__ void load(int64_t base, uint4 (&to)[kRows][kInFlight], float (&scales)[kRows][kInFlight]) const {
 #pragma unroll
     for (int j = 0; j < kRows; ++j)
 #pragma unroll
       for (int u = 0; u < kInFlight; ++u) {
-        const int64_t i = lane + 32 * u;
-        if (i < rowVectors[j]) wv[j][u] = loadStreaming(wRow[j] + i);
+        const int64_t i = base + lane + 32 * u;
+        if (i < rowVectors[j]) {
+          to[j][u] = loadStreaming(wRow[j] + i);
+          if constexpr (W::kVectorScales) scales[j][u] = weights.vectorScale(feature[j], i);
+        }
       }
   }
 
@@ -99,40 +110,52 @@ struct WarpRows {
   template <typename Src>
   __device__ __forceinline__ void run(const Src& x) {
     constexpr int64_t kRound = 32 * kInFlight;
-    if constexpr (kRows == 1) {
-      uint4 next[kInFlight];
-      for (int64_t base = 0; base < rowVectors[0]; base += kRound) {
+    for (int64_t base = begin; base < vectors; base += kRound) {
+      uint4 next[kRows][kInFlight];
+      float nextScales[kRows][kInFlight];
+      load(base + kRound, next, nextScales);
 #pragma unroll
-        for (int u = 0; u < kInFlight; ++u) {
-          const int64_t i = base + kRound + lane + 32 * u;
-          if (i < rowVectors[0]) next[u] = loadStreaming(wRow[0] + i);
-        }
-#pragma unroll
-        for (int u = 0; u < kInFlight; ++u) {
-          const int64_t i = base + lane + 32 * u;
-          if (i < rowVectors[0]) accumulate<T, R>(wv[0][u], x, i, acc[0]);
-        }
-#pragma unroll
-        for (int u = 0; u < kInFlight; ++u) wv[0][u] = next[u];
-      }
-    } else {
-      for (int64_t base = 0;; base += kRound) {
+      for (int u = 0; u < kInFlight; ++u) {
+        const int64_t i = base + lane + 32 * u;
+        if (i >= vectors) continue;
+        // A scaled format sums each vector on its own, then adds it times its scale; the others add into
+        // the accumulators directly.
+        float part[kRows][R];
 #pragma unroll
         for (int j = 0; j < kRows; ++j)
 #pragma unroll
-          for (int u = 0; u < kInFlight; ++u) {
-            const int64_t i = base + lane + 32 * u;
-            if (i < rowVectors[j]) accumulate<T, R>(wv[j][u], x, i, acc[j]);
+          for (int r = 0; r < R; ++r) part[j][r] = W::kVectorScales ? 0.0f : acc[j][r];
+#pragma unroll
+        for (int c = 0; c < kChunks; ++c) {
+          float wf[kRows][8];
+#pragma unroll
+          for (int j = 0; j < kRows; ++j) weights.decode(wv[j][u], c, wf[j]);
+#pragma unroll
+          for (int r = 0; r < R; ++r) {
+            float xf[8];
+            x.vector(r, i * kChunks + c, xf);
+#pragma unroll
+            for (int j = 0; j < kRows; ++j) {
+              if (i >= rowVectors[j]) continue;
+              float s = part[j][r];
+#pragma unroll
+              for (int e = 0; e < 8; ++e) s = fmaf(wf[j][e], xf[e], s);
+              part[j][r] = s;
+            }
           }
-        if (base + kRound >= vectors) break;
+        }
 #pragma unroll
         for (int j = 0; j < kRows; ++j)
 #pragma unroll
-          for (int u = 0; u < kInFlight; ++u) {
-            const int64_t i = base + kRound + lane + 32 * u;
-            if (i < rowVectors[j]) wv[j][u] = loadStreaming(wRow[j] + i);
-          }
+          for (int r = 0; r < R; ++r) acc[j][r] = W::kVectorScales ? fmaf(part[j][r], sv[j][u], acc[j][r]) : part[j][r];
       }
+#pragma unroll
+      for (int j = 0; j < kRows; ++j)
+#pragma unroll
+        for (int u = 0; u < kInFlight; ++u) {
+          wv[j][u] = next[j][u];
+          if constexpr (W::kVectorScales) sv[j][u] = nextScales[j][u];
+        }
     }
   }
 
@@ -147,7 +170,7 @@ struct WarpRows {
 #pragma unroll
       for (int r = 0; r < R; ++r)
         if (r == lane) v = acc[j][r];
-      out[j] = v;
+      out[j] = v * rowScale[j];
     }
   }
 };
@@ -175,18 +198,39 @@ __device__ __forceinline__ void storeFeatures(const int64_t (&features)[kRows], 
   }
 }
 
-template <typename T, int R, int kRows>
-__global__ void __launch_bounds__(kThreads) gemvKernel(const T* __restrict__ x, int64_t xStride, const T* __restrict__ w,
-                                                       int64_t N, int64_t K, const float* __restrict__ bias, Matrix y) {
+// kSplit > 1: split-K, kSplit consecutive warps share a feature's row (blocks of kWarps * kSplit warps), and
+// their sums meet in shared memory. It keeps a narrow layer's rows in flight with twice the warps (on the
+// H200, a 2048 x 5632 bfloat16 GEMV took 7.15 us against 7.94, tools/gpu/gemv-bench.cu).
+template <typename T, int R, int kRows, int kSplit>
+__global__ void __launch_bounds__(kThreads * kSplit) gemvKernel(const T* __restrict__ x, int64_t xStride, const T* __restrict__ w,
+                                                                int64_t N, int64_t K, const float* __restrict__ bias, Matrix y) {
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, part = warp % kSplit;
   int64_t features[kRows];
-  consecutiveFeatures<kRows>(N, features);
-  WarpRows<T, R, kRows> rows(w, features, K);
+  const int64_t first = (static_cast<int64_t>(blockIdx.x) * kWarps + warp / kSplit) * kRows;
+#pragma unroll
+  for (int j = 0; j < kRows; ++j) features[j] = first + j < N ? first + j : -1;
+  WarpRows<DenseWeights<T>, R, kRows> rows(DenseWeights<T>{w, K}, features, K, part, kSplit);
   startAfterPriorKernels();
   rows.run(PlainX<T>{x, xStride});
   float dot[kRows], zero[kRows];
   rows.reduce(dot);
 #pragma unroll
   for (int j = 0; j < kRows; ++j) zero[j] = 0.0f;
+  if constexpr (kSplit > 1) {
+    __shared__ float partial[kWarps * kSplit][kRows][R];
+    if (lane < R) {
+#pragma unroll
+      for (int j = 0; j < kRows; ++j) partial[warp][j][lane] = dot[j];
+    }
+    __syncthreads();
+    if (part != 0) return;
+#pragma unroll
+    for (int j = 0; j < kRows; ++j) {
+      if (lane >= R) continue;
+#pragma unroll
+      for (int p = 1; p < kSplit; ++p) dot[j] += partial[warp + p][j][lane];
+    }
+  }
   storeFeatures<R, kRows>(features, dot, bias, zero, y);
 }
 
@@ -294,8 +338,9 @@ __device__ __forceinline__ void normRowsToShared(const GemvFusion& f, ConstMatri
   __syncthreads();
 }
 
-template <typename T, int R, int kRows, bool kNorm, Epi kEpi, int kBlockWarps>
-__global__ void __launch_bounds__(32 * kBlockWarps) gemvFusedKernel(ConstMatrix x, const T* __restrict__ w, int64_t N, int64_t K,
+// T: the activations' type (x after the norm prologue, or x itself); W: the weights' format.
+template <typename T, typename W, int R, int kRows, bool kNorm, Epi kEpi, int kBlockWarps>
+__global__ void __launch_bounds__(32 * kBlockWarps) gemvFusedKernel(ConstMatrix x, W w, int64_t N, int64_t K,
                                                             const float* __restrict__ bias, GemvFusion f, Matrix y) {
   extern __shared__ uint4 dynamicShared[];
   __shared__ float reduce[32];
@@ -317,7 +362,7 @@ __global__ void __launch_bounds__(32 * kBlockWarps) gemvFusedKernel(ConstMatrix 
     }
   }
   // Before the wait: the first round of weights and the norm's weights (they depend on no kernel).
-  WarpRows<T, R, kRows> rows(w, features, K);
+  WarpRows<W, R, kRows> rows(w, features, K);
   float g[kNormVectors][8];
   if constexpr (kNorm) {
 #pragma unroll
@@ -398,44 +443,56 @@ __global__ void __launch_bounds__(32 * kBlockWarps) gemvFusedKernel(ConstMatrix 
   }
 }
 
-// Two features per warp where a row is one round and there are features enough for several waves.
+// Split-K for the narrow unfused GEMVs (o and down projections) of one or two rows: 2 (default) or 1,
+// KILN_CUDA_GEMV_SPLIT (read once per process, for comparisons).
+int gemvSplitK() {
+  static const int split = [] {
+    const char* setting = std::getenv("KILN_CUDA_GEMV_SPLIT");
+    return setting && std::string(setting) == "1" ? 1 : 2;
+  }();
+  return split;
+}
+
+// Two features per warp (x loaded once for both) for the wide layers of one or two rows (the LM head).
 template <int R>
 bool twoFeaturesPerWarp(int64_t N, int64_t K) {
-  return R <= 2 && K <= 32 * 8 * kInFlight && N >= 4096;
+  return R <= 2 && N >= 4096;
 }
 
 template <typename T, int R>
 void launchRows(cudaStream_t stream, const T* x, int64_t xStride, const T* w, int64_t N, int64_t K, const float* bias,
                 Matrix y) {
+  const unsigned blocks = static_cast<unsigned>((N + kWarps - 1) / kWarps);
   if (twoFeaturesPerWarp<R>(N, K)) {
-    const unsigned blocks = static_cast<unsigned>((N + 2 * kWarps - 1) / (2 * kWarps));
-    launch(gemvKernel<T, R, 2>, dim3(blocks), dim3(kThreads), 0, stream, x, xStride, w, N, K, bias, y);
+    const unsigned pairBlocks = static_cast<unsigned>((N + 2 * kWarps - 1) / (2 * kWarps));
+    launch(gemvKernel<T, R, 2, 1>, dim3(pairBlocks), dim3(kThreads), 0, stream, x, xStride, w, N, K, bias, y);
+  } else if (R <= 2 && gemvSplitK() == 2) {
+    launch(gemvKernel<T, R, 1, 2>, dim3(blocks), dim3(2 * kThreads), 0, stream, x, xStride, w, N, K, bias, y);
   } else {
-    const unsigned blocks = static_cast<unsigned>((N + kWarps - 1) / kWarps);
-    launch(gemvKernel<T, R, 1>, dim3(blocks), dim3(kThreads), 0, stream, x, xStride, w, N, K, bias, y);
+    launch(gemvKernel<T, R, 1, 1>, dim3(blocks), dim3(kThreads), 0, stream, x, xStride, w, N, K, bias, y);
   }
 }
 
-template <typename T, int R, bool kNorm>
-void launchFusedRows(cudaStream_t stream, ConstMatrix x, const T* w, int64_t N, int64_t K, const float* bias,
+template <typename T, typename W, int R, bool kNorm>
+void launchFusedRows(cudaStream_t stream, ConstMatrix x, const W& w, int64_t N, int64_t K, const float* bias,
                      const GemvFusion& f, Matrix y) {
   const auto blocksFor = [](int64_t slots, int warps) { return dim3(static_cast<unsigned>((slots + warps - 1) / warps)); };
   const size_t shared = kNorm ? static_cast<size_t>(R * K) * sizeof(T) : 0;
   switch (f.epilogue) {
     case GemvFusion::Swiglu:
-      return launch(gemvFusedKernel<T, R, 2, kNorm, Epi::Swiglu, kWarps>, blocksFor(N / 2, kWarps), dim3(kThreads), shared, stream, x, w, N, K, bias, f, y);
+      return launch(gemvFusedKernel<T, W, R, 2, kNorm, Epi::Swiglu, kWarps>, blocksFor(N / 2, kWarps), dim3(kThreads), shared, stream, x, w, N, K, bias, f, y);
     case GemvFusion::Rope:
       // QKV is narrow (a warp per rope pair: 1,280 warps for TinyLlama): 4-warp blocks spread it over
       // twice as many blocks, so that every SM gets a share (8-warp blocks left 160 for 132 SMs).
       if (!kNorm || K <= 8 * 128 * kNormVectors) {
-        return launch(gemvFusedKernel<T, R, 2, kNorm, Epi::Rope, 4>, blocksFor(N / 2, 4), dim3(128), shared, stream, x, w, N, K, bias, f, y);
+        return launch(gemvFusedKernel<T, W, R, 2, kNorm, Epi::Rope, 4>, blocksFor(N / 2, 4), dim3(128), shared, stream, x, w, N, K, bias, f, y);
       }
-      return launch(gemvFusedKernel<T, R, 2, kNorm, Epi::Rope, kWarps>, blocksFor(N / 2, kWarps), dim3(kThreads), shared, stream, x, w, N, K, bias, f, y);
+      return launch(gemvFusedKernel<T, W, R, 2, kNorm, Epi::Rope, kWarps>, blocksFor(N / 2, kWarps), dim3(kThreads), shared, stream, x, w, N, K, bias, f, y);
     default:
       if (twoFeaturesPerWarp<R>(N, K)) {
-        return launch(gemvFusedKernel<T, R, 2, kNorm, Epi::Store, kWarps>, blocksFor((N + 1) / 2, kWarps), dim3(kThreads), shared, stream, x, w, N, K, bias, f, y);
+        return launch(gemvFusedKernel<T, W, R, 2, kNorm, Epi::Store, kWarps>, blocksFor((N + 1) / 2, kWarps), dim3(kThreads), shared, stream, x, w, N, K, bias, f, y);
       }
-      return launch(gemvFusedKernel<T, R, 1, kNorm, Epi::Store, kWarps>, blocksFor(N, kWarps), dim3(kThreads), shared, stream, x, w, N, K, bias, f, y);
+      return launch(gemvFusedKernel<T, W, R, 1, kNorm, Epi::Store, kWarps>, blocksFor(N, kWarps), dim3(kThreads), shared, stream, x, w, N, K, bias, f, y);
   }
 }
 
@@ -452,16 +509,25 @@ void launchGemv(cudaStream_t stream, const void* x, int64_t rows, int64_t xStrid
   }
 }
 
-template <typename T, bool kNorm>
-void launchGemvFused(cudaStream_t stream, ConstMatrix x, int64_t rows, const void* w, int64_t N, int64_t K,
+// Rows up to kMaxRows (a kernel per row count; the quantized formats have only the batch-1 one).
+template <typename W, bool kNorm, int kMaxRows>
+void launchGemvFused(cudaStream_t stream, ConstMatrix x, int64_t rows, const W& w, int64_t N, int64_t K,
                      const float* bias, const GemvFusion& f, Matrix y) {
-  const T* wt = static_cast<const T*>(w);
+  using T = __nv_bfloat16;
   switch (rows) {
-#define KILN_ROWS(R) \
-  case R: return launchFusedRows<T, R, kNorm>(stream, x, wt, N, K, bias, f, y);
-    KILN_ROWS(1) KILN_ROWS(2) KILN_ROWS(3) KILN_ROWS(4)
-#undef KILN_ROWS
+    case 1: return launchFusedRows<T, W, 1, kNorm>(stream, x, w, N, K, bias, f, y);
+    case 2: if constexpr (kMaxRows >= 2) return launchFusedRows<T, W, 2, kNorm>(stream, x, w, N, K, bias, f, y); break;
+    case 3: if constexpr (kMaxRows >= 3) return launchFusedRows<T, W, 3, kNorm>(stream, x, w, N, K, bias, f, y); break;
+    case 4: if constexpr (kMaxRows >= 4) return launchFusedRows<T, W, 4, kNorm>(stream, x, w, N, K, bias, f, y); break;
   }
+  throw std::runtime_error("cuda gemvFused: " + std::to_string(rows) + " rows for this weight format");
+}
+
+template <typename W, int kMaxRows>
+void launchGemvFused(cudaStream_t stream, ConstMatrix x, int64_t rows, const W& w, int64_t N, int64_t K,
+                     const float* bias, const GemvFusion& f, Matrix y) {
+  f.normWeight != nullptr ? launchGemvFused<W, true, kMaxRows>(stream, x, rows, w, N, K, bias, f, y)
+                          : launchGemvFused<W, false, kMaxRows>(stream, x, rows, w, N, K, bias, f, y);
 }
 
 }  // namespace
@@ -474,19 +540,34 @@ bool gemvApplies(DType t, const void* x, int64_t rows, int64_t xStride, const vo
 
 bool gemvFusedApplies(DType t, ConstMatrix x, int64_t rows, const void* w, int64_t K, bool normPrologue) {
   const auto aligned16 = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
-  // Without a prologue x is the GEMV's operand, of the weights' type; with one, any activation type
-  // (load8 reads 8 elements with 16-byte loads).
-  const bool xType = normPrologue ? (x.dtype == DType::F32 || x.dtype == DType::BF16 || x.dtype == DType::F16) : x.dtype == t;
+  // Without a prologue x is the GEMV's bfloat16 operand; with one, any activation type (load8 reads 8
+  // elements with 16-byte loads). bfloat16 weights take up to kMaxFusedGemvRows rows, int8 and int4
+  // (W8A16, W4A16) one: the batch-1 step (more kernels per row count would cost compile time).
+  const bool xType = normPrologue ? (x.dtype == DType::F32 || x.dtype == DType::BF16 || x.dtype == DType::F16) : x.dtype == DType::BF16;
+  const bool format = (t == DType::BF16 && rows <= kMaxFusedGemvRows) || (t == DType::I8 && rows == 1 && K % 16 == 0) ||
+                      (t == DType::I4 && rows == 1 && K % 32 == 0);
   // (An add_rms_norm prologue's addend passes the same checks: gemvFusedApplies is asked for both.)
-  return t == DType::BF16 && xType && rows >= 1 && rows <= kMaxFusedGemvRows && K % 8 == 0 && x.stride % 8 == 0 &&
-         aligned16(x.data) && aligned16(w) && (!normPrologue || K <= kMaxNormK);
+  return format && xType && rows >= 1 && K % 8 == 0 && x.stride % 8 == 0 && aligned16(x.data) && aligned16(w) &&
+         (!normPrologue || K <= kMaxNormK);
 }
 
 void gemvFused(cudaStream_t stream, DType t, ConstMatrix x, int64_t rows, const void* w, int64_t N, int64_t K,
                const float* bias, const GemvFusion& f, Matrix y) {
-  if (t != DType::BF16) throw std::runtime_error("cuda gemvFused: bfloat16 weights only");
-  f.normWeight != nullptr ? launchGemvFused<__nv_bfloat16, true>(stream, x, rows, w, N, K, bias, f, y)
-                          : launchGemvFused<__nv_bfloat16, false>(stream, x, rows, w, N, K, bias, f, y);
+  switch (t) {
+    case DType::BF16:
+      return launchGemvFused<DenseWeights<__nv_bfloat16>, kMaxFusedGemvRows>(
+          stream, x, rows, DenseWeights<__nv_bfloat16>{static_cast<const __nv_bfloat16*>(w), K}, N, K, bias, f, y);
+    case DType::I8:
+      return launchGemvFused<Int8Weights, 1>(stream, x, rows, Int8Weights{static_cast<const int8_t*>(w), N, K}, N, K, bias, f, y);
+    case DType::I4:
+      if (f.groupSize <= 0 || f.groupSize % 32 != 0 || K % f.groupSize != 0) {
+        throw std::runtime_error("cuda gemvFused: int4 group size " + std::to_string(f.groupSize) + " for K " + std::to_string(K));
+      }
+      return launchGemvFused<Int4Weights, 1>(stream, x, rows, Int4Weights{static_cast<const uint8_t*>(w), N, K, f.groupSize}, N,
+                                             K, bias, f, y);
+    default:
+      throw std::runtime_error("cuda gemvFused: bfloat16, int8 or int4 weights only");
+  }
 }
 
 void gemv(cudaStream_t stream, DType t, const void* x, int64_t rows, int64_t xStride, const void* w, int64_t N,

@@ -14,6 +14,7 @@
 
 #include "kiln/backends/cuda/kernels/common.cuh"
 #include "kiln/backends/cuda/kernels/kernels.h"
+#include "kiln/backends/cuda/kernels/weight_formats.cuh"
 
 namespace kiln {
 namespace cuda {
@@ -22,26 +23,10 @@ namespace {
 
 constexpr int kWarps = 8;  // features per block
 constexpr int kThreads = 32 * kWarps;
-constexpr int kInFlight = 4;  // 16-byte blocks per lane loaded ahead of use (2 KB per warp)
+// Few blocks per lane and round, so that a thread needs few registers (as gemv.cu: more warps in flight
+// beat more loads per warp on the H200, tools/gpu/gemv-bench.cu).
+constexpr int kInFlight = 2;  // 16-byte blocks per lane loaded ahead of use (1 KB per warp)
 constexpr int64_t kBlock = 32;  // elements per 16-byte block (dtype.h's kInt4Block)
-
-__device__ __forceinline__ float bf16BitsToFloat(uint16_t bits) { return __uint_as_float(static_cast<uint32_t>(bits) << 16); }
-
-// A nibble v (0..15) as the float v - 8, exactly: 0x4B000000 | v is 2^23 + v, and 2^23 + 8 is exact.
-__device__ __forceinline__ float code(uint32_t v) { return __uint_as_float(0x4B000000u | v) - 8388616.0f; }
-
-// The 32 codes of a block, in element order.
-__device__ __forceinline__ void unpackBlock(const uint4& b, float* w) {
-  const uint32_t words[4] = {b.x, b.y, b.z, b.w};
-#pragma unroll
-  for (int t = 0; t < 4; ++t) {
-#pragma unroll
-    for (int k = 0; k < 4; ++k) {
-      w[4 * t + k] = code((words[t] >> (8 * k)) & 0xFu);
-      w[16 + 4 * t + k] = code((words[t] >> (8 * k + 4)) & 0xFu);
-    }
-  }
-}
 
 // 16 elements of x from element `at` of a row, as float32.
 template <typename X>
@@ -64,11 +49,17 @@ __global__ void __launch_bounds__(kThreads) gemvInt4Kernel(const X* x, int64_t x
   // The scales follow the N * K / 2 code bytes, a multiple of 16 (K % 32 == 0).
   const uint16_t* scales = reinterpret_cast<const uint16_t*>(w + N * (K / 2)) + row * (K / G);
   const int64_t blocksPerGroup = G / kBlock;
+  // Each vector's group scale is loaded with its codes (they depend on nothing): read where it is used, it
+  // was one more dependent round trip per round.
   uint4 wv[kInFlight];
+  float sv[kInFlight];
 #pragma unroll
   for (int u = 0; u < kInFlight; ++u) {
     const int64_t i = lane + 32 * u;
-    if (i < blocks) wv[u] = loadStreaming(codes + i);
+    if (i < blocks) {
+      wv[u] = loadStreaming(codes + i);
+      sv[u] = bf16BitsToFloat(__ldg(scales + i / blocksPerGroup));
+    }
   }
   startAfterPriorKernels();
   float acc[R];
@@ -77,18 +68,22 @@ __global__ void __launch_bounds__(kThreads) gemvInt4Kernel(const X* x, int64_t x
   constexpr int64_t kRound = 32 * kInFlight;
   for (int64_t base = 0; base < blocks; base += kRound) {
     uint4 next[kInFlight];
+    float nextScale[kInFlight];
 #pragma unroll
     for (int u = 0; u < kInFlight; ++u) {
       const int64_t i = base + kRound + lane + 32 * u;
-      if (i < blocks) next[u] = loadStreaming(codes + i);
+      if (i < blocks) {
+        next[u] = loadStreaming(codes + i);
+        nextScale[u] = bf16BitsToFloat(__ldg(scales + i / blocksPerGroup));
+      }
     }
 #pragma unroll
     for (int u = 0; u < kInFlight; ++u) {
       const int64_t i = base + lane + 32 * u;
       if (i >= blocks) continue;
-      const float scale = bf16BitsToFloat(__ldg(scales + i / blocksPerGroup));
+      const float scale = sv[u];
       float wf[kBlock];
-      unpackBlock(wv[u], wf);
+      unpackInt4Block(wv[u], wf);
 #pragma unroll
       for (int r = 0; r < R; ++r) {
         float xf[kBlock];
@@ -101,7 +96,10 @@ __global__ void __launch_bounds__(kThreads) gemvInt4Kernel(const X* x, int64_t x
       }
     }
 #pragma unroll
-    for (int u = 0; u < kInFlight; ++u) wv[u] = next[u];
+    for (int u = 0; u < kInFlight; ++u) {
+      wv[u] = next[u];
+      sv[u] = nextScale[u];
+    }
   }
   if (n >= N) return;
 #pragma unroll
@@ -111,7 +109,8 @@ __global__ void __launch_bounds__(kThreads) gemvInt4Kernel(const X* x, int64_t x
   }
 }
 
-// One thread per 16-byte block: its 32 weights q * scale, in the activation dtype, row-major [N, K].
+// One thread per 16-byte block: its 32 weights q * scale, in the activation dtype, row-major [N, K], stored
+// as 16-byte vectors (storeVectors: element stores made it ~10x slower than the GEMM that reads them).
 template <typename X>
 __global__ void dequantizeInt4Kernel(const uint8_t* w, int64_t N, int64_t K, int64_t G, X* out) {
   startAfterPriorKernels();
@@ -123,10 +122,10 @@ __global__ void dequantizeInt4Kernel(const uint8_t* w, int64_t N, int64_t K, int
     const int64_t n = i / blocksPerRow, b = i % blocksPerRow;
     const float scale = bf16BitsToFloat(scales[n * (K / G) + b * kBlock / G]);
     float wf[kBlock];
-    unpackBlock(reinterpret_cast<const uint4*>(w)[i], wf);
-    X* o = out + n * K + b * kBlock;
+    unpackInt4Block(reinterpret_cast<const uint4*>(w)[i], wf);
 #pragma unroll
-    for (int j = 0; j < kBlock; ++j) o[j] = fromF<X>(wf[j] * scale);
+    for (int j = 0; j < kBlock; ++j) wf[j] *= scale;
+    storeVectors<X, kBlock>(out + n * K + b * kBlock, wf);
   }
 }
 

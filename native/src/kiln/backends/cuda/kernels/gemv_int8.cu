@@ -11,6 +11,7 @@
 
 #include "kiln/backends/cuda/kernels/common.cuh"
 #include "kiln/backends/cuda/kernels/kernels.h"
+#include "kiln/backends/cuda/kernels/weight_formats.cuh"
 
 namespace kiln {
 namespace cuda {
@@ -19,15 +20,9 @@ namespace {
 
 constexpr int kWarps = 8;  // features per block
 constexpr int kThreads = 32 * kWarps;
-constexpr int kInFlight = 4;  // 16-code vectors per lane loaded ahead of use (2 KB per warp)
-
-// The scale of row n: a float32 after the N * K codes, read byte by byte (N * K need not be a multiple of 4).
-__device__ __forceinline__ float scaleOf(const uint8_t* scales, int64_t n) {
-  const uint8_t* p = scales + 4 * n;
-  const uint32_t bits = static_cast<uint32_t>(p[0]) | (static_cast<uint32_t>(p[1]) << 8) |
-                        (static_cast<uint32_t>(p[2]) << 16) | (static_cast<uint32_t>(p[3]) << 24);
-  return __uint_as_float(bits);
-}
+// Few vectors per lane and round, so that a thread needs few registers (as gemv.cu: more warps in flight
+// beat more loads per warp on the H200, tools/gpu/gemv-bench.cu).
+constexpr int kInFlight = 2;  // 16-code vectors per lane loaded ahead of use (1 KB per warp)
 
 // 16 elements of x from element `at` of a row, as float32.
 template <typename X>
@@ -86,7 +81,7 @@ __global__ void __launch_bounds__(kThreads) gemvInt8Kernel(const X* x, int64_t x
     for (int u = 0; u < kInFlight; ++u) wv[u] = next[u];
   }
   if (n >= N) return;
-  const float scale = scaleOf(reinterpret_cast<const uint8_t*>(w) + N * K, n);
+  const float scale = int8RowScale(reinterpret_cast<const uint8_t*>(w) + N * K, n);
 #pragma unroll
   for (int r = 0; r < R; ++r) {
     const float sum = warpSum(acc[r]);
@@ -94,13 +89,23 @@ __global__ void __launch_bounds__(kThreads) gemvInt8Kernel(const X* x, int64_t x
   }
 }
 
+// Sixteen codes per thread: a 16-byte load, 16-byte stores (storeVectors); the tail (count % 16) element
+// by element.
 template <typename X>
 __global__ void widenInt8Kernel(const int8_t* w, int64_t count, X* out) {
   startAfterPriorKernels();
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < count;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    out[i] = fromF<X>(static_cast<float>(w[i]));
+  const int64_t vectors = count / 16;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  const int64_t first = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  for (int64_t i = first; i < vectors; i += stride) {
+    const uint4 v = *reinterpret_cast<const uint4*>(w + i * 16);
+    const int8_t* codes = reinterpret_cast<const int8_t*>(&v);
+    float f[16];
+#pragma unroll
+    for (int j = 0; j < 16; ++j) f[j] = static_cast<float>(codes[j]);
+    storeVectors<X, 16>(out + i * 16, f);
   }
+  for (int64_t i = vectors * 16 + first; i < count; i += stride) out[i] = fromF<X>(static_cast<float>(w[i]));
 }
 
 __global__ void scaleColumnsKernel(Matrix y, int64_t rows, int64_t N, const uint8_t* scales, const float* bias) {
@@ -110,7 +115,7 @@ __global__ void scaleColumnsKernel(Matrix y, int64_t rows, int64_t N, const uint
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t r = i / N, n = i % N;
     const int64_t at = r * y.stride + n;
-    store(y.data, y.dtype, at, load(y.data, y.dtype, at) * scaleOf(scales, n) + (bias ? bias[n] : 0.0f));
+    store(y.data, y.dtype, at, load(y.data, y.dtype, at) * int8RowScale(scales, n) + (bias ? bias[n] : 0.0f));
   }
 }
 
@@ -155,7 +160,7 @@ void widenInt8(cudaStream_t stream, const void* w, int64_t N, int64_t K, DType o
   const int64_t count = N * K;
   dispatchActivation(outType, [&](auto z) {
     using X = decltype(z);
-    launch(widenInt8Kernel<X>, dim3(blocksFor(count, 256, 8192)), dim3(256), 0, stream, static_cast<const int8_t*>(w), count,
+    launch(widenInt8Kernel<X>, dim3(blocksFor((count + 15) / 16, 256, 8192)), dim3(256), 0, stream, static_cast<const int8_t*>(w), count,
            static_cast<X*>(out));
   });
 }

@@ -207,7 +207,10 @@ BoundOp bindFusedLinear(OpBinding& b, const spec::Linear& s) {
   // for comparisons.
   const char* setting = std::getenv("KILN_CUDA_FUSED_LINEAR");
   const bool enabled = !(setting && std::string(setting) == "0");
-  const bool gemvTypes = enabled && be->gemm().gemvEnabled() && (s.normPrologue ? normed.dtype : x.dtype) == s.dtype;
+  // The fused GEMV takes bfloat16 activations and bfloat16, int8 or int4 weights.
+  const bool gemvTypes = enabled && be->gemm().gemvEnabled() && (s.normPrologue ? normed.dtype : x.dtype) == DType::BF16 &&
+                         (s.dtype == DType::BF16 || s.dtype == DType::I8 || s.dtype == DType::I4);
+  f.groupSize = s.groupSize;
   return [=](const StepRuntime& rt) {
     const int64_t rows = s.x.numRows(*rt.step);
     if (rows <= 0) return;
