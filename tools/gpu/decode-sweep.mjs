@@ -7,8 +7,20 @@
 //
 // Each setting is a comma-separated list of environment variables ('' = as shipped). Prints one line per
 // (engine, setting): the median and the best decode ms/token over the rounds (each round itself the
-// median of 3 runs, tools/bench/gpu/kiln-decode.mjs), and the first token's ms.
+// median of 3 runs, tools/bench/gpu/kiln-decode.mjs), and the first token's ms. Every measurement runs
+// in a child process of its own: the native library reads most switches once per process.
+import { execFileSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { measureDecode } from '../bench/gpu/kiln-decode.mjs';
+
+if (process.argv[2] === '--child') {
+  // One measurement under the parent's setting (measureDecode sets it): its result as JSON on stdout.
+  const [engine, newTokensText, promptText, envText] = process.argv.slice(3);
+  const result = await measureDecode(engine, JSON.parse(promptText), Number(newTokensText), JSON.parse(envText), () => {});
+  delete result.ids;
+  process.stdout.write(JSON.stringify(result));
+  process.exit(0);
+}
 
 const args = process.argv.slice(2);
 const option = (name, fallback) => {
@@ -41,21 +53,21 @@ const parse = (setting) =>
   );
 // The benchmark's batch-1 prompt (gpu-baseline.mjs's promptIds, row 0).
 const prompt = Array.from({ length: 128 }, (_, i) => 100 + ((i * 7919) % (32000 - 200)));
-const quiet = () => {};
 
 for (const engine of engines) {
   const results = settings.map(() => []);
   for (let round = 0; round < rounds; round++) {
     for (const [i, setting] of settings.entries()) {
       const env = parse(setting);
-      const extra = Object.keys(env);
       try {
-        const r = await measureDecode(engine, prompt, newTokens, env, quiet);
-        results[i].push(r);
+        const out = execFileSync(process.execPath, [fileURLToPath(import.meta.url), '--child', engine, String(newTokens), JSON.stringify(prompt), JSON.stringify(env)], {
+          env: { ...process.env, ...env },
+          encoding: 'utf8',
+          stdio: ['ignore', 'pipe', 'inherit'],
+        });
+        results[i].push(JSON.parse(out));
       } catch (error) {
         results[i].push({ error: error.message.split('\n')[0] });
-      } finally {
-        for (const name of extra) delete process.env[name];
       }
     }
   }

@@ -58,9 +58,12 @@ rm -f "$scratch/.npm-ci.log"
 # and dev dependencies, which --omit=dev leaves out: the GPU machine builds the addon from source, so they
 # go in too, at @kiln/native's pinned versions.
 build_tools=$(node -p "const d = require('./native/package.json').devDependencies; ['cmake-js', 'node-addon-api', 'node-api-headers'].map((n) => n + '@' + d[n]).join(' ')")
-if ! (cd "$scratch" && npm install --no-save --omit=dev --ignore-scripts --offline --no-audit --no-fund $build_tools >"$scratch/.npm-tools.log" 2>&1); then
+# From the npm cache; a fresh cache filled by `npm ci` holds the tarballs but not always the packuments
+# that `npm install` asks for, so then from the registry (this machine reaches it; the GPU machine does not).
+if ! (cd "$scratch" && npm install --no-save --omit=dev --ignore-scripts --offline --no-audit --no-fund $build_tools >"$scratch/.npm-tools.log" 2>&1) &&
+  ! (cd "$scratch" && npm install --no-save --omit=dev --ignore-scripts --prefer-offline --no-audit --no-fund $build_tools >>"$scratch/.npm-tools.log" 2>&1); then
   tail -5 "$scratch/.npm-tools.log" >&2 || true
-  echo "prepare.sh: cannot install the native build's tools ($build_tools) from the npm cache" >&2
+  echo "prepare.sh: cannot install the native build's tools ($build_tools) from the npm cache or the registry" >&2
   exit 1
 fi
 rm -f "$scratch/.npm-tools.log"

@@ -1,6 +1,7 @@
 #include "kiln/backends/cpu/cpu_backend.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -79,6 +80,8 @@ class CpuBackend final : public Backend {
     }
     isaName_ = target.isa;
     int8Act_ = chooseInt8Activations();
+    const char* profile = std::getenv("KILN_CPU_PROFILE");
+    profile_ = profile && std::strcmp(profile, "1") == 0;
     int numThreads = target.numThreads;
     if (numThreads <= 0) numThreads = std::max(1u, std::thread::hardware_concurrency());
     threads_ = std::make_unique<ThreadPool>(numThreads);
@@ -129,7 +132,25 @@ class CpuBackend final : public Backend {
     rt.env.int8Act = int8Act_;
     rt.env.pool = threads_.get();
     rt.step = &step;
-    for (const BoundOp& op : ops) op(rt);
+    if (!profile_) {
+      for (const BoundOp& op : ops) op(rt);
+      return;
+    }
+    ProfileTotals& totals = step.numTokens == step.numSeqs ? profileDecode_ : profileOther_;
+    if (totals.ms.size() < ops.size()) totals.ms.resize(ops.size(), 0.0);
+    for (size_t i = 0; i < ops.size(); ++i) {
+      const auto t0 = std::chrono::steady_clock::now();
+      ops[i](rt);
+      totals.ms[i] += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    }
+    ++totals.steps;
+    totals.tokens += step.numTokens;
+  }
+  void setOpNames(std::vector<std::string> names) override { opNames_ = std::move(names); }
+  ~CpuBackend() override {
+    if (!profile_) return;
+    printProfile(profileDecode_, "decode");
+    printProfile(profileOther_, "other (prefill, mixed)");
   }
   const float* logitsRow(int64_t r) const override { return logits_.data + r * logits_.rowStride; }
 
@@ -144,6 +165,45 @@ class CpuBackend final : public Backend {
   std::unique_ptr<KvBlockPool> kv_;
   std::unique_ptr<ThreadPool> threads_;
   ValueRef logits_;
+
+  // KILN_CPU_PROFILE=1: each op's wall time summed per op index, for decode steps and the others apart, and
+  // printed to stderr when the engine is disposed: by op name, then the costliest single ops (the LM head is
+  // one linear among many, and shows there). Timing costs two clock reads per op.
+  bool profile_ = false;
+  std::vector<std::string> opNames_;
+  struct ProfileTotals {
+    std::vector<double> ms;
+    int64_t steps = 0, tokens = 0;
+  };
+  ProfileTotals profileDecode_, profileOther_;
+  void printProfile(const ProfileTotals& p, const char* what) const {
+    if (p.steps == 0) return;
+    std::vector<std::pair<std::string, double>> byName;
+    std::vector<std::pair<size_t, double>> byIndex;
+    double total = 0.0;
+    for (size_t i = 0; i < p.ms.size(); ++i) {
+      const std::string name = i < opNames_.size() ? opNames_[i] : std::string("?");
+      auto it = std::find_if(byName.begin(), byName.end(), [&](const auto& e) { return e.first == name; });
+      if (it == byName.end()) byName.emplace_back(name, p.ms[i]); else it->second += p.ms[i];
+      byIndex.emplace_back(i, p.ms[i]);
+      total += p.ms[i];
+    }
+    const auto byTime = [](const auto& a, const auto& b) { return a.second > b.second; };
+    std::sort(byName.begin(), byName.end(), byTime);
+    std::sort(byIndex.begin(), byIndex.end(), byTime);
+    const double steps = static_cast<double>(p.steps);
+    std::fprintf(stderr, "kiln cpu profile: %lld %s steps (%.1f tokens per step), %.1f us of ops per step\n",
+                 static_cast<long long>(p.steps), what, static_cast<double>(p.tokens) / steps, 1e3 * total / steps);
+    for (const auto& e : byName) {
+      std::fprintf(stderr, "  %-20s %9.1f us/step  %5.1f%%\n", e.first.c_str(), 1e3 * e.second / steps, 100.0 * e.second / total);
+    }
+    std::fprintf(stderr, "  costliest ops:\n");
+    for (size_t k = 0; k < std::min<size_t>(8, byIndex.size()); ++k) {
+      const size_t i = byIndex[k].first;
+      std::fprintf(stderr, "  #%-4zu %-14s %9.1f us/step  %5.1f%%\n", i, i < opNames_.size() ? opNames_[i].c_str() : "?",
+                   1e3 * byIndex[k].second / steps, 100.0 * byIndex[k].second / total);
+    }
+  }
 };
 
 }  // namespace

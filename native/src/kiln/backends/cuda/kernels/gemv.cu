@@ -7,8 +7,11 @@
 // block barrier. The first weights are loaded before the kernel waits for its predecessor
 // (waitForPriorKernels, common.cuh): weights depend on nothing, so their first loads overlap the end of
 // the kernel before (typically a norm or attention).
+#include <algorithm>
 #include <cstdlib>
+#include <map>
 #include <string>
+#include <tuple>
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -338,19 +341,14 @@ __device__ __forceinline__ void normRowsToShared(const GemvFusion& f, ConstMatri
   __syncthreads();
 }
 
-// T: the activations' type (x after the norm prologue, or x itself); W: the weights' format.
-template <typename T, typename W, int R, int kRows, bool kNorm, Epi kEpi, int kBlockWarps>
-__global__ void __launch_bounds__(32 * kBlockWarps) gemvFusedKernel(ConstMatrix x, W w, int64_t N, int64_t K,
-                                                            const float* __restrict__ bias, GemvFusion f, Matrix y) {
-  extern __shared__ uint4 dynamicShared[];
-  __shared__ float reduce[32];
-  constexpr int kBlockThreads = 32 * kBlockWarps;
-  const int64_t slot = static_cast<int64_t>(blockIdx.x) * kBlockWarps + (threadIdx.x >> 5);
-  const int lane = threadIdx.x & 31;
-  int64_t features[kRows];
-  int64_t freq = -1;
+// The features of slot `slot` (a warp's share: kRows consecutive features, a SwiGLU pair (gate, up) or a
+// rope pair; -1 past the end), and the pair's rotary frequency index (rope; else -1).
+template <int kRows, Epi kEpi>
+__device__ __forceinline__ void slotFeatures(const GemvFusion& f, int64_t N, int64_t slot, int64_t (&features)[kRows], int64_t& freq) {
+  freq = -1;
   if constexpr (kEpi == Epi::Store) {
-    consecutiveFeatures<kRows, kBlockWarps>(N, features);
+#pragma unroll
+    for (int j = 0; j < kRows; ++j) features[j] = slot * kRows + j < N ? slot * kRows + j : -1;
   } else if constexpr (kEpi == Epi::Swiglu) {
     features[0] = slot < N / 2 ? slot : -1;
     features[1] = slot < N / 2 ? slot + N / 2 : -1;
@@ -361,6 +359,31 @@ __global__ void __launch_bounds__(32 * kBlockWarps) gemvFusedKernel(ConstMatrix 
       features[0] = features[1] = -1;
     }
   }
+}
+
+// T: the activations' type (x after the norm prologue, or x itself); W: the weights' format.
+//
+// The grid is persistent (launchFused: as many blocks as fit the GPU at once): each block takes its
+// slots in turn, block-strided, so that the norm prologue (a round trip to L2 for x, a block reduction,
+// x normed into shared memory) is paid once per block rather than once per wave of blocks (TinyLlama's
+// gate/up GEMV was 5 waves of 2 blocks an SM: 22.9 us for 46 MB, against 14 us for the same weights
+// without the prologue; ncu, session 10). The next slot's first weights are requested before the
+// current slot's sums are reduced and stored, so that a warp's stream does not stop between slots.
+// (Split-K over two warps per slot, as the unfused GEMV does, was 2-5% slower here: session 10.)
+template <typename T, typename W, int R, int kRows, bool kNorm, Epi kEpi, int kBlockWarps>
+__global__ void __launch_bounds__(32 * kBlockWarps) gemvFusedKernel(ConstMatrix x, W w, int64_t N, int64_t K,
+                                                            const float* __restrict__ bias, GemvFusion f, Matrix y) {
+  extern __shared__ uint4 dynamicShared[];
+  __shared__ float reduce[32];
+  constexpr int kBlockThreads = 32 * kBlockWarps;
+  constexpr int kSlotsPerBlock = kBlockWarps;
+  const int lane = threadIdx.x & 31;
+  const int64_t slots = kEpi == Epi::Store ? (N + kRows - 1) / kRows : N / 2;
+  const int64_t slotStride = static_cast<int64_t>(gridDim.x) * kSlotsPerBlock;
+  int64_t slot = static_cast<int64_t>(blockIdx.x) * kSlotsPerBlock + (threadIdx.x >> 5);
+  int64_t features[kRows];
+  int64_t freq;
+  slotFeatures<kRows, kEpi>(f, N, slot, features, freq);
   // Before the wait: the first round of weights and the norm's weights (they depend on no kernel).
   WarpRows<W, R, kRows> rows(w, features, K);
   float g[kNormVectors][8];
@@ -376,71 +399,115 @@ __global__ void __launch_bounds__(32 * kBlockWarps) gemvFusedKernel(ConstMatrix 
     }
   }
   startAfterPriorKernels();
-  // What the epilogue reads besides the dot products, loaded now so that it arrives while the weights
-  // stream: the residual, or rope's (cos, sin) at lane's row position.
-  float extra[kRows];
-#pragma unroll
-  for (int j = 0; j < kRows; ++j) extra[j] = 0.0f;
-  float c = 1.0f, sn = 0.0f;
+  // The rope epilogue's cache rows of lane's token (device_step.h's DeviceKv layout, PagedCache::row):
+  // the same for every slot.
   int64_t kvAt[2] = {0, 0};
-  if (lane < R) {
-    if constexpr (kEpi == Epi::Store) {
-      if (f.residual.data) {
+  if constexpr (kEpi == Epi::Rope) {
+    if (lane < R && f.kvLayer >= 0) {
+      const int32_t position = f.positions[lane];
+      const int32_t block = f.blockTables[static_cast<int64_t>(f.tokenSeq[lane]) * f.blockTableStride + position / f.kvTokensPerBlock];
+      const int64_t rowSize = f.kCols;
+      const int64_t at = ((static_cast<int64_t>(block) * f.kvNumLayers + f.kvLayer) * 2) * f.kvTokensPerBlock * rowSize +
+                         (position % f.kvTokensPerBlock) * rowSize;
+      kvAt[0] = at;
+      kvAt[1] = at + f.kvTokensPerBlock * rowSize;
+    }
+  }
+  const T* xs = static_cast<const T*>(x.data);
+  int64_t xStride = x.stride;
+  if constexpr (kNorm) {
+    T* normed = reinterpret_cast<T*>(dynamicShared);
+    normRowsToShared<T, R, kBlockThreads>(f, x, K, g, normed, reduce);
+    xs = normed;
+    xStride = K;
+  }
+  // A warp past the last slot has no features and loads nothing.
+  for (int64_t first = static_cast<int64_t>(blockIdx.x) * kSlotsPerBlock; first < slots; first += slotStride) {
+    // What the epilogue reads besides the dot products, loaded now so that it arrives while the weights
+    // stream: the residual, or rope's (cos, sin) at lane's row position.
+    float extra[kRows];
 #pragma unroll
-        for (int j = 0; j < kRows; ++j)
-          if (features[j] >= 0) extra[j] = load(f.residual.data, f.residual.dtype, lane * f.residual.stride + features[j]);
-      }
-    } else if constexpr (kEpi == Epi::Rope) {
-      if (f.kvLayer >= 0) {
-        // The cache rows of lane's token (device_step.h's DeviceKv layout, PagedCache::row).
-        const int32_t position = f.positions[lane];
-        const int32_t block = f.blockTables[static_cast<int64_t>(f.tokenSeq[lane]) * f.blockTableStride + position / f.kvTokensPerBlock];
-        const int64_t rowSize = f.kCols;
-        const int64_t at = ((static_cast<int64_t>(block) * f.kvNumLayers + f.kvLayer) * 2) * f.kvTokensPerBlock * rowSize +
-                           (position % f.kvTokensPerBlock) * rowSize;
-        kvAt[0] = at;
-        kvAt[1] = at + f.kvTokensPerBlock * rowSize;
-      }
-      if (freq >= 0) {
-        // As ropeKernel: the table's (cos, sin) x attentionScaling below tablePositions, else computed.
-        const int32_t position = f.positions[lane];
-        if (f.cosSin != nullptr && position >= 0 && position < f.tablePositions) {
-          const float2 cs = reinterpret_cast<const float2*>(f.cosSin)[position * (f.rotaryDim / 2) + freq];
-          c = cs.x;
-          sn = cs.y;
-        } else {
-          const float angle = static_cast<float>(position) * f.invFreq[freq];
-          c = static_cast<float>(cos(static_cast<double>(angle))) * f.attentionScaling;
-          sn = static_cast<float>(sin(static_cast<double>(angle))) * f.attentionScaling;
+    for (int j = 0; j < kRows; ++j) extra[j] = 0.0f;
+    float c = 1.0f, sn = 0.0f;
+    if (lane < R) {
+      if constexpr (kEpi == Epi::Store) {
+        if (f.residual.data) {
+#pragma unroll
+          for (int j = 0; j < kRows; ++j)
+            if (features[j] >= 0) extra[j] = load(f.residual.data, f.residual.dtype, lane * f.residual.stride + features[j]);
+        }
+      } else if constexpr (kEpi == Epi::Rope) {
+        if (freq >= 0) {
+          // As ropeKernel: the table's (cos, sin) x attentionScaling below tablePositions, else computed.
+          const int32_t position = f.positions[lane];
+          if (f.cosSin != nullptr && position >= 0 && position < f.tablePositions) {
+            const float2 cs = reinterpret_cast<const float2*>(f.cosSin)[position * (f.rotaryDim / 2) + freq];
+            c = cs.x;
+            sn = cs.y;
+          } else {
+            const float angle = static_cast<float>(position) * f.invFreq[freq];
+            c = static_cast<float>(cos(static_cast<double>(angle))) * f.attentionScaling;
+            sn = static_cast<float>(sin(static_cast<double>(angle))) * f.attentionScaling;
+          }
         }
       }
     }
-  }
-  if constexpr (kNorm) {
-    T* xs = reinterpret_cast<T*>(dynamicShared);
-    normRowsToShared<T, R, kBlockThreads>(f, x, K, g, xs, reduce);
-    rows.run(PlainX<T>{xs, K});
-  } else {
-    rows.run(PlainX<T>{static_cast<const T*>(x.data), x.stride});
-  }
-  float dot[kRows];
-  rows.reduce(dot);
-  if constexpr (kEpi == Epi::Store) {
-    storeFeatures<R, kRows>(features, dot, bias, extra, y);
-  } else {
-    if (lane >= R || features[0] < 0) return;
-    const float a = bias ? dot[0] + bias[features[0]] : dot[0];
-    const float b = bias ? dot[1] + bias[features[1]] : dot[1];
-    if constexpr (kEpi == Epi::Swiglu) {
-      cuda::store(y.data, y.dtype, lane * y.stride + features[0], silu(a) * b);
-    } else if (freq < 0) {
-      storeQkv(f, y, lane, features[0], a, kvAt);
-      storeQkv(f, y, lane, features[1], b, kvAt);
-    } else {
-      storeQkv(f, y, lane, features[0], a * c - b * sn, kvAt);
-      storeQkv(f, y, lane, features[1], b * c + a * sn, kvAt);
+    rows.run(PlainX<T>{xs, xStride});
+    // The next slot's features and first round, before this slot's reduction and stores.
+    const int64_t nextSlot = slot + slotStride;
+    int64_t nextFeatures[kRows];
+    int64_t nextFreq;
+    slotFeatures<kRows, kEpi>(f, N, nextSlot, nextFeatures, nextFreq);
+    WarpRows<W, R, kRows> next(w, nextFeatures, K);
+    float dot[kRows];
+    rows.reduce(dot);
+    if constexpr (kEpi == Epi::Store) {
+      storeFeatures<R, kRows>(features, dot, bias, extra, y);
+    } else if (lane < R && features[0] >= 0) {
+      const float a = bias ? dot[0] + bias[features[0]] : dot[0];
+      const float b = bias ? dot[1] + bias[features[1]] : dot[1];
+      if constexpr (kEpi == Epi::Swiglu) {
+        cuda::store(y.data, y.dtype, lane * y.stride + features[0], silu(a) * b);
+      } else if (freq < 0) {
+        storeQkv(f, y, lane, features[0], a, kvAt);
+        storeQkv(f, y, lane, features[1], b, kvAt);
+      } else {
+        storeQkv(f, y, lane, features[0], a * c - b * sn, kvAt);
+        storeQkv(f, y, lane, features[1], b * c + a * sn, kvAt);
+      }
     }
+    rows = next;
+    slot = nextSlot;
+#pragma unroll
+    for (int j = 0; j < kRows; ++j) features[j] = nextFeatures[j];
+    freq = nextFreq;
   }
+}
+
+// Blocks of `kernel` (threads, dynamic shared bytes) resident on the current device at once; the
+// occupancy query per (device, kernel, shared size) is made once per thread. KILN_CUDA_FUSED_WAVES=N
+// multiplies it (comparisons: a large N gives every slot group its own block, as before session 10).
+int64_t residentBlocks(const void* kernel, int threads, size_t shared) {
+  static const int64_t waves = [] {
+    const char* setting = std::getenv("KILN_CUDA_FUSED_WAVES");
+    const long long n = setting ? std::atoll(setting) : 1;
+    return static_cast<int64_t>(n < 1 ? 1 : n);
+  }();
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) return 1;
+  thread_local std::map<std::tuple<int, const void*, size_t>, int64_t> known;
+  const auto key = std::make_tuple(device, kernel, shared);
+  const auto found = known.find(key);
+  if (found != known.end()) return found->second;
+  int perSm = 0, sms = 0;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&perSm, kernel, threads, shared) != cudaSuccess ||
+      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) {
+    (void)cudaGetLastError();
+    throw std::runtime_error("cuda gemvFused: cannot query the occupancy of a fused GEMV kernel");
+  }
+  const int64_t blocks = std::max<int64_t>(1, static_cast<int64_t>(perSm) * sms) * waves;
+  known.emplace(key, blocks);
+  return blocks;
 }
 
 // Split-K for the narrow unfused GEMVs (o and down projections) of one or two rows: 2 (default) or 1,
@@ -476,23 +543,28 @@ void launchRows(cudaStream_t stream, const T* x, int64_t xStride, const T* w, in
 template <typename T, typename W, int R, bool kNorm>
 void launchFusedRows(cudaStream_t stream, ConstMatrix x, const W& w, int64_t N, int64_t K, const float* bias,
                      const GemvFusion& f, Matrix y) {
-  const auto blocksFor = [](int64_t slots, int warps) { return dim3(static_cast<unsigned>((slots + warps - 1) / warps)); };
   const size_t shared = kNorm ? static_cast<size_t>(R * K) * sizeof(T) : 0;
+  // gemvFusedKernel's persistent grid: a block per slotsPerBlock slots, but no more blocks than are
+  // resident at once.
+  const auto go = [&](auto kernel, int64_t slots, int slotsPerBlock, int threads) {
+    const int64_t wanted = (slots + slotsPerBlock - 1) / slotsPerBlock;
+    const int64_t resident = residentBlocks(reinterpret_cast<const void*>(kernel), threads, shared);
+    launch(kernel, dim3(static_cast<unsigned>(std::max<int64_t>(1, std::min(wanted, resident)))), dim3(threads), shared, stream, x, w, N, K,
+           bias, f, y);
+  };
   switch (f.epilogue) {
     case GemvFusion::Swiglu:
-      return launch(gemvFusedKernel<T, W, R, 2, kNorm, Epi::Swiglu, kWarps>, blocksFor(N / 2, kWarps), dim3(kThreads), shared, stream, x, w, N, K, bias, f, y);
+      return go(gemvFusedKernel<T, W, R, 2, kNorm, Epi::Swiglu, kWarps>, N / 2, kWarps, kThreads);
     case GemvFusion::Rope:
       // QKV is narrow (a warp per rope pair: 1,280 warps for TinyLlama): 4-warp blocks spread it over
       // twice as many blocks, so that every SM gets a share (8-warp blocks left 160 for 132 SMs).
       if (!kNorm || K <= 8 * 128 * kNormVectors) {
-        return launch(gemvFusedKernel<T, W, R, 2, kNorm, Epi::Rope, 4>, blocksFor(N / 2, 4), dim3(128), shared, stream, x, w, N, K, bias, f, y);
+        return go(gemvFusedKernel<T, W, R, 2, kNorm, Epi::Rope, 4>, N / 2, 4, 128);
       }
-      return launch(gemvFusedKernel<T, W, R, 2, kNorm, Epi::Rope, kWarps>, blocksFor(N / 2, kWarps), dim3(kThreads), shared, stream, x, w, N, K, bias, f, y);
+      return go(gemvFusedKernel<T, W, R, 2, kNorm, Epi::Rope, kWarps>, N / 2, kWarps, kThreads);
     default:
-      if (twoFeaturesPerWarp<R>(N, K)) {
-        return launch(gemvFusedKernel<T, W, R, 2, kNorm, Epi::Store, kWarps>, blocksFor((N + 1) / 2, kWarps), dim3(kThreads), shared, stream, x, w, N, K, bias, f, y);
-      }
-      return launch(gemvFusedKernel<T, W, R, 1, kNorm, Epi::Store, kWarps>, blocksFor(N, kWarps), dim3(kThreads), shared, stream, x, w, N, K, bias, f, y);
+      if (twoFeaturesPerWarp<R>(N, K)) return go(gemvFusedKernel<T, W, R, 2, kNorm, Epi::Store, kWarps>, (N + 1) / 2, kWarps, kThreads);
+      return go(gemvFusedKernel<T, W, R, 1, kNorm, Epi::Store, kWarps>, N, kWarps, kThreads);
   }
 }
 
