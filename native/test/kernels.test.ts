@@ -237,6 +237,9 @@ describe('linear', () => {
       ...[1, 2, 3, 4, 7, 9].map((rows) => ({ rows, K: 77, N: 29, xStride: 80, yStride: 31, threads: 1 })),
       { rows: 70, K: 64, N: 101, xStride: 64, yStride: 101, threads: 2 },
       { rows: 1, K: 517, N: 389, xStride: 517, yStride: 389, threads: 2 },
+      // decode ranges long enough for avx512bf16::decodeBf16's four streams (a quarter >= 64 rows), K with a tail
+      { rows: 1, K: 200, N: 600, xStride: 200, yStride: 600, threads: 2 },
+      { rows: 1, K: 77, N: 521, xStride: 80, yStride: 521, threads: 1 },
       // From 12 rows AVX512_BF16 runs the packed GEMM (64-feature panels, 256 inputs per K block): odd K
       // (the last pair half zero), rows 12 / 13 / 17 (6-row tiles and each remainder), a partial panel,
       // several panels and K blocks over two threads, and a K of exactly two blocks.
@@ -304,6 +307,9 @@ describe('linear', () => {
         { rows: 1, K: 64, N: 50, xStride: 64, yStride: 50, threads: 1 },
         { rows: 70, K: 131, N: 101, xStride: 133, yStride: 103, threads: 2 },
         { rows: 1, K: 517, N: 389, xStride: 517, yStride: 389, threads: 2 },
+        // decode ranges long enough for avx512::decodeInt8's four streams (a quarter >= 64 rows), with a tail of K
+        { rows: 1, K: 200, N: 600, xStride: 200, yStride: 600, threads: 2 },
+        { rows: 1, K: 77, N: 521, xStride: 80, yStride: 521, threads: 1 },
       ]) {
         test(`${isa} int8 bf16Activations=${bf16Activations} rows=${c.rows} K=${c.K} N=${c.N} threads=${c.threads}`, () => {
           const seed = 9 + c.rows * 1000 + c.K * 7 + c.N;

@@ -43,6 +43,12 @@ void quantizeInt4ActivationRow(const float* x, int64_t K, int8_t* q, float* d, i
 void linearTile(const float* x, int64_t xStride, int64_t r0, int64_t r1, const void* w, DType wdt, int64_t n0,
                 int64_t n1, int64_t K, const float* scales, const float* bias, float* y, int64_t yStride);
 
+// linearTile's one-row case for int8 weights over a thread's whole range of features [n0, n1): the range
+// is read as four sequential streams a quarter apart (as linear_int4_avx512_bf16.cpp's decodeSweep), not
+// as tiles of 8 adjacent rows.
+void decodeInt8(const float* x, const int8_t* w, int64_t n0, int64_t n1, int64_t K, const float* scales,
+                const float* bias, float* y);
+
 }  // namespace avx512
 
 namespace avx512bf16 {
@@ -58,6 +64,10 @@ void linearTileInt4(const int8_t* xq, const float* xd, const int32_t* xc, int64_
 // float32, sums in float32.
 void linearTileBf16(const uint16_t* xb, int64_t r0, int64_t r1, const uint16_t* w, int64_t n0, int64_t n1, int64_t K,
                     const float* bias, float* y, int64_t yStride);
+
+// linearTileBf16's one-row case over a thread's whole range of features [n0, n1), read as four sequential
+// streams a quarter apart (as avx512::decodeInt8).
+void decodeBf16(const uint16_t* xb, const uint16_t* w, int64_t n0, int64_t n1, int64_t K, const float* bias, float* y);
 
 // The multi-row GEMM (linear_gemm_avx512_bf16.cpp): y[r, n] for all `rows` and n in [n0, n1), n0 a
 // multiple of kGemmBf16Panel. xb [rows, xStride] bfloat16 bits with xStride even and, when K is odd,

@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 #include <vector>
@@ -128,6 +129,31 @@ void linearKernel(const KernelEnv& env, const float* x, int64_t rows, int64_t xS
   // portable way.
   const Isa isa = wdt == DType::I32 ? Isa::Generic : env.isa;
   const uint16_t* xbData = xb.data();
+  // Decode (one row) of int8 weights on AVX-512, and of bfloat16 weights with bfloat16 inputs on
+  // AVX512_BF16: one contiguous range of features per thread, read as four sequential streams a quarter
+  // apart (avx512::decodeInt8, avx512bf16::decodeBf16) rather than as 48-feature tasks of 8 adjacent rows.
+  // KILN_CPU_DECODE=tiles keeps the tasks (comparisons; read once per process).
+  static const bool decodeStreams = [] {
+    const char* setting = std::getenv("KILN_CPU_DECODE");
+    return !(setting && std::strcmp(setting, "tiles") == 0);
+  }();
+  const bool int8Decode = wdt == DType::I8 && env.isa >= Isa::Avx512;
+  if (rows == 1 && decodeStreams && (int8Decode || dotBf16)) {
+    const void* weights = w;
+    auto range = [&](int64_t n0, int64_t n1) {
+      if (dotBf16) {
+        avx512bf16::decodeBf16(xbData, static_cast<const uint16_t*>(weights), n0, n1, K, bias, y);
+      } else {
+        avx512::decodeInt8(x, static_cast<const int8_t*>(weights), n0, n1, K, scales, bias, y);
+      }
+    };
+    if (env.pool && env.pool->size() > 1) {
+      env.pool->parallelFor(N, std::max<int64_t>(1, kMinWorkPerChunk / std::max<int64_t>(K, 1)), range);
+    } else {
+      range(0, N);
+    }
+    return;
+  }
   if (gemmBf16) {
     // Threads take contiguous runs of 64-feature panels; each packs its own panels.
     const int64_t panels = (N + avx512bf16::kGemmBf16Panel - 1) / avx512bf16::kGemmBf16Panel;

@@ -132,7 +132,56 @@ void tile(const float* x, int64_t xStride, int64_t r0, int64_t r1, const void* w
   }
 }
 
+// One row of x times NR int8 weight rows w[j] (far apart: the caller's streams), 32 weights a step with
+// two accumulators per row (independent FMA chains), the codes widened to float32 exactly.
+template <int NR>
+inline void decodeRowsInt8(const float* x, const int8_t* const* w, int64_t K, float* out) {
+  __m512 acc[NR][2];
+  for (int j = 0; j < NR; ++j) acc[j][0] = acc[j][1] = _mm512_setzero_ps();
+  int64_t k = 0;
+  for (; k + 32 <= K; k += 32) {
+    const __m512 x0 = _mm512_loadu_ps(x + k);
+    const __m512 x1 = _mm512_loadu_ps(x + k + 16);
+    for (int j = 0; j < NR; ++j) {
+      const __m512 w0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w[j] + k))));
+      const __m512 w1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w[j] + k + 16))));
+      acc[j][0] = _mm512_fmadd_ps(x0, w0, acc[j][0]);
+      acc[j][1] = _mm512_fmadd_ps(x1, w1, acc[j][1]);
+    }
+  }
+  for (; k < K; k += 16) {
+    const __mmask16 m = K - k >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << (K - k)) - 1);
+    const __m512 xv = _mm512_maskz_loadu_ps(m, x + k);
+    for (int j = 0; j < NR; ++j) acc[j][0] = _mm512_fmadd_ps(xv, loadW16<kI8>(w[j], k, m), acc[j][0]);
+  }
+  for (int j = 0; j < NR; ++j) out[j] = _mm512_reduce_add_ps(_mm512_add_ps(acc[j][0], acc[j][1]));
+}
+
+// Quarters of at least this many rows are streamed side by side; a shorter range is one stream.
+constexpr int64_t kMinStreamRows = 64;
+
 }  // namespace
+
+void decodeInt8(const float* x, const int8_t* w, int64_t n0, int64_t n1, int64_t K, const float* scales,
+                const float* bias, float* y) {
+  const int64_t quarter = (n1 - n0) / 4 >= kMinStreamRows ? (n1 - n0) / 4 : 0;
+  for (int64_t i = 0; i < quarter; ++i) {
+    const int8_t* rows[4];
+    for (int j = 0; j < 4; ++j) rows[j] = w + (n0 + j * quarter + i) * K;
+    float out[4];
+    decodeRowsInt8<4>(x, rows, K, out);
+    for (int j = 0; j < 4; ++j) {
+      const int64_t n = n0 + j * quarter + i;
+      y[n] = out[j] * scales[n] + (bias ? bias[n] : 0.0f);
+    }
+  }
+  for (int64_t n = n0 + 4 * quarter; n < n1; ++n) {
+    const int8_t* row = w + n * K;
+    float out;
+    decodeRowsInt8<1>(x, &row, K, &out);
+    y[n] = out * scales[n] + (bias ? bias[n] : 0.0f);
+  }
+}
 
 void linearTile(const float* x, int64_t xStride, int64_t r0, int64_t r1, const void* w, DType wdt, int64_t n0,
                 int64_t n1, int64_t K, const float* scales, const float* bias, float* y, int64_t yStride) {

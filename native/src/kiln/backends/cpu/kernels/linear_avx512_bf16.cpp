@@ -58,7 +58,52 @@ inline void featureSweep(const uint16_t* xb, int64_t r, const uint16_t* w, int64
   for (; n < n1; ++n) microTile<RT, 1>(xb, r, w, n, K, bias, y, yStride);
 }
 
+// One row of xb times NR bfloat16 weight rows w[j] (far apart: the caller's streams), 64 weights a step
+// with two accumulators per row (independent vdpbf16ps chains).
+template <int NR>
+inline void decodeRowsBf16(const uint16_t* xb, const uint16_t* const* w, int64_t K, float* out) {
+  __m512 acc[NR][2];
+  for (int j = 0; j < NR; ++j) acc[j][0] = acc[j][1] = _mm512_setzero_ps();
+  int64_t k = 0;
+  for (; k + 64 <= K; k += 64) {
+    const __m512bh x0 = load32(xb + k, 0xffffffffu);
+    const __m512bh x1 = load32(xb + k + 32, 0xffffffffu);
+    for (int j = 0; j < NR; ++j) {
+      acc[j][0] = _mm512_dpbf16_ps(acc[j][0], x0, load32(w[j] + k, 0xffffffffu));
+      acc[j][1] = _mm512_dpbf16_ps(acc[j][1], x1, load32(w[j] + k + 32, 0xffffffffu));
+    }
+  }
+  for (; k < K; k += 32) {
+    const __mmask32 m = K - k >= 32 ? 0xffffffffu : static_cast<__mmask32>((uint64_t{1} << (K - k)) - 1);
+    const __m512bh xv = load32(xb + k, m);
+    for (int j = 0; j < NR; ++j) acc[j][0] = _mm512_dpbf16_ps(acc[j][0], xv, load32(w[j] + k, m));
+  }
+  for (int j = 0; j < NR; ++j) out[j] = _mm512_reduce_add_ps(_mm512_add_ps(acc[j][0], acc[j][1]));
+}
+
+constexpr int64_t kMinStreamRows = 64;  // as linear_avx512.cpp's decodeInt8
+
 }  // namespace
+
+void decodeBf16(const uint16_t* xb, const uint16_t* w, int64_t n0, int64_t n1, int64_t K, const float* bias, float* y) {
+  const int64_t quarter = (n1 - n0) / 4 >= kMinStreamRows ? (n1 - n0) / 4 : 0;
+  for (int64_t i = 0; i < quarter; ++i) {
+    const uint16_t* rows[4];
+    for (int j = 0; j < 4; ++j) rows[j] = w + (n0 + j * quarter + i) * K;
+    float out[4];
+    decodeRowsBf16<4>(xb, rows, K, out);
+    for (int j = 0; j < 4; ++j) {
+      const int64_t n = n0 + j * quarter + i;
+      y[n] = out[j] + (bias ? bias[n] : 0.0f);
+    }
+  }
+  for (int64_t n = n0 + 4 * quarter; n < n1; ++n) {
+    const uint16_t* row = w + n * K;
+    float out;
+    decodeRowsBf16<1>(xb, &row, K, &out);
+    y[n] = out + (bias ? bias[n] : 0.0f);
+  }
+}
 
 // The row groups of the float32 AVX-512 tile (24 accumulators, 6/8/12 dividing the 48-feature blocks).
 void linearTileBf16(const uint16_t* xb, int64_t r0, int64_t r1, const uint16_t* w, int64_t n0, int64_t n1, int64_t K,
