@@ -306,10 +306,11 @@ int main() {
     CHECK(cudaGraphDestroy(graph));
     return 1000.0 * ms / (kLaunches * kReplays);
   };
-  auto pdlLaunch = [&](auto kernel, dim3 grid, dim3 block, auto... args) {
+  auto pdlLaunchShared = [&](auto kernel, dim3 grid, dim3 block, size_t shared, auto... args) {
     cudaLaunchConfig_t config{};
     config.gridDim = grid;
     config.blockDim = block;
+    config.dynamicSmemBytes = shared;
     config.stream = stream;
     cudaLaunchAttribute attribute[1];
     attribute[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
@@ -318,6 +319,7 @@ int main() {
     config.numAttrs = 1;
     CHECK(cudaLaunchKernelEx(&config, kernel, args...));
   };
+  auto pdlLaunch = [&](auto kernel, dim3 grid, dim3 block, auto... args) { pdlLaunchShared(kernel, grid, block, 0, args...); };
 
   std::printf("gemv-bench: %d SMs; us per launch (TB/s), %d launches per graph, %d replays\n", sms, kLaunches, kReplays);
   for (const Shape& s : shapes) {
@@ -371,18 +373,8 @@ int main() {
       char full[96];
       std::snprintf(full, sizeof full, "%s, %d stages of %lld KB, %d/SM", label, stages, static_cast<long long>(tileBytes / 1024), blocksPerSm);
       report(full, timeGraph(bytes, [&](const char* w) {
-               cudaLaunchConfig_t config{};
-               config.gridDim = dim3(static_cast<unsigned>(sms * blocksPerSm));
-               config.blockDim = dim3(256);
-               config.dynamicSmemBytes = shared;
-               config.stream = stream;
-               cudaLaunchAttribute attribute[1];
-               attribute[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-               attribute[0].val.programmaticStreamSerializationAllowed = 1;
-               config.attrs = attribute;
-               config.numAttrs = 1;
-               CHECK(cudaLaunchKernelEx(&config, kernel, static_cast<const __nv_bfloat16*>(x), reinterpret_cast<const __nv_bfloat16*>(w), s.N, s.K, y,
-                                        stages));
+               pdlLaunchShared(kernel, dim3(static_cast<unsigned>(sms * blocksPerSm)), dim3(256), shared, static_cast<const __nv_bfloat16*>(x),
+                               reinterpret_cast<const __nv_bfloat16*>(w), s.N, s.K, y, stages);
              }));
     };
     {

@@ -4,6 +4,7 @@
 #include <immintrin.h>
 
 #include "kiln/backends/cpu/kernels/avx512.h"
+#include "kiln/backends/cpu/kernels/decode_streams.h"
 
 namespace kiln {
 namespace avx512 {
@@ -157,30 +158,25 @@ inline void decodeRowsInt8(const float* x, const int8_t* const* w, int64_t K, fl
   for (int j = 0; j < NR; ++j) out[j] = _mm512_reduce_add_ps(_mm512_add_ps(acc[j][0], acc[j][1]));
 }
 
-// Quarters of at least this many rows are streamed side by side; a shorter range is one stream.
-constexpr int64_t kMinStreamRows = 64;
-
 }  // namespace
 
 void decodeInt8(const float* x, const int8_t* w, int64_t n0, int64_t n1, int64_t K, const float* scales,
                 const float* bias, float* y) {
-  const int64_t quarter = (n1 - n0) / 4 >= kMinStreamRows ? (n1 - n0) / 4 : 0;
-  for (int64_t i = 0; i < quarter; ++i) {
-    const int8_t* rows[4];
-    for (int j = 0; j < 4; ++j) rows[j] = w + (n0 + j * quarter + i) * K;
-    float out[4];
-    decodeRowsInt8<4>(x, rows, K, out);
-    for (int j = 0; j < 4; ++j) {
-      const int64_t n = n0 + j * quarter + i;
-      y[n] = out[j] * scales[n] + (bias ? bias[n] : 0.0f);
-    }
-  }
-  for (int64_t n = n0 + 4 * quarter; n < n1; ++n) {
-    const int8_t* row = w + n * K;
-    float out;
-    decodeRowsInt8<1>(x, &row, K, &out);
-    y[n] = out * scales[n] + (bias ? bias[n] : 0.0f);
-  }
+  const auto store = [&](int64_t n, float dot) { y[n] = dot * scales[n] + (bias ? bias[n] : 0.0f); };
+  forEachStreamedRow(
+      n0, n1,
+      [&](const int64_t (&at)[4]) {
+        const int8_t* rows[4] = {w + at[0] * K, w + at[1] * K, w + at[2] * K, w + at[3] * K};
+        float out[4];
+        decodeRowsInt8<4>(x, rows, K, out);
+        for (int j = 0; j < 4; ++j) store(at[j], out[j]);
+      },
+      [&](int64_t n) {
+        const int8_t* row = w + n * K;
+        float out;
+        decodeRowsInt8<1>(x, &row, K, &out);
+        store(n, out);
+      });
 }
 
 void linearTile(const float* x, int64_t xStride, int64_t r0, int64_t r1, const void* w, DType wdt, int64_t n0,

@@ -5,6 +5,7 @@
 #include <immintrin.h>
 
 #include "kiln/backends/cpu/kernels/avx512.h"
+#include "kiln/backends/cpu/kernels/decode_streams.h"
 
 namespace kiln {
 namespace avx512bf16 {
@@ -81,28 +82,24 @@ inline void decodeRowsBf16(const uint16_t* xb, const uint16_t* const* w, int64_t
   for (int j = 0; j < NR; ++j) out[j] = _mm512_reduce_add_ps(_mm512_add_ps(acc[j][0], acc[j][1]));
 }
 
-constexpr int64_t kMinStreamRows = 64;  // as linear_avx512.cpp's decodeInt8
-
 }  // namespace
 
 void decodeBf16(const uint16_t* xb, const uint16_t* w, int64_t n0, int64_t n1, int64_t K, const float* bias, float* y) {
-  const int64_t quarter = (n1 - n0) / 4 >= kMinStreamRows ? (n1 - n0) / 4 : 0;
-  for (int64_t i = 0; i < quarter; ++i) {
-    const uint16_t* rows[4];
-    for (int j = 0; j < 4; ++j) rows[j] = w + (n0 + j * quarter + i) * K;
-    float out[4];
-    decodeRowsBf16<4>(xb, rows, K, out);
-    for (int j = 0; j < 4; ++j) {
-      const int64_t n = n0 + j * quarter + i;
-      y[n] = out[j] + (bias ? bias[n] : 0.0f);
-    }
-  }
-  for (int64_t n = n0 + 4 * quarter; n < n1; ++n) {
-    const uint16_t* row = w + n * K;
-    float out;
-    decodeRowsBf16<1>(xb, &row, K, &out);
-    y[n] = out + (bias ? bias[n] : 0.0f);
-  }
+  const auto store = [&](int64_t n, float dot) { y[n] = dot + (bias ? bias[n] : 0.0f); };
+  forEachStreamedRow(
+      n0, n1,
+      [&](const int64_t (&at)[4]) {
+        const uint16_t* rows[4] = {w + at[0] * K, w + at[1] * K, w + at[2] * K, w + at[3] * K};
+        float out[4];
+        decodeRowsBf16<4>(xb, rows, K, out);
+        for (int j = 0; j < 4; ++j) store(at[j], out[j]);
+      },
+      [&](int64_t n) {
+        const uint16_t* row = w + n * K;
+        float out;
+        decodeRowsBf16<1>(xb, &row, K, &out);
+        store(n, out);
+      });
 }
 
 // The row groups of the float32 AVX-512 tile (24 accumulators, 6/8/12 dividing the 48-feature blocks).
