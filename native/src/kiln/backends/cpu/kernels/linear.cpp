@@ -139,19 +139,16 @@ void linearKernel(const KernelEnv& env, const float* x, int64_t rows, int64_t xS
   }();
   const bool int8Decode = wdt == DType::I8 && env.isa >= Isa::Avx512;
   if (rows == 1 && decodeStreams && (int8Decode || dotBf16)) {
-    const void* weights = w;
-    auto range = [&](int64_t n0, int64_t n1) {
-      if (dotBf16) {
-        avx512bf16::decodeBf16(xbData, static_cast<const uint16_t*>(weights), n0, n1, K, bias, y);
-      } else {
-        avx512::decodeInt8(x, static_cast<const int8_t*>(weights), n0, n1, K, scales, bias, y);
-      }
-    };
-    if (env.pool && env.pool->size() > 1) {
-      env.pool->parallelFor(N, std::max<int64_t>(1, kMinWorkPerChunk / std::max<int64_t>(K, 1)), range);
-    } else {
-      range(0, N);
-    }
+    portable::parallelItems(
+        env, N, K,
+        [&](int64_t n0, int64_t n1) {
+          if (dotBf16) {
+            avx512bf16::decodeBf16(xbData, static_cast<const uint16_t*>(w), n0, n1, K, bias, y);
+          } else {
+            avx512::decodeInt8(x, static_cast<const int8_t*>(w), n0, n1, K, scales, bias, y);
+          }
+        },
+        kMinWorkPerChunk);
     return;
   }
   if (gemmBf16) {

@@ -178,14 +178,6 @@ struct WarpRows {
   }
 };
 
-// Consecutive features for warp w: kRows of them from w * kRows (-1 past N).
-template <int kRows, int kBlockWarps = kWarps>
-__device__ __forceinline__ void consecutiveFeatures(int64_t N, int64_t (&features)[kRows]) {
-  const int64_t first = (static_cast<int64_t>(blockIdx.x) * kBlockWarps + (threadIdx.x >> 5)) * kRows;
-#pragma unroll
-  for (int j = 0; j < kRows; ++j) features[j] = first + j < N ? first + j : -1;
-}
-
 // Stores feature j's result of lane's row (+ bias, + extra[j]: the residual, or 0).
 template <int R, int kRows>
 __device__ __forceinline__ void storeFeatures(const int64_t (&features)[kRows], const float (&dot)[kRows], const float* bias,
