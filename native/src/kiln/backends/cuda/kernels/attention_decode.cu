@@ -26,19 +26,23 @@ constexpr int kWarps = 4;
 constexpr int kThreads = kWarps * 32;
 constexpr int kChunk = 32;  // keys per warp step: one per lane
 
-// n consecutive elements of T at p as float32 (n * sizeof(T) a multiple of 4; p aligned to it).
+// n consecutive elements of T (n * sizeof(T) of 4, 8 or 16 bytes), loaded as one vector.
 template <typename T, int n>
-__device__ __forceinline__ void loadFloats(const T* p, float* out) {
+struct alignas(n * sizeof(T)) Slice {
+  uint32_t words[n * sizeof(T) / 4];
+};
+
+template <typename T, int n>
+__device__ __forceinline__ void sliceToFloats(const Slice<T, n>& v, float* out) {
   if constexpr (sizeof(T) == 4) {
 #pragma unroll
-    for (int i = 0; i < n; ++i) out[i] = static_cast<const float*>(static_cast<const void*>(p))[i];
+    for (int i = 0; i < n; ++i) out[i] = __uint_as_float(v.words[i]);
   } else {
 #pragma unroll
     for (int i = 0; i < n; i += 2) {
-      const uint32_t pair = *reinterpret_cast<const uint32_t*>(p + i);
-      uint4 v{pair, 0u, 0u, 0u};
+      uint4 pair{v.words[i / 2], 0u, 0u, 0u};
       float f[8];
-      vectorToFloats(v, p, f);
+      vectorToFloats(pair, static_cast<const T*>(nullptr), f);
       out[i] = f[0];
       out[i + 1] = f[1];
     }
@@ -53,6 +57,10 @@ __global__ void __launch_bounds__(kThreads) attendDecodeGrouped(DeviceStep step,
                                                                 AttentionSplit split) {
   constexpr int kV = 16 / static_cast<int>(sizeof(T));  // elements per 16-byte vector of a K row
   constexpr int kDimsPerLane = D / 32;                  // P V: this lane's dims of every head
+  // A lane's slice of a V row (kDimsPerLane elements: 4, 8 or 16 bytes) as one load, and the rows whose
+  // slices are in flight at once: 32 words of registers a lane.
+  using VSlice = Slice<T, kDimsPerLane>;
+  constexpr int kVInFlight = 32 / (sizeof(VSlice) / 4);
   __shared__ __align__(16) float qs[G][D];
   __shared__ float ps[kWarps][kChunk][G];
   __shared__ const T* vRows[kWarps][kChunk];  // the chunk's V rows, found by the lanes that scored them
@@ -94,16 +102,29 @@ __global__ void __launch_bounds__(kThreads) attendDecodeGrouped(DeviceStep step,
   }
 
   for (int64_t base = lo + warp * kChunk; base <= hi; base += kWarps * kChunk) {
-    // Scores: lane j, key base + j.
+    // Lane j: key base + j. Its K row is its own; its V row's address goes to the warp (P V splits every
+    // V row over the lanes).
     const int64_t j = base + lane;
     const bool valid = j <= hi;
+    const T* k = nullptr;
+    if (valid) {
+      k = cache.row(pool, table, layer, j, 0) + kvOffset;
+      vRows[warp][lane] = cache.row(pool, table, layer, j, 1) + kvOffset;
+    }
+    __syncwarp();
+    const int count = static_cast<int>(min(static_cast<int64_t>(kChunk), hi - base + 1));
+    // The first kVInFlight V rows' slices are requested now, with the K row below: one round trip to
+    // memory for the chunk, where loading V after the softmax took a second (and more, 8 rows at a time).
+    VSlice vRaw[kVInFlight];
+#pragma unroll
+    for (int u = 0; u < kVInFlight; ++u) {
+      if (u < count) vRaw[u] = *reinterpret_cast<const VSlice*>(vRows[warp][u] + lane * kDimsPerLane);
+    }
+    // Scores: the K row's loads issued together (8 in flight), then the dot products.
     float s[G];
 #pragma unroll
     for (int h = 0; h < G; ++h) s[h] = 0.0f;
     if (valid) {
-      const T* k = cache.row(pool, table, layer, j, 0) + kvOffset;
-      vRows[warp][lane] = cache.row(pool, table, layer, j, 1) + kvOffset;
-      // The row's loads issued together (8 in flight), then the dot products.
       constexpr int kVectors = D / kV, kBatch = kVectors < 8 ? kVectors : 8;
 #pragma unroll
       for (int v0 = 0; v0 < kVectors; v0 += kBatch) {
@@ -139,25 +160,30 @@ __global__ void __launch_bounds__(kThreads) attendDecodeGrouped(DeviceStep step,
       ps[warp][lane][h] = p;
     }
     __syncwarp();
-    // P V: this lane's dims of the chunk's V rows, 8 rows' loads in flight at a time (a chain of
-    // dependent loads otherwise: the step's latency).
-    const int count = static_cast<int>(min(static_cast<int64_t>(kChunk), hi - base + 1));
-    constexpr int kRows = 8;
-    for (int r0 = 0; r0 < count; r0 += kRows) {
-      float vf[kRows][kDimsPerLane];
+    // P V: this lane's dims of the chunk's V rows, from the slices loaded above, then (when a slice
+    // takes more than one word) the rest kVInFlight rows at a time.
+    const auto addRow = [&](int r, const VSlice& raw) {
+      float vf[kDimsPerLane];
+      sliceToFloats(raw, vf);
 #pragma unroll
-      for (int u = 0; u < kRows; ++u) {
-        if (r0 + u < count) loadFloats<T, kDimsPerLane>(vRows[warp][r0 + u] + lane * kDimsPerLane, vf[u]);
+      for (int h = 0; h < G; ++h) {
+        const float p = ps[warp][r][h];
+#pragma unroll
+        for (int i = 0; i < kDimsPerLane; ++i) acc[h][i] += p * vf[i];
+      }
+    };
+#pragma unroll
+    for (int u = 0; u < kVInFlight; ++u) {
+      if (u < count) addRow(u, vRaw[u]);
+    }
+    for (int r0 = kVInFlight; r0 < count; r0 += kVInFlight) {
+#pragma unroll
+      for (int u = 0; u < kVInFlight; ++u) {
+        if (r0 + u < count) vRaw[u] = *reinterpret_cast<const VSlice*>(vRows[warp][r0 + u] + lane * kDimsPerLane);
       }
 #pragma unroll
-      for (int u = 0; u < kRows; ++u) {
-        if (r0 + u >= count) break;
-#pragma unroll
-        for (int h = 0; h < G; ++h) {
-          const float p = ps[warp][r0 + u][h];
-#pragma unroll
-          for (int i = 0; i < kDimsPerLane; ++i) acc[h][i] += p * vf[u][i];
-        }
+      for (int u = 0; u < kVInFlight; ++u) {
+        if (r0 + u < count) addRow(r0 + u, vRaw[u]);
       }
     }
     __syncwarp();  // ps and vRows are rewritten by the next chunk

@@ -63,10 +63,11 @@ __global__ void __launch_bounds__(kThreads) gemvInt8Kernel(const X* x, int64_t x
     for (int u = 0; u < kInFlight; ++u) {
       const int64_t i = base + lane + 32 * u;
       if (i >= vectors) continue;
-      const int8_t* codes = reinterpret_cast<const int8_t*>(&wv[u]);
       float wf[16];
-#pragma unroll
-      for (int j = 0; j < 16; ++j) wf[j] = static_cast<float>(codes[j]);
+      int8x4ToFloats(wv[u].x, wf);
+      int8x4ToFloats(wv[u].y, wf + 4);
+      int8x4ToFloats(wv[u].z, wf + 8);
+      int8x4ToFloats(wv[u].w, wf + 12);
 #pragma unroll
       for (int r = 0; r < R; ++r) {
         float xf[16];

@@ -178,6 +178,13 @@ void addBias(cudaStream_t stream, Matrix y, int64_t rows, const float* bias, int
 void rope(cudaStream_t stream, ConstMatrix x, int64_t numTokens, const int32_t* positions, int64_t numHeads,
           int64_t headDim, int64_t rotaryDim, bool interleaved, const float* invFreq, float attentionScaling,
           const float* cosSin, int64_t tablePositions, Matrix y);
+// rope of a QKV product [q | k | v] (q's numHeads heads, then k's numKvHeads, then v) in one launch: q'
+// into y, k' into ropedK, and, with kv, k' (as rounded to ropedK's type) and v into layer `layer` of the
+// cache at the step's positions: what rope on q, rope on k and storeKvRows do, without two launches.
+void ropeQkv(cudaStream_t stream, ConstMatrix product, const DeviceStep& step, int64_t numHeads, int64_t numKvHeads,
+             int64_t headDim, int64_t rotaryDim, bool interleaved, const float* invFreq, float attentionScaling,
+             const float* cosSin, int64_t tablePositions, Matrix y, Matrix ropedK, DType cacheDType, const DeviceKv* kv,
+             int32_t layer);
 
 // Stores the step's K and V rows into layer `layer` of the cache (elements of `cacheDType`), then attends
 // (attentionKernel's semantics: causal, sliding window, softcap, ALiBi, GQA/MQA) for every token and

@@ -25,6 +25,18 @@ __device__ __forceinline__ float int8RowScale(const uint8_t* scales, int64_t n) 
   return __uint_as_float(bits);
 }
 
+// The four int8 codes of word a (byte k: code k) as floats, exactly, without I2F: a conversion that runs
+// at a quarter of the FMA rate and capped the int8 GEMV at about the rate the codes arrive from HBM.
+// Each code, offset by 128 (the xor), becomes the low byte of 2^23's mantissa (a byte permute:
+// [code, 0, 0, 0x4B]), and 2^23 + 128 is subtracted; both steps are exact.
+__device__ __forceinline__ void int8x4ToFloats(uint32_t a, float* f) {
+  const uint32_t u = a ^ 0x80808080u;
+  f[0] = __uint_as_float(__byte_perm(u, 0x4B000000u, 0x7440)) - 8388736.0f;
+  f[1] = __uint_as_float(__byte_perm(u, 0x4B000000u, 0x7441)) - 8388736.0f;
+  f[2] = __uint_as_float(__byte_perm(u, 0x4B000000u, 0x7442)) - 8388736.0f;
+  f[3] = __uint_as_float(__byte_perm(u, 0x4B000000u, 0x7443)) - 8388736.0f;
+}
+
 // A nibble v (0..15) as the float v - 8, exactly: 0x4B000000 | v is 2^23 + v, and 2^23 + 8 is exact.
 __device__ __forceinline__ float int4Code(uint32_t v) { return __uint_as_float(0x4B000000u | v) - 8388616.0f; }
 
@@ -81,12 +93,8 @@ struct Int8Weights {
   __device__ __forceinline__ float rowScale(int64_t n) const { return int8RowScale(reinterpret_cast<const uint8_t*>(w) + N * K, n); }
   __device__ __forceinline__ float vectorScale(int64_t, int64_t) const { return 1.0f; }
   __device__ __forceinline__ void decode(const uint4& v, int c, float* f) const {
-    const uint32_t a = c == 0 ? v.x : v.z, b = c == 0 ? v.y : v.w;
-#pragma unroll
-    for (int k = 0; k < 4; ++k) {
-      f[k] = static_cast<float>(static_cast<int8_t>(a >> (8 * k)));
-      f[4 + k] = static_cast<float>(static_cast<int8_t>(b >> (8 * k)));
-    }
+    int8x4ToFloats(c == 0 ? v.x : v.z, f);
+    int8x4ToFloats(c == 0 ? v.y : v.w, f + 4);
   }
 };
 

@@ -145,6 +145,14 @@ Matrix columns(const Matrix& m, int64_t from) {
   return Matrix{static_cast<char*>(m.data) + from * static_cast<int64_t>(dtypeSize(m.dtype)), m.dtype, m.stride};
 }
 
+bool ropeQkvFused() {
+  static const bool fused = [] {
+    const char* setting = std::getenv("KILN_CUDA_ROPE_QKV");
+    return !(setting && std::string(setting) == "0");
+  }();
+  return fused;
+}
+
 BoundOp bindFusedLinear(OpBinding& b, const spec::Linear& s) {
   CudaBackend* be = &backendOf(b);
   spec::Linear inner = s;
@@ -245,6 +253,15 @@ BoundOp bindFusedLinear(OpBinding& b, const spec::Linear& s) {
         elementwise(stream, Elementwise::Swiglu, product, columns(product, s.N / 2), rows, s.N / 2, 0.0f, y);
         break;
       case spec::Linear::Epilogue::Rope: {
+        // One launch for both ropes and the cache write (KILN_CUDA_ROPE_QKV=0: the three kernels, read
+        // once, for comparisons).
+        if (ropeQkvFused()) {
+          const DeviceKv& kv = be->kv();
+          ropeQkv(stream, product, deviceStep(rt), s.numHeads, s.numKvHeads, s.headDim, s.rotaryDim, s.interleaved, s.invFreq,
+                  s.attentionScaling, table.cosSin, table.positions, y, f.ropedK, be->kvDType(), s.kvLayer >= 0 ? &kv : nullptr,
+                  static_cast<int32_t>(s.kvLayer));
+          break;
+        }
         const int32_t* positions = deviceStep(rt).positions;
         rope(stream, product, rows, positions, s.numHeads, s.headDim, s.rotaryDim, s.interleaved, s.invFreq,
              s.attentionScaling, table.cosSin, table.positions, y);
