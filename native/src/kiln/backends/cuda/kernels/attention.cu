@@ -516,7 +516,7 @@ void launchTiled(cudaStream_t stream, const DeviceStep& step, const T* pool, Cac
 
 }  // namespace
 
-bool decodeGroupedByKvHead(int64_t numTokens, int64_t headDim, int64_t group) {
+bool decodeGroupedByKvHead(int64_t numTokens, int64_t headDim, int64_t group, bool mmaTiles) {
   // KILN_CUDA_GROUPED_DECODE=0: decode steps take attendVectorized / attendTiled (for comparisons); a
   // positive number N: decode steps of N sequences or more are grouped (default kGroupedDecodeBatch).
   static const int64_t fromBatch = [] {
@@ -525,7 +525,17 @@ bool decodeGroupedByKvHead(int64_t numTokens, int64_t headDim, int64_t group) {
     const long long n = std::atoll(setting);
     return n <= 0 ? INT64_MAX : static_cast<int64_t>(n);
   }();
-  return numTokens >= fromBatch && groupedDecodeApplies(headDim, group);
+  // From kTiledDecodeFromBatch sequences on, decode steps take the tensor-core tiles instead (attendPrefill,
+  // or attendTiled): at concurrency 64 on the H200 a 64-sequence step took 1.73 ms against 1.91 grouped
+  // (session 11); attendTiled (WMMA), where the mma kernel does not apply, was slower than grouped (session 4).
+  // KILN_CUDA_TILED_DECODE_FROM=N moves that bound (0: never).
+  static const int64_t tilesFrom = [] {
+    const char* setting = std::getenv("KILN_CUDA_TILED_DECODE_FROM");
+    if (!setting) return kTiledDecodeFromBatch;
+    const long long n = std::atoll(setting);
+    return n <= 0 ? INT64_MAX : static_cast<int64_t>(n);
+  }();
+  return numTokens >= fromBatch && (numTokens < tilesFrom || !mmaTiles) && groupedDecodeApplies(headDim, group);
 }
 
 int32_t attentionSplits(int64_t numTokens, int64_t blocksPerToken, int multiProcessors) {
@@ -570,7 +580,8 @@ void attention(cudaStream_t stream, DType cacheDType, const DeviceStep& step, co
     const T* pool = static_cast<const T*>(kv.pool);
     // Decode steps of kGroupedDecodeBatch sequences or more: grouped by KV head (attention_decode.cu),
     // split-K when asked.
-    if (step.numTokens == step.numSeqs && decodeGroupedByKvHead(step.numTokens, headDim, group)) {
+    const bool mmaTiles = prefillMmaSelected() && prefillMmaApplies(cacheDType, headDim, softcap, alibiSlopes);
+    if (step.numTokens == step.numSeqs && decodeGroupedByKvHead(step.numTokens, headDim, group, mmaTiles)) {
       attendDecode(stream, cacheDType, step, kv.pool, cache, layer, q, numHeads, numKvHeads, headDim, scale, slidingWindow,
                    softcap, alibiSlopes, out, split);
       return;

@@ -61,7 +61,7 @@ struct PlainX {
 // round's loads (and int4's group scales) are issued before the current round is used, and each x vector
 // is loaded once for all kRows features. int8's row scales are loaded with the first round and applied by
 // reduce().
-template <typename W, int R, int kRows>
+template <typename W, int R, int kRows, int kIn = kInFlight>
 struct WarpRows {
   static constexpr int kChunks = W::kElems / 8;  // 8-element x vectors per weight vector
   W weights;
@@ -70,8 +70,8 @@ struct WarpRows {
   int64_t feature[kRows];
   const uint4* wRow[kRows];
   int64_t rowVectors[kRows];  // 0 for an inactive feature (< 0): the last block's spare warps load nothing
-  uint4 wv[kRows][kInFlight];
-  float sv[kRows][kInFlight];  // the vectors' scales (int4)
+  uint4 wv[kRows][kIn];
+  float sv[kRows][kIn];  // the vectors' scales (int4)
   float rowScale[kRows];
   float acc[kRows][R];
 
@@ -96,11 +96,11 @@ struct WarpRows {
     load(begin, wv, sv);
   }
 
-  __device__ __forceinline__ void load(int64_t base, uint4 (&to)[kRows][kInFlight], float (&scales)[kRows][kInFlight]) const {
+  __device__ __forceinline__ void load(int64_t base, uint4 (&to)[kRows][kIn], float (&scales)[kRows][kIn]) const {
 #pragma unroll
     for (int j = 0; j < kRows; ++j)
 #pragma unroll
-      for (int u = 0; u < kInFlight; ++u) {
+      for (int u = 0; u < kIn; ++u) {
         const int64_t i = base + lane + 32 * u;
         if (i < rowVectors[j]) {
           to[j][u] = loadStreaming(wRow[j] + i);
@@ -112,13 +112,13 @@ struct WarpRows {
   // The rest of the rows, applied to the rows of x (Src: PlainX, over global or shared memory).
   template <typename Src>
   __device__ __forceinline__ void run(const Src& x) {
-    constexpr int64_t kRound = 32 * kInFlight;
+    constexpr int64_t kRound = 32 * kIn;
     for (int64_t base = begin; base < vectors; base += kRound) {
-      uint4 next[kRows][kInFlight];
-      float nextScales[kRows][kInFlight];
+      uint4 next[kRows][kIn];
+      float nextScales[kRows][kIn];
       load(base + kRound, next, nextScales);
 #pragma unroll
-      for (int u = 0; u < kInFlight; ++u) {
+      for (int u = 0; u < kIn; ++u) {
         const int64_t i = base + lane + 32 * u;
         if (i >= vectors) continue;
         // A scaled format sums each vector on its own, then adds it times its scale; the others add into
@@ -155,7 +155,7 @@ struct WarpRows {
 #pragma unroll
       for (int j = 0; j < kRows; ++j)
 #pragma unroll
-        for (int u = 0; u < kInFlight; ++u) {
+        for (int u = 0; u < kIn; ++u) {
           wv[j][u] = next[j][u];
           if constexpr (W::kVectorScales) sv[j][u] = nextScales[j][u];
         }
@@ -362,7 +362,7 @@ __device__ __forceinline__ void slotFeatures(const GemvFusion& f, int64_t N, int
 // without the prologue; ncu, session 10). The next slot's first weights are requested before the
 // current slot's sums are reduced and stored, so that a warp's stream does not stop between slots.
 // (Split-K over two warps per slot, as the unfused GEMV does, was 2-5% slower here: session 10.)
-template <typename T, typename W, int R, int kRows, bool kNorm, Epi kEpi, int kBlockWarps>
+template <typename T, typename W, int R, int kRows, bool kNorm, Epi kEpi, int kBlockWarps, int kIn = kInFlight>
 __global__ void __launch_bounds__(32 * kBlockWarps) gemvFusedKernel(ConstMatrix x, W w, int64_t N, int64_t K,
                                                             const float* __restrict__ bias, GemvFusion f, Matrix y) {
   extern __shared__ uint4 dynamicShared[];
@@ -377,7 +377,7 @@ __global__ void __launch_bounds__(32 * kBlockWarps) gemvFusedKernel(ConstMatrix 
   int64_t freq;
   slotFeatures<kRows, kEpi>(f, N, slot, features, freq);
   // Before the wait: the first round of weights and the norm's weights (they depend on no kernel).
-  WarpRows<W, R, kRows> rows(w, features, K);
+  WarpRows<W, R, kRows, kIn> rows(w, features, K);
   float g[kNormVectors][8];
   if constexpr (kNorm) {
 #pragma unroll
@@ -450,7 +450,7 @@ __global__ void __launch_bounds__(32 * kBlockWarps) gemvFusedKernel(ConstMatrix 
     int64_t nextFeatures[kRows];
     int64_t nextFreq;
     slotFeatures<kRows, kEpi>(f, N, nextSlot, nextFeatures, nextFreq);
-    WarpRows<W, R, kRows> next(w, nextFeatures, K);
+    WarpRows<W, R, kRows, kIn> next(w, nextFeatures, K);
     float dot[kRows];
     rows.reduce(dot);
     if constexpr (kEpi == Epi::Store) {
@@ -512,6 +512,17 @@ int gemvSplitK() {
   return split;
 }
 
+// Vectors a lane loads per round in the batch-1 QKV GEMV: 4 (default), or KILN_CUDA_QKV_INFLIGHT=2 / 8
+// (read once per process, for comparisons).
+int qkvInFlight() {
+  static const int n = [] {
+    const char* setting = std::getenv("KILN_CUDA_QKV_INFLIGHT");
+    const int v = setting ? std::atoi(setting) : 4;
+    return v == 2 || v == 8 ? v : 4;
+  }();
+  return n;
+}
+
 // Two features per warp (x loaded once for both) for the wide layers of one or two rows (the LM head).
 template <int R>
 bool twoFeaturesPerWarp(int64_t N, int64_t K) {
@@ -549,8 +560,15 @@ void launchFusedRows(cudaStream_t stream, ConstMatrix x, const W& w, int64_t N, 
       return go(gemvFusedKernel<T, W, R, 2, kNorm, Epi::Swiglu, kWarps>, N / 2, kWarps, kThreads);
     case GemvFusion::Rope:
       // QKV is narrow (a warp per rope pair: 1,280 warps for TinyLlama): 4-warp blocks spread it over
-      // twice as many blocks, so that every SM gets a share (8-warp blocks left 160 for 132 SMs).
+      // twice as many blocks, so that every SM gets a share (8-warp blocks left 160 for 132 SMs). With
+      // one warp per slot there is no next slot to overlap, so a lane asks for more of its rows at once
+      // (qkvInFlight vectors a round: 4 takes a 2048-wide bfloat16 row in two rounds, the first before
+      // the wait for the kernel before).
       if (!kNorm || K <= 8 * 128 * kNormVectors) {
+        if constexpr (R == 1 && !W::kVectorScales) {  // (int4's 2048-wide rows take one round already)
+          if (qkvInFlight() == 4) return go(gemvFusedKernel<T, W, R, 2, kNorm, Epi::Rope, 4, 4>, N / 2, 4, 128);
+          if (qkvInFlight() == 8) return go(gemvFusedKernel<T, W, R, 2, kNorm, Epi::Rope, 4, 8>, N / 2, 4, 128);
+        }
         return go(gemvFusedKernel<T, W, R, 2, kNorm, Epi::Rope, 4>, N / 2, 4, 128);
       }
       return go(gemvFusedKernel<T, W, R, 2, kNorm, Epi::Rope, kWarps>, N / 2, kWarps, kThreads);

@@ -204,7 +204,11 @@ struct AttentionSplit {
 // its group of query heads; attention_decode.cu) rather than a block per token and query head: from
 // kGroupedDecodeBatch sequences on (below, a block per query head spreads a step wider).
 constexpr int64_t kGroupedDecodeBatch = 4;
-bool decodeGroupedByKvHead(int64_t numTokens, int64_t headDim, int64_t group);
+// ... and below kTiledDecodeFromBatch: larger decode steps take the tensor-core tiles of prefill attention.
+constexpr int64_t kTiledDecodeFromBatch = 32;
+// mmaTiles: whether the tensor-core tiles (attendPrefill) take this cache and these heads
+// (prefillMmaSelected() && prefillMmaApplies(...)); without them decode stays grouped at every batch size.
+bool decodeGroupedByKvHead(int64_t numTokens, int64_t headDim, int64_t group, bool mmaTiles);
 // The largest split count worth launching for a decode step of numTokens tokens with `blocksPerToken`
 // blocks each (query heads, or KV heads when grouped): enough blocks to cover every SM twice.
 int32_t attentionSplits(int64_t numTokens, int64_t blocksPerToken, int multiProcessors);
