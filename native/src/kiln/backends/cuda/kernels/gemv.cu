@@ -196,7 +196,7 @@ __device__ __forceinline__ void storeFeatures(const int64_t (&features)[kRows], 
 // kSplit > 1: split-K, kSplit consecutive warps share a feature's row (blocks of kWarps * kSplit warps), and
 // their sums meet in shared memory. It keeps a narrow layer's rows in flight with twice the warps (on the
 // H200, a 2048 x 5632 bfloat16 GEMV took 7.15 us against 7.94, tools/gpu/gemv-bench.cu).
-template <typename T, int R, int kRows, int kSplit, int kIn = kInFlight>
+template <typename T, int R, int kRows, int kSplit>
 __global__ void __launch_bounds__(kThreads * kSplit) gemvKernel(const T* __restrict__ x, int64_t xStride, const T* __restrict__ w,
                                                                 int64_t N, int64_t K, const float* __restrict__ bias, Matrix y) {
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, part = warp % kSplit;
@@ -204,7 +204,7 @@ __global__ void __launch_bounds__(kThreads * kSplit) gemvKernel(const T* __restr
   const int64_t first = (static_cast<int64_t>(blockIdx.x) * kWarps + warp / kSplit) * kRows;
 #pragma unroll
   for (int j = 0; j < kRows; ++j) features[j] = first + j < N ? first + j : -1;
-  WarpRows<DenseWeights<T>, R, kRows, kIn> rows(DenseWeights<T>{w, K}, features, K, part, kSplit);
+  WarpRows<DenseWeights<T>, R, kRows> rows(DenseWeights<T>{w, K}, features, K, part, kSplit);
   startAfterPriorKernels();
   rows.run(PlainX<T>{x, xStride});
   float dot[kRows], zero[kRows];
@@ -523,16 +523,6 @@ int qkvInFlight() {
   return n;
 }
 
-// Vectors a lane loads per round in the batch-1 o and down GEMVs: 2 (default), or KILN_CUDA_GEMV_INFLIGHT=4
-// (read once per process: an experiment, measured in session 11).
-int gemvInFlight() {
-  static const int n = [] {
-    const char* setting = std::getenv("KILN_CUDA_GEMV_INFLIGHT");
-    return setting && std::atoi(setting) == 4 ? 4 : 2;
-  }();
-  return n;
-}
-
 // Two features per warp (x loaded once for both) for the wide layers of one or two rows (the LM head).
 template <int R>
 bool twoFeaturesPerWarp(int64_t N, int64_t K) {
@@ -546,8 +536,6 @@ void launchRows(cudaStream_t stream, const T* x, int64_t xStride, const T* w, in
   if (twoFeaturesPerWarp<R>(N, K)) {
     const unsigned pairBlocks = static_cast<unsigned>((N + 2 * kWarps - 1) / (2 * kWarps));
     launch(gemvKernel<T, R, 2, 1>, dim3(pairBlocks), dim3(kThreads), 0, stream, x, xStride, w, N, K, bias, y);
-  } else if (R == 1 && gemvSplitK() == 2 && gemvInFlight() == 4) {
-    launch(gemvKernel<T, R, 1, 2, 4>, dim3(blocks), dim3(2 * kThreads), 0, stream, x, xStride, w, N, K, bias, y);
   } else if (R <= 2 && gemvSplitK() == 2) {
     launch(gemvKernel<T, R, 1, 2>, dim3(blocks), dim3(2 * kThreads), 0, stream, x, xStride, w, N, K, bias, y);
   } else {
