@@ -516,7 +516,8 @@ void launchTiled(cudaStream_t stream, const DeviceStep& step, const T* pool, Cac
 
 }  // namespace
 
-bool decodeGroupedByKvHead(int64_t numTokens, int64_t headDim, int64_t group, bool mmaTiles) {
+bool decodeGroupedByKvHead(int64_t numTokens, DType cacheDType, int64_t headDim, int64_t group, float softcap,
+                           const float* alibiSlopes) {
   // KILN_CUDA_GROUPED_DECODE=0: decode steps take attendVectorized / attendTiled (for comparisons); a
   // positive number N: decode steps of N sequences or more are grouped (default kGroupedDecodeBatch).
   static const int64_t fromBatch = [] {
@@ -535,7 +536,8 @@ bool decodeGroupedByKvHead(int64_t numTokens, int64_t headDim, int64_t group, bo
     const long long n = std::atoll(setting);
     return n <= 0 ? INT64_MAX : static_cast<int64_t>(n);
   }();
-  return numTokens >= fromBatch && (numTokens < tilesFrom || !mmaTiles) && groupedDecodeApplies(headDim, group);
+  if (numTokens < fromBatch || !groupedDecodeApplies(headDim, group)) return false;
+  return numTokens < tilesFrom || !(prefillMmaSelected() && prefillMmaApplies(cacheDType, headDim, softcap, alibiSlopes));
 }
 
 int32_t attentionSplits(int64_t numTokens, int64_t blocksPerToken, int multiProcessors) {
@@ -580,8 +582,8 @@ void attention(cudaStream_t stream, DType cacheDType, const DeviceStep& step, co
     const T* pool = static_cast<const T*>(kv.pool);
     // Decode steps of kGroupedDecodeBatch sequences or more: grouped by KV head (attention_decode.cu),
     // split-K when asked.
-    const bool mmaTiles = prefillMmaSelected() && prefillMmaApplies(cacheDType, headDim, softcap, alibiSlopes);
-    if (step.numTokens == step.numSeqs && decodeGroupedByKvHead(step.numTokens, headDim, group, mmaTiles)) {
+    if (step.numTokens == step.numSeqs &&
+        decodeGroupedByKvHead(step.numTokens, cacheDType, headDim, group, softcap, alibiSlopes)) {
       attendDecode(stream, cacheDType, step, kv.pool, cache, layer, q, numHeads, numKvHeads, headDim, scale, slidingWindow,
                    softcap, alibiSlopes, out, split);
       return;

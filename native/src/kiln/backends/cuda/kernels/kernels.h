@@ -206,9 +206,10 @@ struct AttentionSplit {
 constexpr int64_t kGroupedDecodeBatch = 4;
 // ... and below kTiledDecodeFromBatch: larger decode steps take the tensor-core tiles of prefill attention.
 constexpr int64_t kTiledDecodeFromBatch = 32;
-// mmaTiles: whether the tensor-core tiles (attendPrefill) take this cache and these heads
-// (prefillMmaSelected() && prefillMmaApplies(...)); without them decode stays grouped at every batch size.
-bool decodeGroupedByKvHead(int64_t numTokens, int64_t headDim, int64_t group, bool mmaTiles);
+// Where the mma tiles do not take the cache and heads (attention_prefill.h: prefillMmaApplies), decode
+// stays grouped at every batch size.
+bool decodeGroupedByKvHead(int64_t numTokens, DType cacheDType, int64_t headDim, int64_t group, float softcap,
+                           const float* alibiSlopes);
 // The largest split count worth launching for a decode step of numTokens tokens with `blocksPerToken`
 // blocks each (query heads, or KV heads when grouped): enough blocks to cover every SM twice.
 int32_t attentionSplits(int64_t numTokens, int64_t blocksPerToken, int multiProcessors);

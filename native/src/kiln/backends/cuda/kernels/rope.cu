@@ -16,6 +16,24 @@ namespace {
 // head (the double-precision trigonometry is the costly part).
 constexpr int kMaxHalf = 256;  // rotaryDim <= 512
 
+// The block's threads fill cosTable / sinTable [half] with the (cos, sin) x attentionScaling of each
+// frequency at `position`: from the host's table below tablePositions, else computed (the caller syncs).
+__device__ __forceinline__ void fillCosSin(int32_t position, int64_t half, const float* invFreq, float attentionScaling,
+                                           const float* cosSin, int64_t tablePositions, float* cosTable, float* sinTable) {
+  const bool tabled = cosSin != nullptr && position >= 0 && position < tablePositions;
+  for (int64_t i = threadIdx.x; i < half; i += blockDim.x) {
+    if (tabled) {
+      const float2 cs = reinterpret_cast<const float2*>(cosSin)[position * half + i];
+      cosTable[i] = cs.x;
+      sinTable[i] = cs.y;
+    } else {
+      const float angle = static_cast<float>(position) * invFreq[i];
+      cosTable[i] = static_cast<float>(cos(static_cast<double>(angle))) * attentionScaling;
+      sinTable[i] = static_cast<float>(sin(static_cast<double>(angle))) * attentionScaling;
+    }
+  }
+}
+
 __global__ void ropeKernel(ConstMatrix x, const int32_t* positions, int64_t numHeads, int64_t headDim, int64_t rotaryDim,
                            bool interleaved, const float* invFreq, float attentionScaling, const float* cosSin,
                            int64_t tablePositions, Matrix y) {
@@ -23,19 +41,7 @@ __global__ void ropeKernel(ConstMatrix x, const int32_t* positions, int64_t numH
   __shared__ float cosTable[kMaxHalf], sinTable[kMaxHalf];
   const int64_t t = blockIdx.x;
   const int64_t half = rotaryDim / 2;
-  const float pos = static_cast<float>(positions[t]);
-  const bool tabled = cosSin != nullptr && positions[t] >= 0 && positions[t] < tablePositions;
-  for (int64_t i = threadIdx.x; i < half; i += blockDim.x) {
-    if (tabled) {
-      const float2 cs = reinterpret_cast<const float2*>(cosSin)[positions[t] * half + i];
-      cosTable[i] = cs.x;
-      sinTable[i] = cs.y;
-    } else {
-      const float angle = pos * invFreq[i];
-      cosTable[i] = static_cast<float>(cos(static_cast<double>(angle))) * attentionScaling;
-      sinTable[i] = static_cast<float>(sin(static_cast<double>(angle))) * attentionScaling;
-    }
-  }
+  fillCosSin(positions[t], half, invFreq, attentionScaling, cosSin, tablePositions, cosTable, sinTable);
   __syncthreads();
   const int64_t xt = t * x.stride, yt = t * y.stride;
   // Four (head, pair) tasks per thread at a time: all their loads are issued before any store (y may
@@ -76,7 +82,7 @@ __global__ void ropeKernel(ConstMatrix x, const int32_t* positions, int64_t numH
 }
 
 // A QKV product's rope and cache write in one launch (ropeQkv): one block per token, the cos/sin of its
-// position in shared memory as ropeKernel, then every (head, pair) of q's heads and k's heads rotated,
+// position in shared memory (fillCosSin, as ropeKernel), then every (head, pair) of q's heads and k's heads rotated,
 // q' into y, k' into ropedK and the cache's K row; then v (and k's non-rotary dims) copied as they are.
 // T: the cache's element type (unused without a cache).
 template <typename T>
@@ -89,18 +95,7 @@ __global__ void ropeQkvKernel(ConstMatrix x, DeviceStep step, int64_t numHeads, 
   const int64_t t = blockIdx.x;
   const int64_t half = rotaryDim / 2;
   const int32_t position = step.positions[t];
-  const bool tabled = cosSin != nullptr && position >= 0 && position < tablePositions;
-  for (int64_t i = threadIdx.x; i < half; i += blockDim.x) {
-    if (tabled) {
-      const float2 cs = reinterpret_cast<const float2*>(cosSin)[position * half + i];
-      cosTable[i] = cs.x;
-      sinTable[i] = cs.y;
-    } else {
-      const float angle = static_cast<float>(position) * invFreq[i];
-      cosTable[i] = static_cast<float>(cos(static_cast<double>(angle))) * attentionScaling;
-      sinTable[i] = static_cast<float>(sin(static_cast<double>(angle))) * attentionScaling;
-    }
-  }
+  fillCosSin(position, half, invFreq, attentionScaling, cosSin, tablePositions, cosTable, sinTable);
   T* kRow = nullptr;
   T* vRow = nullptr;
   if (pool != nullptr) {

@@ -4,7 +4,6 @@
 #include <climits>
 #include <cstdlib>
 
-#include "kiln/backends/cuda/kernels/attention_prefill.h"
 #include "kiln/backends/cuda/ops/ops.h"
 
 namespace kiln {
@@ -34,13 +33,14 @@ BoundOp bindAttention(OpBinding& b) {
     be->reserveScratch(static_cast<size_t>(partialSlots * (s.headDim + 2)) * sizeof(float));
     counters = be->deviceCounters("attention.splitCounters", static_cast<size_t>(counterSlots));
   }
-  const bool mmaTiles = prefillMmaSelected() && prefillMmaApplies(be->kvDType(), s.headDim, s.softcap, s.alibiSlopes);
   return [=](const StepRuntime& rt) {
     const DeviceStep& step = deviceStep(rt);
     AttentionSplit split;
     if (minKeys > 0 && step.numTokens == step.numSeqs) {
       const int64_t blocksPerToken =
-          decodeGroupedByKvHead(step.numTokens, s.headDim, s.numHeads / s.numKvHeads, mmaTiles) ? s.numKvHeads : s.numHeads;
+          decodeGroupedByKvHead(step.numTokens, be->kvDType(), s.headDim, s.numHeads / s.numKvHeads, s.softcap, s.alibiSlopes)
+              ? s.numKvHeads
+              : s.numHeads;
       split.splits = attentionSplits(step.numTokens, blocksPerToken, be->multiProcessors());
       // Only while the rows' partials and tickets fit the room reserved (splits > 1 needs few rows).
       if (split.splits > 1 && int64_t{step.numTokens} * s.numHeads * split.splits <= partialSlots &&
