@@ -3,7 +3,9 @@
 // the cpu fp8 engine of the same checkpoint, whose scalar kernel is the reference of the format (itself
 // checked against an independent float64 model in native/test/fp8.test.ts). The llama fixture and
 // scribe-7m, three prompts generated together (prefill of more than 8 rows: quantize kernel + cuBLASLt's
-// FP8 GEMM + epilogue; decode of 3 rows: the FP8 GEMV):
+// FP8 GEMM + epilogue; decode of 3 rows: the FP8 GEMV); on the llama fixture, most float32 rows of prompts
+// that take the GEMV throughout equal the cpu engine's within 1e-4 (the GEMM's tensor cores accumulate in
+// 22 bits on Hopper, so it is not held to that);
 // - float32 activations: every generation row within 0.25 relative of the cpu engine's, tokens equal up
 //   to a cpu top-1/top-2 margin below 0.5;
 // - the same engine with KILN_CUDA_GEMV=0 (decode through the GEMM path too, and with
@@ -26,8 +28,6 @@ import * as path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { compareUpToMargin, fixturesDir, fmt, kilnOk, makeTmpDir, markdownTable, onCuda, requirePackage, rowRelativeError, scribeDir, target, topMargin, writeResult } from './helpers.mjs';
 
-// Experimental until this suite passes on a GPU (packages/builder/src/build-config.ts).
-process.env.KILN_EXPERIMENTAL_CUDA_FP8 = '1';
 const { Engine, Tokenizer } = requirePackage('@kiln/runtime');
 const work = makeTmpDir('fp8');
 after(() => work.remove());
@@ -177,11 +177,19 @@ describe(`fp8 ${target} engines against the cpu fp8 engine, and against bfloat16
       );
       results.set(name, { f32Error, pathError, bf16Error, bf16PathError });
       // The sharp check: on the llama fixture (K = 64: few activations, so a rounding flip is rare) most
-      // float32 rows are equal to the cpu reference's to float32 summation order, on both paths.
+      // float32 rows of the FP8 GEMV are equal to the cpu reference's to float32 summation order. Only the
+      // GEMV's: Hopper's FP8 tensor cores accumulate in 22 bits (13 of mantissa; what DeepSeek-V3 and
+      // SageAttention2 measured), so cuBLASLt's FP8 GEMM is not float32-exact, and the first GPU run found
+      // none of its rows within 1e-4 (nor 73% of the rows above, whose prefill took the GEMM). Here three
+      // prompts of 8 tokens in all: their prefill fits the GEMV too. (The GEMM path keeps the bounds below.)
+      const shortPrompts = [[7, 9, 11], [5, 6], [300, 41, 9]];
+      const gemvOnly = exactShare(await generate(dir('float32'), shortPrompts), await generate(dir('cpu'), shortPrompts), vocab);
       const shares = [exactShare(f32, cpu, vocab), exactShare(f32Gemm, cpu, vocab)];
-      process.stdout.write(`# ${name} fp8: float32 rows within 1e-4 of the cpu engine: GEMV ${shares[0].toFixed(2)}, GEMM ${shares[1].toFixed(2)}\n`);
+      process.stdout.write(
+        `# ${name} fp8: float32 rows within 1e-4 of the cpu engine: GEMV throughout ${gemvOnly.toFixed(2)}; GEMM prefill ${shares[0].toFixed(2)}, GEMM throughout ${shares[1].toFixed(2)}\n`,
+      );
       if (name === 'llama fixture') {
-        assert.ok(shares[0] >= 0.5 && shares[1] >= 0.5, `float32 rows within 1e-4 of the cpu engine: ${shares.join(', ')}`);
+        assert.ok(gemvOnly >= 0.5, `float32 rows of the GEMV within 1e-4 of the cpu engine: ${gemvOnly}`);
       }
       assert.ok(f32Error <= 0.25, `float32: worst row ${f32Error}`);
       assertTokensUpToMargin(f32, cpu, vocab, 0.5, 'float32');

@@ -119,8 +119,6 @@ function commit() {
 }
 
 async function main() {
-  // The fp8 variant's cuda engines are experimental until test/cuda/fp8.test.mjs passes on a GPU.
-  process.env.KILN_EXPERIMENTAL_CUDA_FP8 = '1';
   const cfg = benchConfig();
   cfg.commit = commit();
   cfg.command = [...Object.entries(process.env).filter(([k]) => k.startsWith('KILN_BENCH_')).map(([k, v]) => `${k}=${v}`), 'node tools/bench/gpu-baseline.mjs'].join(' ');

@@ -60,17 +60,11 @@ describe('resolveBuildConfig', () => {
     expect(resolve({ target: 'cuda', computeCapability: '9.0', quantization: 'none' })).not.toHaveProperty('quantization');
   });
 
-  it('takes fp8 on the cpu (the reference) and on cuda 8.9+ behind KILN_EXPERIMENTAL_CUDA_FP8=1', () => {
+  it('takes fp8 on the cpu (the reference) and on cuda 8.9+', () => {
     expect(resolve({ quantization: 'fp8' })).toMatchObject({ target: 'cpu', quantization: 'fp8' });
-    expect(() => resolve({ target: 'cuda', computeCapability: '9.0', quantization: 'fp8' })).toThrow('set KILN_EXPERIMENTAL_CUDA_FP8=1');
-    process.env.KILN_EXPERIMENTAL_CUDA_FP8 = '1';
-    try {
-      expect(resolve({ target: 'cuda', computeCapability: '9.0', quantization: 'fp8' })).toMatchObject({ target: 'cuda', quantization: 'fp8' });
-      expect(resolve({ target: 'cuda', computeCapability: '8.9', quantization: 'fp8' })).toMatchObject({ quantization: 'fp8' });
-      expect(() => resolve({ target: 'cuda', computeCapability: '8.0', quantization: 'fp8' })).toThrow('needs computeCapability 8.9 or newer');
-    } finally {
-      delete process.env.KILN_EXPERIMENTAL_CUDA_FP8;
-    }
+    expect(resolve({ target: 'cuda', computeCapability: '9.0', quantization: 'fp8' })).toMatchObject({ target: 'cuda', quantization: 'fp8' });
+    expect(resolve({ target: 'cuda', computeCapability: '8.9', quantization: 'fp8' })).toMatchObject({ quantization: 'fp8' });
+    expect(() => resolve({ target: 'cuda', computeCapability: '8.0', quantization: 'fp8' })).toThrow('needs computeCapability 8.9 or newer');
   });
 
   it('takes int4 with a group size: 32 by default on the cpu, 128 on cuda', () => {

@@ -221,12 +221,7 @@ describe('linears with fused neighbours in a cuda engine', () => {
 
     // A cuda engine whose matrices have no fused kernel (FP8 here) keeps the ops apart.
     const fp8Dir = path.join(root, 'llama-cuda-fp8-unfused');
-    process.env.KILN_EXPERIMENTAL_CUDA_FP8 = '1';
-    try {
-      await buildEngine({ checkpointDir: llama, outputDir: fp8Dir, config: { ...LIMITS, target: 'cuda', dtype: 'bfloat16', quantization: 'fp8' } });
-    } finally {
-      delete process.env.KILN_EXPERIMENTAL_CUDA_FP8;
-    }
+    await buildEngine({ checkpointDir: llama, outputDir: fp8Dir, config: { ...LIMITS, target: 'cuda', dtype: 'bfloat16', quantization: 'fp8' } });
     const fp8Header = (await inspect(fp8Dir)).header;
     const fp8 = fp8Header.ops as Op[];
     const weightDType = (op: Op) => (fp8Header.weights as { dtype: string }[])[op.weights?.weight ?? -1]?.dtype;

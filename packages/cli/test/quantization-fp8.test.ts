@@ -103,17 +103,14 @@ describe('kiln build --quantization fp8', () => {
     expect(engineHeader).toContain('"dtype":"float8_e4m3fn"');
   });
 
-  test('cuda fp8 engines: only with KILN_EXPERIMENTAL_CUDA_FP8=1 while experimental, and for compute capability 8.9+', () => {
+  test('cuda fp8 engines: for compute capability 8.9+ only', () => {
     const checkpoint = path.join(root, 'llama-checkpoint');
     const out = path.join(root, 'llama-cuda-fp8');
     const args = ['build', '--checkpoint', checkpoint, '--output', out, '--target', 'cuda', '--dtype', 'bfloat16', '--quantization', 'fp8'];
-    const refused = kiln([...args, '--compute-capability', '9.0']);
-    expect(refused.status).not.toBe(0);
-    expect(refused.stderr).toContain('set KILN_EXPERIMENTAL_CUDA_FP8=1');
-    const old = kiln([...args, '--compute-capability', '8.0'], { KILN_EXPERIMENTAL_CUDA_FP8: '1' });
+    const old = kiln([...args, '--compute-capability', '8.0']);
     expect(old.status).not.toBe(0);
     expect(old.stderr).toContain('needs computeCapability 8.9 or newer');
-    const built = kiln([...args, '--compute-capability', '9.0'], { KILN_EXPERIMENTAL_CUDA_FP8: '1' });
+    const built = kiln([...args, '--compute-capability', '9.0']);
     expect(built.stderr).toBe('');
     expect(built.status).toBe(0);
     expect(built.stdout).toContain('fp8 weights');
