@@ -177,8 +177,8 @@ template <typename T, int kLanes>
 __global__ void __launch_bounds__(kThreads) attendVectorized(DeviceStep step, const T* pool, Cache cache, int64_t layer,
                                                              ConstMatrix q, int64_t group, int64_t headDim, float scale,
                                                              int64_t slidingWindow, float softcap,
-                                                             const float* alibiSlopes, Matrix out, AttentionSplit split) {
-  startAfterPriorKernels();
+                                                             const float* alibiSlopes, Matrix out, AttentionSplit split,
+                                                             bool earlyKeys) {
   constexpr int kWarps = kThreads / 32;
   constexpr int kV = vectorElements<T>();
   constexpr int kGroups = 32 / kLanes;
@@ -200,6 +200,26 @@ __global__ void __launch_bounds__(kThreads) attendVectorized(DeviceStep step, co
   const int64_t lo = windowLo + blockIdx.z * chunk;
   const int64_t hi = min(pos, lo + chunk - 1);  // this block's keys: [lo, hi]
   const int32_t* table = step.blockTables + static_cast<int64_t>(step.tokenSeq[t]) * step.blockTableStride;
+
+  // Everything above reads only the step's own arrays, uploaded by a copy before the step's first kernel.
+  // In a decode step the keys before the token's position were stored by earlier steps, so the first
+  // round's K and V rows of those keys are requested before the wait for the kernel before (the one that
+  // stores this step's row): at batch 1 that round trip then overlaps the QKV kernel's end (earlyKeys,
+  // KILN_CUDA_ATTENTION_EARLY_KEYS=0 turns it off). In a prefill step a key below pos may be this step's.
+  const bool early = earlyKeys && step.numTokens == step.numSeqs;
+  const int64_t firstBase = lo + (warp * kGroups * kUnroll);
+  uint4 kEarly[kUnroll], vEarly[kUnroll];
+  bool loaded[kUnroll];
+#pragma unroll
+  for (int u = 0; u < kUnroll; ++u) {
+    const int64_t j = firstBase + u * kGroups + keyGroup;
+    loaded[u] = early && j <= hi && j < pos;
+    if (loaded[u]) {
+      kEarly[u] = *reinterpret_cast<const uint4*>(cache.row(pool, table, layer, j, 0) + kvOffset);
+      vEarly[u] = *reinterpret_cast<const uint4*>(cache.row(pool, table, layer, j, 1) + kvOffset);
+    }
+  }
+  startAfterPriorKernels();
   const float slope = alibiSlopes ? alibiSlopes[h] : 0.0f;
 
   float qv[kV];
@@ -207,12 +227,15 @@ __global__ void __launch_bounds__(kThreads) attendVectorized(DeviceStep step, co
   for (int i = 0; i < kV; ++i) qv[i] = load(q.data, q.dtype, t * q.stride + h * headDim + sub * kV + i);
   SoftmaxState<kV> state;
   constexpr int kKeysPerRound = kWarps * kGroups * kUnroll;
-  for (int64_t base = lo + (warp * kGroups * kUnroll); base <= hi; base += kKeysPerRound) {
+  for (int64_t base = firstBase; base <= hi; base += kKeysPerRound) {
     uint4 kRaw[kUnroll], vRaw[kUnroll];
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       const int64_t j = base + u * kGroups + keyGroup;
-      if (j <= hi) {
+      if (base == firstBase && loaded[u]) {
+        kRaw[u] = kEarly[u];
+        vRaw[u] = vEarly[u];
+      } else if (j <= hi) {
         kRaw[u] = *reinterpret_cast<const uint4*>(cache.row(pool, table, layer, j, 0) + kvOffset);
         vRaw[u] = *reinterpret_cast<const uint4*>(cache.row(pool, table, layer, j, 1) + kvOffset);
       }
@@ -514,6 +537,15 @@ void launchTiled(cudaStream_t stream, const DeviceStep& step, const T* pool, Cac
          slidingWindow, softcap, alibiSlopes, out);
 }
 
+// KILN_CUDA_ATTENTION_EARLY_KEYS=0 (read once): attendVectorized requests no K / V row before its wait.
+bool earlyKeys() {
+  static const bool on = [] {
+    const char* setting = std::getenv("KILN_CUDA_ATTENTION_EARLY_KEYS");
+    return !(setting && std::string(setting) == "0");
+  }();
+  return on;
+}
+
 }  // namespace
 
 bool decodeGroupedByKvHead(int64_t numTokens, DType cacheDType, int64_t headDim, int64_t group, float softcap,
@@ -617,7 +649,7 @@ void attention(cudaStream_t stream, DType cacheDType, const DeviceStep& step, co
     const dim3 splitGrid(grid.x, grid.y, splitting ? static_cast<unsigned>(split.splits) : 1u);
 #define KILN_ATTEND_VECTORIZED(LANES)                                                                           \
   launch(attendVectorized<T, LANES>, splitGrid, dim3(kThreads), 0, stream, step, pool, cache, static_cast<int64_t>(layer), \
-         q, group, headDim, scale, slidingWindow, softcap, alibiSlopes, out, split)
+         q, group, headDim, scale, slidingWindow, softcap, alibiSlopes, out, split, earlyKeys())
     if (vectorized) {
       if (lanes == 4) KILN_ATTEND_VECTORIZED(4);
       else if (lanes == 8) KILN_ATTEND_VECTORIZED(8);
