@@ -386,6 +386,9 @@ describe('linear', () => {
       { rows: 1, K: 480, N: 13, G: 32, xStride: 480, yStride: 13, threads: 1, misalign: false },
       { rows: 3, K: 640, N: 9, G: 32, xStride: 641, yStride: 9, threads: 2, misalign: false },
       { rows: 1, K: 1024, N: 7, G: 128, xStride: 1024, yStride: 7, threads: 1, misalign: true },
+      // Prefill tiles of many rows (row triples, then a pair or a last row) over whole and partial last units.
+      { rows: 8, K: 3136, N: 13, G: 32, xStride: 3136, yStride: 13, threads: 1, misalign: false },
+      { rows: 64, K: 480, N: 50, G: 32, xStride: 482, yStride: 50, threads: 2, misalign: true },
       // A thread's range of >= 256 features is read as four streams of quarters (and the leftover rows alone).
       { rows: 1, K: 480, N: 263, G: 32, xStride: 480, yStride: 263, threads: 1, misalign: false },
       { rows: 1, K: 544, N: 517, G: 32, xStride: 544, yStride: 519, threads: 2, misalign: true },
