@@ -1,7 +1,7 @@
 // bench-gpu.json and bench-gpu.md from the figures of one run: tables of the batch-1 decode, the large
 // batch, `kiln bench` (in process, over HTTP, TTFT), and every figure of issue 10's "Done when" next to
 // its target (met / not met / not measured).
-import { TARGETS } from './config.mjs';
+import { TARGETS, VARIANTS } from './config.mjs';
 
 const ok = (x) => x !== undefined && x !== null && !x.error && !x.unavailable;
 const fixed = (x, digits) => (typeof x === 'number' && Number.isFinite(x) ? x.toFixed(digits) : 'n/a');
@@ -206,8 +206,10 @@ export function buildReport({ cfg, model, variants, peer, totalSeconds, stepSeco
     lines.push(`| ${t.figure} | ${value} | ${target} | ${t.met === null ? 'not measured' : t.met ? 'met' : 'NOT met'} |`);
   }
   // The variants this run skipped (KILN_BENCH_VARIANTS) have targets too: name them, unmeasured.
-  for (const name of ['int8', 'int4', 'fp8']) {
-    if (!variants.some((v) => v.name === name)) lines.push(`| Quantized mode ${name} at batch 1 | not in this run (KILN_BENCH_VARIANTS) | | not measured |`);
+  for (const v of VARIANTS) {
+    if (variants.some((run) => run.name === v.name)) continue;
+    const ms = v.targets?.batch1MsPerToken;
+    lines.push(`| Batch 1 decode ms/token, ${v.name} | not in this run (KILN_BENCH_VARIANTS) | ${ms ? `≤ ${ms} ms` : ''} | not measured |`);
   }
   lines.push(
     '',
