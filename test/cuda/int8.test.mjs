@@ -104,5 +104,30 @@ describe(`int8 weight-only ${target} engines against the cpu int8 engine`, () =>
       });
       process.stdout.write(`# ${name} int8: float32 worst row ${fmt(f32Error)}, GEMV vs widened ${fmt(pathError)}, bfloat16 ${fmt(bf16Error)}\n`);
     });
+
+    // One sequence at a time a bfloat16 engine's decode takes the fused linears (kernels/gemv.cu: the norm,
+    // the int8 GEMV and the SwiGLU / rope + KV store epilogue as one kernel); KILN_CUDA_FUSED_LINEAR=0 runs
+    // the separate kernels (add_rms_norm, gemvInt8, the epilogue's kernel), which round the product to
+    // bfloat16 before the epilogue: bfloat16 rounding apart, the same sums.
+    it(`${name}, bfloat16, one sequence: fused int8 linears against the separate kernels`, async () => {
+      const dir = dirs.get(name);
+      const prompts = [[7, 9, 11], [1, 300, 41, 9, 77, 12]];
+      const solo = async (env) => {
+        const out = [];
+        for (const p of prompts) out.push(...(await generate(dir('bfloat16'), [p], env)));
+        return out;
+      };
+      const fused = await solo({});
+      const separate = await solo({ KILN_CUDA_FUSED_LINEAR: '0' });
+      const vocab = fused[0].generationLogits.length / fused[0].outputIds.length;
+      const error = worstRow(fused, separate, vocab);
+      process.stdout.write(`# ${name} int8 bfloat16, one sequence: fused vs separate kernels, worst row ${fmt(error)}\n`);
+      assert.ok(error <= 3e-2, `fused against separate: worst row ${error}`);
+      fused.forEach((r, i) => {
+        const margin = (k) => topMargin(separate[i].generationLogits, k, vocab);
+        const c = compareUpToMargin(r.outputIds, separate[i].outputIds, margin, 0.1);
+        assert.equal(c.mismatchAt, -1, `prompt ${i}: token ${c.mismatchAt} differs before a near tie`);
+      });
+    });
   }
 });

@@ -26,9 +26,10 @@ export function fuseLinearNeighbours(program: LoweredProgram, graph: Graph): num
   const rootOf = (id: number) => program.views.get(id)?.of ?? id;
   const graphOutputs = new Set(Object.values(graph.outputs).map(rootOf));
   const readersOf = (root: number) => program.ops.filter((op) => op.inputs.some((id) => rootOf(id) === root));
-  // Only bfloat16, int8 and int4 matrices have the fused kernel (kernels/gemv.cu; the quantized ones at
-  // batch 1); the others (FP8, float32) would run the separate kernels anyway.
-  const fusable = (op: LoweredOp) => ['bfloat16', 'int8', 'int4'].includes(program.weights[op.weights.weight]?.dtype ?? '');
+  // Only bfloat16, int8, int4 and FP8 matrices have the fused kernel (kernels/gemv.cu; the quantized ones
+  // at batch 1); the others (float32, float16) would run the separate kernels anyway.
+  const fusable = (op: LoweredOp) =>
+    ['bfloat16', 'int8', 'int4', 'float8_e4m3fn'].includes(program.weights[op.weights.weight]?.dtype ?? '');
   const plainLinear = (op: LoweredOp) =>
     op.op === 'linear' && fusable(op) && op.outputs.length === 1 && op.attrs.epilogue === undefined && op.attrs.prologue === undefined &&
     !program.views.has(op.outputs[0]) && !graphOutputs.has(op.outputs[0]);

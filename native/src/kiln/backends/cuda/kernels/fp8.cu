@@ -5,6 +5,9 @@
 //     codes into shared memory (one pass over x, which is in L2), then streams weights as kernels/gemv.cu
 //     does: a warp per feature, kInFlight 16-code vectors per lane loaded ahead (the first round before
 //     the wait for the kernel before), a warp reduction, then fma(sum, aScale_r * wScale, bias);
+//   - a bfloat16 engine's fused linears at batch 1 (a norm prologue; a SwiGLU, rope or residual epilogue)
+//     run as kernels/gemv.cu's fused GEMV instead (Fp8Weights in weight_formats.cuh): x quantized once per
+//     block by the same formulas, the same sums;
 //   - more rows: quantizeRowsFp8 (a block per row) writes the codes and aScale into scratch, cuBLASLt's FP8
 //     GEMM multiplies them into float32 scratch, and fp8Epilogue applies aScale_r * wScale and the bias.
 // Both paths convert with the same hardware instruction (cvt.rn.satfinite.e4m3x2.f32), so their codes are
@@ -13,6 +16,7 @@
 
 #include "kiln/backends/cuda/kernels/common.cuh"
 #include "kiln/backends/cuda/kernels/kernels.h"
+#include "kiln/backends/cuda/kernels/weight_formats.cuh"
 #include "kiln/fp8.h"
 
 namespace kiln {
@@ -24,49 +28,12 @@ constexpr int kWarps = 8;  // features per block
 constexpr int kThreads = 32 * kWarps;
 constexpr int kInFlight = 4;  // 16-code vectors per lane loaded ahead of use (2 KB per warp)
 
-// The matrix's scale: a float32 after the N * K codes (4-byte aligned, since K % 16 == 0, but read byte by
-// byte like int8's so no alignment is assumed).
-__device__ __forceinline__ float weightScaleOf(const uint8_t* w, int64_t N, int64_t K) {
-  const uint8_t* p = w + N * K;
-  const uint32_t bits = static_cast<uint32_t>(p[0]) | (static_cast<uint32_t>(p[1]) << 8) |
-                        (static_cast<uint32_t>(p[2]) << 16) | (static_cast<uint32_t>(p[3]) << 24);
-  return __uint_as_float(bits);
-}
-
-// Two floats to two e4m3 codes (low byte: a), round to nearest even, saturating: what kiln/fp8.h's
-// f32ToE4m3 computes on the CPU.
-__device__ __forceinline__ uint16_t toE4m3x2(float a, float b) {
-  return static_cast<uint16_t>(__nv_cvt_float2_to_fp8x2(make_float2(a, b), __NV_SATFINITE, __NV_E4M3));
-}
-
-// 16 e4m3 codes as float32 (exact: e4m3 -> half is exact, half -> float is exact).
+// 16 e4m3 codes as float32 (exact).
 __device__ __forceinline__ void e4m3x16ToFloats(const uint4& v, float* f) {
-  const uint32_t words[4] = {v.x, v.y, v.z, v.w};
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const __nv_fp8x2_storage_t pair = static_cast<__nv_fp8x2_storage_t>((words[i] >> (16 * h)) & 0xffffu);
-      const __half2_raw raw = __nv_cvt_fp8x2_to_halfraw2(pair, __NV_E4M3);
-      const float2 p = __half22float2(*reinterpret_cast<const __half2*>(&raw));
-      f[4 * i + 2 * h] = p.x;
-      f[4 * i + 2 * h + 1] = p.y;
-    }
-  }
-}
-
-// Row r of x (K elements, K even) quantized into `codes` by the whole block; returns amax / 448 to every
-// thread. `red` holds 32 floats.
-template <typename X>
-__device__ __forceinline__ float quantizeRow(const X* row, int64_t K, uint8_t* codes, float* red) {
-  float amax = 0.0f;
-  for (int64_t k = threadIdx.x; k < K; k += blockDim.x) amax = fmaxf(amax, fabsf(toF(row[k])));
-  amax = blockMax(amax, red);
-  const float inv = fp8InverseScaleOf(amax);
-  for (int64_t k = 2 * static_cast<int64_t>(threadIdx.x); k < K; k += 2 * static_cast<int64_t>(blockDim.x)) {
-    *reinterpret_cast<uint16_t*>(codes + k) = toE4m3x2(toF(row[k]) * inv, toF(row[k + 1]) * inv);
-  }
-  return fp8ScaleOf(amax);
+  e4m3x4ToFloats(v.x, f);
+  e4m3x4ToFloats(v.y, f + 4);
+  e4m3x4ToFloats(v.z, f + 8);
+  e4m3x4ToFloats(v.w, f + 12);
 }
 
 template <typename X, int R>
@@ -89,7 +56,7 @@ __global__ void __launch_bounds__(kThreads) gemvFp8Kernel(const X* x, int64_t xS
   startAfterPriorKernels();
 #pragma unroll
   for (int r = 0; r < R; ++r) {
-    const float s = quantizeRow(x + r * xStride, K, xq + r * K, red);
+    const float s = quantizeRowFp8(x + r * xStride, K, xq + r * K, red);
     if (threadIdx.x == 0) rowScale[r] = s;
   }
   __syncthreads();
@@ -124,7 +91,7 @@ __global__ void __launch_bounds__(kThreads) gemvFp8Kernel(const X* x, int64_t xS
     for (int u = 0; u < kInFlight; ++u) wv[u] = next[u];
   }
   if (n >= N) return;
-  const float wScale = weightScaleOf(w, N, K);
+  const float wScale = fp8MatrixScale(w, N, K);
   const float b = bias ? bias[n] : 0.0f;
 #pragma unroll
   for (int r = 0; r < R; ++r) {
@@ -139,14 +106,14 @@ __global__ void quantizeRowsKernel(const X* x, int64_t xStride, int64_t K, uint8
   __shared__ float red[32];
   startAfterPriorKernels();
   const int64_t r = blockIdx.x;
-  const float s = quantizeRow(x + r * xStride, K, codes + r * ldCodes, red);
+  const float s = quantizeRowFp8(x + r * xStride, K, codes + r * ldCodes, red);
   if (threadIdx.x == 0) aScale[r] = s;
 }
 
 __global__ void epilogueKernel(const float* acc, int64_t ldAcc, int64_t rows, int64_t N, const float* aScale,
                                const uint8_t* w, int64_t K, const float* bias, Matrix y) {
   startAfterPriorKernels();
-  const float wScale = weightScaleOf(w, N, K);
+  const float wScale = fp8MatrixScale(w, N, K);
   const int64_t total = rows * N;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {

@@ -55,6 +55,18 @@ struct PlainX {
   }
 };
 
+// The GEMV's input rows as float32 in shared memory: FP8's, quantized and widened again, times 2^100
+// (Fp8Weights::kQuantizesX, weight_formats.cuh).
+struct FloatX {
+  const float* x;
+  int64_t stride;
+  __device__ __forceinline__ void vector(int r, int64_t i, float* f) const {
+    const float4 a = *reinterpret_cast<const float4*>(x + r * stride + i * 8);
+    const float4 b = *reinterpret_cast<const float4*>(x + r * stride + i * 8 + 4);
+    f[0] = a.x, f[1] = a.y, f[2] = a.z, f[3] = a.w, f[4] = b.x, f[5] = b.y, f[6] = b.z, f[7] = b.w;
+  }
+};
+
 // kRows output features per warp (consecutive, or a SwiGLU / rope pair), each with a float32 accumulator
 // per row of x. W is the weights' format (weight_formats.cuh: 16-bit, int8 or int4 rows of 16-byte
 // vectors). Each lane streams kInFlight vectors of every feature per round, double-buffered: the next
@@ -367,6 +379,7 @@ __global__ void __launch_bounds__(32 * kBlockWarps) gemvFusedKernel(ConstMatrix 
                                                             const float* __restrict__ bias, GemvFusion f, Matrix y) {
   extern __shared__ uint4 dynamicShared[];
   __shared__ float reduce[32];
+  __shared__ float outScale[R];  // FP8: aScale_r * wScale (kiln/fp8.h), times 2^20 (weight_formats.cuh)
   constexpr int kBlockThreads = 32 * kBlockWarps;
   constexpr int kSlotsPerBlock = kBlockWarps;
   const int lane = threadIdx.x & 31;
@@ -413,6 +426,18 @@ __global__ void __launch_bounds__(32 * kBlockWarps) gemvFusedKernel(ConstMatrix 
     xs = normed;
     xStride = K;
   }
+  // FP8: each row (normed, or as given) quantized once per block into shared memory after the normed rows,
+  // widened and scaled (weight_formats.cuh).
+  float* xFloat = reinterpret_cast<float*>(reinterpret_cast<char*>(dynamicShared) + (kNorm ? R * K * static_cast<int64_t>(sizeof(T)) : 0));
+  if constexpr (W::kQuantizesX) {
+    const float wScale = w.tensorScale();
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      const float aScale = quantizeRowFp8Scaled(xs + r * xStride, K, xFloat + r * K, reduce);
+      if (threadIdx.x == 0) outScale[r] = (aScale * wScale) * kFp8SumScale;
+    }
+    __syncthreads();
+  }
   // A warp past the last slot has no features and loads nothing.
   for (int64_t first = static_cast<int64_t>(blockIdx.x) * kSlotsPerBlock; first < slots; first += slotStride) {
     // What the epilogue reads besides the dot products, loaded now so that it arrives while the weights
@@ -444,7 +469,11 @@ __global__ void __launch_bounds__(32 * kBlockWarps) gemvFusedKernel(ConstMatrix 
         }
       }
     }
-    rows.run(PlainX<T>{xs, xStride});
+    if constexpr (W::kQuantizesX) {
+      rows.run(FloatX{xFloat, K});
+    } else {
+      rows.run(PlainX<T>{xs, xStride});
+    }
     // The next slot's features and first round, before this slot's reduction and stores.
     const int64_t nextSlot = slot + slotStride;
     int64_t nextFeatures[kRows];
@@ -453,6 +482,11 @@ __global__ void __launch_bounds__(32 * kBlockWarps) gemvFusedKernel(ConstMatrix 
     WarpRows<W, R, kRows, kIn> next(w, nextFeatures, K);
     float dot[kRows];
     rows.reduce(dot);
+    if constexpr (W::kQuantizesX) {
+      const float scale = lane < R ? outScale[lane] : 0.0f;
+#pragma unroll
+      for (int j = 0; j < kRows; ++j) dot[j] *= scale;
+    }
     if constexpr (kEpi == Epi::Store) {
       storeFeatures<R, kRows>(features, dot, bias, extra, y);
     } else if (lane < R && features[0] >= 0) {
@@ -546,7 +580,8 @@ void launchRows(cudaStream_t stream, const T* x, int64_t xStride, const T* w, in
 template <typename T, typename W, int R, bool kNorm>
 void launchFusedRows(cudaStream_t stream, ConstMatrix x, const W& w, int64_t N, int64_t K, const float* bias,
                      const GemvFusion& f, Matrix y) {
-  const size_t shared = kNorm ? static_cast<size_t>(R * K) * sizeof(T) : 0;
+  // Dynamic shared memory: the normed rows (a norm prologue), then FP8's quantized rows as float32.
+  const size_t shared = (kNorm ? static_cast<size_t>(R * K) * sizeof(T) : 0) + (W::kQuantizesX ? static_cast<size_t>(R * K) * 4 : 0);
   // gemvFusedKernel's persistent grid: a block per slotsPerBlock slots, but no more blocks than are
   // resident at once.
   const auto go = [&](auto kernel, int64_t slots, int slotsPerBlock, int threads) {
@@ -620,6 +655,9 @@ bool gemvApplies(DType t, const void* x, int64_t rows, int64_t xStride, const vo
          xStride % 8 == 0 && aligned16(x) && aligned16(w);
 }
 
+// FP8's x takes K float32 of shared memory in the fused kernel (32 KB here, beside a norm's 8 KB at most).
+constexpr int64_t kMaxFp8FusedK = 8192;
+
 bool gemvFusedApplies(DType t, ConstMatrix x, int64_t rows, const void* w, int64_t K, bool normPrologue) {
   const auto aligned16 = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
   // Without a prologue x is the GEMV's bfloat16 operand; with one, any activation type (load8 reads 8
@@ -627,7 +665,7 @@ bool gemvFusedApplies(DType t, ConstMatrix x, int64_t rows, const void* w, int64
   // (W8A16, W4A16) one: the batch-1 step (more kernels per row count would cost compile time).
   const bool xType = normPrologue ? (x.dtype == DType::F32 || x.dtype == DType::BF16 || x.dtype == DType::F16) : x.dtype == DType::BF16;
   const bool format = (t == DType::BF16 && rows <= kMaxFusedGemvRows) || (t == DType::I8 && rows == 1 && K % 16 == 0) ||
-                      (t == DType::I4 && rows == 1 && K % 32 == 0);
+                      (t == DType::I4 && rows == 1 && K % 32 == 0) || (t == DType::F8E4M3 && rows == 1 && K % 16 == 0 && K <= kMaxFp8FusedK);
   // (An add_rms_norm prologue's addend passes the same checks: gemvFusedApplies is asked for both.)
   return format && xType && rows >= 1 && K % 8 == 0 && x.stride % 8 == 0 && aligned16(x.data) && aligned16(w) &&
          (!normPrologue || K <= kMaxNormK);
@@ -647,8 +685,10 @@ void gemvFused(cudaStream_t stream, DType t, ConstMatrix x, int64_t rows, const 
       }
       return launchGemvFused<Int4Weights, 1>(stream, x, rows, Int4Weights{static_cast<const uint8_t*>(w), N, K, f.groupSize}, N,
                                              K, bias, f, y);
+    case DType::F8E4M3:
+      return launchGemvFused<Fp8Weights, 1>(stream, x, rows, Fp8Weights{static_cast<const uint8_t*>(w), N, K}, N, K, bias, f, y);
     default:
-      throw std::runtime_error("cuda gemvFused: bfloat16, int8 or int4 weights only");
+      throw std::runtime_error("cuda gemvFused: bfloat16, int8, int4 or float8_e4m3fn weights only");
   }
 }
 

@@ -160,7 +160,7 @@ struct GemvFusion {
   int64_t groupSize = 0;
 };
 // Whether gemvFused takes these operands: bfloat16 weights and at most kMaxFusedGemvRows rows, or int8 /
-// int4 weights (W8A16 / W4A16, dtype.h) and one row; x of bfloat16 (of float32, float16 or bfloat16 with a
+// int4 weights (W8A16 / W4A16, dtype.h) or FP8 ones (x quantized in the kernel, kiln/fp8.h) and one row; x of bfloat16 (of float32, float16 or bfloat16 with a
 // norm prologue), 16-byte aligned rows. (Each
 // (rows, prologue, epilogue) is its own kernel: the batch-1 path that matters is kept to what compiles
 // in reasonable time; float16 engines and larger batches run the neighbours as separate kernels.)

@@ -3,13 +3,16 @@
 // row of K weights is a run of 16-byte vectors of kElems weights each, and decode(v, c, f) writes the
 // float32 weights of chunk c (elements 8c .. 8c + 7) of vector v, so that a kernel multiplies them with
 // x eight elements at a time. Codes widen exactly; the scales are applied to finished sums: per row for
-// int8 (rowScale), per vector (one group: G % 32 == 0) for int4 (vectorScale).
+// int8 (rowScale), per vector (one group: G % 32 == 0) for int4 (vectorScale), and for FP8 (whose x is
+// quantized too) once per GEMV, aScale * wScale (kiln/fp8.h; the fused kernel applies it).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <cuda_fp8.h>
 
 #include <cstdint>
 
 #include "kiln/backends/cuda/kernels/common.cuh"
+#include "kiln/fp8.h"
 
 namespace kiln {
 namespace cuda {
@@ -70,11 +73,91 @@ __device__ __forceinline__ void storeVectors(X* o, const float* f) {
   }
 }
 
+// --- FP8 e4m3 (kiln/fp8.h's arithmetic; fp8.cu and the fused GEMV of gemv.cu share these). ---
+
+// Two floats to two e4m3 codes (low byte: a), round to nearest even, saturating: what kiln/fp8.h's
+// f32ToE4m3 computes on the CPU.
+__device__ __forceinline__ uint16_t toE4m3x2(float a, float b) {
+  return static_cast<uint16_t>(__nv_cvt_float2_to_fp8x2(make_float2(a, b), __NV_SATFINITE, __NV_E4M3));
+}
+
+// The four e4m3 codes of word a (byte k: code k) as float32, exactly (e4m3 -> half and half -> float are).
+__device__ __forceinline__ void e4m3x4ToFloats(uint32_t a, float* f) {
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const __nv_fp8x2_storage_t pair = static_cast<__nv_fp8x2_storage_t>((a >> (16 * h)) & 0xffffu);
+    const __half2_raw raw = __nv_cvt_fp8x2_to_halfraw2(pair, __NV_E4M3);
+    const float2 p = __half22float2(*reinterpret_cast<const __half2*>(&raw));
+    f[2 * h] = p.x;
+    f[2 * h + 1] = p.y;
+  }
+}
+
+// An FP8 matrix's scale: the float32 after its N * K codes (read byte by byte, like int8's row scales).
+__device__ __forceinline__ float fp8MatrixScale(const uint8_t* w, int64_t N, int64_t K) {
+  const uint8_t* p = w + N * K;
+  const uint32_t bits = static_cast<uint32_t>(p[0]) | (static_cast<uint32_t>(p[1]) << 8) |
+                        (static_cast<uint32_t>(p[2]) << 16) | (static_cast<uint32_t>(p[3]) << 24);
+  return __uint_as_float(bits);
+}
+
+// Row `row` of x (K elements, K even; global or shared memory) quantized into `codes` by the whole block:
+// amax_r, then e4m3(x * 448 / amax_r) two at a time. Returns aScale_r = amax_r / 448 to every thread; the
+// codes are visible to the block only after a __syncthreads(). `red` holds 32 floats.
+template <typename X>
+__device__ __forceinline__ float quantizeRowFp8(const X* row, int64_t K, uint8_t* codes, float* red) {
+  float amax = 0.0f;
+  for (int64_t k = threadIdx.x; k < K; k += blockDim.x) amax = fmaxf(amax, fabsf(toF(row[k])));
+  amax = blockMax(amax, red);
+  const float inv = fp8InverseScaleOf(amax);
+  for (int64_t k = 2 * static_cast<int64_t>(threadIdx.x); k < K; k += 2 * static_cast<int64_t>(blockDim.x)) {
+    *reinterpret_cast<uint16_t*>(codes + k) = toE4m3x2(toF(row[k]) * inv, toF(row[k + 1]) * inv);
+  }
+  return fp8ScaleOf(amax);
+}
+
+// The fused GEMV's FP8 arithmetic without conversion instructions. Widening e4m3 through the hardware
+// (e4m3x2 -> half2, then each half -> float) costs three conversions per two weights, and conversions issue
+// at a fraction of the FMA rate, where a batch-1 GEMV must spend a few instructions per byte at most.
+// Instead a weight code's seven magnitude bits go to bits 26..20 of a float32 and its sign to bit 31 (two
+// shifts and a select): that float is exactly the code's value times 2^-120 (a subnormal code becomes a
+// float32 subnormal, exact as long as denormals are not flushed, and Kiln does not build with fast math).
+// x's codes are widened once per block, times 2^100, so every product is its true value times 2^-20, and
+// so is the sum: each product of two e4m3 values is a multiple of 2^-18, so a partial sum is 0 or at
+// least 2^-38 after scaling (never subnormal) and far below float32's largest; the float32 sum is the
+// unscaled one's bit for bit, and the 2^20 goes into the scale applied at the end. (The NaN code 0x7f,
+// which quantization never writes, widens to a finite value here.)
+constexpr float kFp8XScale = 1.2676506002282294e30f;  // 2^100
+constexpr float kFp8SumScale = 1048576.0f;           // 2^20
+
+__device__ __forceinline__ void e4m3x4ToScaledFloats(uint32_t a, float* f) {
+  f[0] = __uint_as_float(((a << 24) & 0x80000000u) | ((a << 20) & 0x07F00000u));
+  f[1] = __uint_as_float(((a << 16) & 0x80000000u) | ((a << 12) & 0x07F00000u));
+  f[2] = __uint_as_float(((a << 8) & 0x80000000u) | ((a << 4) & 0x07F00000u));
+  f[3] = __uint_as_float((a & 0x80000000u) | ((a >> 4) & 0x07F00000u));
+}
+
+// quantizeRowFp8, but each code is stored widened, times 2^100 (kFp8XScale), into float32 `out`.
+template <typename X>
+__device__ __forceinline__ float quantizeRowFp8Scaled(const X* row, int64_t K, float* out, float* red) {
+  float amax = 0.0f;
+  for (int64_t k = threadIdx.x; k < K; k += blockDim.x) amax = fmaxf(amax, fabsf(toF(row[k])));
+  amax = blockMax(amax, red);
+  const float inv = fp8InverseScaleOf(amax);
+  for (int64_t k = 2 * static_cast<int64_t>(threadIdx.x); k < K; k += 2 * static_cast<int64_t>(blockDim.x)) {
+    float v[4];
+    e4m3x4ToFloats(toE4m3x2(toF(row[k]) * inv, toF(row[k + 1]) * inv), v);
+    *reinterpret_cast<float2*>(out + k) = make_float2(v[0] * kFp8XScale, v[1] * kFp8XScale);
+  }
+  return fp8ScaleOf(amax);
+}
+
 // 16-bit weights of the activations' type T.
 template <typename T>
 struct DenseWeights {
   static constexpr int kElems = 8;
   static constexpr bool kVectorScales = false;
+  static constexpr bool kQuantizesX = false;
   const T* w;
   int64_t K;
   __device__ __forceinline__ const uint4* row(int64_t n) const { return reinterpret_cast<const uint4*>(w + n * K); }
@@ -87,6 +170,7 @@ struct DenseWeights {
 struct Int8Weights {
   static constexpr int kElems = 16;
   static constexpr bool kVectorScales = false;
+  static constexpr bool kQuantizesX = false;
   const int8_t* w;
   int64_t N, K;
   __device__ __forceinline__ const uint4* row(int64_t n) const { return reinterpret_cast<const uint4*>(w + n * K); }
@@ -102,6 +186,7 @@ struct Int8Weights {
 struct Int4Weights {
   static constexpr int kElems = 32;
   static constexpr bool kVectorScales = true;
+  static constexpr bool kQuantizesX = false;
   const uint8_t* w;
   int64_t N, K, G;
   __device__ __forceinline__ const uint4* row(int64_t n) const { return reinterpret_cast<const uint4*>(w + n * (K / 2)); }
@@ -120,6 +205,26 @@ struct Int4Weights {
       f[k] = int4Code((a >> (8 * k + shift)) & 0xFu);
       f[4 + k] = int4Code((b >> (8 * k + shift)) & 0xFu);
     }
+  }
+};
+
+// FP8 e4m3 codes [N, K] row-major, then one float32 scale (dtype.h). x is quantized too (kQuantizesX: the
+// kernel quantizes each row into shared memory, widened and scaled, quantizeRowFp8Scaled); decode gives
+// the weights times 2^-120 (e4m3x4ToScaledFloats); both scales and the 2^20 are applied to the finished
+// sum, so rowScale is 1 here and tensorScale the matrix's.
+struct Fp8Weights {
+  static constexpr int kElems = 16;
+  static constexpr bool kVectorScales = false;
+  static constexpr bool kQuantizesX = true;
+  const uint8_t* w;
+  int64_t N, K;
+  __device__ __forceinline__ const uint4* row(int64_t n) const { return reinterpret_cast<const uint4*>(w + n * K); }
+  __device__ __forceinline__ float rowScale(int64_t) const { return 1.0f; }
+  __device__ __forceinline__ float vectorScale(int64_t, int64_t) const { return 1.0f; }
+  __device__ __forceinline__ float tensorScale() const { return fp8MatrixScale(w, N, K); }
+  __device__ __forceinline__ void decode(const uint4& v, int c, float* f) const {
+    e4m3x4ToScaledFloats(c == 0 ? v.x : v.z, f);
+    e4m3x4ToScaledFloats(c == 0 ? v.y : v.w, f + 4);
   }
 };
 

@@ -215,9 +215,10 @@ BoundOp bindFusedLinear(OpBinding& b, const spec::Linear& s) {
   // for comparisons.
   const char* setting = std::getenv("KILN_CUDA_FUSED_LINEAR");
   const bool enabled = !(setting && std::string(setting) == "0");
-  // The fused GEMV takes bfloat16 activations and bfloat16, int8 or int4 weights.
+  // The fused GEMV takes bfloat16 activations and bfloat16, int8, int4 or FP8 weights (FP8: x quantized in
+  // the kernel, once per block, as gemvFp8 does).
   const bool gemvTypes = enabled && be->gemm().gemvEnabled() && (s.normPrologue ? normed.dtype : x.dtype) == DType::BF16 &&
-                         (s.dtype == DType::BF16 || s.dtype == DType::I8 || s.dtype == DType::I4);
+                         (s.dtype == DType::BF16 || s.dtype == DType::I8 || s.dtype == DType::I4 || s.dtype == DType::F8E4M3);
   f.groupSize = s.groupSize;
   return [=](const StepRuntime& rt) {
     const int64_t rows = s.x.numRows(*rt.step);
