@@ -183,6 +183,22 @@ describe(`int4 ${target} engines against the cpu int4 engine, and against bfloat
       assert.ok(bf16PathError <= 3e-2, `bfloat16, GEMV against the dequantized GEMM: worst row ${bf16PathError}`);
       assertTokensUpToMargin(bf16Gemm, bf16, vocab, 0.1, 'bfloat16 GEMM path');
     });
+
+    // One sequence at a time a bfloat16 engine's decode runs the batch-1 kernels: the fused linears
+    // (kernels/gemv.cu) and, for o and down, the split-K GEMV over int4 blocks (gemvQuantized). Same
+    // bounds against the cpu engine as the batched run above.
+    it(`${name} (group ${group}), bfloat16, one sequence at a time: within bfloat16 rounding of the cpu engine`, async () => {
+      const dir = dirs.get(name);
+      const prompts = [[7, 9, 11], [1, 300, 41, 9, 77, 12]];
+      const cpu = await generate(dir('cpu'), prompts);
+      const vocab = cpu[0].generationLogits.length / cpu[0].outputIds.length;
+      const solo = [];
+      for (const p of prompts) solo.push(...(await generate(dir('bfloat16'), [p])));
+      const error = worstRow(solo, cpu, vocab);
+      process.stdout.write(`# ${name} int4 g${group} bfloat16, one sequence: vs cpu worst row ${fmt(error)}\n`);
+      assert.ok(error <= 3e-2, `bfloat16, one sequence: worst row ${error}`);
+      assertTokensUpToMargin(solo, cpu, vocab, 0.1, 'bfloat16, one sequence');
+    });
   }
 
   it('accuracy against the bfloat16 engine (issue 10), written to quantized-int4.md', async () => {

@@ -107,7 +107,7 @@ describe(`int8 weight-only ${target} engines against the cpu int8 engine`, () =>
 
     // One sequence at a time a bfloat16 engine's decode takes the fused linears (kernels/gemv.cu: the norm,
     // the int8 GEMV and the SwiGLU / rope + KV store epilogue as one kernel); KILN_CUDA_FUSED_LINEAR=0 runs
-    // the separate kernels (add_rms_norm, gemvInt8, the epilogue's kernel), which round the product to
+    // the separate kernels (add_rms_norm, the GEMV, the epilogue's kernel), which round the product to
     // bfloat16 before the epilogue: bfloat16 rounding apart, the same sums.
     it(`${name}, bfloat16, one sequence: fused int8 linears against the separate kernels`, async () => {
       const dir = dirs.get(name);
@@ -119,9 +119,19 @@ describe(`int8 weight-only ${target} engines against the cpu int8 engine`, () =>
       };
       const fused = await solo({});
       const separate = await solo({ KILN_CUDA_FUSED_LINEAR: '0' });
+      const cpu = await generate(dir('cpu'), prompts);
       const vocab = fused[0].generationLogits.length / fused[0].outputIds.length;
       const error = worstRow(fused, separate, vocab);
-      process.stdout.write(`# ${name} int8 bfloat16, one sequence: fused vs separate kernels, worst row ${fmt(error)}\n`);
+      const cpuError = worstRow(fused, cpu, vocab);
+      process.stdout.write(`# ${name} int8 bfloat16, one sequence: fused vs separate kernels, worst row ${fmt(error)}; vs cpu ${fmt(cpuError)}\n`);
+      // Against the cpu engine, as the batched bfloat16 run above (o and down take the split-K GEMV over
+      // int8 codes here, gemvQuantized).
+      assert.ok(cpuError <= 3e-2, `one sequence against the cpu engine: worst row ${cpuError}`);
+      fused.forEach((r, i) => {
+        const margin = (k) => topMargin(cpu[i].generationLogits, k, vocab);
+        const c = compareUpToMargin(r.outputIds, cpu[i].outputIds, margin, 0.1);
+        assert.equal(c.mismatchAt, -1, `one sequence against the cpu engine, prompt ${i}: token ${c.mismatchAt} differs before a near tie`);
+      });
       assert.ok(error <= 3e-2, `fused against separate: worst row ${error}`);
       fused.forEach((r, i) => {
         const margin = (k) => topMargin(separate[i].generationLogits, k, vocab);

@@ -208,15 +208,17 @@ __device__ __forceinline__ void storeFeatures(const int64_t (&features)[kRows], 
 // kSplit > 1: split-K, kSplit consecutive warps share a feature's row (blocks of kWarps * kSplit warps), and
 // their sums meet in shared memory. It keeps a narrow layer's rows in flight with twice the warps (on the
 // H200, a 2048 x 5632 bfloat16 GEMV took 7.15 us against 7.94, tools/gpu/gemv-bench.cu).
-template <typename T, int R, int kRows, int kSplit>
-__global__ void __launch_bounds__(kThreads * kSplit) gemvKernel(const T* __restrict__ x, int64_t xStride, const T* __restrict__ w,
+// W: the weights' format (weight_formats.cuh): 16-bit weights of x's type T, or int8 / int4 ones with
+// bfloat16 x (gemvQuantized, one row).
+template <typename T, typename W, int R, int kRows, int kSplit>
+__global__ void __launch_bounds__(kThreads * kSplit) gemvKernel(const T* __restrict__ x, int64_t xStride, W w,
                                                                 int64_t N, int64_t K, const float* __restrict__ bias, Matrix y) {
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, part = warp % kSplit;
   int64_t features[kRows];
   const int64_t first = (static_cast<int64_t>(blockIdx.x) * kWarps + warp / kSplit) * kRows;
 #pragma unroll
   for (int j = 0; j < kRows; ++j) features[j] = first + j < N ? first + j : -1;
-  WarpRows<DenseWeights<T>, R, kRows> rows(DenseWeights<T>{w, K}, features, K, part, kSplit);
+  WarpRows<W, R, kRows> rows(w, features, K, part, kSplit);
   startAfterPriorKernels();
   rows.run(PlainX<T>{x, xStride});
   float dot[kRows], zero[kRows];
@@ -567,13 +569,36 @@ template <typename T, int R>
 void launchRows(cudaStream_t stream, const T* x, int64_t xStride, const T* w, int64_t N, int64_t K, const float* bias,
                 Matrix y) {
   const unsigned blocks = static_cast<unsigned>((N + kWarps - 1) / kWarps);
+  const DenseWeights<T> dense{w, K};
   if (twoFeaturesPerWarp<R>(N, K)) {
     const unsigned pairBlocks = static_cast<unsigned>((N + 2 * kWarps - 1) / (2 * kWarps));
-    launch(gemvKernel<T, R, 2, 1>, dim3(pairBlocks), dim3(kThreads), 0, stream, x, xStride, w, N, K, bias, y);
+    launch(gemvKernel<T, DenseWeights<T>, R, 2, 1>, dim3(pairBlocks), dim3(kThreads), 0, stream, x, xStride, dense, N, K, bias, y);
   } else if (R <= 2 && gemvSplitK() == 2) {
-    launch(gemvKernel<T, R, 1, 2>, dim3(blocks), dim3(2 * kThreads), 0, stream, x, xStride, w, N, K, bias, y);
+    launch(gemvKernel<T, DenseWeights<T>, R, 1, 2>, dim3(blocks), dim3(2 * kThreads), 0, stream, x, xStride, dense, N, K, bias, y);
   } else {
-    launch(gemvKernel<T, R, 1, 1>, dim3(blocks), dim3(kThreads), 0, stream, x, xStride, w, N, K, bias, y);
+    launch(gemvKernel<T, DenseWeights<T>, R, 1, 1>, dim3(blocks), dim3(kThreads), 0, stream, x, xStride, dense, N, K, bias, y);
+  }
+}
+
+// Split-K of the batch-1 int8 / int4 GEMV (gemvQuantized): KILN_CUDA_QUANTIZED_GEMV_SPLIT = 2 (default) or 4;
+// 0 leaves such linears to gemvInt8 / gemvInt4 (read once per process, for comparisons).
+int quantizedGemvSplit() {
+  static const int split = [] {
+    const char* setting = std::getenv("KILN_CUDA_QUANTIZED_GEMV_SPLIT");
+    const int v = setting ? std::atoi(setting) : 2;
+    return v == 0 || v == 1 || v == 4 ? v : 2;
+  }();
+  return split;
+}
+
+template <typename W>
+void launchQuantizedRow(cudaStream_t stream, const __nv_bfloat16* x, const W& w, int64_t N, int64_t K, const float* bias, Matrix y) {
+  using T = __nv_bfloat16;
+  const unsigned blocks = static_cast<unsigned>((N + kWarps - 1) / kWarps);
+  switch (quantizedGemvSplit()) {
+    case 4: return launch(gemvKernel<T, W, 1, 1, 4>, dim3(blocks), dim3(4 * kThreads), 0, stream, x, int64_t{K}, w, N, K, bias, y);
+    case 1: return launch(gemvKernel<T, W, 1, 1, 1>, dim3(blocks), dim3(kThreads), 0, stream, x, int64_t{K}, w, N, K, bias, y);
+    default: return launch(gemvKernel<T, W, 1, 1, 2>, dim3(blocks), dim3(2 * kThreads), 0, stream, x, int64_t{K}, w, N, K, bias, y);
   }
 }
 
@@ -653,6 +678,20 @@ bool gemvApplies(DType t, const void* x, int64_t rows, int64_t xStride, const vo
   const auto aligned16 = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
   return (t == DType::BF16 || t == DType::F16) && rows >= 1 && rows <= kMaxGemvRows && K % 8 == 0 &&
          xStride % 8 == 0 && aligned16(x) && aligned16(w);
+}
+
+bool gemvQuantizedApplies(DType t, DType xType, const void* x, int64_t rows, const void* w, int64_t K, int64_t groupSize) {
+  const auto aligned16 = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+  const bool format = (t == DType::I8 && K % 16 == 0) || (t == DType::I4 && K % 32 == 0 && groupSize > 0 && groupSize % 32 == 0 && K % groupSize == 0);
+  return quantizedGemvSplit() != 0 && format && xType == DType::BF16 && rows == 1 && aligned16(x) && aligned16(w);
+}
+
+void gemvQuantized(cudaStream_t stream, DType t, const void* x, const void* w, int64_t N, int64_t K, int64_t groupSize,
+                   const float* bias, Matrix y) {
+  const __nv_bfloat16* xs = static_cast<const __nv_bfloat16*>(x);
+  if (t == DType::I8) return launchQuantizedRow(stream, xs, Int8Weights{static_cast<const int8_t*>(w), N, K}, N, K, bias, y);
+  if (t == DType::I4) return launchQuantizedRow(stream, xs, Int4Weights{static_cast<const uint8_t*>(w), N, K, groupSize}, N, K, bias, y);
+  throw std::runtime_error("cuda gemvQuantized: int8 or int4 weights only");
 }
 
 // FP8's x takes K float32 of shared memory in the fused kernel (32 KB here, beside a norm's 8 KB at most).

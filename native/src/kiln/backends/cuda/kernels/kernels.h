@@ -87,6 +87,11 @@ void gemv(cudaStream_t stream, DType t, const void* x, int64_t rows, int64_t xSt
 // float16 or bfloat16). gemvInt8 takes decode rows when gemvInt8Applies; otherwise widenInt8 writes the
 // codes as outType into `out` ([N, K], exact), the caller multiplies with cuBLASLt, and scaleColumns
 // applies the scales and the bias to its output.
+// The batch-1 GEMV of an int8 or int4 matrix with a bfloat16 row x (gemv.cu): gemvKernel over the weight
+// format, split-K as the 16-bit GEMV (KILN_CUDA_QUANTIZED_GEMV_SPLIT=0: not taken, gemvInt8 / gemvInt4 run).
+bool gemvQuantizedApplies(DType t, DType xType, const void* x, int64_t rows, const void* w, int64_t K, int64_t groupSize);
+void gemvQuantized(cudaStream_t stream, DType t, const void* x, const void* w, int64_t N, int64_t K, int64_t groupSize,
+                   const float* bias, Matrix y);
 bool gemvInt8Applies(DType xType, const void* x, int64_t rows, int64_t xStride, const void* w, int64_t K);
 void gemvInt8(cudaStream_t stream, DType xType, const void* x, int64_t rows, int64_t xStride, const void* w, int64_t N,
               int64_t K, const float* bias, Matrix y);

@@ -28,6 +28,10 @@ BoundOp bindInt8Linear(OpBinding& b, const spec::Linear& s) {
   return [=](const StepRuntime& rt) {
     const int64_t rows = s.x.numRows(*rt.step);
     if (rows <= 0) return;
+    if (be->gemm().gemvEnabled() && gemvQuantizedApplies(DType::I8, x.dtype, x.data, rows, s.weight, s.K, 0)) {
+      gemvQuantized(be->stream(), DType::I8, x.data, s.weight, s.N, s.K, 0, s.bias, y);
+      return;
+    }
     if (be->gemm().gemvEnabled() && gemvInt8Applies(x.dtype, x.data, rows, x.stride, s.weight, s.K)) {
       gemvInt8(be->stream(), x.dtype, x.data, rows, x.stride, s.weight, s.N, s.K, s.bias, y);
       return;
@@ -51,6 +55,10 @@ BoundOp bindInt4Linear(OpBinding& b, const spec::Linear& s) {
   return [=](const StepRuntime& rt) {
     const int64_t rows = s.x.numRows(*rt.step);
     if (rows <= 0) return;
+    if (be->gemm().gemvEnabled() && gemvQuantizedApplies(DType::I4, x.dtype, x.data, rows, s.weight, s.K, s.groupSize)) {
+      gemvQuantized(be->stream(), DType::I4, x.data, s.weight, s.N, s.K, s.groupSize, s.bias, y);
+      return;
+    }
     if (be->gemm().gemvEnabled() && gemvInt4Applies(x.dtype, x.data, rows, x.stride, s.weight, s.K)) {
       gemvInt4(be->stream(), x.dtype, x.data, rows, x.stride, s.weight, s.N, s.K, s.groupSize, s.bias, y);
       return;
