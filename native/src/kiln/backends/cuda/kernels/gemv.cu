@@ -580,13 +580,15 @@ void launchRows(cudaStream_t stream, const T* x, int64_t xStride, const T* w, in
   }
 }
 
-// Split-K of the batch-1 int8 / int4 GEMV (gemvQuantized): KILN_CUDA_QUANTIZED_GEMV_SPLIT = 2 (default) or 4;
-// 0 leaves such linears to gemvInt8 / gemvInt4 (read once per process, for comparisons).
+// Split-K of the batch-1 int8 / int4 GEMV (gemvQuantized): KILN_CUDA_QUANTIZED_GEMV_SPLIT = 1, 2 or 4 warps
+// a feature (read once per process). Off by default (0: such linears take gemvInt8 / gemvInt4): written in
+// session 13 after its device time was spent, so neither checked on a GPU nor measured yet; its tests are
+// test/cuda/int8.test.mjs and int4.test.mjs with the switch set (docs/benchmarks.md, session 13).
 int quantizedGemvSplit() {
   static const int split = [] {
     const char* setting = std::getenv("KILN_CUDA_QUANTIZED_GEMV_SPLIT");
-    const int v = setting ? std::atoi(setting) : 2;
-    return v == 0 || v == 1 || v == 4 ? v : 2;
+    const int v = setting ? std::atoi(setting) : 0;
+    return v == 1 || v == 2 || v == 4 ? v : 0;
   }();
   return split;
 }
