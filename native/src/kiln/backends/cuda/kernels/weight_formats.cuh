@@ -19,14 +19,15 @@ namespace cuda {
 
 __device__ __forceinline__ float bf16BitsToFloat(uint16_t bits) { return __uint_as_float(static_cast<uint32_t>(bits) << 16); }
 
-// The float32 scale of int8 row n: N float32 after the N * K codes, read byte by byte (N * K need not be a
-// multiple of 4).
-__device__ __forceinline__ float int8RowScale(const uint8_t* scales, int64_t n) {
-  const uint8_t* p = scales + 4 * n;
+// A little-endian float32 read byte by byte (the scales after a matrix's codes need not be 4-byte aligned).
+__device__ __forceinline__ float floatAt(const uint8_t* p) {
   const uint32_t bits = static_cast<uint32_t>(p[0]) | (static_cast<uint32_t>(p[1]) << 8) |
                         (static_cast<uint32_t>(p[2]) << 16) | (static_cast<uint32_t>(p[3]) << 24);
   return __uint_as_float(bits);
 }
+
+// The float32 scale of int8 row n: N float32 after the N * K codes (N * K need not be a multiple of 4).
+__device__ __forceinline__ float int8RowScale(const uint8_t* scales, int64_t n) { return floatAt(scales + 4 * n); }
 
 // The four int8 codes of word a (byte k: code k) as floats, exactly, without I2F: a conversion that runs
 // at a quarter of the FMA rate and capped the int8 GEMV at about the rate the codes arrive from HBM.
@@ -93,27 +94,29 @@ __device__ __forceinline__ void e4m3x4ToFloats(uint32_t a, float* f) {
   }
 }
 
-// An FP8 matrix's scale: the float32 after its N * K codes (read byte by byte, like int8's row scales).
-__device__ __forceinline__ float fp8MatrixScale(const uint8_t* w, int64_t N, int64_t K) {
-  const uint8_t* p = w + N * K;
-  const uint32_t bits = static_cast<uint32_t>(p[0]) | (static_cast<uint32_t>(p[1]) << 8) |
-                        (static_cast<uint32_t>(p[2]) << 16) | (static_cast<uint32_t>(p[3]) << 24);
-  return __uint_as_float(bits);
-}
+// An FP8 matrix's scale: the float32 after its N * K codes.
+__device__ __forceinline__ float fp8MatrixScale(const uint8_t* w, int64_t N, int64_t K) { return floatAt(w + N * K); }
 
-// Row `row` of x (K elements, K even; global or shared memory) quantized into `codes` by the whole block:
-// amax_r, then e4m3(x * 448 / amax_r) two at a time. Returns aScale_r = amax_r / 448 to every thread; the
-// codes are visible to the block only after a __syncthreads(). `red` holds 32 floats.
-template <typename X>
-__device__ __forceinline__ float quantizeRowFp8(const X* row, int64_t K, uint8_t* codes, float* red) {
+// Row `row` of x (K elements, K even; global or shared memory) quantized by the whole block: amax_r, then
+// e4m3(x * 448 / amax_r) two at a time, each pair handed to put(k, codes) (elements k, k + 1). Returns
+// aScale_r = amax_r / 448 to every thread; what put writes is visible to the block only after a
+// __syncthreads(). `red` holds 32 floats.
+template <typename X, typename Put>
+__device__ __forceinline__ float quantizeRowFp8Pairs(const X* row, int64_t K, float* red, Put put) {
   float amax = 0.0f;
   for (int64_t k = threadIdx.x; k < K; k += blockDim.x) amax = fmaxf(amax, fabsf(toF(row[k])));
   amax = blockMax(amax, red);
   const float inv = fp8InverseScaleOf(amax);
   for (int64_t k = 2 * static_cast<int64_t>(threadIdx.x); k < K; k += 2 * static_cast<int64_t>(blockDim.x)) {
-    *reinterpret_cast<uint16_t*>(codes + k) = toE4m3x2(toF(row[k]) * inv, toF(row[k + 1]) * inv);
+    put(k, toE4m3x2(toF(row[k]) * inv, toF(row[k + 1]) * inv));
   }
   return fp8ScaleOf(amax);
+}
+
+// The row's codes into `codes`.
+template <typename X>
+__device__ __forceinline__ float quantizeRowFp8(const X* row, int64_t K, uint8_t* codes, float* red) {
+  return quantizeRowFp8Pairs(row, K, red, [codes](int64_t k, uint16_t pair) { *reinterpret_cast<uint16_t*>(codes + k) = pair; });
 }
 
 // The fused GEMV's FP8 arithmetic without conversion instructions. Widening e4m3 through the hardware
@@ -137,19 +140,14 @@ __device__ __forceinline__ void e4m3x4ToScaledFloats(uint32_t a, float* f) {
   f[3] = __uint_as_float((a & 0x80000000u) | ((a >> 4) & 0x07F00000u));
 }
 
-// quantizeRowFp8, but each code is stored widened, times 2^100 (kFp8XScale), into float32 `out`.
+// The row's codes widened, times 2^100 (kFp8XScale), into float32 `out`.
 template <typename X>
 __device__ __forceinline__ float quantizeRowFp8Scaled(const X* row, int64_t K, float* out, float* red) {
-  float amax = 0.0f;
-  for (int64_t k = threadIdx.x; k < K; k += blockDim.x) amax = fmaxf(amax, fabsf(toF(row[k])));
-  amax = blockMax(amax, red);
-  const float inv = fp8InverseScaleOf(amax);
-  for (int64_t k = 2 * static_cast<int64_t>(threadIdx.x); k < K; k += 2 * static_cast<int64_t>(blockDim.x)) {
+  return quantizeRowFp8Pairs(row, K, red, [out](int64_t k, uint16_t pair) {
     float v[4];
-    e4m3x4ToFloats(toE4m3x2(toF(row[k]) * inv, toF(row[k + 1]) * inv), v);
+    e4m3x4ToFloats(pair, v);
     *reinterpret_cast<float2*>(out + k) = make_float2(v[0] * kFp8XScale, v[1] * kFp8XScale);
-  }
-  return fp8ScaleOf(amax);
+  });
 }
 
 // 16-bit weights of the activations' type T.
