@@ -185,8 +185,8 @@ describe(`int4 ${target} engines against the cpu int4 engine, and against bfloat
     });
 
     // One sequence at a time a bfloat16 engine's decode runs the batch-1 kernels: the fused linears
-    // (kernels/gemv.cu) and, for o and down, gemvInt4 (or, with KILN_CUDA_QUANTIZED_GEMV_SPLIT set, the
-    // split-K GEMV over int4 blocks: run the file both ways). Same bounds against the cpu engine as the
+    // (kernels/gemv.cu) and, for o and down, the split-K GEMV over int4 blocks (gemvInt4 with
+    // KILN_CUDA_QUANTIZED_GEMV_SPLIT=0: run the file both ways). Same bounds against the cpu engine as the
     // batched run above.
     it(`${name} (group ${group}), bfloat16, one sequence at a time: within bfloat16 rounding of the cpu engine`, async () => {
       const dir = dirs.get(name);

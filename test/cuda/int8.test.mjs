@@ -124,8 +124,8 @@ describe(`int8 weight-only ${target} engines against the cpu int8 engine`, () =>
       const error = worstRow(fused, separate, vocab);
       const cpuError = worstRow(fused, cpu, vocab);
       process.stdout.write(`# ${name} int8 bfloat16, one sequence: fused vs separate kernels, worst row ${fmt(error)}; vs cpu ${fmt(cpuError)}\n`);
-      // Against the cpu engine, as the batched bfloat16 run above (o and down take gemvInt8 here, or the
-      // split-K GEMV over int8 codes with KILN_CUDA_QUANTIZED_GEMV_SPLIT set: run the file both ways).
+      // Against the cpu engine, as the batched bfloat16 run above (o and down take the split-K GEMV over
+      // int8 codes here, or gemvInt8 with KILN_CUDA_QUANTIZED_GEMV_SPLIT=0: run the file both ways).
       assert.ok(cpuError <= 3e-2, `one sequence against the cpu engine: worst row ${cpuError}`);
       fused.forEach((r, i) => {
         const margin = (k) => topMargin(cpu[i].generationLogits, k, vocab);

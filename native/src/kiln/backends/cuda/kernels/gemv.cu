@@ -581,13 +581,14 @@ void launchRows(cudaStream_t stream, const T* x, int64_t xStride, const T* w, in
 }
 
 // Split-K of the batch-1 int8 / int4 GEMV (gemvQuantized): KILN_CUDA_QUANTIZED_GEMV_SPLIT = 1, 2 or 4 warps
-// a feature (read once per process). Off by default (0: such linears take gemvInt8 / gemvInt4): written in
-// session 13 after its device time was spent, so neither checked on a GPU nor measured yet; its tests are
-// test/cuda/int8.test.mjs and int4.test.mjs with the switch set (docs/benchmarks.md, session 13).
+// a feature, 0 for the per-format kernels gemvInt8 / gemvInt4 (read once per process). Default 2: on an H100
+// (session 14) the issue-10 model's batch-1 decode took 0.905 ms/token with 2 against 1.086 with the
+// per-format kernels for int8 and 1.161 against 1.403 for int4 (4 warps: 0.974 and 1.270), since the
+// per-format kernels left too few bytes in flight (docs/benchmarks.md).
 int quantizedGemvSplit() {
   static const int split = [] {
     const char* setting = std::getenv("KILN_CUDA_QUANTIZED_GEMV_SPLIT");
-    const int v = setting ? std::atoi(setting) : 0;
+    const int v = setting && *setting ? std::atoi(setting) : 2;
     return v == 1 || v == 2 || v == 4 ? v : 0;
   }();
   return split;

@@ -88,8 +88,8 @@ void gemv(cudaStream_t stream, DType t, const void* x, int64_t rows, int64_t xSt
 // codes as outType into `out` ([N, K], exact), the caller multiplies with cuBLASLt, and scaleColumns
 // applies the scales and the bias to its output.
 // The batch-1 GEMV of an int8 or int4 matrix with a bfloat16 row x (gemv.cu): gemvKernel over the weight
-// format, split-K as the 16-bit GEMV. Taken only with KILN_CUDA_QUANTIZED_GEMV_SPLIT=1|2|4 until it has been
-// checked and measured on a GPU (otherwise gemvInt8 / gemvInt4 run).
+// format, split-K as the 16-bit GEMV (2 warps a feature; KILN_CUDA_QUANTIZED_GEMV_SPLIT=1|4 changes that,
+// =0 takes gemvInt8 / gemvInt4 instead).
 bool gemvQuantizedApplies(DType t, DType xType, const void* x, int64_t rows, const void* w, int64_t K, int64_t groupSize);
 void gemvQuantized(cudaStream_t stream, DType t, const void* x, const void* w, int64_t N, int64_t K, int64_t groupSize,
                    const float* bias, Matrix y);
