@@ -512,6 +512,266 @@ __global__ void __launch_bounds__(32 * kBlockWarps) gemvFusedKernel(ConstMatrix 
   }
 }
 
+// --- The batch-1 SwiGLU linear on tensor cores (gemvMmaSwigluKernel) ---
+//
+// The CUDA-core fused GEMV spends several instructions per weight (widen the weight, widen x, a float32
+// FMA, loop and bounds work), so with int8 and int4 weights it runs out of issue slots long before it
+// runs out of bandwidth (ncu, session 13: 0.36 instructions a cycle per scheduler, gate/up at a third of
+// the HBM rate). Here mma.sync m16n8k16 (bfloat16 in, float32 accumulators) does the multiply-adds: a
+// warp's A operand is 16 weight rows, the 8 gate rows of a tile of 8 SwiGLU features and their 8 up
+// rows, and B is x (every column of B holds x; column 0's sums are used). Weights are widened to
+// bfloat16 exactly (int8 and int4 codes are small integers); bfloat16 weights go in as loaded.
+//
+// Since a dot product does not care in which order its k run, lane t of a quad takes 16 consecutive
+// bytes of its two rows (one 16-byte load each) and feeds them to the mma as if they were its k slots
+// {2t, 2t+1, 2t+8, 2t+9} of consecutive k16 steps; x is read from shared memory in the same order (for
+// int4, whose nibbles widen in pairs (j, j+2), x is stored permuted to match: mmaInt4Order). Four lanes
+// then cover 4 x 16 bytes of each row: a "super-tile" of 32 (bfloat16), 64 (int8) or 128 (int4)
+// elements, which for int4 is one scale group (G a multiple of 128).
+//
+// A block's 8 warps split K of one tile (split-K; their sums meet in shared memory), and the grid is
+// persistent over tiles as gemvFusedKernel's is, so the norm prologue runs once per block. Each warp
+// issues all the loads of its next chunk (up to 4 super-tiles: 8 loads a lane) before it works on the
+// current one, across tiles too, and the first chunk before the kernel waits for its predecessor.
+template <typename W>
+struct MmaFormat;
+
+__device__ __forceinline__ uint32_t wordOf(const uint4& v, int i) { return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w; }
+
+template <>
+struct MmaFormat<DenseWeights<__nv_bfloat16>> {
+  static constexpr int kSteps = 2;        // k16 steps per 16-byte vector (a step takes 4 of a lane's elements)
+  static constexpr int kSuperElems = 32;  // elements of a row per super-tile (4 lanes x 8)
+  static constexpr bool kPermutesX = false;
+  // Step s's A registers from the vectors of rows g (v0) and g + 8 (v1): {row g, k 0-1}, {row g+8, k 0-1},
+  // {row g, k 8-9}, {row g+8, k 8-9} in the mma's terms, here elements 4s..4s+1 and 4s+2..4s+3.
+  __device__ static __forceinline__ void a(const uint4& v0, const uint4& v1, int s, uint32_t (&r)[4]) {
+    r[0] = wordOf(v0, 2 * s), r[1] = wordOf(v1, 2 * s), r[2] = wordOf(v0, 2 * s + 1), r[3] = wordOf(v1, 2 * s + 1);
+  }
+};
+
+// Bytes 2p and 2p + 1 of u (int8 codes XOR 0x80) as a bfloat16 pair: 2^23 + code + 128 in float32, less
+// 2^23 + 128, is the code exactly, and a float32 that small is a bfloat16 with zero low bits.
+__device__ __forceinline__ uint32_t int8PairToBf16x2(uint32_t u, int p) {
+  const float f0 = __uint_as_float(__byte_perm(u, 0x4B000000u, 0x7440 + 2 * p)) - 8388736.0f;
+  const float f1 = __uint_as_float(__byte_perm(u, 0x4B000000u, 0x7441 + 2 * p)) - 8388736.0f;
+  return __byte_perm(__float_as_uint(f0), __float_as_uint(f1), 0x7632);
+}
+
+template <>
+struct MmaFormat<Int8Weights> {
+  static constexpr int kSteps = 4;
+  static constexpr int kSuperElems = 64;
+  static constexpr bool kPermutesX = false;
+  __device__ static __forceinline__ void a(const uint4& v0, const uint4& v1, int s, uint32_t (&r)[4]) {
+    const uint32_t u0 = wordOf(v0, s) ^ 0x80808080u, u1 = wordOf(v1, s) ^ 0x80808080u;
+    r[0] = int8PairToBf16x2(u0, 0), r[1] = int8PairToBf16x2(u1, 0), r[2] = int8PairToBf16x2(u0, 1), r[3] = int8PairToBf16x2(u1, 1);
+  }
+};
+
+// Nibbles at bits sh and 16 + sh of w as a bfloat16 pair of codes (nibble - 8): 0x4300 | n is 128 + n,
+// and 128 + n - 136 is exact.
+__device__ __forceinline__ uint32_t int4PairToBf16x2(uint32_t w, int sh) {
+  const uint32_t biased = ((w >> sh) & 0x000F000Fu) | 0x43004300u;
+  const __nv_bfloat162 r = __hsub2(*reinterpret_cast<const __nv_bfloat162*>(&biased), __floats2bfloat162_rn(136.0f, 136.0f));
+  return *reinterpret_cast<const uint32_t*>(&r);
+}
+
+// int4 block of 32 codes (byte j: element j low, j + 16 high). Word m (bytes 4m..4m+3) gives steps 2m
+// (elements 4m, 4m+2 | 4m+1, 4m+3: the low nibbles at shifts 0 and 8) and 2m + 1 (the high nibbles: 16 + ...).
+template <>
+struct MmaFormat<Int4Weights> {
+  static constexpr int kSteps = 8;
+  static constexpr int kSuperElems = 128;
+  static constexpr bool kPermutesX = true;
+  __device__ static __forceinline__ void a(const uint4& v0, const uint4& v1, int s, uint32_t (&r)[4]) {
+    const uint32_t w0 = wordOf(v0, s >> 1), w1 = wordOf(v1, s >> 1);
+    const int sh = (s & 1) * 4;
+    r[0] = int4PairToBf16x2(w0, sh), r[1] = int4PairToBf16x2(w1, sh), r[2] = int4PairToBf16x2(w0, sh + 8), r[3] = int4PairToBf16x2(w1, sh + 8);
+  }
+};
+
+// Where position q (0..31) of a 32-element block of the permuted x comes from (MmaFormat<Int4Weights>:
+// step s = q / 4 takes elements 16 (s & 1) + 4 (s >> 1) + {0, 2, 1, 3}).
+__device__ __forceinline__ int mmaInt4Order(int q) {
+  const int j = q & 3;
+  return 16 * ((q >> 2) & 1) + 4 * (q >> 3) + (((j & 1) << 1) | (j >> 1));
+}
+
+__device__ __forceinline__ void mmaBf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+constexpr int kMmaWarps = 8;          // warps a block, all on one tile (split-K)
+constexpr int kMmaChunkSupers = 4;    // super-tiles a warp loads at once (8 16-byte loads a lane)
+
+// The loads of one chunk of a warp's share of a tile: rows g and g + 8 of super-tiles [first, first + 4).
+template <typename W>
+struct MmaChunk {
+  uint4 v[kMmaChunkSupers][2];
+  float scale[kMmaChunkSupers][2];  // int4: the super-tile's group scale of each row
+};
+
+template <typename W>
+__device__ __forceinline__ void mmaLoadChunk(const W& w, int64_t row0, int64_t row1, int64_t super0, int64_t superEnd, int t,
+                                             MmaChunk<W>& c) {
+  constexpr int kVectorsPerSuper = 4;  // one a lane
+#pragma unroll
+  for (int i = 0; i < kMmaChunkSupers; ++i) {
+    const int64_t s = super0 + i;
+    if (s < superEnd) {
+      const int64_t vec = s * kVectorsPerSuper + t;  // 16-byte vector index within the row
+      c.v[i][0] = loadStreaming(w.row(row0) + vec);
+      c.v[i][1] = loadStreaming(w.row(row1) + vec);
+      if constexpr (W::kVectorScales) {
+        c.scale[i][0] = w.vectorScale(row0, vec);
+        c.scale[i][1] = w.vectorScale(row1, vec);
+      }
+    }
+  }
+}
+
+template <typename W, bool kNorm>
+__global__ void __launch_bounds__(32 * kMmaWarps) gemvMmaSwigluKernel(ConstMatrix x, W w, int64_t N, int64_t K,
+                                                                     const float* __restrict__ bias, GemvFusion f, Matrix y) {
+  using T = __nv_bfloat16;
+  using F = MmaFormat<W>;
+  extern __shared__ uint4 dynamicShared[];
+  __shared__ float reduce[32];
+  __shared__ float partial[2][kMmaWarps][16];
+  constexpr int kThreadsHere = 32 * kMmaWarps;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  const int64_t features = N / 2, tiles = features / 8;
+  const int64_t supers = K / F::kSuperElems, perWarp = (supers + kMmaWarps - 1) / kMmaWarps;
+  const int64_t chunks = (perWarp + kMmaChunkSupers - 1) / kMmaChunkSupers;
+  const int64_t superBegin = min(supers, warp * perWarp), superEnd = min(supers, superBegin + perWarp);
+  // The (tile, chunk) sequence of this block; every warp walks the same one (uniform barriers).
+  int64_t tile = blockIdx.x, chunk = 0;
+  MmaChunk<W> cur;
+  if (tile < tiles) mmaLoadChunk(w, tile * 8 + g, features + tile * 8 + g, superBegin, superEnd, t, cur);
+  float gNorm[kNormVectors][8];
+  if constexpr (kNorm) {
+#pragma unroll
+    for (int u = 0; u < kNormVectors; ++u) {
+      const int64_t i = threadIdx.x + static_cast<int64_t>(u) * kThreadsHere;
+      if (i < K / 8) {
+        load8(f.normWeight, f.normWDType, i * 8, gNorm[u]);
+#pragma unroll
+        for (int j = 0; j < 8; ++j) gNorm[u][j] += f.normWeightOffset;
+      }
+    }
+  }
+  startAfterPriorKernels();
+  // x (normed, or as given) as bfloat16 in shared memory, in the order the format's A registers take it.
+  T* xs = reinterpret_cast<T*>(dynamicShared);
+  T* xOrdered = xs;
+  if constexpr (kNorm) {
+    normRowsToShared<T, 1, kThreadsHere>(f, x, K, gNorm, xs, reduce);
+  } else {
+    for (int64_t i = threadIdx.x; i < K / 8; i += kThreadsHere) {
+      reinterpret_cast<uint4*>(xs)[i] = *reinterpret_cast<const uint4*>(static_cast<const T*>(x.data) + i * 8);
+    }
+    __syncthreads();
+  }
+  if constexpr (F::kPermutesX) {
+    xOrdered = xs + K;
+    for (int64_t k = threadIdx.x; k < K; k += kThreadsHere) xOrdered[k] = xs[(k & ~int64_t{31}) + mmaInt4Order(static_cast<int>(k & 31))];
+    __syncthreads();
+  }
+  const uint32_t* xWords = reinterpret_cast<const uint32_t*>(xOrdered);
+  float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  int parity = 0;
+  while (tile < tiles) {
+    // The next chunk's loads (this tile's next, or the next tile's first) before this one is used.
+    int64_t nextTile = tile, nextChunk = chunk + 1;
+    if (nextChunk == chunks) nextTile += gridDim.x, nextChunk = 0;
+    MmaChunk<W> next;
+    if (nextTile < tiles) {
+      const int64_t s0 = superBegin + nextChunk * kMmaChunkSupers;
+      mmaLoadChunk(w, nextTile * 8 + g, features + nextTile * 8 + g, s0, superEnd, t, next);
+    }
+#pragma unroll
+    for (int i = 0; i < kMmaChunkSupers; ++i) {
+      const int64_t s = superBegin + chunk * kMmaChunkSupers + i;
+      if (s >= superEnd) break;
+      // This lane's x words of the super-tile: elements s * kSuperElems + t * (kSuperElems / 4) onwards.
+      const uint32_t* xw = xWords + (s * F::kSuperElems + t * (F::kSuperElems / 4)) / 2;
+      // int4: the super-tile (one scale group) summed on its own, then added times each row's scale.
+      float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+      for (int st = 0; st < F::kSteps; ++st) {
+        uint32_t a[4];
+        F::a(cur.v[i][0], cur.v[i][1], st, a);
+        if constexpr (W::kVectorScales) {
+          mmaBf16(d, a, xw[2 * st], xw[2 * st + 1]);
+        } else {
+          mmaBf16(acc, a, xw[2 * st], xw[2 * st + 1]);
+        }
+      }
+      if constexpr (W::kVectorScales) {
+        acc[0] = fmaf(d[0], cur.scale[i][0], acc[0]);
+        acc[2] = fmaf(d[2], cur.scale[i][1], acc[2]);
+      }
+    }
+    if (chunk == chunks - 1) {
+      // The tile's sums: lane (g, 0) holds rows g (gate) and g + 8 (up) of column 0.
+      if (t == 0) {
+        partial[parity][warp][g] = acc[0];
+        partial[parity][warp][8 + g] = acc[2];
+      }
+      __syncthreads();
+      if (warp == 0 && lane < 8) {
+        float gate = 0.0f, up = 0.0f;
+#pragma unroll
+        for (int p = 0; p < kMmaWarps; ++p) gate += partial[parity][p][lane], up += partial[parity][p][8 + lane];
+        const int64_t n = tile * 8 + lane;
+        gate *= w.rowScale(n);
+        up *= w.rowScale(features + n);
+        if (bias) gate += bias[n], up += bias[features + n];
+        cuda::store(y.data, y.dtype, n, silu(gate) * up);
+      }
+      parity ^= 1;
+#pragma unroll
+      for (int j = 0; j < 4; ++j) acc[j] = 0.0f;
+    }
+    cur = next;
+    tile = nextTile;
+    chunk = nextChunk;
+  }
+}
+
+template <typename W>
+constexpr bool kHasMmaFormat = false;
+template <>
+constexpr bool kHasMmaFormat<DenseWeights<__nv_bfloat16>> = true;
+template <>
+constexpr bool kHasMmaFormat<Int8Weights> = true;
+template <>
+constexpr bool kHasMmaFormat<Int4Weights> = true;
+
+// KILN_CUDA_MMA_SWIGLU=1: batch-1 SwiGLU linears of bfloat16, int8 and int4 weights on tensor cores
+// (gemvMmaSwigluKernel). Read once per process.
+bool mmaSwigluEnabled() {
+  static const bool on = [] {
+    const char* setting = std::getenv("KILN_CUDA_MMA_SWIGLU");
+    return setting && std::string(setting) == "1";
+  }();
+  return on;
+}
+
+template <typename W>
+bool mmaSwigluApplies(const W& w, int64_t N, int64_t K) {
+  if constexpr (!kHasMmaFormat<W>) {
+    return false;
+  } else {
+    bool groups = true;
+    if constexpr (W::kVectorScales) groups = w.G % 128 == 0;
+    return mmaSwigluEnabled() && groups && N % 16 == 0 && K % MmaFormat<W>::kSuperElems == 0;
+  }
+}
+
 // Blocks of `kernel` (threads, dynamic shared bytes) resident on the current device at once; the
 // occupancy query per (device, kernel, shared size) is made once per thread. KILN_CUDA_FUSED_WAVES=N
 // multiplies it (comparisons: a large N gives every slot group its own block, as before session 10).
@@ -620,6 +880,16 @@ void launchFusedRows(cudaStream_t stream, ConstMatrix x, const W& w, int64_t N, 
   };
   switch (f.epilogue) {
     case GemvFusion::Swiglu:
+      if constexpr (R == 1 && kHasMmaFormat<W>) {
+        if (mmaSwigluApplies(w, N, K)) {
+          const auto kernel = gemvMmaSwigluKernel<W, kNorm>;
+          const size_t xBytes = static_cast<size_t>(K) * sizeof(T) * (MmaFormat<W>::kPermutesX ? 2 : 1);
+          const int64_t tiles = N / 16;
+          const int64_t resident = residentBlocks(reinterpret_cast<const void*>(kernel), 32 * kMmaWarps, xBytes);
+          return launch(kernel, dim3(static_cast<unsigned>(std::max<int64_t>(1, std::min(tiles, resident)))), dim3(32 * kMmaWarps), xBytes,
+                        stream, x, w, N, K, bias, f, y);
+        }
+      }
       return go(gemvFusedKernel<T, W, R, 2, kNorm, Epi::Swiglu, kWarps>, N / 2, kWarps, kThreads);
     case GemvFusion::Rope:
       // QKV is narrow (a warp per rope pair: 1,280 warps for TinyLlama): 4-warp blocks spread it over
