@@ -43,22 +43,28 @@ __device__ __forceinline__ void e4m3x16ToFloats(const uint4& v, float* f) {
 // integer instructions times 2^-120 (weight_formats.cuh: the same sums bit for bit, fewer instructions per
 // weight); otherwise (rows * K * 4 above the shared memory the kernel may take) as e4m3 codes, both widened
 // by conversion instructions at every use.
-template <typename X, int R, bool kScaled>
-__global__ void __launch_bounds__(kThreads) gemvFp8Kernel(const X* x, int64_t xStride, const uint8_t* w, int64_t N,
-                                                          int64_t K, const float* bias, Matrix y) {
+// kSplit > 1: split-K, kSplit consecutive warps share a feature's row (blocks of kWarps * kSplit warps) and
+// their sums meet in shared memory, as gemv.cu's GEMVs do: twice the warps keep twice the bytes in flight
+// (batch 1's o / down projections, where one warp a feature left the kernel latency-bound).
+template <typename X, int R, bool kScaled, int kSplit = 1>
+__global__ void __launch_bounds__(kThreads * kSplit) gemvFp8Kernel(const X* x, int64_t xStride, const uint8_t* w, int64_t N,
+                                                                   int64_t K, const float* bias, Matrix y) {
   extern __shared__ uint4 sharedX[];  // R rows of K: float32 (kScaled) or e4m3 codes
   __shared__ float red[32];
   __shared__ float rowScale[R];
   uint8_t* xq = reinterpret_cast<uint8_t*>(sharedX);
   float* xs = reinterpret_cast<float*>(sharedX);
-  const int lane = threadIdx.x & 31;
-  const int64_t n = static_cast<int64_t>(blockIdx.x) * kWarps + (threadIdx.x >> 5);
-  const int64_t vectors = n < N ? K / 16 : 0;  // the last block's spare warps load nothing
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, part = warp % kSplit;
+  const int64_t n = static_cast<int64_t>(blockIdx.x) * kWarps + warp / kSplit;
+  // This warp's vectors of the row: [begin, vectors); none for the last block's spare warps.
+  const int64_t all = K / 16, per = (all + kSplit - 1) / kSplit;
+  const int64_t begin = n < N ? min(all, part * per) : 0;
+  const int64_t vectors = n < N ? min(all, begin + per) : 0;
   const uint4* row = reinterpret_cast<const uint4*>(w + (n < N ? n : 0) * K);
   uint4 wv[kInFlight];
 #pragma unroll
   for (int u = 0; u < kInFlight; ++u) {
-    const int64_t i = lane + 32 * u;
+    const int64_t i = begin + lane + 32 * u;
     if (i < vectors) wv[u] = loadStreaming(row + i);
   }
   startAfterPriorKernels();
@@ -72,7 +78,7 @@ __global__ void __launch_bounds__(kThreads) gemvFp8Kernel(const X* x, int64_t xS
 #pragma unroll
   for (int r = 0; r < R; ++r) acc[r] = 0.0f;
   constexpr int64_t kRound = 32 * kInFlight;
-  for (int64_t base = 0; base < vectors; base += kRound) {
+  for (int64_t base = begin; base < vectors; base += kRound) {
     uint4 next[kInFlight];
 #pragma unroll
     for (int u = 0; u < kInFlight; ++u) {
@@ -113,12 +119,28 @@ __global__ void __launch_bounds__(kThreads) gemvFp8Kernel(const X* x, int64_t xS
 #pragma unroll
     for (int u = 0; u < kInFlight; ++u) wv[u] = next[u];
   }
+  float sums[R];
+#pragma unroll
+  for (int r = 0; r < R; ++r) sums[r] = warpSum(acc[r]);
+  if constexpr (kSplit > 1) {
+    __shared__ float partial[kWarps * kSplit][R];
+    if (lane == 0) {
+#pragma unroll
+      for (int r = 0; r < R; ++r) partial[warp][r] = sums[r];
+    }
+    __syncthreads();
+    if (part != 0) return;
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+#pragma unroll
+      for (int p = 1; p < kSplit; ++p) sums[r] += partial[warp + p][r];
+  }
   if (n >= N) return;
   const float wScale = fp8MatrixScale(w, N, K);
   const float b = bias ? bias[n] : 0.0f;
 #pragma unroll
   for (int r = 0; r < R; ++r) {
-    const float sum = warpSum(acc[r]);
+    const float sum = sums[r];
     // The 2^20 of the scaled sums is exact: fma(sum * 2^-20, scale * 2^20, b) rounds what fma(sum, scale, b) does.
     const float scale = kScaled ? (rowScale[r] * wScale) * kFp8SumScale : rowScale[r] * wScale;
     if (lane == 0) store(y.data, y.dtype, r * y.stride + n, fmaf(sum, scale, b));
@@ -159,10 +181,28 @@ void dispatchActivation(DType t, F&& f) {
 
 template <typename X, int R>
 void allowGemvShared() {
-  for (const auto kernel : {gemvFp8Kernel<X, R, true>, gemvFp8Kernel<X, R, false>}) {
+  const auto allow = [](auto kernel) {
     const cudaError_t status = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kMaxGemvFp8SharedBytes);
     if (status != cudaSuccess) throw std::runtime_error(std::string("cuda fp8 GEMV: shared memory: ") + cudaGetErrorString(status));
+  };
+  allow(gemvFp8Kernel<X, R, true>);
+  allow(gemvFp8Kernel<X, R, false>);
+  if constexpr (R == 1) {
+    allow(gemvFp8Kernel<X, 1, false, 2>);
+    allow(gemvFp8Kernel<X, 1, false, 4>);
   }
+}
+
+// Split-K of the batch-1 FP8 GEMV (codes path): KILN_CUDA_FP8_GEMV_SPLIT = 2 (default) or 4 warps a
+// feature, 1 for one (read once per process). On an H200 (session 14) the issue-10 model's FP8 batch-1
+// decode took 0.988 ms/token with 2, 1.092 with 1 and 1.116 with 4 (docs/benchmarks.md).
+int fp8GemvSplit() {
+  static const int split = [] {
+    const char* setting = std::getenv("KILN_CUDA_FP8_GEMV_SPLIT");
+    const int v = setting && *setting ? std::atoi(setting) : 2;
+    return v == 2 || v == 4 ? v : 1;
+  }();
+  return split;
 }
 
 }  // namespace
@@ -199,6 +239,11 @@ void gemvFp8(cudaStream_t stream, DType xType, const void* x, int64_t rows, int6
   dispatchActivation(xType, [&](auto z) {
     using X = decltype(z);
     const X* xs = static_cast<const X*>(x);
+    if (rows == 1 && !scaled && fp8GemvSplit() > 1) {
+      const int split = fp8GemvSplit();
+      if (split == 4) return launch(gemvFp8Kernel<X, 1, false, 4>, grid, dim3(kThreads * 4), shared, stream, xs, xStride, codes, N, K, bias, y);
+      return launch(gemvFp8Kernel<X, 1, false, 2>, grid, dim3(kThreads * 2), shared, stream, xs, xStride, codes, N, K, bias, y);
+    }
     switch (rows) {
 #define KILN_GEMV_FP8(R)                                                                                                      \
   case R:                                                                                                                    \
