@@ -12,6 +12,7 @@
 //   no attn         without the stand-in (o reads q)
 //   narrow          every matrix 64 features wide (K as full): what each kernel costs beyond its bytes
 //   <kernel> only   22 launches of one kernel of the layer, each on its own weights, same dependencies
+//   ..., no norm    the fused kernels without their add_rms_norm prologue
 // and the same with KILN_CUDA_PDL=0 when the environment sets it. Build and run on the GPU machine:
 //
 //   nvcc -O3 -std=c++17 -arch=sm_90 --expt-relaxed-constexpr -I native/src -o /tmp/chain \
@@ -118,7 +119,9 @@ int main() {
   CHECK(cudaDeviceSynchronize());
   const double layerBytes = 2.0 * (kQkv * kHidden + kHidden * kHidden + 2 * kMlp * kHidden + kHidden * kMlp);
 
+  bool withNorm = true;  // the fused kernels' add_rms_norm prologue (off: x goes in as it is)
   const auto norm = [&](GemvFusion& f, const __nv_bfloat16* addend, __nv_bfloat16* sum) {
+    if (!withNorm) return;
     f.normWeight = normWeight;
     f.normWDType = DType::BF16;
     f.normEps = 1e-5f;
@@ -235,6 +238,30 @@ int main() {
          }));
   report("down only", 1, 2.0 * kHidden * kMlp, timeGraph([&] {
            for (const auto& w : full) downKernel(w, false);
+         }));
+  // The narrow kernels one kind at a time: each kind's own latency in a dependent chain, and the fused
+  // kernels' again without their norm prologue.
+  report("narrow qkv only", 1, 0, timeGraph([&] {
+           for (const auto& w : full) qkvKernel(w, true);
+         }));
+  report("narrow o only", 1, 0, timeGraph([&] {
+           for (const auto& w : full) oKernel(w, true, false);
+         }));
+  report("narrow gate/up only", 1, 0, timeGraph([&] {
+           for (const auto& w : full) gateUpKernel(w, true);
+         }));
+  report("narrow down only", 1, 0, timeGraph([&] {
+           for (const auto& w : full) downKernel(w, true);
+         }));
+  withNorm = false;
+  report("narrow qkv only, no norm", 1, 0, timeGraph([&] {
+           for (const auto& w : full) qkvKernel(w, true);
+         }));
+  report("narrow gate/up only, no norm", 1, 0, timeGraph([&] {
+           for (const auto& w : full) gateUpKernel(w, true);
+         }));
+  report("full, no norms", 5, layerBytes, timeGraph([&] {
+           for (const auto& w : full) qkvKernel(w, false), attnKernel(), oKernel(w, false, true), gateUpKernel(w, false), downKernel(w, false);
          }));
   return 0;
 }
