@@ -13,7 +13,9 @@
 //   narrow          every matrix 64 features wide (K as full): what each kernel costs beyond its bytes
 //   <kernel> only   22 launches of one kernel of the layer, each on its own weights, same dependencies
 //   ..., no norm    the fused kernels without their add_rms_norm prologue
-// and the same with KILN_CUDA_PDL=0 when the environment sets it. Build and run on the GPU machine:
+// and the same with KILN_CUDA_PDL=0 when the environment sets it (or any switch gemv.cu reads, e.g.
+// KILN_CUDA_GEMV_SPLIT=1, KILN_CUDA_GEMV_LONG_INFLIGHT=4). Build here or there (the binary built on the
+// development machine ran on the GPU machine in session 14: carry it, no .gpu needed) and run there:
 //
 //   nvcc -O3 -std=c++17 -arch=sm_90 --expt-relaxed-constexpr -I native/src -o /tmp/chain \
 //     tools/gpu/layer-chain-bench.cu native/src/kiln/backends/cuda/kernels/gemv.cu \
@@ -104,6 +106,18 @@ int main() {
   float* invFreq = nullptr;
   CHECK(cudaMalloc(&invFreq, invFreqHost.size() * 4));
   CHECK(cudaMemcpy(invFreq, invFreqHost.data(), invFreqHost.size() * 4, cudaMemcpyHostToDevice));
+  // rope's (cos, sin) table, as the engine makes it (ropeCosSinTable): positions below 512.
+  constexpr int64_t kTablePositions = 512;
+  std::vector<float> cosSinHost(kTablePositions * kHeadDim);
+  for (int64_t p = 0; p < kTablePositions; ++p)
+    for (int64_t i = 0; i < kHeadDim / 2; ++i) {
+      const double angle = static_cast<double>(static_cast<float>(p) * invFreqHost[i]);
+      cosSinHost[(p * kHeadDim / 2 + i) * 2] = static_cast<float>(std::cos(angle));
+      cosSinHost[(p * kHeadDim / 2 + i) * 2 + 1] = static_cast<float>(std::sin(angle));
+    }
+  float* cosSin = nullptr;
+  CHECK(cudaMalloc(&cosSin, cosSinHost.size() * 4));
+  CHECK(cudaMemcpy(cosSin, cosSinHost.data(), cosSinHost.size() * 4, cudaMemcpyHostToDevice));
   int32_t* positions = nullptr;
   CHECK(cudaMalloc(&positions, 4));
   const int32_t position = 200;
@@ -139,6 +153,8 @@ int main() {
     f.headDim = kHeadDim;
     f.rotaryDim = kHeadDim;
     f.invFreq = invFreq;
+    f.cosSin = cosSin;
+    f.tablePositions = kTablePositions;
     f.attentionScaling = 1.0f;
     f.positions = positions;
     f.ropedK = Matrix{ropedK, DType::BF16, kKvHeads * kHeadDim};

@@ -210,7 +210,7 @@ __device__ __forceinline__ void storeFeatures(const int64_t (&features)[kRows], 
 // H200, a 2048 x 5632 bfloat16 GEMV took 7.15 us against 7.94, tools/gpu/gemv-bench.cu).
 // W: the weights' format (weight_formats.cuh): 16-bit weights of x's type T, or int8 / int4 ones with
 // bfloat16 x (gemvQuantized, one row).
-template <typename T, typename W, int R, int kRows, int kSplit>
+template <typename T, typename W, int R, int kRows, int kSplit, int kIn = kInFlight>
 __global__ void __launch_bounds__(kThreads * kSplit) gemvKernel(const T* __restrict__ x, int64_t xStride, W w,
                                                                 int64_t N, int64_t K, const float* __restrict__ bias, Matrix y) {
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, part = warp % kSplit;
@@ -218,7 +218,7 @@ __global__ void __launch_bounds__(kThreads * kSplit) gemvKernel(const T* __restr
   const int64_t first = (static_cast<int64_t>(blockIdx.x) * kWarps + warp / kSplit) * kRows;
 #pragma unroll
   for (int j = 0; j < kRows; ++j) features[j] = first + j < N ? first + j : -1;
-  WarpRows<W, R, kRows> rows(w, features, K, part, kSplit);
+  WarpRows<W, R, kRows, kIn> rows(w, features, K, part, kSplit);
   startAfterPriorKernels();
   rows.run(PlainX<T>{x, xStride});
   float dot[kRows], zero[kRows];
@@ -548,6 +548,20 @@ int gemvSplitK() {
   return split;
 }
 
+// Vectors a lane loads per round in the batch-1 GEMV of long rows (K >= 4096: the down projection), where
+// a warp walks its share of a row in serial rounds: KILN_CUDA_GEMV_LONG_INFLIGHT=4|8 (bfloat16; int8 and
+// int4 take 4), otherwise kInFlight. Off by default: written in session 14 after its device time was spent,
+// from tools/gpu/layer-chain-bench.cu's narrow down GEMV (4.25 us of serial rounds at 64 features);
+// measure it there and in decode-sweep before changing the default. Read once per process.
+int longRowInFlight() {
+  static const int n = [] {
+    const char* setting = std::getenv("KILN_CUDA_GEMV_LONG_INFLIGHT");
+    const int v = setting ? std::atoi(setting) : 0;
+    return v == 4 || v == 8 ? v : 0;
+  }();
+  return n;
+}
+
 // Vectors a lane loads per round in the batch-1 QKV GEMV: 4 (default), or KILN_CUDA_QKV_INFLIGHT=2 / 8
 // (read once per process, for comparisons).
 int qkvInFlight() {
@@ -573,6 +587,10 @@ void launchRows(cudaStream_t stream, const T* x, int64_t xStride, const T* w, in
   if (twoFeaturesPerWarp<R>(N, K)) {
     const unsigned pairBlocks = static_cast<unsigned>((N + 2 * kWarps - 1) / (2 * kWarps));
     launch(gemvKernel<T, DenseWeights<T>, R, 2, 1>, dim3(pairBlocks), dim3(kThreads), 0, stream, x, xStride, dense, N, K, bias, y);
+  } else if (R == 1 && gemvSplitK() == 2 && K >= 4096 && longRowInFlight() == 4) {
+    launch(gemvKernel<T, DenseWeights<T>, R, 1, 2, 4>, dim3(blocks), dim3(2 * kThreads), 0, stream, x, xStride, dense, N, K, bias, y);
+  } else if (R == 1 && gemvSplitK() == 2 && K >= 4096 && longRowInFlight() == 8) {
+    launch(gemvKernel<T, DenseWeights<T>, R, 1, 2, 8>, dim3(blocks), dim3(2 * kThreads), 0, stream, x, xStride, dense, N, K, bias, y);
   } else if (R <= 2 && gemvSplitK() == 2) {
     launch(gemvKernel<T, DenseWeights<T>, R, 1, 2>, dim3(blocks), dim3(2 * kThreads), 0, stream, x, xStride, dense, N, K, bias, y);
   } else {
@@ -601,7 +619,11 @@ void launchQuantizedRow(cudaStream_t stream, const __nv_bfloat16* x, const W& w,
   switch (quantizedGemvSplit()) {
     case 4: return launch(gemvKernel<T, W, 1, 1, 4>, dim3(blocks), dim3(4 * kThreads), 0, stream, x, int64_t{K}, w, N, K, bias, y);
     case 1: return launch(gemvKernel<T, W, 1, 1, 1>, dim3(blocks), dim3(kThreads), 0, stream, x, int64_t{K}, w, N, K, bias, y);
-    default: return launch(gemvKernel<T, W, 1, 1, 2>, dim3(blocks), dim3(2 * kThreads), 0, stream, x, int64_t{K}, w, N, K, bias, y);
+    default:
+      if (K >= 4096 && longRowInFlight() == 4) {
+        return launch(gemvKernel<T, W, 1, 1, 2, 4>, dim3(blocks), dim3(2 * kThreads), 0, stream, x, int64_t{K}, w, N, K, bias, y);
+      }
+      return launch(gemvKernel<T, W, 1, 1, 2>, dim3(blocks), dim3(2 * kThreads), 0, stream, x, int64_t{K}, w, N, K, bias, y);
   }
 }
 
