@@ -562,6 +562,18 @@ int longRowInFlight() {
   return n;
 }
 
+// Vectors a lane loads per round in the batch-1 SwiGLU (gate/up) GEMV: KILN_CUDA_SWIGLU_INFLIGHT=4 (bfloat16,
+// int8, FP8), otherwise kInFlight: half the serial rounds a warp takes over its rows. Off by default:
+// written in session 14 after its device time was spent; measure with tools/gpu/layer-chain-bench.cu and
+// decode-sweep first. Read once per process.
+int swigluInFlight() {
+  static const int n = [] {
+    const char* setting = std::getenv("KILN_CUDA_SWIGLU_INFLIGHT");
+    return setting && std::string(setting) == "4" ? 4 : kInFlight;
+  }();
+  return n;
+}
+
 // Vectors a lane loads per round in the batch-1 QKV GEMV: 4 (default), or KILN_CUDA_QKV_INFLIGHT=2 / 8
 // (read once per process, for comparisons).
 int qkvInFlight() {
@@ -642,6 +654,9 @@ void launchFusedRows(cudaStream_t stream, ConstMatrix x, const W& w, int64_t N, 
   };
   switch (f.epilogue) {
     case GemvFusion::Swiglu:
+      if constexpr (R == 1 && !W::kVectorScales) {
+        if (swigluInFlight() == 4) return go(gemvFusedKernel<T, W, R, 2, kNorm, Epi::Swiglu, kWarps, 4>, N / 2, kWarps, kThreads);
+      }
       return go(gemvFusedKernel<T, W, R, 2, kNorm, Epi::Swiglu, kWarps>, N / 2, kWarps, kThreads);
     case GemvFusion::Rope:
       // QKV is narrow (a warp per rope pair: 1,280 warps for TinyLlama): 4-warp blocks spread it over
